@@ -1,0 +1,154 @@
+//! The impact of a settings change over a population, for the preview before Save.
+
+use crate::{Decision, GroupNames, Reason, ServiceDef, Settings, Subject, evaluate};
+use std::collections::BTreeSet;
+
+/// How many names a preview shows per side.
+pub const IMPACT_SAMPLE_SIZE: usize = 10;
+
+/// One side of an impact: how many users and devices, and some of their names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImpactSide {
+    /// Distinct users concerned.
+    pub users: usize,
+    /// Devices concerned.
+    pub devices: usize,
+    /// Up to [`IMPACT_SAMPLE_SIZE`] entries of "user on host".
+    pub sample: Vec<String>,
+}
+
+/// Who gains and who loses a service when `before` becomes `after`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Impact {
+    /// Devices that get the service and did not have it.
+    pub gaining: ImpactSide,
+    /// Devices that lose the service.
+    pub losing: ImpactSide,
+    /// Devices whose client is too old to honour group settings for this service.
+    pub legacy_clients: ImpactSide,
+}
+
+/// One device of the population, with its owner.
+#[derive(Debug, Clone)]
+pub struct PopulationEntry<'a> {
+    /// The device's host name, for the sample.
+    pub hostname: &'a str,
+    /// The user and device being decided about.
+    pub subject: Subject<'a>,
+}
+
+/// Compares `before` and `after` over every device of `population` with [`evaluate`].
+pub fn impact<'a>(
+    service: &ServiceDef,
+    before: &Settings,
+    after: &Settings,
+    population: impl IntoIterator<Item = PopulationEntry<'a>>,
+    names: &dyn GroupNames,
+) -> Impact {
+    let mut gaining = Tally::default();
+    let mut losing = Tally::default();
+    let mut legacy = Tally::default();
+    for entry in population {
+        let old: Decision = evaluate(service, before, &entry.subject, names);
+        let new: Decision = evaluate(service, after, &entry.subject, names);
+        if !old.enabled && new.enabled {
+            gaining.add(&entry);
+        } else if old.enabled && !new.enabled {
+            losing.add(&entry);
+        }
+        if new.reason == Reason::LegacyClient {
+            legacy.add(&entry);
+        }
+    }
+    Impact {
+        gaining: gaining.finish(),
+        losing: losing.finish(),
+        legacy_clients: legacy.finish(),
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    users: BTreeSet<String>,
+    devices: usize,
+    sample: Vec<String>,
+}
+
+impl Tally {
+    fn add(&mut self, entry: &PopulationEntry<'_>) {
+        self.users.insert(entry.subject.user_name.to_owned());
+        self.devices += 1;
+        if self.sample.len() < IMPACT_SAMPLE_SIZE {
+            self.sample
+                .push(format!("{} on {}", entry.subject.user_name, entry.hostname));
+        }
+    }
+
+    fn finish(self) -> ImpactSide {
+        ImpactSide {
+            users: self.users.len(),
+            devices: self.devices,
+            sample: self.sample,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ClientVersion, DeviceGroupId, GroupId, NoNames, service};
+
+    #[test]
+    fn counts_gainers_losers_and_legacy_clients() {
+        let eng: BTreeSet<GroupId> = [GroupId("eng".into())].into();
+        let none_g: BTreeSet<GroupId> = BTreeSet::new();
+        let none_d: BTreeSet<DeviceGroupId> = BTreeSet::new();
+        let new = ClientVersion::parse("4.0").expect("version");
+        let old = ClientVersion::parse("1.0").expect("version");
+        let person = |user_name, groups, version| Subject {
+            user_name,
+            user_active: true,
+            user_groups: groups,
+            device_groups: &none_d,
+            client_version: version,
+        };
+        let population = vec![
+            PopulationEntry {
+                hostname: "ada-mac",
+                subject: person("ada", &eng, new),
+            },
+            PopulationEntry {
+                hostname: "ada-phone",
+                subject: person("ada", &eng, new),
+            },
+            PopulationEntry {
+                hostname: "bob-pc",
+                subject: person("bob", &none_g, new),
+            },
+            PopulationEntry {
+                hostname: "old-pc",
+                subject: person("cy", &none_g, old),
+            },
+        ];
+        let zpa = service("private_access").expect("zpa");
+        let before = Settings {
+            enabled_by_default: true,
+            ..Settings::default()
+        };
+        let after = Settings {
+            user_groups: eng.clone(),
+            ..Settings::default()
+        };
+
+        let result = impact(zpa, &before, &after, population.clone(), &NoNames);
+        assert_eq!(result.gaining, ImpactSide::default());
+        assert_eq!(result.losing.users, 1);
+        assert_eq!(result.losing.devices, 1);
+        assert_eq!(result.losing.sample, vec!["bob on bob-pc".to_owned()]);
+        assert_eq!(result.legacy_clients.devices, 1);
+
+        let reverse = impact(zpa, &after, &before, population, &NoNames);
+        assert_eq!(reverse.gaining.devices, 1);
+        assert_eq!(reverse.losing.devices, 0);
+    }
+}

@@ -1,0 +1,24 @@
+//! The pure core of entitle: what a service is, how it is configured, and the one
+//! function that decides whether a user's device gets it.
+//!
+//! Nothing here does I/O, reads the clock or knows about HTTP, SQL or JSON: every
+//! other crate converts its own types into these and calls [`evaluate`] or [`impact`].
+
+mod decision;
+mod device;
+mod groups;
+mod impact;
+mod service;
+mod settings;
+mod version;
+
+pub use decision::{Decision, GroupNames, NoNames, Reason, Subject, evaluate};
+pub use device::{
+    DeviceGroup, DeviceGroupId, DeviceReport, Os, Ownership, PostureOp, PostureRequirement,
+    PostureValue, RuleError, effective_device_groups,
+};
+pub use groups::{GroupGraph, GroupId};
+pub use impact::{IMPACT_SAMPLE_SIZE, Impact, ImpactSide, PopulationEntry, impact};
+pub use service::{LegacyBehaviour, SERVICES, ServiceDef, UnknownService, service};
+pub use settings::{SaveError, Settings, validate_save};
+pub use version::{ClientVersion, VersionError};
