@@ -1,0 +1,503 @@
+//! Storage for entitle: the records the server keeps, the traits it reads and
+//! writes them through, and the SQLite implementation.
+//!
+//! The traits are split by capability so that a handler's signature shows what it
+//! may touch. Every write that the spec calls "a save" is one transaction.
+
+mod codec;
+pub mod secrets;
+mod sqlite;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use entitle_core::{DeviceGroup, DeviceReport, SaveError, ServiceDef, Settings};
+use time::OffsetDateTime;
+
+pub use codec::{device_group_to_json, report_to_json, settings_to_json};
+pub use sqlite::SqliteStore;
+
+/// Everything the server needs from storage.
+pub trait Store: TenantStore + DirectoryStore + DeviceStore + ConfigStore + Send + Sync {}
+impl<T: TenantStore + DirectoryStore + DeviceStore + ConfigStore + Send + Sync> Store for T {}
+
+/// Why a storage call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The record does not exist (or belongs to another tenant).
+    #[error("{what} not found")]
+    NotFound {
+        /// What kind of record.
+        what: &'static str,
+    },
+    /// A unique name is taken.
+    #[error("{what} {name:?} already exists")]
+    Duplicate {
+        /// What kind of record.
+        what: &'static str,
+        /// The name that is taken.
+        name: String,
+    },
+    /// `If-Match` named a version that is no longer current.
+    #[error(
+        "the settings were changed by someone else (you had version {expected}, current is {current}); reload and apply your change again"
+    )]
+    Stale {
+        /// The version the caller had.
+        expected: i64,
+        /// The version stored now.
+        current: i64,
+    },
+    /// The save breaks a rule of the spec.
+    #[error(transparent)]
+    Invalid(#[from] SaveError),
+    /// A group would end up containing itself.
+    #[error(
+        "group {member} cannot be nested in {container}: {container} is already inside {member}"
+    )]
+    Cycle {
+        /// The would-be container.
+        container: String,
+        /// The would-be member.
+        member: String,
+    },
+    /// A group id given as a member does not exist in the tenant.
+    #[error("unknown groups: {}", .ids.join(", "))]
+    UnknownGroups {
+        /// The ids that were not found.
+        ids: Vec<String>,
+    },
+    /// Data in the database could not be decoded.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations could not be applied.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Shorthand for storage results.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What a token or account may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Every tenant, read and write.
+    SuperAdmin,
+    /// One tenant, read and write.
+    Admin,
+    /// One tenant, read only.
+    Viewer,
+}
+
+impl Role {
+    /// The stored and wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::SuperAdmin => "super_admin",
+            Role::Admin => "admin",
+            Role::Viewer => "viewer",
+        }
+    }
+
+    /// Parses the stored and wire name.
+    pub fn parse(text: &str) -> Option<Role> {
+        match text {
+            "super_admin" => Some(Role::SuperAdmin),
+            "admin" => Some(Role::Admin),
+            "viewer" => Some(Role::Viewer),
+            _ => None,
+        }
+    }
+}
+
+/// A tenant, without its secrets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tenant {
+    /// Stable id.
+    pub id: String,
+    /// Unique short name used in URLs.
+    pub name: String,
+    /// When the tenant was created (decides ZPA's default).
+    pub created_at: OffsetDateTime,
+    /// The tenant-wide config version counter.
+    pub config_version: i64,
+    /// When the identity provider last called the SCIM endpoint.
+    pub last_scim_request_at: Option<OffsetDateTime>,
+}
+
+/// A tenant to create; secrets arrive hashed.
+#[derive(Debug, Clone)]
+pub struct NewTenant {
+    /// Unique short name.
+    pub name: String,
+    /// Creation time.
+    pub created_at: OffsetDateTime,
+    /// Hash of the enrollment key agents present.
+    pub enrollment_key_hash: String,
+    /// Hash of the SCIM bearer token.
+    pub scim_token_hash: String,
+}
+
+/// What a presented API token grants.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenGrant {
+    /// The role.
+    pub role: Role,
+    /// The tenant, or `None` for a super admin.
+    pub tenant_id: Option<String>,
+    /// The token's name, used as the actor in the audit log.
+    pub name: String,
+}
+
+/// A directory user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct User {
+    /// Stable id.
+    pub id: String,
+    /// The login name, unique per tenant regardless of case.
+    pub user_name: String,
+    /// Display name.
+    pub display_name: Option<String>,
+    /// Whether the directory has the user active.
+    pub active: bool,
+    /// Direct group memberships.
+    pub groups: Vec<String>,
+}
+
+/// A user to create.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    /// The login name.
+    pub user_name: String,
+    /// Display name.
+    pub display_name: Option<String>,
+    /// Direct group memberships.
+    pub groups: Vec<String>,
+}
+
+/// A directory group with its size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    /// Stable id.
+    pub id: String,
+    /// Display name.
+    pub display_name: String,
+    /// `local` (API) or `scim` (identity provider).
+    pub source: String,
+    /// Direct members (users and nested groups).
+    pub member_count: i64,
+    /// Groups directly nested inside this one.
+    pub member_groups: Vec<String>,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Opaque cursor for the next page, if there is one.
+    pub next_cursor: Option<String>,
+}
+
+/// An enrolled device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Device {
+    /// Stable id.
+    pub id: String,
+    /// Its tenant.
+    pub tenant_id: String,
+    /// Its user.
+    pub user_id: String,
+    /// Its user's login name.
+    pub user_name: String,
+    /// The latest report.
+    pub report: DeviceReport,
+    /// When it enrolled.
+    pub enrolled_at: OffsetDateTime,
+    /// When it last synced.
+    pub last_sync_at: OffsetDateTime,
+}
+
+/// Settings of one service with the config version of their last change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredSettings {
+    /// The settings.
+    pub settings: Settings,
+    /// Config version of their last change (0: never saved, tenant defaults).
+    pub version: i64,
+}
+
+/// A request to save one service's settings.
+#[derive(Debug, Clone)]
+pub struct SaveRequest {
+    /// The service.
+    pub service: &'static ServiceDef,
+    /// The version the caller read (`If-Match`); `None` means last writer wins.
+    pub expected_version: Option<i64>,
+    /// The new settings.
+    pub settings: Settings,
+    /// Who saves, for the audit log.
+    pub actor: String,
+    /// What the audit log calls it (`entitlement.save`, `entitlement.rollback`).
+    pub action: &'static str,
+    /// Rollbacks restore a version verbatim, even group lists stored while
+    /// "Enabled by Default" was on, so they skip that one rule.
+    pub check_default_rule: bool,
+}
+
+/// The result of a save.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Saved {
+    /// The stored settings and their new version.
+    pub stored: StoredSettings,
+    /// The new tenant-wide config version.
+    pub config_version: i64,
+}
+
+/// One immutable config version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigVersion {
+    /// The tenant-wide version number.
+    pub version: i64,
+    /// The service it changed.
+    pub service: String,
+    /// Who made it.
+    pub actor: String,
+    /// When.
+    pub at: OffsetDateTime,
+    /// Settings before.
+    pub before: Settings,
+    /// Settings after.
+    pub after: Settings,
+}
+
+/// One entry of the audit log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    /// When.
+    pub at: OffsetDateTime,
+    /// Who (a token name, an admin, or `directory` / `system`).
+    pub actor: String,
+    /// What kind of change, e.g. `entitlement.save`.
+    pub action: String,
+    /// What it changed, e.g. `private_access`.
+    pub target: String,
+    /// State before, if any.
+    pub before: Option<serde_json::Value>,
+    /// State after, if any.
+    pub after: Option<serde_json::Value>,
+}
+
+/// A user as the decision needs it.
+#[derive(Debug, Clone)]
+pub struct DirectoryUser {
+    /// Stable id.
+    pub id: String,
+    /// Login name.
+    pub user_name: String,
+    /// Active in the directory.
+    pub active: bool,
+    /// Direct group memberships.
+    pub groups: Vec<String>,
+}
+
+/// Everything about a tenant that decisions depend on, loaded at once for the
+/// server's in-memory snapshot.
+#[derive(Debug, Clone)]
+pub struct TenantData {
+    /// The tenant.
+    pub tenant: Tenant,
+    /// Settings per service id; services never saved have their defaults.
+    pub settings: BTreeMap<String, StoredSettings>,
+    /// Every user.
+    pub users: Vec<DirectoryUser>,
+    /// Every group as (id, display name).
+    pub groups: Vec<(String, String)>,
+    /// Nesting as (container, member).
+    pub nesting: Vec<(String, String)>,
+    /// Every device group.
+    pub device_groups: Vec<DeviceGroup>,
+}
+
+/// Counts shown as the directory's sync status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DirectoryCounts {
+    /// Users in the tenant.
+    pub users: i64,
+    /// Groups in the tenant.
+    pub groups: i64,
+}
+
+/// Tenants and the credentials that open them.
+#[async_trait]
+pub trait TenantStore {
+    /// Creates a tenant with its default settings.
+    async fn create_tenant(&self, new: NewTenant, actor: &str) -> StoreResult<Tenant>;
+    /// Finds a tenant by id or by name.
+    async fn tenant(&self, id_or_name: &str) -> StoreResult<Tenant>;
+    /// Every tenant, by name.
+    async fn tenants(&self) -> StoreResult<Vec<Tenant>>;
+    /// The tenant whose enrollment key has this hash.
+    async fn tenant_by_enrollment_key(&self, key_hash: &str) -> StoreResult<Tenant>;
+    /// The tenant whose SCIM token has this hash.
+    async fn tenant_by_scim_token(&self, token_hash: &str) -> StoreResult<Tenant>;
+    /// Replaces the SCIM token hash.
+    async fn rotate_scim_token(
+        &self,
+        tenant_id: &str,
+        token_hash: &str,
+        actor: &str,
+    ) -> StoreResult<()>;
+    /// Stores an API token by its hash.
+    async fn create_api_token(
+        &self,
+        token_hash: &str,
+        grant: &TokenGrant,
+        actor: &str,
+    ) -> StoreResult<()>;
+    /// What the token with this hash grants.
+    async fn api_token(&self, token_hash: &str) -> StoreResult<TokenGrant>;
+    /// Whether any super admin token exists (for bootstrap).
+    async fn has_super_admin(&self) -> StoreResult<bool>;
+}
+
+/// Users, groups and memberships.
+#[async_trait]
+pub trait DirectoryStore {
+    /// Creates a local group, optionally containing other groups.
+    async fn create_group(
+        &self,
+        tenant_id: &str,
+        display_name: &str,
+        member_groups: &[String],
+        actor: &str,
+    ) -> StoreResult<Group>;
+    /// Deletes a group, removing it from every entitlement that selected it.
+    async fn delete_group(
+        &self,
+        tenant_id: &str,
+        group_id: &str,
+        actor: &str,
+    ) -> StoreResult<Vec<String>>;
+    /// Groups whose name contains `search`, by name.
+    async fn search_groups(
+        &self,
+        tenant_id: &str,
+        search: &str,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> StoreResult<Page<Group>>;
+    /// One group.
+    async fn group(&self, tenant_id: &str, group_id: &str) -> StoreResult<Group>;
+    /// Creates a local user with direct memberships.
+    async fn create_user(&self, tenant_id: &str, user: NewUser, actor: &str) -> StoreResult<User>;
+    /// Finds a user by login name (case-insensitive).
+    async fn user_by_name(&self, tenant_id: &str, user_name: &str) -> StoreResult<User>;
+    /// Sets a user's active flag.
+    async fn set_user_active(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        active: bool,
+        actor: &str,
+    ) -> StoreResult<User>;
+    /// Counts for the sync status.
+    async fn directory_counts(&self, tenant_id: &str) -> StoreResult<DirectoryCounts>;
+    /// Everything decisions depend on, for the in-memory snapshot.
+    async fn tenant_data(&self, tenant_id: &str) -> StoreResult<TenantData>;
+}
+
+/// Device groups and devices.
+#[async_trait]
+pub trait DeviceStore {
+    /// Creates a device group (the id inside `group` is ignored).
+    async fn create_device_group(
+        &self,
+        tenant_id: &str,
+        group: DeviceGroup,
+        actor: &str,
+    ) -> StoreResult<DeviceGroup>;
+    /// Replaces a device group's name and rule.
+    async fn update_device_group(
+        &self,
+        tenant_id: &str,
+        group: DeviceGroup,
+        actor: &str,
+    ) -> StoreResult<DeviceGroup>;
+    /// Deletes a device group, removing it from every entitlement that selected it.
+    async fn delete_device_group(
+        &self,
+        tenant_id: &str,
+        group_id: &str,
+        actor: &str,
+    ) -> StoreResult<Vec<String>>;
+    /// Every device group of the tenant, by name.
+    async fn device_groups(&self, tenant_id: &str) -> StoreResult<Vec<DeviceGroup>>;
+    /// Enrolls a device for a user; its token arrives hashed.
+    async fn enroll_device(
+        &self,
+        tenant_id: &str,
+        user: &User,
+        token_hash: &str,
+        report: &DeviceReport,
+        at: OffsetDateTime,
+    ) -> StoreResult<Device>;
+    /// The device holding the token with this hash.
+    async fn device_by_token(&self, token_hash: &str) -> StoreResult<Device>;
+    /// One device.
+    async fn device(&self, tenant_id: &str, device_id: &str) -> StoreResult<Device>;
+    /// Records a sync: the new report (if it changed) and the time.
+    async fn record_sync(
+        &self,
+        device_id: &str,
+        report: Option<&DeviceReport>,
+        at: OffsetDateTime,
+    ) -> StoreResult<()>;
+    /// Devices of a tenant by id, optionally of one user.
+    async fn devices(
+        &self,
+        tenant_id: &str,
+        user_name: Option<&str>,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> StoreResult<Page<Device>>;
+    /// Every device of a tenant (for previews and reports).
+    async fn all_devices(&self, tenant_id: &str) -> StoreResult<Vec<Device>>;
+    /// Removes a device, revoking its token.
+    async fn delete_device(&self, tenant_id: &str, device_id: &str, actor: &str)
+    -> StoreResult<()>;
+}
+
+/// Entitlement settings, config versions and the audit log.
+#[async_trait]
+pub trait ConfigStore {
+    /// Settings of one service.
+    async fn settings(
+        &self,
+        tenant_id: &str,
+        service: &'static ServiceDef,
+    ) -> StoreResult<StoredSettings>;
+    /// Saves one service's settings: settings, version and audit entry in one transaction.
+    async fn save_settings(&self, tenant_id: &str, request: SaveRequest) -> StoreResult<Saved>;
+    /// One config version.
+    async fn config_version(&self, tenant_id: &str, version: i64) -> StoreResult<ConfigVersion>;
+    /// Config versions, newest first, optionally of one service.
+    async fn history(
+        &self,
+        tenant_id: &str,
+        service: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<ConfigVersion>>;
+    /// Audit entries, newest first.
+    async fn audit(
+        &self,
+        tenant_id: &str,
+        limit: u32,
+        before_id: Option<i64>,
+    ) -> StoreResult<Vec<(i64, AuditEntry)>>;
+    /// Notes that the identity provider called the SCIM endpoint.
+    async fn touch_scim(&self, tenant_id: &str, at: OffsetDateTime) -> StoreResult<()>;
+}

@@ -1,0 +1,445 @@
+//! The storage test suite, written once against the `Store` traits and run
+//! against every back end.
+
+use entitle_core::{
+    DeviceGroup, DeviceGroupId, DeviceReport, GroupId, Os, Ownership, PostureOp,
+    PostureRequirement, PostureValue, Settings, service,
+};
+use entitle_store::{
+    NewTenant, NewUser, Role, SaveRequest, Store, StoreError, TokenGrant, secrets,
+};
+use time::OffsetDateTime;
+
+async fn tenant(store: &dyn Store, name: &str) -> String {
+    let new = NewTenant {
+        name: name.to_owned(),
+        created_at: OffsetDateTime::now_utc(),
+        enrollment_key_hash: secrets::hash_secret(&secrets::new_secret("ek")),
+        scim_token_hash: secrets::hash_secret(&secrets::new_secret("scim")),
+    };
+    store
+        .create_tenant(new, "test")
+        .await
+        .expect("tenant created")
+        .id
+}
+
+fn save(service_id: &str, expected: Option<i64>, settings: Settings) -> SaveRequest {
+    SaveRequest {
+        service: service(service_id).expect("known service"),
+        expected_version: expected,
+        settings,
+        actor: "tester".into(),
+        action: "entitlement.save",
+        check_default_rule: true,
+    }
+}
+
+fn report(hostname: &str) -> DeviceReport {
+    DeviceReport {
+        hostname: hostname.into(),
+        os: Os::Macos,
+        client_version: entitle_core::ClientVersion::parse("4.1.0.12").expect("version"),
+        ownership: Ownership::Corporate,
+        posture: [("disk_encrypted".to_owned(), PostureValue::Bool(true))].into(),
+    }
+}
+
+pub async fn run_all(store: &dyn Store) {
+    tenants_and_tokens(store).await;
+    saves_are_versioned_and_audited(store).await;
+    stale_saves_change_nothing(store).await;
+    invalid_saves_change_nothing(store).await;
+    deleting_a_group_removes_it_from_entitlements(store).await;
+    users_groups_and_devices(store).await;
+    tenants_do_not_see_each_other(store).await;
+}
+
+async fn tenants_and_tokens(store: &dyn Store) {
+    let id = tenant(store, "tokens").await;
+    let duplicate = store
+        .create_tenant(
+            NewTenant {
+                name: "tokens".into(),
+                created_at: OffsetDateTime::now_utc(),
+                enrollment_key_hash: "a".into(),
+                scim_token_hash: "b".into(),
+            },
+            "test",
+        )
+        .await;
+    assert!(
+        matches!(duplicate, Err(StoreError::Duplicate { .. })),
+        "{duplicate:?}"
+    );
+    let grant = TokenGrant {
+        role: Role::Viewer,
+        tenant_id: Some(id.clone()),
+        name: "ci".into(),
+    };
+    store
+        .create_api_token("hash-1", &grant, "test")
+        .await
+        .expect("token stored");
+    assert_eq!(store.api_token("hash-1").await.expect("token found"), grant);
+    assert!(matches!(
+        store.api_token("other").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(store.tenant("tokens").await.expect("by name").id, id);
+    assert_eq!(store.tenant(&id).await.expect("by id").name, "tokens");
+}
+
+async fn saves_are_versioned_and_audited(store: &dyn Store) {
+    let t = tenant(store, "versions").await;
+    let zpa = service("private_access").expect("zpa");
+    let initial = store.settings(&t, zpa).await.expect("settings");
+    assert_eq!(initial.version, 0);
+    assert!(
+        !initial.settings.enabled_by_default,
+        "a tenant created today starts with ZPA off"
+    );
+    let eng = store
+        .create_group(&t, "Engineering", &[], "test")
+        .await
+        .expect("group");
+    let wanted = Settings {
+        user_groups: [GroupId(eng.id.clone())].into(),
+        ..Settings::default()
+    };
+    let first = store
+        .save_settings(&t, save("private_access", Some(0), wanted.clone()))
+        .await
+        .expect("saved");
+    assert_eq!(first.config_version, 1);
+    let second = store
+        .save_settings(&t, save("internet_access", None, Settings::default()))
+        .await
+        .expect("saved");
+    assert_eq!(second.config_version, 2);
+    assert_eq!(
+        store.settings(&t, zpa).await.expect("settings").settings,
+        wanted
+    );
+    let history = store.history(&t, None, 10).await.expect("history");
+    assert_eq!(
+        history.iter().map(|v| v.version).collect::<Vec<_>>(),
+        vec![2, 1]
+    );
+    assert_eq!(history[1].after, wanted);
+    assert_eq!(history[1].actor, "tester");
+    let audit = store.audit(&t, 50, None).await.expect("audit");
+    assert!(
+        audit
+            .iter()
+            .any(|(_, e)| e.action == "entitlement.save" && e.target == "private_access")
+    );
+    assert_eq!(store.tenant(&t).await.expect("tenant").config_version, 2);
+}
+
+async fn stale_saves_change_nothing(store: &dyn Store) {
+    let t = tenant(store, "stale").await;
+    let zia = service("internet_access").expect("zia");
+    let off = Settings::default();
+    store
+        .save_settings(&t, save("internet_access", Some(0), off.clone()))
+        .await
+        .expect("first save");
+    let stale = store
+        .save_settings(
+            &t,
+            save(
+                "internet_access",
+                Some(0),
+                Settings {
+                    logout_on_enable: true,
+                    ..off.clone()
+                },
+            ),
+        )
+        .await;
+    assert!(
+        matches!(
+            stale,
+            Err(StoreError::Stale {
+                expected: 0,
+                current: 1
+            })
+        ),
+        "{stale:?}"
+    );
+    assert_eq!(
+        store.settings(&t, zia).await.expect("settings").settings,
+        off
+    );
+    assert_eq!(store.history(&t, None, 10).await.expect("history").len(), 1);
+}
+
+async fn invalid_saves_change_nothing(store: &dyn Store) {
+    let t = tenant(store, "invalid").await;
+    let eng = store
+        .create_group(&t, "Engineering", &[], "test")
+        .await
+        .expect("group");
+    let groups_while_on = Settings {
+        enabled_by_default: true,
+        user_groups: [GroupId(eng.id.clone())].into(),
+        ..Settings::default()
+    };
+    let refused = store
+        .save_settings(&t, save("internet_access", None, groups_while_on))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Invalid(_))),
+        "{refused:?}"
+    );
+    let unknown = Settings {
+        user_groups: [GroupId("nope".into())].into(),
+        ..Settings::default()
+    };
+    let refused = store
+        .save_settings(&t, save("private_access", None, unknown))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Invalid(_))),
+        "{refused:?}"
+    );
+    assert!(
+        store
+            .history(&t, None, 10)
+            .await
+            .expect("history")
+            .is_empty()
+    );
+    assert_eq!(store.tenant(&t).await.expect("tenant").config_version, 0);
+}
+
+async fn deleting_a_group_removes_it_from_entitlements(store: &dyn Store) {
+    let t = tenant(store, "deletions").await;
+    let eng = store
+        .create_group(&t, "Engineering", &[], "test")
+        .await
+        .expect("group");
+    let laptops = store
+        .create_device_group(
+            &t,
+            DeviceGroup {
+                id: DeviceGroupId(String::new()),
+                name: "Laptops".into(),
+                os: [Os::Macos].into(),
+                ownership: [].into(),
+                posture: vec![
+                    PostureRequirement::new(
+                        "disk_encrypted",
+                        PostureOp::Eq,
+                        PostureValue::Bool(true),
+                    )
+                    .expect("rule"),
+                ],
+            },
+            "test",
+        )
+        .await
+        .expect("device group");
+    assert_eq!(
+        store.device_groups(&t).await.expect("list"),
+        vec![laptops.clone()]
+    );
+    let both = Settings {
+        user_groups: [GroupId(eng.id.clone())].into(),
+        device_groups: [laptops.id.clone()].into(),
+        ..Settings::default()
+    };
+    store
+        .save_settings(&t, save("private_access", None, both))
+        .await
+        .expect("saved");
+    let changed = store
+        .delete_group(&t, &eng.id, "admin")
+        .await
+        .expect("deleted");
+    assert_eq!(changed, vec!["private_access".to_owned()]);
+    let changed = store
+        .delete_device_group(&t, laptops.id.as_str(), "admin")
+        .await
+        .expect("deleted");
+    assert_eq!(changed, vec!["private_access".to_owned()]);
+    let zpa = service("private_access").expect("zpa");
+    let now = store.settings(&t, zpa).await.expect("settings");
+    assert_eq!(now.settings, Settings::default());
+    assert_eq!(now.version, 3);
+    let history = store
+        .history(&t, Some("private_access"), 10)
+        .await
+        .expect("history");
+    assert_eq!(history[0].actor, "system");
+    assert!(matches!(
+        store.group(&t, &eng.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+async fn users_groups_and_devices(store: &dyn Store) {
+    let t = tenant(store, "people").await;
+    let platform = store
+        .create_group(&t, "Platform", &[], "test")
+        .await
+        .expect("group");
+    let eng = store
+        .create_group(
+            &t,
+            "Engineering",
+            std::slice::from_ref(&platform.id),
+            "test",
+        )
+        .await
+        .expect("group");
+    assert_eq!(eng.member_groups, vec![platform.id.clone()]);
+    let dup = store.create_group(&t, "engineering", &[], "test").await;
+    assert!(matches!(dup, Err(StoreError::Duplicate { .. })), "{dup:?}");
+    let ada = store
+        .create_user(
+            &t,
+            NewUser {
+                user_name: "Ada@acme.test".into(),
+                display_name: None,
+                groups: vec![platform.id.clone()],
+            },
+            "test",
+        )
+        .await
+        .expect("user");
+    let dup = store
+        .create_user(
+            &t,
+            NewUser {
+                user_name: "ada@ACME.test".into(),
+                display_name: None,
+                groups: vec![],
+            },
+            "test",
+        )
+        .await;
+    assert!(matches!(dup, Err(StoreError::Duplicate { .. })), "{dup:?}");
+    let unknown = store
+        .create_user(
+            &t,
+            NewUser {
+                user_name: "bob".into(),
+                display_name: None,
+                groups: vec!["ghost".into()],
+            },
+            "test",
+        )
+        .await;
+    assert!(
+        matches!(unknown, Err(StoreError::UnknownGroups { .. })),
+        "{unknown:?}"
+    );
+    assert_eq!(
+        store
+            .user_by_name(&t, "ada@acme.test")
+            .await
+            .expect("found")
+            .id,
+        ada.id
+    );
+
+    let page = store
+        .search_groups(&t, "ENG", 10, None)
+        .await
+        .expect("search");
+    assert_eq!(
+        page.items
+            .iter()
+            .map(|g| g.display_name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["Engineering"]
+    );
+    let first = store.search_groups(&t, "", 1, None).await.expect("page 1");
+    let cursor = first.next_cursor.clone().expect("more pages");
+    let second = store
+        .search_groups(&t, "", 1, Some(&cursor))
+        .await
+        .expect("page 2");
+    assert_eq!(first.items[0].display_name, "Engineering");
+    assert_eq!(second.items[0].display_name, "Platform");
+    assert!(second.next_cursor.is_none());
+
+    let at = OffsetDateTime::now_utc();
+    let device = store
+        .enroll_device(&t, &ada, "dev-hash", &report("ada-mac"), at)
+        .await
+        .expect("enrolled");
+    let by_token = store.device_by_token("dev-hash").await.expect("by token");
+    assert_eq!(by_token.id, device.id);
+    assert_eq!(by_token.report, report("ada-mac"));
+    let mut moved = report("ada-mac");
+    moved.client_version = entitle_core::ClientVersion::parse("4.2").expect("version");
+    store
+        .record_sync(&device.id, Some(&moved), at)
+        .await
+        .expect("synced");
+    assert_eq!(
+        store.device(&t, &device.id).await.expect("device").report,
+        moved
+    );
+    let listed = store
+        .devices(&t, Some("ADA@acme.test"), 10, None)
+        .await
+        .expect("list");
+    assert_eq!(listed.items.len(), 1);
+    let data = store.tenant_data(&t).await.expect("snapshot data");
+    assert_eq!(data.users.len(), 1);
+    assert_eq!(data.users[0].groups, vec![platform.id.clone()]);
+    assert_eq!(data.nesting, vec![(eng.id.clone(), platform.id.clone())]);
+    let inactive = store
+        .set_user_active(&t, &ada.id, false, "directory")
+        .await
+        .expect("deactivated");
+    assert!(!inactive.active);
+    store
+        .delete_device(&t, &device.id, "admin")
+        .await
+        .expect("deleted");
+    assert!(matches!(
+        store.device_by_token("dev-hash").await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+async fn tenants_do_not_see_each_other(store: &dyn Store) {
+    let a = tenant(store, "tenant-a").await;
+    let b = tenant(store, "tenant-b").await;
+    let group = store
+        .create_group(&a, "Secret", &[], "test")
+        .await
+        .expect("group");
+    assert!(matches!(
+        store.group(&b, &group.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(
+        store
+            .search_groups(&b, "", 10, None)
+            .await
+            .expect("search")
+            .items
+            .is_empty()
+    );
+    let cross = Settings {
+        user_groups: [GroupId(group.id.clone())].into(),
+        ..Settings::default()
+    };
+    let refused = store
+        .save_settings(&b, save("private_access", None, cross))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Invalid(_))),
+        "{refused:?}"
+    );
+    assert!(matches!(
+        store.delete_group(&b, &group.id, "x").await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
