@@ -334,6 +334,8 @@ pub struct DirectoryCounts {
 /// Tenants and the credentials that open them.
 #[async_trait]
 pub trait TenantStore {
+    /// Checks that the database answers (for readiness).
+    async fn ping(&self) -> StoreResult<()>;
     /// Creates a tenant with its default settings.
     async fn create_tenant(&self, new: NewTenant, actor: &str) -> StoreResult<Tenant>;
     /// Finds a tenant by id or by name.

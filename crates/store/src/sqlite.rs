@@ -64,12 +64,6 @@ impl SqliteStore {
         })
     }
 
-    /// Checks that the database answers (for `/readyz`).
-    pub async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
     /// Closes the pool, waiting for connections to finish.
     pub async fn close(&self) {
         self.pool.close().await;
@@ -442,6 +436,11 @@ fn like_pattern(search: &str) -> String {
 
 #[async_trait]
 impl TenantStore for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     async fn create_tenant(&self, new: NewTenant, actor: &str) -> StoreResult<Tenant> {
         let _guard = self.write_lock.lock().await;
         let mut tx = self.pool.begin().await?;

@@ -1,0 +1,1184 @@
+//! The admin REST API under `/api/v1` (SPEC §7, §10).
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::header::{ETAG, IF_MATCH};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use entitle_core::{
+    DeviceGroupId, IMPACT_SAMPLE_SIZE, PopulationEntry, SERVICES, ServiceDef, Settings,
+    effective_device_groups, impact, service,
+};
+use entitle_store::{
+    NewTenant, NewUser, Role, SaveRequest, StoreError, Tenant, TokenGrant, User, secrets,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{JsonBody, QueryParams};
+use crate::state::AppState;
+use crate::wire::{
+    DecisionJson, DeviceGroupBody, DeviceGroupJson, DeviceJson, ImpactJson, SettingsJson,
+    report_json, rfc3339,
+};
+
+/// The admin API's routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/tenants", post(create_tenant).get(list_tenants))
+        .route("/api/v1/tenants/{tenant}", get(get_tenant))
+        .route("/api/v1/tenants/{tenant}/tokens", post(create_token))
+        .route(
+            "/api/v1/tenants/{tenant}/groups",
+            post(create_group).get(list_groups),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/groups/{id}",
+            get(get_group).delete(delete_group),
+        )
+        .route("/api/v1/tenants/{tenant}/users", post(create_user))
+        .route(
+            "/api/v1/tenants/{tenant}/users/{user}",
+            get(get_user).patch(update_user),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/device-groups",
+            post(create_device_group).get(list_device_groups),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/device-groups/{id}",
+            get(get_device_group)
+                .put(update_device_group)
+                .delete(delete_device_group),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/entitlements",
+            get(get_entitlements),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/entitlements/history",
+            get(history),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/entitlements/rollback",
+            post(rollback),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/entitlements/{service}",
+            get(get_settings).put(put_settings),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/entitlements/{service}/preview",
+            post(preview),
+        )
+        .route("/api/v1/tenants/{tenant}/devices", get(list_devices))
+        .route(
+            "/api/v1/tenants/{tenant}/devices/{id}",
+            get(get_device).delete(delete_device),
+        )
+        .route("/api/v1/tenants/{tenant}/audit", get(audit))
+        .route(
+            "/api/v1/tenants/{tenant}/directory/status",
+            get(directory_status),
+        )
+}
+
+/// Page sizes: default 50, at most 200.
+fn page_limit(limit: Option<u32>) -> u32 {
+    limit.unwrap_or(50).clamp(1, 200)
+}
+
+fn service_or_404(id: &str) -> ApiResult<&'static ServiceDef> {
+    service(id).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "unknown_service", e.to_string()))
+}
+
+// ---------------------------------------------------------------- tenants
+
+/// Body of `POST /api/v1/tenants`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    /// Short unique name: lower-case letters, digits and dashes.
+    pub name: String,
+    /// Creation time (RFC 3339); decides ZPA's default. Defaults to now.
+    pub created_at: Option<String>,
+}
+
+/// A new tenant with its secrets, shown once.
+#[derive(Serialize, ToSchema)]
+pub struct CreatedTenant {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Creation time.
+    pub created_at: String,
+    /// The key agents enroll with.
+    pub enrollment_key: String,
+    /// The bearer token for the tenant's SCIM endpoint.
+    pub scim_token: String,
+}
+
+/// A tenant, without secrets.
+#[derive(Serialize, ToSchema)]
+pub struct TenantJson {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Creation time.
+    pub created_at: String,
+    /// Current config version.
+    pub config_version: i64,
+}
+
+impl From<&Tenant> for TenantJson {
+    fn from(tenant: &Tenant) -> Self {
+        Self {
+            id: tenant.id.clone(),
+            name: tenant.name.clone(),
+            created_at: rfc3339(tenant.created_at),
+            config_version: tenant.config_version,
+        }
+    }
+}
+
+fn valid_tenant_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    (1..=63).contains(&bytes.len())
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
+/// Creates a tenant and the secrets that open it (super admin).
+#[utoipa::path(post, path = "/api/v1/tenants", tag = "tenants", request_body = CreateTenant,
+    responses((status = 201, body = CreatedTenant), (status = 403), (status = 409), (status = 422)))]
+pub(crate) async fn create_tenant(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<CreateTenant>,
+) -> ApiResult<Response> {
+    caller.require_super_admin()?;
+    if !valid_tenant_name(&body.name) {
+        return Err(ApiError::unprocessable(
+            "invalid_tenant_name",
+            "a tenant name is 1 to 63 lower-case letters, digits or dashes, starting with a letter or digit",
+        ));
+    }
+    let created_at = match &body.created_at {
+        Some(text) => OffsetDateTime::parse(text, &Rfc3339).map_err(|e| {
+            ApiError::bad_request("invalid_time", format!("created_at must be RFC 3339: {e}"))
+        })?,
+        None => OffsetDateTime::now_utc(),
+    };
+    let enrollment_key = secrets::new_secret("ent_enroll");
+    let scim_token = secrets::new_secret("ent_scim");
+    let new = NewTenant {
+        name: body.name,
+        created_at,
+        enrollment_key_hash: secrets::hash_secret(&enrollment_key),
+        scim_token_hash: secrets::hash_secret(&scim_token),
+    };
+    let tenant = state.store.create_tenant(new, &caller.name).await?;
+    tracing::info!(tenant = %tenant.id, name = %tenant.name, "tenant created");
+    let body = CreatedTenant {
+        id: tenant.id,
+        name: tenant.name,
+        created_at: rfc3339(tenant.created_at),
+        enrollment_key,
+        scim_token,
+    };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// Tenants list.
+#[derive(Serialize, ToSchema)]
+pub struct TenantList {
+    /// The tenants the caller can see.
+    pub items: Vec<TenantJson>,
+}
+
+/// Lists the tenants the caller can see.
+#[utoipa::path(get, path = "/api/v1/tenants", tag = "tenants", responses((status = 200, body = TenantList)))]
+pub(crate) async fn list_tenants(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<TenantList>> {
+    let tenants = state.store.tenants().await?;
+    let items = tenants
+        .iter()
+        .filter(|t| {
+            caller.role == Role::SuperAdmin || caller.tenant_id.as_deref() == Some(t.id.as_str())
+        })
+        .map(TenantJson::from)
+        .collect();
+    Ok(Json(TenantList { items }))
+}
+
+/// Reads a tenant.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}", tag = "tenants",
+    params(("tenant" = String, Path, description = "Tenant id or name")),
+    responses((status = 200, body = TenantJson), (status = 404)))]
+pub(crate) async fn get_tenant(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+) -> ApiResult<Json<TenantJson>> {
+    let tenant = caller.tenant(&state, &tenant).await?;
+    Ok(Json(TenantJson::from(&tenant)))
+}
+
+/// Body of `POST …/tokens`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    /// A name for the token, shown in the audit log.
+    pub name: String,
+    /// admin or viewer.
+    pub role: String,
+}
+
+/// A new API token, shown once.
+#[derive(Serialize, ToSchema)]
+pub struct CreatedToken {
+    /// The bearer token.
+    pub token: String,
+    /// Its role.
+    pub role: String,
+}
+
+/// Creates an API token for the tenant.
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/tokens", tag = "tenants", request_body = CreateToken,
+    params(("tenant" = String, Path)), responses((status = 201, body = CreatedToken), (status = 403), (status = 422)))]
+pub(crate) async fn create_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+    JsonBody(body): JsonBody<CreateToken>,
+) -> ApiResult<Response> {
+    let tenant = caller.tenant_for_write(&state, &tenant).await?;
+    let role = match Role::parse(&body.role) {
+        Some(role @ (Role::Admin | Role::Viewer)) => role,
+        _ => {
+            return Err(ApiError::unprocessable(
+                "invalid_role",
+                "role must be \"admin\" or \"viewer\"",
+            ));
+        }
+    };
+    let name = body.name.trim();
+    if name.is_empty() || name.len() > 200 {
+        return Err(ApiError::unprocessable(
+            "invalid_name",
+            "a token name is 1 to 200 characters",
+        ));
+    }
+    let token = secrets::new_secret(if role == Role::Admin {
+        "ent_admin"
+    } else {
+        "ent_viewer"
+    });
+    let grant = TokenGrant {
+        role,
+        tenant_id: Some(tenant.id.clone()),
+        name: name.to_owned(),
+    };
+    state
+        .store
+        .create_api_token(&secrets::hash_secret(&token), &grant, &caller.name)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedToken {
+            token,
+            role: role.as_str().to_owned(),
+        }),
+    )
+        .into_response())
+}
+
+// ---------------------------------------------------------------- groups and users
+
+/// Body of `POST …/groups`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateGroup {
+    /// Display name, unique in the tenant regardless of case.
+    pub display_name: String,
+    /// Ids of groups nested inside this one.
+    #[serde(default)]
+    pub member_groups: Vec<String>,
+}
+
+/// A directory group.
+#[derive(Serialize, ToSchema)]
+pub struct GroupJson {
+    /// Id.
+    pub id: String,
+    /// Display name.
+    pub display_name: String,
+    /// local (API) or scim (identity provider).
+    pub source: String,
+    /// Direct members: users and nested groups.
+    pub member_count: i64,
+    /// Ids of groups nested directly inside.
+    pub member_groups: Vec<String>,
+}
+
+impl From<entitle_store::Group> for GroupJson {
+    fn from(group: entitle_store::Group) -> Self {
+        Self {
+            id: group.id,
+            display_name: group.display_name,
+            source: group.source,
+            member_count: group.member_count,
+            member_groups: group.member_groups,
+        }
+    }
+}
+
+/// Creates a local group.
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/groups", tag = "directory", request_body = CreateGroup,
+    params(("tenant" = String, Path)), responses((status = 201, body = GroupJson), (status = 409), (status = 422)))]
+pub(crate) async fn create_group(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+    JsonBody(body): JsonBody<CreateGroup>,
+) -> ApiResult<Response> {
+    let tenant = caller.tenant_for_write(&state, &tenant).await?;
+    let name = body.display_name.trim();
+    if name.is_empty() || name.chars().count() > 256 {
+        return Err(ApiError::unprocessable(
+            "invalid_name",
+            "display_name must be 1 to 256 characters",
+        ));
+    }
+    let group = state
+        .store
+        .create_group(&tenant.id, name, &body.member_groups, &caller.name)
+        .await?;
+    state.snapshots.refresh(&tenant.id).await?;
+    Ok((StatusCode::CREATED, Json(GroupJson::from(group))).into_response())
+}
+
+/// Listing parameters.
+#[derive(Deserialize, IntoParams)]
+pub struct ListQuery {
+    /// Case-insensitive part of the name.
+    pub search: Option<String>,
+    /// Page size (1–200, default 50).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A page of groups.
+#[derive(Serialize, ToSchema)]
+pub struct GroupPage {
+    /// Groups by name.
+    pub items: Vec<GroupJson>,
+    /// Cursor of the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// Searches groups by name.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/groups", tag = "directory",
+    params(("tenant" = String, Path), ListQuery), responses((status = 200, body = GroupPage)))]
+pub(crate) async fn list_groups(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+    QueryParams(query): QueryParams<ListQuery>,
+) -> ApiResult<Json<GroupPage>> {
+    let tenant = caller.tenant(&state, &tenant).await?;
+    let page = state
+        .store
+        .search_groups(
+            &tenant.id,
+            query.search.as_deref().unwrap_or(""),
+            page_limit(query.limit),
+            query.cursor.as_deref(),
+        )
+        .await?;
+    Ok(Json(GroupPage {
+        items: page.items.into_iter().map(GroupJson::from).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// Reads a group.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/groups/{id}", tag = "directory",
+    params(("tenant" = String, Path), ("id" = String, Path)), responses((status = 200, body = GroupJson), (status = 404)))]
+pub(crate) async fn get_group(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, id)): Path<(String, String)>,
+) -> ApiResult<Json<GroupJson>> {
+    let tenant = caller.tenant(&state, &tenant).await?;
+    Ok(Json(GroupJson::from(
+        state.store.group(&tenant.id, &id).await?,
+    )))
+}
+
+/// What a deletion changed.
+#[derive(Serialize, ToSchema)]
+pub struct Deleted {
+    /// Services whose entitlements no longer select the deleted group.
+    pub removed_from_services: Vec<String>,
+}
+
+/// Deletes a group and removes it from every entitlement that selected it.
+#[utoipa::path(delete, path = "/api/v1/tenants/{tenant}/groups/{id}", tag = "directory",
+    params(("tenant" = String, Path), ("id" = String, Path)), responses((status = 200, body = Deleted), (status = 404)))]
+pub(crate) async fn delete_group(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, id)): Path<(String, String)>,
+) -> ApiResult<Json<Deleted>> {
+    let tenant = caller.tenant_for_write(&state, &tenant).await?;
+    let removed_from_services = state
+        .store
+        .delete_group(&tenant.id, &id, &caller.name)
+        .await?;
+    state.snapshots.refresh(&tenant.id).await?;
+    Ok(Json(Deleted {
+        removed_from_services,
+    }))
+}
+
+/// Body of `POST …/users`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    /// Login name, unique regardless of case.
+    pub user_name: String,
+    /// Display name.
+    pub display_name: Option<String>,
+    /// Ids of the groups the user is directly in.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// A directory user.
+#[derive(Serialize, ToSchema)]
+pub struct UserJson {
+    /// Id.
+    pub id: String,
+    /// Login name.
+    pub user_name: String,
+    /// Display name.
+    pub display_name: Option<String>,
+    /// Active in the directory.
+    pub active: bool,
+    /// Direct group ids.
+    pub groups: Vec<String>,
+}
+
+impl From<User> for UserJson {
+    fn from(user: User) -> Self {
+        Self {
+            id: user.id,
+            user_name: user.user_name,
+            display_name: user.display_name,
+            active: user.active,
+            groups: user.groups,
+        }
+    }
+}
+
+/// Creates a local user.
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/users", tag = "directory", request_body = CreateUser,
+    params(("tenant" = String, Path)), responses((status = 201, body = UserJson), (status = 409), (status = 422)))]
+pub(crate) async fn create_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+    JsonBody(body): JsonBody<CreateUser>,
+) -> ApiResult<Response> {
+    let tenant = caller.tenant_for_write(&state, &tenant).await?;
+    let user_name = body.user_name.trim();
+    if user_name.is_empty() || user_name.chars().count() > 256 {
+        return Err(ApiError::unprocessable(
+            "invalid_user_name",
+            "user_name must be 1 to 256 characters",
+        ));
+    }
+    let new = NewUser {
+        user_name: user_name.to_owned(),
+        display_name: body.display_name,
+        groups: body.groups,
+    };
+    let user = state
+        .store
+        .create_user(&tenant.id, new, &caller.name)
+        .await?;
+    state.snapshots.refresh(&tenant.id).await?;
+    Ok((StatusCode::CREATED, Json(UserJson::from(user))).into_response())
+}
+
+/// Reads a user by login name.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/users/{user}", tag = "directory",
+    params(("tenant" = String, Path), ("user" = String, Path, description = "user_name")), responses((status = 200, body = UserJson), (status = 404)))]
+pub(crate) async fn get_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, user)): Path<(String, String)>,
+) -> ApiResult<Json<UserJson>> {
+    let tenant = caller.tenant(&state, &tenant).await?;
+    Ok(Json(UserJson::from(
+        state.store.user_by_name(&tenant.id, &user).await?,
+    )))
+}
+
+/// Body of `PATCH …/users/{user}`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    /// Activate or deactivate the user.
+    pub active: bool,
+}
+
+/// Activates or deactivates a user; a deactivated user's devices lose every service.
+#[utoipa::path(patch, path = "/api/v1/tenants/{tenant}/users/{user}", tag = "directory", request_body = UpdateUser,
+    params(("tenant" = String, Path), ("user" = String, Path, description = "user_name")), responses((status = 200, body = UserJson), (status = 404)))]
+pub(crate) async fn update_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, user)): Path<(String, String)>,
+    JsonBody(body): JsonBody<UpdateUser>,
+) -> ApiResult<Json<UserJson>> {
+    let tenant = caller.tenant_for_write(&state, &tenant).await?;
+    let found = state.store.user_by_name(&tenant.id, &user).await?;
+    let updated = state
+        .store
+        .set_user_active(&tenant.id, &found.id, body.active, &caller.name)
+        .await?;
+    state.snapshots.refresh(&tenant.id).await?;
+    Ok(Json(UserJson::from(updated)))
+}
+
+// ---------------------------------------------------------------- device groups
+
+/// Device groups list.
+#[derive(Serialize, ToSchema)]
+pub struct DeviceGroupList {
+    /// Device groups by name.
+    pub items: Vec<DeviceGroupJson>,
+}
+
+pub(crate) async fn device_group_json(
+    state: &AppState,
+    tenant_id: &str,
+    group: &entitle_core::DeviceGroup,
+) -> ApiResult<DeviceGroupJson> {
+    let devices = state.store.all_devices(tenant_id).await?;
+    let matching = devices.iter().filter(|d| group.matches(&d.report)).count();
+    Ok(DeviceGroupJson::new(group, matching))
+}
+
+/// Creates a device group.
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/device-groups", tag = "device-groups", request_body = DeviceGroupBody,
+    params(("tenant" = String, Path)), responses((status = 201, body = DeviceGroupJson), (status = 409), (status = 422)))]
+pub(crate) async fn create_device_group(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+    JsonBody(body): JsonBody<DeviceGroupBody>,
+) -> ApiResult<Response> {
+    let tenant = caller.tenant_for_write(&state, &tenant).await?;
+    let group = body.parse(DeviceGroupId(String::new()))?;
+    let group = state
+        .store
+        .create_device_group(&tenant.id, group, &caller.name)
+        .await?;
+    state.snapshots.refresh(&tenant.id).await?;
+    let json = device_group_json(&state, &tenant.id, &group).await?;
+    Ok((StatusCode::CREATED, Json(json)).into_response())
+}
+
+/// Lists device groups with their current member counts.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/device-groups", tag = "device-groups",
+    params(("tenant" = String, Path)), responses((status = 200, body = DeviceGroupList)))]
+pub(crate) async fn list_device_groups(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+) -> ApiResult<Json<DeviceGroupList>> {
+    let tenant = caller.tenant(&state, &tenant).await?;
+    let groups = state.store.device_groups(&tenant.id).await?;
+    let devices = state.store.all_devices(&tenant.id).await?;
+    let items = groups
+        .iter()
+        .map(|g| DeviceGroupJson::new(g, devices.iter().filter(|d| g.matches(&d.report)).count()))
+        .collect();
+    Ok(Json(DeviceGroupList { items }))
+}
+
+pub(crate) async fn find_device_group(
+    state: &AppState,
+    tenant_id: &str,
+    id: &str,
+) -> ApiResult<entitle_core::DeviceGroup> {
+    state
+        .store
+        .device_groups(tenant_id)
+        .await?
+        .into_iter()
+        .find(|g| g.id.as_str() == id)
+        .ok_or_else(|| ApiError::not_found("device group"))
+}
+
+/// Reads a device group.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/device-groups/{id}", tag = "device-groups",
+    params(("tenant" = String, Path), ("id" = String, Path)), responses((status = 200, body = DeviceGroupJson), (status = 404)))]
+pub(crate) async fn get_device_group(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, id)): Path<(String, String)>,
+) -> ApiResult<Json<DeviceGroupJson>> {
+    let tenant = caller.tenant(&state, &tenant).await?;
+    let group = find_device_group(&state, &tenant.id, &id).await?;
+    Ok(Json(device_group_json(&state, &tenant.id, &group).await?))
+}
+
+/// Replaces a device group's name and rule.
+#[utoipa::path(put, path = "/api/v1/tenants/{tenant}/device-groups/{id}", tag = "device-groups", request_body = DeviceGroupBody,
+    params(("tenant" = String, Path), ("id" = String, Path)), responses((status = 200, body = DeviceGroupJson), (status = 404), (status = 422)))]
+pub(crate) async fn update_device_group(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, id)): Path<(String, String)>,
+    JsonBody(body): JsonBody<DeviceGroupBody>,
+) -> ApiResult<Json<DeviceGroupJson>> {
+    let tenant = caller.tenant_for_write(&state, &tenant).await?;
+    find_device_group(&state, &tenant.id, &id).await?;
+    let group = body.parse(DeviceGroupId(id))?;
+    let group = state
+        .store
+        .update_device_group(&tenant.id, group, &caller.name)
+        .await?;
+    state.snapshots.refresh(&tenant.id).await?;
+    Ok(Json(device_group_json(&state, &tenant.id, &group).await?))
+}
+
+/// Deletes a device group and removes it from every entitlement that selected it.
+#[utoipa::path(delete, path = "/api/v1/tenants/{tenant}/device-groups/{id}", tag = "device-groups",
+    params(("tenant" = String, Path), ("id" = String, Path)), responses((status = 200, body = Deleted), (status = 404)))]
+pub(crate) async fn delete_device_group(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, id)): Path<(String, String)>,
+) -> ApiResult<Json<Deleted>> {
+    let tenant = caller.tenant_for_write(&state, &tenant).await?;
+    let removed_from_services = state
+        .store
+        .delete_device_group(&tenant.id, &id, &caller.name)
+        .await?;
+    state.snapshots.refresh(&tenant.id).await?;
+    Ok(Json(Deleted {
+        removed_from_services,
+    }))
+}
+
+// ---------------------------------------------------------------- entitlements
+
+/// Every service's settings.
+#[derive(Serialize, ToSchema)]
+pub struct EntitlementsJson {
+    /// The tenant's config version.
+    pub config_version: i64,
+    /// SETTINGS per service id.
+    pub services: BTreeMap<String, SettingsJson>,
+}
+
+/// Reads every service's settings.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/entitlements", tag = "entitlements",
+    params(("tenant" = String, Path)), responses((status = 200, body = EntitlementsJson)))]
+pub(crate) async fn get_entitlements(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+) -> ApiResult<Json<EntitlementsJson>> {
+    let tenant = caller.tenant(&state, &tenant).await?;
+    let mut services = BTreeMap::new();
+    for service in SERVICES {
+        let stored = state.store.settings(&tenant.id, service).await?;
+        services.insert(service.id.to_owned(), SettingsJson::from(&stored.settings));
+    }
+    Ok(Json(EntitlementsJson {
+        config_version: tenant.config_version,
+        services,
+    }))
+}
+
+fn settings_etag(version: i64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{version}\""))
+        .unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
+}
+
+fn with_etag(version: i64, settings: &entitle_core::Settings) -> Response {
+    let mut response = Json(SettingsJson::from(settings)).into_response();
+    response.headers_mut().insert(ETAG, settings_etag(version));
+    response
+}
+
+/// Reads one service's settings; the `ETag` is what `If-Match` must send back.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/entitlements/{service}", tag = "entitlements",
+    params(("tenant" = String, Path), ("service" = String, Path)), responses((status = 200, body = SettingsJson, headers(("ETag" = String))), (status = 404)))]
+pub(crate) async fn get_settings(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, service_id)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let tenant = caller.tenant(&state, &tenant).await?;
+    let service = service_or_404(&service_id)?;
+    let stored = state.store.settings(&tenant.id, service).await?;
+    Ok(with_etag(stored.version, &stored.settings))
+}
+
+/// The version an `If-Match` header names; `*` and absence mean "any".
+fn expected_version(headers: &HeaderMap) -> ApiResult<Option<i64>> {
+    let Some(value) = headers.get(IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or_default().trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    let bare = text.trim_start_matches("W/").trim_matches('"');
+    // An ETag this server never issued cannot be current.
+    bare.parse::<i64>().map(Some).map_err(|_| {
+        ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "stale_version",
+            format!("If-Match {text} does not name a version of these settings; read them again to get the current ETag"),
+        )
+    })
+}
+
+/// Saves one service's settings as a new config version.
+#[utoipa::path(put, path = "/api/v1/tenants/{tenant}/entitlements/{service}", tag = "entitlements", request_body = SettingsJson,
+    params(("tenant" = String, Path), ("service" = String, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 200, body = SettingsJson, headers(("ETag" = String))), (status = 403), (status = 412), (status = 422)))]
+pub(crate) async fn put_settings(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, service_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<SettingsJson>,
+) -> ApiResult<Response> {
+    let tenant = caller.tenant_for_write(&state, &tenant).await?;
+    let service = service_or_404(&service_id)?;
+    let request = SaveRequest {
+        service,
+        expected_version: expected_version(&headers)?,
+        settings: body.into(),
+        actor: caller.name.clone(),
+        action: "entitlement.save",
+        check_default_rule: true,
+    };
+    let saved = state.store.save_settings(&tenant.id, request).await?;
+    state.snapshots.refresh(&tenant.id).await?;
+    tracing::info!(tenant = %tenant.id, service = service.id, config_version = saved.config_version, actor = %caller.name, "entitlement saved");
+    Ok(with_etag(saved.stored.version, &saved.stored.settings))
+}
+
+/// Shows who would gain and lose the service under the proposed settings.
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/entitlements/{service}/preview", tag = "entitlements", request_body = SettingsJson,
+    params(("tenant" = String, Path), ("service" = String, Path)), responses((status = 200, body = ImpactJson), (status = 422)))]
+pub(crate) async fn preview(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, service_id)): Path<(String, String)>,
+    JsonBody(body): JsonBody<SettingsJson>,
+) -> ApiResult<Json<ImpactJson>> {
+    let tenant = caller.tenant(&state, &tenant).await?;
+    let service = service_or_404(&service_id)?;
+    let proposed: Settings = body.into();
+    let snapshot = state.snapshots.get(&tenant.id).await?;
+    let Some(current) = snapshot.settings(service) else {
+        return Err(ApiError::not_found("service"));
+    };
+    // Unknown ids are reported the way a save would report them; the "Enabled by
+    // Default" rule is not, since a preview shows the toggle's effect either way.
+    entitle_core::validate_save(
+        service,
+        &proposed,
+        &proposed,
+        |id| entitle_core::GroupNames::user_group(&*snapshot, id).is_some(),
+        |id| entitle_core::GroupNames::device_group(&*snapshot, id).is_some(),
+    )
+    .map_err(|e| ApiError::from(StoreError::Invalid(e)))?;
+    let devices = state.store.all_devices(&tenant.id).await?;
+    let device_groups: Vec<_> = devices
+        .iter()
+        .map(|d| effective_device_groups(snapshot.device_groups(), &d.report))
+        .collect();
+    let population = devices
+        .iter()
+        .zip(&device_groups)
+        .map(|(device, groups)| PopulationEntry {
+            hostname: &device.report.hostname,
+            subject: snapshot.subject(&device.user_id, &device.user_name, &device.report, groups),
+        });
+    let result = impact(
+        service,
+        &current.settings,
+        &proposed,
+        population,
+        &*snapshot,
+    );
+    debug_assert!(result.gaining.sample.len() <= IMPACT_SAMPLE_SIZE);
+    Ok(Json(ImpactJson::from(result)))
+}
+
+/// History parameters.
+#[derive(Deserialize, IntoParams)]
+pub struct HistoryQuery {
+    /// Only this service.
+    pub service: Option<String>,
+    /// How many versions (1–200, default 50).
+    pub limit: Option<u32>,
+}
+
+/// One config version.
+#[derive(Serialize, ToSchema)]
+pub struct HistoryItem {
+    /// The version number.
+    pub config_version: i64,
+    /// The service it changed.
+    pub service: String,
+    /// Who.
+    pub actor: String,
+    /// When.
+    pub at: String,
+    /// SETTINGS before.
+    pub before: SettingsJson,
+    /// SETTINGS after.
+    pub after: SettingsJson,
+}
+
+/// Config versions, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct HistoryJson {
+    /// Versions, newest first.
+    pub items: Vec<HistoryItem>,
+}
+
+/// Lists config versions, newest first.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/entitlements/history", tag = "entitlements",
+    params(("tenant" = String, Path), HistoryQuery), responses((status = 200, body = HistoryJson)))]
+pub(crate) async fn history(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+    QueryParams(query): QueryParams<HistoryQuery>,
+) -> ApiResult<Json<HistoryJson>> {
+    let tenant = caller.tenant(&state, &tenant).await?;
+    if let Some(id) = &query.service {
+        service_or_404(id)?;
+    }
+    let versions = state
+        .store
+        .history(
+            &tenant.id,
+            query.service.as_deref(),
+            page_limit(query.limit),
+        )
+        .await?;
+    let items = versions
+        .into_iter()
+        .map(|v| HistoryItem {
+            config_version: v.version,
+            service: v.service,
+            actor: v.actor,
+            at: rfc3339(v.at),
+            before: SettingsJson::from(&v.before),
+            after: SettingsJson::from(&v.after),
+        })
+        .collect();
+    Ok(Json(HistoryJson { items }))
+}
+
+/// Body of a rollback.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackBody {
+    /// The version whose settings to restore.
+    pub config_version: i64,
+}
+
+/// The result of a rollback.
+#[derive(Serialize, ToSchema)]
+pub struct RollbackResult {
+    /// The new config version created by the rollback.
+    pub config_version: i64,
+    /// The service it restored.
+    pub service: String,
+    /// The restored settings.
+    pub settings: SettingsJson,
+}
+
+/// Restores the settings of a config version, as a new version.
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/entitlements/rollback", tag = "entitlements", request_body = RollbackBody,
+    params(("tenant" = String, Path)), responses((status = 200, body = RollbackResult), (status = 404), (status = 422)))]
+pub(crate) async fn rollback(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+    JsonBody(body): JsonBody<RollbackBody>,
+) -> ApiResult<Json<RollbackResult>> {
+    let tenant = caller.tenant_for_write(&state, &tenant).await?;
+    let version = state
+        .store
+        .config_version(&tenant.id, body.config_version)
+        .await?;
+    let service = service_or_404(&version.service)?;
+    let request = SaveRequest {
+        service,
+        expected_version: None,
+        settings: version.after.clone(),
+        actor: caller.name.clone(),
+        action: "entitlement.rollback",
+        check_default_rule: false,
+    };
+    let saved = state.store.save_settings(&tenant.id, request).await?;
+    state.snapshots.refresh(&tenant.id).await?;
+    Ok(Json(RollbackResult {
+        config_version: saved.config_version,
+        service: service.id.to_owned(),
+        settings: SettingsJson::from(&saved.stored.settings),
+    }))
+}
+
+// ---------------------------------------------------------------- devices
+
+/// Device listing parameters.
+#[derive(Deserialize, IntoParams)]
+pub struct DeviceQuery {
+    /// Only this user's devices.
+    pub user_name: Option<String>,
+    /// Page size (1–200, default 50).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A page of devices.
+#[derive(Serialize, ToSchema)]
+pub struct DevicePage {
+    /// Devices.
+    pub items: Vec<DeviceJson>,
+    /// Cursor of the next page.
+    pub next_cursor: Option<String>,
+}
+
+fn device_json(
+    device: &entitle_store::Device,
+    device_groups: Vec<String>,
+    entitlements: Option<BTreeMap<String, DecisionJson>>,
+) -> DeviceJson {
+    let report = report_json(&device.report);
+    DeviceJson {
+        id: device.id.clone(),
+        user_name: device.user_name.clone(),
+        hostname: report.hostname,
+        os: report.os,
+        client_version: report.client_version,
+        ownership: report.ownership,
+        posture: report.posture,
+        device_groups,
+        enrolled_at: rfc3339(device.enrolled_at),
+        last_sync_at: rfc3339(device.last_sync_at),
+        entitlements,
+    }
+}
+
+/// Lists devices.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/devices", tag = "devices",
+    params(("tenant" = String, Path), DeviceQuery), responses((status = 200, body = DevicePage)))]
+pub(crate) async fn list_devices(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+    QueryParams(query): QueryParams<DeviceQuery>,
+) -> ApiResult<Json<DevicePage>> {
+    let tenant = caller.tenant(&state, &tenant).await?;
+    let snapshot = state.snapshots.get(&tenant.id).await?;
+    let page = state
+        .store
+        .devices(
+            &tenant.id,
+            query.user_name.as_deref(),
+            page_limit(query.limit),
+            query.cursor.as_deref(),
+        )
+        .await?;
+    let items = page
+        .items
+        .iter()
+        .map(|d| {
+            let groups = effective_device_groups(snapshot.device_groups(), &d.report);
+            device_json(d, groups.into_iter().map(|g| g.0).collect(), None)
+        })
+        .collect();
+    Ok(Json(DevicePage {
+        items,
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// Reads a device with every service's decision and its explanation.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/devices/{id}", tag = "devices",
+    params(("tenant" = String, Path), ("id" = String, Path)), responses((status = 200, body = DeviceJson), (status = 404)))]
+pub(crate) async fn get_device(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, id)): Path<(String, String)>,
+) -> ApiResult<Json<DeviceJson>> {
+    let tenant = caller.tenant(&state, &tenant).await?;
+    let device = state.store.device(&tenant.id, &id).await?;
+    let snapshot = state.snapshots.get(&tenant.id).await?;
+    let decisions = snapshot.decide(&device.user_id, &device.user_name, &device.report);
+    let entitlements = decisions
+        .services
+        .iter()
+        .map(|(service, decision)| (service.id.to_owned(), DecisionJson::from(decision)))
+        .collect();
+    let groups = decisions.device_groups.into_iter().map(|g| g.0).collect();
+    Ok(Json(device_json(&device, groups, Some(entitlements))))
+}
+
+/// Removes a device and revokes its token at once.
+#[utoipa::path(delete, path = "/api/v1/tenants/{tenant}/devices/{id}", tag = "devices",
+    params(("tenant" = String, Path), ("id" = String, Path)), responses((status = 204), (status = 404)))]
+pub(crate) async fn delete_device(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, id)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let tenant = caller.tenant_for_write(&state, &tenant).await?;
+    state
+        .store
+        .delete_device(&tenant.id, &id, &caller.name)
+        .await?;
+    // Wakes the device's held long-poll, which then finds its token revoked.
+    state.snapshots.refresh(&tenant.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---------------------------------------------------------------- audit and directory
+
+/// Audit parameters.
+#[derive(Deserialize, IntoParams)]
+pub struct AuditQuery {
+    /// Page size (1–200, default 50).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// One audit entry.
+#[derive(Serialize, ToSchema)]
+pub struct AuditItem {
+    /// When.
+    pub at: String,
+    /// Who.
+    pub actor: String,
+    /// What kind of change.
+    pub action: String,
+    /// What it changed.
+    pub target: String,
+    /// State before.
+    #[schema(value_type = Option<Object>)]
+    pub before: Option<Value>,
+    /// State after.
+    #[schema(value_type = Option<Object>)]
+    pub after: Option<Value>,
+}
+
+/// A page of the audit log, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct AuditPage {
+    /// Entries, newest first.
+    pub items: Vec<AuditItem>,
+    /// Cursor of the next (older) page.
+    pub next_cursor: Option<String>,
+}
+
+/// Reads the audit log, newest first.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/audit", tag = "audit",
+    params(("tenant" = String, Path), AuditQuery), responses((status = 200, body = AuditPage)))]
+pub(crate) async fn audit(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+    QueryParams(query): QueryParams<AuditQuery>,
+) -> ApiResult<Json<AuditPage>> {
+    let tenant = caller.tenant(&state, &tenant).await?;
+    let before = match &query.cursor {
+        Some(cursor) => Some(cursor.parse::<i64>().map_err(|_| {
+            ApiError::bad_request("invalid_cursor", "cursor is not one this server issued")
+        })?),
+        None => None,
+    };
+    let limit = page_limit(query.limit);
+    let entries = state.store.audit(&tenant.id, limit, before).await?;
+    let next_cursor = (entries.len() == limit as usize)
+        .then(|| entries.last().map(|(id, _)| id.to_string()))
+        .flatten();
+    let items = entries
+        .into_iter()
+        .map(|(_, e)| AuditItem {
+            at: rfc3339(e.at),
+            actor: e.actor,
+            action: e.action,
+            target: e.target,
+            before: e.before,
+            after: e.after,
+        })
+        .collect();
+    Ok(Json(AuditPage { items, next_cursor }))
+}
+
+/// The directory's sync status.
+#[derive(Serialize, ToSchema)]
+pub struct DirectoryStatus {
+    /// When the identity provider last called SCIM, if ever.
+    pub last_scim_request_at: Option<String>,
+    /// Users in the tenant.
+    pub users: i64,
+    /// Groups in the tenant.
+    pub groups: i64,
+    /// Where the identity provider sends SCIM requests.
+    pub scim_base_path: String,
+}
+
+/// Shows the directory's sync status.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/directory/status", tag = "directory",
+    params(("tenant" = String, Path)), responses((status = 200, body = DirectoryStatus)))]
+pub(crate) async fn directory_status(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+) -> ApiResult<Json<DirectoryStatus>> {
+    let tenant = caller.tenant(&state, &tenant).await?;
+    let counts = state.store.directory_counts(&tenant.id).await?;
+    Ok(Json(DirectoryStatus {
+        last_scim_request_at: tenant.last_scim_request_at.map(rfc3339),
+        users: counts.users,
+        groups: counts.groups,
+        scim_base_path: format!("/scim/v2/{}/", tenant.name),
+    }))
+}

@@ -1,0 +1,283 @@
+//! The agent protocol under `/agent/v1`: enrollment and policy sync with long-poll.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::header::{AUTHORIZATION, ETAG, IF_NONE_MATCH};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use entitle_store::{Device, StoreError, secrets};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tokio::time::Instant;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{JsonBody, QueryParams};
+use crate::state::AppState;
+use crate::wire::{PolicyJson, ReportJson};
+
+/// The agent protocol's routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/agent/v1/enroll", post(enroll))
+        .route("/agent/v1/sync", post(sync))
+}
+
+/// Body of an enrollment.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollBody {
+    /// The tenant's enrollment key.
+    pub enrollment_key: String,
+    /// The user's login name in the directory.
+    pub user_name: String,
+    /// The device's first report.
+    pub device: ReportJson,
+}
+
+/// A new device's credentials and first policy.
+#[derive(Serialize, ToSchema)]
+pub struct Enrolled {
+    /// The device's id.
+    pub device_id: String,
+    /// Bearer token for `sync`; shown once.
+    pub device_token: String,
+    /// The device's policy.
+    pub policy: PolicyJson,
+}
+
+/// Enrolls a device for a directory user.
+#[utoipa::path(post, path = "/agent/v1/enroll", tag = "agent", request_body = EnrollBody,
+    responses((status = 201, body = Enrolled), (status = 400), (status = 401), (status = 403)))]
+pub(crate) async fn enroll(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<EnrollBody>,
+) -> ApiResult<Response> {
+    let report = body.device.parse()?;
+    let tenant = state
+        .store
+        .tenant_by_enrollment_key(&secrets::hash_secret(body.enrollment_key.trim()))
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound { .. } => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_enrollment_key",
+                "the enrollment key is not valid; ask your administrator for the tenant's current key",
+            ),
+            other => other.into(),
+        })?;
+    let not_provisioned = |why: &str| {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "user_not_provisioned",
+            format!(
+                "user {:?} {why}; ask your administrator to provision them in the directory",
+                body.user_name
+            ),
+        )
+    };
+    let user = match state
+        .store
+        .user_by_name(&tenant.id, body.user_name.trim())
+        .await
+    {
+        Ok(user) if user.active => user,
+        Ok(_) => return Err(not_provisioned("is deactivated in the directory")),
+        Err(StoreError::NotFound { .. }) => return Err(not_provisioned("is not in the directory")),
+        Err(other) => return Err(other.into()),
+    };
+    let token = secrets::new_secret("ent_device");
+    let device = state
+        .store
+        .enroll_device(
+            &tenant.id,
+            &user,
+            &secrets::hash_secret(&token),
+            &report,
+            OffsetDateTime::now_utc(),
+        )
+        .await?;
+    tracing::info!(tenant = %tenant.id, device_id = %device.id, user = %user.user_name, "device enrolled");
+    let snapshot = state.snapshots.get(&tenant.id).await?;
+    let policy = snapshot.policy(
+        &device.id,
+        &device.user_id,
+        &device.user_name,
+        &device.report,
+        state.config.poll_interval_s,
+    );
+    let body = Enrolled {
+        device_id: device.id,
+        device_token: token,
+        policy,
+    };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// Sync parameters.
+#[derive(Deserialize, IntoParams)]
+pub struct SyncQuery {
+    /// Seconds to hold the request while the policy is unchanged (at most 60).
+    pub wait: Option<u64>,
+}
+
+/// Reports the device's state and gets its policy, or 304 when unchanged.
+#[utoipa::path(post, path = "/agent/v1/sync", tag = "agent", request_body = ReportJson,
+    params(SyncQuery, ("If-None-Match" = Option<String>, Header, description = "ETag of the policy the device holds")),
+    responses((status = 200, body = PolicyJson, headers(("ETag" = String))), (status = 304), (status = 400), (status = 401)))]
+pub(crate) async fn sync(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    QueryParams(query): QueryParams<SyncQuery>,
+    JsonBody(report): JsonBody<ReportJson>,
+) -> ApiResult<Response> {
+    let token_hash = device_token_hash(&headers)?;
+    let mut device = authenticate(&state, &token_hash).await?;
+    let report = report.parse()?;
+    let now = OffsetDateTime::now_utc();
+    // Writes only what changed, and the sync time at most every minute, so that a
+    // fleet of unchanged devices does not turn every poll into a disk write.
+    if report != device.report {
+        state
+            .store
+            .record_sync(&device.id, Some(&report), now)
+            .await?;
+    } else if now - device.last_sync_at > time::Duration::minutes(1) {
+        state.store.record_sync(&device.id, None, now).await?;
+    }
+    device.report = report;
+
+    let held_etag = headers
+        .get(IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .map(str::to_owned);
+    let mut changes = state.snapshots.subscribe(&device.tenant_id).await?;
+    changes.borrow_and_update();
+    let policy = current_policy(&state, &device).await?;
+    if !same_etag(held_etag.as_deref(), &policy.etag) {
+        state.metrics.sync("policy");
+        return Ok(policy_response(policy));
+    }
+    let wait = query.wait.unwrap_or(0).min(state.config.max_wait_s);
+    if wait == 0 {
+        state.metrics.sync("not_modified");
+        return Ok(not_modified(&policy.etag));
+    }
+
+    let _held = HeldPoll::new(&state);
+    let deadline = Instant::now() + Duration::from_secs(wait);
+    let mut shutdown = state.shutdown.clone();
+    loop {
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                // The device may have been removed meanwhile: its token is then revoked.
+                let fresh = authenticate(&state, &token_hash).await?;
+                let policy = current_policy(&state, &Device { report: device.report.clone(), ..fresh }).await?;
+                if !same_etag(held_etag.as_deref(), &policy.etag) {
+                    state.metrics.sync("policy");
+                    state.metrics.policy_changes_pushed.inc();
+                    return Ok(policy_response(policy));
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => break,
+            () = stopping(&mut shutdown) => break,
+        }
+    }
+    state.metrics.sync("not_modified");
+    Ok(not_modified(held_etag.as_deref().unwrap_or_default()))
+}
+
+/// Completes when the server starts shutting down.
+async fn stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    // The guard returned by `wait_for` is not `Send`; drop it before returning.
+    let _ = shutdown.wait_for(|stopping| *stopping).await.map(|_| ());
+}
+
+/// Keeps the held-long-poll gauge true even when the request is dropped.
+struct HeldPoll<'a>(&'a AppState);
+
+impl<'a> HeldPoll<'a> {
+    fn new(state: &'a AppState) -> Self {
+        state.metrics.held_long_polls.inc();
+        Self(state)
+    }
+}
+
+impl Drop for HeldPoll<'_> {
+    fn drop(&mut self) {
+        self.0.metrics.held_long_polls.dec();
+    }
+}
+
+fn device_token_hash(headers: &HeaderMap) -> ApiResult<String> {
+    let token = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ApiError::unauthorized(
+                "send the device token as 'Authorization: Bearer <device_token>'",
+            )
+        })?;
+    Ok(secrets::hash_secret(token))
+}
+
+async fn authenticate(state: &AppState, token_hash: &str) -> ApiResult<Device> {
+    state
+        .store
+        .device_by_token(token_hash)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound { .. } => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_device_token",
+                "the device token is not valid (the device may have been removed); enroll again",
+            ),
+            other => other.into(),
+        })
+}
+
+async fn current_policy(state: &AppState, device: &Device) -> ApiResult<PolicyJson> {
+    let snapshot = state.snapshots.get(&device.tenant_id).await?;
+    Ok(snapshot.policy(
+        &device.id,
+        &device.user_id,
+        &device.user_name,
+        &device.report,
+        state.config.poll_interval_s,
+    ))
+}
+
+fn same_etag(held: Option<&str>, current: &str) -> bool {
+    held.is_some_and(|held| {
+        held.split(',')
+            .any(|tag| tag.trim().trim_start_matches("W/") == current)
+    })
+}
+
+fn policy_response(policy: PolicyJson) -> Response {
+    let etag = HeaderValue::from_str(&policy.etag).ok();
+    let mut response = Json(policy).into_response();
+    if let Some(etag) = etag {
+        response.headers_mut().insert(ETAG, etag);
+    }
+    response
+}
+
+fn not_modified(etag: &str) -> Response {
+    let mut response = StatusCode::NOT_MODIFIED.into_response();
+    if let Ok(value) = HeaderValue::from_str(etag) {
+        response.headers_mut().insert(ETAG, value);
+    }
+    response
+}

@@ -1,0 +1,109 @@
+//! The one mapping from failures to HTTP status codes and the JSON error body.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use entitle_store::StoreError;
+use serde_json::json;
+
+/// An error answered to an API caller as `{"error": {"code", "message"}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    /// An error with an explicit status, stable code and message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400: the request is malformed.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 401: no token, or one that is not valid.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    /// 403: the caller's role is too weak.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    /// 404: unknown, or another tenant's (the same answer, so names do not leak).
+    pub fn not_found(what: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
+    }
+
+    /// 422: valid JSON with an invalid meaning.
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+    }
+
+    /// The status code.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound { what } => ApiError::not_found(what),
+            StoreError::Duplicate { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "duplicate", error.to_string())
+            }
+            StoreError::Stale { .. } => ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "stale_version",
+                error.to_string(),
+            ),
+            StoreError::Invalid(ref rule) => {
+                let code = match rule {
+                    entitle_core::SaveError::GroupsWhileEnabledByDefault { .. } => {
+                        "groups_while_enabled_by_default"
+                    }
+                    entitle_core::SaveError::UnknownUserGroups { .. } => "unknown_user_groups",
+                    entitle_core::SaveError::UnknownDeviceGroups { .. } => "unknown_device_groups",
+                };
+                ApiError::unprocessable(code, error.to_string())
+            }
+            StoreError::UnknownGroups { .. } => {
+                ApiError::unprocessable("unknown_groups", error.to_string())
+            }
+            StoreError::Cycle { .. } => ApiError::unprocessable("group_cycle", error.to_string()),
+            StoreError::Corrupt(_) | StoreError::Database(_) | StoreError::Migrate(_) => {
+                // Internals stay in the log; the caller learns only that it was not their fault.
+                tracing::error!(error = %error, "storage failure");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the server could not complete the request; it has been logged",
+                )
+            }
+        }
+    }
+}
+
+/// Shorthand for handler results.
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,125 @@
+//! The entitle server: the admin API, the agent protocol and the operations
+//! endpoints, around one store and per-tenant in-memory snapshots.
+//!
+//! Each surface is a module with its own `router()`, merged in [`Server::new`].
+
+mod admin;
+mod agent;
+mod auth;
+mod error;
+mod extract;
+mod metrics;
+mod ops;
+mod snapshot;
+mod state;
+pub mod wire;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use entitle_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+
+pub use error::ApiError;
+pub use metrics::Metrics;
+pub use snapshot::{Snapshots, TenantSnapshot};
+pub use state::{AppState, ServerConfig};
+
+/// The OpenAPI document of the admin API and the agent protocol, generated from
+/// the handlers and wire types.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "entitle", description = "Service entitlement control plane: admin API and agent protocol."),
+    paths(
+        admin::create_tenant, admin::list_tenants, admin::get_tenant, admin::create_token,
+        admin::create_group, admin::list_groups, admin::get_group, admin::delete_group,
+        admin::create_user, admin::get_user, admin::update_user,
+        admin::create_device_group, admin::list_device_groups, admin::get_device_group,
+        admin::update_device_group, admin::delete_device_group,
+        admin::get_entitlements, admin::get_settings, admin::put_settings, admin::preview,
+        admin::history, admin::rollback,
+        admin::list_devices, admin::get_device, admin::delete_device,
+        admin::audit, admin::directory_status,
+        agent::enroll, agent::sync,
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// A server ready to run: its routes and the switch that ends held long-polls.
+pub struct Server {
+    router: Router,
+    state: AppState,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Server {
+    /// Builds the server over a store.
+    pub fn new(store: Arc<dyn Store>, config: ServerConfig) -> Self {
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let state = AppState {
+            snapshots: Arc::new(Snapshots::new(store.clone())),
+            store,
+            metrics: Arc::new(Metrics::new()),
+            config,
+            shutdown: shutdown_rx,
+        };
+        let router = Router::new()
+            .merge(admin::router())
+            .merge(agent::router())
+            .merge(ops::router())
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                metrics::track,
+            ))
+            .layer(DefaultBodyLimit::max(1024 * 1024))
+            .layer(TraceLayer::new_for_http())
+            .with_state(state.clone());
+        Self {
+            router,
+            state,
+            shutdown,
+        }
+    }
+
+    /// The shared state (for in-process callers such as benchmarks).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `stop` completes, then answers held long-polls and finishes
+    /// in-flight requests before returning.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let shutdown = self.shutdown;
+        axum::serve(listener, self.router)
+            .with_graceful_shutdown(async move {
+                stop.await;
+                tracing::info!("shutting down: answering held long-polls");
+                shutdown.send_replace(true);
+            })
+            .await
+    }
+}

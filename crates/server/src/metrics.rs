@@ -1,0 +1,133 @@
+//! Prometheus metrics: request counts and latencies, held long-polls, syncs and
+//! policy changes pushed.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::state::AppState;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SyncLabels {
+    outcome: &'static str,
+}
+
+/// The server's metrics and their registry.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram>,
+    /// Long-polls held right now.
+    pub held_long_polls: Gauge<i64, AtomicI64Compat>,
+    syncs: Family<SyncLabels, Counter>,
+    /// Held long-polls answered with a changed policy.
+    pub policy_changes_pushed: Counter,
+}
+
+/// Gauge storage type.
+pub type AtomicI64Compat = std::sync::atomic::AtomicI64;
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("entitle");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests answered", requests.clone());
+        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            latency.clone(),
+        );
+        let held_long_polls = Gauge::<i64, AtomicI64Compat>::default();
+        registry.register(
+            "held_long_polls",
+            "Agent syncs held waiting for a change",
+            held_long_polls.clone(),
+        );
+        let syncs = Family::<SyncLabels, Counter>::default();
+        registry.register("syncs", "Agent syncs answered, by outcome", syncs.clone());
+        let policy_changes_pushed = Counter::<u64, AtomicU64>::default();
+        registry.register(
+            "policy_changes_pushed",
+            "Held long-polls answered with a changed policy",
+            policy_changes_pushed.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            held_long_polls,
+            syncs,
+            policy_changes_pushed,
+        }
+    }
+
+    /// Counts a sync answered with `outcome` (`policy`, `not_modified`).
+    pub fn sync(&self, outcome: &'static str) {
+        self.syncs.get_or_create(&SyncLabels { outcome }).inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            tracing::warn!("metrics could not be encoded");
+        }
+        out
+    }
+}
+
+/// Middleware that counts and times every request by its route template.
+pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    let metrics = &state.metrics;
+    metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            method,
+            route: route.clone(),
+            status: response.status().as_u16(),
+        })
+        .inc();
+    metrics
+        .latency
+        .get_or_create(&RouteLabels { route })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}

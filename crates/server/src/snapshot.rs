@@ -1,0 +1,308 @@
+//! Per-tenant in-memory snapshots of everything a decision needs, and the
+//! channels that wake long-polling devices when a snapshot changes.
+//!
+//! A device sync reads the device row once and decides from the snapshot, so the
+//! hot path does at most one indexed read. Every write that can change a decision
+//! calls [`Snapshots::refresh`] before it answers, so a caller who got a 200 never
+//! sees an older decision from this node afterwards.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use entitle_core::{
+    Decision, DeviceGroup, DeviceGroupId, DeviceReport, GroupGraph, GroupId, GroupNames, SERVICES,
+    ServiceDef, Subject, effective_device_groups, evaluate,
+};
+use entitle_store::{Store, StoreResult, StoredSettings, Tenant, TenantData};
+use sha2::{Digest, Sha256};
+use tokio::sync::{Mutex, watch};
+
+use crate::wire::{DecisionJson, PolicyJson, ServicePolicyJson};
+
+/// A user as decisions see them: effective groups already closed over nesting.
+#[derive(Debug, Clone)]
+struct SnapshotUser {
+    user_name: String,
+    active: bool,
+    effective_groups: BTreeSet<GroupId>,
+}
+
+/// Everything about one tenant that decisions depend on, at one config version.
+#[derive(Debug)]
+pub struct TenantSnapshot {
+    /// The tenant (its config version is the snapshot's version).
+    pub tenant: Tenant,
+    settings: BTreeMap<&'static str, StoredSettings>,
+    users: HashMap<String, SnapshotUser>,
+    group_names: HashMap<GroupId, String>,
+    device_groups: Vec<DeviceGroup>,
+    device_group_names: HashMap<DeviceGroupId, String>,
+}
+
+/// Every service's decision for one device.
+#[derive(Debug, Clone)]
+pub struct DeviceDecisions {
+    /// The device groups the device belongs to.
+    pub device_groups: BTreeSet<DeviceGroupId>,
+    /// Per service, in table order.
+    pub services: Vec<(&'static ServiceDef, Decision)>,
+}
+
+impl TenantSnapshot {
+    /// Builds a snapshot from the stored data.
+    pub fn build(data: TenantData) -> Self {
+        let mut graph = GroupGraph::new();
+        for (container, member) in &data.nesting {
+            graph.add_nesting(GroupId(container.clone()), GroupId(member.clone()));
+        }
+        let users = data
+            .users
+            .into_iter()
+            .map(|user| {
+                let direct: Vec<GroupId> = user.groups.into_iter().map(GroupId).collect();
+                let entry = SnapshotUser {
+                    user_name: user.user_name,
+                    active: user.active,
+                    effective_groups: graph.effective_groups(&direct),
+                };
+                (user.id, entry)
+            })
+            .collect();
+        let settings = SERVICES
+            .iter()
+            .map(|service| {
+                let stored =
+                    data.settings
+                        .get(service.id)
+                        .cloned()
+                        .unwrap_or_else(|| StoredSettings {
+                            settings: entitle_core::Settings::new_tenant_default(
+                                service,
+                                data.tenant.created_at.unix_timestamp(),
+                            ),
+                            version: 0,
+                        });
+                (service.id, stored)
+            })
+            .collect();
+        Self {
+            tenant: data.tenant,
+            settings,
+            users,
+            group_names: data
+                .groups
+                .into_iter()
+                .map(|(id, name)| (GroupId(id), name))
+                .collect(),
+            device_group_names: data
+                .device_groups
+                .iter()
+                .map(|g| (g.id.clone(), g.name.clone()))
+                .collect(),
+            device_groups: data.device_groups,
+        }
+    }
+
+    /// The stored settings of a service.
+    pub fn settings(&self, service: &ServiceDef) -> Option<&StoredSettings> {
+        self.settings.get(service.id)
+    }
+
+    /// The device groups of the tenant.
+    pub fn device_groups(&self) -> &[DeviceGroup] {
+        &self.device_groups
+    }
+
+    /// Decides every service for a user's device.
+    pub fn decide(&self, user_id: &str, user_name: &str, report: &DeviceReport) -> DeviceDecisions {
+        let device_groups = effective_device_groups(&self.device_groups, report);
+        let services = SERVICES
+            .iter()
+            .filter_map(|service| {
+                let stored = self.settings.get(service.id)?;
+                let decision = evaluate(
+                    service,
+                    &stored.settings,
+                    &self.subject(user_id, user_name, report, &device_groups),
+                    self,
+                );
+                Some((service, decision))
+            })
+            .collect();
+        DeviceDecisions {
+            device_groups,
+            services,
+        }
+    }
+
+    /// The subject of a decision for a user's device.
+    pub fn subject<'a>(
+        &'a self,
+        user_id: &str,
+        user_name: &'a str,
+        report: &DeviceReport,
+        device_groups: &'a BTreeSet<DeviceGroupId>,
+    ) -> Subject<'a> {
+        static NO_GROUPS: BTreeSet<GroupId> = BTreeSet::new();
+        // A user missing from the snapshot was deleted a moment ago: treat as inactive.
+        let user = self.users.get(user_id);
+        Subject {
+            user_name: user.map_or(user_name, |u| u.user_name.as_str()),
+            user_active: user.is_some_and(|u| u.active),
+            user_groups: user.map_or(&NO_GROUPS, |u| &u.effective_groups),
+            device_groups,
+            client_version: report.client_version,
+        }
+    }
+
+    /// The policy a device gets.
+    pub fn policy(
+        &self,
+        device_id: &str,
+        user_id: &str,
+        user_name: &str,
+        report: &DeviceReport,
+        poll_interval_s: u64,
+    ) -> PolicyJson {
+        let decisions = self.decide(user_id, user_name, report);
+        let services: BTreeMap<String, ServicePolicyJson> = decisions
+            .services
+            .iter()
+            .map(|(service, decision)| {
+                let logout_on_enable = self
+                    .settings
+                    .get(service.id)
+                    .is_some_and(|s| s.settings.logout_on_enable);
+                (
+                    service.id.to_owned(),
+                    ServicePolicyJson {
+                        decision: DecisionJson::from(decision),
+                        logout_on_enable,
+                    },
+                )
+            })
+            .collect();
+        PolicyJson {
+            etag: policy_etag(&services, poll_interval_s),
+            config_version: self.tenant.config_version,
+            poll_interval_s,
+            tenant: self.tenant.id.clone(),
+            device_id: device_id.to_owned(),
+            services,
+        }
+    }
+}
+
+impl GroupNames for TenantSnapshot {
+    fn user_group(&self, id: &GroupId) -> Option<&str> {
+        self.group_names.get(id).map(String::as_str)
+    }
+    fn device_group(&self, id: &DeviceGroupId) -> Option<&str> {
+        self.device_group_names.get(id).map(String::as_str)
+    }
+}
+
+/// The ETag of a policy covers what the device acts on, not the config version,
+/// so that changes that do not concern a device answer 304.
+fn policy_etag(services: &BTreeMap<String, ServicePolicyJson>, poll_interval_s: u64) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(poll_interval_s.to_le_bytes());
+    for (id, policy) in services {
+        hasher.update(id.as_bytes());
+        hasher.update([
+            u8::from(policy.decision.enabled),
+            u8::from(policy.logout_on_enable),
+        ]);
+        hasher.update(policy.decision.reason.as_bytes());
+        hasher.update(policy.decision.explanation.as_bytes());
+        hasher.update([0]);
+    }
+    format!("\"p-{}\"", &hex::encode(hasher.finalize())[..20])
+}
+
+struct TenantEntry {
+    current: RwLock<Arc<TenantSnapshot>>,
+    changed: watch::Sender<u64>,
+    rebuild: Mutex<()>,
+    requested: AtomicU64,
+    built: AtomicU64,
+}
+
+/// The snapshots of every tenant this node has seen, and their change channels.
+pub struct Snapshots {
+    store: Arc<dyn Store>,
+    tenants: RwLock<HashMap<String, Arc<TenantEntry>>>,
+}
+
+impl Snapshots {
+    /// An empty set of snapshots over a store.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            tenants: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The current snapshot of a tenant, loading it on first use.
+    pub async fn get(&self, tenant_id: &str) -> StoreResult<Arc<TenantSnapshot>> {
+        let entry = self.entry(tenant_id).await?;
+        Ok(read(&entry.current))
+    }
+
+    /// A receiver that changes whenever the tenant's snapshot is rebuilt.
+    pub async fn subscribe(&self, tenant_id: &str) -> StoreResult<watch::Receiver<u64>> {
+        Ok(self.entry(tenant_id).await?.changed.subscribe())
+    }
+
+    /// Number of receivers waiting on a tenant (held long-polls).
+    pub fn waiting(&self) -> usize {
+        let tenants = self.tenants.read().unwrap_or_else(|e| e.into_inner());
+        tenants.values().map(|e| e.changed.receiver_count()).sum()
+    }
+
+    /// Rebuilds a tenant's snapshot from the store and wakes its long-polls.
+    ///
+    /// Concurrent refreshes coalesce: a caller whose request is covered by a
+    /// rebuild that started after it asked does not rebuild again.
+    pub async fn refresh(&self, tenant_id: &str) -> StoreResult<()> {
+        let entry = self.entry(tenant_id).await?;
+        let ticket = entry.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let _guard = entry.rebuild.lock().await;
+        if entry.built.load(Ordering::SeqCst) >= ticket {
+            return Ok(());
+        }
+        let covered = entry.requested.load(Ordering::SeqCst);
+        let data = self.store.tenant_data(tenant_id).await?;
+        let snapshot = Arc::new(TenantSnapshot::build(data));
+        *entry.current.write().unwrap_or_else(|e| e.into_inner()) = snapshot;
+        entry.built.store(covered, Ordering::SeqCst);
+        entry.changed.send_modify(|generation| *generation += 1);
+        Ok(())
+    }
+
+    async fn entry(&self, tenant_id: &str) -> StoreResult<Arc<TenantEntry>> {
+        if let Some(entry) = self
+            .tenants
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(tenant_id)
+        {
+            return Ok(entry.clone());
+        }
+        let data = self.store.tenant_data(tenant_id).await?;
+        let fresh = Arc::new(TenantEntry {
+            current: RwLock::new(Arc::new(TenantSnapshot::build(data))),
+            changed: watch::channel(0).0,
+            rebuild: Mutex::new(()),
+            requested: AtomicU64::new(0),
+            built: AtomicU64::new(0),
+        });
+        let mut tenants = self.tenants.write().unwrap_or_else(|e| e.into_inner());
+        Ok(tenants.entry(tenant_id.to_owned()).or_insert(fresh).clone())
+    }
+}
+
+fn read(lock: &RwLock<Arc<TenantSnapshot>>) -> Arc<TenantSnapshot> {
+    lock.read().unwrap_or_else(|e| e.into_inner()).clone()
+}

@@ -1,0 +1,42 @@
+//! What every handler shares.
+
+use std::sync::Arc;
+
+use entitle_store::Store;
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+use crate::snapshot::Snapshots;
+
+/// Settings of a running server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Seconds between an agent's regular syncs.
+    pub poll_interval_s: u64,
+    /// Longest `?wait=` a sync may hold.
+    pub max_wait_s: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval_s: 3600,
+            max_wait_s: 60,
+        }
+    }
+}
+
+/// The state behind every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// Storage.
+    pub store: Arc<dyn Store>,
+    /// Per-tenant snapshots and wake-up channels.
+    pub snapshots: Arc<Snapshots>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Settings.
+    pub config: ServerConfig,
+    /// Becomes true when the server shuts down, so held long-polls answer at once.
+    pub shutdown: watch::Receiver<bool>,
+}

@@ -1,0 +1,393 @@
+//! The JSON shapes of the API (SPEC §10), separate from the core types, and the
+//! conversions between them. Parsing at this edge turns strings into core types
+//! once, with a clear 400 or 422 when they are not valid.
+
+use std::collections::BTreeMap;
+
+use entitle_core::{
+    ClientVersion, Decision, DeviceGroup, DeviceGroupId, DeviceReport, GroupId, Impact, ImpactSide,
+    Os, Ownership, PostureOp, PostureRequirement, PostureValue, Settings,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use utoipa::ToSchema;
+
+use crate::error::ApiError;
+
+/// Formats a time as RFC 3339.
+pub fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&Rfc3339).unwrap_or_default()
+}
+
+/// SETTINGS: one service's entitlement settings.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsJson {
+    /// On for every user; group lists cannot change while it is on.
+    pub enabled_by_default: bool,
+    /// Directory group ids.
+    #[serde(default)]
+    pub user_groups: Vec<String>,
+    /// Device group ids.
+    #[serde(default)]
+    pub device_groups: Vec<String>,
+    /// Log the user out when the service becomes entitled.
+    #[serde(default)]
+    pub logout_on_enable: bool,
+}
+
+impl From<&Settings> for SettingsJson {
+    fn from(settings: &Settings) -> Self {
+        Self {
+            enabled_by_default: settings.enabled_by_default,
+            user_groups: settings.user_groups.iter().map(|g| g.0.clone()).collect(),
+            device_groups: settings.device_groups.iter().map(|g| g.0.clone()).collect(),
+            logout_on_enable: settings.logout_on_enable,
+        }
+    }
+}
+
+impl From<SettingsJson> for Settings {
+    fn from(json: SettingsJson) -> Self {
+        Self {
+            enabled_by_default: json.enabled_by_default,
+            user_groups: json.user_groups.into_iter().map(GroupId).collect(),
+            device_groups: json.device_groups.into_iter().map(DeviceGroupId).collect(),
+            logout_on_enable: json.logout_on_enable,
+        }
+    }
+}
+
+/// REPORT: what a device says about itself.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReportJson {
+    /// Host name.
+    pub hostname: String,
+    /// windows, macos, linux, ios or android.
+    pub os: String,
+    /// One to four numeric parts, e.g. 3.9.0.221.
+    pub client_version: String,
+    /// corporate or personal.
+    pub ownership: String,
+    /// Posture facts: booleans, numbers or strings.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub posture: BTreeMap<String, Value>,
+}
+
+impl ReportJson {
+    /// Parses the report into the core type; every problem is a 400.
+    pub fn parse(self) -> Result<DeviceReport, ApiError> {
+        let bad = |message: String| ApiError::bad_request("invalid_report", message);
+        let hostname = self.hostname.trim();
+        if hostname.is_empty() || hostname.len() > 253 {
+            return Err(bad("hostname must be 1 to 253 characters".into()));
+        }
+        let client_version = ClientVersion::parse(&self.client_version)
+            .map_err(|e| ApiError::bad_request("invalid_client_version", e.to_string()))?;
+        let os = Os::parse(&self.os).map_err(|e| bad(e.to_string()))?;
+        let ownership = Ownership::parse(&self.ownership).map_err(|e| bad(e.to_string()))?;
+        if self.posture.len() > 100 {
+            return Err(bad("a report may carry at most 100 posture facts".into()));
+        }
+        let mut posture = BTreeMap::new();
+        for (key, value) in self.posture {
+            let Some(value) = posture_value(&value) else {
+                return Err(bad(format!(
+                    "posture fact {key:?} must be a boolean, a number or a string"
+                )));
+            };
+            posture.insert(key, value);
+        }
+        Ok(DeviceReport {
+            hostname: hostname.to_owned(),
+            os,
+            client_version,
+            ownership,
+            posture,
+        })
+    }
+}
+
+fn posture_value(value: &Value) -> Option<PostureValue> {
+    match value {
+        Value::Bool(b) => Some(PostureValue::Bool(*b)),
+        Value::Number(n) => n.as_f64().map(PostureValue::Number),
+        Value::String(s) => Some(PostureValue::Text(s.clone())),
+        _ => None,
+    }
+}
+
+fn posture_json(value: &PostureValue) -> Value {
+    match value {
+        PostureValue::Bool(b) => Value::Bool(*b),
+        PostureValue::Number(n) => {
+            serde_json::Number::from_f64(*n).map_or(Value::Null, Value::Number)
+        }
+        PostureValue::Text(t) => Value::String(t.clone()),
+    }
+}
+
+/// The report of a stored device, as JSON.
+pub fn report_json(report: &DeviceReport) -> ReportJson {
+    ReportJson {
+        hostname: report.hostname.clone(),
+        os: report.os.to_string(),
+        client_version: report.client_version.to_string(),
+        ownership: report.ownership.to_string(),
+        posture: report
+            .posture
+            .iter()
+            .map(|(k, v)| (k.clone(), posture_json(v)))
+            .collect(),
+    }
+}
+
+/// DECISION: whether a service runs on a device, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct DecisionJson {
+    /// Whether the service runs.
+    pub enabled: bool,
+    /// legacy_client, enabled_by_default, no_groups_selected, group_match,
+    /// not_in_user_groups, not_in_device_groups or user_inactive.
+    pub reason: String,
+    /// One line a person can read.
+    pub explanation: String,
+    /// Selected user groups the user is in.
+    pub matched_user_groups: Vec<String>,
+    /// Selected device groups the device is in.
+    pub matched_device_groups: Vec<String>,
+}
+
+impl From<&Decision> for DecisionJson {
+    fn from(decision: &Decision) -> Self {
+        Self {
+            enabled: decision.enabled,
+            reason: decision.reason.code().to_owned(),
+            explanation: decision.explanation.clone(),
+            matched_user_groups: decision
+                .matched_user_groups
+                .iter()
+                .map(|g| g.0.clone())
+                .collect(),
+            matched_device_groups: decision
+                .matched_device_groups
+                .iter()
+                .map(|g| g.0.clone())
+                .collect(),
+        }
+    }
+}
+
+/// One service in a device policy.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct ServicePolicyJson {
+    /// The decision.
+    #[serde(flatten)]
+    pub decision: DecisionJson,
+    /// Log the user out when the service becomes entitled.
+    pub logout_on_enable: bool,
+}
+
+/// POLICY: what a device runs.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct PolicyJson {
+    /// Changes whenever anything in the policy changes.
+    pub etag: String,
+    /// The tenant's config version when the policy was computed.
+    pub config_version: i64,
+    /// Seconds between regular syncs (agents add ±10 % jitter).
+    pub poll_interval_s: u64,
+    /// The tenant's id.
+    pub tenant: String,
+    /// The device's id.
+    pub device_id: String,
+    /// Decision per service id.
+    pub services: BTreeMap<String, ServicePolicyJson>,
+}
+
+/// DEVICE: an enrolled device with its latest report.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeviceJson {
+    /// Device id.
+    pub id: String,
+    /// Its user's login name.
+    pub user_name: String,
+    /// Host name.
+    pub hostname: String,
+    /// Operating system.
+    pub os: String,
+    /// Client version.
+    pub client_version: String,
+    /// corporate or personal.
+    pub ownership: String,
+    /// Posture facts.
+    #[schema(value_type = Object)]
+    pub posture: BTreeMap<String, Value>,
+    /// Ids of the device groups it belongs to.
+    pub device_groups: Vec<String>,
+    /// When it enrolled.
+    pub enrolled_at: String,
+    /// When it last synced.
+    pub last_sync_at: String,
+    /// Decision per service (device detail only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entitlements: Option<BTreeMap<String, DecisionJson>>,
+}
+
+/// A posture requirement of a device-group rule.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PostureRuleJson {
+    /// The posture key, e.g. disk_encrypted.
+    pub key: String,
+    /// eq or gte (gte compares versions).
+    pub op: String,
+    /// The required value.
+    #[schema(value_type = Object)]
+    pub value: Value,
+}
+
+/// A device group: a named rule over device reports.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceGroupBody {
+    /// Unique name in the tenant.
+    pub name: String,
+    /// Allowed operating systems (empty: any).
+    #[serde(default)]
+    pub os: Vec<String>,
+    /// Allowed ownerships (empty: any).
+    #[serde(default)]
+    pub ownership: Vec<String>,
+    /// Facts that must all hold.
+    #[serde(default)]
+    pub posture: Vec<PostureRuleJson>,
+}
+
+impl DeviceGroupBody {
+    /// Parses the rule into the core type; problems of meaning are 422.
+    pub fn parse(self, id: DeviceGroupId) -> Result<DeviceGroup, ApiError> {
+        let invalid = |message: String| ApiError::unprocessable("invalid_rule", message);
+        let name = self.name.trim();
+        if name.is_empty() || name.chars().count() > 200 {
+            return Err(invalid("name must be 1 to 200 characters".into()));
+        }
+        let os = self
+            .os
+            .iter()
+            .map(|o| Os::parse(o))
+            .collect::<Result<_, _>>()
+            .map_err(|e| invalid(e.to_string()))?;
+        let ownership = self
+            .ownership
+            .iter()
+            .map(|o| Ownership::parse(o))
+            .collect::<Result<_, _>>()
+            .map_err(|e| invalid(e.to_string()))?;
+        let mut posture = Vec::with_capacity(self.posture.len());
+        for rule in &self.posture {
+            let op = PostureOp::parse(&rule.op).map_err(|e| invalid(e.to_string()))?;
+            let value = posture_value(&rule.value).ok_or_else(|| {
+                invalid(format!(
+                    "posture value of {:?} must be a boolean, number or string",
+                    rule.key
+                ))
+            })?;
+            posture.push(
+                PostureRequirement::new(&rule.key, op, value)
+                    .map_err(|e| invalid(e.to_string()))?,
+            );
+        }
+        Ok(DeviceGroup {
+            id,
+            name: name.to_owned(),
+            os,
+            ownership,
+            posture,
+        })
+    }
+}
+
+/// A device group as answered, with how many devices it holds now.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeviceGroupJson {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Allowed operating systems.
+    pub os: Vec<String>,
+    /// Allowed ownerships.
+    pub ownership: Vec<String>,
+    /// Required facts.
+    pub posture: Vec<PostureRuleJson>,
+    /// Enrolled devices that meet the rule now.
+    pub matching_devices: usize,
+}
+
+impl DeviceGroupJson {
+    /// The answer for a device group and its current member count.
+    pub fn new(group: &DeviceGroup, matching_devices: usize) -> Self {
+        Self {
+            id: group.id.0.clone(),
+            name: group.name.clone(),
+            os: group.os.iter().map(ToString::to_string).collect(),
+            ownership: group.ownership.iter().map(ToString::to_string).collect(),
+            posture: group
+                .posture
+                .iter()
+                .map(|r| PostureRuleJson {
+                    key: r.key().to_owned(),
+                    op: r.op().as_str().to_owned(),
+                    value: posture_json(r.value()),
+                })
+                .collect(),
+            matching_devices,
+        }
+    }
+}
+
+/// One side of an impact preview.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct ImpactSideJson {
+    /// Distinct users.
+    pub users: usize,
+    /// Devices.
+    pub devices: usize,
+    /// Up to ten "user on host" entries.
+    pub sample: Vec<String>,
+}
+
+impl From<ImpactSide> for ImpactSideJson {
+    fn from(side: ImpactSide) -> Self {
+        Self {
+            users: side.users,
+            devices: side.devices,
+            sample: side.sample,
+        }
+    }
+}
+
+/// The impact of proposed settings, before they are saved.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct ImpactJson {
+    /// Devices that would get the service.
+    pub gaining: ImpactSideJson,
+    /// Devices that would lose it.
+    pub losing: ImpactSideJson,
+    /// Devices whose client is too old to honour the settings.
+    pub legacy_clients: ImpactSideJson,
+}
+
+impl From<Impact> for ImpactJson {
+    fn from(impact: Impact) -> Self {
+        Self {
+            gaining: impact.gaining.into(),
+            losing: impact.losing.into(),
+            legacy_clients: impact.legacy_clients.into(),
+        }
+    }
+}
