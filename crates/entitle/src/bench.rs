@@ -1,0 +1,245 @@
+//! `entitle bench`: measures the decision function and the sync endpoint on
+//! this machine, against a real server on a loopback port and a fresh SQLite file.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use entitle_core::{ClientVersion, DeviceGroupId, GroupId, NoNames, Settings, Subject, evaluate, service};
+use entitle_server::{Server, ServerConfig};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::demo;
+use crate::serve::open_store;
+
+/// Flags of `entitle bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Seconds each HTTP measurement runs.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Concurrent HTTP clients.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Devices enrolled for the sync measurements.
+    #[arg(long, default_value_t = 200)]
+    devices: usize,
+    /// Decisions evaluated for the evaluate() measurement.
+    #[arg(long, default_value_t = 2_000_000)]
+    decisions: u64,
+}
+
+#[allow(clippy::print_stdout)]
+fn report(name: &str, value: String) {
+    println!("{name:<44} {value}");
+}
+
+/// Runs every measurement and prints one line each.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    report("machine", format!("{} cores", std::thread::available_parallelism().map_or(1, |n| n.get())));
+    bench_evaluate(args.decisions);
+    bench_http(&args).await
+}
+
+fn bench_evaluate(decisions: u64) {
+    let zpa = service("private_access").map_err(|e| e.to_string());
+    let Ok(zpa) = zpa else { return };
+    let user_groups: BTreeSet<GroupId> = (0..8).map(|i| GroupId(format!("group-{i}"))).collect();
+    let device_groups: BTreeSet<DeviceGroupId> = (0..3).map(|i| DeviceGroupId(format!("dg-{i}"))).collect();
+    let settings = Settings {
+        enabled_by_default: false,
+        user_groups: [GroupId("group-7".into()), GroupId("other".into())].into(),
+        device_groups: [DeviceGroupId("dg-2".into())].into(),
+        logout_on_enable: false,
+    };
+    let subject = Subject {
+        user_name: "ada@acme.example",
+        user_active: true,
+        user_groups: &user_groups,
+        device_groups: &device_groups,
+        client_version: ClientVersion::new([4, 3, 0, 120], 4),
+    };
+    let started = Instant::now();
+    let mut enabled = 0u64;
+    for _ in 0..decisions {
+        let decision = evaluate(zpa, std::hint::black_box(&settings), std::hint::black_box(&subject), &NoNames);
+        enabled += u64::from(decision.enabled);
+    }
+    let elapsed = started.elapsed();
+    std::hint::black_box(enabled);
+    report(
+        "evaluate() per decision (group match)",
+        format!("{:.0} ns  ({} decisions in {:.2} s)", elapsed.as_nanos() as f64 / decisions as f64, decisions, elapsed.as_secs_f64()),
+    );
+}
+
+async fn bench_http(args: &BenchArgs) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = open_store(dir.path(), None).await?;
+    crate::serve::bootstrap(&*store, Some(demo::SUPER_ADMIN_TOKEN)).await?;
+    demo::seed(&*store).await?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(Server::new(store, ServerConfig::default()).run(listener, async {
+        let _ = stop_rx.await;
+    }));
+    let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency * 2).build()?;
+
+    let devices = enroll(&client, &base, args.devices).await?;
+    report("devices enrolled", devices.len().to_string());
+
+    let fresh = measure(&client, &base, &devices, args, false).await?;
+    report("sync, policy answered (200)", fresh);
+    let unchanged = measure(&client, &base, &devices, args, true).await?;
+    report("sync, unchanged policy (304)", unchanged);
+    let wake = wake_latency(&client, &base, &devices).await?;
+    report("save to wake of held long-polls", wake);
+
+    let _ = stop_tx.send(());
+    server.await.context("server task")??;
+    Ok(())
+}
+
+struct BenchDevice {
+    token: String,
+    etag: String,
+    report: Value,
+}
+
+async fn enroll(client: &reqwest::Client, base: &str, count: usize) -> anyhow::Result<Vec<Arc<BenchDevice>>> {
+    let mut devices = Vec::with_capacity(count);
+    for index in 0..count {
+        let os = ["windows", "macos", "linux", "ios"][index % 4];
+        let version = ["4.3.0.120", "1.2.3", "3.8.9", "2.2.0"][index % 7 % 4];
+        let report = json!({
+            "hostname": format!("bench-{index}"),
+            "os": os,
+            "client_version": version,
+            "ownership": if index % 3 == 0 { "personal" } else { "corporate" },
+            "posture": {"disk_encrypted": index % 5 != 0, "os_version": "14.5"},
+        });
+        let user = ["ada", "hedy", "frances", "peter", "guido", "ursula"][index % 6];
+        let response = client
+            .post(format!("{base}/agent/v1/enroll"))
+            .json(&json!({"enrollment_key": demo::ENROLLMENT_KEY, "user_name": format!("{user}@acme.example"), "device": report}))
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!("enrollment failed with {}", response.status());
+        }
+        let body: Value = response.json().await?;
+        devices.push(Arc::new(BenchDevice {
+            token: body["device_token"].as_str().unwrap_or_default().to_owned(),
+            etag: body["policy"]["etag"].as_str().unwrap_or_default().to_owned(),
+            report,
+        }));
+    }
+    Ok(devices)
+}
+
+async fn measure(client: &reqwest::Client, base: &str, devices: &[Arc<BenchDevice>], args: &BenchArgs, conditional: bool) -> anyhow::Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let mut tasks = Vec::new();
+    for worker in 0..args.concurrency {
+        let client = client.clone();
+        let url = format!("{base}/agent/v1/sync");
+        let devices: Vec<Arc<BenchDevice>> = devices.to_vec();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0u64;
+            let mut index = worker;
+            while Instant::now() < deadline {
+                let device = &devices[index % devices.len()];
+                index += 7;
+                let mut request = client.post(&url).bearer_auth(&device.token).json(&device.report);
+                if conditional {
+                    request = request.header("If-None-Match", &device.etag);
+                }
+                let started = Instant::now();
+                match request.send().await {
+                    Ok(response) if response.status().is_success() || response.status() == reqwest::StatusCode::NOT_MODIFIED => {
+                        let _ = response.bytes().await;
+                        latencies.push(started.elapsed());
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for task in tasks {
+        let (mut part, failed) = task.await?;
+        latencies.append(&mut part);
+        errors += failed;
+    }
+    latencies.sort();
+    let count = latencies.len();
+    if count == 0 {
+        bail!("no sync succeeded ({errors} errors)");
+    }
+    let percentile = |p: f64| latencies[((count as f64 * p) as usize).min(count - 1)];
+    Ok(format!(
+        "{:.0} req/s  (p50 {:.2} ms, p99 {:.2} ms, {} clients, {} errors)",
+        count as f64 / args.seconds as f64,
+        percentile(0.50).as_secs_f64() * 1e3,
+        percentile(0.99).as_secs_f64() * 1e3,
+        args.concurrency,
+        errors
+    ))
+}
+
+/// Holds a long-poll per device, toggles a setting that changes all of them, and
+/// reports when the last one answered.
+async fn wake_latency(client: &reqwest::Client, base: &str, devices: &[Arc<BenchDevice>]) -> anyhow::Result<String> {
+    // Current etags first, so that every held request waits.
+    let mut held = Vec::new();
+    for device in devices {
+        let response = client.post(format!("{base}/agent/v1/sync")).bearer_auth(&device.token).json(&device.report).send().await?;
+        let etag = response.headers().get("etag").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        held.push((device.clone(), etag));
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for (device, etag) in held {
+        let client = client.clone();
+        let url = format!("{base}/agent/v1/sync?wait=30");
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let response = client.post(&url).bearer_auth(&device.token).header("If-None-Match", etag).json(&device.report).send().await;
+            let _ = tx.send((Instant::now(), response.map(|r| r.status().as_u16()).unwrap_or(0)));
+        });
+    }
+    drop(tx);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let settings_url = format!("{base}/api/v1/tenants/acme/entitlements/internet_access");
+    let saved_at = Instant::now();
+    let response = client
+        .put(&settings_url)
+        .bearer_auth(demo::ADMIN_TOKEN)
+        .json(&json!({"enabled_by_default": true, "user_groups": [], "device_groups": [], "logout_on_enable": true}))
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        bail!("save failed with {}", response.status());
+    }
+    let mut woken = Vec::new();
+    while let Some((at, status)) = rx.recv().await {
+        if status == 200 {
+            woken.push(at.saturating_duration_since(saved_at));
+        }
+    }
+    woken.sort();
+    let Some(last) = woken.last() else { bail!("no long-poll woke") };
+    Ok(format!(
+        "{} of {} woken; p50 {:.1} ms, last {:.1} ms after the save was sent",
+        woken.len(),
+        devices.len(),
+        woken[woken.len() / 2].as_secs_f64() * 1e3,
+        last.as_secs_f64() * 1e3
+    ))
+}

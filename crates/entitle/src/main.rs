@@ -1,0 +1,56 @@
+//! `entitle`: the one binary. It runs the server (`serve`, `demo`), drives every
+//! admin API resource as a client, and measures itself (`bench`).
+
+mod bench;
+mod client;
+mod demo;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+/// Service entitlement control plane: decide which users and devices get
+/// Internet & SaaS, Private Applications and Digital Experience Monitoring.
+#[derive(Parser)]
+#[command(name = "entitle", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(serve::ServeArgs),
+    /// Run the server with a seeded demo tenant (`acme`) on a fresh SQLite file.
+    Demo(demo::DemoArgs),
+    /// Measure evaluate() per decision and sync requests per second.
+    Bench(bench::BenchArgs),
+    #[command(flatten)]
+    Client(client::ClientCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Demo(args) => demo::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
+            Command::Client(command) => client::run(command).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
