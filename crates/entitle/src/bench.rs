@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use entitle_core::{ClientVersion, DeviceGroupId, GroupId, NoNames, Settings, Subject, evaluate, service};
+use entitle_core::{
+    ClientVersion, DeviceGroupId, GroupId, NoNames, Settings, Subject, evaluate, service,
+};
 use entitle_server::{Server, ServerConfig};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -39,7 +41,13 @@ fn report(name: &str, value: String) {
 
 /// Runs every measurement and prints one line each.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    report("machine", format!("{} cores", std::thread::available_parallelism().map_or(1, |n| n.get())));
+    report(
+        "machine",
+        format!(
+            "{} cores",
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        ),
+    );
     bench_evaluate(args.decisions);
     bench_http(&args).await
 }
@@ -48,7 +56,8 @@ fn bench_evaluate(decisions: u64) {
     let zpa = service("private_access").map_err(|e| e.to_string());
     let Ok(zpa) = zpa else { return };
     let user_groups: BTreeSet<GroupId> = (0..8).map(|i| GroupId(format!("group-{i}"))).collect();
-    let device_groups: BTreeSet<DeviceGroupId> = (0..3).map(|i| DeviceGroupId(format!("dg-{i}"))).collect();
+    let device_groups: BTreeSet<DeviceGroupId> =
+        (0..3).map(|i| DeviceGroupId(format!("dg-{i}"))).collect();
     let settings = Settings {
         enabled_by_default: false,
         user_groups: [GroupId("group-7".into()), GroupId("other".into())].into(),
@@ -65,14 +74,24 @@ fn bench_evaluate(decisions: u64) {
     let started = Instant::now();
     let mut enabled = 0u64;
     for _ in 0..decisions {
-        let decision = evaluate(zpa, std::hint::black_box(&settings), std::hint::black_box(&subject), &NoNames);
+        let decision = evaluate(
+            zpa,
+            std::hint::black_box(&settings),
+            std::hint::black_box(&subject),
+            &NoNames,
+        );
         enabled += u64::from(decision.enabled);
     }
     let elapsed = started.elapsed();
     std::hint::black_box(enabled);
     report(
         "evaluate() per decision (group match)",
-        format!("{:.0} ns  ({} decisions in {:.2} s)", elapsed.as_nanos() as f64 / decisions as f64, decisions, elapsed.as_secs_f64()),
+        format!(
+            "{:.0} ns  ({} decisions in {:.2} s)",
+            elapsed.as_nanos() as f64 / decisions as f64,
+            decisions,
+            elapsed.as_secs_f64()
+        ),
     );
 }
 
@@ -84,10 +103,14 @@ async fn bench_http(args: &BenchArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(Server::new(store, ServerConfig::default()).run(listener, async {
-        let _ = stop_rx.await;
-    }));
-    let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency * 2).build()?;
+    let server = tokio::spawn(
+        Server::new(store, ServerConfig::default()).run(listener, async {
+            let _ = stop_rx.await;
+        }),
+    );
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency * 2)
+        .build()?;
 
     let devices = enroll(&client, &base, args.devices).await?;
     report("devices enrolled", devices.len().to_string());
@@ -110,7 +133,11 @@ struct BenchDevice {
     report: Value,
 }
 
-async fn enroll(client: &reqwest::Client, base: &str, count: usize) -> anyhow::Result<Vec<Arc<BenchDevice>>> {
+async fn enroll(
+    client: &reqwest::Client,
+    base: &str,
+    count: usize,
+) -> anyhow::Result<Vec<Arc<BenchDevice>>> {
     let mut devices = Vec::with_capacity(count);
     for index in 0..count {
         let os = ["windows", "macos", "linux", "ios"][index % 4];
@@ -134,14 +161,23 @@ async fn enroll(client: &reqwest::Client, base: &str, count: usize) -> anyhow::R
         let body: Value = response.json().await?;
         devices.push(Arc::new(BenchDevice {
             token: body["device_token"].as_str().unwrap_or_default().to_owned(),
-            etag: body["policy"]["etag"].as_str().unwrap_or_default().to_owned(),
+            etag: body["policy"]["etag"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
             report,
         }));
     }
     Ok(devices)
 }
 
-async fn measure(client: &reqwest::Client, base: &str, devices: &[Arc<BenchDevice>], args: &BenchArgs, conditional: bool) -> anyhow::Result<String> {
+async fn measure(
+    client: &reqwest::Client,
+    base: &str,
+    devices: &[Arc<BenchDevice>],
+    args: &BenchArgs,
+    conditional: bool,
+) -> anyhow::Result<String> {
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let mut tasks = Vec::new();
     for worker in 0..args.concurrency {
@@ -155,13 +191,19 @@ async fn measure(client: &reqwest::Client, base: &str, devices: &[Arc<BenchDevic
             while Instant::now() < deadline {
                 let device = &devices[index % devices.len()];
                 index += 7;
-                let mut request = client.post(&url).bearer_auth(&device.token).json(&device.report);
+                let mut request = client
+                    .post(&url)
+                    .bearer_auth(&device.token)
+                    .json(&device.report);
                 if conditional {
                     request = request.header("If-None-Match", &device.etag);
                 }
                 let started = Instant::now();
                 match request.send().await {
-                    Ok(response) if response.status().is_success() || response.status() == reqwest::StatusCode::NOT_MODIFIED => {
+                    Ok(response)
+                        if response.status().is_success()
+                            || response.status() == reqwest::StatusCode::NOT_MODIFIED =>
+                    {
                         let _ = response.bytes().await;
                         latencies.push(started.elapsed());
                     }
@@ -196,12 +238,26 @@ async fn measure(client: &reqwest::Client, base: &str, devices: &[Arc<BenchDevic
 
 /// Holds a long-poll per device, toggles a setting that changes all of them, and
 /// reports when the last one answered.
-async fn wake_latency(client: &reqwest::Client, base: &str, devices: &[Arc<BenchDevice>]) -> anyhow::Result<String> {
+async fn wake_latency(
+    client: &reqwest::Client,
+    base: &str,
+    devices: &[Arc<BenchDevice>],
+) -> anyhow::Result<String> {
     // Current etags first, so that every held request waits.
     let mut held = Vec::new();
     for device in devices {
-        let response = client.post(format!("{base}/agent/v1/sync")).bearer_auth(&device.token).json(&device.report).send().await?;
-        let etag = response.headers().get("etag").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        let response = client
+            .post(format!("{base}/agent/v1/sync"))
+            .bearer_auth(&device.token)
+            .json(&device.report)
+            .send()
+            .await?;
+        let etag = response
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
         held.push((device.clone(), etag));
     }
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -210,8 +266,17 @@ async fn wake_latency(client: &reqwest::Client, base: &str, devices: &[Arc<Bench
         let url = format!("{base}/agent/v1/sync?wait=30");
         let tx = tx.clone();
         tokio::spawn(async move {
-            let response = client.post(&url).bearer_auth(&device.token).header("If-None-Match", etag).json(&device.report).send().await;
-            let _ = tx.send((Instant::now(), response.map(|r| r.status().as_u16()).unwrap_or(0)));
+            let response = client
+                .post(&url)
+                .bearer_auth(&device.token)
+                .header("If-None-Match", etag)
+                .json(&device.report)
+                .send()
+                .await;
+            let _ = tx.send((
+                Instant::now(),
+                response.map(|r| r.status().as_u16()).unwrap_or(0),
+            ));
         });
     }
     drop(tx);
@@ -234,7 +299,9 @@ async fn wake_latency(client: &reqwest::Client, base: &str, devices: &[Arc<Bench
         }
     }
     woken.sort();
-    let Some(last) = woken.last() else { bail!("no long-poll woke") };
+    let Some(last) = woken.last() else {
+        bail!("no long-poll woke")
+    };
     Ok(format!(
         "{} of {} woken; p50 {:.1} ms, last {:.1} ms after the save was sent",
         woken.len(),

@@ -11,7 +11,12 @@ use serde_json::{Value, json};
 #[derive(Args, Debug, Clone)]
 pub struct Conn {
     /// Server URL.
-    #[arg(long, env = "ENTITLE_SERVER", default_value = "http://127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "ENTITLE_SERVER",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
     server: String,
     /// API token.
     #[arg(long, env = "ENTITLE_TOKEN", hide_env_values = true, global = true)]
@@ -290,14 +295,26 @@ struct Answer {
 
 impl Api {
     fn new(conn: Conn) -> Self {
-        Self { client: reqwest::Client::new(), conn }
+        Self {
+            client: reqwest::Client::new(),
+            conn,
+        }
     }
 
     fn tenant(&self) -> anyhow::Result<&str> {
-        self.conn.tenant.as_deref().context("say which tenant with --tenant or ENTITLE_TENANT")
+        self.conn
+            .tenant
+            .as_deref()
+            .context("say which tenant with --tenant or ENTITLE_TENANT")
     }
 
-    async fn call(&self, method: Method, path: &str, body: Option<&Value>, if_match: Option<&str>) -> anyhow::Result<Answer> {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        if_match: Option<&str>,
+    ) -> anyhow::Result<Answer> {
         let url = format!("{}{path}", self.conn.server.trim_end_matches('/'));
         let mut request = self.client.request(method, &url);
         if let Some(token) = &self.conn.token {
@@ -309,13 +326,26 @@ impl Api {
         if let Some(etag) = if_match {
             request = request.header("If-Match", etag);
         }
-        let response = request.send().await.with_context(|| format!("cannot reach {url}; is `entitle serve` running?"))?;
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}; is `entitle serve` running?"))?;
         let status = response.status();
-        let etag = response.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let etag = response
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let text = response.text().await.unwrap_or_default();
-        let body: Value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let body: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         if !status.is_success() {
-            let message = body["error"]["message"].as_str().map_or_else(|| body.to_string(), str::to_owned);
+            let message = body["error"]["message"]
+                .as_str()
+                .map_or_else(|| body.to_string(), str::to_owned);
             let code = body["error"]["code"].as_str().unwrap_or("error");
             bail!("{} ({code}): {message}", status.as_u16());
         }
@@ -339,12 +369,21 @@ impl Api {
         let path = self.scoped(&format!("/groups?limit=200&search={}", encode(name_or_id)))?;
         let page = self.get(&path).await?;
         let items = page["items"].as_array().cloned().unwrap_or_default();
-        if let Some(found) = items.iter().find(|g| g["display_name"].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name_or_id))) {
+        if let Some(found) = items.iter().find(|g| {
+            g["display_name"]
+                .as_str()
+                .is_some_and(|n| n.eq_ignore_ascii_case(name_or_id))
+        }) {
             return Ok(found["id"].as_str().unwrap_or_default().to_owned());
         }
-        match self.get(&self.scoped(&format!("/groups/{}", encode(name_or_id)))?).await {
+        match self
+            .get(&self.scoped(&format!("/groups/{}", encode(name_or_id)))?)
+            .await
+        {
             Ok(group) => Ok(group["id"].as_str().unwrap_or_default().to_owned()),
-            Err(_) => bail!("no group is named or has the id {name_or_id:?}; see `entitle groups list`"),
+            Err(_) => {
+                bail!("no group is named or has the id {name_or_id:?}; see `entitle groups list`")
+            }
         }
     }
 
@@ -364,7 +403,9 @@ fn encode(text: &str) -> String {
     let mut out = String::new();
     for byte in text.bytes() {
         match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(byte as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(byte as char)
+            }
             _ => out.push_str(&format!("%{byte:02X}")),
         }
     }
@@ -373,13 +414,18 @@ fn encode(text: &str) -> String {
 
 #[allow(clippy::print_stdout)]
 fn print_json(value: &Value) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
 }
 
 #[allow(clippy::print_stdout)]
 fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
     let mut table = Table::new();
-    table.set_content_arrangement(ContentArrangement::Dynamic).set_header(header.to_vec());
+    table
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(header.to_vec());
     for row in rows {
         table.add_row(row);
     }
@@ -424,10 +470,13 @@ async fn tenants(api: Api, action: TenantAction) -> anyhow::Result<()> {
             }
             let created = api.post("/api/v1/tenants", &body).await?;
             if !api.conn.json {
-                print_table(&["field", "value"], ["id", "name", "created_at", "enrollment_key", "scim_token"]
-                    .iter()
-                    .map(|k| vec![(*k).to_owned(), text(&created[*k])])
-                    .collect());
+                print_table(
+                    &["field", "value"],
+                    ["id", "name", "created_at", "enrollment_key", "scim_token"]
+                        .iter()
+                        .map(|k| vec![(*k).to_owned(), text(&created[*k])])
+                        .collect(),
+                );
                 print_line("The enrollment key and SCIM token are shown only now: keep them.");
                 return Ok(());
             }
@@ -436,8 +485,19 @@ async fn tenants(api: Api, action: TenantAction) -> anyhow::Result<()> {
         TenantAction::List => {
             let list = api.get("/api/v1/tenants").await?;
             if !api.conn.json {
-                let rows = list["items"].as_array().cloned().unwrap_or_default().iter()
-                    .map(|t| vec![text(&t["name"]), text(&t["id"]), text(&t["created_at"]), text(&t["config_version"])])
+                let rows = list["items"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|t| {
+                        vec![
+                            text(&t["name"]),
+                            text(&t["id"]),
+                            text(&t["created_at"]),
+                            text(&t["config_version"]),
+                        ]
+                    })
                     .collect();
                 print_table(&["name", "id", "created_at", "config_version"], rows);
                 return Ok(());
@@ -452,11 +512,20 @@ async fn tenants(api: Api, action: TenantAction) -> anyhow::Result<()> {
 
 async fn tokens(api: Api, action: TokenAction) -> anyhow::Result<()> {
     let TokenAction::Create { name, role } = action;
-    let created = api.post(&api.scoped("/tokens")?, &json!({"name": name, "role": role})).await?;
+    let created = api
+        .post(
+            &api.scoped("/tokens")?,
+            &json!({"name": name, "role": role}),
+        )
+        .await?;
     if api.conn.json {
         print_json(&created);
     } else {
-        print_line(&format!("{} token (shown only now): {}", text(&created["role"]), text(&created["token"])));
+        print_line(&format!(
+            "{} token (shown only now): {}",
+            text(&created["role"]),
+            text(&created["token"])
+        ));
     }
     Ok(())
 }
@@ -473,27 +542,66 @@ async fn groups(api: Api, action: GroupAction) -> anyhow::Result<()> {
                 print_json(&page);
                 return Ok(());
             }
-            let rows = page["items"].as_array().cloned().unwrap_or_default().iter()
-                .map(|g| vec![text(&g["display_name"]), text(&g["id"]), text(&g["member_count"]), text(&g["source"])])
+            let rows = page["items"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|g| {
+                    vec![
+                        text(&g["display_name"]),
+                        text(&g["id"]),
+                        text(&g["member_count"]),
+                        text(&g["source"]),
+                    ]
+                })
                 .collect();
             print_table(&["group", "id", "members", "source"], rows);
             if page["next_cursor"].is_string() {
                 print_line("(more groups: narrow with --search or raise --limit)");
             }
         }
-        GroupAction::Create { name, member_groups } => {
+        GroupAction::Create {
+            name,
+            member_groups,
+        } => {
             let mut ids = Vec::new();
             for group in &member_groups {
                 ids.push(api.group_id(group).await?);
             }
-            let created = api.post(&api.scoped("/groups")?, &json!({"display_name": name, "member_groups": ids})).await?;
-            if api.conn.json { print_json(&created) } else { print_line(&format!("created group {} ({})", text(&created["display_name"]), text(&created["id"]))) }
+            let created = api
+                .post(
+                    &api.scoped("/groups")?,
+                    &json!({"display_name": name, "member_groups": ids}),
+                )
+                .await?;
+            if api.conn.json {
+                print_json(&created)
+            } else {
+                print_line(&format!(
+                    "created group {} ({})",
+                    text(&created["display_name"]),
+                    text(&created["id"])
+                ))
+            }
         }
         GroupAction::Delete { group } => {
             let id = api.group_id(&group).await?;
-            let answer = api.call(Method::DELETE, &api.scoped(&format!("/groups/{id}"))?, None, None).await?;
-            if api.conn.json { print_json(&answer.body) } else {
-                print_line(&format!("deleted group {group}; removed from: {}", text(&answer.body["removed_from_services"])))
+            let answer = api
+                .call(
+                    Method::DELETE,
+                    &api.scoped(&format!("/groups/{id}"))?,
+                    None,
+                    None,
+                )
+                .await?;
+            if api.conn.json {
+                print_json(&answer.body)
+            } else {
+                print_line(&format!(
+                    "deleted group {group}; removed from: {}",
+                    text(&answer.body["removed_from_services"])
+                ))
             }
         }
     }
@@ -502,28 +610,50 @@ async fn groups(api: Api, action: GroupAction) -> anyhow::Result<()> {
 
 async fn users(api: Api, action: UserAction) -> anyhow::Result<()> {
     let body = match action {
-        UserAction::Create { user_name, display_name, groups } => {
+        UserAction::Create {
+            user_name,
+            display_name,
+            groups,
+        } => {
             let mut ids = Vec::new();
             for group in &groups {
                 ids.push(api.group_id(group).await?);
             }
-            api.post(&api.scoped("/users")?, &json!({"user_name": user_name, "display_name": display_name, "groups": ids})).await?
+            api.post(
+                &api.scoped("/users")?,
+                &json!({"user_name": user_name, "display_name": display_name, "groups": ids}),
+            )
+            .await?
         }
-        UserAction::Show { user_name } => api.get(&api.scoped(&format!("/users/{}", encode(&user_name)))?).await?,
+        UserAction::Show { user_name } => {
+            api.get(&api.scoped(&format!("/users/{}", encode(&user_name)))?)
+                .await?
+        }
         UserAction::Deactivate { user_name } => set_active(&api, &user_name, false).await?,
         UserAction::Activate { user_name } => set_active(&api, &user_name, true).await?,
     };
     if api.conn.json {
         print_json(&body);
     } else {
-        print_table(&["user", "id", "active", "groups"], vec![vec![text(&body["user_name"]), text(&body["id"]), text(&body["active"]), text(&body["groups"])]]);
+        print_table(
+            &["user", "id", "active", "groups"],
+            vec![vec![
+                text(&body["user_name"]),
+                text(&body["id"]),
+                text(&body["active"]),
+                text(&body["groups"]),
+            ]],
+        );
     }
     Ok(())
 }
 
 async fn set_active(api: &Api, user_name: &str, active: bool) -> anyhow::Result<Value> {
     let path = api.scoped(&format!("/users/{}", encode(user_name)))?;
-    Ok(api.call(Method::PATCH, &path, Some(&json!({"active": active})), None).await?.body)
+    Ok(api
+        .call(Method::PATCH, &path, Some(&json!({"active": active})), None)
+        .await?
+        .body)
 }
 
 fn posture_rule(text: &str) -> anyhow::Result<Value> {
@@ -550,28 +680,92 @@ async fn device_groups(api: Api, action: DeviceGroupAction) -> anyhow::Result<()
                 print_json(&list);
                 return Ok(());
             }
-            let rows = list["items"].as_array().cloned().unwrap_or_default().iter()
+            let rows = list["items"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
                 .map(|g| {
-                    let posture: Vec<String> = g["posture"].as_array().cloned().unwrap_or_default().iter()
-                        .map(|r| format!("{} {} {}", text(&r["key"]), if r["op"] == "gte" { ">=" } else { "=" }, text(&r["value"])))
+                    let posture: Vec<String> = g["posture"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|r| {
+                            format!(
+                                "{} {} {}",
+                                text(&r["key"]),
+                                if r["op"] == "gte" { ">=" } else { "=" },
+                                text(&r["value"])
+                            )
+                        })
                         .collect();
-                    vec![text(&g["name"]), text(&g["id"]), text(&g["os"]), text(&g["ownership"]), posture.join(", "), text(&g["matching_devices"])]
+                    vec![
+                        text(&g["name"]),
+                        text(&g["id"]),
+                        text(&g["os"]),
+                        text(&g["ownership"]),
+                        posture.join(", "),
+                        text(&g["matching_devices"]),
+                    ]
                 })
                 .collect();
-            print_table(&["device group", "id", "os", "ownership", "posture", "devices"], rows);
+            print_table(
+                &[
+                    "device group",
+                    "id",
+                    "os",
+                    "ownership",
+                    "posture",
+                    "devices",
+                ],
+                rows,
+            );
         }
-        DeviceGroupAction::Create { name, os, ownership, posture } => {
-            let posture = posture.iter().map(|p| posture_rule(p)).collect::<anyhow::Result<Vec<_>>>()?;
-            let created = api.post(&api.scoped("/device-groups")?, &json!({"name": name, "os": os, "ownership": ownership, "posture": posture})).await?;
-            if api.conn.json { print_json(&created) } else {
-                print_line(&format!("created device group {} ({}); {} device(s) match now", text(&created["name"]), text(&created["id"]), text(&created["matching_devices"])))
+        DeviceGroupAction::Create {
+            name,
+            os,
+            ownership,
+            posture,
+        } => {
+            let posture = posture
+                .iter()
+                .map(|p| posture_rule(p))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let created = api
+                .post(
+                    &api.scoped("/device-groups")?,
+                    &json!({"name": name, "os": os, "ownership": ownership, "posture": posture}),
+                )
+                .await?;
+            if api.conn.json {
+                print_json(&created)
+            } else {
+                print_line(&format!(
+                    "created device group {} ({}); {} device(s) match now",
+                    text(&created["name"]),
+                    text(&created["id"]),
+                    text(&created["matching_devices"])
+                ))
             }
         }
         DeviceGroupAction::Delete { group } => {
             let id = api.device_group_id(&group).await?;
-            let answer = api.call(Method::DELETE, &api.scoped(&format!("/device-groups/{id}"))?, None, None).await?;
-            if api.conn.json { print_json(&answer.body) } else {
-                print_line(&format!("deleted device group {group}; removed from: {}", text(&answer.body["removed_from_services"])))
+            let answer = api
+                .call(
+                    Method::DELETE,
+                    &api.scoped(&format!("/device-groups/{id}"))?,
+                    None,
+                    None,
+                )
+                .await?;
+            if api.conn.json {
+                print_json(&answer.body)
+            } else {
+                print_line(&format!(
+                    "deleted device group {group}; removed from: {}",
+                    text(&answer.body["removed_from_services"])
+                ))
             }
         }
     }
@@ -579,7 +773,10 @@ async fn device_groups(api: Api, action: DeviceGroupAction) -> anyhow::Result<()
 }
 
 /// Applies the flags of `set`/`preview` to the current settings.
-async fn changed_settings(api: &Api, change: &SettingsChange) -> anyhow::Result<(Value, Option<String>)> {
+async fn changed_settings(
+    api: &Api,
+    change: &SettingsChange,
+) -> anyhow::Result<(Value, Option<String>)> {
     let path = api.scoped(&format!("/entitlements/{}", change.service))?;
     let answer = api.call(Method::GET, &path, None, None).await?;
     let mut settings = answer.body;
@@ -622,26 +819,49 @@ async fn entitlements(api: Api, action: EntitlementAction) -> anyhow::Result<()>
                 return Ok(());
             }
             let names = group_names(&api).await?;
-            let rows = all["services"].as_object().cloned().unwrap_or_default().iter()
+            let rows = all["services"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
                 .filter(|(id, _)| service.as_deref().is_none_or(|s| s == id.as_str()))
-                .map(|(id, s)| vec![
-                    id.clone(),
-                    text(&s["enabled_by_default"]),
-                    named(&s["user_groups"], &names),
-                    named(&s["device_groups"], &names),
-                    text(&s["logout_on_enable"]),
-                ])
+                .map(|(id, s)| {
+                    vec![
+                        id.clone(),
+                        text(&s["enabled_by_default"]),
+                        named(&s["user_groups"], &names),
+                        named(&s["device_groups"], &names),
+                        text(&s["logout_on_enable"]),
+                    ]
+                })
                 .collect();
-            print_table(&["service", "enabled_by_default", "user_groups", "device_groups", "logout_on_enable"], rows);
+            print_table(
+                &[
+                    "service",
+                    "enabled_by_default",
+                    "user_groups",
+                    "device_groups",
+                    "logout_on_enable",
+                ],
+                rows,
+            );
             print_line(&format!("config version {}", text(&all["config_version"])));
         }
         EntitlementAction::Set(change) => {
             let (settings, etag) = changed_settings(&api, &change).await?;
             let path = api.scoped(&format!("/entitlements/{}", change.service))?;
-            let answer = api.call(Method::PUT, &path, Some(&settings), etag.as_deref()).await?;
-            if api.conn.json { print_json(&answer.body) } else {
+            let answer = api
+                .call(Method::PUT, &path, Some(&settings), etag.as_deref())
+                .await?;
+            if api.conn.json {
+                print_json(&answer.body)
+            } else {
                 let version = answer.etag.unwrap_or_default();
-                print_line(&format!("saved {} as config version {}", change.service, version.trim_matches('"')));
+                print_line(&format!(
+                    "saved {} as config version {}",
+                    change.service,
+                    version.trim_matches('"')
+                ));
             }
             debug_assert_eq!(answer.status, StatusCode::OK);
         }
@@ -653,11 +873,21 @@ async fn entitlements(api: Api, action: EntitlementAction) -> anyhow::Result<()>
                 print_json(&impact);
                 return Ok(());
             }
-            let rows = ["gaining", "losing", "legacy_clients"].iter()
-                .map(|side| vec![(*side).to_owned(), text(&impact[*side]["users"]), text(&impact[*side]["devices"]), text(&impact[*side]["sample"])])
+            let rows = ["gaining", "losing", "legacy_clients"]
+                .iter()
+                .map(|side| {
+                    vec![
+                        (*side).to_owned(),
+                        text(&impact[*side]["users"]),
+                        text(&impact[*side]["devices"]),
+                        text(&impact[*side]["sample"]),
+                    ]
+                })
                 .collect();
             print_table(&["", "users", "devices", "sample"], rows);
-            print_line("nothing saved: run `entitle entitlements set` with the same flags to apply");
+            print_line(
+                "nothing saved: run `entitle entitlements set` with the same flags to apply",
+            );
         }
         EntitlementAction::History { service, limit } => {
             let mut path = api.scoped(&format!("/entitlements/history?limit={limit}"))?;
@@ -670,15 +900,38 @@ async fn entitlements(api: Api, action: EntitlementAction) -> anyhow::Result<()>
                 return Ok(());
             }
             let names = group_names(&api).await?;
-            let rows = history["items"].as_array().cloned().unwrap_or_default().iter()
-                .map(|v| vec![text(&v["config_version"]), text(&v["service"]), text(&v["actor"]), text(&v["at"]), diff(&v["before"], &v["after"], &names)])
+            let rows = history["items"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|v| {
+                    vec![
+                        text(&v["config_version"]),
+                        text(&v["service"]),
+                        text(&v["actor"]),
+                        text(&v["at"]),
+                        diff(&v["before"], &v["after"], &names),
+                    ]
+                })
                 .collect();
             print_table(&["version", "service", "actor", "at", "change"], rows);
         }
         EntitlementAction::Rollback { config_version } => {
-            let result = api.post(&api.scoped("/entitlements/rollback")?, &json!({"config_version": config_version})).await?;
-            if api.conn.json { print_json(&result) } else {
-                print_line(&format!("restored {} as it was in version {config_version}: new config version {}", text(&result["service"]), text(&result["config_version"])))
+            let result = api
+                .post(
+                    &api.scoped("/entitlements/rollback")?,
+                    &json!({"config_version": config_version}),
+                )
+                .await?;
+            if api.conn.json {
+                print_json(&result)
+            } else {
+                print_line(&format!(
+                    "restored {} as it was in version {config_version}: new config version {}",
+                    text(&result["service"]),
+                    text(&result["config_version"])
+                ))
             }
         }
     }
@@ -692,27 +945,62 @@ async fn group_names(api: &Api) -> anyhow::Result<std::collections::HashMap<Stri
         names.insert(text(&g["id"]), text(&g["display_name"]));
     }
     let device_groups = api.get(&api.scoped("/device-groups")?).await?;
-    for g in device_groups["items"].as_array().cloned().unwrap_or_default() {
+    for g in device_groups["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
         names.insert(text(&g["id"]), text(&g["name"]));
     }
     Ok(names)
 }
 
 fn named(ids: &Value, names: &std::collections::HashMap<String, String>) -> String {
-    let list: Vec<String> = ids.as_array().cloned().unwrap_or_default().iter()
-        .map(|id| { let id = text(id); names.get(&id).cloned().unwrap_or(id) })
+    let list: Vec<String> = ids
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|id| {
+            let id = text(id);
+            names.get(&id).cloned().unwrap_or(id)
+        })
         .collect();
-    if list.is_empty() { "-".into() } else { list.join(", ") }
+    if list.is_empty() {
+        "-".into()
+    } else {
+        list.join(", ")
+    }
 }
 
-fn diff(before: &Value, after: &Value, names: &std::collections::HashMap<String, String>) -> String {
-    let keys = ["enabled_by_default", "user_groups", "device_groups", "logout_on_enable"];
-    let show = |value: &Value| if value.is_array() { format!("[{}]", named(value, names).trim_matches('-')) } else { text(value) };
-    let changes: Vec<String> = keys.iter()
+fn diff(
+    before: &Value,
+    after: &Value,
+    names: &std::collections::HashMap<String, String>,
+) -> String {
+    let keys = [
+        "enabled_by_default",
+        "user_groups",
+        "device_groups",
+        "logout_on_enable",
+    ];
+    let show = |value: &Value| {
+        if value.is_array() {
+            format!("[{}]", named(value, names).trim_matches('-'))
+        } else {
+            text(value)
+        }
+    };
+    let changes: Vec<String> = keys
+        .iter()
         .filter(|k| before[**k] != after[**k])
         .map(|k| format!("{k}: {} -> {}", show(&before[*k]), show(&after[*k])))
         .collect();
-    if changes.is_empty() { "(no change)".into() } else { changes.join("; ") }
+    if changes.is_empty() {
+        "(no change)".into()
+    } else {
+        changes.join("; ")
+    }
 }
 
 async fn devices(api: Api, action: DeviceAction) -> anyhow::Result<()> {
@@ -727,32 +1015,84 @@ async fn devices(api: Api, action: DeviceAction) -> anyhow::Result<()> {
                 print_json(&page);
                 return Ok(());
             }
-            let rows = page["items"].as_array().cloned().unwrap_or_default().iter()
-                .map(|d| vec![text(&d["id"]), text(&d["user_name"]), text(&d["hostname"]), text(&d["os"]), text(&d["ownership"]), text(&d["client_version"]), text(&d["last_sync_at"])])
+            let rows = page["items"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|d| {
+                    vec![
+                        text(&d["id"]),
+                        text(&d["user_name"]),
+                        text(&d["hostname"]),
+                        text(&d["os"]),
+                        text(&d["ownership"]),
+                        text(&d["client_version"]),
+                        text(&d["last_sync_at"]),
+                    ]
+                })
                 .collect();
-            print_table(&["id", "user", "hostname", "os", "ownership", "client", "last sync"], rows);
+            print_table(
+                &[
+                    "id",
+                    "user",
+                    "hostname",
+                    "os",
+                    "ownership",
+                    "client",
+                    "last sync",
+                ],
+                rows,
+            );
             if page["next_cursor"].is_string() {
                 print_line("(more devices: raise --limit or filter with --user)");
             }
         }
         DeviceAction::Show { id } => {
-            let device = api.get(&api.scoped(&format!("/devices/{}", encode(&id)))?).await?;
+            let device = api
+                .get(&api.scoped(&format!("/devices/{}", encode(&id)))?)
+                .await?;
             if api.conn.json {
                 print_json(&device);
                 return Ok(());
             }
             print_line(&format!(
                 "{} ({}) of {}: {} {}, client {}",
-                text(&device["hostname"]), text(&device["id"]), text(&device["user_name"]),
-                text(&device["ownership"]), text(&device["os"]), text(&device["client_version"])
+                text(&device["hostname"]),
+                text(&device["id"]),
+                text(&device["user_name"]),
+                text(&device["ownership"]),
+                text(&device["os"]),
+                text(&device["client_version"])
             ));
-            let rows = device["entitlements"].as_object().cloned().unwrap_or_default().iter()
-                .map(|(service, d)| vec![service.clone(), if d["enabled"] == true { "on".into() } else { "off".into() }, text(&d["reason"]), text(&d["explanation"])])
+            let rows = device["entitlements"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|(service, d)| {
+                    vec![
+                        service.clone(),
+                        if d["enabled"] == true {
+                            "on".into()
+                        } else {
+                            "off".into()
+                        },
+                        text(&d["reason"]),
+                        text(&d["explanation"]),
+                    ]
+                })
                 .collect();
             print_table(&["service", "state", "reason", "explanation"], rows);
         }
         DeviceAction::Delete { id } => {
-            api.call(Method::DELETE, &api.scoped(&format!("/devices/{}", encode(&id)))?, None, None).await?;
+            api.call(
+                Method::DELETE,
+                &api.scoped(&format!("/devices/{}", encode(&id)))?,
+                None,
+                None,
+            )
+            .await?;
             print_line(&format!("removed device {id}; its token no longer works"));
         }
     }
@@ -760,13 +1100,26 @@ async fn devices(api: Api, action: DeviceAction) -> anyhow::Result<()> {
 }
 
 async fn audit(api: Api, limit: u32) -> anyhow::Result<()> {
-    let page = api.get(&api.scoped(&format!("/audit?limit={limit}"))?).await?;
+    let page = api
+        .get(&api.scoped(&format!("/audit?limit={limit}"))?)
+        .await?;
     if api.conn.json {
         print_json(&page);
         return Ok(());
     }
-    let rows = page["items"].as_array().cloned().unwrap_or_default().iter()
-        .map(|e| vec![text(&e["at"]), text(&e["actor"]), text(&e["action"]), text(&e["target"])])
+    let rows = page["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|e| {
+            vec![
+                text(&e["at"]),
+                text(&e["actor"]),
+                text(&e["action"]),
+                text(&e["target"]),
+            ]
+        })
         .collect();
     print_table(&["at", "actor", "action", "target"], rows);
     Ok(())
@@ -777,11 +1130,18 @@ async fn directory(api: Api) -> anyhow::Result<()> {
     if api.conn.json {
         print_json(&status);
     } else {
-        print_table(&["users", "groups", "last SCIM request", "SCIM base path"], vec![vec![
-            text(&status["users"]), text(&status["groups"]),
-            status["last_scim_request_at"].as_str().unwrap_or("never").to_owned(),
-            text(&status["scim_base_path"]),
-        ]]);
+        print_table(
+            &["users", "groups", "last SCIM request", "SCIM base path"],
+            vec![vec![
+                text(&status["users"]),
+                text(&status["groups"]),
+                status["last_scim_request_at"]
+                    .as_str()
+                    .unwrap_or("never")
+                    .to_owned(),
+                text(&status["scim_base_path"]),
+            ]],
+        );
     }
     Ok(())
 }

@@ -11,7 +11,9 @@ use entitle_core::{
     PostureRequirement, PostureValue, Settings, service,
 };
 use entitle_server::{Server, ServerConfig};
-use entitle_store::{NewTenant, NewUser, Role, SaveRequest, Store, StoreError, TokenGrant, secrets};
+use entitle_store::{
+    NewTenant, NewUser, Role, SaveRequest, Store, StoreError, TokenGrant, secrets,
+};
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 
@@ -59,19 +61,28 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let store = open_store(&data_dir, None).await?;
     bootstrap(&*store, Some(SUPER_ADMIN_TOKEN)).await?;
     let seeded = seed(&*store).await?;
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (use --listen 127.0.0.1:PORT)", args.listen))?;
+    let listener = TcpListener::bind(args.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {} (use --listen 127.0.0.1:PORT)",
+            args.listen
+        )
+    })?;
     let address = listener.local_addr()?;
     print_welcome(address, &data_dir, seeded);
-    Server::new(store, ServerConfig::default()).run(listener, shutdown_signal()).await?;
+    Server::new(store, ServerConfig::default())
+        .run(listener, shutdown_signal())
+        .await?;
     Ok(())
 }
 
 #[allow(clippy::print_stdout)]
 fn print_welcome(address: SocketAddr, data_dir: &std::path::Path, seeded: bool) {
     let url = format!("http://{address}");
-    let state = if seeded { "seeded tenant acme" } else { "tenant acme already seeded" };
+    let state = if seeded {
+        "seeded tenant acme"
+    } else {
+        "tenant acme already seeded"
+    };
     println!(
         "entitle demo is running ({state}; data in {dir})
 
@@ -107,49 +118,254 @@ const GROUPS: &[(&str, &[&str])] = &[
 ];
 
 /// Users: name, groups, laptop (os, ownership, client version, encrypted), phone client version.
-type Person = (&'static str, &'static [&'static str], (Os, Ownership, &'static str, bool), Option<&'static str>);
+type Person = (
+    &'static str,
+    &'static [&'static str],
+    (Os, Ownership, &'static str, bool),
+    Option<&'static str>,
+);
 
 const PEOPLE: &[Person] = &[
-    ("ada", &["Platform", "ZDX Pilot"], (Os::Macos, Ownership::Corporate, "4.3.0.120", true), Some("4.3.0.120")),
-    ("grace", &["Platform"], (Os::Linux, Ownership::Corporate, "4.3.0.120", true), None),
-    ("linus", &["Platform"], (Os::Linux, Ownership::Corporate, "4.2.1", true), Some("4.1.0")),
-    ("ken", &["Platform"], (Os::Linux, Ownership::Corporate, "1.2.3", true), None),
-    ("barbara", &["Platform", "ZDX Pilot"], (Os::Macos, Ownership::Corporate, "4.3.0.120", true), None),
-    ("dennis", &["Platform"], (Os::Windows, Ownership::Corporate, "3.8.9", true), None),
-    ("margaret", &["Mobile"], (Os::Macos, Ownership::Corporate, "4.3.0.120", true), Some("4.3.0.120")),
-    ("alan", &["Mobile"], (Os::Macos, Ownership::Personal, "4.3.0.120", false), Some("4.2.0")),
-    ("katherine", &["Mobile"], (Os::Macos, Ownership::Corporate, "2.2.0", true), None),
-    ("tim", &["Mobile", "ZDX Pilot"], (Os::Windows, Ownership::Corporate, "4.3.0.120", false), Some("4.3.0.120")),
-    ("radia", &["Mobile"], (Os::Windows, Ownership::Corporate, "4.3.0.120", true), None),
-    ("bjarne", &["Engineering"], (Os::Windows, Ownership::Corporate, "4.3.0.120", true), None),
-    ("guido", &["Engineering"], (Os::Macos, Ownership::Corporate, "4.3.0.120", true), Some("3.9.0.221")),
-    ("anders", &["Engineering"], (Os::Windows, Ownership::Personal, "4.3.0.120", true), None),
-    ("john", &["Engineering"], (Os::Linux, Ownership::Corporate, "4.3.0.120", true), None),
-    ("frances", &["Finance"], (Os::Windows, Ownership::Corporate, "4.3.0.120", true), Some("4.3.0.120")),
-    ("edsger", &["Finance"], (Os::Windows, Ownership::Corporate, "4.3.0.120", true), None),
-    ("shafi", &["Finance"], (Os::Windows, Ownership::Corporate, "1.2.3", true), None),
-    ("leslie", &["Finance", "ZDX Pilot"], (Os::Macos, Ownership::Corporate, "4.3.0.120", true), None),
-    ("donald", &["Finance"], (Os::Windows, Ownership::Personal, "4.3.0.120", false), None),
-    ("sophie", &["Finance"], (Os::Windows, Ownership::Corporate, "4.3.0.120", true), None),
-    ("hedy", &["Sales"], (Os::Windows, Ownership::Corporate, "4.3.0.120", true), Some("4.3.0.120")),
-    ("ivan", &["Sales"], (Os::Windows, Ownership::Corporate, "4.3.0.120", true), Some("4.3.0.120")),
-    ("jean", &["Sales"], (Os::Macos, Ownership::Corporate, "4.3.0.120", true), None),
-    ("karen", &["Sales"], (Os::Windows, Ownership::Corporate, "3.8.9", true), None),
-    ("lynn", &["Sales"], (Os::Macos, Ownership::Personal, "4.3.0.120", false), Some("4.3.0.120")),
-    ("marvin", &["Sales"], (Os::Windows, Ownership::Corporate, "4.3.0.120", true), None),
-    ("niklaus", &["Sales", "ZDX Pilot"], (Os::Windows, Ownership::Corporate, "4.3.0.120", true), None),
-    ("ole", &["Sales"], (Os::Windows, Ownership::Corporate, "4.3.0.120", true), None),
-    ("peter", &["Contractors"], (Os::Windows, Ownership::Personal, "4.3.0.120", false), None),
-    ("quentin", &["Contractors"], (Os::Macos, Ownership::Personal, "4.3.0.120", true), None),
-    ("rasmus", &["Contractors"], (Os::Linux, Ownership::Personal, "4.2.1", true), None),
-    ("steve", &["Contractors"], (Os::Windows, Ownership::Personal, "2.2.0", false), None),
-    ("ursula", &["Executives"], (Os::Macos, Ownership::Corporate, "4.3.0.120", true), Some("4.3.0.120")),
-    ("vint", &["Executives"], (Os::Macos, Ownership::Corporate, "4.3.0.120", true), Some("4.3.0.120")),
-    ("whitfield", &["Executives"], (Os::Windows, Ownership::Corporate, "4.3.0.120", true), None),
-    ("xavier", &[], (Os::Windows, Ownership::Corporate, "4.3.0.120", true), None),
-    ("yukihiro", &[], (Os::Linux, Ownership::Personal, "4.3.0.120", true), None),
-    ("zuse", &[], (Os::Windows, Ownership::Corporate, "4.3.0.120", true), None),
-    ("mallory", &["Engineering"], (Os::Windows, Ownership::Corporate, "4.3.0.120", true), None),
+    (
+        "ada",
+        &["Platform", "ZDX Pilot"],
+        (Os::Macos, Ownership::Corporate, "4.3.0.120", true),
+        Some("4.3.0.120"),
+    ),
+    (
+        "grace",
+        &["Platform"],
+        (Os::Linux, Ownership::Corporate, "4.3.0.120", true),
+        None,
+    ),
+    (
+        "linus",
+        &["Platform"],
+        (Os::Linux, Ownership::Corporate, "4.2.1", true),
+        Some("4.1.0"),
+    ),
+    (
+        "ken",
+        &["Platform"],
+        (Os::Linux, Ownership::Corporate, "1.2.3", true),
+        None,
+    ),
+    (
+        "barbara",
+        &["Platform", "ZDX Pilot"],
+        (Os::Macos, Ownership::Corporate, "4.3.0.120", true),
+        None,
+    ),
+    (
+        "dennis",
+        &["Platform"],
+        (Os::Windows, Ownership::Corporate, "3.8.9", true),
+        None,
+    ),
+    (
+        "margaret",
+        &["Mobile"],
+        (Os::Macos, Ownership::Corporate, "4.3.0.120", true),
+        Some("4.3.0.120"),
+    ),
+    (
+        "alan",
+        &["Mobile"],
+        (Os::Macos, Ownership::Personal, "4.3.0.120", false),
+        Some("4.2.0"),
+    ),
+    (
+        "katherine",
+        &["Mobile"],
+        (Os::Macos, Ownership::Corporate, "2.2.0", true),
+        None,
+    ),
+    (
+        "tim",
+        &["Mobile", "ZDX Pilot"],
+        (Os::Windows, Ownership::Corporate, "4.3.0.120", false),
+        Some("4.3.0.120"),
+    ),
+    (
+        "radia",
+        &["Mobile"],
+        (Os::Windows, Ownership::Corporate, "4.3.0.120", true),
+        None,
+    ),
+    (
+        "bjarne",
+        &["Engineering"],
+        (Os::Windows, Ownership::Corporate, "4.3.0.120", true),
+        None,
+    ),
+    (
+        "guido",
+        &["Engineering"],
+        (Os::Macos, Ownership::Corporate, "4.3.0.120", true),
+        Some("3.9.0.221"),
+    ),
+    (
+        "anders",
+        &["Engineering"],
+        (Os::Windows, Ownership::Personal, "4.3.0.120", true),
+        None,
+    ),
+    (
+        "john",
+        &["Engineering"],
+        (Os::Linux, Ownership::Corporate, "4.3.0.120", true),
+        None,
+    ),
+    (
+        "frances",
+        &["Finance"],
+        (Os::Windows, Ownership::Corporate, "4.3.0.120", true),
+        Some("4.3.0.120"),
+    ),
+    (
+        "edsger",
+        &["Finance"],
+        (Os::Windows, Ownership::Corporate, "4.3.0.120", true),
+        None,
+    ),
+    (
+        "shafi",
+        &["Finance"],
+        (Os::Windows, Ownership::Corporate, "1.2.3", true),
+        None,
+    ),
+    (
+        "leslie",
+        &["Finance", "ZDX Pilot"],
+        (Os::Macos, Ownership::Corporate, "4.3.0.120", true),
+        None,
+    ),
+    (
+        "donald",
+        &["Finance"],
+        (Os::Windows, Ownership::Personal, "4.3.0.120", false),
+        None,
+    ),
+    (
+        "sophie",
+        &["Finance"],
+        (Os::Windows, Ownership::Corporate, "4.3.0.120", true),
+        None,
+    ),
+    (
+        "hedy",
+        &["Sales"],
+        (Os::Windows, Ownership::Corporate, "4.3.0.120", true),
+        Some("4.3.0.120"),
+    ),
+    (
+        "ivan",
+        &["Sales"],
+        (Os::Windows, Ownership::Corporate, "4.3.0.120", true),
+        Some("4.3.0.120"),
+    ),
+    (
+        "jean",
+        &["Sales"],
+        (Os::Macos, Ownership::Corporate, "4.3.0.120", true),
+        None,
+    ),
+    (
+        "karen",
+        &["Sales"],
+        (Os::Windows, Ownership::Corporate, "3.8.9", true),
+        None,
+    ),
+    (
+        "lynn",
+        &["Sales"],
+        (Os::Macos, Ownership::Personal, "4.3.0.120", false),
+        Some("4.3.0.120"),
+    ),
+    (
+        "marvin",
+        &["Sales"],
+        (Os::Windows, Ownership::Corporate, "4.3.0.120", true),
+        None,
+    ),
+    (
+        "niklaus",
+        &["Sales", "ZDX Pilot"],
+        (Os::Windows, Ownership::Corporate, "4.3.0.120", true),
+        None,
+    ),
+    (
+        "ole",
+        &["Sales"],
+        (Os::Windows, Ownership::Corporate, "4.3.0.120", true),
+        None,
+    ),
+    (
+        "peter",
+        &["Contractors"],
+        (Os::Windows, Ownership::Personal, "4.3.0.120", false),
+        None,
+    ),
+    (
+        "quentin",
+        &["Contractors"],
+        (Os::Macos, Ownership::Personal, "4.3.0.120", true),
+        None,
+    ),
+    (
+        "rasmus",
+        &["Contractors"],
+        (Os::Linux, Ownership::Personal, "4.2.1", true),
+        None,
+    ),
+    (
+        "steve",
+        &["Contractors"],
+        (Os::Windows, Ownership::Personal, "2.2.0", false),
+        None,
+    ),
+    (
+        "ursula",
+        &["Executives"],
+        (Os::Macos, Ownership::Corporate, "4.3.0.120", true),
+        Some("4.3.0.120"),
+    ),
+    (
+        "vint",
+        &["Executives"],
+        (Os::Macos, Ownership::Corporate, "4.3.0.120", true),
+        Some("4.3.0.120"),
+    ),
+    (
+        "whitfield",
+        &["Executives"],
+        (Os::Windows, Ownership::Corporate, "4.3.0.120", true),
+        None,
+    ),
+    (
+        "xavier",
+        &[],
+        (Os::Windows, Ownership::Corporate, "4.3.0.120", true),
+        None,
+    ),
+    (
+        "yukihiro",
+        &[],
+        (Os::Linux, Ownership::Personal, "4.3.0.120", true),
+        None,
+    ),
+    (
+        "zuse",
+        &[],
+        (Os::Windows, Ownership::Corporate, "4.3.0.120", true),
+        None,
+    ),
+    (
+        "mallory",
+        &["Engineering"],
+        (Os::Windows, Ownership::Corporate, "4.3.0.120", true),
+        None,
+    ),
 ];
 
 /// The user who has left: deactivated in the directory, device still enrolled.
@@ -177,34 +393,75 @@ pub async fn seed(store: &dyn Store) -> anyhow::Result<bool> {
         )
         .await?;
     let t = tenant.id.as_str();
-    for (token, role, name) in [(ADMIN_TOKEN, Role::Admin, "demo-admin"), (VIEWER_TOKEN, Role::Viewer, "demo-viewer")] {
-        let grant = TokenGrant { role, tenant_id: Some(tenant.id.clone()), name: name.into() };
-        store.create_api_token(&secrets::hash_secret(token), &grant, actor).await?;
+    for (token, role, name) in [
+        (ADMIN_TOKEN, Role::Admin, "demo-admin"),
+        (VIEWER_TOKEN, Role::Viewer, "demo-viewer"),
+    ] {
+        let grant = TokenGrant {
+            role,
+            tenant_id: Some(tenant.id.clone()),
+            name: name.into(),
+        };
+        store
+            .create_api_token(&secrets::hash_secret(token), &grant, actor)
+            .await?;
     }
 
     let mut group_ids = std::collections::HashMap::new();
     for (name, nested) in GROUPS {
-        let members: Vec<String> = nested.iter().filter_map(|n| group_ids.get(n).cloned()).collect();
+        let members: Vec<String> = nested
+            .iter()
+            .filter_map(|n| group_ids.get(n).cloned())
+            .collect();
         let group = store.create_group(t, name, &members, actor).await?;
         group_ids.insert(*name, group.id);
     }
 
-    let laptops = device_group(store, t, "Corporate laptops", &[Os::Windows, Os::Macos, Os::Linux], &[Ownership::Corporate], vec![
-        PostureRequirement::new("disk_encrypted", PostureOp::Eq, PostureValue::Bool(true))?,
-    ])
+    let laptops = device_group(
+        store,
+        t,
+        "Corporate laptops",
+        &[Os::Windows, Os::Macos, Os::Linux],
+        &[Ownership::Corporate],
+        vec![PostureRequirement::new(
+            "disk_encrypted",
+            PostureOp::Eq,
+            PostureValue::Bool(true),
+        )?],
+    )
     .await?;
     device_group(store, t, "Phones", &[Os::Ios, Os::Android], &[], vec![]).await?;
-    device_group(store, t, "Current macOS", &[Os::Macos], &[], vec![
-        PostureRequirement::new("os_version", PostureOp::Gte, PostureValue::Text("14.0".into()))?,
-    ])
+    device_group(
+        store,
+        t,
+        "Current macOS",
+        &[Os::Macos],
+        &[],
+        vec![PostureRequirement::new(
+            "os_version",
+            PostureOp::Gte,
+            PostureValue::Text("14.0".into()),
+        )?],
+    )
     .await?;
 
     let now = OffsetDateTime::now_utc();
     for (index, (name, groups, laptop, phone)) in PEOPLE.iter().enumerate() {
         let user_name = format!("{name}@{DOMAIN}");
-        let groups = groups.iter().filter_map(|g| group_ids.get(g).cloned()).collect();
+        let groups = groups
+            .iter()
+            .filter_map(|g| group_ids.get(g).cloned())
+            .collect();
         let user = store
-            .create_user(t, NewUser { user_name: user_name.clone(), display_name: Some(capitalised(name)), groups }, actor)
+            .create_user(
+                t,
+                NewUser {
+                    user_name: user_name.clone(),
+                    display_name: Some(capitalised(name)),
+                    groups,
+                },
+                actor,
+            )
             .await?;
         let (os, ownership, version, encrypted) = *laptop;
         let kind = if os == Os::Macos { "mbp" } else { "laptop" };
@@ -215,12 +472,21 @@ pub async fn seed(store: &dyn Store) -> anyhow::Result<bool> {
             ownership,
             posture: [
                 ("disk_encrypted".to_owned(), PostureValue::Bool(encrypted)),
-                ("os_version".to_owned(), PostureValue::Text(if os == Os::Macos { "14.5" } else { "10.0" }.into())),
+                (
+                    "os_version".to_owned(),
+                    PostureValue::Text(if os == Os::Macos { "14.5" } else { "10.0" }.into()),
+                ),
             ]
             .into(),
         };
-        let token = if *name == "ada" { ADA_LAPTOP_TOKEN.to_owned() } else { secrets::new_secret("ent_device") };
-        store.enroll_device(t, &user, &secrets::hash_secret(&token), &report, now).await?;
+        let token = if *name == "ada" {
+            ADA_LAPTOP_TOKEN.to_owned()
+        } else {
+            secrets::new_secret("ent_device")
+        };
+        store
+            .enroll_device(t, &user, &secrets::hash_secret(&token), &report, now)
+            .await?;
         if let Some(version) = phone {
             let os = if index % 2 == 0 { Os::Ios } else { Os::Android };
             let report = DeviceReport {
@@ -230,15 +496,31 @@ pub async fn seed(store: &dyn Store) -> anyhow::Result<bool> {
                 ownership: Ownership::Personal,
                 posture: [("os_version".to_owned(), PostureValue::Text("17.4".into()))].into(),
             };
-            store.enroll_device(t, &user, &secrets::hash_secret(&secrets::new_secret("ent_device")), &report, now).await?;
+            store
+                .enroll_device(
+                    t,
+                    &user,
+                    &secrets::hash_secret(&secrets::new_secret("ent_device")),
+                    &report,
+                    now,
+                )
+                .await?;
         }
         if *name == DEPARTED {
-            store.set_user_active(t, &user.id, false, "directory").await?;
+            store
+                .set_user_active(t, &user.id, false, "directory")
+                .await?;
         }
     }
 
     // Private Applications: Engineering and Finance, on corporate encrypted laptops.
-    let group = |name: &str| group_ids.get(name).cloned().map(GroupId).context("seeded group");
+    let group = |name: &str| {
+        group_ids
+            .get(name)
+            .cloned()
+            .map(GroupId)
+            .context("seeded group")
+    };
     let zpa = Settings {
         enabled_by_default: false,
         user_groups: [group("Engineering")?, group("Finance")?].into(),
@@ -277,10 +559,16 @@ async fn device_group(
         ownership: ownership.iter().copied().collect(),
         posture,
     };
-    Ok(store.create_device_group(tenant_id, group, "demo").await?.id)
+    Ok(store
+        .create_device_group(tenant_id, group, "demo")
+        .await?
+        .id)
 }
 
 fn capitalised(name: &str) -> String {
     let mut chars = name.chars();
-    chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }

@@ -46,7 +46,9 @@ pub enum LogFormat {
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ENTITLE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn,sqlx=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -57,16 +59,23 @@ pub fn init_logging(format: LogFormat) {
 }
 
 /// Opens the store the flags name, applying migrations.
-pub async fn open_store(data_dir: &Path, database_url: Option<&str>) -> anyhow::Result<Arc<dyn Store>> {
+pub async fn open_store(
+    data_dir: &Path,
+    database_url: Option<&str>,
+) -> anyhow::Result<Arc<dyn Store>> {
     let path = match database_url.filter(|u| !u.is_empty()) {
         None => {
             std::fs::create_dir_all(data_dir)
                 .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
             data_dir.join("entitle.db")
         }
-        Some(url) if url.starts_with("sqlite://") => PathBuf::from(url.trim_start_matches("sqlite://")),
+        Some(url) if url.starts_with("sqlite://") => {
+            PathBuf::from(url.trim_start_matches("sqlite://"))
+        }
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            bail!("the PostgreSQL back end is not part of this build yet; use SQLite (omit --database-url)")
+            bail!(
+                "the PostgreSQL back end is not part of this build yet; use SQLite (omit --database-url)"
+            )
         }
         Some(url) => bail!("unsupported database URL {url:?}; expected sqlite://PATH"),
     };
@@ -80,15 +89,23 @@ pub async fn open_store(data_dir: &Path, database_url: Option<&str>) -> anyhow::
 pub async fn bootstrap(store: &dyn Store, token: Option<&str>) -> anyhow::Result<()> {
     let Some(token) = token.filter(|t| !t.is_empty()) else {
         if !store.has_super_admin().await? {
-            tracing::warn!("no super_admin token exists; start with --bootstrap-admin-token to create one");
+            tracing::warn!(
+                "no super_admin token exists; start with --bootstrap-admin-token to create one"
+            );
         }
         return Ok(());
     };
     if store.has_super_admin().await? {
         return Ok(());
     }
-    let grant = TokenGrant { role: Role::SuperAdmin, tenant_id: None, name: "bootstrap".into() };
-    store.create_api_token(&secrets::hash_secret(token), &grant, "bootstrap").await?;
+    let grant = TokenGrant {
+        role: Role::SuperAdmin,
+        tenant_id: None,
+        name: "bootstrap".into(),
+    };
+    store
+        .create_api_token(&secrets::hash_secret(token), &grant, "bootstrap")
+        .await?;
     tracing::info!("bootstrap super_admin token created");
     Ok(())
 }
@@ -101,9 +118,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let config = ServerConfig { poll_interval_s: args.poll_interval, ..ServerConfig::default() };
+    let config = ServerConfig {
+        poll_interval_s: args.poll_interval,
+        ..ServerConfig::default()
+    };
     tracing::info!(address = %listener.local_addr()?, "entitle is serving");
-    Server::new(store, config).run(listener, shutdown_signal()).await?;
+    Server::new(store, config)
+        .run(listener, shutdown_signal())
+        .await?;
     Ok(())
 }
 

@@ -190,8 +190,22 @@ pub(crate) async fn sync(
             () = stopping(&mut shutdown) => break,
         }
     }
+    // A last look, so that a change whose wake-up raced the deadline is not lost.
+    let fresh = authenticate(&state, &token_hash).await?;
+    let policy = current_policy(
+        &state,
+        &Device {
+            report: device.report.clone(),
+            ..fresh
+        },
+    )
+    .await?;
+    if !same_etag(held_etag.as_deref(), &policy.etag) {
+        state.metrics.sync("policy");
+        return Ok(policy_response(policy));
+    }
     state.metrics.sync("not_modified");
-    Ok(not_modified(held_etag.as_deref().unwrap_or_default()))
+    Ok(not_modified(&policy.etag))
 }
 
 /// Completes when the server starts shutting down.

@@ -1,0 +1,671 @@
+//! The admin API over HTTP against a real server and a fresh SQLite file.
+
+mod common;
+
+use common::{ROOT, TestApp, report, settings};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+#[tokio::test]
+async fn tokens_are_required_and_checked() {
+    let app = TestApp::spawn().await;
+    let none = app
+        .call(Method::GET, "/api/v1/tenants", None, None, &[])
+        .await;
+    assert_eq!(none.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(none.body["error"]["code"], "unauthorized");
+    assert!(
+        none.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Bearer"))
+    );
+    let forged = app.get("/api/v1/tenants", "not-a-token").await;
+    assert_eq!(forged.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.get("/api/v1/tenants", ROOT).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn tenants_are_created_once_with_secrets_shown_once() {
+    let app = TestApp::spawn().await;
+    let created = app
+        .post(
+            "/api/v1/tenants",
+            ROOT,
+            json!({"name": "acme", "created_at": "2016-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    for field in ["id", "name", "created_at", "enrollment_key", "scim_token"] {
+        assert!(
+            created.body[field].is_string(),
+            "{field} missing: {}",
+            created.body
+        );
+    }
+    let read = app.get("/api/v1/tenants/acme", ROOT).await;
+    assert_eq!(read.status, StatusCode::OK);
+    assert!(read.body.get("enrollment_key").is_none() && read.body.get("scim_token").is_none());
+    // A tenant created before 2017-07-01 keeps ZPA on for everyone.
+    let zpa = app
+        .get("/api/v1/tenants/acme/entitlements/private_access", ROOT)
+        .await;
+    assert_eq!(zpa.body["enabled_by_default"], true);
+
+    let duplicate = app
+        .post("/api/v1/tenants", ROOT, json!({"name": "acme"}))
+        .await;
+    assert_eq!(duplicate.status, StatusCode::CONFLICT);
+    let invalid = app
+        .post("/api/v1/tenants", ROOT, json!({"name": "Not A Slug"}))
+        .await;
+    assert_eq!(invalid.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let bad_time = app
+        .post(
+            "/api/v1/tenants",
+            ROOT,
+            json!({"name": "x", "created_at": "yesterday"}),
+        )
+        .await;
+    assert_eq!(bad_time.status, StatusCode::BAD_REQUEST);
+
+    let fresh = app
+        .post("/api/v1/tenants", ROOT, json!({"name": "newco"}))
+        .await;
+    assert_eq!(fresh.status, StatusCode::CREATED);
+    let zpa = app
+        .get("/api/v1/tenants/newco/entitlements/private_access", ROOT)
+        .await;
+    assert_eq!(
+        zpa.body["enabled_by_default"], false,
+        "a new tenant starts with ZPA off"
+    );
+}
+
+#[tokio::test]
+async fn another_tenants_resources_answer_404() {
+    let app = TestApp::spawn().await;
+    let a = app.tenant("alpha").await;
+    let b = app.tenant("beta").await;
+    let group_b = b.group(&app, "Secret", &[]).await;
+    b.user(&app, "bob@beta.test", &[&group_b]).await;
+    let (device_b, _, _) = b
+        .enroll(
+            &app,
+            "bob@beta.test",
+            report("bob-pc", "windows", "4.0", "corporate", true),
+        )
+        .await;
+
+    for path in [
+        "/api/v1/tenants/beta".to_owned(),
+        format!("/api/v1/tenants/{}", b.id),
+        "/api/v1/tenants/beta/groups".to_owned(),
+        format!("/api/v1/tenants/beta/groups/{group_b}"),
+        "/api/v1/tenants/beta/entitlements".to_owned(),
+        "/api/v1/tenants/beta/devices".to_owned(),
+        format!("/api/v1/tenants/beta/devices/{device_b}"),
+        "/api/v1/tenants/beta/audit".to_owned(),
+        "/api/v1/tenants/nonexistent".to_owned(),
+    ] {
+        let answer = app.get(&path, &a.admin).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::NOT_FOUND,
+            "{path}: {:?}",
+            answer.body
+        );
+        assert_eq!(
+            answer.body["error"]["message"], "tenant not found",
+            "{path}"
+        );
+    }
+    // Through its own tenant path, another tenant's ids are unknown too.
+    let cross = app
+        .get(&a.path(&format!("/devices/{device_b}")), &a.admin)
+        .await;
+    assert_eq!(cross.status, StatusCode::NOT_FOUND);
+    let cross_save = app
+        .put(
+            &a.path("/entitlements/private_access"),
+            &a.admin,
+            settings(false, &[&group_b], &[]),
+            None,
+        )
+        .await;
+    assert_eq!(cross_save.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let write = app
+        .put(
+            "/api/v1/tenants/beta/entitlements/private_access",
+            &a.admin,
+            settings(true, &[], &[]),
+            None,
+        )
+        .await;
+    assert_eq!(write.status, StatusCode::NOT_FOUND);
+    let listed = app.get("/api/v1/tenants", &a.admin).await;
+    assert_eq!(listed.body["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        app.post("/api/v1/tenants", &a.admin, json!({"name": "gamma"}))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+}
+
+#[tokio::test]
+async fn viewers_read_but_cannot_change_anything() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("acme").await;
+    let viewer = app
+        .post(
+            &t.path("/tokens"),
+            &t.admin,
+            json!({"name": "auditor", "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(viewer.status, StatusCode::CREATED);
+    let viewer = viewer.body["token"].as_str().expect("token").to_owned();
+    let read = app
+        .get(&t.path("/entitlements/internet_access"), &viewer)
+        .await;
+    assert_eq!(read.status, StatusCode::OK);
+    let etag = read.etag.expect("etag");
+
+    let save = app
+        .put(
+            &t.path("/entitlements/internet_access"),
+            &viewer,
+            settings(false, &[], &[]),
+            Some(&etag),
+        )
+        .await;
+    assert_eq!(save.status, StatusCode::FORBIDDEN);
+    assert_eq!(save.body["error"]["code"], "forbidden");
+    assert_eq!(
+        app.post(&t.path("/groups"), &viewer, json!({"display_name": "x"}))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.post(
+            &t.path("/tokens"),
+            &viewer,
+            json!({"name": "x", "role": "admin"})
+        )
+        .await
+        .status,
+        StatusCode::FORBIDDEN
+    );
+    let after = app
+        .get(&t.path("/entitlements/internet_access"), &viewer)
+        .await;
+    assert_eq!(after.body, read.body, "a refused save changes nothing");
+    assert_eq!(after.etag.as_deref(), Some(etag.as_str()));
+    let bad_role = app
+        .post(
+            &t.path("/tokens"),
+            &t.admin,
+            json!({"name": "x", "role": "super_admin"}),
+        )
+        .await;
+    assert_eq!(bad_role.status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test]
+async fn saves_follow_the_spec_rules() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("acme").await;
+    let eng = t.group(&app, "Engineering", &[]).await;
+    let path = t.path("/entitlements/private_access");
+
+    let current = app.get(&path, &t.admin).await;
+    let etag = current.etag.clone().expect("etag");
+    assert_eq!(current.body, settings(false, &[], &[]));
+
+    // Groups while Enabled by Default is on: 422 with the way out in the message.
+    let on_with_groups = app
+        .put(&path, &t.admin, settings(true, &[&eng], &[]), Some(&etag))
+        .await;
+    assert_eq!(on_with_groups.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        on_with_groups.body["error"]["code"],
+        "groups_while_enabled_by_default"
+    );
+    assert!(
+        on_with_groups.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("off first"))
+    );
+
+    let unknown = app
+        .put(
+            &path,
+            &t.admin,
+            settings(false, &["no-such-group"], &[]),
+            Some(&etag),
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        unknown.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no-such-group"))
+    );
+
+    let malformed = app
+        .call(Method::PUT, &path, Some(&t.admin), None, &[])
+        .await;
+    assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
+    let raw = app
+        .client
+        .put(format!("{}{path}", app.base))
+        .bearer_auth(&t.admin)
+        .body("{not json")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(raw.status(), StatusCode::BAD_REQUEST);
+    let typo = app
+        .put(&path, &t.admin, json!({"enabled_by_defualt": true}), None)
+        .await;
+    assert_eq!(typo.status, StatusCode::BAD_REQUEST);
+    let unknown_service = app
+        .put(
+            &t.path("/entitlements/vpn"),
+            &t.admin,
+            settings(false, &[], &[]),
+            None,
+        )
+        .await;
+    assert_eq!(unknown_service.status, StatusCode::NOT_FOUND);
+
+    let saved = app
+        .put(&path, &t.admin, settings(false, &[&eng], &[]), Some(&etag))
+        .await;
+    assert_eq!(saved.status, StatusCode::OK, "{:?}", saved.body);
+    let new_etag = saved.etag.expect("new etag");
+    assert_ne!(new_etag, etag);
+
+    // The first save won; a second save with the old ETag is stale and changes nothing.
+    let stale = app
+        .put(&path, &t.admin, settings(true, &[&eng], &[]), Some(&etag))
+        .await;
+    assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED);
+    let bogus = app
+        .put(
+            &path,
+            &t.admin,
+            settings(true, &[&eng], &[]),
+            Some("\"garbage\""),
+        )
+        .await;
+    assert_eq!(bogus.status, StatusCode::PRECONDITION_FAILED);
+    let now = app.get(&path, &t.admin).await;
+    assert_eq!(now.body, settings(false, &[&eng], &[]));
+    assert_eq!(now.etag.as_deref(), Some(new_etag.as_str()));
+
+    // Keeping the groups while turning the toggle on is allowed; they stay stored.
+    let on = app
+        .put(
+            &path,
+            &t.admin,
+            settings(true, &[&eng], &[]),
+            Some(&new_etag),
+        )
+        .await;
+    assert_eq!(on.status, StatusCode::OK);
+    assert_eq!(on.body["user_groups"], json!([eng]));
+
+    let history = app.get(&t.path("/entitlements/history"), &t.admin).await;
+    let items = history.body["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["config_version"], 2);
+    assert_eq!(items[1]["after"], settings(false, &[&eng], &[]));
+    assert_eq!(items[1]["actor"], "admin");
+
+    let rolled = app
+        .post(
+            &t.path("/entitlements/rollback"),
+            &t.admin,
+            json!({"config_version": 1}),
+        )
+        .await;
+    assert_eq!(rolled.status, StatusCode::OK, "{:?}", rolled.body);
+    assert_eq!(rolled.body["config_version"], 3);
+    assert_eq!(
+        app.get(&path, &t.admin).await.body,
+        settings(false, &[&eng], &[])
+    );
+    let missing = app
+        .post(
+            &t.path("/entitlements/rollback"),
+            &t.admin,
+            json!({"config_version": 99}),
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+
+    let all = app.get(&t.path("/entitlements"), &t.admin).await;
+    assert_eq!(all.body["config_version"], 3);
+    assert_eq!(
+        all.body["services"]["private_access"],
+        settings(false, &[&eng], &[])
+    );
+    let audit = app.get(&t.path("/audit"), &t.admin).await;
+    let actions: Vec<&str> = audit.body["items"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["action"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        actions.iter().filter(|a| **a == "entitlement.save").count(),
+        2
+    );
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| **a == "entitlement.rollback")
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_group_unselects_it_everywhere() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("acme").await;
+    let eng = t.group(&app, "Engineering", &[]).await;
+    t.save(&app, "private_access", settings(false, &[&eng], &[]))
+        .await;
+    let deleted = app
+        .call(
+            Method::DELETE,
+            &t.path(&format!("/groups/{eng}")),
+            Some(&t.admin),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::OK);
+    assert_eq!(
+        deleted.body["removed_from_services"],
+        json!(["private_access"])
+    );
+    assert_eq!(
+        app.get(&t.path("/entitlements/private_access"), &t.admin)
+            .await
+            .body,
+        settings(false, &[], &[])
+    );
+    let history = app.get(&t.path("/entitlements/history"), &t.admin).await;
+    assert_eq!(history.body["items"][0]["actor"], "system");
+}
+
+#[tokio::test]
+async fn groups_search_and_paginate() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("acme").await;
+    let platform = t.group(&app, "Platform", &[]).await;
+    t.group(&app, "Engineering", &[&platform]).await;
+    for index in 0..5 {
+        t.group(&app, &format!("Team {index}"), &[]).await;
+    }
+    let dup = app
+        .post(
+            &t.path("/groups"),
+            &t.admin,
+            json!({"display_name": "platform"}),
+        )
+        .await;
+    assert_eq!(dup.status, StatusCode::CONFLICT);
+    let search = app.get(&t.path("/groups?search=ENG"), &t.admin).await;
+    assert_eq!(search.body["items"][0]["display_name"], "Engineering");
+    assert_eq!(search.body["items"][0]["member_count"], 1);
+
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => t.path(&format!("/groups?limit=3&cursor={c}")),
+            None => t.path("/groups?limit=3"),
+        };
+        let page = app.get(&path, &t.admin).await;
+        for item in page.body["items"].as_array().cloned().unwrap_or_default() {
+            seen.push(item["display_name"].as_str().unwrap_or_default().to_owned());
+        }
+        match page.body["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            "Engineering",
+            "Platform",
+            "Team 0",
+            "Team 1",
+            "Team 2",
+            "Team 3",
+            "Team 4"
+        ]
+    );
+    let bad_limit = app.get(&t.path("/groups?limit=lots"), &t.admin).await;
+    assert_eq!(bad_limit.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn device_groups_are_validated_and_counted() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("acme").await;
+    t.user(&app, "ada", &[]).await;
+    t.enroll(
+        &app,
+        "ada",
+        report("ada-mbp", "macos", "4.0", "corporate", true),
+    )
+    .await;
+    t.enroll(
+        &app,
+        "ada",
+        report("ada-phone", "ios", "4.0", "personal", false),
+    )
+    .await;
+    let body = json!({"name": "Encrypted Macs", "os": ["macos"], "ownership": [], "posture": [{"key": "disk_encrypted", "op": "eq", "value": true}, {"key": "os_version", "op": "gte", "value": "14"}]});
+    let created = app
+        .post(&t.path("/device-groups"), &t.admin, body.clone())
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    assert_eq!(created.body["matching_devices"], 1);
+    assert_eq!(
+        app.post(&t.path("/device-groups"), &t.admin, body)
+            .await
+            .status,
+        StatusCode::CONFLICT
+    );
+    for bad in [
+        json!({"name": "x", "os": ["beos"]}),
+        json!({"name": "x", "ownership": ["borrowed"]}),
+        json!({"name": "x", "posture": [{"key": "os_version", "op": "gte", "value": "latest"}]}),
+        json!({"name": "x", "posture": [{"key": "k", "op": "lt", "value": "1"}]}),
+        json!({"name": " "}),
+    ] {
+        let answer = app
+            .post(&t.path("/device-groups"), &t.admin, bad.clone())
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}: {:?}",
+            answer.body
+        );
+    }
+    let id = created.body["id"].as_str().expect("id");
+    let updated = app
+        .put(
+            &t.path(&format!("/device-groups/{id}")),
+            &t.admin,
+            json!({"name": "Any Mac", "os": ["macos"]}),
+            None,
+        )
+        .await;
+    assert_eq!(updated.status, StatusCode::OK);
+    assert_eq!(updated.body["matching_devices"], 1);
+    let listed = app.get(&t.path("/device-groups"), &t.admin).await;
+    assert_eq!(listed.body["items"][0]["name"], "Any Mac");
+}
+
+#[tokio::test]
+async fn preview_shows_who_gains_and_loses_without_saving() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("acme").await;
+    let eng = t.group(&app, "Engineering", &[]).await;
+    t.user(&app, "ada", &[&eng]).await;
+    t.user(&app, "bob", &[]).await;
+    t.enroll(
+        &app,
+        "ada",
+        report("ada-mbp", "macos", "4.0", "corporate", true),
+    )
+    .await;
+    t.enroll(
+        &app,
+        "bob",
+        report("bob-pc", "windows", "4.0", "corporate", true),
+    )
+    .await;
+    t.enroll(
+        &app,
+        "bob",
+        report("bob-old", "windows", "1.2.3", "corporate", true),
+    )
+    .await;
+    let preview = app
+        .post(
+            &t.path("/entitlements/private_access/preview"),
+            &t.admin,
+            settings(false, &[&eng], &[]),
+        )
+        .await;
+    assert_eq!(preview.status, StatusCode::OK, "{:?}", preview.body);
+    assert_eq!(preview.body["gaining"]["devices"], 1);
+    assert_eq!(preview.body["gaining"]["users"], 1);
+    assert_eq!(preview.body["gaining"]["sample"], json!(["ada on ada-mbp"]));
+    assert_eq!(preview.body["losing"]["devices"], 0);
+    assert_eq!(preview.body["legacy_clients"]["devices"], 1);
+    assert_eq!(
+        app.get(&t.path("/entitlements/private_access"), &t.admin)
+            .await
+            .body,
+        settings(false, &[], &[])
+    );
+    let unknown = app
+        .post(
+            &t.path("/entitlements/private_access/preview"),
+            &t.admin,
+            settings(false, &["nope"], &[]),
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test]
+async fn operations_endpoints_answer() {
+    let app = TestApp::spawn().await;
+    assert_eq!(
+        app.call(Method::GET, "/healthz", None, None, &[])
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.call(Method::GET, "/readyz", None, None, &[])
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let openapi = app
+        .call(Method::GET, "/api/v1/openapi.json", None, None, &[])
+        .await;
+    assert_eq!(openapi.status, StatusCode::OK);
+    for path in [
+        "/api/v1/tenants",
+        "/api/v1/tenants/{tenant}/entitlements/{service}",
+        "/agent/v1/sync",
+    ] {
+        assert!(
+            openapi.body["paths"][path].is_object(),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+    app.get("/api/v1/tenants", ROOT).await;
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("text");
+    assert!(metrics.contains("entitle_http_requests_total"), "{metrics}");
+    assert!(metrics.contains("route=\"/api/v1/tenants\""), "{metrics}");
+    assert!(metrics.contains("entitle_held_long_polls"), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_restart_on_the_same_data_dir_loses_nothing() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let mut app = TestApp::spawn_in(temp.path()).await;
+    let t = app.tenant("acme").await;
+    let eng = t.group(&app, "Engineering", &[]).await;
+    t.user(&app, "ada", &[&eng]).await;
+    let (device, token, _) = t
+        .enroll(
+            &app,
+            "ada",
+            report("ada-mbp", "macos", "4.0", "corporate", true),
+        )
+        .await;
+    let etag = t
+        .save(&app, "private_access", settings(false, &[&eng], &[]))
+        .await;
+    let before = app
+        .get(&t.path(&format!("/devices/{device}")), &t.admin)
+        .await;
+    app.stop().await;
+
+    let app = TestApp::spawn_in(temp.path()).await;
+    let settings_now = app
+        .get(&t.path("/entitlements/private_access"), &t.admin)
+        .await;
+    assert_eq!(
+        settings_now.status,
+        StatusCode::OK,
+        "the admin token survived"
+    );
+    assert_eq!(settings_now.etag.as_deref(), Some(etag.as_str()));
+    assert_eq!(settings_now.body, settings(false, &[&eng], &[]));
+    let after = app
+        .get(&t.path(&format!("/devices/{device}")), &t.admin)
+        .await;
+    assert_eq!(after.body["entitlements"], before.body["entitlements"]);
+    let synced = common::sync(
+        &app,
+        &token,
+        &report("ada-mbp", "macos", "4.0", "corporate", true),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(synced.status, StatusCode::OK, "the device token survived");
+    assert_eq!(synced.body["services"]["private_access"]["enabled"], true);
+    let history = app.get(&t.path("/entitlements/history"), &t.admin).await;
+    assert_eq!(history.body["items"].as_array().map(Vec::len), Some(1));
+}

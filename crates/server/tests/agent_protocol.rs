@@ -1,0 +1,420 @@
+//! The agent protocol over HTTP: enrollment, every decision reason, ETags, 304
+//! and long-poll wake-ups, against a real server and a fresh SQLite file.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Tenant, TestApp, report, settings, sync};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn enrollment_refuses_bad_keys_unknown_users_and_bad_reports() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("acme").await;
+    t.user(&app, "ada", &[]).await;
+    let good = report("ada-mbp", "macos", "4.0", "corporate", true);
+    let enroll = |key: &str, user: &str, device: Value| {
+        let body = json!({"enrollment_key": key, "user_name": user, "device": device});
+        let app = &app;
+        async move {
+            app.call(Method::POST, "/agent/v1/enroll", None, Some(body), &[])
+                .await
+        }
+    };
+    let wrong_key = enroll("wrong", "ada", good.clone()).await;
+    assert_eq!(wrong_key.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(wrong_key.body["error"]["code"], "invalid_enrollment_key");
+    let unknown = enroll(&t.enrollment_key, "nobody", good.clone()).await;
+    assert_eq!(unknown.status, StatusCode::FORBIDDEN);
+    assert_eq!(unknown.body["error"]["code"], "user_not_provisioned");
+    for (field, value) in [
+        ("client_version", json!("4.x")),
+        ("client_version", json!("1.2.3.4.5")),
+        ("os", json!("beos")),
+        ("ownership", json!("borrowed")),
+        ("hostname", json!("")),
+    ] {
+        let mut device = good.clone();
+        device[field] = value.clone();
+        let answer = enroll(&t.enrollment_key, "ada", device).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{field}={value}: {:?}",
+            answer.body
+        );
+    }
+    let bad_version = {
+        let mut device = good.clone();
+        device["client_version"] = json!("latest");
+        enroll(&t.enrollment_key, "ada", device).await
+    };
+    assert_eq!(bad_version.body["error"]["code"], "invalid_client_version");
+    let raw = app
+        .client
+        .post(format!("{}/agent/v1/enroll", app.base))
+        .body("{\"enrollment_key\":")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(raw.status(), StatusCode::BAD_REQUEST);
+
+    // Case-insensitive user names, as directories treat them.
+    let ok = enroll(&t.enrollment_key, "ADA", good.clone()).await;
+    assert_eq!(ok.status, StatusCode::CREATED, "{:?}", ok.body);
+    assert_eq!(ok.body["policy"]["device_id"], ok.body["device_id"]);
+    assert_eq!(ok.body["policy"]["tenant"], t.id.as_str());
+
+    app.call(
+        Method::PATCH,
+        &t.path("/users/ada"),
+        Some(&t.admin),
+        Some(json!({"active": false})),
+        &[],
+    )
+    .await;
+    let inactive = enroll(&t.enrollment_key, "ada", good).await;
+    assert_eq!(inactive.status, StatusCode::FORBIDDEN);
+    assert_eq!(inactive.body["error"]["code"], "user_not_provisioned");
+}
+
+struct Fleet {
+    t: Tenant,
+    devices: Vec<(&'static str, String, String, Value)>,
+}
+
+/// A tenant where every reason of SPEC §3 occurs for some device.
+async fn every_reason(app: &TestApp) -> Fleet {
+    let t = app.tenant("acme").await;
+    let eng = t.group(app, "Engineering", &[]).await;
+    let platform = t.group(app, "Platform", &[]).await;
+    let all_eng = t.group(app, "All engineering", &[&eng, &platform]).await;
+    t.user(app, "ada", &[&platform]).await;
+    t.user(app, "bob", &[]).await;
+    t.user(app, "cy", &[&eng]).await;
+    let laptops = t
+        .device_group(app, json!({"name": "Corporate laptops", "os": ["macos", "windows"], "ownership": ["corporate"], "posture": [{"key": "disk_encrypted", "op": "eq", "value": true}]}))
+        .await;
+    t.save(
+        app,
+        "private_access",
+        settings(false, &[&all_eng], &[&laptops]),
+    )
+    .await;
+    t.save(app, "digital_experience", settings(false, &[], &[]))
+        .await;
+    let mut devices = Vec::new();
+    for (label, user, device) in [
+        (
+            "ada-mbp",
+            "ada",
+            report("ada-mbp", "macos", "4.1", "corporate", true),
+        ),
+        (
+            "ada-phone",
+            "ada",
+            report("ada-phone", "ios", "4.1", "personal", false),
+        ),
+        (
+            "bob-pc",
+            "bob",
+            report("bob-pc", "windows", "4.1", "corporate", true),
+        ),
+        (
+            "old-client",
+            "bob",
+            report("old-client", "windows", "1.2.3", "corporate", true),
+        ),
+        (
+            "cy-pc",
+            "cy",
+            report("cy-pc", "windows", "4.1", "corporate", true),
+        ),
+    ] {
+        let (id, token, _) = t.enroll(app, user, device.clone()).await;
+        devices.push((label, id, token, device));
+    }
+    let deactivated = app
+        .call(
+            Method::PATCH,
+            &t.path("/users/cy"),
+            Some(&t.admin),
+            Some(json!({"active": false})),
+            &[],
+        )
+        .await;
+    assert_eq!(deactivated.status, StatusCode::OK);
+    Fleet { t, devices }
+}
+
+#[tokio::test]
+async fn every_reason_comes_out_of_sync_and_matches_the_device_page() {
+    let app = TestApp::spawn().await;
+    let fleet = every_reason(&app).await;
+    let expected = [
+        ("ada-mbp", "internet_access", true, "enabled_by_default"),
+        ("ada-mbp", "private_access", true, "group_match"),
+        ("ada-mbp", "digital_experience", false, "no_groups_selected"),
+        ("ada-phone", "private_access", false, "not_in_device_groups"),
+        ("bob-pc", "private_access", false, "not_in_user_groups"),
+        ("old-client", "private_access", true, "legacy_client"),
+        ("old-client", "internet_access", true, "legacy_client"),
+        ("old-client", "digital_experience", false, "legacy_client"),
+        ("cy-pc", "internet_access", false, "user_inactive"),
+        ("cy-pc", "private_access", false, "user_inactive"),
+    ];
+    for (label, service, enabled, reason) in expected {
+        let (_, id, token, device) = fleet.devices.iter().find(|d| d.0 == label).expect("device");
+        let policy = sync(&app, token, device, None, None).await;
+        assert_eq!(policy.status, StatusCode::OK);
+        let decision = &policy.body["services"][service];
+        assert_eq!(decision["reason"], reason, "{label}/{service}: {decision}");
+        assert_eq!(
+            decision["enabled"], enabled,
+            "{label}/{service}: {decision}"
+        );
+        assert!(
+            decision["explanation"]
+                .as_str()
+                .is_some_and(|e| !e.is_empty())
+        );
+        assert_eq!(policy.etag.as_deref(), policy.body["etag"].as_str());
+
+        let page = app
+            .get(&fleet.t.path(&format!("/devices/{id}")), &fleet.t.admin)
+            .await;
+        let shown = &page.body["entitlements"][service];
+        for field in [
+            "enabled",
+            "reason",
+            "explanation",
+            "matched_user_groups",
+            "matched_device_groups",
+        ] {
+            assert_eq!(shown[field], decision[field], "{label}/{service}/{field}");
+        }
+    }
+    let (_, _, token, device) = &fleet.devices[0];
+    let policy = sync(&app, token, device, None, None).await;
+    let matched = policy.body["services"]["private_access"]["matched_user_groups"]
+        .as_array()
+        .map(Vec::len);
+    assert_eq!(
+        matched,
+        Some(1),
+        "ada is in the selected group through nesting"
+    );
+}
+
+#[tokio::test]
+async fn device_tokens_are_checked() {
+    let app = TestApp::spawn().await;
+    let fleet = every_reason(&app).await;
+    let (_, id, token, device) = &fleet.devices[0];
+    let forged = sync(&app, "ent_device_forged", device, None, None).await;
+    assert_eq!(forged.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(forged.body["error"]["code"], "invalid_device_token");
+    let missing = app
+        .call(
+            Method::POST,
+            "/agent/v1/sync",
+            None,
+            Some(device.clone()),
+            &[],
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::UNAUTHORIZED);
+    // An admin token is not a device token.
+    assert_eq!(
+        sync(&app, &fleet.t.admin, device, None, None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let mut bad = device.clone();
+    bad["client_version"] = json!("four");
+    assert_eq!(
+        sync(&app, token, &bad, None, None).await.status,
+        StatusCode::BAD_REQUEST
+    );
+
+    let removed = app
+        .call(
+            Method::DELETE,
+            &fleet.t.path(&format!("/devices/{id}")),
+            Some(&fleet.t.admin),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(removed.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        sync(&app, token, device, None, None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn an_unchanged_policy_answers_304_and_a_new_report_is_recorded() {
+    let app = TestApp::spawn().await;
+    let fleet = every_reason(&app).await;
+    let (_, id, token, device) = &fleet.devices[0];
+    let first = sync(&app, token, device, None, None).await;
+    let etag = first.etag.clone().expect("etag");
+    let again = sync(&app, token, device, Some(&etag), None).await;
+    assert_eq!(again.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(again.etag.as_deref(), Some(etag.as_str()));
+
+    // A change that does not concern this device keeps the 304.
+    fleet.t.group(&app, "Unrelated", &[]).await;
+    assert_eq!(
+        sync(&app, token, device, Some(&etag), None).await.status,
+        StatusCode::NOT_MODIFIED
+    );
+
+    // The device's own report changes its decision: it became personal.
+    let mut personal = device.clone();
+    personal["ownership"] = json!("personal");
+    let changed = sync(&app, token, &personal, Some(&etag), None).await;
+    assert_eq!(changed.status, StatusCode::OK);
+    assert_eq!(
+        changed.body["services"]["private_access"]["reason"],
+        "not_in_device_groups"
+    );
+    let page = app
+        .get(&fleet.t.path(&format!("/devices/{id}")), &fleet.t.admin)
+        .await;
+    assert_eq!(page.body["ownership"], "personal");
+}
+
+#[tokio::test]
+async fn a_held_long_poll_wakes_on_a_save_that_changes_the_device() {
+    let app = TestApp::spawn().await;
+    let fleet = every_reason(&app).await;
+    let (_, _, token, device) = fleet
+        .devices
+        .iter()
+        .find(|d| d.0 == "bob-pc")
+        .expect("bob")
+        .clone();
+    let etag = sync(&app, &token, &device, None, None)
+        .await
+        .etag
+        .expect("etag");
+
+    let held = {
+        let base = app.base.clone();
+        let client = app.client.clone();
+        let (token, device, etag) = (token.clone(), device.clone(), etag.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let response = client
+                .post(format!("{base}/agent/v1/sync?wait=30"))
+                .bearer_auth(token)
+                .header("If-None-Match", etag)
+                .json(&device)
+                .send()
+                .await
+                .expect("sent");
+            let status = response.status();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            (status, body, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Turning Private Applications on for everyone concerns bob's device.
+    let zpa = app
+        .get(
+            &fleet.t.path("/entitlements/private_access"),
+            &fleet.t.admin,
+        )
+        .await;
+    let mut on = zpa.body.clone();
+    on["enabled_by_default"] = json!(true);
+    let saved = app
+        .put(
+            &fleet.t.path("/entitlements/private_access"),
+            &fleet.t.admin,
+            on,
+            zpa.etag.as_deref(),
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::OK);
+    let (status, body, elapsed) = held.await.expect("held request");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["services"]["private_access"]["reason"],
+        "enabled_by_default"
+    );
+    // Woken by the save, not by the 30 s timeout.
+    assert!(
+        elapsed < Duration::from_secs(15),
+        "answered after {elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_held_long_poll_without_a_change_ends_with_304() {
+    let app = TestApp::spawn().await;
+    let fleet = every_reason(&app).await;
+    let (_, _, token, device) = &fleet.devices[0];
+    let etag = sync(&app, token, device, None, None)
+        .await
+        .etag
+        .expect("etag");
+    let held = {
+        let (app_base, client) = (app.base.clone(), app.client.clone());
+        let (token, device, etag) = (token.clone(), device.clone(), etag.clone());
+        tokio::spawn(async move {
+            client
+                .post(format!("{app_base}/agent/v1/sync?wait=2"))
+                .bearer_auth(token)
+                .header("If-None-Match", etag)
+                .json(&device)
+                .send()
+                .await
+                .expect("sent")
+                .status()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    fleet.t.group(&app, "Unrelated", &[]).await;
+    assert_eq!(held.await.expect("held"), StatusCode::NOT_MODIFIED);
+}
+
+#[tokio::test]
+async fn removing_a_device_ends_its_held_long_poll_with_401() {
+    let app = TestApp::spawn().await;
+    let fleet = every_reason(&app).await;
+    let (_, id, token, device) = fleet.devices[0].clone();
+    let etag = sync(&app, &token, &device, None, None)
+        .await
+        .etag
+        .expect("etag");
+    let held = {
+        let (base, client) = (app.base.clone(), app.client.clone());
+        tokio::spawn(async move {
+            client
+                .post(format!("{base}/agent/v1/sync?wait=30"))
+                .bearer_auth(token)
+                .header("If-None-Match", etag)
+                .json(&device)
+                .send()
+                .await
+                .expect("sent")
+                .status()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let removed = app
+        .call(
+            Method::DELETE,
+            &fleet.t.path(&format!("/devices/{id}")),
+            Some(&fleet.t.admin),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(removed.status, StatusCode::NO_CONTENT);
+    assert_eq!(held.await.expect("held"), StatusCode::UNAUTHORIZED);
+}

@@ -1,0 +1,277 @@
+//! A real server on a free loopback port with its own fresh SQLite file.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use entitle_server::{Server, ServerConfig};
+use entitle_store::{Role, SqliteStore, TenantStore, TokenGrant, secrets};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const ROOT: &str = "root-token";
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub dir: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+pub struct Answer {
+    pub status: StatusCode,
+    pub etag: Option<String>,
+    pub body: Value,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let dir = temp.path().to_path_buf();
+        let mut app = Self::spawn_in(&dir).await;
+        app._temp = Some(temp);
+        app
+    }
+
+    pub async fn spawn_in(dir: &Path) -> Self {
+        let store = SqliteStore::open(&dir.join("entitle.db"))
+            .await
+            .expect("store opens");
+        if !store.has_super_admin().await.expect("query") {
+            let grant = TokenGrant {
+                role: Role::SuperAdmin,
+                tenant_id: None,
+                name: "root".into(),
+            };
+            store
+                .create_api_token(&secrets::hash_secret(ROOT), &grant, "test")
+                .await
+                .expect("root token");
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = Server::new(Arc::new(store), ServerConfig::default());
+        let task = tokio::spawn(server.run(listener, async {
+            let _ = stopped.await;
+        }));
+        Self {
+            base,
+            client: reqwest::Client::new(),
+            dir: dir.to_path_buf(),
+            stop: Some(stop),
+            task: Some(task),
+            _temp: None,
+        }
+    }
+
+    /// Stops the server and waits until it has finished.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task").expect("server ran");
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status();
+        let etag = response
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let text = response.text().await.expect("body");
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Answer { status, etag, body }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Answer {
+        self.call(Method::GET, path, Some(token), None, &[]).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Answer {
+        self.call(Method::POST, path, Some(token), Some(body), &[])
+            .await
+    }
+
+    pub async fn put(
+        &self,
+        path: &str,
+        token: &str,
+        body: Value,
+        if_match: Option<&str>,
+    ) -> Answer {
+        let headers: Vec<(&str, &str)> =
+            if_match.map(|m| vec![("If-Match", m)]).unwrap_or_default();
+        self.call(Method::PUT, path, Some(token), Some(body), &headers)
+            .await
+    }
+
+    /// Creates a tenant and an admin token for it.
+    pub async fn tenant(&self, name: &str) -> Tenant {
+        let created = self
+            .post("/api/v1/tenants", ROOT, json!({"name": name}))
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+        let admin = self
+            .post(
+                &format!("/api/v1/tenants/{name}/tokens"),
+                ROOT,
+                json!({"name": "admin", "role": "admin"}),
+            )
+            .await;
+        assert_eq!(admin.status, StatusCode::CREATED, "{:?}", admin.body);
+        Tenant {
+            name: name.into(),
+            id: created.body["id"].as_str().expect("id").into(),
+            admin: admin.body["token"].as_str().expect("token").into(),
+            enrollment_key: created.body["enrollment_key"].as_str().expect("key").into(),
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub struct Tenant {
+    pub name: String,
+    pub id: String,
+    pub admin: String,
+    pub enrollment_key: String,
+}
+
+impl Tenant {
+    pub fn path(&self, rest: &str) -> String {
+        format!("/api/v1/tenants/{}{rest}", self.name)
+    }
+
+    pub async fn group(&self, app: &TestApp, name: &str, members: &[&str]) -> String {
+        let answer = app
+            .post(
+                &self.path("/groups"),
+                &self.admin,
+                json!({"display_name": name, "member_groups": members}),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
+        answer.body["id"].as_str().expect("id").into()
+    }
+
+    pub async fn user(&self, app: &TestApp, user_name: &str, groups: &[&str]) -> String {
+        let answer = app
+            .post(
+                &self.path("/users"),
+                &self.admin,
+                json!({"user_name": user_name, "groups": groups}),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
+        answer.body["id"].as_str().expect("id").into()
+    }
+
+    pub async fn device_group(&self, app: &TestApp, body: Value) -> String {
+        let answer = app
+            .post(&self.path("/device-groups"), &self.admin, body)
+            .await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
+        answer.body["id"].as_str().expect("id").into()
+    }
+
+    /// Saves settings without If-Match and returns the new ETag.
+    pub async fn save(&self, app: &TestApp, service: &str, settings: Value) -> String {
+        let answer = app
+            .put(
+                &self.path(&format!("/entitlements/{service}")),
+                &self.admin,
+                settings,
+                None,
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+        answer.etag.expect("etag")
+    }
+
+    /// Enrolls a device; returns (device id, token, policy).
+    pub async fn enroll(
+        &self,
+        app: &TestApp,
+        user_name: &str,
+        report: Value,
+    ) -> (String, String, Value) {
+        let answer = app
+            .post("/agent/v1/enroll", "", json!({"enrollment_key": self.enrollment_key, "user_name": user_name, "device": report}))
+            .await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
+        (
+            answer.body["device_id"].as_str().expect("id").into(),
+            answer.body["device_token"].as_str().expect("token").into(),
+            answer.body["policy"].clone(),
+        )
+    }
+}
+
+pub fn report(hostname: &str, os: &str, version: &str, ownership: &str, encrypted: bool) -> Value {
+    json!({"hostname": hostname, "os": os, "client_version": version, "ownership": ownership,
+           "posture": {"disk_encrypted": encrypted, "os_version": "14.5"}})
+}
+
+pub fn settings(on: bool, users: &[&str], devices: &[&str]) -> Value {
+    json!({"enabled_by_default": on, "user_groups": users, "device_groups": devices, "logout_on_enable": false})
+}
+
+/// Syncs a device; returns the answer.
+pub async fn sync(
+    app: &TestApp,
+    token: &str,
+    report: &Value,
+    etag: Option<&str>,
+    wait: Option<u64>,
+) -> Answer {
+    let path = match wait {
+        Some(seconds) => format!("/agent/v1/sync?wait={seconds}"),
+        None => "/agent/v1/sync".to_owned(),
+    };
+    let headers: Vec<(&str, &str)> = etag.map(|e| vec![("If-None-Match", e)]).unwrap_or_default();
+    app.call(
+        Method::POST,
+        &path,
+        Some(token),
+        Some(report.clone()),
+        &headers,
+    )
+    .await
+}
