@@ -13,7 +13,8 @@ use entitle_core::{
     effective_device_groups, impact, service,
 };
 use entitle_store::{
-    NewTenant, NewUser, Role, SaveRequest, StoreError, Tenant, TokenGrant, User, secrets,
+    DeviceFilter, NewTenant, NewUser, Role, SaveRequest, StoreError, Tenant, TokenGrant, User,
+    secrets,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -969,6 +970,10 @@ pub(crate) async fn rollback(
 pub struct DeviceQuery {
     /// Only this user's devices.
     pub user_name: Option<String>,
+    /// Only devices with this host name.
+    pub hostname: Option<String>,
+    /// Only devices whose user name or host name contains this text.
+    pub search: Option<String>,
     /// Page size (1–200, default 50).
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
@@ -1020,7 +1025,11 @@ pub(crate) async fn list_devices(
         .store
         .devices(
             &tenant.id,
-            query.user_name.as_deref(),
+            &DeviceFilter {
+                user_name: query.user_name.clone(),
+                hostname: query.hostname.clone(),
+                search: query.search.clone(),
+            },
             page_limit(query.limit),
             query.cursor.as_deref(),
         )

@@ -221,6 +221,17 @@ pub struct Device {
     pub last_sync_at: OffsetDateTime,
 }
 
+/// Which devices a listing shows; every field narrows it, all case-insensitive.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceFilter {
+    /// Only this user's devices.
+    pub user_name: Option<String>,
+    /// Only devices with this host name.
+    pub hostname: Option<String>,
+    /// Only devices whose user name or host name contains this text.
+    pub search: Option<String>,
+}
+
 /// Settings of one service with the config version of their last change.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredSettings {
@@ -458,11 +469,11 @@ pub trait DeviceStore {
         report: Option<&DeviceReport>,
         at: OffsetDateTime,
     ) -> StoreResult<()>;
-    /// Devices of a tenant by id, optionally of one user.
+    /// Devices of a tenant by id, narrowed by the filter.
     async fn devices(
         &self,
         tenant_id: &str,
-        user_name: Option<&str>,
+        filter: &DeviceFilter,
         limit: u32,
         cursor: Option<&str>,
     ) -> StoreResult<Page<Device>>;

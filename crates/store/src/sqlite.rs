@@ -27,9 +27,9 @@ use crate::codec::{
     rule_to_json, settings_from_json, settings_to_json,
 };
 use crate::{
-    AuditEntry, ConfigStore, ConfigVersion, Device, DeviceStore, DirectoryCounts, DirectoryStore,
-    DirectoryUser, Group, NewTenant, NewUser, Page, Role, SaveRequest, Saved, StoreError,
-    StoreResult, StoredSettings, Tenant, TenantData, TenantStore, TokenGrant, User,
+    AuditEntry, ConfigStore, ConfigVersion, Device, DeviceFilter, DeviceStore, DirectoryCounts,
+    DirectoryStore, DirectoryUser, Group, NewTenant, NewUser, Page, Role, SaveRequest, Saved,
+    StoreError, StoreResult, StoredSettings, Tenant, TenantData, TenantStore, TokenGrant, User,
 };
 
 /// Storage in one SQLite file.
@@ -1139,13 +1139,14 @@ impl DeviceStore for SqliteStore {
         let id = new_id();
         let report_json = report_to_json(report);
         sqlx::query(
-            "INSERT INTO devices (id, tenant_id, user_id, token_hash, report_json, enrolled_at, last_sync_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO devices (id, tenant_id, user_id, token_hash, hostname_key, report_json, enrolled_at, last_sync_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&id)
         .bind(tenant_id)
         .bind(&user.id)
         .bind(token_hash)
+        .bind(report.hostname.to_lowercase())
         .bind(report_json.to_string())
         .bind(ms(at))
         .bind(ms(at))
@@ -1202,8 +1203,11 @@ impl DeviceStore for SqliteStore {
         let _guard = self.write_lock.lock().await;
         match report {
             Some(report) => {
-                sqlx::query("UPDATE devices SET report_json = ?, last_sync_at = ? WHERE id = ?")
-                    .bind(report_to_json(report).to_string())
+                sqlx::query(
+                    "UPDATE devices SET report_json = ?, hostname_key = ?, last_sync_at = ? WHERE id = ?",
+                )
+                .bind(report_to_json(report).to_string())
+                .bind(report.hostname.to_lowercase())
                     .bind(ms(at))
                     .bind(device_id)
                     .execute(&self.pool)
@@ -1223,22 +1227,28 @@ impl DeviceStore for SqliteStore {
     async fn devices(
         &self,
         tenant_id: &str,
-        user_name: Option<&str>,
+        filter: &DeviceFilter,
         limit: u32,
         cursor: Option<&str>,
     ) -> StoreResult<Page<Device>> {
+        let lower = |text: &Option<String>| text.as_deref().map(str::to_lowercase);
+        let search = filter.search.as_deref().map(like_pattern);
         let after_id = cursor
             .and_then(|c| decode_cursor(c, 1))
             .map(|mut p| p.remove(0))
             .unwrap_or_default();
         let rows = sqlx::query(device_select!(
-            "WHERE d.tenant_id = ? AND d.id > ? AND (? IS NULL OR u.user_name_key = ?)
-             ORDER BY d.id LIMIT ?"
+            "WHERE d.tenant_id = ?1 AND d.id > ?2
+               AND (?3 IS NULL OR u.user_name_key = ?3)
+               AND (?4 IS NULL OR d.hostname_key = ?4)
+               AND (?5 IS NULL OR u.user_name_key LIKE ?5 ESCAPE '\\' OR d.hostname_key LIKE ?5 ESCAPE '\\')
+             ORDER BY d.id LIMIT ?6"
         ))
         .bind(tenant_id)
         .bind(&after_id)
-        .bind(user_name.map(str::to_lowercase))
-        .bind(user_name.map(str::to_lowercase))
+        .bind(lower(&filter.user_name))
+        .bind(lower(&filter.hostname))
+        .bind(search)
         .bind(i64::from(limit) + 1)
         .fetch_all(&self.pool)
         .await?;

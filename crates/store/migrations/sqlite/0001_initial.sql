@@ -75,12 +75,14 @@ CREATE TABLE devices (
     tenant_id      TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
     user_id        TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
     token_hash     TEXT NOT NULL UNIQUE,
+    hostname_key   TEXT NOT NULL,
     report_json    TEXT NOT NULL,
     enrolled_at    INTEGER NOT NULL,
     last_sync_at   INTEGER NOT NULL
 );
 CREATE INDEX devices_by_tenant ON devices (tenant_id, id);
 CREATE INDEX devices_by_user ON devices (user_id);
+CREATE INDEX devices_by_hostname ON devices (tenant_id, hostname_key);
 
 CREATE TABLE settings (
     tenant_id           TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,

@@ -6,7 +6,7 @@ use entitle_core::{
     PostureRequirement, PostureValue, Settings, service,
 };
 use entitle_store::{
-    NewTenant, NewUser, Role, SaveRequest, Store, StoreError, TokenGrant, secrets,
+    DeviceFilter, NewTenant, NewUser, Role, SaveRequest, Store, StoreError, TokenGrant, secrets,
 };
 use time::OffsetDateTime;
 
@@ -385,10 +385,48 @@ async fn users_groups_and_devices(store: &dyn Store) {
         moved
     );
     let listed = store
-        .devices(&t, Some("ADA@acme.test"), 10, None)
+        .devices(
+            &t,
+            &DeviceFilter {
+                user_name: Some("ADA@acme.test".into()),
+                ..DeviceFilter::default()
+            },
+            10,
+            None,
+        )
         .await
         .expect("list");
     assert_eq!(listed.items.len(), 1);
+    for filter in [
+        DeviceFilter {
+            hostname: Some("ADA-MAC".into()),
+            ..DeviceFilter::default()
+        },
+        DeviceFilter {
+            search: Some("da-m".into()),
+            ..DeviceFilter::default()
+        },
+        DeviceFilter {
+            search: Some("acme.TEST".into()),
+            ..DeviceFilter::default()
+        },
+    ] {
+        let found = store.devices(&t, &filter, 10, None).await.expect("list");
+        assert_eq!(found.items.len(), 1, "{filter:?}");
+    }
+    let none = DeviceFilter {
+        search: Some("%".into()),
+        ..DeviceFilter::default()
+    };
+    assert!(
+        store
+            .devices(&t, &none, 10, None)
+            .await
+            .expect("list")
+            .items
+            .is_empty(),
+        "% is literal"
+    );
     let data = store.tenant_data(&t).await.expect("snapshot data");
     assert_eq!(data.users.len(), 1);
     assert_eq!(data.users[0].groups, vec![platform.id.clone()]);
