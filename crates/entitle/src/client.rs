@@ -266,13 +266,16 @@ pub enum DeviceAction {
         /// Only this user's devices.
         #[arg(long)]
         user: Option<String>,
+        /// Only devices whose user or host name contains this text.
+        #[arg(long)]
+        search: Option<String>,
         /// Page size.
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
     /// Show a device with each service's decision and explanation.
     Show {
-        /// Device id.
+        /// Device id or host name.
         id: String,
     },
     /// Remove a device and revoke its token.
@@ -1005,10 +1008,17 @@ fn diff(
 
 async fn devices(api: Api, action: DeviceAction) -> anyhow::Result<()> {
     match action {
-        DeviceAction::List { user, limit } => {
+        DeviceAction::List {
+            user,
+            search,
+            limit,
+        } => {
             let mut path = api.scoped(&format!("/devices?limit={limit}"))?;
             if let Some(user) = user {
                 path.push_str(&format!("&user_name={}", encode(&user)));
+            }
+            if let Some(search) = search {
+                path.push_str(&format!("&search={}", encode(&search)));
             }
             let page = api.get(&path).await?;
             if api.conn.json {
@@ -1049,9 +1059,7 @@ async fn devices(api: Api, action: DeviceAction) -> anyhow::Result<()> {
             }
         }
         DeviceAction::Show { id } => {
-            let device = api
-                .get(&api.scoped(&format!("/devices/{}", encode(&id)))?)
-                .await?;
+            let device = device_by_id_or_hostname(&api, &id).await?;
             if api.conn.json {
                 print_json(&device);
                 return Ok(());
@@ -1097,6 +1105,34 @@ async fn devices(api: Api, action: DeviceAction) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+async fn device_by_id_or_hostname(api: &Api, id: &str) -> anyhow::Result<Value> {
+    if let Ok(device) = api
+        .get(&api.scoped(&format!("/devices/{}", encode(id)))?)
+        .await
+    {
+        return Ok(device);
+    }
+    let page = api
+        .get(&api.scoped(&format!("/devices?hostname={}", encode(id)))?)
+        .await?;
+    let items = page["items"].as_array().cloned().unwrap_or_default();
+    match items.as_slice() {
+        [only] => {
+            api.get(&api.scoped(&format!("/devices/{}", encode(&text(&only["id"]))))?)
+                .await
+        }
+        [] => bail!("no device has the id or host name {id:?}; see `entitle devices list`"),
+        many => bail!(
+            "{} devices are named {id:?}; show one by id: {}",
+            many.len(),
+            many.iter()
+                .map(|d| text(&d["id"]))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
 }
 
 async fn audit(api: Api, limit: u32) -> anyhow::Result<()> {
