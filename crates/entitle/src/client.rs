@@ -883,7 +883,7 @@ async fn entitlements(api: Api, action: EntitlementAction) -> anyhow::Result<()>
                         (*side).to_owned(),
                         text(&impact[*side]["users"]),
                         text(&impact[*side]["devices"]),
-                        text(&impact[*side]["sample"]),
+                        sample_lines(&impact[*side]["sample"]),
                     ]
                 })
                 .collect();
@@ -941,6 +941,17 @@ async fn entitlements(api: Api, action: EntitlementAction) -> anyhow::Result<()>
     Ok(())
 }
 
+fn sample_lines(sample: &Value) -> String {
+    let lines: Vec<String> = sample
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(text)
+        .collect();
+    lines.join("\n")
+}
+
 async fn group_names(api: &Api) -> anyhow::Result<std::collections::HashMap<String, String>> {
     let mut names = std::collections::HashMap::new();
     let groups = api.get(&api.scoped("/groups?limit=200")?).await?;
@@ -959,7 +970,7 @@ async fn group_names(api: &Api) -> anyhow::Result<std::collections::HashMap<Stri
 }
 
 fn named(ids: &Value, names: &std::collections::HashMap<String, String>) -> String {
-    let list: Vec<String> = ids
+    let mut list: Vec<String> = ids
         .as_array()
         .cloned()
         .unwrap_or_default()
@@ -969,6 +980,7 @@ fn named(ids: &Value, names: &std::collections::HashMap<String, String>) -> Stri
             names.get(&id).cloned().unwrap_or(id)
         })
         .collect();
+    list.sort();
     if list.is_empty() {
         "-".into()
     } else {

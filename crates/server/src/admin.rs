@@ -821,7 +821,11 @@ pub(crate) async fn preview(
         |id| entitle_core::GroupNames::device_group(&*snapshot, id).is_some(),
     )
     .map_err(|e| ApiError::from(StoreError::Invalid(e)))?;
-    let devices = state.store.all_devices(&tenant.id).await?;
+    let mut devices = state.store.all_devices(&tenant.id).await?;
+    // A stable order makes the sample the same from one preview to the next.
+    devices.sort_by(|a, b| {
+        (&a.user_name, &a.report.hostname).cmp(&(&b.user_name, &b.report.hostname))
+    });
     let device_groups: Vec<_> = devices
         .iter()
         .map(|d| effective_device_groups(snapshot.device_groups(), &d.report))
