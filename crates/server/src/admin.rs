@@ -807,7 +807,10 @@ pub(crate) async fn preview(
     let tenant = caller.tenant(&state, &tenant).await?;
     let service = service_or_404(&service_id)?;
     let proposed: Settings = body.into();
-    let snapshot = state.snapshots.get(&tenant.id).await?;
+    let snapshot = state
+        .snapshots
+        .at_least(&tenant.id, tenant.data_version)
+        .await?;
     let Some(current) = snapshot.settings(service) else {
         return Err(ApiError::not_found("service"));
     };
@@ -1024,7 +1027,10 @@ pub(crate) async fn list_devices(
     QueryParams(query): QueryParams<DeviceQuery>,
 ) -> ApiResult<Json<DevicePage>> {
     let tenant = caller.tenant(&state, &tenant).await?;
-    let snapshot = state.snapshots.get(&tenant.id).await?;
+    let snapshot = state
+        .snapshots
+        .at_least(&tenant.id, tenant.data_version)
+        .await?;
     let page = state
         .store
         .devices(
@@ -1062,7 +1068,10 @@ pub(crate) async fn get_device(
 ) -> ApiResult<Json<DeviceJson>> {
     let tenant = caller.tenant(&state, &tenant).await?;
     let device = state.store.device(&tenant.id, &id).await?;
-    let snapshot = state.snapshots.get(&tenant.id).await?;
+    let snapshot = state
+        .snapshots
+        .at_least(&tenant.id, tenant.data_version)
+        .await?;
     let decisions = snapshot.decide(&device.user_id, &device.user_name, &device.report);
     let entitlements = decisions
         .services

@@ -8,7 +8,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use entitle_store::{Device, StoreError, secrets};
+use entitle_core::DeviceReport;
+use entitle_store::{AuthenticatedDevice, Device, StoreError, secrets};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::time::Instant;
@@ -101,7 +102,10 @@ pub(crate) async fn enroll(
         )
         .await?;
     tracing::info!(tenant = %tenant.id, device_id = %device.id, user = %user.user_name, "device enrolled");
-    let snapshot = state.snapshots.get(&tenant.id).await?;
+    let snapshot = state
+        .snapshots
+        .at_least(&tenant.id, tenant.data_version)
+        .await?;
     let policy = snapshot.policy(
         &device.id,
         &device.user_id,
@@ -135,7 +139,9 @@ pub(crate) async fn sync(
     JsonBody(report): JsonBody<ReportJson>,
 ) -> ApiResult<Response> {
     let token_hash = device_token_hash(&headers)?;
-    let mut device = authenticate(&state, &token_hash).await?;
+    let authenticated = authenticate(&state, &token_hash).await?;
+    let mut device = authenticated.device;
+    let data_version = authenticated.tenant_data_version;
     let report = report.parse()?;
     let now = OffsetDateTime::now_utc();
     // Writes only what changed, and the sync time at most every minute, so that a
@@ -157,7 +163,7 @@ pub(crate) async fn sync(
         .map(str::to_owned);
     let mut changes = state.snapshots.subscribe(&device.tenant_id).await?;
     changes.borrow_and_update();
-    let policy = current_policy(&state, &device).await?;
+    let policy = current_policy(&state, &device, data_version).await?;
     if !same_etag(held_etag.as_deref(), &policy.etag) {
         state.metrics.sync("policy");
         return Ok(policy_response(policy));
@@ -177,9 +183,7 @@ pub(crate) async fn sync(
                 if changed.is_err() {
                     break;
                 }
-                // The device may have been removed meanwhile: its token is then revoked.
-                let fresh = authenticate(&state, &token_hash).await?;
-                let policy = current_policy(&state, &Device { report: device.report.clone(), ..fresh }).await?;
+                let policy = reauthenticated_policy(&state, &token_hash, &device.report).await?;
                 if !same_etag(held_etag.as_deref(), &policy.etag) {
                     state.metrics.sync("policy");
                     state.metrics.policy_changes_pushed.inc();
@@ -191,15 +195,7 @@ pub(crate) async fn sync(
         }
     }
     // A last look, so that a change whose wake-up raced the deadline is not lost.
-    let fresh = authenticate(&state, &token_hash).await?;
-    let policy = current_policy(
-        &state,
-        &Device {
-            report: device.report.clone(),
-            ..fresh
-        },
-    )
-    .await?;
+    let policy = reauthenticated_policy(&state, &token_hash, &device.report).await?;
     if !same_etag(held_etag.as_deref(), &policy.etag) {
         state.metrics.sync("policy");
         return Ok(policy_response(policy));
@@ -246,7 +242,7 @@ fn device_token_hash(headers: &HeaderMap) -> ApiResult<String> {
     Ok(secrets::hash_secret(token))
 }
 
-async fn authenticate(state: &AppState, token_hash: &str) -> ApiResult<Device> {
+async fn authenticate(state: &AppState, token_hash: &str) -> ApiResult<AuthenticatedDevice> {
     state
         .store
         .device_by_token(token_hash)
@@ -261,8 +257,31 @@ async fn authenticate(state: &AppState, token_hash: &str) -> ApiResult<Device> {
         })
 }
 
-async fn current_policy(state: &AppState, device: &Device) -> ApiResult<PolicyJson> {
-    let snapshot = state.snapshots.get(&device.tenant_id).await?;
+/// The policy of a held device after a wake-up, for the report it sent. The
+/// device is read again because it may have been removed meanwhile, which
+/// revokes its token.
+async fn reauthenticated_policy(
+    state: &AppState,
+    token_hash: &str,
+    report: &DeviceReport,
+) -> ApiResult<PolicyJson> {
+    let fresh = authenticate(state, token_hash).await?;
+    let device = Device {
+        report: report.clone(),
+        ..fresh.device
+    };
+    current_policy(state, &device, fresh.tenant_data_version).await
+}
+
+async fn current_policy(
+    state: &AppState,
+    device: &Device,
+    data_version: i64,
+) -> ApiResult<PolicyJson> {
+    let snapshot = state
+        .snapshots
+        .at_least(&device.tenant_id, data_version)
+        .await?;
     Ok(snapshot.policy(
         &device.id,
         &device.user_id,

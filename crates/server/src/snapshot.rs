@@ -250,6 +250,21 @@ impl Snapshots {
         Ok(read(&entry.current))
     }
 
+    /// The snapshot of a tenant, rebuilt first if the database has seen a newer
+    /// `data_version` (a write through another node) than the snapshot holds.
+    pub async fn at_least(
+        &self,
+        tenant_id: &str,
+        data_version: i64,
+    ) -> StoreResult<Arc<TenantSnapshot>> {
+        let snapshot = self.get(tenant_id).await?;
+        if snapshot.tenant.data_version >= data_version {
+            return Ok(snapshot);
+        }
+        self.refresh(tenant_id).await?;
+        self.get(tenant_id).await
+    }
+
     /// A receiver that changes whenever the tenant's snapshot is rebuilt.
     pub async fn subscribe(&self, tenant_id: &str) -> StoreResult<watch::Receiver<u64>> {
         Ok(self.entry(tenant_id).await?.changed.subscribe())

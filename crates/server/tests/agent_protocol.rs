@@ -418,3 +418,34 @@ async fn removing_a_device_ends_its_held_long_poll_with_401() {
     assert_eq!(removed.status, StatusCode::NO_CONTENT);
     assert_eq!(held.await.expect("held"), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn a_second_node_on_the_same_database_never_answers_an_older_decision() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let node1 = TestApp::spawn_in(temp.path()).await;
+    let node2 = TestApp::spawn_in(temp.path()).await;
+    let fleet = every_reason(&node1).await;
+    let (_, _, token, device) = fleet
+        .devices
+        .iter()
+        .find(|d| d.0 == "bob-pc")
+        .expect("bob")
+        .clone();
+    // Node 2 builds its snapshot of the tenant now, before the change.
+    let before = sync(&node2, &token, &device, None, None).await;
+    assert_eq!(before.body["services"]["private_access"]["enabled"], false);
+    for round in 0..5 {
+        let on = round % 2 == 0;
+        let path = fleet.t.path("/entitlements/private_access");
+        let mut settings = node1.get(&path, &fleet.t.admin).await.body;
+        settings["enabled_by_default"] = json!(on);
+        let saved = node1.put(&path, &fleet.t.admin, settings, None).await;
+        assert_eq!(saved.status, StatusCode::OK, "{:?}", saved.body);
+        let after = sync(&node2, &token, &device, None, None).await;
+        assert_eq!(
+            after.body["services"]["private_access"]["enabled"], on,
+            "round {round}: {}",
+            after.body
+        );
+    }
+}

@@ -124,6 +124,8 @@ pub struct Tenant {
     pub created_at: OffsetDateTime,
     /// The tenant-wide config version counter.
     pub config_version: i64,
+    /// Counter bumped by every write that can change a decision.
+    pub data_version: i64,
     /// When the identity provider last called the SCIM endpoint.
     pub last_scim_request_at: Option<OffsetDateTime>,
 }
@@ -230,6 +232,16 @@ pub struct DeviceFilter {
     pub hostname: Option<String>,
     /// Only devices whose user name or host name contains this text.
     pub search: Option<String>,
+}
+
+/// A device found by its token, with its tenant's current data version, so that
+/// a node can tell whether its snapshot is behind without a second read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthenticatedDevice {
+    /// The device.
+    pub device: Device,
+    /// The tenant's `data_version` at the time of the read.
+    pub tenant_data_version: i64,
 }
 
 /// Settings of one service with the config version of their last change.
@@ -459,7 +471,7 @@ pub trait DeviceStore {
         at: OffsetDateTime,
     ) -> StoreResult<Device>;
     /// The device holding the token with this hash.
-    async fn device_by_token(&self, token_hash: &str) -> StoreResult<Device>;
+    async fn device_by_token(&self, token_hash: &str) -> StoreResult<AuthenticatedDevice>;
     /// One device.
     async fn device(&self, tenant_id: &str, device_id: &str) -> StoreResult<Device>;
     /// Records a sync: the new report (if it changed) and the time.

@@ -27,9 +27,10 @@ use crate::codec::{
     rule_to_json, settings_from_json, settings_to_json,
 };
 use crate::{
-    AuditEntry, ConfigStore, ConfigVersion, Device, DeviceFilter, DeviceStore, DirectoryCounts,
-    DirectoryStore, DirectoryUser, Group, NewTenant, NewUser, Page, Role, SaveRequest, Saved,
-    StoreError, StoreResult, StoredSettings, Tenant, TenantData, TenantStore, TokenGrant, User,
+    AuditEntry, AuthenticatedDevice, ConfigStore, ConfigVersion, Device, DeviceFilter, DeviceStore,
+    DirectoryCounts, DirectoryStore, DirectoryUser, Group, NewTenant, NewUser, Page, Role,
+    SaveRequest, Saved, StoreError, StoreResult, StoredSettings, Tenant, TenantData, TenantStore,
+    TokenGrant, User,
 };
 
 /// Storage in one SQLite file.
@@ -110,6 +111,7 @@ fn tenant_from_row(row: &SqliteRow) -> StoreResult<Tenant> {
         name: row.try_get("name")?,
         created_at: from_ms(row.try_get("created_at")?)?,
         config_version: row.try_get("config_version")?,
+        data_version: row.try_get("data_version")?,
         last_scim_request_at: row
             .try_get::<Option<i64>, _>("last_scim_request_at")?
             .map(from_ms)
@@ -121,7 +123,7 @@ fn tenant_from_row(row: &SqliteRow) -> StoreResult<Tenant> {
 macro_rules! tenant_select {
     ($clause:literal) => {
         concat!(
-            "SELECT id, name, created_at, config_version, last_scim_request_at FROM tenants ",
+            "SELECT id, name, created_at, config_version, data_version, last_scim_request_at FROM tenants ",
             $clause
         )
     };
@@ -198,6 +200,15 @@ fn settings_from_row(row: &SqliteRow) -> StoreResult<StoredSettings> {
     })
 }
 
+/// Records that something decisions depend on changed in the tenant.
+async fn bump_data_version(conn: &mut SqliteConnection, tenant_id: &str) -> StoreResult<()> {
+    sqlx::query("UPDATE tenants SET data_version = data_version + 1 WHERE id = ?")
+        .bind(tenant_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Writes new settings as the next config version, with its history row and audit entry.
 #[allow(clippy::too_many_arguments)]
 async fn write_settings_version(
@@ -211,11 +222,13 @@ async fn write_settings_version(
 ) -> StoreResult<i64> {
     let version = tenant.config_version + 1;
     let at = ms(now());
-    sqlx::query("UPDATE tenants SET config_version = ? WHERE id = ?")
-        .bind(version)
-        .bind(&tenant.id)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "UPDATE tenants SET config_version = ?, data_version = data_version + 1 WHERE id = ?",
+    )
+    .bind(version)
+    .bind(&tenant.id)
+    .execute(&mut *conn)
+    .await?;
     sqlx::query(
         "INSERT INTO settings (tenant_id, service, enabled_by_default, user_groups_json,
                                device_groups_json, logout_on_enable, version)
@@ -449,6 +462,7 @@ impl TenantStore for SqliteStore {
             name: new.name.clone(),
             created_at: new.created_at,
             config_version: 0,
+            data_version: 0,
             last_scim_request_at: None,
         };
         sqlx::query(
@@ -677,6 +691,7 @@ impl DirectoryStore for SqliteStore {
             .await?;
         }
         let after = json!({"id": id, "display_name": display_name, "member_groups": member_groups});
+        bump_data_version(&mut tx, tenant_id).await?;
         insert_audit(
             &mut tx,
             Some(tenant_id),
@@ -713,6 +728,7 @@ impl DirectoryStore for SqliteStore {
             .execute(&mut *tx)
             .await?;
         let before = json!({"id": group_id, "display_name": name});
+        bump_data_version(&mut tx, tenant_id).await?;
         insert_audit(
             &mut tx,
             Some(tenant_id),
@@ -825,6 +841,7 @@ impl DirectoryStore for SqliteStore {
                 .await?;
         }
         let after = json!({"id": id, "user_name": user.user_name, "groups": user.groups});
+        bump_data_version(&mut tx, tenant_id).await?;
         insert_audit(
             &mut tx,
             Some(tenant_id),
@@ -883,6 +900,7 @@ impl DirectoryStore for SqliteStore {
         } else {
             "user.deactivate"
         };
+        bump_data_version(&mut tx, tenant_id).await?;
         insert_audit(
             &mut tx,
             Some(tenant_id),
@@ -1029,6 +1047,7 @@ impl DeviceStore for SqliteStore {
         .await
         .map_err(|e| duplicate(e, "device group", &group.name))?;
         let after = crate::device_group_to_json(&group);
+        bump_data_version(&mut tx, tenant_id).await?;
         insert_audit(
             &mut tx,
             Some(tenant_id),
@@ -1071,6 +1090,7 @@ impl DeviceStore for SqliteStore {
             crate::device_group_to_json(&before),
             crate::device_group_to_json(&group),
         );
+        bump_data_version(&mut tx, tenant_id).await?;
         insert_audit(
             &mut tx,
             Some(tenant_id),
@@ -1107,6 +1127,7 @@ impl DeviceStore for SqliteStore {
             .execute(&mut *tx)
             .await?;
         let before = json!({"id": group_id, "name": name});
+        bump_data_version(&mut tx, tenant_id).await?;
         insert_audit(
             &mut tx,
             Some(tenant_id),
@@ -1175,13 +1196,23 @@ impl DeviceStore for SqliteStore {
         })
     }
 
-    async fn device_by_token(&self, token_hash: &str) -> StoreResult<Device> {
-        let row = sqlx::query(device_select!("WHERE d.token_hash = ?"))
-            .bind(token_hash)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(not_found("device"))?;
-        device_from_row(&row)
+    async fn device_by_token(&self, token_hash: &str) -> StoreResult<AuthenticatedDevice> {
+        // One indexed read answers both who the device is and whether this
+        // node's snapshot of its tenant is current.
+        let row = sqlx::query(
+            "SELECT d.id, d.tenant_id, d.user_id, u.user_name, d.report_json, d.enrolled_at,
+                    d.last_sync_at, t.data_version
+             FROM devices d JOIN users u ON u.id = d.user_id JOIN tenants t ON t.id = d.tenant_id
+             WHERE d.token_hash = ?",
+        )
+        .bind(token_hash)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(not_found("device"))?;
+        Ok(AuthenticatedDevice {
+            device: device_from_row(&row)?,
+            tenant_data_version: row.try_get("data_version")?,
+        })
     }
 
     async fn device(&self, tenant_id: &str, device_id: &str) -> StoreResult<Device> {
@@ -1291,6 +1322,7 @@ impl DeviceStore for SqliteStore {
             .execute(&mut *tx)
             .await?;
         let before = json!({"id": device.id, "user_name": device.user_name, "device": report_to_json(&device.report)});
+        bump_data_version(&mut tx, tenant_id).await?;
         insert_audit(
             &mut tx,
             Some(tenant_id),

@@ -6,6 +6,9 @@ CREATE TABLE tenants (
     enrollment_key_hash   TEXT NOT NULL UNIQUE,
     scim_token_hash       TEXT NOT NULL UNIQUE,
     config_version        INTEGER NOT NULL DEFAULT 0,
+    -- Bumped by every write that can change a decision; nodes compare it with
+    -- their in-memory snapshot before answering a sync.
+    data_version          INTEGER NOT NULL DEFAULT 0,
     last_scim_request_at  INTEGER
 );
 

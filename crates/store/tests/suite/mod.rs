@@ -372,6 +372,9 @@ async fn users_groups_and_devices(store: &dyn Store) {
         .await
         .expect("enrolled");
     let by_token = store.device_by_token("dev-hash").await.expect("by token");
+    let before = store.tenant(&t).await.expect("tenant").data_version;
+    assert_eq!(by_token.tenant_data_version, before);
+    let by_token = by_token.device;
     assert_eq!(by_token.id, device.id);
     assert_eq!(by_token.report, report("ada-mac"));
     let mut moved = report("ada-mac");
