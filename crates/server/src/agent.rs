@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{JsonBody, QueryParams};
+use crate::extract::{ClientAddress, JsonBody, QueryParams};
 use crate::state::AppState;
 use crate::wire::{PolicyJson, ReportJson};
 
@@ -52,11 +52,26 @@ pub struct Enrolled {
 
 /// Enrolls a device for a directory user.
 #[utoipa::path(post, path = "/agent/v1/enroll", tag = "agent", request_body = EnrollBody,
-    responses((status = 201, body = Enrolled), (status = 400), (status = 401), (status = 403)))]
+    responses((status = 201, body = Enrolled), (status = 400), (status = 401), (status = 403), (status = 429)))]
 pub(crate) async fn enroll(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     JsonBody(body): JsonBody<EnrollBody>,
 ) -> ApiResult<Response> {
+    state.failures.check(address)?;
+    let result = enroll_device(&state, body).await;
+    if let Err(error) = &result
+        && matches!(
+            error.status(),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+        )
+    {
+        state.failures.record_failure(address);
+    }
+    result
+}
+
+async fn enroll_device(state: &AppState, body: EnrollBody) -> ApiResult<Response> {
     let report = body.device.parse()?;
     let tenant = state
         .store

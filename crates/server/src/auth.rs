@@ -6,6 +6,7 @@ use axum::http::request::Parts;
 use entitle_store::{Role, StoreError, Tenant, secrets};
 
 use crate::error::ApiError;
+use crate::extract::client_address;
 use crate::state::AppState;
 
 /// An authenticated API caller.
@@ -36,6 +37,8 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        let address = client_address(parts);
+        state.failures.check(address)?;
         let Some(token) = bearer(parts) else {
             return Err(ApiError::unauthorized(
                 "send an API token as 'Authorization: Bearer <token>'",
@@ -48,6 +51,7 @@ impl FromRequestParts<AppState> for Caller {
                 name: grant.name,
             }),
             Err(StoreError::NotFound { .. }) => {
+                state.failures.record_failure(address);
                 Err(ApiError::unauthorized("the API token is not valid"))
             }
             Err(other) => Err(other.into()),

@@ -61,3 +61,22 @@ fn serde_urlencoded_from_str<T: DeserializeOwned>(query: &str) -> Result<T, Stri
     .map(|q| q.0)
     .map_err(|e| e.body_text())
 }
+
+/// The client's IP address, when the server was started with connection info.
+pub struct ClientAddress(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddress(client_address(parts)))
+    }
+}
+
+/// The client's IP address from the request's connection info.
+pub fn client_address(parts: &Parts) -> Option<std::net::IpAddr> {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip())
+}

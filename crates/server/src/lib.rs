@@ -8,6 +8,7 @@ mod agent;
 mod auth;
 mod error;
 mod extract;
+mod limit;
 mod metrics;
 mod ops;
 mod snapshot;
@@ -80,6 +81,7 @@ impl Server {
             snapshots: Arc::new(Snapshots::new(store.clone())),
             store,
             metrics: Arc::new(Metrics::new()),
+            failures: Arc::new(limit::FailureLimiter::default()),
             config,
             shutdown: shutdown_rx,
         };
@@ -114,7 +116,10 @@ impl Server {
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let shutdown = self.shutdown;
-        axum::serve(listener, self.router)
+        let router = self
+            .router
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        axum::serve(listener, router)
             .with_graceful_shutdown(async move {
                 stop.await;
                 tracing::info!("shutting down: answering held long-polls");

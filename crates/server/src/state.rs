@@ -5,6 +5,7 @@ use std::sync::Arc;
 use entitle_store::Store;
 use tokio::sync::watch;
 
+use crate::limit::FailureLimiter;
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshots;
 
@@ -37,6 +38,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Settings.
     pub config: ServerConfig,
+    /// Failed authentications per client address.
+    pub failures: Arc<FailureLimiter>,
     /// Becomes true when the server shuts down, so held long-polls answer at once.
     pub shutdown: watch::Receiver<bool>,
 }

@@ -449,3 +449,49 @@ async fn a_second_node_on_the_same_database_never_answers_an_older_decision() {
         );
     }
 }
+
+#[tokio::test]
+async fn guessing_enrollment_keys_is_slowed_down_but_enrollment_is_not() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("acme").await;
+    t.user(&app, "ada", &[]).await;
+    let device = report("ada-mbp", "macos", "4.0", "corporate", true);
+    // Many successful enrollments from one address are never limited.
+    for index in 0..25 {
+        let mut device = device.clone();
+        device["hostname"] = json!(format!("host-{index}"));
+        t.enroll(&app, "ada", device).await;
+    }
+    let mut statuses = Vec::new();
+    for _ in 0..25 {
+        let guess = json!({"enrollment_key": "guess", "user_name": "ada", "device": device});
+        statuses.push(
+            app.call(Method::POST, "/agent/v1/enroll", None, Some(guess), &[])
+                .await
+                .status,
+        );
+    }
+    assert!(
+        statuses[..20]
+            .iter()
+            .all(|s| *s == StatusCode::UNAUTHORIZED),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses[20..]
+            .iter()
+            .all(|s| *s == StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    let limited = app
+        .call(
+            Method::POST,
+            "/agent/v1/enroll",
+            None,
+            Some(json!({"enrollment_key": t.enrollment_key, "user_name": "ada", "device": device})),
+            &[],
+        )
+        .await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(limited.body["error"]["code"], "rate_limited");
+}
