@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use entitle_store::Store;
+use entitle_store::{Change, ChangeFeed, Store};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower_http::trace::TraceLayer;
@@ -64,6 +64,46 @@ impl utoipa::Modify for BearerAuth {
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
     }
+}
+
+/// Applies changes announced by other nodes, a burst at a time so that a
+/// thousand directory writes rebuild a tenant's snapshot once, not a thousand times.
+async fn follow_changes(mut feed: ChangeFeed, snapshots: Arc<Snapshots>) {
+    while let Some(first) = feed.recv().await {
+        let mut burst = vec![first];
+        while let Ok(more) = feed.try_recv() {
+            burst.push(more);
+        }
+        for change in coalesce(burst) {
+            if let Err(error) = snapshots.apply(&change).await {
+                tracing::warn!(%error, "could not apply a change from another node");
+            }
+        }
+    }
+}
+
+/// One change per tenant (its latest version), or a single resync.
+fn coalesce(burst: Vec<Change>) -> Vec<Change> {
+    let mut latest: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+    for change in burst {
+        match change {
+            Change::Resync => return vec![Change::Resync],
+            Change::Tenant {
+                tenant_id,
+                data_version,
+            } => {
+                let entry = latest.entry(tenant_id).or_insert(data_version);
+                *entry = (*entry).max(data_version);
+            }
+        }
+    }
+    latest
+        .into_iter()
+        .map(|(tenant_id, data_version)| Change::Tenant {
+            tenant_id,
+            data_version,
+        })
+        .collect()
 }
 
 /// A server ready to run: its routes and the switch that ends held long-polls.
@@ -115,6 +155,15 @@ impl Server {
         listener: TcpListener,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let feed = self
+            .state
+            .store
+            .changes()
+            .await
+            .map_err(std::io::Error::other)?;
+        if let Some(feed) = feed {
+            tokio::spawn(follow_changes(feed, self.state.snapshots.clone()));
+        }
         let shutdown = self.shutdown;
         let router = self
             .router

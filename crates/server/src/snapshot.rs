@@ -14,7 +14,7 @@ use entitle_core::{
     Decision, DeviceGroup, DeviceGroupId, DeviceReport, GroupGraph, GroupId, GroupNames, SERVICES,
     ServiceDef, Subject, effective_device_groups, evaluate,
 };
-use entitle_store::{Store, StoreResult, StoredSettings, Tenant, TenantData};
+use entitle_store::{Change, Store, StoreResult, StoredSettings, Tenant, TenantData};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, watch};
 
@@ -293,6 +293,43 @@ impl Snapshots {
         *entry.current.write().unwrap_or_else(|e| e.into_inner()) = snapshot;
         entry.built.store(covered, Ordering::SeqCst);
         entry.changed.send_modify(|generation| *generation += 1);
+        Ok(())
+    }
+
+    /// Applies a change announced by another node: rebuilds the tenant's snapshot
+    /// if this node holds one older than the change; tenants not loaded here
+    /// load fresh on first use anyway.
+    pub async fn apply(&self, change: &Change) -> StoreResult<()> {
+        match change {
+            Change::Tenant {
+                tenant_id,
+                data_version,
+            } => {
+                let known = self
+                    .tenants
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(tenant_id)
+                    .cloned();
+                if let Some(entry) = known
+                    && read(&entry.current).tenant.data_version < *data_version
+                {
+                    self.refresh(tenant_id).await?;
+                }
+            }
+            Change::Resync => {
+                let known: Vec<String> = self
+                    .tenants
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .keys()
+                    .cloned()
+                    .collect();
+                for tenant_id in known {
+                    self.refresh(&tenant_id).await?;
+                }
+            }
+        }
         Ok(())
     }
 

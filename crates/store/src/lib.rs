@@ -5,8 +5,10 @@
 //! may touch. Every write that the spec calls "a save" is one transaction.
 
 mod codec;
+mod postgres;
 pub mod secrets;
 mod sqlite;
+pub mod testing;
 
 use std::collections::BTreeMap;
 
@@ -15,6 +17,7 @@ use entitle_core::{DeviceGroup, DeviceReport, SaveError, ServiceDef, Settings};
 use time::OffsetDateTime;
 
 pub use codec::{device_group_to_json, report_to_json, settings_to_json};
+pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::SqliteStore;
 
 /// Everything the server needs from storage.
@@ -354,9 +357,31 @@ pub struct DirectoryCounts {
     pub groups: i64,
 }
 
+/// A change committed by some node, as announced to every node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Something decisions depend on changed in this tenant.
+    Tenant {
+        /// The tenant.
+        tenant_id: String,
+        /// Its `data_version` after the change.
+        data_version: i64,
+    },
+    /// Announcements may have been lost: check every tenant.
+    Resync,
+}
+
+/// The stream of changes committed by every node.
+pub type ChangeFeed = tokio::sync::mpsc::Receiver<Change>;
+
 /// Tenants and the credentials that open them.
 #[async_trait]
 pub trait TenantStore {
+    /// Changes committed by other nodes, for back ends shared by several nodes;
+    /// `None` where this node is the only writer.
+    async fn changes(&self) -> StoreResult<Option<ChangeFeed>> {
+        Ok(None)
+    }
     /// Checks that the database answers (for readiness).
     async fn ping(&self) -> StoreResult<()>;
     /// Creates a tenant with its default settings.

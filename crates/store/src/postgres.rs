@@ -1,0 +1,1599 @@
+//! The PostgreSQL implementation, for several stateless nodes on one database.
+//!
+//! Writes that touch a tenant lock its row first (`SELECT … FOR UPDATE`), so
+//! saves from any node serialise per tenant: the `If-Match` check, the next
+//! config version and the audit entry are race-free without an in-process lock.
+//! Every write that can change a decision bumps the tenant's `data_version` and
+//! sends `NOTIFY entitle_changes` with the tenant id, delivered at commit, which
+//! other nodes turn into a snapshot refresh and long-poll wake-ups.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use entitle_core::{
+    DeviceGroup, DeviceGroupId, DeviceReport, GroupId, SERVICES, ServiceDef, Settings,
+    validate_save,
+};
+use serde_json::{Value, json};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::{PgConnection, Row};
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::codec::{
+    device_group_from_row, id_list_from_json, id_list_to_json, report_from_json, report_to_json,
+    rule_to_json, settings_from_json, settings_to_json,
+};
+use crate::{
+    AuditEntry, AuthenticatedDevice, Change, ChangeFeed, ConfigStore, ConfigVersion, Device,
+    DeviceFilter, DeviceStore, DirectoryCounts, DirectoryStore, DirectoryUser, Group, NewTenant,
+    NewUser, Page, Role, SaveRequest, Saved, StoreError, StoreResult, StoredSettings, Tenant,
+    TenantData, TenantStore, TokenGrant, User,
+};
+
+/// Storage in a PostgreSQL database shared by every node.
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+/// The actor recorded for changes the system makes on its own.
+const SYSTEM_ACTOR: &str = "system";
+
+/// The channel on which committed changes are announced, with the tenant id.
+const CHANGES_CHANNEL: &str = "entitle_changes";
+
+/// How a node connects.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// Apply pending migrations before use.
+    pub migrate: bool,
+    /// Connections in this node's pool.
+    pub max_connections: u32,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self {
+            migrate: true,
+            max_connections: 16,
+        }
+    }
+}
+
+impl PostgresStore {
+    /// Connects to `url` and, if asked, applies migrations. Migrations take a
+    /// PostgreSQL advisory lock, so nodes starting together do not race.
+    pub async fn connect(url: &str, options: PostgresOptions) -> StoreResult<Self> {
+        let connect = PgConnectOptions::from_str(url)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(connect)
+            .await?;
+        let store = Self { pool };
+        if options.migrate {
+            store.migrate().await?;
+        }
+        Ok(store)
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> StoreResult<()> {
+        sqlx::migrate!("./migrations/postgres")
+            .run(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Closes the pool, waiting for connections to finish.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Times are `timestamptz` here; these keep the shape of the SQLite code, which
+/// stores milliseconds.
+fn ms(at: OffsetDateTime) -> OffsetDateTime {
+    at
+}
+
+fn from_ms(at: OffsetDateTime) -> StoreResult<OffsetDateTime> {
+    Ok(at)
+}
+
+/// Ids arrive as text from URLs and bodies; one that is not a UUID cannot name
+/// a row, so it becomes the nil UUID, which no row has, and lookups find nothing.
+fn uid(text: &str) -> Uuid {
+    Uuid::parse_str(text).unwrap_or(Uuid::nil())
+}
+
+/// Locks the tenant's row for the rest of the transaction, serialising writes.
+async fn lock_tenant(conn: &mut PgConnection, tenant_id: &str) -> StoreResult<()> {
+    sqlx::query("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE")
+        .bind(uid(tenant_id))
+        .fetch_one(conn)
+        .await
+        .map_err(not_found("tenant"))?;
+    Ok(())
+}
+
+/// Announces a change of the tenant to every node, at commit, as
+/// `<tenant id> <data version>`.
+async fn notify(conn: &mut PgConnection, tenant_id: &str, data_version: i64) -> StoreResult<()> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANGES_CHANNEL)
+        .bind(format!("{tenant_id} {data_version}"))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Parses a notification payload.
+fn parse_change(payload: &str) -> Change {
+    let mut parts = payload.split(' ');
+    match (parts.next(), parts.next().and_then(|v| v.parse().ok())) {
+        (Some(tenant_id), Some(data_version)) => Change::Tenant {
+            tenant_id: tenant_id.to_owned(),
+            data_version,
+        },
+        _ => Change::Resync,
+    }
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn duplicate(error: sqlx::Error, what: &'static str, name: &str) -> StoreError {
+    match &error {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Duplicate {
+            what,
+            name: name.to_owned(),
+        },
+        _ => StoreError::Database(error),
+    }
+}
+
+fn not_found(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |error| match error {
+        sqlx::Error::RowNotFound => StoreError::NotFound { what },
+        other => StoreError::Database(other),
+    }
+}
+
+fn tenant_from_row(row: &PgRow) -> StoreResult<Tenant> {
+    Ok(Tenant {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        created_at: from_ms(row.try_get("created_at")?)?,
+        config_version: row.try_get("config_version")?,
+        data_version: row.try_get("data_version")?,
+        last_scim_request_at: row.try_get("last_scim_request_at")?,
+    })
+}
+
+/// `SELECT` of a tenant's columns followed by the given clause, as one static string.
+macro_rules! tenant_select {
+    ($clause:literal) => {
+        concat!(
+            "SELECT id::text AS id, name, created_at, config_version, data_version, last_scim_request_at FROM tenants ",
+            $clause
+        )
+    };
+}
+
+async fn insert_audit(
+    conn: &mut PgConnection,
+    tenant_id: Option<&str>,
+    actor: &str,
+    action: &str,
+    target: &str,
+    before: Option<&Value>,
+    after: Option<&Value>,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO audit_log (tenant_id, at, actor, action, target, before_json, after_json)
+         VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb)",
+    )
+    .bind(tenant_id.map(uid))
+    .bind(ms(now()))
+    .bind(actor)
+    .bind(action)
+    .bind(target)
+    .bind(before.map(Value::to_string))
+    .bind(after.map(Value::to_string))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn tenant_row(conn: &mut PgConnection, tenant_id: &str) -> StoreResult<Tenant> {
+    let row = sqlx::query(tenant_select!("WHERE id = $1"))
+        .bind(uid(tenant_id))
+        .fetch_one(conn)
+        .await
+        .map_err(not_found("tenant"))?;
+    tenant_from_row(&row)
+}
+
+async fn load_settings(
+    conn: &mut PgConnection,
+    tenant: &Tenant,
+    service: &ServiceDef,
+) -> StoreResult<StoredSettings> {
+    let row = sqlx::query(
+        "SELECT enabled_by_default, user_groups_json::text AS user_groups_json, device_groups_json::text AS device_groups_json, logout_on_enable, version
+         FROM settings WHERE tenant_id = $1 AND service = $2",
+    )
+    .bind(uid(&tenant.id))
+    .bind(service.id)
+    .fetch_optional(conn)
+    .await?;
+    let Some(row) = row else {
+        // A service added to the table after the tenant was created starts at its defaults.
+        return Ok(StoredSettings {
+            settings: Settings::new_tenant_default(service, tenant.created_at.unix_timestamp()),
+            version: 0,
+        });
+    };
+    settings_from_row(&row)
+}
+
+fn settings_from_row(row: &PgRow) -> StoreResult<StoredSettings> {
+    let user_groups = id_list_from_json(row.try_get("user_groups_json")?)?;
+    let device_groups = id_list_from_json(row.try_get("device_groups_json")?)?;
+    Ok(StoredSettings {
+        settings: Settings {
+            enabled_by_default: row.try_get("enabled_by_default")?,
+            user_groups: user_groups.into_iter().map(GroupId).collect(),
+            device_groups: device_groups.into_iter().map(DeviceGroupId).collect(),
+            logout_on_enable: row.try_get("logout_on_enable")?,
+        },
+        version: row.try_get("version")?,
+    })
+}
+
+/// Records that something decisions depend on changed in the tenant.
+async fn bump_data_version(conn: &mut PgConnection, tenant_id: &str) -> StoreResult<()> {
+    let version: i64 = sqlx::query_scalar(
+        "UPDATE tenants SET data_version = data_version + 1 WHERE id = $1 RETURNING data_version",
+    )
+    .bind(uid(tenant_id))
+    .fetch_one(&mut *conn)
+    .await?;
+    notify(conn, tenant_id, version).await
+}
+
+/// Writes new settings as the next config version, with its history row and audit entry.
+#[allow(clippy::too_many_arguments)]
+async fn write_settings_version(
+    conn: &mut PgConnection,
+    tenant: &Tenant,
+    service: &ServiceDef,
+    before: &Settings,
+    after: &Settings,
+    actor: &str,
+    action: &str,
+) -> StoreResult<i64> {
+    let version = tenant.config_version + 1;
+    let at = ms(now());
+    sqlx::query(
+        "UPDATE tenants SET config_version = $1, data_version = data_version + 1 WHERE id = $2",
+    )
+    .bind(version)
+    .bind(uid(&tenant.id))
+    .execute(&mut *conn)
+    .await?;
+    notify(conn, &tenant.id, tenant.data_version + 1).await?;
+    sqlx::query(
+        "INSERT INTO settings (tenant_id, service, enabled_by_default, user_groups_json,
+                               device_groups_json, logout_on_enable, version)
+         VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6, $7)
+         ON CONFLICT (tenant_id, service) DO UPDATE SET
+            enabled_by_default = excluded.enabled_by_default,
+            user_groups_json = excluded.user_groups_json,
+            device_groups_json = excluded.device_groups_json,
+            logout_on_enable = excluded.logout_on_enable,
+            version = excluded.version",
+    )
+    .bind(uid(&tenant.id))
+    .bind(service.id)
+    .bind(after.enabled_by_default)
+    .bind(id_list_to_json(
+        after.user_groups.iter().map(GroupId::as_str),
+    ))
+    .bind(id_list_to_json(
+        after.device_groups.iter().map(DeviceGroupId::as_str),
+    ))
+    .bind(after.logout_on_enable)
+    .bind(version)
+    .execute(&mut *conn)
+    .await?;
+    let before_json = settings_to_json(before);
+    let after_json = settings_to_json(after);
+    sqlx::query(
+        "INSERT INTO config_versions (tenant_id, version, service, actor, at, before_json, after_json)
+         VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb)",
+    )
+    .bind(uid(&tenant.id))
+    .bind(version)
+    .bind(service.id)
+    .bind(actor)
+    .bind(at)
+    .bind(before_json.to_string())
+    .bind(after_json.to_string())
+    .execute(&mut *conn)
+    .await?;
+    insert_audit(
+        conn,
+        Some(&tenant.id),
+        actor,
+        action,
+        service.id,
+        Some(&before_json),
+        Some(&after_json),
+    )
+    .await?;
+    Ok(version)
+}
+
+/// Which list of the settings a deleted group disappears from.
+#[derive(Clone, Copy)]
+enum GroupKind {
+    User,
+    Device,
+}
+
+/// Removes a deleted group from every service that selected it, one config
+/// version per service changed, recorded as a system change.
+async fn remove_group_from_settings(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    kind: GroupKind,
+    group_id: &str,
+) -> StoreResult<Vec<String>> {
+    let mut changed = Vec::new();
+    for service in SERVICES {
+        let tenant = tenant_row(conn, tenant_id).await?;
+        let current = load_settings(conn, &tenant, service).await?;
+        let mut after = current.settings.clone();
+        let removed = match kind {
+            GroupKind::User => after.user_groups.remove(&GroupId(group_id.to_owned())),
+            GroupKind::Device => after
+                .device_groups
+                .remove(&DeviceGroupId(group_id.to_owned())),
+        };
+        if removed {
+            write_settings_version(
+                conn,
+                &tenant,
+                service,
+                &current.settings,
+                &after,
+                SYSTEM_ACTOR,
+                "entitlement.group_removed",
+            )
+            .await?;
+            changed.push(service.id.to_owned());
+        }
+    }
+    Ok(changed)
+}
+
+/// Tables whose ids `existing_ids` can check.
+#[derive(Clone, Copy)]
+enum IdTable {
+    Groups,
+    DeviceGroups,
+}
+
+/// The subset of `ids` that exist in the tenant.
+async fn existing_ids(
+    conn: &mut PgConnection,
+    table: IdTable,
+    tenant_id: &str,
+    ids: impl Iterator<Item = &str>,
+) -> StoreResult<std::collections::HashSet<String>> {
+    let mut found = std::collections::HashSet::new();
+    let query = match table {
+        IdTable::Groups => "SELECT 1 FROM groups WHERE tenant_id = $1 AND id = $2",
+        IdTable::DeviceGroups => "SELECT 1 FROM device_groups WHERE tenant_id = $1 AND id = $2",
+    };
+    for id in ids {
+        let hit = sqlx::query(query)
+            .bind(uid(tenant_id))
+            .bind(uid(id))
+            .fetch_optional(&mut *conn)
+            .await?;
+        if hit.is_some() {
+            found.insert(id.to_owned());
+        }
+    }
+    Ok(found)
+}
+
+async fn user_groups(conn: &mut PgConnection, user_id: &str) -> StoreResult<Vec<String>> {
+    let rows =
+        sqlx::query("SELECT group_id::text AS group_id FROM user_memberships WHERE user_id = $1 ORDER BY group_id")
+            .bind(uid(user_id))
+            .fetch_all(conn)
+            .await?;
+    rows.iter()
+        .map(|r| r.try_get("group_id").map_err(StoreError::from))
+        .collect()
+}
+
+async fn user_from_row(conn: &mut PgConnection, row: &PgRow) -> StoreResult<User> {
+    let id: String = row.try_get("id")?;
+    let groups = user_groups(conn, &id).await?;
+    Ok(User {
+        id,
+        user_name: row.try_get("user_name")?,
+        display_name: row.try_get("display_name")?,
+        active: row.try_get("active")?,
+        groups,
+    })
+}
+
+async fn group_from_row(conn: &mut PgConnection, row: &PgRow) -> StoreResult<Group> {
+    let id: String = row.try_get("id")?;
+    let nested = sqlx::query(
+        "SELECT member_id::text AS member_id FROM group_nesting WHERE container_id = $1 ORDER BY member_id",
+    )
+    .bind(uid(&id))
+    .fetch_all(&mut *conn)
+    .await?;
+    let member_groups: Vec<String> = nested
+        .iter()
+        .map(|r| r.try_get("member_id"))
+        .collect::<Result<_, _>>()?;
+    let users: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM user_memberships WHERE group_id = $1")
+            .bind(uid(&id))
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok(Group {
+        id,
+        display_name: row.try_get("display_name")?,
+        source: row.try_get("source")?,
+        member_count: users + member_groups.len() as i64,
+        member_groups,
+    })
+}
+
+fn device_from_row(row: &PgRow) -> StoreResult<Device> {
+    Ok(Device {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        user_id: row.try_get("user_id")?,
+        user_name: row.try_get("user_name")?,
+        report: report_from_json(row.try_get("report_json")?)?,
+        enrolled_at: from_ms(row.try_get("enrolled_at")?)?,
+        last_sync_at: from_ms(row.try_get("last_sync_at")?)?,
+    })
+}
+
+/// `SELECT` of a device with its user's name, followed by the given clause.
+macro_rules! device_select {
+    ($clause:literal) => {
+        concat!(
+            "SELECT d.id::text AS id, d.tenant_id::text AS tenant_id, d.user_id::text AS user_id, u.user_name, d.report_json::text AS report_json, d.enrolled_at, d.last_sync_at
+             FROM devices d JOIN users u ON u.id = d.user_id ",
+            $clause
+        )
+    };
+}
+
+fn encode_cursor(parts: &[&str]) -> String {
+    hex::encode(parts.join("\u{1f}"))
+}
+
+fn decode_cursor(cursor: &str, expected_parts: usize) -> Option<Vec<String>> {
+    let bytes = hex::decode(cursor).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let parts: Vec<String> = text.split('\u{1f}').map(str::to_owned).collect();
+    (parts.len() == expected_parts).then_some(parts)
+}
+
+fn like_pattern(search: &str) -> String {
+    let escaped = search
+        .to_lowercase()
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
+#[async_trait]
+impl TenantStore for PostgresStore {
+    async fn changes(&self) -> StoreResult<Option<ChangeFeed>> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(CHANGES_CHANNEL).await?;
+        let (sender, feed) = mpsc::channel(4096);
+        tokio::spawn(async move {
+            loop {
+                let change = match listener.try_recv().await {
+                    Ok(Some(notification)) => parse_change(notification.payload()),
+                    // The connection was lost and re-established: notifications
+                    // sent meanwhile are gone, so every snapshot must be checked.
+                    Ok(None) => Change::Resync,
+                    Err(error) => {
+                        tracing::warn!(%error, "lost the change feed; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        Change::Resync
+                    }
+                };
+                if sender.send(change).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Some(feed))
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn create_tenant(&self, new: NewTenant, actor: &str) -> StoreResult<Tenant> {
+        let mut tx = self.pool.begin().await?;
+        let tenant = Tenant {
+            id: new_id(),
+            name: new.name.clone(),
+            created_at: new.created_at,
+            config_version: 0,
+            data_version: 0,
+            last_scim_request_at: None,
+        };
+        sqlx::query(
+            "INSERT INTO tenants (id, name, created_at, enrollment_key_hash, scim_token_hash)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(uid(&tenant.id))
+        .bind(&tenant.name)
+        .bind(ms(tenant.created_at))
+        .bind(&new.enrollment_key_hash)
+        .bind(&new.scim_token_hash)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| duplicate(e, "tenant", &new.name))?;
+        for service in SERVICES {
+            let defaults =
+                Settings::new_tenant_default(service, tenant.created_at.unix_timestamp());
+            sqlx::query(
+                "INSERT INTO settings (tenant_id, service, enabled_by_default, user_groups_json,
+                                       device_groups_json, logout_on_enable, version)
+                 VALUES ($1, $2, $3, '[]', '[]', $4, 0)",
+            )
+            .bind(uid(&tenant.id))
+            .bind(service.id)
+            .bind(defaults.enabled_by_default)
+            .bind(defaults.logout_on_enable)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let after = json!({"id": tenant.id, "name": tenant.name});
+        insert_audit(
+            &mut tx,
+            Some(&tenant.id),
+            actor,
+            "tenant.create",
+            &tenant.name,
+            None,
+            Some(&after),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(tenant)
+    }
+
+    async fn tenant(&self, id_or_name: &str) -> StoreResult<Tenant> {
+        let row = sqlx::query(tenant_select!("WHERE id = $1 OR name = $2"))
+            .bind(uid(id_or_name))
+            .bind(id_or_name)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(not_found("tenant"))?;
+        tenant_from_row(&row)
+    }
+
+    async fn tenants(&self) -> StoreResult<Vec<Tenant>> {
+        let rows = sqlx::query(tenant_select!("ORDER BY name"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(tenant_from_row).collect()
+    }
+
+    async fn tenant_by_enrollment_key(&self, key_hash: &str) -> StoreResult<Tenant> {
+        let row = sqlx::query(tenant_select!("WHERE enrollment_key_hash = $1"))
+            .bind(key_hash)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(not_found("tenant"))?;
+        tenant_from_row(&row)
+    }
+
+    async fn tenant_by_scim_token(&self, token_hash: &str) -> StoreResult<Tenant> {
+        let row = sqlx::query(tenant_select!("WHERE scim_token_hash = $1"))
+            .bind(token_hash)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(not_found("tenant"))?;
+        tenant_from_row(&row)
+    }
+
+    async fn rotate_scim_token(
+        &self,
+        tenant_id: &str,
+        token_hash: &str,
+        actor: &str,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        lock_tenant(&mut tx, tenant_id).await?;
+        let done = sqlx::query("UPDATE tenants SET scim_token_hash = $1 WHERE id = $2")
+            .bind(token_hash)
+            .bind(uid(tenant_id))
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound { what: "tenant" });
+        }
+        insert_audit(
+            &mut tx,
+            Some(tenant_id),
+            actor,
+            "scim_token.rotate",
+            tenant_id,
+            None,
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn create_api_token(
+        &self,
+        token_hash: &str,
+        grant: &TokenGrant,
+        actor: &str,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO api_tokens (token_hash, tenant_id, role, name, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(token_hash)
+            .bind(grant.tenant_id.as_deref().map(uid))
+            .bind(grant.role.as_str())
+            .bind(&grant.name)
+            .bind(ms(now()))
+            .execute(&mut *tx)
+            .await?;
+        let after = json!({"name": grant.name, "role": grant.role.as_str()});
+        insert_audit(
+            &mut tx,
+            grant.tenant_id.as_deref(),
+            actor,
+            "token.create",
+            &grant.name,
+            None,
+            Some(&after),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn api_token(&self, token_hash: &str) -> StoreResult<TokenGrant> {
+        let row = sqlx::query(
+            "SELECT tenant_id::text AS tenant_id, role, name FROM api_tokens WHERE token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(not_found("token"))?;
+        let role: String = row.try_get("role")?;
+        Ok(TokenGrant {
+            role: Role::parse(&role)
+                .ok_or_else(|| StoreError::Corrupt(format!("role {role:?}")))?,
+            tenant_id: row.try_get("tenant_id")?,
+            name: row.try_get("name")?,
+        })
+    }
+
+    async fn has_super_admin(&self) -> StoreResult<bool> {
+        let count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM api_tokens WHERE role = 'super_admin'")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(count > 0)
+    }
+}
+
+#[async_trait]
+impl DirectoryStore for PostgresStore {
+    async fn create_group(
+        &self,
+        tenant_id: &str,
+        display_name: &str,
+        member_groups: &[String],
+        actor: &str,
+    ) -> StoreResult<Group> {
+        let mut tx = self.pool.begin().await?;
+        lock_tenant(&mut tx, tenant_id).await?;
+        let name_key = display_name.to_lowercase();
+        let taken: Option<i64> = sqlx::query_scalar(
+            "SELECT 1::bigint FROM groups WHERE tenant_id = $1 AND name_key = $2",
+        )
+        .bind(uid(tenant_id))
+        .bind(&name_key)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if taken.is_some() {
+            return Err(StoreError::Duplicate {
+                what: "group",
+                name: display_name.to_owned(),
+            });
+        }
+        let found = existing_ids(
+            &mut tx,
+            IdTable::Groups,
+            tenant_id,
+            member_groups.iter().map(String::as_str),
+        )
+        .await?;
+        let unknown: Vec<String> = member_groups
+            .iter()
+            .filter(|id| !found.contains(*id))
+            .cloned()
+            .collect();
+        if !unknown.is_empty() {
+            return Err(StoreError::UnknownGroups { ids: unknown });
+        }
+        let id = new_id();
+        let at = ms(now());
+        sqlx::query(
+            "INSERT INTO groups (id, tenant_id, display_name, name_key, source, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, 'local', $5, $6)",
+        )
+        .bind(uid(&id))
+        .bind(uid(tenant_id))
+        .bind(display_name)
+        .bind(&name_key)
+        .bind(at)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        // A brand-new group contains nothing yet, so nesting groups inside it cannot close a cycle.
+        for member in member_groups {
+            sqlx::query(
+                "INSERT INTO group_nesting (container_id, member_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(uid(&id))
+            .bind(uid(member))
+            .execute(&mut *tx)
+            .await?;
+        }
+        let after = json!({"id": id, "display_name": display_name, "member_groups": member_groups});
+        bump_data_version(&mut tx, tenant_id).await?;
+        insert_audit(
+            &mut tx,
+            Some(tenant_id),
+            actor,
+            "group.create",
+            display_name,
+            None,
+            Some(&after),
+        )
+        .await?;
+        tx.commit().await?;
+        self.group(tenant_id, &id).await
+    }
+
+    async fn delete_group(
+        &self,
+        tenant_id: &str,
+        group_id: &str,
+        actor: &str,
+    ) -> StoreResult<Vec<String>> {
+        let mut tx = self.pool.begin().await?;
+        lock_tenant(&mut tx, tenant_id).await?;
+        let name: String =
+            sqlx::query_scalar("SELECT display_name FROM groups WHERE tenant_id = $1 AND id = $2")
+                .bind(uid(tenant_id))
+                .bind(uid(group_id))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(not_found("group"))?;
+        let changed =
+            remove_group_from_settings(&mut tx, tenant_id, GroupKind::User, group_id).await?;
+        sqlx::query("DELETE FROM groups WHERE id = $1")
+            .bind(uid(group_id))
+            .execute(&mut *tx)
+            .await?;
+        let before = json!({"id": group_id, "display_name": name});
+        bump_data_version(&mut tx, tenant_id).await?;
+        insert_audit(
+            &mut tx,
+            Some(tenant_id),
+            actor,
+            "group.delete",
+            &name,
+            Some(&before),
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    async fn search_groups(
+        &self,
+        tenant_id: &str,
+        search: &str,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> StoreResult<Page<Group>> {
+        let (after_key, after_id) = match cursor.and_then(|c| decode_cursor(c, 2)) {
+            Some(parts) => (parts[0].clone(), parts[1].clone()),
+            None => (String::new(), String::new()),
+        };
+        let rows = sqlx::query(
+            "SELECT id::text AS id, display_name, name_key, source FROM groups
+             WHERE tenant_id = $1 AND name_key LIKE $2 ESCAPE '\\'
+               AND (name_key > $3 OR (name_key = $4 AND id > $5))
+             ORDER BY name_key, id LIMIT $6",
+        )
+        .bind(uid(tenant_id))
+        .bind(like_pattern(search))
+        .bind(&after_key)
+        .bind(&after_key)
+        .bind(uid(&after_id))
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut conn = self.pool.acquire().await?;
+        let mut items = Vec::with_capacity(rows.len());
+        for row in rows.iter().take(limit as usize) {
+            items.push(group_from_row(&mut conn, row).await?);
+        }
+        let next_cursor = if rows.len() > limit as usize {
+            let last = &rows[limit as usize - 1];
+            Some(encode_cursor(&[
+                last.try_get("name_key")?,
+                last.try_get("id")?,
+            ]))
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn group(&self, tenant_id: &str, group_id: &str) -> StoreResult<Group> {
+        let mut conn = self.pool.acquire().await?;
+        let row = sqlx::query(
+            "SELECT id::text AS id, display_name, source FROM groups WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(uid(tenant_id))
+        .bind(uid(group_id))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(not_found("group"))?;
+        group_from_row(&mut conn, &row).await
+    }
+
+    async fn create_user(&self, tenant_id: &str, user: NewUser, actor: &str) -> StoreResult<User> {
+        let mut tx = self.pool.begin().await?;
+        lock_tenant(&mut tx, tenant_id).await?;
+        let found = existing_ids(
+            &mut tx,
+            IdTable::Groups,
+            tenant_id,
+            user.groups.iter().map(String::as_str),
+        )
+        .await?;
+        let unknown: Vec<String> = user
+            .groups
+            .iter()
+            .filter(|id| !found.contains(*id))
+            .cloned()
+            .collect();
+        if !unknown.is_empty() {
+            return Err(StoreError::UnknownGroups { ids: unknown });
+        }
+        let id = new_id();
+        let at = ms(now());
+        sqlx::query(
+            "INSERT INTO users (id, tenant_id, user_name, user_name_key, display_name, active, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, true, $6, $7)",
+        )
+        .bind(uid(&id))
+        .bind(uid(tenant_id))
+        .bind(&user.user_name)
+        .bind(user.user_name.to_lowercase())
+        .bind(&user.display_name)
+        .bind(at)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| duplicate(e, "user", &user.user_name))?;
+        for group in &user.groups {
+            sqlx::query("INSERT INTO user_memberships (group_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(uid(group))
+                .bind(uid(&id))
+                .execute(&mut *tx)
+                .await?;
+        }
+        let after = json!({"id": id, "user_name": user.user_name, "groups": user.groups});
+        bump_data_version(&mut tx, tenant_id).await?;
+        insert_audit(
+            &mut tx,
+            Some(tenant_id),
+            actor,
+            "user.create",
+            &user.user_name,
+            None,
+            Some(&after),
+        )
+        .await?;
+        tx.commit().await?;
+        self.user_by_name(tenant_id, &user.user_name).await
+    }
+
+    async fn user_by_name(&self, tenant_id: &str, user_name: &str) -> StoreResult<User> {
+        let mut conn = self.pool.acquire().await?;
+        let row = sqlx::query(
+            "SELECT id::text AS id, user_name, display_name, active FROM users WHERE tenant_id = $1 AND user_name_key = $2",
+        )
+        .bind(uid(tenant_id))
+        .bind(user_name.to_lowercase())
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(not_found("user"))?;
+        user_from_row(&mut conn, &row).await
+    }
+
+    async fn set_user_active(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        active: bool,
+        actor: &str,
+    ) -> StoreResult<User> {
+        let mut tx = self.pool.begin().await?;
+        lock_tenant(&mut tx, tenant_id).await?;
+        let done = sqlx::query(
+            "UPDATE users SET active = $1, updated_at = $2 WHERE tenant_id = $3 AND id = $4",
+        )
+        .bind(active)
+        .bind(ms(now()))
+        .bind(uid(tenant_id))
+        .bind(uid(user_id))
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound { what: "user" });
+        }
+        let row = sqlx::query(
+            "SELECT id::text AS id, user_name, display_name, active FROM users WHERE id = $1",
+        )
+        .bind(uid(user_id))
+        .fetch_one(&mut *tx)
+        .await?;
+        let user = user_from_row(&mut tx, &row).await?;
+        let action = if active {
+            "user.activate"
+        } else {
+            "user.deactivate"
+        };
+        bump_data_version(&mut tx, tenant_id).await?;
+        insert_audit(
+            &mut tx,
+            Some(tenant_id),
+            actor,
+            action,
+            &user.user_name,
+            None,
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    async fn directory_counts(&self, tenant_id: &str) -> StoreResult<DirectoryCounts> {
+        let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE tenant_id = $1")
+            .bind(uid(tenant_id))
+            .fetch_one(&self.pool)
+            .await?;
+        let groups: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM groups WHERE tenant_id = $1")
+            .bind(uid(tenant_id))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(DirectoryCounts { users, groups })
+    }
+
+    async fn tenant_data(&self, tenant_id: &str) -> StoreResult<TenantData> {
+        // One read transaction so that the snapshot is consistent.
+        let mut tx = self.pool.begin().await?;
+        let tenant = tenant_row(&mut tx, tenant_id).await?;
+        let mut settings = std::collections::BTreeMap::new();
+        for service in SERVICES {
+            settings.insert(
+                service.id.to_owned(),
+                load_settings(&mut tx, &tenant, service).await?,
+            );
+        }
+        let user_rows = sqlx::query(
+            "SELECT id::text AS id, user_name, active FROM users WHERE tenant_id = $1 ORDER BY id",
+        )
+        .bind(uid(tenant_id))
+        .fetch_all(&mut *tx)
+        .await?;
+        let membership_rows = sqlx::query(
+            "SELECT m.user_id::text AS user_id, m.group_id::text AS group_id FROM user_memberships m JOIN users u ON u.id = m.user_id
+             WHERE u.tenant_id = $1",
+        )
+        .bind(uid(tenant_id))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut memberships: std::collections::HashMap<String, Vec<String>> =
+            std::collections::HashMap::new();
+        for row in &membership_rows {
+            memberships
+                .entry(row.try_get("user_id")?)
+                .or_default()
+                .push(row.try_get("group_id")?);
+        }
+        let mut users = Vec::with_capacity(user_rows.len());
+        for row in &user_rows {
+            let id: String = row.try_get("id")?;
+            let groups = memberships.remove(&id).unwrap_or_default();
+            users.push(DirectoryUser {
+                user_name: row.try_get("user_name")?,
+                active: row.try_get("active")?,
+                groups,
+                id,
+            });
+        }
+        let groups =
+            sqlx::query("SELECT id::text AS id, display_name FROM groups WHERE tenant_id = $1")
+                .bind(uid(tenant_id))
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get("id")?, r.try_get("display_name")?)))
+                .collect::<StoreResult<Vec<_>>>()?;
+        let nesting = sqlx::query(
+            "SELECT n.container_id::text AS container_id, n.member_id::text AS member_id FROM group_nesting n JOIN groups g ON g.id = n.container_id
+             WHERE g.tenant_id = $1",
+        )
+        .bind(uid(tenant_id))
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get("container_id")?, r.try_get("member_id")?)))
+        .collect::<StoreResult<Vec<_>>>()?;
+        let device_groups = load_device_groups(&mut tx, tenant_id).await?;
+        tx.commit().await?;
+        Ok(TenantData {
+            tenant,
+            settings,
+            users,
+            groups,
+            nesting,
+            device_groups,
+        })
+    }
+}
+
+async fn load_device_groups(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+) -> StoreResult<Vec<DeviceGroup>> {
+    let rows = sqlx::query(
+        "SELECT id::text AS id, name, rule_json::text AS rule_json FROM device_groups WHERE tenant_id = $1 ORDER BY name_key",
+    )
+    .bind(uid(tenant_id))
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            device_group_from_row(
+                r.try_get("id")?,
+                r.try_get("name")?,
+                r.try_get("rule_json")?,
+            )
+        })
+        .collect()
+}
+
+#[async_trait]
+impl DeviceStore for PostgresStore {
+    async fn create_device_group(
+        &self,
+        tenant_id: &str,
+        mut group: DeviceGroup,
+        actor: &str,
+    ) -> StoreResult<DeviceGroup> {
+        let mut tx = self.pool.begin().await?;
+        lock_tenant(&mut tx, tenant_id).await?;
+        group.id = DeviceGroupId(new_id());
+        let at = ms(now());
+        sqlx::query(
+            "INSERT INTO device_groups (id, tenant_id, name, name_key, rule_json, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7)",
+        )
+        .bind(uid(group.id.as_str()))
+        .bind(uid(tenant_id))
+        .bind(&group.name)
+        .bind(group.name.to_lowercase())
+        .bind(rule_to_json(&group))
+        .bind(at)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| duplicate(e, "device group", &group.name))?;
+        let after = crate::device_group_to_json(&group);
+        bump_data_version(&mut tx, tenant_id).await?;
+        insert_audit(
+            &mut tx,
+            Some(tenant_id),
+            actor,
+            "device_group.create",
+            &group.name,
+            None,
+            Some(&after),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(group)
+    }
+
+    async fn update_device_group(
+        &self,
+        tenant_id: &str,
+        group: DeviceGroup,
+        actor: &str,
+    ) -> StoreResult<DeviceGroup> {
+        let mut tx = self.pool.begin().await?;
+        lock_tenant(&mut tx, tenant_id).await?;
+        let before = load_device_groups(&mut tx, tenant_id)
+            .await?
+            .into_iter()
+            .find(|g| g.id == group.id)
+            .ok_or(StoreError::NotFound {
+                what: "device group",
+            })?;
+        sqlx::query("UPDATE device_groups SET name = $1, name_key = $2, rule_json = $3::jsonb, updated_at = $4 WHERE id = $5")
+            .bind(&group.name)
+            .bind(group.name.to_lowercase())
+            .bind(rule_to_json(&group))
+            .bind(ms(now()))
+            .bind(uid(group.id.as_str()))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| duplicate(e, "device group", &group.name))?;
+        let (before, after) = (
+            crate::device_group_to_json(&before),
+            crate::device_group_to_json(&group),
+        );
+        bump_data_version(&mut tx, tenant_id).await?;
+        insert_audit(
+            &mut tx,
+            Some(tenant_id),
+            actor,
+            "device_group.update",
+            &group.name,
+            Some(&before),
+            Some(&after),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(group)
+    }
+
+    async fn delete_device_group(
+        &self,
+        tenant_id: &str,
+        group_id: &str,
+        actor: &str,
+    ) -> StoreResult<Vec<String>> {
+        let mut tx = self.pool.begin().await?;
+        lock_tenant(&mut tx, tenant_id).await?;
+        let name: String =
+            sqlx::query_scalar("SELECT name FROM device_groups WHERE tenant_id = $1 AND id = $2")
+                .bind(uid(tenant_id))
+                .bind(uid(group_id))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(not_found("device group"))?;
+        let changed =
+            remove_group_from_settings(&mut tx, tenant_id, GroupKind::Device, group_id).await?;
+        sqlx::query("DELETE FROM device_groups WHERE id = $1")
+            .bind(uid(group_id))
+            .execute(&mut *tx)
+            .await?;
+        let before = json!({"id": group_id, "name": name});
+        bump_data_version(&mut tx, tenant_id).await?;
+        insert_audit(
+            &mut tx,
+            Some(tenant_id),
+            actor,
+            "device_group.delete",
+            &name,
+            Some(&before),
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    async fn device_groups(&self, tenant_id: &str) -> StoreResult<Vec<DeviceGroup>> {
+        let mut conn = self.pool.acquire().await?;
+        load_device_groups(&mut conn, tenant_id).await
+    }
+
+    async fn enroll_device(
+        &self,
+        tenant_id: &str,
+        user: &User,
+        token_hash: &str,
+        report: &DeviceReport,
+        at: OffsetDateTime,
+    ) -> StoreResult<Device> {
+        let mut tx = self.pool.begin().await?;
+        let id = new_id();
+        let report_json = report_to_json(report);
+        sqlx::query(
+            "INSERT INTO devices (id, tenant_id, user_id, token_hash, hostname_key, report_json, enrolled_at, last_sync_at)
+             VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8)",
+        )
+        .bind(uid(&id))
+        .bind(uid(tenant_id))
+        .bind(uid(&user.id))
+        .bind(token_hash)
+        .bind(report.hostname.to_lowercase())
+        .bind(report_json.to_string())
+        .bind(ms(at))
+        .bind(ms(at))
+        .execute(&mut *tx)
+        .await?;
+        let after = json!({"id": id, "user_name": user.user_name, "device": report_json});
+        insert_audit(
+            &mut tx,
+            Some(tenant_id),
+            &user.user_name,
+            "device.enroll",
+            &report.hostname,
+            None,
+            Some(&after),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Device {
+            id,
+            tenant_id: tenant_id.to_owned(),
+            user_id: user.id.clone(),
+            user_name: user.user_name.clone(),
+            report: report.clone(),
+            enrolled_at: at,
+            last_sync_at: at,
+        })
+    }
+
+    async fn device_by_token(&self, token_hash: &str) -> StoreResult<AuthenticatedDevice> {
+        // One indexed read answers both who the device is and whether this
+        // node's snapshot of its tenant is current.
+        let row = sqlx::query(
+            "SELECT d.id::text AS id, d.tenant_id::text AS tenant_id, d.user_id::text AS user_id, u.user_name, d.report_json::text AS report_json, d.enrolled_at,
+                    d.last_sync_at, t.data_version
+             FROM devices d JOIN users u ON u.id = d.user_id JOIN tenants t ON t.id = d.tenant_id
+             WHERE d.token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(not_found("device"))?;
+        Ok(AuthenticatedDevice {
+            device: device_from_row(&row)?,
+            tenant_data_version: row.try_get("data_version")?,
+        })
+    }
+
+    async fn device(&self, tenant_id: &str, device_id: &str) -> StoreResult<Device> {
+        let row = sqlx::query(device_select!("WHERE d.tenant_id = $1 AND d.id = $2"))
+            .bind(uid(tenant_id))
+            .bind(uid(device_id))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(not_found("device"))?;
+        device_from_row(&row)
+    }
+
+    async fn record_sync(
+        &self,
+        device_id: &str,
+        report: Option<&DeviceReport>,
+        at: OffsetDateTime,
+    ) -> StoreResult<()> {
+        match report {
+            Some(report) => {
+                sqlx::query(
+                    "UPDATE devices SET report_json = $1::jsonb, hostname_key = $2, last_sync_at = $3 WHERE id = $4",
+                )
+                .bind(report_to_json(report).to_string())
+                .bind(report.hostname.to_lowercase())
+                    .bind(ms(at))
+                    .bind(uid(device_id))
+                    .execute(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query("UPDATE devices SET last_sync_at = $1 WHERE id = $2")
+                    .bind(ms(at))
+                    .bind(uid(device_id))
+                    .execute(&self.pool)
+                    .await?
+            }
+        };
+        Ok(())
+    }
+
+    async fn devices(
+        &self,
+        tenant_id: &str,
+        filter: &DeviceFilter,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> StoreResult<Page<Device>> {
+        let lower = |text: &Option<String>| text.as_deref().map(str::to_lowercase);
+        let search = filter.search.as_deref().map(like_pattern);
+        let after_id = cursor
+            .and_then(|c| decode_cursor(c, 1))
+            .map(|mut p| p.remove(0))
+            .unwrap_or_default();
+        let rows = sqlx::query(device_select!(
+            "WHERE d.tenant_id = $1 AND d.id > $2
+               AND ($3 IS NULL OR u.user_name_key = $3)
+               AND ($4 IS NULL OR d.hostname_key = $4)
+               AND ($5 IS NULL OR u.user_name_key LIKE $5 ESCAPE '\\' OR d.hostname_key LIKE $5 ESCAPE '\\')
+             ORDER BY d.id LIMIT $6"
+        ))
+        .bind(uid(tenant_id))
+        .bind(uid(&after_id))
+        .bind(lower(&filter.user_name))
+        .bind(lower(&filter.hostname))
+        .bind(search)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let items: Vec<Device> = rows
+            .iter()
+            .take(limit as usize)
+            .map(device_from_row)
+            .collect::<StoreResult<_>>()?;
+        let next_cursor = (rows.len() > limit as usize)
+            .then(|| items.last().map(|d| encode_cursor(&[&d.id])))
+            .flatten();
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn all_devices(&self, tenant_id: &str) -> StoreResult<Vec<Device>> {
+        let rows = sqlx::query(device_select!("WHERE d.tenant_id = $1 ORDER BY d.id"))
+            .bind(uid(tenant_id))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(device_from_row).collect()
+    }
+
+    async fn delete_device(
+        &self,
+        tenant_id: &str,
+        device_id: &str,
+        actor: &str,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        lock_tenant(&mut tx, tenant_id).await?;
+        let row = sqlx::query(device_select!("WHERE d.tenant_id = $1 AND d.id = $2"))
+            .bind(uid(tenant_id))
+            .bind(uid(device_id))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(not_found("device"))?;
+        let device = device_from_row(&row)?;
+        sqlx::query("DELETE FROM devices WHERE id = $1")
+            .bind(uid(device_id))
+            .execute(&mut *tx)
+            .await?;
+        let before = json!({"id": device.id, "user_name": device.user_name, "device": report_to_json(&device.report)});
+        bump_data_version(&mut tx, tenant_id).await?;
+        insert_audit(
+            &mut tx,
+            Some(tenant_id),
+            actor,
+            "device.delete",
+            &device.report.hostname,
+            Some(&before),
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ConfigStore for PostgresStore {
+    async fn settings(
+        &self,
+        tenant_id: &str,
+        service: &'static ServiceDef,
+    ) -> StoreResult<StoredSettings> {
+        let mut conn = self.pool.acquire().await?;
+        let tenant = tenant_row(&mut conn, tenant_id).await?;
+        load_settings(&mut conn, &tenant, service).await
+    }
+
+    async fn save_settings(&self, tenant_id: &str, request: SaveRequest) -> StoreResult<Saved> {
+        let mut tx = self.pool.begin().await?;
+        lock_tenant(&mut tx, tenant_id).await?;
+        let tenant = tenant_row(&mut tx, tenant_id).await?;
+        let current = load_settings(&mut tx, &tenant, request.service).await?;
+        if let Some(expected) = request.expected_version
+            && expected != current.version
+        {
+            return Err(StoreError::Stale {
+                expected,
+                current: current.version,
+            });
+        }
+        let proposed = &request.settings;
+        let known_users = existing_ids(
+            &mut tx,
+            IdTable::Groups,
+            tenant_id,
+            proposed.user_groups.iter().map(GroupId::as_str),
+        )
+        .await?;
+        let known_devices = existing_ids(
+            &mut tx,
+            IdTable::DeviceGroups,
+            tenant_id,
+            proposed.device_groups.iter().map(DeviceGroupId::as_str),
+        )
+        .await?;
+        let baseline = if request.check_default_rule {
+            current.settings.clone()
+        } else {
+            Settings {
+                user_groups: proposed.user_groups.clone(),
+                device_groups: proposed.device_groups.clone(),
+                ..current.settings.clone()
+            }
+        };
+        validate_save(
+            request.service,
+            &baseline,
+            proposed,
+            |id| known_users.contains(id.as_str()),
+            |id| known_devices.contains(id.as_str()),
+        )?;
+        let version = write_settings_version(
+            &mut tx,
+            &tenant,
+            request.service,
+            &current.settings,
+            proposed,
+            &request.actor,
+            request.action,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Saved {
+            stored: StoredSettings {
+                settings: proposed.clone(),
+                version,
+            },
+            config_version: version,
+        })
+    }
+
+    async fn config_version(&self, tenant_id: &str, version: i64) -> StoreResult<ConfigVersion> {
+        let row = sqlx::query(
+            "SELECT version, service, actor, at, before_json::text AS before_json, after_json::text AS after_json FROM config_versions
+             WHERE tenant_id = $1 AND version = $2",
+        )
+        .bind(uid(tenant_id))
+        .bind(version)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(not_found("config version"))?;
+        config_version_from_row(&row)
+    }
+
+    async fn history(
+        &self,
+        tenant_id: &str,
+        service: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<ConfigVersion>> {
+        let rows = sqlx::query(
+            "SELECT version, service, actor, at, before_json::text AS before_json, after_json::text AS after_json FROM config_versions
+             WHERE tenant_id = $1 AND ($2 IS NULL OR service = $3) ORDER BY version DESC LIMIT $4",
+        )
+        .bind(uid(tenant_id))
+        .bind(service)
+        .bind(service)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(config_version_from_row).collect()
+    }
+
+    async fn audit(
+        &self,
+        tenant_id: &str,
+        limit: u32,
+        before_id: Option<i64>,
+    ) -> StoreResult<Vec<(i64, AuditEntry)>> {
+        let rows = sqlx::query(
+            "SELECT id, at, actor, action, target, before_json::text AS before_json, after_json::text AS after_json FROM audit_log
+             WHERE tenant_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+        )
+        .bind(uid(tenant_id))
+        .bind(before_id.unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let parse = |column: &str| -> StoreResult<Option<Value>> {
+                    let text: Option<String> = row.try_get(column)?;
+                    text.map(|t| {
+                        serde_json::from_str(&t)
+                            .map_err(|e| StoreError::Corrupt(format!("audit {column}: {e}")))
+                    })
+                    .transpose()
+                };
+                Ok((
+                    row.try_get("id")?,
+                    AuditEntry {
+                        at: from_ms(row.try_get("at")?)?,
+                        actor: row.try_get("actor")?,
+                        action: row.try_get("action")?,
+                        target: row.try_get("target")?,
+                        before: parse("before_json")?,
+                        after: parse("after_json")?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    async fn touch_scim(&self, tenant_id: &str, at: OffsetDateTime) -> StoreResult<()> {
+        sqlx::query("UPDATE tenants SET last_scim_request_at = $1 WHERE id = $2")
+            .bind(ms(at))
+            .bind(uid(tenant_id))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+fn config_version_from_row(row: &PgRow) -> StoreResult<ConfigVersion> {
+    Ok(ConfigVersion {
+        version: row.try_get("version")?,
+        service: row.try_get("service")?,
+        actor: row.try_get("actor")?,
+        at: from_ms(row.try_get("at")?)?,
+        before: settings_from_json(row.try_get("before_json")?)?,
+        after: settings_from_json(row.try_get("after_json")?)?,
+    })
+}
