@@ -21,6 +21,8 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(serve::ServeArgs),
+    /// Apply pending database migrations and exit.
+    Migrate(serve::MigrateArgs),
     /// Run the server with a seeded demo tenant (`acme`) on a fresh SQLite file.
     Demo(demo::DemoArgs),
     /// Measure evaluate() per decision and sync requests per second.
@@ -45,6 +47,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::Migrate(args) => serve::migrate(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Client(command) => client::run(command).await,
         }

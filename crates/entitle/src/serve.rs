@@ -7,7 +7,9 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use entitle_server::{Server, ServerConfig};
-use entitle_store::{Role, SqliteStore, Store, TokenGrant, secrets};
+use entitle_store::{
+    PostgresOptions, PostgresStore, Role, SqliteStore, Store, TokenGrant, secrets,
+};
 use tokio::net::TcpListener;
 
 /// Flags of `entitle serve` (each also `ENTITLE_<FLAG>`).
@@ -25,6 +27,9 @@ pub struct ServeArgs {
     /// Token that becomes a super_admin token when the store has none.
     #[arg(long, env = "ENTITLE_BOOTSTRAP_ADMIN_TOKEN", hide_env_values = true)]
     pub bootstrap_admin_token: Option<String>,
+    /// Do not apply pending migrations at start (run `entitle migrate` instead).
+    #[arg(long, env = "ENTITLE_NO_MIGRATE")]
+    pub no_migrate: bool,
     /// Seconds between agents' regular syncs.
     #[arg(long, env = "ENTITLE_POLL_INTERVAL", default_value_t = 3600)]
     pub poll_interval: u64,
@@ -58,31 +63,86 @@ pub fn init_logging(format: LogFormat) {
     }
 }
 
+/// Where the data lives, as the flags say.
+pub enum Database {
+    /// An SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL server shared by several nodes.
+    Postgres(String),
+}
+
+impl Database {
+    /// Reads `--data-dir` and `--database-url`.
+    pub fn from_flags(data_dir: &Path, database_url: Option<&str>) -> anyhow::Result<Self> {
+        Ok(
+            match database_url.map(str::trim).filter(|u| !u.is_empty()) {
+                None => Database::Sqlite(data_dir.join("entitle.db")),
+                Some(url) if url.starts_with("sqlite://") => {
+                    Database::Sqlite(PathBuf::from(url.trim_start_matches("sqlite://")))
+                }
+                Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                    Database::Postgres(url.to_owned())
+                }
+                Some(url) => bail!(
+                    "unsupported database URL {:?}; expected postgres://USER@HOST/DB or sqlite://PATH",
+                    redact(url)
+                ),
+            },
+        )
+    }
+
+    /// Opens the store; `migrate` applies pending migrations first.
+    pub async fn open(&self, migrate: bool) -> anyhow::Result<Arc<dyn Store>> {
+        match self {
+            Database::Sqlite(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).with_context(|| {
+                        format!("cannot create data directory {}", dir.display())
+                    })?;
+                }
+                let store = SqliteStore::open_with(path, migrate)
+                    .await
+                    .with_context(|| format!("cannot open the database {}", path.display()))?;
+                Ok(Arc::new(store))
+            }
+            Database::Postgres(url) => {
+                let options = PostgresOptions {
+                    migrate,
+                    ..PostgresOptions::default()
+                };
+                let store = PostgresStore::connect(url, options)
+                    .await
+                    .with_context(|| {
+                        format!("cannot use the PostgreSQL database {}", redact(url))
+                    })?;
+                Ok(Arc::new(store))
+            }
+        }
+    }
+}
+
+/// A database URL with its password hidden, for messages and logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// Opens the store the flags name, applying migrations.
 pub async fn open_store(
     data_dir: &Path,
     database_url: Option<&str>,
 ) -> anyhow::Result<Arc<dyn Store>> {
-    let path = match database_url.filter(|u| !u.is_empty()) {
-        None => {
-            std::fs::create_dir_all(data_dir)
-                .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
-            data_dir.join("entitle.db")
-        }
-        Some(url) if url.starts_with("sqlite://") => {
-            PathBuf::from(url.trim_start_matches("sqlite://"))
-        }
-        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            bail!(
-                "the PostgreSQL back end is not part of this build yet; use SQLite (omit --database-url)"
-            )
-        }
-        Some(url) => bail!("unsupported database URL {url:?}; expected sqlite://PATH"),
-    };
-    let store = SqliteStore::open(&path)
+    Database::from_flags(data_dir, database_url)?
+        .open(true)
         .await
-        .with_context(|| format!("cannot open the database {}", path.display()))?;
-    Ok(Arc::new(store))
 }
 
 /// Makes the bootstrap token a super_admin token if the store has none.
@@ -113,7 +173,9 @@ pub async fn bootstrap(store: &dyn Store, token: Option<&str>) -> anyhow::Result
 /// Runs the server until Ctrl-C or SIGTERM.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
-    let store = open_store(&args.data_dir, args.database_url.as_deref()).await?;
+    let store = Database::from_flags(&args.data_dir, args.database_url.as_deref())?
+        .open(!args.no_migrate)
+        .await?;
     bootstrap(&*store, args.bootstrap_admin_token.as_deref()).await?;
     let listener = TcpListener::bind(args.listen)
         .await
@@ -148,5 +210,44 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = terminate => {}
+    }
+}
+
+/// Flags of `entitle migrate`.
+#[derive(Args, Debug)]
+pub struct MigrateArgs {
+    /// Directory for the SQLite database.
+    #[arg(long, env = "ENTITLE_DATA_DIR", default_value = "./entitle-data")]
+    pub data_dir: PathBuf,
+    /// Database URL (`postgres://…` or `sqlite://PATH`).
+    #[arg(long, env = "ENTITLE_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+/// Applies pending migrations and exits.
+#[allow(clippy::print_stdout)]
+pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    Database::from_flags(&args.data_dir, args.database_url.as_deref())?
+        .open(true)
+        .await?;
+    println!("migrations applied");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_appear_in_messages() {
+        assert_eq!(
+            redact("postgres://app:s3cret@db:5432/entitle"),
+            "postgres://app:***@db:5432/entitle"
+        );
+        assert_eq!(
+            redact("postgres://app@db/entitle"),
+            "postgres://app@db/entitle"
+        );
+        assert_eq!(redact("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
     }
 }

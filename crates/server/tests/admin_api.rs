@@ -1,14 +1,14 @@
 //! The admin API over HTTP against a real server and a fresh SQLite file.
 
+#[macro_use]
 mod common;
 
-use common::{ROOT, TestApp, report, settings};
+use common::{Database, ROOT, TestApp, report, settings};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-#[tokio::test]
-async fn tokens_are_required_and_checked() {
-    let app = TestApp::spawn().await;
+async fn tokens_are_required_and_checked(db: Database) {
+    let app = TestApp::start(&db).await;
     let none = app
         .call(Method::GET, "/api/v1/tenants", None, None, &[])
         .await;
@@ -27,9 +27,8 @@ async fn tokens_are_required_and_checked() {
     );
 }
 
-#[tokio::test]
-async fn tenants_are_created_once_with_secrets_shown_once() {
-    let app = TestApp::spawn().await;
+async fn tenants_are_created_once_with_secrets_shown_once(db: Database) {
+    let app = TestApp::start(&db).await;
     let created = app
         .post(
             "/api/v1/tenants",
@@ -84,9 +83,8 @@ async fn tenants_are_created_once_with_secrets_shown_once() {
     );
 }
 
-#[tokio::test]
-async fn another_tenants_resources_answer_404() {
-    let app = TestApp::spawn().await;
+async fn another_tenants_resources_answer_404(db: Database) {
+    let app = TestApp::start(&db).await;
     let a = app.tenant("alpha").await;
     let b = app.tenant("beta").await;
     let group_b = b.group(&app, "Secret", &[]).await;
@@ -155,9 +153,8 @@ async fn another_tenants_resources_answer_404() {
     );
 }
 
-#[tokio::test]
-async fn viewers_read_but_cannot_change_anything() {
-    let app = TestApp::spawn().await;
+async fn viewers_read_but_cannot_change_anything(db: Database) {
+    let app = TestApp::start(&db).await;
     let t = app.tenant("acme").await;
     let viewer = app
         .post(
@@ -215,9 +212,8 @@ async fn viewers_read_but_cannot_change_anything() {
     assert_eq!(bad_role.status, StatusCode::UNPROCESSABLE_ENTITY);
 }
 
-#[tokio::test]
-async fn saves_follow_the_spec_rules() {
-    let app = TestApp::spawn().await;
+async fn saves_follow_the_spec_rules(db: Database) {
+    let app = TestApp::start(&db).await;
     let t = app.tenant("acme").await;
     let eng = t.group(&app, "Engineering", &[]).await;
     let path = t.path("/entitlements/private_access");
@@ -376,9 +372,8 @@ async fn saves_follow_the_spec_rules() {
     );
 }
 
-#[tokio::test]
-async fn deleting_a_group_unselects_it_everywhere() {
-    let app = TestApp::spawn().await;
+async fn deleting_a_group_unselects_it_everywhere(db: Database) {
+    let app = TestApp::start(&db).await;
     let t = app.tenant("acme").await;
     let eng = t.group(&app, "Engineering", &[]).await;
     t.save(&app, "private_access", settings(false, &[&eng], &[]))
@@ -407,9 +402,8 @@ async fn deleting_a_group_unselects_it_everywhere() {
     assert_eq!(history.body["items"][0]["actor"], "system");
 }
 
-#[tokio::test]
-async fn groups_search_and_paginate() {
-    let app = TestApp::spawn().await;
+async fn groups_search_and_paginate(db: Database) {
+    let app = TestApp::start(&db).await;
     let t = app.tenant("acme").await;
     let platform = t.group(&app, "Platform", &[]).await;
     t.group(&app, "Engineering", &[&platform]).await;
@@ -460,9 +454,8 @@ async fn groups_search_and_paginate() {
     assert_eq!(bad_limit.status, StatusCode::BAD_REQUEST);
 }
 
-#[tokio::test]
-async fn device_groups_are_validated_and_counted() {
-    let app = TestApp::spawn().await;
+async fn device_groups_are_validated_and_counted(db: Database) {
+    let app = TestApp::start(&db).await;
     let t = app.tenant("acme").await;
     t.user(&app, "ada", &[]).await;
     t.enroll(
@@ -521,9 +514,8 @@ async fn device_groups_are_validated_and_counted() {
     assert_eq!(listed.body["items"][0]["name"], "Any Mac");
 }
 
-#[tokio::test]
-async fn preview_shows_who_gains_and_loses_without_saving() {
-    let app = TestApp::spawn().await;
+async fn preview_shows_who_gains_and_loses_without_saving(db: Database) {
+    let app = TestApp::start(&db).await;
     let t = app.tenant("acme").await;
     let eng = t.group(&app, "Engineering", &[]).await;
     t.user(&app, "ada", &[&eng]).await;
@@ -575,9 +567,8 @@ async fn preview_shows_who_gains_and_loses_without_saving() {
     assert_eq!(unknown.status, StatusCode::UNPROCESSABLE_ENTITY);
 }
 
-#[tokio::test]
-async fn operations_endpoints_answer() {
-    let app = TestApp::spawn().await;
+async fn operations_endpoints_answer(db: Database) {
+    let app = TestApp::start(&db).await;
     assert_eq!(
         app.call(Method::GET, "/healthz", None, None, &[])
             .await
@@ -619,10 +610,8 @@ async fn operations_endpoints_answer() {
     assert!(metrics.contains("entitle_held_long_polls"), "{metrics}");
 }
 
-#[tokio::test]
-async fn a_restart_on_the_same_data_dir_loses_nothing() {
-    let temp = tempfile::tempdir().expect("temp dir");
-    let mut app = TestApp::spawn_in(temp.path()).await;
+async fn a_restart_on_the_same_database_loses_nothing(db: Database) {
+    let mut app = TestApp::start(&db).await;
     let t = app.tenant("acme").await;
     let eng = t.group(&app, "Engineering", &[]).await;
     t.user(&app, "ada", &[&eng]).await;
@@ -641,7 +630,7 @@ async fn a_restart_on_the_same_data_dir_loses_nothing() {
         .await;
     app.stop().await;
 
-    let app = TestApp::spawn_in(temp.path()).await;
+    let app = TestApp::start(&db).await;
     let settings_now = app
         .get(&t.path("/entitlements/private_access"), &t.admin)
         .await;
@@ -669,3 +658,17 @@ async fn a_restart_on_the_same_data_dir_loses_nothing() {
     let history = app.get(&t.path("/entitlements/history"), &t.admin).await;
     assert_eq!(history.body["items"].as_array().map(Vec::len), Some(1));
 }
+
+on_both_backends!(
+    a_restart_on_the_same_database_loses_nothing,
+    tokens_are_required_and_checked,
+    tenants_are_created_once_with_secrets_shown_once,
+    another_tenants_resources_answer_404,
+    viewers_read_but_cannot_change_anything,
+    saves_follow_the_spec_rules,
+    deleting_a_group_unselects_it_everywhere,
+    groups_search_and_paginate,
+    device_groups_are_validated_and_counted,
+    preview_shows_who_gains_and_loses_without_saving,
+    operations_endpoints_answer,
+);

@@ -1,17 +1,17 @@
 //! The agent protocol over HTTP: enrollment, every decision reason, ETags, 304
 //! and long-poll wake-ups, against a real server and a fresh SQLite file.
 
+#[macro_use]
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Tenant, TestApp, report, settings, sync};
+use common::{Database, Tenant, TestApp, report, settings, sync};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-#[tokio::test]
-async fn enrollment_refuses_bad_keys_unknown_users_and_bad_reports() {
-    let app = TestApp::spawn().await;
+async fn enrollment_refuses_bad_keys_unknown_users_and_bad_reports(db: Database) {
+    let app = TestApp::start(&db).await;
     let t = app.tenant("acme").await;
     t.user(&app, "ada", &[]).await;
     let good = report("ada-mbp", "macos", "4.0", "corporate", true);
@@ -149,9 +149,8 @@ async fn every_reason(app: &TestApp) -> Fleet {
     Fleet { t, devices }
 }
 
-#[tokio::test]
-async fn every_reason_comes_out_of_sync_and_matches_the_device_page() {
-    let app = TestApp::spawn().await;
+async fn every_reason_comes_out_of_sync_and_matches_the_device_page(db: Database) {
+    let app = TestApp::start(&db).await;
     let fleet = every_reason(&app).await;
     let expected = [
         ("ada-mbp", "internet_access", true, "enabled_by_default"),
@@ -208,9 +207,8 @@ async fn every_reason_comes_out_of_sync_and_matches_the_device_page() {
     );
 }
 
-#[tokio::test]
-async fn device_tokens_are_checked() {
-    let app = TestApp::spawn().await;
+async fn device_tokens_are_checked(db: Database) {
+    let app = TestApp::start(&db).await;
     let fleet = every_reason(&app).await;
     let (_, id, token, device) = &fleet.devices[0];
     let forged = sync(&app, "ent_device_forged", device, None, None).await;
@@ -254,9 +252,8 @@ async fn device_tokens_are_checked() {
     );
 }
 
-#[tokio::test]
-async fn an_unchanged_policy_answers_304_and_a_new_report_is_recorded() {
-    let app = TestApp::spawn().await;
+async fn an_unchanged_policy_answers_304_and_a_new_report_is_recorded(db: Database) {
+    let app = TestApp::start(&db).await;
     let fleet = every_reason(&app).await;
     let (_, id, token, device) = &fleet.devices[0];
     let first = sync(&app, token, device, None, None).await;
@@ -287,9 +284,8 @@ async fn an_unchanged_policy_answers_304_and_a_new_report_is_recorded() {
     assert_eq!(page.body["ownership"], "personal");
 }
 
-#[tokio::test]
-async fn a_held_long_poll_wakes_on_a_save_that_changes_the_device() {
-    let app = TestApp::spawn().await;
+async fn a_held_long_poll_wakes_on_a_save_that_changes_the_device(db: Database) {
+    let app = TestApp::start(&db).await;
     let fleet = every_reason(&app).await;
     let (_, _, token, device) = fleet
         .devices
@@ -353,9 +349,8 @@ async fn a_held_long_poll_wakes_on_a_save_that_changes_the_device() {
     );
 }
 
-#[tokio::test]
-async fn a_held_long_poll_without_a_change_ends_with_304() {
-    let app = TestApp::spawn().await;
+async fn a_held_long_poll_without_a_change_ends_with_304(db: Database) {
+    let app = TestApp::start(&db).await;
     let fleet = every_reason(&app).await;
     let (_, _, token, device) = &fleet.devices[0];
     let etag = sync(&app, token, device, None, None)
@@ -382,9 +377,8 @@ async fn a_held_long_poll_without_a_change_ends_with_304() {
     assert_eq!(held.await.expect("held"), StatusCode::NOT_MODIFIED);
 }
 
-#[tokio::test]
-async fn removing_a_device_ends_its_held_long_poll_with_401() {
-    let app = TestApp::spawn().await;
+async fn removing_a_device_ends_its_held_long_poll_with_401(db: Database) {
+    let app = TestApp::start(&db).await;
     let fleet = every_reason(&app).await;
     let (_, id, token, device) = fleet.devices[0].clone();
     let etag = sync(&app, &token, &device, None, None)
@@ -419,11 +413,9 @@ async fn removing_a_device_ends_its_held_long_poll_with_401() {
     assert_eq!(held.await.expect("held"), StatusCode::UNAUTHORIZED);
 }
 
-#[tokio::test]
-async fn a_second_node_on_the_same_database_never_answers_an_older_decision() {
-    let temp = tempfile::tempdir().expect("temp dir");
-    let node1 = TestApp::spawn_in(temp.path()).await;
-    let node2 = TestApp::spawn_in(temp.path()).await;
+async fn a_second_node_on_the_same_database_never_answers_an_older_decision(db: Database) {
+    let node1 = TestApp::start(&db).await;
+    let node2 = TestApp::start(&db).await;
     let fleet = every_reason(&node1).await;
     let (_, _, token, device) = fleet
         .devices
@@ -450,9 +442,8 @@ async fn a_second_node_on_the_same_database_never_answers_an_older_decision() {
     }
 }
 
-#[tokio::test]
-async fn guessing_enrollment_keys_is_slowed_down_but_enrollment_is_not() {
-    let app = TestApp::spawn().await;
+async fn guessing_enrollment_keys_is_slowed_down_but_enrollment_is_not(db: Database) {
+    let app = TestApp::start(&db).await;
     let t = app.tenant("acme").await;
     t.user(&app, "ada", &[]).await;
     let device = report("ada-mbp", "macos", "4.0", "corporate", true);
@@ -494,4 +485,70 @@ async fn guessing_enrollment_keys_is_slowed_down_but_enrollment_is_not() {
         .await;
     assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(limited.body["error"]["code"], "rate_limited");
+}
+
+on_both_backends!(
+    a_second_node_on_the_same_database_never_answers_an_older_decision,
+    enrollment_refuses_bad_keys_unknown_users_and_bad_reports,
+    every_reason_comes_out_of_sync_and_matches_the_device_page,
+    device_tokens_are_checked,
+    an_unchanged_policy_answers_304_and_a_new_report_is_recorded,
+    a_held_long_poll_wakes_on_a_save_that_changes_the_device,
+    a_held_long_poll_without_a_change_ends_with_304,
+    removing_a_device_ends_its_held_long_poll_with_401,
+    guessing_enrollment_keys_is_slowed_down_but_enrollment_is_not,
+);
+
+/// Several nodes share a PostgreSQL database: a save through one wakes a
+/// long-poll held by another within seconds (SQLite is single-node).
+#[tokio::test]
+async fn a_save_on_one_node_wakes_a_long_poll_held_on_another() {
+    let Some(db) = Database::postgres("cross-node wake-up").await else {
+        return;
+    };
+    let node1 = TestApp::start(&db).await;
+    let node3 = TestApp::start(&db).await;
+    let fleet = every_reason(&node1).await;
+    let (_, _, token, device) = fleet
+        .devices
+        .iter()
+        .find(|d| d.0 == "bob-pc")
+        .expect("bob")
+        .clone();
+    let etag = sync(&node3, &token, &device, None, None)
+        .await
+        .etag
+        .expect("etag");
+    let held = {
+        let (base, client) = (node3.base.clone(), node3.client.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let response = client
+                .post(format!("{base}/agent/v1/sync?wait=30"))
+                .bearer_auth(token)
+                .header("If-None-Match", etag)
+                .json(&device)
+                .send()
+                .await
+                .expect("sent");
+            (response.status(), started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let path = fleet.t.path("/entitlements/private_access");
+    let mut settings = node1.get(&path, &fleet.t.admin).await.body;
+    settings["enabled_by_default"] = json!(true);
+    assert_eq!(
+        node1
+            .put(&path, &fleet.t.admin, settings, None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let (status, elapsed) = held.await.expect("held");
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        elapsed < Duration::from_secs(15),
+        "woken by the other node's save, not the timeout: {elapsed:?}"
+    );
 }

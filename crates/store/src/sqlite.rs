@@ -45,6 +45,11 @@ const SYSTEM_ACTOR: &str = "system";
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies migrations.
     pub async fn open(path: &Path) -> StoreResult<Self> {
+        Self::open_with(path, true).await
+    }
+
+    /// Opens the database file; `migrate` applies pending migrations first.
+    pub async fn open_with(path: &Path, migrate: bool) -> StoreResult<Self> {
         // FULL synchronous in WAL mode makes every acknowledged commit durable
         // across power loss, which a save's 200 promises.
         let options = SqliteConnectOptions::new()
@@ -58,7 +63,9 @@ impl SqliteStore {
             .max_connections(8)
             .connect_with(options)
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        if migrate {
+            sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        }
         Ok(Self {
             pool,
             write_lock: Mutex::new(()),

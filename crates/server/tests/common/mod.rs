@@ -1,11 +1,12 @@
 //! A real server on a free loopback port with its own fresh SQLite file.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use entitle_server::{Server, ServerConfig};
-use entitle_store::{Role, SqliteStore, TenantStore, TokenGrant, secrets};
+use entitle_store::{
+    PostgresOptions, PostgresStore, Role, SqliteStore, Store, TokenGrant, secrets,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -17,10 +18,8 @@ pub const ROOT: &str = "root-token";
 pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
-    pub dir: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
-    _temp: Option<tempfile::TempDir>,
 }
 
 pub struct Answer {
@@ -29,19 +28,72 @@ pub struct Answer {
     pub body: Value,
 }
 
-impl TestApp {
-    pub async fn spawn() -> Self {
-        let temp = tempfile::tempdir().expect("temp dir");
-        let dir = temp.path().to_path_buf();
-        let mut app = Self::spawn_in(&dir).await;
-        app._temp = Some(temp);
-        app
+/// The database a test app runs on: its own SQLite file, or its own fresh
+/// PostgreSQL database.
+pub enum Database {
+    Sqlite(tempfile::TempDir),
+    Postgres(String),
+}
+
+impl Database {
+    pub fn sqlite() -> Self {
+        Database::Sqlite(tempfile::tempdir().expect("temp dir"))
     }
 
-    pub async fn spawn_in(dir: &Path) -> Self {
-        let store = SqliteStore::open(&dir.join("entitle.db"))
+    /// A fresh PostgreSQL database, or `None` (said loudly) when none is configured.
+    pub async fn postgres(test: &str) -> Option<Self> {
+        let base = entitle_store::testing::postgres_url(test)?;
+        let url = entitle_store::testing::fresh_postgres_database(&base)
             .await
-            .expect("store opens");
+            .expect("fresh PostgreSQL database");
+        Some(Database::Postgres(url))
+    }
+
+    pub async fn open(&self) -> Arc<dyn Store> {
+        match self {
+            Database::Sqlite(dir) => Arc::new(
+                SqliteStore::open(&dir.path().join("entitle.db"))
+                    .await
+                    .expect("store opens"),
+            ),
+            Database::Postgres(url) => {
+                let options = PostgresOptions {
+                    max_connections: 8,
+                    ..PostgresOptions::default()
+                };
+                Arc::new(
+                    PostgresStore::connect(url, options)
+                        .await
+                        .expect("store connects"),
+                )
+            }
+        }
+    }
+}
+
+/// Generates, for each named `async fn NAME(db: Database)`, a test on SQLite and
+/// one on PostgreSQL.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name(crate::common::Database::sqlite()).await
+            }
+            #[tokio::test]
+            async fn postgres() {
+                if let Some(db) = crate::common::Database::postgres(stringify!($name)).await {
+                    super::$name(db).await
+                }
+            }
+        }
+    )*};
+}
+
+impl TestApp {
+    /// Starts a server on the database, as a new node.
+    pub async fn start(db: &Database) -> Self {
+        let store = db.open().await;
         if !store.has_super_admin().await.expect("query") {
             let grant = TokenGrant {
                 role: Role::SuperAdmin,
@@ -56,17 +108,15 @@ impl TestApp {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("address"));
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = Server::new(Arc::new(store), ServerConfig::default());
+        let server = Server::new(store, ServerConfig::default());
         let task = tokio::spawn(server.run(listener, async {
             let _ = stopped.await;
         }));
         Self {
             base,
             client: reqwest::Client::new(),
-            dir: dir.to_path_buf(),
             stop: Some(stop),
             task: Some(task),
-            _temp: None,
         }
     }
 
