@@ -672,3 +672,63 @@ on_both_backends!(
     preview_shows_who_gains_and_loses_without_saving,
     operations_endpoints_answer,
 );
+
+async fn concurrent_saves_with_if_match_have_one_winner_per_round(db: Database) {
+    let app = TestApp::start(&db).await;
+    let t = app.tenant("acme").await;
+    let path = t.path("/entitlements/digital_experience");
+    const CLIENTS: usize = 50;
+    const ROUNDS: usize = 5;
+    for round in 0..ROUNDS {
+        let etag = app.get(&path, &t.admin).await.etag.expect("etag");
+        let mut saves = Vec::new();
+        for client in 0..CLIENTS {
+            let (base, http, token, path, etag) = (
+                app.base.clone(),
+                app.client.clone(),
+                t.admin.clone(),
+                path.clone(),
+                etag.clone(),
+            );
+            saves.push(tokio::spawn(async move {
+                let body = json!({"enabled_by_default": client % 2 == 0, "logout_on_enable": client % 3 == 0});
+                let response = http.put(format!("{base}{path}")).bearer_auth(token).header("If-Match", etag).json(&body).send().await.expect("sent");
+                (response.status(), client)
+            }));
+        }
+        let mut winners = Vec::new();
+        for save in saves {
+            let (status, client) = save.await.expect("task");
+            match status {
+                StatusCode::OK => winners.push(client),
+                StatusCode::PRECONDITION_FAILED => {}
+                other => panic!("round {round}: unexpected {other}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: winners {winners:?}");
+        let stored = app.get(&path, &t.admin).await.body;
+        let winner = winners[0];
+        assert_eq!(
+            stored["enabled_by_default"],
+            winner % 2 == 0,
+            "round {round}: the winner's save is the one stored"
+        );
+        assert_eq!(stored["logout_on_enable"], winner % 3 == 0);
+    }
+    let history = app
+        .get(&t.path("/entitlements/history?limit=200"), &t.admin)
+        .await;
+    let versions: Vec<i64> = history.body["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| i["config_version"].as_i64())
+                .collect()
+        })
+        .unwrap_or_default();
+    let expected: Vec<i64> = (1..=ROUNDS as i64).rev().collect();
+    assert_eq!(versions, expected, "no gaps, no duplicates, no lost update");
+}
+
+on_both_backends!(concurrent_saves_with_if_match_have_one_winner_per_round);

@@ -72,6 +72,14 @@ impl SqliteStore {
         })
     }
 
+    /// Runs `PRAGMA integrity_check`; a healthy database answers `ok`.
+    pub async fn integrity_check(&self) -> StoreResult<String> {
+        let rows: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.join("; "))
+    }
+
     /// Closes the pool, waiting for connections to finish.
     pub async fn close(&self) {
         self.pool.close().await;
