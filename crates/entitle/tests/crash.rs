@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use entitle_core::{Settings, service};
-use entitle_store::{ConfigStore, PostgresOptions, PostgresStore, SqliteStore, Store, TenantStore};
+use entitle_store::{PostgresOptions, PostgresStore, SqliteStore, Store};
 use rand::Rng;
 use serde_json::{Value, json};
 
@@ -71,7 +71,7 @@ async fn wait_ready(client: &reqwest::Client, base: &str) {
 /// Settings a client saves; their content names the client and its attempt, so
 /// a stored version can be matched with the save that produced it.
 fn settings_for(client: usize, attempt: usize) -> Value {
-    json!({"enabled_by_default": (client + attempt) % 2 == 0, "logout_on_enable": attempt % 2 == 1})
+    json!({"enabled_by_default": (client + attempt).is_multiple_of(2), "logout_on_enable": !attempt.is_multiple_of(2)})
 }
 
 async fn run(database_url: Option<String>) {
