@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use crate::demo;
-use crate::serve::open_store;
+use crate::serve::Database;
 
 /// Flags of `entitle bench`.
 #[derive(Args, Debug)]
@@ -29,6 +29,12 @@ pub struct BenchArgs {
     /// Devices enrolled for the sync measurements.
     #[arg(long, default_value_t = 200)]
     devices: usize,
+    /// Measure against a fresh database on this PostgreSQL server instead of SQLite.
+    #[arg(long, env = "ENTITLE_BENCH_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Server nodes sharing the database (PostgreSQL only).
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
     /// Decisions evaluated for the evaluate() measurement.
     #[arg(long, default_value_t = 2_000_000)]
     decisions: u64,
@@ -97,33 +103,63 @@ fn bench_evaluate(decisions: u64) {
 
 async fn bench_http(args: &BenchArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let store = open_store(dir.path(), None).await?;
-    crate::serve::bootstrap(&*store, Some(demo::SUPER_ADMIN_TOKEN)).await?;
-    demo::seed(&*store).await?;
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(
-        Server::new(store, ServerConfig::default()).run(listener, async {
-            let _ = stop_rx.await;
-        }),
+    let database = match &args.database_url {
+        Some(url) => {
+            let fresh = entitle_store::testing::fresh_postgres_database(url).await?;
+            Database::Postgres(fresh)
+        }
+        None if args.nodes > 1 => {
+            bail!("several nodes share a PostgreSQL database: add --database-url postgres://…")
+        }
+        None => Database::Sqlite(dir.path().join("entitle.db")),
+    };
+    report(
+        "database",
+        match &database {
+            Database::Postgres(_) => format!("PostgreSQL, {} node(s)", args.nodes),
+            Database::Sqlite(_) => "SQLite, 1 node".to_owned(),
+        },
     );
+    let seed_store = database.open(true).await?;
+    crate::serve::bootstrap(&*seed_store, Some(demo::SUPER_ADMIN_TOKEN)).await?;
+    demo::seed(&*seed_store).await?;
+    drop(seed_store);
+
+    let mut bases = Vec::new();
+    let mut stops = Vec::new();
+    let mut servers = Vec::new();
+    for _ in 0..args.nodes.max(1) {
+        let store = database.open(false).await?;
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        bases.push(format!("http://{}", listener.local_addr()?));
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        stops.push(stop_tx);
+        servers.push(tokio::spawn(
+            Server::new(store, ServerConfig::default()).run(listener, async {
+                let _ = stop_rx.await;
+            }),
+        ));
+    }
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency * 2)
         .build()?;
 
-    let devices = enroll(&client, &base, args.devices).await?;
+    let devices = enroll(&client, &bases[0], args.devices).await?;
     report("devices enrolled", devices.len().to_string());
 
-    let fresh = measure(&client, &base, &devices, args, false).await?;
+    let fresh = measure(&client, &bases, &devices, args, false).await?;
     report("sync, policy answered (200)", fresh);
-    let unchanged = measure(&client, &base, &devices, args, true).await?;
+    let unchanged = measure(&client, &bases, &devices, args, true).await?;
     report("sync, unchanged policy (304)", unchanged);
-    let wake = wake_latency(&client, &base, &devices).await?;
-    report("save to wake of held long-polls", wake);
+    let wake = wake_latency(&client, &bases, &devices).await?;
+    report("save on node 1 to wake of held long-polls", wake);
 
-    let _ = stop_tx.send(());
-    server.await.context("server task")??;
+    for stop in stops {
+        let _ = stop.send(());
+    }
+    for server in servers {
+        server.await.context("server task")??;
+    }
     Ok(())
 }
 
@@ -173,7 +209,7 @@ async fn enroll(
 
 async fn measure(
     client: &reqwest::Client,
-    base: &str,
+    bases: &[String],
     devices: &[Arc<BenchDevice>],
     args: &BenchArgs,
     conditional: bool,
@@ -182,7 +218,7 @@ async fn measure(
     let mut tasks = Vec::new();
     for worker in 0..args.concurrency {
         let client = client.clone();
-        let url = format!("{base}/agent/v1/sync");
+        let url = format!("{}/agent/v1/sync", bases[worker % bases.len()]);
         let devices: Vec<Arc<BenchDevice>> = devices.to_vec();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
@@ -240,14 +276,14 @@ async fn measure(
 /// reports when the last one answered.
 async fn wake_latency(
     client: &reqwest::Client,
-    base: &str,
+    bases: &[String],
     devices: &[Arc<BenchDevice>],
 ) -> anyhow::Result<String> {
     // Current etags first, so that every held request waits.
     let mut held = Vec::new();
     for device in devices {
         let response = client
-            .post(format!("{base}/agent/v1/sync"))
+            .post(format!("{}/agent/v1/sync", bases[0]))
             .bearer_auth(&device.token)
             .json(&device.report)
             .send()
@@ -261,9 +297,10 @@ async fn wake_latency(
         held.push((device.clone(), etag));
     }
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    for (device, etag) in held {
+    for (held_index, (device, etag)) in held.into_iter().enumerate() {
         let client = client.clone();
-        let url = format!("{base}/agent/v1/sync?wait=30");
+        // Devices hold their long-polls on every node; the save goes to the first.
+        let url = format!("{}/agent/v1/sync?wait=30", bases[held_index % bases.len()]);
         let tx = tx.clone();
         tokio::spawn(async move {
             let response = client
@@ -281,7 +318,10 @@ async fn wake_latency(
     }
     drop(tx);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let settings_url = format!("{base}/api/v1/tenants/acme/entitlements/internet_access");
+    let settings_url = format!(
+        "{}/api/v1/tenants/acme/entitlements/internet_access",
+        bases[0]
+    );
     let saved_at = Instant::now();
     let response = client
         .put(&settings_url)
