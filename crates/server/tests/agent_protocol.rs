@@ -432,7 +432,7 @@ async fn no_node_answers_an_older_decision_after_a_save_on_another(db: Database)
         assert_eq!(before.body["services"]["private_access"]["enabled"], false);
     }
     let path = fleet.t.path("/entitlements/private_access");
-    for round in 0..60 {
+    for round in 0..400 {
         let on = round % 2 == 0;
         let writer = &nodes[round % 3];
         let mut settings = writer.get(&path, &fleet.t.admin).await.body;
