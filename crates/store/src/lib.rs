@@ -21,8 +21,14 @@ pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::SqliteStore;
 
 /// Everything the server needs from storage.
-pub trait Store: TenantStore + DirectoryStore + DeviceStore + ConfigStore + Send + Sync {}
-impl<T: TenantStore + DirectoryStore + DeviceStore + ConfigStore + Send + Sync> Store for T {}
+pub trait Store:
+    TenantStore + DirectoryStore + DeviceStore + ConfigStore + AccountStore + Send + Sync
+{
+}
+impl<T: TenantStore + DirectoryStore + DeviceStore + ConfigStore + AccountStore + Send + Sync> Store
+    for T
+{
+}
 
 /// Why a storage call failed.
 #[derive(Debug, thiserror::Error)]
@@ -550,4 +556,76 @@ pub trait ConfigStore {
     ) -> StoreResult<Vec<(i64, AuditEntry)>>;
     /// Notes that the identity provider called the SCIM endpoint.
     async fn touch_scim(&self, tenant_id: &str, at: OffsetDateTime) -> StoreResult<()>;
+}
+
+/// A person who signs in to the portal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Account {
+    /// Stable id.
+    pub id: String,
+    /// The tenant, or `None` for a super admin.
+    pub tenant_id: Option<String>,
+    /// Sign-in email, unique regardless of case.
+    pub email: String,
+    /// argon2 PHC string.
+    pub password_hash: String,
+    /// The role.
+    pub role: Role,
+    /// Wrong passwords in a row.
+    pub failed_logins: i64,
+    /// Sign-in refused until then, after too many wrong passwords.
+    pub locked_until: Option<OffsetDateTime>,
+}
+
+/// An account to create; the password arrives hashed.
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    /// The tenant, or `None` for a super admin.
+    pub tenant_id: Option<String>,
+    /// Sign-in email.
+    pub email: String,
+    /// argon2 PHC string.
+    pub password_hash: String,
+    /// The role.
+    pub role: Role,
+}
+
+/// A signed-in session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    /// Whose session.
+    pub account: Account,
+    /// The token state-changing requests must echo.
+    pub csrf_token: String,
+    /// When it ends.
+    pub expires_at: OffsetDateTime,
+}
+
+/// Portal accounts and sessions.
+#[async_trait]
+pub trait AccountStore {
+    /// Creates an account.
+    async fn create_account(&self, new: NewAccount, actor: &str) -> StoreResult<Account>;
+    /// Finds an account by email (case-insensitive).
+    async fn account_by_email(&self, email: &str) -> StoreResult<Account>;
+    /// Records a sign-in attempt: success resets the failure count, failure
+    /// increments it and sets `locked_until`.
+    async fn record_sign_in(
+        &self,
+        account_id: &str,
+        success: bool,
+        locked_until: Option<OffsetDateTime>,
+    ) -> StoreResult<()>;
+    /// Stores a session by its token hash.
+    async fn create_session(
+        &self,
+        token_hash: &str,
+        account_id: &str,
+        csrf_token: &str,
+        expires_at: OffsetDateTime,
+    ) -> StoreResult<()>;
+    /// The session with this token hash, if it has not expired.
+    async fn session(&self, token_hash: &str) -> StoreResult<Session>;
+    /// Ends a session.
+    async fn delete_session(&self, token_hash: &str) -> StoreResult<()>;
 }

@@ -27,10 +27,10 @@ use crate::codec::{
     rule_to_json, settings_from_json, settings_to_json,
 };
 use crate::{
-    AuditEntry, AuthenticatedDevice, Change, ChangeFeed, ConfigStore, ConfigVersion, Device,
-    DeviceFilter, DeviceStore, DirectoryCounts, DirectoryStore, DirectoryUser, Group, NewTenant,
-    NewUser, Page, Role, SaveRequest, Saved, StoreError, StoreResult, StoredSettings, Tenant,
-    TenantData, TenantStore, TokenGrant, User,
+    Account, AccountStore, AuditEntry, AuthenticatedDevice, Change, ChangeFeed, ConfigStore,
+    ConfigVersion, Device, DeviceFilter, DeviceStore, DirectoryCounts, DirectoryStore,
+    DirectoryUser, Group, NewAccount, NewTenant, NewUser, Page, Role, SaveRequest, Saved, Session,
+    StoreError, StoreResult, StoredSettings, Tenant, TenantData, TenantStore, TokenGrant, User,
 };
 
 /// Storage in a PostgreSQL database shared by every node.
@@ -1596,4 +1596,134 @@ fn config_version_from_row(row: &PgRow) -> StoreResult<ConfigVersion> {
         before: settings_from_json(row.try_get("before_json")?)?,
         after: settings_from_json(row.try_get("after_json")?)?,
     })
+}
+
+fn account_from_row(row: &PgRow) -> StoreResult<Account> {
+    let role: String = row.try_get("role")?;
+    Ok(Account {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        email: row.try_get("email")?,
+        password_hash: row.try_get("password_hash")?,
+        role: Role::parse(&role).ok_or_else(|| StoreError::Corrupt(format!("role {role:?}")))?,
+        failed_logins: i64::from(row.try_get::<i32, _>("failed_logins")?),
+        locked_until: row.try_get("locked_until")?,
+    })
+}
+
+const ACCOUNT_COLUMNS: &str = "a.id::text AS id, a.tenant_id::text AS tenant_id, a.email, a.password_hash, a.role, a.failed_logins, a.locked_until";
+
+#[async_trait]
+impl AccountStore for PostgresStore {
+    async fn create_account(&self, new: NewAccount, actor: &str) -> StoreResult<Account> {
+        let mut tx = self.pool.begin().await?;
+        let id = new_id();
+        sqlx::query(
+            "INSERT INTO accounts (id, tenant_id, email, email_key, password_hash, role, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(uid(&id))
+        .bind(new.tenant_id.as_deref().map(uid))
+        .bind(&new.email)
+        .bind(new.email.to_lowercase())
+        .bind(&new.password_hash)
+        .bind(new.role.as_str())
+        .bind(now())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| duplicate(e, "account", &new.email))?;
+        let after = json!({"email": new.email, "role": new.role.as_str()});
+        insert_audit(
+            &mut tx,
+            new.tenant_id.as_deref(),
+            actor,
+            "account.create",
+            &new.email,
+            None,
+            Some(&after),
+        )
+        .await?;
+        tx.commit().await?;
+        self.account_by_email(&new.email).await
+    }
+
+    async fn account_by_email(&self, email: &str) -> StoreResult<Account> {
+        let query = sqlx::AssertSqlSafe(format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.email_key = $1"
+        ));
+        let row = sqlx::query(query)
+            .bind(email.trim().to_lowercase())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(not_found("account"))?;
+        account_from_row(&row)
+    }
+
+    async fn record_sign_in(
+        &self,
+        account_id: &str,
+        success: bool,
+        locked_until: Option<OffsetDateTime>,
+    ) -> StoreResult<()> {
+        let query = if success {
+            "UPDATE accounts SET failed_logins = 0, locked_until = $1 WHERE id = $2"
+        } else {
+            "UPDATE accounts SET failed_logins = failed_logins + 1, locked_until = $1 WHERE id = $2"
+        };
+        sqlx::query(query)
+            .bind(locked_until)
+            .bind(uid(account_id))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn create_session(
+        &self,
+        token_hash: &str,
+        account_id: &str,
+        csrf_token: &str,
+        expires_at: OffsetDateTime,
+    ) -> StoreResult<()> {
+        sqlx::query("DELETE FROM sessions WHERE expires_at < $1")
+            .bind(now())
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("INSERT INTO sessions (token_hash, account_id, csrf_token, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(token_hash)
+            .bind(uid(account_id))
+            .bind(csrf_token)
+            .bind(now())
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn session(&self, token_hash: &str) -> StoreResult<Session> {
+        let query = sqlx::AssertSqlSafe(format!(
+            "SELECT {ACCOUNT_COLUMNS}, s.csrf_token, s.expires_at
+             FROM sessions s JOIN accounts a ON a.id = s.account_id
+             WHERE s.token_hash = $1 AND s.expires_at > $2"
+        ));
+        let row = sqlx::query(query)
+            .bind(token_hash)
+            .bind(now())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(not_found("session"))?;
+        Ok(Session {
+            account: account_from_row(&row)?,
+            csrf_token: row.try_get("csrf_token")?,
+            expires_at: row.try_get("expires_at")?,
+        })
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
 }

@@ -27,10 +27,10 @@ use crate::codec::{
     rule_to_json, settings_from_json, settings_to_json,
 };
 use crate::{
-    AuditEntry, AuthenticatedDevice, ConfigStore, ConfigVersion, Device, DeviceFilter, DeviceStore,
-    DirectoryCounts, DirectoryStore, DirectoryUser, Group, NewTenant, NewUser, Page, Role,
-    SaveRequest, Saved, StoreError, StoreResult, StoredSettings, Tenant, TenantData, TenantStore,
-    TokenGrant, User,
+    Account, AccountStore, AuditEntry, AuthenticatedDevice, ConfigStore, ConfigVersion, Device,
+    DeviceFilter, DeviceStore, DirectoryCounts, DirectoryStore, DirectoryUser, Group, NewAccount,
+    NewTenant, NewUser, Page, Role, SaveRequest, Saved, Session, StoreError, StoreResult,
+    StoredSettings, Tenant, TenantData, TenantStore, TokenGrant, User,
 };
 
 /// Storage in one SQLite file.
@@ -1520,4 +1520,140 @@ fn config_version_from_row(row: &SqliteRow) -> StoreResult<ConfigVersion> {
         before: settings_from_json(row.try_get("before_json")?)?,
         after: settings_from_json(row.try_get("after_json")?)?,
     })
+}
+
+fn account_from_row(row: &SqliteRow) -> StoreResult<Account> {
+    let role: String = row.try_get("role")?;
+    Ok(Account {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        email: row.try_get("email")?,
+        password_hash: row.try_get("password_hash")?,
+        role: Role::parse(&role).ok_or_else(|| StoreError::Corrupt(format!("role {role:?}")))?,
+        failed_logins: row.try_get("failed_logins")?,
+        locked_until: row
+            .try_get::<Option<i64>, _>("locked_until")?
+            .map(from_ms)
+            .transpose()?,
+    })
+}
+
+#[async_trait]
+impl AccountStore for SqliteStore {
+    async fn create_account(&self, new: NewAccount, actor: &str) -> StoreResult<Account> {
+        let _guard = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let id = new_id();
+        sqlx::query(
+            "INSERT INTO accounts (id, tenant_id, email, email_key, password_hash, role, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(new.tenant_id.as_deref())
+        .bind(&new.email)
+        .bind(new.email.to_lowercase())
+        .bind(&new.password_hash)
+        .bind(new.role.as_str())
+        .bind(ms(now()))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| duplicate(e, "account", &new.email))?;
+        let after = json!({"email": new.email, "role": new.role.as_str()});
+        insert_audit(
+            &mut tx,
+            new.tenant_id.as_deref(),
+            actor,
+            "account.create",
+            &new.email,
+            None,
+            Some(&after),
+        )
+        .await?;
+        tx.commit().await?;
+        self.account_by_email(&new.email).await
+    }
+
+    async fn account_by_email(&self, email: &str) -> StoreResult<Account> {
+        let row = sqlx::query(
+            "SELECT id, tenant_id, email, password_hash, role, failed_logins, locked_until
+             FROM accounts WHERE email_key = ?",
+        )
+        .bind(email.trim().to_lowercase())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(not_found("account"))?;
+        account_from_row(&row)
+    }
+
+    async fn record_sign_in(
+        &self,
+        account_id: &str,
+        success: bool,
+        locked_until: Option<OffsetDateTime>,
+    ) -> StoreResult<()> {
+        let _guard = self.write_lock.lock().await;
+        let query = if success {
+            "UPDATE accounts SET failed_logins = 0, locked_until = ? WHERE id = ?"
+        } else {
+            "UPDATE accounts SET failed_logins = failed_logins + 1, locked_until = ? WHERE id = ?"
+        };
+        sqlx::query(query)
+            .bind(locked_until.map(ms))
+            .bind(account_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn create_session(
+        &self,
+        token_hash: &str,
+        account_id: &str,
+        csrf_token: &str,
+        expires_at: OffsetDateTime,
+    ) -> StoreResult<()> {
+        let _guard = self.write_lock.lock().await;
+        // Expired sessions are swept whenever a new one starts.
+        sqlx::query("DELETE FROM sessions WHERE expires_at < ?")
+            .bind(ms(now()))
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("INSERT INTO sessions (token_hash, account_id, csrf_token, created_at, expires_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(token_hash)
+            .bind(account_id)
+            .bind(csrf_token)
+            .bind(ms(now()))
+            .bind(ms(expires_at))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn session(&self, token_hash: &str) -> StoreResult<Session> {
+        let row = sqlx::query(
+            "SELECT a.id, a.tenant_id, a.email, a.password_hash, a.role, a.failed_logins, a.locked_until,
+                    s.csrf_token, s.expires_at
+             FROM sessions s JOIN accounts a ON a.id = s.account_id
+             WHERE s.token_hash = ? AND s.expires_at > ?",
+        )
+        .bind(token_hash)
+        .bind(ms(now()))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(not_found("session"))?;
+        Ok(Session {
+            account: account_from_row(&row)?,
+            csrf_token: row.try_get("csrf_token")?,
+            expires_at: from_ms(row.try_get("expires_at")?)?,
+        })
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> StoreResult<()> {
+        let _guard = self.write_lock.lock().await;
+        sqlx::query("DELETE FROM sessions WHERE token_hash = ?")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
 }

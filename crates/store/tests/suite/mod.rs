@@ -6,7 +6,8 @@ use entitle_core::{
     PostureRequirement, PostureValue, Settings, service,
 };
 use entitle_store::{
-    DeviceFilter, NewTenant, NewUser, Role, SaveRequest, Store, StoreError, TokenGrant, secrets,
+    DeviceFilter, NewAccount, NewTenant, NewUser, Role, SaveRequest, Store, StoreError, TokenGrant,
+    secrets,
 };
 use time::OffsetDateTime;
 
@@ -53,6 +54,96 @@ pub async fn run_all(store: &dyn Store) {
     deleting_a_group_removes_it_from_entitlements(store).await;
     users_groups_and_devices(store).await;
     tenants_do_not_see_each_other(store).await;
+    accounts_and_sessions(store).await;
+}
+
+async fn accounts_and_sessions(store: &dyn Store) {
+    let t = tenant(store, "accounts").await;
+    let new = NewAccount {
+        tenant_id: Some(t.clone()),
+        email: "Admin@Acme.test".into(),
+        password_hash: "$argon2id$x".into(),
+        role: Role::Admin,
+    };
+    let account = store
+        .create_account(new.clone(), "test")
+        .await
+        .expect("account");
+    assert_eq!(account.email, "Admin@Acme.test");
+    assert!(matches!(
+        store
+            .create_account(
+                NewAccount {
+                    email: "admin@acme.TEST".into(),
+                    ..new
+                },
+                "test"
+            )
+            .await,
+        Err(StoreError::Duplicate { .. })
+    ));
+    let found = store
+        .account_by_email(" admin@acme.test ")
+        .await
+        .expect("found");
+    assert_eq!(found.id, account.id);
+    let until = OffsetDateTime::now_utc() + time::Duration::minutes(1);
+    store
+        .record_sign_in(&account.id, false, None)
+        .await
+        .expect("failure");
+    store
+        .record_sign_in(&account.id, false, Some(until))
+        .await
+        .expect("failure");
+    let locked = store
+        .account_by_email("admin@acme.test")
+        .await
+        .expect("found");
+    assert_eq!(locked.failed_logins, 2);
+    assert!(
+        locked
+            .locked_until
+            .is_some_and(|t| (t - until).abs() < time::Duration::seconds(1))
+    );
+    store
+        .record_sign_in(&account.id, true, None)
+        .await
+        .expect("success");
+    assert_eq!(
+        store
+            .account_by_email("admin@acme.test")
+            .await
+            .expect("found")
+            .failed_logins,
+        0
+    );
+
+    let expires = OffsetDateTime::now_utc() + time::Duration::hours(8);
+    store
+        .create_session("session-hash", &account.id, "csrf", expires)
+        .await
+        .expect("session");
+    let session = store.session("session-hash").await.expect("session");
+    assert_eq!(session.account.id, account.id);
+    assert_eq!(session.csrf_token, "csrf");
+    let past = OffsetDateTime::now_utc() - time::Duration::seconds(1);
+    store
+        .create_session("old-hash", &account.id, "csrf", past)
+        .await
+        .expect("session");
+    assert!(
+        matches!(
+            store.session("old-hash").await,
+            Err(StoreError::NotFound { .. })
+        ),
+        "expired sessions do not open"
+    );
+    store.delete_session("session-hash").await.expect("deleted");
+    assert!(matches!(
+        store.session("session-hash").await,
+        Err(StoreError::NotFound { .. })
+    ));
 }
 
 async fn tenants_and_tokens(store: &dyn Store) {
