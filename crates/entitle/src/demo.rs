@@ -12,7 +12,7 @@ use entitle_core::{
 };
 use entitle_server::{Server, ServerConfig};
 use entitle_store::{
-    NewTenant, NewUser, Role, SaveRequest, Store, StoreError, TokenGrant, secrets,
+    NewAccount, NewTenant, NewUser, Role, SaveRequest, Store, StoreError, TokenGrant, secrets,
 };
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
@@ -44,6 +44,12 @@ pub const VIEWER_TOKEN: &str = "demo-acme-viewer";
 pub const ENROLLMENT_KEY: &str = "demo-acme-enroll";
 /// SCIM token of the acme tenant.
 pub const SCIM_TOKEN: &str = "demo-acme-scim";
+/// Password of the demo's portal accounts.
+pub const PORTAL_PASSWORD: &str = "entitle-demo";
+/// The acme administrator's portal sign-in.
+pub const ADMIN_EMAIL: &str = "admin@acme.example";
+/// The acme viewer's portal sign-in.
+pub const VIEWER_EMAIL: &str = "viewer@acme.example";
 /// Device token of ada's corporate MacBook.
 pub const ADA_LAPTOP_TOKEN: &str = "demo-device-ada-laptop";
 
@@ -86,7 +92,7 @@ fn print_welcome(address: SocketAddr, data_dir: &std::path::Path, seeded: bool) 
     println!(
         "entitle demo is running ({state}; data in {dir})
 
-  URL             {url}/
+  portal          {url}/   sign in as {ADMIN_EMAIL} (or {VIEWER_EMAIL}), password {PORTAL_PASSWORD}
   API             {url}/api/v1   (OpenAPI: {url}/api/v1/openapi.json)
   tenant          acme
   admin token     {ADMIN_TOKEN}
@@ -405,6 +411,16 @@ pub async fn seed(store: &dyn Store) -> anyhow::Result<bool> {
         store
             .create_api_token(&secrets::hash_secret(token), &grant, actor)
             .await?;
+    }
+
+    for (email, role) in [(ADMIN_EMAIL, Role::Admin), (VIEWER_EMAIL, Role::Viewer)] {
+        let account = NewAccount {
+            tenant_id: Some(tenant.id.clone()),
+            email: email.into(),
+            password_hash: entitle_server::password::hash(PORTAL_PASSWORD)?,
+            role,
+        };
+        store.create_account(account, actor).await?;
     }
 
     let mut group_ids = std::collections::HashMap::new();

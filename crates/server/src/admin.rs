@@ -37,6 +37,9 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/tenants", post(create_tenant).get(list_tenants))
         .route("/api/v1/tenants/{tenant}", get(get_tenant))
         .route("/api/v1/tenants/{tenant}/tokens", post(create_token))
+        .route("/api/v1/tenants/{tenant}/accounts", post(create_account))
+        .route("/api/v1/tenants/{tenant}/scim-token", post(rotate_scim_token))
+        .route("/api/v1/tenants/{tenant}/device-groups/preview", post(preview_device_group))
         .route(
             "/api/v1/tenants/{tenant}/groups",
             post(create_group).get(list_groups),
@@ -1203,4 +1206,105 @@ pub(crate) async fn directory_status(
         groups: counts.groups,
         scim_base_path: format!("/scim/v2/{}/", tenant.name),
     }))
+}
+
+// ---------------------------------------------------------------- accounts, SCIM token, rule preview
+
+/// Body of `POST …/accounts`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAccount {
+    /// Sign-in email.
+    pub email: String,
+    /// At least 10 characters.
+    pub password: String,
+    /// admin or viewer.
+    pub role: String,
+}
+
+/// A portal account.
+#[derive(Serialize, ToSchema)]
+pub struct AccountJson {
+    /// Id.
+    pub id: String,
+    /// Sign-in email.
+    pub email: String,
+    /// Role.
+    pub role: String,
+}
+
+/// Creates a portal account (email and password) for the tenant.
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/accounts", tag = "tenants", request_body = CreateAccount,
+    params(("tenant" = String, Path)), responses((status = 201, body = AccountJson), (status = 409), (status = 422)))]
+pub(crate) async fn create_account(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+    JsonBody(body): JsonBody<CreateAccount>,
+) -> ApiResult<Response> {
+    let tenant = caller.tenant_for_write(&state, &tenant).await?;
+    let role = match Role::parse(&body.role) {
+        Some(role @ (Role::Admin | Role::Viewer)) => role,
+        _ => return Err(ApiError::unprocessable("invalid_role", "role must be \"admin\" or \"viewer\"")),
+    };
+    let email = body.email.trim();
+    if !email.contains('@') || email.len() > 254 || email.contains(char::is_whitespace) {
+        return Err(ApiError::unprocessable("invalid_email", "email must look like name@example.com"));
+    }
+    let password_hash = crate::password::hash(&body.password)
+        .map_err(|e| ApiError::unprocessable("weak_password", e.to_string()))?;
+    let new = entitle_store::NewAccount { tenant_id: Some(tenant.id.clone()), email: email.to_owned(), password_hash, role };
+    let account = state.store.create_account(new, &caller.name).await?;
+    let body = AccountJson { id: account.id, email: account.email, role: account.role.as_str().to_owned() };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// A new SCIM token, shown once.
+#[derive(Serialize, ToSchema)]
+pub struct RotatedScimToken {
+    /// The bearer token the identity provider must use from now on.
+    pub scim_token: String,
+    /// Where the identity provider sends SCIM requests.
+    pub scim_base_path: String,
+}
+
+/// Replaces the tenant's SCIM token; the old one stops working at once.
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/scim-token", tag = "directory",
+    params(("tenant" = String, Path)), responses((status = 200, body = RotatedScimToken), (status = 403)))]
+pub(crate) async fn rotate_scim_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+) -> ApiResult<Json<RotatedScimToken>> {
+    let tenant = caller.tenant_for_write(&state, &tenant).await?;
+    let token = secrets::new_secret("ent_scim");
+    state.store.rotate_scim_token(&tenant.id, &secrets::hash_secret(&token), &caller.name).await?;
+    Ok(Json(RotatedScimToken { scim_token: token, scim_base_path: format!("/scim/v2/{}/", tenant.name) }))
+}
+
+/// Which enrolled devices a rule would hold.
+#[derive(Serialize, ToSchema)]
+pub struct RulePreview {
+    /// Devices that meet the rule now.
+    pub matching_devices: usize,
+    /// Up to ten "user on host" entries.
+    pub sample: Vec<String>,
+}
+
+/// Counts the devices a device-group rule would hold, before it is saved.
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/device-groups/preview", tag = "device-groups", request_body = DeviceGroupBody,
+    params(("tenant" = String, Path)), responses((status = 200, body = RulePreview), (status = 422)))]
+pub(crate) async fn preview_device_group(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+    JsonBody(body): JsonBody<DeviceGroupBody>,
+) -> ApiResult<Json<RulePreview>> {
+    let tenant = caller.tenant(&state, &tenant).await?;
+    let rule = body.parse(DeviceGroupId(String::new()))?;
+    let mut devices = state.store.all_devices(&tenant.id).await?;
+    devices.sort_by(|a, b| (&a.user_name, &a.report.hostname).cmp(&(&b.user_name, &b.report.hostname)));
+    let matching: Vec<_> = devices.iter().filter(|d| rule.matches(&d.report)).collect();
+    let sample = matching.iter().take(IMPACT_SAMPLE_SIZE).map(|d| format!("{} on {}", d.user_name, d.report.hostname)).collect();
+    Ok(Json(RulePreview { matching_devices: matching.len(), sample }))
 }

@@ -3,7 +3,8 @@
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use entitle_store::{Role, StoreError, Tenant, secrets};
+use axum::http::Method;
+use entitle_store::{Role, Session, StoreError, Tenant, secrets};
 
 use crate::error::ApiError;
 use crate::extract::client_address;
@@ -30,6 +31,36 @@ pub fn bearer(parts: &Parts) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// The name of the portal's session cookie.
+pub const SESSION_COOKIE: &str = "entitle_session";
+/// The header in which the portal echoes its CSRF token.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// The value of a cookie, if the request carries it.
+pub fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
+    parts
+        .headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|header| header.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
+/// The signed-in session of a portal request, if any.
+pub async fn session(parts: &Parts, state: &AppState) -> Result<Option<Session>, ApiError> {
+    let Some(token) = cookie(parts, SESSION_COOKIE) else {
+        return Ok(None);
+    };
+    match state.store.session(&secrets::hash_secret(token)).await {
+        Ok(session) => Ok(Some(session)),
+        Err(StoreError::NotFound { .. }) => Ok(None),
+        Err(other) => Err(other.into()),
+    }
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
@@ -40,9 +71,7 @@ impl FromRequestParts<AppState> for Caller {
         let address = client_address(parts);
         state.failures.check(address)?;
         let Some(token) = bearer(parts) else {
-            return Err(ApiError::unauthorized(
-                "send an API token as 'Authorization: Bearer <token>'",
-            ));
+            return portal_caller(parts, state).await;
         };
         match state.store.api_token(&secrets::hash_secret(token)).await {
             Ok(grant) => Ok(Caller {
@@ -57,6 +86,29 @@ impl FromRequestParts<AppState> for Caller {
             Err(other) => Err(other.into()),
         }
     }
+}
+
+/// A portal request authenticates with its session cookie; anything that is not
+/// a read must also echo the session's CSRF token in a header, which a page of
+/// another site cannot read or set.
+async fn portal_caller(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
+    let Some(session) = session(parts, state).await? else {
+        return Err(ApiError::unauthorized(
+            "send an API token as 'Authorization: Bearer <token>', or sign in to the portal",
+        ));
+    };
+    let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let echoed = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+    if !safe && echoed != Some(session.csrf_token.as_str()) {
+        return Err(ApiError::forbidden(
+            "this change did not come from an entitle page (CSRF token missing or wrong); reload the page and try again",
+        ));
+    }
+    Ok(Caller {
+        role: session.account.role,
+        tenant_id: session.account.tenant_id,
+        name: session.account.email,
+    })
 }
 
 impl Caller {

@@ -11,6 +11,8 @@ mod extract;
 mod limit;
 mod metrics;
 mod ops;
+pub mod password;
+mod portal;
 mod snapshot;
 mod state;
 pub mod wire;
@@ -38,6 +40,7 @@ pub use state::{AppState, ServerConfig};
     info(title = "entitle", description = "Service entitlement control plane: admin API and agent protocol."),
     paths(
         admin::create_tenant, admin::list_tenants, admin::get_tenant, admin::create_token,
+        admin::create_account, admin::rotate_scim_token, admin::preview_device_group,
         admin::create_group, admin::list_groups, admin::get_group, admin::delete_group,
         admin::create_user, admin::get_user, admin::update_user,
         admin::create_device_group, admin::list_device_groups, admin::get_device_group,
@@ -129,6 +132,7 @@ impl Server {
             .merge(admin::router())
             .merge(agent::router())
             .merge(ops::router())
+            .merge(portal::router())
             .layer(axum::middleware::from_fn_with_state(
                 state.clone(),
                 metrics::track,

@@ -1,0 +1,247 @@
+// The portal in a real browser: Debian's Chromium, driven by playwright-core,
+// against the real `entitle demo` server on a loopback port. Screenshots of each
+// page land in ../docs/screenshots/.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import net from 'node:net';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const binary = process.env.ENTITLE_BIN || join(here, '..', 'target', 'debug', 'entitle');
+const shots = join(here, '..', 'docs', 'screenshots');
+mkdirSync(shots, { recursive: true });
+
+let server;
+let browser;
+let base;
+const consoleErrors = [];
+const outsideRequests = [];
+
+async function freePort() {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.listen(0, '127.0.0.1', () => { const { port } = probe.address(); probe.close(() => resolve(port)); });
+    probe.on('error', reject);
+  });
+}
+
+async function waitUntilUp(url) {
+  for (let i = 0; i < 200; i++) {
+    try { if ((await fetch(url + '/healthz')).ok) return; } catch { /* not yet */ }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error('entitle demo did not start at ' + url);
+}
+
+async function api(method, path, token, body, headers = {}) {
+  const response = await fetch(base + path, {
+    method, headers: Object.assign({ Authorization: 'Bearer ' + token, 'Content-Type': 'application/json' }, headers),
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return { status: response.status, etag: response.headers.get('etag'), body: await response.json().catch(() => null) };
+}
+
+before(async () => {
+  const port = await freePort();
+  base = 'http://127.0.0.1:' + port;
+  const dataDir = mkdtempSync(join(tmpdir(), 'entitle-browser-'));
+  server = spawn(binary, ['demo', '--listen', '127.0.0.1:' + port, '--data-dir', dataDir], { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, ENTITLE_LOG: 'warn' } });
+  await waitUntilUp(base);
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  server?.kill('SIGTERM');
+  assert.deepEqual(consoleErrors, [], 'no page logs an error in the console');
+  assert.deepEqual(outsideRequests, [], 'no request leaves the machine');
+});
+
+async function session(width = 1280) {
+  const context = await browser.newContext({ viewport: { width, height: 900 } });
+  const page = await context.newPage();
+  // Refusals the tests provoke on purpose (wrong password, stale save, forged
+  // save) are logged by Chromium as failed loads; anything else is an error.
+  const provoked = /Failed to load resource: the server responded with a status of (401|403|412)/;
+  page.on('console', (message) => { if (message.type() === 'error' && !provoked.test(message.text())) consoleErrors.push(page.url() + ': ' + message.text()); });
+  page.on('pageerror', (error) => consoleErrors.push(page.url() + ': ' + error.message));
+  page.on('request', (request) => { const url = new URL(request.url()); if (url.hostname !== '127.0.0.1' && url.protocol !== 'data:') outsideRequests.push(request.url()); });
+  return { context, page };
+}
+
+async function signIn(page, email) {
+  await page.goto(base + '/login');
+  await page.getByLabel('Email').fill(email);
+  await page.getByLabel('Password').fill('entitle-demo');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.waitForURL(/\/t\/acme\/entitlements\//);
+}
+
+const previewNumber = async (page, kind) => Number(await page.locator('[data-preview="' + kind + '"] .metric').textContent());
+
+test('a wrong password is refused in words', async () => {
+  const { context, page } = await session();
+  await page.goto(base + '/login');
+  await page.screenshot({ path: join(shots, 'login.png') });
+  await page.getByLabel('Email').fill('admin@acme.example');
+  await page.getByLabel('Password').fill('not the password');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('alert').filter({ hasText: 'wrong' }).waitFor();
+  await context.close();
+});
+
+test('an admin restricts Private Applications, previews, saves, and the device page explains it', async () => {
+  // Start from ZPA on for everyone, its stored groups greyed out.
+  const current = await api('GET', '/api/v1/tenants/acme/entitlements/private_access', 'demo-acme-admin');
+  const on = await api('PUT', '/api/v1/tenants/acme/entitlements/private_access', 'demo-acme-admin', { ...current.body, enabled_by_default: true }, { 'If-Match': current.etag });
+  assert.equal(on.status, 200);
+
+  const devices = await api('GET', '/api/v1/tenants/acme/devices?hostname=niklaus-laptop', 'demo-acme-admin');
+  const laptop = devices.body.items[0].id;
+
+  const { context, page } = await session();
+  await signIn(page, 'admin@acme.example');
+  await page.goto(base + '/t/acme/devices/' + laptop);
+  const zpaBefore = await page.locator('[data-explanation="private_access"]').textContent();
+  assert.match(zpaBefore, /Enabled by Default for User Tunnel" is on/);
+
+  await page.goto(base + '/t/acme/entitlements/private_access');
+  const toggle = page.getByLabel('ZPA Enabled by Default for User Tunnel');
+  assert.equal(await toggle.isChecked(), true);
+  assert.equal(await page.getByLabel('Add a user group').isDisabled(), true, 'pickers are greyed out while the toggle is on');
+  await page.screenshot({ path: join(shots, 'entitlements-enabled-by-default.png'), fullPage: true });
+
+  await toggle.uncheck();
+  assert.equal(await page.getByLabel('Add a user group').isDisabled(), false);
+  await page.locator('[data-preview="losing"]').waitFor();
+  const losingBefore = await previewNumber(page, 'losing');
+  assert.ok(losingBefore > 0, 'turning the default off takes the service from someone');
+
+  // Pick a group by typing part of its name.
+  await page.getByLabel('Add a user group').fill('pilot');
+  await page.getByRole('button', { name: /ZDX Pilot/ }).click();
+  await page.locator('#ug-chips').getByText('ZDX Pilot').waitFor();
+  await page.waitForFunction((before) => {
+    const node = document.querySelector('[data-preview="losing"] .metric');
+    return node && Number(node.textContent) < before;
+  }, losingBefore);
+  const losingAfter = await previewNumber(page, 'losing');
+  assert.ok(losingAfter < losingBefore, `the preview changes: ${losingBefore} -> ${losingAfter}`);
+  await page.screenshot({ path: join(shots, 'entitlements.png'), fullPage: true });
+
+  await page.getByRole('button', { name: 'Save' }).click();
+  await page.getByText(/Saved as config version/).waitFor();
+
+  await page.goto(base + '/t/acme/devices/' + laptop);
+  const zpaAfter = await page.locator('[data-explanation="private_access"]').textContent();
+  assert.match(zpaAfter, /is in ZDX Pilot and the device is in Corporate laptops/);
+  await page.screenshot({ path: join(shots, 'device.png'), fullPage: true });
+
+  const phone = await api('GET', '/api/v1/tenants/acme/devices?hostname=ada-phone', 'demo-acme-admin');
+  await page.goto(base + '/t/acme/devices/' + phone.body.items[0].id);
+  assert.match(await page.locator('[data-explanation="private_access"]').textContent(), /none of the selected device groups/);
+  await context.close();
+});
+
+test('a second administrator saving a stale form gets the conflict message and can reapply', async () => {
+  const first = await session();
+  const second = await session();
+  await signIn(first.page, 'admin@acme.example');
+  await signIn(second.page, 'admin@acme.example');
+  for (const { page } of [first, second]) await page.goto(base + '/t/acme/entitlements/digital_experience');
+
+  await first.page.getByLabel('Add a user group').fill('Finance');
+  await first.page.getByRole('button', { name: /^Finance/ }).click();
+  await first.page.getByRole('button', { name: 'Save' }).click();
+  await first.page.getByText(/Saved as config version/).waitFor();
+
+  await second.page.getByLabel(/Logout client when/).check();
+  await second.page.getByRole('button', { name: 'Save' }).click();
+  await second.page.getByText('Another administrator saved these settings').waitFor();
+  await second.page.screenshot({ path: join(shots, 'conflict.png'), fullPage: true });
+  await second.page.getByRole('button', { name: 'Reload and keep my changes' }).click();
+  await second.page.getByText(/Your changes are still in the form/).waitFor();
+  await second.page.getByRole('button', { name: 'Save' }).click();
+  await second.page.getByText(/Saved as config version/).waitFor();
+  const saved = await api('GET', '/api/v1/tenants/acme/entitlements/digital_experience', 'demo-acme-admin');
+  assert.equal(saved.body.logout_on_enable, true);
+  await first.context.close();
+  await second.context.close();
+});
+
+test('a viewer sees no Save button and a forged save is refused', async () => {
+  const { context, page } = await session();
+  await signIn(page, 'viewer@acme.example');
+  await page.goto(base + '/t/acme/entitlements/private_access');
+  assert.equal(await page.getByRole('button', { name: 'Save' }).count(), 0);
+  assert.equal(await page.getByLabel('ZPA Enabled by Default for User Tunnel').isDisabled(), true);
+  const forged = await page.evaluate(async () => {
+    const data = JSON.parse(document.getElementById('page-data').textContent);
+    const body = JSON.stringify({ enabled_by_default: true, user_groups: [], device_groups: [], logout_on_enable: false });
+    const withToken = await fetch('/api/v1/tenants/acme/entitlements/private_access', { method: 'PUT', headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': data.common.csrf }, body });
+    const withoutToken = await fetch('/api/v1/tenants/acme/entitlements/private_access', { method: 'PUT', headers: { 'Content-Type': 'application/json' }, body });
+    return [withToken.status, withoutToken.status];
+  });
+  assert.deepEqual(forged, [403, 403]);
+  await context.close();
+});
+
+test('an admin session cannot save without its CSRF token', async () => {
+  const { context, page } = await session();
+  await signIn(page, 'admin@acme.example');
+  const status = await page.evaluate(async () => (await fetch('/api/v1/tenants/acme/entitlements/internet_access', {
+    method: 'PUT', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ enabled_by_default: false }),
+  })).status);
+  assert.equal(status, 403);
+  await context.close();
+});
+
+test('every page renders, at desktop and phone width', async () => {
+  for (const [width, suffix] of [[1280, ''], [390, '-phone']]) {
+    const { context, page } = await session(width);
+    await signIn(page, 'admin@acme.example');
+    for (const [path, name] of [['/t/acme/entitlements/private_access', 'entitlements'], ['/t/acme/devices', 'devices'], ['/t/acme/device-groups', 'device-groups'], ['/t/acme/directory', 'directory'], ['/t/acme/audit', 'audit']]) {
+      const response = await page.goto(base + path);
+      assert.equal(response.status(), 200, path);
+      await page.locator('h1').first().waitFor();
+      if (suffix || !['entitlements'].includes(name)) await page.screenshot({ path: join(shots, name + suffix + '.png'), fullPage: true });
+    }
+    await context.close();
+  }
+});
+
+test('devices can be searched and filtered by service state', async () => {
+  const { context, page } = await session();
+  await signIn(page, 'admin@acme.example');
+  await page.goto(base + '/t/acme/devices');
+  await page.getByLabel('User or host name').fill('ada');
+  await page.getByRole('button', { name: 'Show' }).click();
+  await page.waitForURL(/search=ada/);
+  assert.equal(await page.locator('#rows tr').count(), 2);
+  await page.goto(base + '/t/acme/devices?service=internet_access&state=off');
+  const rows = await page.locator('#rows tr').allTextContents();
+  assert.ok(rows.some((r) => r.includes('mallory')), 'the deactivated user has Internet & SaaS off');
+  await context.close();
+});
+
+test('a device group rule shows how many devices match before it is saved', async () => {
+  const { context, page } = await session();
+  await signIn(page, 'admin@acme.example');
+  await page.goto(base + '/t/acme/device-groups');
+  await page.getByLabel('Name').fill('Linux machines');
+  await page.getByLabel('linux').check();
+  await page.getByText(/enrolled devices match this rule now/).waitFor();
+  const text = await page.locator('#match-count').textContent();
+  assert.match(text, /^[1-9]\d* of \d+ enrolled devices match/);
+  await page.getByRole('button', { name: 'Create' }).click();
+  await page.getByRole('cell', { name: 'Linux machines' }).waitFor();
+  await context.close();
+});

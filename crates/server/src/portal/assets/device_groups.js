@@ -1,0 +1,97 @@
+'use strict';
+const $ = (id) => document.getElementById(id);
+const OS = ['windows', 'macos', 'linux', 'ios', 'android'];
+const OWNERSHIP = ['corporate', 'personal'];
+let editing = null;
+
+function ruleText(g) {
+  const parts = [];
+  parts.push(g.os.length ? g.os.join(' or ') : 'any OS');
+  parts.push(g.ownership.length ? g.ownership.join(' or ') : 'any ownership');
+  for (const p of g.posture) parts.push(p.key + (p.op === 'gte' ? ' ≥ ' : ' = ') + p.value);
+  return parts.join('; ');
+}
+
+for (const g of PAGE.items) {
+  $('rows').append(el('tr', {}, el('td', {}, g.name), el('td', {}, ruleText(g)), el('td', {}, String(g.matching_devices)),
+    el('td', {}, COMMON.can_write ? el('div', { class: 'actions' },
+      el('button', { type: 'button', onclick: () => edit(g) }, 'Edit ', el('span', { class: 'skip-text', hidden: true }, g.name)),
+      el('button', { type: 'button', class: 'danger', onclick: () => remove(g) }, 'Delete')) : '')));
+}
+if (PAGE.items.length === 0) $('rows').append(el('tr', {}, el('td', { colspan: 4, class: 'hint' }, 'No device group yet.')));
+if (!COMMON.can_write) $('editor').remove();
+
+const preview = debounce(async () => {
+  if (!$('editor')) return;
+  const rule = Object.assign(body(), { name: $('name').value || 'preview' });
+  const answer = await api('POST', tenantApi('/device-groups/preview'), rule);
+  $('match-count').textContent = answer.ok
+    ? answer.body.matching_devices + ' of ' + PAGE.device_count + ' enrolled devices match this rule now' + (answer.body.sample.length ? ': ' + answer.body.sample.join(', ') : '.')
+    : errorText(answer);
+}, 250);
+
+for (const [list, values] of [['os', OS], ['ownership', OWNERSHIP]]) {
+  for (const v of values) {
+    const id = list + '-' + v;
+    $(list)?.append(el('span', { class: 'check' }, el('input', { type: 'checkbox', id, value: v, onchange: preview }), el('label', { for: id }, v)));
+  }
+}
+
+function addFact(fact) {
+  const index = $('posture').children.length;
+  const row = el('div', { class: 'row' },
+    el('div', {}, el('label', { for: 'key-' + index }, 'Fact'), el('input', { type: 'text', id: 'key-' + index, class: 'key', value: fact ? fact.key : '', placeholder: 'disk_encrypted', oninput: preview })),
+    el('div', {}, el('label', { for: 'op-' + index }, 'Test'), el('select', { id: 'op-' + index, class: 'op', onchange: preview },
+      el('option', { value: 'eq', selected: !fact || fact.op === 'eq' }, 'equals'), el('option', { value: 'gte', selected: fact && fact.op === 'gte' }, 'at least (version)'))),
+    el('div', {}, el('label', { for: 'value-' + index }, 'Value'), el('input', { type: 'text', id: 'value-' + index, class: 'value', value: fact ? String(fact.value) : '', placeholder: 'true', oninput: preview })),
+    el('button', { type: 'button', onclick: () => { row.remove(); preview(); } }, 'Remove'));
+  $('posture').append(row);
+}
+$('add-fact')?.addEventListener('click', () => addFact());
+
+function body() {
+  const value = (text) => (text === 'true' ? true : text === 'false' ? false : text);
+  return {
+    name: $('name').value,
+    os: OS.filter((v) => $('os-' + v).checked),
+    ownership: OWNERSHIP.filter((v) => $('ownership-' + v).checked),
+    posture: [...$('posture').children].map((row) => ({ key: row.querySelector('.key').value, op: row.querySelector('.op').value, value: value(row.querySelector('.value').value.trim()) }))
+      .filter((p) => p.key.trim() !== ''),
+  };
+}
+
+
+
+function edit(g) {
+  editing = g;
+  $('editor-title').textContent = 'Edit ' + g.name;
+  $('name').value = g.name;
+  for (const v of OS) $('os-' + v).checked = g.os.includes(v);
+  for (const v of OWNERSHIP) $('ownership-' + v).checked = g.ownership.includes(v);
+  $('posture').replaceChildren();
+  g.posture.forEach(addFact);
+  $('save-group').textContent = 'Save';
+  show($('cancel'), true);
+  preview();
+  $('name').focus();
+}
+
+$('cancel')?.addEventListener('click', () => location.reload());
+
+async function remove(g) {
+  if (!confirm('Delete device group “' + g.name + '”? It is removed from every entitlement that selects it.')) return;
+  const answer = await api('DELETE', tenantApi('/device-groups/' + encodeURIComponent(g.id)));
+  if (answer.ok) location.reload(); else alert(errorText(answer));
+}
+
+$('editor')?.addEventListener('submit', async (e) => {
+  e.preventDefault();
+  show($('editor-error'), false);
+  const answer = editing
+    ? await api('PUT', tenantApi('/device-groups/' + encodeURIComponent(editing.id)), body())
+    : await api('POST', tenantApi('/device-groups'), body());
+  if (answer.ok) { location.reload(); return; }
+  $('editor-error').textContent = errorText(answer);
+  show($('editor-error'), true);
+});
+if ($('editor')) preview();

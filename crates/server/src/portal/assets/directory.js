@@ -1,0 +1,19 @@
+'use strict';
+const $ = (id) => document.getElementById(id);
+$('last').textContent = PAGE.last_scim_request_at ? when(PAGE.last_scim_request_at) : 'never';
+$('users').textContent = String(PAGE.users);
+$('groups').textContent = String(PAGE.groups);
+$('scim-url').textContent = location.origin + PAGE.scim_base_path;
+if (!COMMON.can_write) $('rotate').remove();
+$('rotate')?.addEventListener('click', async () => {
+  if (!confirm('Create a new SCIM token? The current one stops working at once, so your identity provider must be given the new one.')) return;
+  const answer = await api('POST', tenantApi('/scim-token'));
+  $('rotate-result').replaceChildren(answer.ok
+    ? el('span', {}, 'New SCIM token (shown only now): ', el('code', {}, answer.body.scim_token))
+    : el('span', { class: 'error' }, errorText(answer)));
+});
+for (const g of PAGE.group_items) {
+  $('rows').append(el('tr', {}, el('td', {}, g.display_name), el('td', {}, String(g.member_count)), el('td', {}, g.nested.join(', ') || '—'), el('td', {}, g.source)));
+}
+if (PAGE.group_items.length === 0) $('rows').append(el('tr', {}, el('td', { colspan: 4, class: 'hint' }, 'No groups yet: they appear as soon as your identity provider pushes them.')));
+if (PAGE.more_groups) $('rows').append(el('tr', {}, el('td', { colspan: 4, class: 'hint' }, 'Showing the first 200 groups by name.')));
