@@ -38,8 +38,14 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/tenants/{tenant}", get(get_tenant))
         .route("/api/v1/tenants/{tenant}/tokens", post(create_token))
         .route("/api/v1/tenants/{tenant}/accounts", post(create_account))
-        .route("/api/v1/tenants/{tenant}/scim-token", post(rotate_scim_token))
-        .route("/api/v1/tenants/{tenant}/device-groups/preview", post(preview_device_group))
+        .route(
+            "/api/v1/tenants/{tenant}/scim-token",
+            post(rotate_scim_token),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/device-groups/preview",
+            post(preview_device_group),
+        )
         .route(
             "/api/v1/tenants/{tenant}/groups",
             post(create_group).get(list_groups),
@@ -1245,17 +1251,34 @@ pub(crate) async fn create_account(
     let tenant = caller.tenant_for_write(&state, &tenant).await?;
     let role = match Role::parse(&body.role) {
         Some(role @ (Role::Admin | Role::Viewer)) => role,
-        _ => return Err(ApiError::unprocessable("invalid_role", "role must be \"admin\" or \"viewer\"")),
+        _ => {
+            return Err(ApiError::unprocessable(
+                "invalid_role",
+                "role must be \"admin\" or \"viewer\"",
+            ));
+        }
     };
     let email = body.email.trim();
     if !email.contains('@') || email.len() > 254 || email.contains(char::is_whitespace) {
-        return Err(ApiError::unprocessable("invalid_email", "email must look like name@example.com"));
+        return Err(ApiError::unprocessable(
+            "invalid_email",
+            "email must look like name@example.com",
+        ));
     }
     let password_hash = crate::password::hash(&body.password)
         .map_err(|e| ApiError::unprocessable("weak_password", e.to_string()))?;
-    let new = entitle_store::NewAccount { tenant_id: Some(tenant.id.clone()), email: email.to_owned(), password_hash, role };
+    let new = entitle_store::NewAccount {
+        tenant_id: Some(tenant.id.clone()),
+        email: email.to_owned(),
+        password_hash,
+        role,
+    };
     let account = state.store.create_account(new, &caller.name).await?;
-    let body = AccountJson { id: account.id, email: account.email, role: account.role.as_str().to_owned() };
+    let body = AccountJson {
+        id: account.id,
+        email: account.email,
+        role: account.role.as_str().to_owned(),
+    };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
@@ -1278,8 +1301,14 @@ pub(crate) async fn rotate_scim_token(
 ) -> ApiResult<Json<RotatedScimToken>> {
     let tenant = caller.tenant_for_write(&state, &tenant).await?;
     let token = secrets::new_secret("ent_scim");
-    state.store.rotate_scim_token(&tenant.id, &secrets::hash_secret(&token), &caller.name).await?;
-    Ok(Json(RotatedScimToken { scim_token: token, scim_base_path: format!("/scim/v2/{}/", tenant.name) }))
+    state
+        .store
+        .rotate_scim_token(&tenant.id, &secrets::hash_secret(&token), &caller.name)
+        .await?;
+    Ok(Json(RotatedScimToken {
+        scim_token: token,
+        scim_base_path: format!("/scim/v2/{}/", tenant.name),
+    }))
 }
 
 /// Which enrolled devices a rule would hold.
@@ -1303,8 +1332,17 @@ pub(crate) async fn preview_device_group(
     let tenant = caller.tenant(&state, &tenant).await?;
     let rule = body.parse(DeviceGroupId(String::new()))?;
     let mut devices = state.store.all_devices(&tenant.id).await?;
-    devices.sort_by(|a, b| (&a.user_name, &a.report.hostname).cmp(&(&b.user_name, &b.report.hostname)));
+    devices.sort_by(|a, b| {
+        (&a.user_name, &a.report.hostname).cmp(&(&b.user_name, &b.report.hostname))
+    });
     let matching: Vec<_> = devices.iter().filter(|d| rule.matches(&d.report)).collect();
-    let sample = matching.iter().take(IMPACT_SAMPLE_SIZE).map(|d| format!("{} on {}", d.user_name, d.report.hostname)).collect();
-    Ok(Json(RulePreview { matching_devices: matching.len(), sample }))
+    let sample = matching
+        .iter()
+        .take(IMPACT_SAMPLE_SIZE)
+        .map(|d| format!("{} on {}", d.user_name, d.report.hostname))
+        .collect();
+    Ok(Json(RulePreview {
+        matching_devices: matching.len(),
+        sample,
+    }))
 }

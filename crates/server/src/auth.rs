@@ -1,9 +1,9 @@
 //! Who is calling the admin API, and what they may see.
 
 use axum::extract::FromRequestParts;
+use axum::http::Method;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::http::Method;
 use entitle_store::{Role, Session, StoreError, Tenant, secrets};
 
 use crate::error::ApiError;

@@ -1,8 +1,8 @@
 //! Human passwords: argon2id with a fresh salt per password.
 
+use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use argon2::Argon2;
 
 /// Why a password cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +29,11 @@ pub fn hash(password: &str) -> Result<String, PasswordError> {
 /// Whether `password` matches the stored hash; a malformed hash never matches.
 pub fn verify(password: &str, stored: &str) -> bool {
     PasswordHash::new(stored)
-        .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 
@@ -51,7 +55,11 @@ mod tests {
         assert!(verify("correct horse battery", &stored));
         assert!(!verify("correct horse batterz", &stored));
         assert!(!verify("anything", "not a hash"));
-        assert_ne!(hash("correct horse battery").expect("hashed"), stored, "salts differ");
+        assert_ne!(
+            hash("correct horse battery").expect("hashed"),
+            stored,
+            "salts differ"
+        );
         assert!(matches!(hash("short"), Err(PasswordError::TooShort)));
     }
 }

@@ -732,3 +732,154 @@ async fn concurrent_saves_with_if_match_have_one_winner_per_round(db: Database) 
 }
 
 on_both_backends!(concurrent_saves_with_if_match_have_one_winner_per_round);
+
+async fn portal_sessions_need_csrf_and_wrong_passwords_slow_an_account_down(db: Database) {
+    let app = TestApp::start(&db).await;
+    let t = app.tenant("acme").await;
+    let created = app
+        .post(&t.path("/accounts"), &t.admin, json!({"email": "Admin@Acme.test", "password": "correct horse battery", "role": "admin"}))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let weak = app
+        .post(
+            &t.path("/accounts"),
+            &t.admin,
+            json!({"email": "x@acme.test", "password": "short", "role": "admin"}),
+        )
+        .await;
+    assert_eq!(weak.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let duplicate = app
+        .post(
+            &t.path("/accounts"),
+            &t.admin,
+            json!({"email": "admin@acme.test", "password": "another long one", "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(duplicate.status, StatusCode::CONFLICT);
+
+    let login = |password: &'static str| {
+        let (client, base) = (app.client.clone(), app.base.clone());
+        async move {
+            client
+                .post(format!("{base}/portal/login"))
+                .json(&json!({"email": "admin@acme.test", "password": password}))
+                .send()
+                .await
+                .expect("sent")
+        }
+    };
+    let signed_in = login("correct horse battery").await;
+    assert_eq!(signed_in.status(), StatusCode::OK);
+    let cookie = signed_in
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .expect("cookie")
+        .to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().expect("pair").to_owned();
+
+    // The session reads; a change needs the CSRF token that the pages carry.
+    let page = app
+        .client
+        .get(format!("{}/t/acme/entitlements/private_access", app.base))
+        .header("cookie", &session)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.expect("html");
+    let csrf = html
+        .split("\"csrf\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("csrf token in the page")
+        .to_owned();
+    let read = app
+        .client
+        .get(format!("{}{}", app.base, t.path("/entitlements")))
+        .header("cookie", &session)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(read.status(), StatusCode::OK);
+    let url = format!("{}{}", app.base, t.path("/entitlements/internet_access"));
+    let body = json!({"enabled_by_default": true});
+    let without = app
+        .client
+        .put(&url)
+        .header("cookie", &session)
+        .json(&body)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(without.status(), StatusCode::FORBIDDEN);
+    let with = app
+        .client
+        .put(&url)
+        .header("cookie", &session)
+        .header("x-csrf-token", &csrf)
+        .json(&body)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(with.status(), StatusCode::OK);
+    let audit = app.get(&t.path("/audit?limit=1"), &t.admin).await;
+    assert_eq!(
+        audit.body["items"][0]["actor"], "Admin@Acme.test",
+        "the person is the actor"
+    );
+
+    // Sign-out ends the session.
+    let out = app
+        .client
+        .post(format!("{}/portal/logout", app.base))
+        .header("cookie", &session)
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(out.status(), StatusCode::NO_CONTENT);
+    let after = app
+        .client
+        .get(format!("{}{}", app.base, t.path("/entitlements")))
+        .header("cookie", &session)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
+    let redirected = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .get(format!("{}/t/acme/devices", app.base))
+        .header("cookie", &session)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(redirected.status(), StatusCode::SEE_OTHER);
+
+    // Five wrong passwords in a row, then even the right one waits.
+    for attempt in 0..5 {
+        assert_eq!(
+            login("wrong password!").await.status(),
+            StatusCode::UNAUTHORIZED,
+            "attempt {attempt}"
+        );
+    }
+    let slowed = login("correct horse battery").await;
+    assert_eq!(slowed.status(), StatusCode::TOO_MANY_REQUESTS);
+    let unknown = app
+        .client
+        .post(format!("{}/portal/login", app.base))
+        .json(&json!({"email": "nobody@acme.test", "password": "whatever it is"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(unknown.status(), StatusCode::UNAUTHORIZED);
+}
+
+on_both_backends!(portal_sessions_need_csrf_and_wrong_passwords_slow_an_account_down);

@@ -56,7 +56,10 @@ struct SignedIn(Session);
 impl FromRequestParts<AppState> for SignedIn {
     type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         match session(parts, state).await {
             Ok(Some(session)) => Ok(SignedIn(session)),
             Ok(None) => Err(Redirect::to("/login").into_response()),
@@ -75,7 +78,10 @@ impl SignedIn {
     }
 
     async fn tenant(&self, state: &AppState, name: &str) -> Result<Tenant, Response> {
-        self.caller().tenant(state, name).await.map_err(|e| error_page(&e))
+        self.caller()
+            .tenant(state, name)
+            .await
+            .map_err(|e| error_page(&e))
     }
 }
 
@@ -91,21 +97,49 @@ fn error_page(error: &ApiError) -> Response {
 
 /// Text safe inside HTML.
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
 }
 
 /// The shared page frame: navigation, inlined styles, data and scripts.
-fn page(signed_in: &SignedIn, tenant: &Tenant, active: &str, title: &str, body: &str, data: Value, script: &str) -> Response {
+fn page(
+    signed_in: &SignedIn,
+    tenant: &Tenant,
+    active: &str,
+    title: &str,
+    body: &str,
+    data: Value,
+    script: &str,
+) -> Response {
     let nav: String = [
-        ("entitlements", "Entitlements", format!("/t/{}/entitlements/private_access", tenant.name)),
+        (
+            "entitlements",
+            "Entitlements",
+            format!("/t/{}/entitlements/private_access", tenant.name),
+        ),
         ("devices", "Devices", format!("/t/{}/devices", tenant.name)),
-        ("device-groups", "Device groups", format!("/t/{}/device-groups", tenant.name)),
-        ("directory", "Directory", format!("/t/{}/directory", tenant.name)),
+        (
+            "device-groups",
+            "Device groups",
+            format!("/t/{}/device-groups", tenant.name),
+        ),
+        (
+            "directory",
+            "Directory",
+            format!("/t/{}/directory", tenant.name),
+        ),
         ("audit", "Audit log", format!("/t/{}/audit", tenant.name)),
     ]
     .iter()
     .map(|(key, label, href)| {
-        let current = if *key == active { " aria-current=\"page\"" } else { "" };
+        let current = if *key == active {
+            " aria-current=\"page\""
+        } else {
+            ""
+        };
         format!("<a href=\"{href}\"{current}>{label}</a>")
     })
     .collect();
@@ -151,7 +185,9 @@ fn page(signed_in: &SignedIn, tenant: &Tenant, active: &str, title: &str, body: 
         role = account.role.as_str(),
     );
     let mut response = Html(html).into_response();
-    response.headers_mut().insert("cache-control", HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-store"));
     response
 }
 
@@ -257,7 +293,10 @@ async fn login(
             let seconds = (30i64 << (failures - FREE_ATTEMPTS).min(5)).min(900);
             now + time::Duration::seconds(seconds)
         });
-        state.store.record_sign_in(&account.id, false, locked_until).await?;
+        state
+            .store
+            .record_sign_in(&account.id, false, locked_until)
+            .await?;
         state.failures.record_failure(address);
         tracing::warn!(account = %account.id, failures, "wrong password");
         return Err(refused());
@@ -266,9 +305,15 @@ async fn login(
     let token = secrets::new_secret("ent_session");
     let csrf = secrets::new_secret("csrf");
     let expires = now + time::Duration::hours(SESSION_HOURS);
-    state.store.create_session(&secrets::hash_secret(&token), &account.id, &csrf, expires).await?;
+    state
+        .store
+        .create_session(&secrets::hash_secret(&token), &account.id, &csrf, expires)
+        .await?;
     let redirect = match &account.tenant_id {
-        Some(tenant_id) => format!("/t/{}/entitlements/private_access", state.store.tenant(tenant_id).await?.name),
+        Some(tenant_id) => format!(
+            "/t/{}/entitlements/private_access",
+            state.store.tenant(tenant_id).await?.name
+        ),
         None => "/".to_owned(),
     };
     let secure = headers
@@ -288,9 +333,16 @@ async fn login(
 }
 
 /// Signs out: ends the session and clears the cookie.
-async fn logout(State(state): State<AppState>, caller: Caller, parts: Parts) -> ApiResult<Response> {
+async fn logout(
+    State(state): State<AppState>,
+    caller: Caller,
+    parts: Parts,
+) -> ApiResult<Response> {
     if let Some(token) = crate::auth::cookie(&parts, SESSION_COOKIE) {
-        state.store.delete_session(&secrets::hash_secret(token)).await?;
+        state
+            .store
+            .delete_session(&secrets::hash_secret(token))
+            .await?;
     }
     tracing::info!(actor = %caller.name, "signed out");
     let mut response = StatusCode::NO_CONTENT.into_response();
@@ -298,7 +350,9 @@ async fn logout(State(state): State<AppState>, caller: Caller, parts: Parts) -> 
         SET_COOKIE,
         HeaderValue::from_static("entitle_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
     );
-    response.headers_mut().insert(LOCATION, HeaderValue::from_static("/login"));
+    response
+        .headers_mut()
+        .insert(LOCATION, HeaderValue::from_static("/login"));
     Ok(response)
 }
 
@@ -318,20 +372,33 @@ async fn entitlements_page(
     Path((tenant, service_id)): Path<(String, String)>,
 ) -> Result<Response, Response> {
     let tenant = signed_in.tenant(&state, &tenant).await?;
-    let service = service(&service_id).map_err(|e| error_page(&ApiError::new(StatusCode::NOT_FOUND, "unknown_service", e.to_string())))?;
+    let service = service(&service_id).map_err(|e| {
+        error_page(&ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_service",
+            e.to_string(),
+        ))
+    })?;
     let load = async {
         let stored = state.store.settings(&tenant.id, service).await?;
-        let snapshot = state.snapshots.at_least(&tenant.id, tenant.data_version).await?;
+        let snapshot = state
+            .snapshots
+            .at_least(&tenant.id, tenant.data_version)
+            .await?;
         let mut selected_names = BTreeMap::new();
         for id in &stored.settings.user_groups {
-            let name = entitle_core::GroupNames::user_group(&*snapshot, id).unwrap_or(id.as_str()).to_owned();
+            let name = entitle_core::GroupNames::user_group(&*snapshot, id)
+                .unwrap_or(id.as_str())
+                .to_owned();
             selected_names.insert(id.0.clone(), name);
         }
         let devices = state.store.all_devices(&tenant.id).await?;
         let device_groups: Vec<DeviceGroupJson> = snapshot
             .device_groups()
             .iter()
-            .map(|g| DeviceGroupJson::new(g, devices.iter().filter(|d| g.matches(&d.report)).count()))
+            .map(|g| {
+                DeviceGroupJson::new(g, devices.iter().filter(|d| g.matches(&d.report)).count())
+            })
             .collect();
         let counts = state.store.directory_counts(&tenant.id).await?;
         Ok::<_, StoreError>(json!({
@@ -347,7 +414,15 @@ async fn entitlements_page(
     };
     let data = load.await.map_err(|e| ApiError::from(e).into_response())?;
     let body = include_str!("assets/entitlements.html");
-    Ok(page(&signed_in, &tenant, "entitlements", &format!("{} entitlement", service.display_name), body, data, include_str!("assets/entitlements.js")))
+    Ok(page(
+        &signed_in,
+        &tenant,
+        "entitlements",
+        &format!("{} entitlement", service.display_name),
+        body,
+        data,
+        include_str!("assets/entitlements.js"),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -366,10 +441,19 @@ async fn devices_page(
     let tenant = signed_in.tenant(&state, &tenant).await?;
     let search = query.search.clone().filter(|s| !s.trim().is_empty());
     let wanted_service = query.service.as_deref().and_then(|id| service(id).ok());
-    let wanted_state = query.state.as_deref().filter(|s| matches!(*s, "on" | "off"));
+    let wanted_state = query
+        .state
+        .as_deref()
+        .filter(|s| matches!(*s, "on" | "off"));
     let load = async {
-        let snapshot = state.snapshots.at_least(&tenant.id, tenant.data_version).await?;
-        let filter = DeviceFilter { search: search.clone(), ..DeviceFilter::default() };
+        let snapshot = state
+            .snapshots
+            .at_least(&tenant.id, tenant.data_version)
+            .await?;
+        let filter = DeviceFilter {
+            search: search.clone(),
+            ..DeviceFilter::default()
+        };
         let page = state.store.devices(&tenant.id, &filter, 200, None).await?;
         let mut items = Vec::new();
         for device in &page.items {
@@ -377,10 +461,18 @@ async fn devices_page(
             let services: BTreeMap<&str, Value> = decisions
                 .services
                 .iter()
-                .map(|(s, d)| (s.id, json!({"enabled": d.enabled, "reason": d.reason.code()})))
+                .map(|(s, d)| {
+                    (
+                        s.id,
+                        json!({"enabled": d.enabled, "reason": d.reason.code()}),
+                    )
+                })
                 .collect();
             if let (Some(service), Some(state)) = (wanted_service, wanted_state) {
-                let enabled = services.get(service.id).and_then(|v| v["enabled"].as_bool()).unwrap_or(false);
+                let enabled = services
+                    .get(service.id)
+                    .and_then(|v| v["enabled"].as_bool())
+                    .unwrap_or(false);
                 if enabled != (state == "on") {
                     continue;
                 }
@@ -402,7 +494,15 @@ async fn devices_page(
         }))
     };
     let data = load.await.map_err(|e| ApiError::from(e).into_response())?;
-    Ok(page(&signed_in, &tenant, "devices", "Devices", include_str!("assets/devices.html"), data, include_str!("assets/devices.js")))
+    Ok(page(
+        &signed_in,
+        &tenant,
+        "devices",
+        "Devices",
+        include_str!("assets/devices.html"),
+        data,
+        include_str!("assets/devices.js"),
+    ))
 }
 
 async fn device_page(
@@ -411,8 +511,16 @@ async fn device_page(
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<Response, Response> {
     let tenant = signed_in.tenant(&state, &tenant).await?;
-    let device = state.store.device(&tenant.id, &id).await.map_err(|e| error_page(&ApiError::from(e)))?;
-    let snapshot = state.snapshots.at_least(&tenant.id, tenant.data_version).await.map_err(|e| ApiError::from(e).into_response())?;
+    let device = state
+        .store
+        .device(&tenant.id, &id)
+        .await
+        .map_err(|e| error_page(&ApiError::from(e)))?;
+    let snapshot = state
+        .snapshots
+        .at_least(&tenant.id, tenant.data_version)
+        .await
+        .map_err(|e| ApiError::from(e).into_response())?;
     let decisions = snapshot.decide(&device.user_id, &device.user_name, &device.report);
     let groups: Vec<Value> = snapshot
         .device_groups()
@@ -431,30 +539,60 @@ async fn device_page(
         "device_groups": groups,
         "services": services,
     });
-    Ok(page(&signed_in, &tenant, "devices", &device.report.hostname, include_str!("assets/device.html"), data, include_str!("assets/device.js")))
+    Ok(page(
+        &signed_in,
+        &tenant,
+        "devices",
+        &device.report.hostname,
+        include_str!("assets/device.html"),
+        data,
+        include_str!("assets/device.js"),
+    ))
 }
 
-async fn device_groups_page(State(state): State<AppState>, signed_in: SignedIn, Path(tenant): Path<String>) -> Result<Response, Response> {
+async fn device_groups_page(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    Path(tenant): Path<String>,
+) -> Result<Response, Response> {
     let tenant = signed_in.tenant(&state, &tenant).await?;
     let load = async {
         let groups = state.store.device_groups(&tenant.id).await?;
         let devices = state.store.all_devices(&tenant.id).await?;
         let items: Vec<DeviceGroupJson> = groups
             .iter()
-            .map(|g| DeviceGroupJson::new(g, devices.iter().filter(|d| g.matches(&d.report)).count()))
+            .map(|g| {
+                DeviceGroupJson::new(g, devices.iter().filter(|d| g.matches(&d.report)).count())
+            })
             .collect();
         Ok::<_, StoreError>(json!({"items": items, "device_count": devices.len()}))
     };
     let data = load.await.map_err(|e| ApiError::from(e).into_response())?;
-    Ok(page(&signed_in, &tenant, "device-groups", "Device groups", include_str!("assets/device_groups.html"), data, include_str!("assets/device_groups.js")))
+    Ok(page(
+        &signed_in,
+        &tenant,
+        "device-groups",
+        "Device groups",
+        include_str!("assets/device_groups.html"),
+        data,
+        include_str!("assets/device_groups.js"),
+    ))
 }
 
-async fn directory_page(State(state): State<AppState>, signed_in: SignedIn, Path(tenant): Path<String>) -> Result<Response, Response> {
+async fn directory_page(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    Path(tenant): Path<String>,
+) -> Result<Response, Response> {
     let tenant = signed_in.tenant(&state, &tenant).await?;
     let load = async {
         let counts = state.store.directory_counts(&tenant.id).await?;
         let page = state.store.search_groups(&tenant.id, "", 200, None).await?;
-        let names: BTreeMap<String, String> = page.items.iter().map(|g| (g.id.clone(), g.display_name.clone())).collect();
+        let names: BTreeMap<String, String> = page
+            .items
+            .iter()
+            .map(|g| (g.id.clone(), g.display_name.clone()))
+            .collect();
         let groups: Vec<Value> = page
             .items
             .iter()
@@ -470,7 +608,15 @@ async fn directory_page(State(state): State<AppState>, signed_in: SignedIn, Path
         }))
     };
     let data = load.await.map_err(|e| ApiError::from(e).into_response())?;
-    Ok(page(&signed_in, &tenant, "directory", "Directory", include_str!("assets/directory.html"), data, include_str!("assets/directory.js")))
+    Ok(page(
+        &signed_in,
+        &tenant,
+        "directory",
+        "Directory",
+        include_str!("assets/directory.html"),
+        data,
+        include_str!("assets/directory.js"),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -487,9 +633,16 @@ async fn audit_page(
 ) -> Result<Response, Response> {
     let tenant = signed_in.tenant(&state, &tenant).await?;
     let service_filter = query.service.clone().filter(|s| service(s).is_ok());
-    let actor_filter = query.actor.clone().map(|a| a.trim().to_lowercase()).filter(|a| !a.is_empty());
+    let actor_filter = query
+        .actor
+        .clone()
+        .map(|a| a.trim().to_lowercase())
+        .filter(|a| !a.is_empty());
     let load = async {
-        let history = state.store.history(&tenant.id, service_filter.as_deref(), 200).await?;
+        let history = state
+            .store
+            .history(&tenant.id, service_filter.as_deref(), 200)
+            .await?;
         let versions: Vec<Value> = history
             .iter()
             .filter(|v| actor_filter.as_ref().is_none_or(|a| v.actor.to_lowercase().contains(a)))
@@ -505,14 +658,37 @@ async fn audit_page(
             .filter(|(_, e)| service_filter.as_ref().is_none_or(|s| &e.target == s))
             .map(|(_, e)| json!({"at": rfc3339(e.at), "actor": e.actor, "action": e.action, "target": e.target}))
             .collect();
-        let snapshot = state.snapshots.at_least(&tenant.id, tenant.data_version).await?;
+        let snapshot = state
+            .snapshots
+            .at_least(&tenant.id, tenant.data_version)
+            .await?;
         let mut names: BTreeMap<String, String> = BTreeMap::new();
         for version in &history {
-            for id in version.before.user_groups.iter().chain(&version.after.user_groups) {
-                names.insert(id.0.clone(), entitle_core::GroupNames::user_group(&*snapshot, id).unwrap_or("(deleted group)").to_owned());
+            for id in version
+                .before
+                .user_groups
+                .iter()
+                .chain(&version.after.user_groups)
+            {
+                names.insert(
+                    id.0.clone(),
+                    entitle_core::GroupNames::user_group(&*snapshot, id)
+                        .unwrap_or("(deleted group)")
+                        .to_owned(),
+                );
             }
-            for id in version.before.device_groups.iter().chain(&version.after.device_groups) {
-                names.insert(id.0.clone(), entitle_core::GroupNames::device_group(&*snapshot, id).unwrap_or("(deleted device group)").to_owned());
+            for id in version
+                .before
+                .device_groups
+                .iter()
+                .chain(&version.after.device_groups)
+            {
+                names.insert(
+                    id.0.clone(),
+                    entitle_core::GroupNames::device_group(&*snapshot, id)
+                        .unwrap_or("(deleted device group)")
+                        .to_owned(),
+                );
             }
         }
         Ok::<_, StoreError>(json!({
@@ -522,5 +698,13 @@ async fn audit_page(
         }))
     };
     let data = load.await.map_err(|e| ApiError::from(e).into_response())?;
-    Ok(page(&signed_in, &tenant, "audit", "Audit log", include_str!("assets/audit.html"), data, include_str!("assets/audit.js")))
+    Ok(page(
+        &signed_in,
+        &tenant,
+        "audit",
+        "Audit log",
+        include_str!("assets/audit.html"),
+        data,
+        include_str!("assets/audit.js"),
+    ))
 }
