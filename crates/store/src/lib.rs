@@ -22,11 +22,18 @@ pub use sqlite::SqliteStore;
 
 /// Everything the server needs from storage.
 pub trait Store:
-    TenantStore + DirectoryStore + DeviceStore + ConfigStore + AccountStore + Send + Sync
+    TenantStore + DirectoryStore + DeviceStore + ConfigStore + AccountStore + ScimStore + Send + Sync
 {
 }
-impl<T: TenantStore + DirectoryStore + DeviceStore + ConfigStore + AccountStore + Send + Sync> Store
-    for T
+impl<T> Store for T where
+    T: TenantStore
+        + DirectoryStore
+        + DeviceStore
+        + ConfigStore
+        + AccountStore
+        + ScimStore
+        + Send
+        + Sync
 {
 }
 
@@ -69,6 +76,12 @@ pub enum StoreError {
         container: String,
         /// The would-be member.
         member: String,
+    },
+    /// Ids given as group members are neither users nor groups of the tenant.
+    #[error("unknown members: {}", .ids.join(", "))]
+    UnknownMembers {
+        /// The ids that were not found.
+        ids: Vec<String>,
     },
     /// A group id given as a member does not exist in the tenant.
     #[error("unknown groups: {}", .ids.join(", "))]
@@ -628,4 +641,200 @@ pub trait AccountStore {
     async fn session(&self, token_hash: &str) -> StoreResult<Session>;
     /// Ends a session.
     async fn delete_session(&self, token_hash: &str) -> StoreResult<()>;
+}
+
+/// Whether a group member is a user or a nested group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberKind {
+    /// A user.
+    User,
+    /// A group nested inside.
+    Group,
+}
+
+/// One member of a directory group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScimMember {
+    /// The member's id.
+    pub id: String,
+    /// User or group.
+    pub kind: MemberKind,
+    /// Its userName or displayName.
+    pub display: String,
+}
+
+/// A directory user as the identity provider manages it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScimUser {
+    /// Stable id.
+    pub id: String,
+    /// Login name.
+    pub user_name: String,
+    /// The identity provider's own id.
+    pub external_id: Option<String>,
+    /// Display name.
+    pub display_name: Option<String>,
+    /// Active in the directory.
+    pub active: bool,
+    /// Every other attribute, as SCIM JSON.
+    pub attributes: serde_json::Value,
+    /// Created.
+    pub created_at: OffsetDateTime,
+    /// Last changed.
+    pub updated_at: OffsetDateTime,
+    /// Bumped on every change (the ETag).
+    pub version: i64,
+}
+
+/// What a create or replace of a user writes.
+#[derive(Debug, Clone)]
+pub struct ScimUserWrite {
+    /// Login name.
+    pub user_name: String,
+    /// The identity provider's own id.
+    pub external_id: Option<String>,
+    /// Display name.
+    pub display_name: Option<String>,
+    /// Active in the directory.
+    pub active: bool,
+    /// Every other attribute, as SCIM JSON.
+    pub attributes: serde_json::Value,
+}
+
+/// A directory group as the identity provider manages it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScimGroup {
+    /// Stable id.
+    pub id: String,
+    /// Display name.
+    pub display_name: String,
+    /// The identity provider's own id.
+    pub external_id: Option<String>,
+    /// Every other attribute, as SCIM JSON.
+    pub attributes: serde_json::Value,
+    /// Created.
+    pub created_at: OffsetDateTime,
+    /// Last changed.
+    pub updated_at: OffsetDateTime,
+    /// Bumped on every change (the ETag).
+    pub version: i64,
+    /// Direct members, when asked for.
+    pub members: Vec<ScimMember>,
+}
+
+/// What a create or replace of a group writes.
+#[derive(Debug, Clone)]
+pub struct ScimGroupWrite {
+    /// Display name.
+    pub display_name: String,
+    /// The identity provider's own id.
+    pub external_id: Option<String>,
+    /// Every other attribute, as SCIM JSON.
+    pub attributes: serde_json::Value,
+    /// The complete member list (user and group ids).
+    pub members: Vec<String>,
+}
+
+/// How a SCIM listing narrows its rows in the database; anything else is
+/// filtered by the caller over `All`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScimLookup {
+    /// Every row.
+    All,
+    /// By id.
+    Id(String),
+    /// Users by userName, groups by displayName (case-insensitive).
+    Name(String),
+    /// By externalId.
+    ExternalId(String),
+    /// Groups that have this direct member.
+    Member(String),
+}
+
+/// A page of a listing: the rows and how many match in all.
+#[derive(Debug, Clone)]
+pub struct Counted<T> {
+    /// The rows of the page.
+    pub items: Vec<T>,
+    /// Rows matching in all.
+    pub total: usize,
+}
+
+/// Users, groups and memberships as the identity provider manages them over SCIM.
+///
+/// Every write bumps the tenant's `data_version`, so decisions follow at once.
+#[async_trait]
+pub trait ScimStore {
+    /// Creates a user (409 on a taken userName).
+    async fn scim_create_user(&self, tenant_id: &str, user: ScimUserWrite)
+    -> StoreResult<ScimUser>;
+    /// One user.
+    async fn scim_user(&self, tenant_id: &str, id: &str) -> StoreResult<ScimUser>;
+    /// Replaces a user; `expected_version` is `If-Match`.
+    async fn scim_replace_user(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        user: ScimUserWrite,
+        expected_version: Option<i64>,
+    ) -> StoreResult<ScimUser>;
+    /// Deletes a user: memberships go, devices stay and lose every service.
+    async fn scim_delete_user(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        expected_version: Option<i64>,
+    ) -> StoreResult<()>;
+    /// Users by lookup, oldest first; `page` is (offset, limit).
+    async fn scim_users(
+        &self,
+        tenant_id: &str,
+        lookup: &ScimLookup,
+        page: Option<(usize, usize)>,
+    ) -> StoreResult<Counted<ScimUser>>;
+    /// Creates a group with members.
+    async fn scim_create_group(
+        &self,
+        tenant_id: &str,
+        group: ScimGroupWrite,
+    ) -> StoreResult<ScimGroup>;
+    /// One group, with its members if asked.
+    async fn scim_group(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        with_members: bool,
+    ) -> StoreResult<ScimGroup>;
+    /// Replaces a group, members included.
+    async fn scim_replace_group(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        group: ScimGroupWrite,
+        expected_version: Option<i64>,
+    ) -> StoreResult<ScimGroup>;
+    /// Adds and removes direct members without rewriting the others.
+    async fn scim_change_members(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        add: &[String],
+        remove: &[String],
+        expected_version: Option<i64>,
+    ) -> StoreResult<()>;
+    /// Deletes a group; returns the services whose entitlements no longer select it.
+    async fn scim_delete_group(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        expected_version: Option<i64>,
+    ) -> StoreResult<Vec<String>>;
+    /// Groups by lookup, oldest first; `page` is (offset, limit).
+    async fn scim_groups(
+        &self,
+        tenant_id: &str,
+        lookup: &ScimLookup,
+        page: Option<(usize, usize)>,
+        with_members: bool,
+    ) -> StoreResult<Counted<ScimGroup>>;
 }

@@ -33,6 +33,9 @@ use crate::{
     StoreError, StoreResult, StoredSettings, Tenant, TenantData, TenantStore, TokenGrant, User,
 };
 
+#[path = "postgres_scim.rs"]
+mod scim;
+
 /// Storage in a PostgreSQL database shared by every node.
 pub struct PostgresStore {
     pool: PgPool,
@@ -948,7 +951,7 @@ impl DirectoryStore for PostgresStore {
     async fn user_by_name(&self, tenant_id: &str, user_name: &str) -> StoreResult<User> {
         let mut conn = self.pool.acquire().await?;
         let row = sqlx::query(
-            "SELECT id::text AS id, user_name, display_name, active FROM users WHERE tenant_id = $1 AND user_name_key = $2",
+            "SELECT id::text AS id, user_name, display_name, active FROM users WHERE tenant_id = $1 AND user_name_key = $2 AND deleted_at IS NULL",
         )
         .bind(uid(tenant_id))
         .bind(user_name.to_lowercase())
@@ -1007,10 +1010,12 @@ impl DirectoryStore for PostgresStore {
     }
 
     async fn directory_counts(&self, tenant_id: &str) -> StoreResult<DirectoryCounts> {
-        let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE tenant_id = $1")
-            .bind(uid(tenant_id))
-            .fetch_one(&self.pool)
-            .await?;
+        let users: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM users WHERE tenant_id = $1 AND deleted_at IS NULL",
+        )
+        .bind(uid(tenant_id))
+        .fetch_one(&self.pool)
+        .await?;
         let groups: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM groups WHERE tenant_id = $1")
             .bind(uid(tenant_id))
             .fetch_one(&self.pool)
@@ -1030,7 +1035,7 @@ impl DirectoryStore for PostgresStore {
             );
         }
         let user_rows = sqlx::query(
-            "SELECT id::text AS id, user_name, active FROM users WHERE tenant_id = $1 ORDER BY id",
+            "SELECT id::text AS id, user_name, active FROM users WHERE tenant_id = $1 AND deleted_at IS NULL ORDER BY id",
         )
         .bind(uid(tenant_id))
         .fetch_all(&mut *tx)

@@ -33,6 +33,9 @@ use crate::{
     StoredSettings, Tenant, TenantData, TenantStore, TokenGrant, User,
 };
 
+#[path = "sqlite_scim.rs"]
+mod scim;
+
 /// Storage in one SQLite file.
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -874,7 +877,7 @@ impl DirectoryStore for SqliteStore {
     async fn user_by_name(&self, tenant_id: &str, user_name: &str) -> StoreResult<User> {
         let mut conn = self.pool.acquire().await?;
         let row = sqlx::query(
-            "SELECT id, user_name, display_name, active FROM users WHERE tenant_id = ? AND user_name_key = ?",
+            "SELECT id, user_name, display_name, active FROM users WHERE tenant_id = ? AND user_name_key = ? AND deleted_at IS NULL",
         )
         .bind(tenant_id)
         .bind(user_name.to_lowercase())
@@ -931,10 +934,12 @@ impl DirectoryStore for SqliteStore {
     }
 
     async fn directory_counts(&self, tenant_id: &str) -> StoreResult<DirectoryCounts> {
-        let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE tenant_id = ?")
-            .bind(tenant_id)
-            .fetch_one(&self.pool)
-            .await?;
+        let users: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM users WHERE tenant_id = ? AND deleted_at IS NULL",
+        )
+        .bind(tenant_id)
+        .fetch_one(&self.pool)
+        .await?;
         let groups: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM groups WHERE tenant_id = ?")
             .bind(tenant_id)
             .fetch_one(&self.pool)
@@ -954,7 +959,7 @@ impl DirectoryStore for SqliteStore {
             );
         }
         let user_rows =
-            sqlx::query("SELECT id, user_name, active FROM users WHERE tenant_id = ? ORDER BY id")
+            sqlx::query("SELECT id, user_name, active FROM users WHERE tenant_id = ? AND deleted_at IS NULL ORDER BY id")
                 .bind(tenant_id)
                 .fetch_all(&mut *tx)
                 .await?;

@@ -30,10 +30,15 @@ CREATE TABLE users (
     active          boolean NOT NULL DEFAULT true,
     source          text NOT NULL DEFAULT 'local',
     scim_json       jsonb,
+    -- Bumped on every change; the SCIM ETag.
+    version         bigint NOT NULL DEFAULT 1,
     created_at      timestamptz NOT NULL,
     updated_at      timestamptz NOT NULL,
-    UNIQUE (tenant_id, user_name_key)
+    -- Users deleted by the directory stay, so that their devices are explained.
+    deleted_at      timestamptz
 );
+CREATE UNIQUE INDEX users_by_name ON users (tenant_id, user_name_key) WHERE deleted_at IS NULL;
+CREATE INDEX users_by_external_id ON users (tenant_id, external_id);
 
 CREATE TABLE groups (
     id              uuid PRIMARY KEY,
@@ -43,10 +48,12 @@ CREATE TABLE groups (
     external_id     text,
     source          text NOT NULL DEFAULT 'local',
     scim_json       jsonb,
+    version         bigint NOT NULL DEFAULT 1,
     created_at      timestamptz NOT NULL,
     updated_at      timestamptz NOT NULL
 );
 CREATE INDEX groups_by_name ON groups (tenant_id, name_key, id);
+CREATE INDEX groups_by_external_id ON groups (tenant_id, external_id);
 
 CREATE TABLE user_memberships (
     group_id  uuid NOT NULL REFERENCES groups(id) ON DELETE CASCADE,

@@ -6,8 +6,8 @@ use entitle_core::{
     PostureRequirement, PostureValue, Settings, service,
 };
 use entitle_store::{
-    DeviceFilter, NewAccount, NewTenant, NewUser, Role, SaveRequest, Store, StoreError, TokenGrant,
-    secrets,
+    DeviceFilter, MemberKind, NewAccount, NewTenant, NewUser, Role, SaveRequest, ScimGroupWrite,
+    ScimLookup, ScimUserWrite, Store, StoreError, TokenGrant, secrets,
 };
 use time::OffsetDateTime;
 
@@ -55,6 +55,203 @@ pub async fn run_all(store: &dyn Store) {
     users_groups_and_devices(store).await;
     tenants_do_not_see_each_other(store).await;
     accounts_and_sessions(store).await;
+    scim_users_groups_and_memberships(store).await;
+}
+
+fn scim_user(name: &str, active: bool) -> ScimUserWrite {
+    ScimUserWrite {
+        user_name: name.into(),
+        external_id: Some(format!("ext-{name}")),
+        display_name: None,
+        active,
+        attributes: serde_json::json!({"name": {"givenName": name}}),
+    }
+}
+
+async fn scim_users_groups_and_memberships(store: &dyn Store) {
+    let t = tenant(store, "scim").await;
+    let ada = store
+        .scim_create_user(&t, scim_user("ada@scim.test", true))
+        .await
+        .expect("user");
+    assert_eq!(ada.version, 1);
+    assert_eq!(ada.attributes["name"]["givenName"], "ada@scim.test");
+    let dup = store
+        .scim_create_user(&t, scim_user("ADA@scim.test", true))
+        .await;
+    assert!(matches!(dup, Err(StoreError::Duplicate { .. })), "{dup:?}");
+    let bob = store
+        .scim_create_user(&t, scim_user("bob@scim.test", true))
+        .await
+        .expect("user");
+
+    let by_name = store
+        .scim_users(&t, &ScimLookup::Name("Ada@SCIM.test".into()), None)
+        .await
+        .expect("lookup");
+    assert_eq!(
+        by_name
+            .items
+            .iter()
+            .map(|u| u.id.clone())
+            .collect::<Vec<_>>(),
+        vec![ada.id.clone()]
+    );
+    let by_external = store
+        .scim_users(
+            &t,
+            &ScimLookup::ExternalId("ext-bob@scim.test".into()),
+            None,
+        )
+        .await
+        .expect("lookup");
+    assert_eq!(by_external.total, 1);
+    let page = store
+        .scim_users(&t, &ScimLookup::All, Some((1, 1)))
+        .await
+        .expect("page");
+    assert_eq!((page.total, page.items.len()), (2, 1));
+    assert_eq!(
+        page.items[0].id, bob.id,
+        "oldest first, so pages are stable"
+    );
+    let nobody = store
+        .scim_users(&t, &ScimLookup::Id("not-an-id".into()), None)
+        .await
+        .expect("lookup");
+    assert_eq!(nobody.total, 0);
+
+    let stale = store
+        .scim_replace_user(&t, &ada.id, scim_user("ada@scim.test", false), Some(7))
+        .await;
+    assert!(matches!(stale, Err(StoreError::Stale { .. })), "{stale:?}");
+    let replaced = store
+        .scim_replace_user(&t, &ada.id, scim_user("ada@scim.test", false), Some(1))
+        .await
+        .expect("replaced");
+    assert!(!replaced.active);
+    assert_eq!(replaced.version, 2);
+
+    let platform = store
+        .scim_create_group(
+            &t,
+            ScimGroupWrite {
+                display_name: "Platform".into(),
+                external_id: None,
+                attributes: serde_json::json!({}),
+                members: vec![ada.id.clone()],
+            },
+        )
+        .await
+        .expect("group");
+    let eng = store
+        .scim_create_group(
+            &t,
+            ScimGroupWrite {
+                display_name: "Engineering".into(),
+                external_id: None,
+                attributes: serde_json::json!({}),
+                members: vec![platform.id.clone(), bob.id.clone()],
+            },
+        )
+        .await
+        .expect("group");
+    assert_eq!(eng.members.len(), 2);
+    assert!(
+        eng.members
+            .iter()
+            .any(|m| m.kind == MemberKind::Group && m.display == "Platform")
+    );
+    let unknown = store
+        .scim_create_group(
+            &t,
+            ScimGroupWrite {
+                display_name: "X".into(),
+                external_id: None,
+                attributes: serde_json::json!({}),
+                members: vec!["ghost".into()],
+            },
+        )
+        .await;
+    assert!(
+        matches!(unknown, Err(StoreError::UnknownMembers { .. })),
+        "{unknown:?}"
+    );
+    // Engineering contains Platform: Platform may not contain Engineering.
+    let cycle = store
+        .scim_change_members(&t, &platform.id, std::slice::from_ref(&eng.id), &[], None)
+        .await;
+    assert!(matches!(cycle, Err(StoreError::Cycle { .. })), "{cycle:?}");
+    let of_ada = store
+        .scim_groups(&t, &ScimLookup::Member(ada.id.clone()), None, false)
+        .await
+        .expect("lookup");
+    assert_eq!(
+        of_ada
+            .items
+            .iter()
+            .map(|g| g.display_name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["Platform"]
+    );
+
+    store
+        .scim_change_members(
+            &t,
+            &platform.id,
+            std::slice::from_ref(&bob.id),
+            std::slice::from_ref(&ada.id),
+            Some(1),
+        )
+        .await
+        .expect("changed");
+    let platform_now = store
+        .scim_group(&t, &platform.id, true)
+        .await
+        .expect("group");
+    assert_eq!(
+        platform_now
+            .members
+            .iter()
+            .map(|m| m.id.clone())
+            .collect::<Vec<_>>(),
+        vec![bob.id.clone()]
+    );
+    assert_eq!(platform_now.version, 2);
+
+    // Deleting a user drops its memberships; its name is free again.
+    store
+        .scim_delete_user(&t, &bob.id, None)
+        .await
+        .expect("deleted");
+    assert!(matches!(
+        store.scim_user(&t, &bob.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(
+        store
+            .scim_group(&t, &platform.id, true)
+            .await
+            .expect("group")
+            .members
+            .is_empty()
+    );
+    store
+        .scim_create_user(&t, scim_user("bob@scim.test", true))
+        .await
+        .expect("the name can be reused");
+    let data = store.tenant_data(&t).await.expect("data");
+    assert_eq!(data.users.len(), 2, "deleted users are not in decisions");
+
+    let removed = store
+        .scim_delete_group(&t, &eng.id, Some(1))
+        .await
+        .expect("deleted");
+    assert!(removed.is_empty());
+    assert!(matches!(
+        store.scim_group(&t, &eng.id, false).await,
+        Err(StoreError::NotFound { .. })
+    ));
 }
 
 async fn accounts_and_sessions(store: &dyn Store) {

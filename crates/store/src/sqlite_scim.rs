@@ -1,0 +1,624 @@
+//! SCIM storage on SQLite: users, groups and memberships as the identity
+//! provider manages them.
+
+use async_trait::async_trait;
+use entitle_core::{GroupGraph, GroupId};
+use serde_json::{Value, json};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection};
+
+use super::{
+    SqliteStore, bump_data_version, duplicate, from_ms, insert_audit, ms, new_id, not_found, now,
+};
+use crate::{
+    Counted, MemberKind, ScimGroup, ScimGroupWrite, ScimLookup, ScimMember, ScimStore, ScimUser,
+    ScimUserWrite, StoreError, StoreResult,
+};
+
+/// The actor recorded for changes the identity provider makes.
+const DIRECTORY_ACTOR: &str = "directory";
+
+const USER_COLUMNS: &str =
+    "id, user_name, external_id, display_name, active, scim_json, created_at, updated_at, version";
+const GROUP_COLUMNS: &str =
+    "id, display_name, external_id, scim_json, created_at, updated_at, version";
+
+fn attributes(row: &SqliteRow) -> StoreResult<Value> {
+    let text: Option<String> = row.try_get("scim_json")?;
+    match text {
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| StoreError::Corrupt(format!("scim attributes: {e}"))),
+        None => Ok(json!({})),
+    }
+}
+
+fn user_from_row(row: &SqliteRow) -> StoreResult<ScimUser> {
+    Ok(ScimUser {
+        id: row.try_get("id")?,
+        user_name: row.try_get("user_name")?,
+        external_id: row.try_get("external_id")?,
+        display_name: row.try_get("display_name")?,
+        active: row.try_get("active")?,
+        attributes: attributes(row)?,
+        created_at: from_ms(row.try_get("created_at")?)?,
+        updated_at: from_ms(row.try_get("updated_at")?)?,
+        version: row.try_get("version")?,
+    })
+}
+
+fn group_from_row(row: &SqliteRow) -> StoreResult<ScimGroup> {
+    Ok(ScimGroup {
+        id: row.try_get("id")?,
+        display_name: row.try_get("display_name")?,
+        external_id: row.try_get("external_id")?,
+        attributes: attributes(row)?,
+        created_at: from_ms(row.try_get("created_at")?)?,
+        updated_at: from_ms(row.try_get("updated_at")?)?,
+        version: row.try_get("version")?,
+        members: Vec::new(),
+    })
+}
+
+/// A lookup as a SQL condition over static text, with its one bound value.
+/// Only fixed fragments are ever put into the SQL; values are always bound.
+fn condition(lookup: &ScimLookup, users: bool) -> (&'static str, Option<String>) {
+    match lookup {
+        ScimLookup::All => (" AND ?2 IS NULL", None),
+        ScimLookup::Id(id) => (" AND id = ?2", Some(id.clone())),
+        ScimLookup::Name(name) if users => (" AND user_name_key = ?2", Some(name.to_lowercase())),
+        ScimLookup::Name(name) => (" AND name_key = ?2", Some(name.to_lowercase())),
+        ScimLookup::ExternalId(id) => (" AND external_id = ?2", Some(id.clone())),
+        ScimLookup::Member(_) if users => (" AND ?2 IS NULL AND 0 = 1", None),
+        ScimLookup::Member(id) => (
+            " AND id IN (SELECT group_id FROM user_memberships WHERE user_id = ?2
+                         UNION SELECT container_id FROM group_nesting WHERE member_id = ?2)",
+            Some(id.clone()),
+        ),
+    }
+}
+
+async fn check_version(
+    conn: &mut SqliteConnection,
+    table: &'static str,
+    tenant_id: &str,
+    id: &str,
+    expected: Option<i64>,
+) -> StoreResult<i64> {
+    let query = match table {
+        "users" => {
+            "SELECT version FROM users WHERE tenant_id = ? AND id = ? AND deleted_at IS NULL"
+        }
+        _ => "SELECT version FROM groups WHERE tenant_id = ? AND id = ?",
+    };
+    let current: i64 = sqlx::query_scalar(query)
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(not_found(if table == "users" { "user" } else { "group" }))?;
+    if let Some(expected) = expected
+        && expected != current
+    {
+        return Err(StoreError::Stale { expected, current });
+    }
+    Ok(current)
+}
+
+/// Sorts member ids into users and groups of the tenant; unknown ids are an error.
+async fn resolve_members(
+    conn: &mut SqliteConnection,
+    tenant_id: &str,
+    ids: &[String],
+) -> StoreResult<(Vec<String>, Vec<String>)> {
+    let (mut users, mut groups, mut unknown) = (Vec::new(), Vec::new(), Vec::new());
+    for id in ids {
+        let user: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM users WHERE tenant_id = ? AND id = ? AND deleted_at IS NULL",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if user.is_some() {
+            users.push(id.clone());
+            continue;
+        }
+        let group: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM groups WHERE tenant_id = ? AND id = ?")
+                .bind(tenant_id)
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?;
+        match group {
+            Some(_) => groups.push(id.clone()),
+            None => unknown.push(id.clone()),
+        }
+    }
+    if !unknown.is_empty() {
+        return Err(StoreError::UnknownMembers { ids: unknown });
+    }
+    Ok((users, groups))
+}
+
+/// Refuses nesting `members` in `container` when it would close a cycle.
+async fn refuse_cycles(
+    conn: &mut SqliteConnection,
+    tenant_id: &str,
+    container: &str,
+    members: &[String],
+) -> StoreResult<()> {
+    if members.is_empty() {
+        return Ok(());
+    }
+    let rows = sqlx::query(
+        "SELECT n.container_id, n.member_id FROM group_nesting n JOIN groups g ON g.id = n.container_id WHERE g.tenant_id = ?",
+    )
+    .bind(tenant_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut graph = GroupGraph::new();
+    for row in &rows {
+        graph.add_nesting(
+            GroupId(row.try_get("container_id")?),
+            GroupId(row.try_get("member_id")?),
+        );
+    }
+    for member in members {
+        if graph.would_cycle(&GroupId(container.to_owned()), &GroupId(member.clone())) {
+            return Err(StoreError::Cycle {
+                container: container.to_owned(),
+                member: member.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn insert_members(
+    conn: &mut SqliteConnection,
+    group_id: &str,
+    users: &[String],
+    groups: &[String],
+) -> StoreResult<()> {
+    for user in users {
+        sqlx::query("INSERT OR IGNORE INTO user_memberships (group_id, user_id) VALUES (?, ?)")
+            .bind(group_id)
+            .bind(user)
+            .execute(&mut *conn)
+            .await?;
+    }
+    for group in groups {
+        sqlx::query("INSERT OR IGNORE INTO group_nesting (container_id, member_id) VALUES (?, ?)")
+            .bind(group_id)
+            .bind(group)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn members_of(conn: &mut SqliteConnection, group_id: &str) -> StoreResult<Vec<ScimMember>> {
+    let mut members = Vec::new();
+    let users = sqlx::query(
+        "SELECT u.id, u.user_name FROM user_memberships m JOIN users u ON u.id = m.user_id WHERE m.group_id = ? ORDER BY u.id",
+    )
+    .bind(group_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in &users {
+        members.push(ScimMember {
+            id: row.try_get("id")?,
+            kind: MemberKind::User,
+            display: row.try_get("user_name")?,
+        });
+    }
+    let groups = sqlx::query(
+        "SELECT g.id, g.display_name FROM group_nesting n JOIN groups g ON g.id = n.member_id WHERE n.container_id = ? ORDER BY g.id",
+    )
+    .bind(group_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in &groups {
+        members.push(ScimMember {
+            id: row.try_get("id")?,
+            kind: MemberKind::Group,
+            display: row.try_get("display_name")?,
+        });
+    }
+    Ok(members)
+}
+
+#[async_trait]
+impl ScimStore for SqliteStore {
+    async fn scim_create_user(
+        &self,
+        tenant_id: &str,
+        user: ScimUserWrite,
+    ) -> StoreResult<ScimUser> {
+        let _guard = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let id = new_id();
+        let at = ms(now());
+        sqlx::query(
+            "INSERT INTO users (id, tenant_id, user_name, user_name_key, display_name, external_id, active, source, scim_json, version, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, 'scim', ?, 1, ?, ?)",
+        )
+        .bind(&id)
+        .bind(tenant_id)
+        .bind(&user.user_name)
+        .bind(user.user_name.to_lowercase())
+        .bind(&user.display_name)
+        .bind(&user.external_id)
+        .bind(user.active)
+        .bind(user.attributes.to_string())
+        .bind(at)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| duplicate(e, "user", &user.user_name))?;
+        bump_data_version(&mut tx, tenant_id).await?;
+        insert_audit(
+            &mut tx,
+            Some(tenant_id),
+            DIRECTORY_ACTOR,
+            "user.create",
+            &user.user_name,
+            None,
+            Some(&json!({"id": id, "active": user.active})),
+        )
+        .await?;
+        tx.commit().await?;
+        self.scim_user(tenant_id, &id).await
+    }
+
+    async fn scim_user(&self, tenant_id: &str, id: &str) -> StoreResult<ScimUser> {
+        let query = sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE tenant_id = ? AND id = ? AND deleted_at IS NULL"
+        ));
+        let row = sqlx::query(query)
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(not_found("user"))?;
+        user_from_row(&row)
+    }
+
+    async fn scim_replace_user(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        user: ScimUserWrite,
+        expected_version: Option<i64>,
+    ) -> StoreResult<ScimUser> {
+        let _guard = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await?;
+        check_version(&mut tx, "users", tenant_id, id, expected_version).await?;
+        let was_active: bool = sqlx::query_scalar("SELECT active FROM users WHERE id = ?")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE users SET user_name = ?, user_name_key = ?, display_name = ?, external_id = ?, active = ?, scim_json = ?,
+                              version = version + 1, updated_at = ? WHERE id = ?",
+        )
+        .bind(&user.user_name)
+        .bind(user.user_name.to_lowercase())
+        .bind(&user.display_name)
+        .bind(&user.external_id)
+        .bind(user.active)
+        .bind(user.attributes.to_string())
+        .bind(ms(now()))
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| duplicate(e, "user", &user.user_name))?;
+        bump_data_version(&mut tx, tenant_id).await?;
+        if was_active != user.active {
+            let action = if user.active {
+                "user.activate"
+            } else {
+                "user.deactivate"
+            };
+            insert_audit(
+                &mut tx,
+                Some(tenant_id),
+                DIRECTORY_ACTOR,
+                action,
+                &user.user_name,
+                None,
+                None,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        self.scim_user(tenant_id, id).await
+    }
+
+    async fn scim_delete_user(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        expected_version: Option<i64>,
+    ) -> StoreResult<()> {
+        let _guard = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await?;
+        check_version(&mut tx, "users", tenant_id, id, expected_version).await?;
+        let name: String = sqlx::query_scalar("SELECT user_name FROM users WHERE id = ?")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE users SET deleted_at = ?, active = 0, version = version + 1 WHERE id = ?",
+        )
+        .bind(ms(now()))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM user_memberships WHERE user_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        bump_data_version(&mut tx, tenant_id).await?;
+        insert_audit(
+            &mut tx,
+            Some(tenant_id),
+            DIRECTORY_ACTOR,
+            "user.delete",
+            &name,
+            Some(&json!({"id": id})),
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn scim_users(
+        &self,
+        tenant_id: &str,
+        lookup: &ScimLookup,
+        page: Option<(usize, usize)>,
+    ) -> StoreResult<Counted<ScimUser>> {
+        let (clause, value) = condition(lookup, true);
+        let count_sql = sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM users WHERE tenant_id = ?1 AND deleted_at IS NULL{clause}"
+        ));
+        let total: i64 = sqlx::query_scalar(count_sql)
+            .bind(tenant_id)
+            .bind(&value)
+            .fetch_one(&self.pool)
+            .await?;
+        let (offset, limit) = page.unwrap_or((0, usize::MAX >> 1));
+        let rows_sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE tenant_id = ?1 AND deleted_at IS NULL{clause} ORDER BY created_at, id LIMIT ?3 OFFSET ?4"
+        ));
+        let rows = sqlx::query(rows_sql)
+            .bind(tenant_id)
+            .bind(&value)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(Counted {
+            items: rows.iter().map(user_from_row).collect::<StoreResult<_>>()?,
+            total: total as usize,
+        })
+    }
+
+    async fn scim_create_group(
+        &self,
+        tenant_id: &str,
+        group: ScimGroupWrite,
+    ) -> StoreResult<ScimGroup> {
+        let _guard = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let (users, groups) = resolve_members(&mut tx, tenant_id, &group.members).await?;
+        let id = new_id();
+        let at = ms(now());
+        sqlx::query(
+            "INSERT INTO groups (id, tenant_id, display_name, name_key, external_id, source, scim_json, version, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, 'scim', ?, 1, ?, ?)",
+        )
+        .bind(&id)
+        .bind(tenant_id)
+        .bind(&group.display_name)
+        .bind(group.display_name.to_lowercase())
+        .bind(&group.external_id)
+        .bind(group.attributes.to_string())
+        .bind(at)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        insert_members(&mut tx, &id, &users, &groups).await?;
+        bump_data_version(&mut tx, tenant_id).await?;
+        insert_audit(
+            &mut tx,
+            Some(tenant_id),
+            DIRECTORY_ACTOR,
+            "group.create",
+            &group.display_name,
+            None,
+            Some(&json!({"id": id, "members": group.members.len()})),
+        )
+        .await?;
+        tx.commit().await?;
+        self.scim_group(tenant_id, &id, true).await
+    }
+
+    async fn scim_group(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        with_members: bool,
+    ) -> StoreResult<ScimGroup> {
+        let mut conn = self.pool.acquire().await?;
+        let query = sqlx::AssertSqlSafe(format!(
+            "SELECT {GROUP_COLUMNS} FROM groups WHERE tenant_id = ? AND id = ?"
+        ));
+        let row = sqlx::query(query)
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(not_found("group"))?;
+        let mut group = group_from_row(&row)?;
+        if with_members {
+            group.members = members_of(&mut conn, id).await?;
+        }
+        Ok(group)
+    }
+
+    async fn scim_replace_group(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        group: ScimGroupWrite,
+        expected_version: Option<i64>,
+    ) -> StoreResult<ScimGroup> {
+        let _guard = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await?;
+        check_version(&mut tx, "groups", tenant_id, id, expected_version).await?;
+        let (users, groups) = resolve_members(&mut tx, tenant_id, &group.members).await?;
+        refuse_cycles(&mut tx, tenant_id, id, &groups).await?;
+        sqlx::query(
+            "UPDATE groups SET display_name = ?, name_key = ?, external_id = ?, scim_json = ?, version = version + 1, updated_at = ? WHERE id = ?",
+        )
+        .bind(&group.display_name)
+        .bind(group.display_name.to_lowercase())
+        .bind(&group.external_id)
+        .bind(group.attributes.to_string())
+        .bind(ms(now()))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM user_memberships WHERE group_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM group_nesting WHERE container_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        insert_members(&mut tx, id, &users, &groups).await?;
+        bump_data_version(&mut tx, tenant_id).await?;
+        insert_audit(
+            &mut tx,
+            Some(tenant_id),
+            DIRECTORY_ACTOR,
+            "group.replace",
+            &group.display_name,
+            None,
+            Some(&json!({"members": group.members.len()})),
+        )
+        .await?;
+        tx.commit().await?;
+        self.scim_group(tenant_id, id, true).await
+    }
+
+    async fn scim_change_members(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        add: &[String],
+        remove: &[String],
+        expected_version: Option<i64>,
+    ) -> StoreResult<()> {
+        let _guard = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await?;
+        check_version(&mut tx, "groups", tenant_id, id, expected_version).await?;
+        let (users, groups) = resolve_members(&mut tx, tenant_id, add).await?;
+        refuse_cycles(&mut tx, tenant_id, id, &groups).await?;
+        insert_members(&mut tx, id, &users, &groups).await?;
+        for member in remove {
+            sqlx::query("DELETE FROM user_memberships WHERE group_id = ? AND user_id = ?")
+                .bind(id)
+                .bind(member)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM group_nesting WHERE container_id = ? AND member_id = ?")
+                .bind(id)
+                .bind(member)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("UPDATE groups SET version = version + 1, updated_at = ? WHERE id = ?")
+            .bind(ms(now()))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        bump_data_version(&mut tx, tenant_id).await?;
+        let name: String = sqlx::query_scalar("SELECT display_name FROM groups WHERE id = ?")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        insert_audit(
+            &mut tx,
+            Some(tenant_id),
+            DIRECTORY_ACTOR,
+            "group.members",
+            &name,
+            None,
+            Some(&json!({"added": add.len(), "removed": remove.len()})),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn scim_delete_group(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        expected_version: Option<i64>,
+    ) -> StoreResult<Vec<String>> {
+        {
+            let _guard = self.write_lock.lock().await;
+            let mut conn = self.pool.acquire().await?;
+            check_version(&mut conn, "groups", tenant_id, id, expected_version).await?;
+        }
+        crate::DirectoryStore::delete_group(self, tenant_id, id, DIRECTORY_ACTOR).await
+    }
+
+    async fn scim_groups(
+        &self,
+        tenant_id: &str,
+        lookup: &ScimLookup,
+        page: Option<(usize, usize)>,
+        with_members: bool,
+    ) -> StoreResult<Counted<ScimGroup>> {
+        let (clause, value) = condition(lookup, false);
+        let count_sql = sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM groups WHERE tenant_id = ?1{clause}"
+        ));
+        let total: i64 = sqlx::query_scalar(count_sql)
+            .bind(tenant_id)
+            .bind(&value)
+            .fetch_one(&self.pool)
+            .await?;
+        let (offset, limit) = page.unwrap_or((0, usize::MAX >> 1));
+        let rows_sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {GROUP_COLUMNS} FROM groups WHERE tenant_id = ?1{clause} ORDER BY created_at, id LIMIT ?3 OFFSET ?4"
+        ));
+        let rows = sqlx::query(rows_sql)
+            .bind(tenant_id)
+            .bind(&value)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut conn = self.pool.acquire().await?;
+        let mut items = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let mut group = group_from_row(row)?;
+            if with_members {
+                group.members = members_of(&mut conn, &group.id).await?;
+            }
+            items.push(group);
+        }
+        Ok(Counted {
+            items,
+            total: total as usize,
+        })
+    }
+}
