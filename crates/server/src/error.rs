@@ -88,6 +88,9 @@ impl From<StoreError> for ApiError {
                 };
                 ApiError::unprocessable(code, error.to_string())
             }
+            StoreError::UnknownMembers { .. } => {
+                ApiError::unprocessable("unknown_members", error.to_string())
+            }
             StoreError::UnknownGroups { .. } => {
                 ApiError::unprocessable("unknown_groups", error.to_string())
             }
