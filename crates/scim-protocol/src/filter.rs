@@ -160,6 +160,15 @@ pub(crate) fn parse_patch_path(text: &str) -> Result<AttrPath, ScimError> {
     if text.len() > MAX_FILTER_LEN {
         return Err(ScimError::invalid_path("paths are limited to 4096 bytes"));
     }
+    // The extension itself as a path: its whole object.
+    if text.eq_ignore_ascii_case(crate::ENTERPRISE_USER) {
+        return Ok(AttrPath {
+            urn: None,
+            attr: crate::ENTERPRISE_USER.to_owned(),
+            filter: None,
+            sub: None,
+        });
+    }
     let tokens = tokenize(text).map_err(as_path_error)?;
     let mut parser = Parser {
         tokens,
@@ -283,7 +292,7 @@ pub(crate) fn base_of<'a>(resource: &'a Value, path: &AttrPath) -> &'a Value {
 }
 
 /// A key of an object, ignoring case (SCIM attribute names are case-insensitive).
-pub(crate) fn get_ci<'a>(value: &'a Value, key: &str) -> Option<&'a Value> {
+pub fn get_ci<'a>(value: &'a Value, key: &str) -> Option<&'a Value> {
     let object = value.as_object()?;
     object.get(key).or_else(|| {
         object

@@ -7,11 +7,13 @@
 
 mod error;
 mod filter;
+
+pub use filter::get_ci;
 mod patch;
 mod resource;
 
 pub use error::{ScimError, ScimType};
-pub use filter::{AttrPath, CompareOp, Filter, Lookup};
+pub use filter::{AttrPath, CompValue, CompareOp, Filter, Lookup};
 pub use patch::{PatchOp, PatchOperation, PatchRequest};
 pub use resource::{
     ENTERPRISE_USER, ERROR_SCHEMA, GROUP_SCHEMA, Group, LIST_SCHEMA, PATCH_SCHEMA, USER_SCHEMA,

@@ -165,6 +165,11 @@ impl User {
             Some(value) => boolean(value, "active")?,
         };
         let mut attributes = keep(input, USER_ATTRIBUTES)?;
+        // Whether `active` was given at all is kept, so that a user whose
+        // `active` was removed reads back without it (and counts as active).
+        if get_ci(input, "active").is_some_and(|v| !v.is_null()) {
+            attributes.insert("active".into(), Value::Bool(active));
+        }
         if let Some(extension) = get_ci(input, ENTERPRISE_USER).filter(|v| !v.is_null()) {
             if !extension.is_object() {
                 return Err(ScimError::invalid_value(
@@ -201,10 +206,14 @@ impl User {
         if let Some(display_name) = &self.display_name {
             out.insert("displayName".into(), Value::String(display_name.clone()));
         }
-        out.insert("active".into(), Value::Bool(self.active));
         if let Value::Object(attributes) = &self.attributes {
             for (k, v) in attributes {
-                out.insert(k.clone(), v.clone());
+                let v = if k == "active" {
+                    Value::Bool(self.active)
+                } else {
+                    v.clone()
+                };
+                out.insert(k.clone(), v);
             }
         }
         out.insert("meta".into(), meta);
@@ -535,8 +544,6 @@ pub fn schemas(base_url: &str) -> Vec<Value> {
             attr("$ref")
                 .references(&["User", "Group"])
                 .mutability("immutable"),
-            attr("type").mutability("immutable"),
-            attr("display").mutability("readOnly"),
         ]),
     ];
     let enterprise = vec![

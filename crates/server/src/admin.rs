@@ -1194,6 +1194,21 @@ pub struct DirectoryStatus {
     pub groups: i64,
     /// Where the identity provider sends SCIM requests.
     pub scim_base_path: String,
+    /// The SCIM requests this node refused lately, newest first.
+    pub recent_errors: Vec<SyncErrorJson>,
+}
+
+/// A SCIM request that failed.
+#[derive(Serialize, ToSchema)]
+pub struct SyncErrorJson {
+    /// When.
+    pub at: String,
+    /// Method and path.
+    pub request: String,
+    /// Status answered.
+    pub status: u16,
+    /// Why.
+    pub detail: String,
 }
 
 /// Shows the directory's sync status.
@@ -1211,6 +1226,17 @@ pub(crate) async fn directory_status(
         users: counts.users,
         groups: counts.groups,
         scim_base_path: format!("/scim/v2/{}/", tenant.name),
+        recent_errors: state
+            .directory
+            .recent_errors(&tenant.id)
+            .into_iter()
+            .map(|e| SyncErrorJson {
+                at: rfc3339(e.at),
+                request: e.request,
+                status: e.status,
+                detail: e.detail,
+            })
+            .collect(),
     }))
 }
 

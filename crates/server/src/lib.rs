@@ -6,6 +6,7 @@
 mod admin;
 mod agent;
 mod auth;
+mod directory;
 mod error;
 mod extract;
 mod limit;
@@ -13,6 +14,7 @@ mod metrics;
 mod ops;
 pub mod password;
 mod portal;
+mod scim;
 mod snapshot;
 mod state;
 pub mod wire;
@@ -125,6 +127,7 @@ impl Server {
             store,
             metrics: Arc::new(Metrics::new()),
             failures: Arc::new(limit::FailureLimiter::default()),
+            directory: Arc::new(directory::DirectoryActivity::default()),
             config,
             shutdown: shutdown_rx,
         };
@@ -133,6 +136,7 @@ impl Server {
             .merge(agent::router())
             .merge(ops::router())
             .merge(portal::router())
+            .merge(scim::router())
             .layer(axum::middleware::from_fn_with_state(
                 state.clone(),
                 metrics::track,

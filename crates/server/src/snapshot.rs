@@ -222,6 +222,7 @@ fn policy_etag(services: &BTreeMap<String, ServicePolicyJson>, poll_interval_s: 
 }
 
 struct TenantEntry {
+    refresh_pending: std::sync::atomic::AtomicBool,
     current: RwLock<Arc<TenantSnapshot>>,
     changed: watch::Sender<u64>,
     rebuild: Mutex<()>,
@@ -296,6 +297,32 @@ impl Snapshots {
         Ok(())
     }
 
+    /// Notes a change written without waiting for the snapshot (directory
+    /// writes come in bursts): held long-polls are woken by one refresh shortly
+    /// after, and syncs meanwhile rebuild through the data version check.
+    pub fn invalidate(self: &Arc<Self>, tenant_id: &str) {
+        let known = self
+            .tenants
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(tenant_id)
+            .cloned();
+        let Some(entry) = known else { return };
+        if entry.changed.receiver_count() == 0 || entry.refresh_pending.swap(true, Ordering::SeqCst)
+        {
+            return;
+        }
+        let snapshots = self.clone();
+        let tenant_id = tenant_id.to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            entry.refresh_pending.store(false, Ordering::SeqCst);
+            if let Err(error) = snapshots.refresh(&tenant_id).await {
+                tracing::warn!(%error, tenant = %tenant_id, "could not refresh a snapshot after a directory change");
+            }
+        });
+    }
+
     /// Applies a change announced by another node: rebuilds the tenant's snapshot
     /// if this node holds one older than the change; tenants not loaded here
     /// load fresh on first use anyway.
@@ -344,6 +371,7 @@ impl Snapshots {
         }
         let data = self.store.tenant_data(tenant_id).await?;
         let fresh = Arc::new(TenantEntry {
+            refresh_pending: std::sync::atomic::AtomicBool::new(false),
             current: RwLock::new(Arc::new(TenantSnapshot::build(data))),
             changed: watch::channel(0).0,
             rebuild: Mutex::new(()),

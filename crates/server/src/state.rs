@@ -5,6 +5,7 @@ use std::sync::Arc;
 use entitle_store::Store;
 use tokio::sync::watch;
 
+use crate::directory::DirectoryActivity;
 use crate::limit::FailureLimiter;
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshots;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub config: ServerConfig,
     /// Failed authentications per client address.
     pub failures: Arc<FailureLimiter>,
+    /// What this node saw of each tenant's directory sync.
+    pub directory: Arc<DirectoryActivity>,
     /// Becomes true when the server shuts down, so held long-polls answer at once.
     pub shutdown: watch::Receiver<bool>,
 }

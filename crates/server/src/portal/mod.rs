@@ -605,6 +605,9 @@ async fn directory_page(
             "users": counts.users, "groups": counts.groups, "group_items": groups, "more_groups": page.next_cursor.is_some(),
             "last_scim_request_at": tenant.last_scim_request_at.map(rfc3339),
             "scim_base_path": format!("/scim/v2/{}/", tenant.name),
+            "recent_errors": state.directory.recent_errors(&tenant.id).iter().map(|e| json!({
+                "at": rfc3339(e.at), "request": e.request, "status": e.status, "detail": e.detail,
+            })).collect::<Vec<_>>(),
         }))
     };
     let data = load.await.map_err(|e| ApiError::from(e).into_response())?;

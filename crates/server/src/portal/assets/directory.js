@@ -17,3 +17,5 @@ for (const g of PAGE.group_items) {
 }
 if (PAGE.group_items.length === 0) $('rows').append(el('tr', {}, el('td', { colspan: 4, class: 'hint' }, 'No groups yet: they appear as soon as your identity provider pushes them.')));
 if (PAGE.more_groups) $('rows').append(el('tr', {}, el('td', { colspan: 4, class: 'hint' }, 'Showing the first 200 groups by name.')));
+for (const e of PAGE.recent_errors) $('errors').append(el('tr', {}, el('td', {}, when(e.at)), el('td', {}, e.request), el('td', {}, String(e.status)), el('td', {}, e.detail)));
+if (PAGE.recent_errors.length === 0) $('errors').append(el('tr', {}, el('td', { colspan: 4, class: 'hint' }, 'None: every recent request from the identity provider succeeded.')));
