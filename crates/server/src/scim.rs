@@ -667,19 +667,39 @@ async fn search_groups(
 }
 
 /// `POST /.search` at the root: users and groups together (RFC 7644 §3.4.3).
-async fn search_all(State(state): State<AppState>, Path(tenant): Path<String>, request: Request) -> Response {
+async fn search_all(
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+    request: Request,
+) -> Response {
     let (parts, body) = request.into_parts();
     let bytes = match axum::body::to_bytes(body, 1024 * 1024).await {
         Ok(bytes) => bytes,
-        Err(_) => return Failure(ScimError::new(413, None, "the request body is larger than 1 MiB")).into_response(),
+        Err(_) => {
+            return Failure(ScimError::new(
+                413,
+                None,
+                "the request body is larger than 1 MiB",
+            ))
+            .into_response();
+        }
     };
     scim!(state, tenant, (parts, ()), |scim| {
         let query = search_query(&body_json(&bytes)?)?;
-        let filter = query.filter.as_deref().filter(|f| !f.trim().is_empty()).map(Filter::parse).transpose()?;
+        let filter = query
+            .filter
+            .as_deref()
+            .filter(|f| !f.trim().is_empty())
+            .map(Filter::parse)
+            .transpose()?;
         let (offset, count, start) = paging(&query);
         let store = &scim.state.store;
-        let users = store.scim_users(&scim.tenant.id, &ScimLookup::All, None).await?;
-        let groups = store.scim_groups(&scim.tenant.id, &ScimLookup::All, None, true).await?;
+        let users = store
+            .scim_users(&scim.tenant.id, &ScimLookup::All, None)
+            .await?;
+        let groups = store
+            .scim_groups(&scim.tenant.id, &ScimLookup::All, None, true)
+            .await?;
         let matching: Vec<Value> = users
             .items
             .iter()
@@ -692,19 +712,34 @@ async fn search_all(State(state): State<AppState>, Path(tenant): Path<String>, r
             .iter()
             .skip(offset)
             .take(count)
-            .map(|r| project(r, query.attributes.as_deref(), query.excluded_attributes.as_deref()))
+            .map(|r| {
+                project(
+                    r,
+                    query.attributes.as_deref(),
+                    query.excluded_attributes.as_deref(),
+                )
+            })
             .collect();
-        Ok(scim_response(StatusCode::OK, list_response(page, total, start)))
+        Ok(scim_response(
+            StatusCode::OK,
+            list_response(page, total, start),
+        ))
     })
 }
 
-/// Anything else under a tenant's SCIM base: a SCIM 404.
-async fn unknown_endpoint(request: Request) -> Response {
-    Failure(ScimError::not_found(format!(
-        "no SCIM endpoint at {}",
-        request.uri().path()
-    )))
-    .into_response()
+/// Anything else under a tenant's SCIM base: a SCIM 404 (recorded, since it
+/// usually means a misconfigured base URL at the identity provider).
+async fn unknown_endpoint(
+    State(state): State<AppState>,
+    Path((tenant, rest)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    scim!(state, tenant, request.into_parts(), |scim| {
+        let _ = &scim;
+        Err(Failure(ScimError::not_found(format!(
+            "no SCIM endpoint at /{rest}; the base URL ends in /scim/v2/{tenant}"
+        ))))
+    })
 }
 
 async fn create_user(

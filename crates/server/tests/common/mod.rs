@@ -205,6 +205,10 @@ impl TestApp {
             id: created.body["id"].as_str().expect("id").into(),
             admin: admin.body["token"].as_str().expect("token").into(),
             enrollment_key: created.body["enrollment_key"].as_str().expect("key").into(),
+            scim_token: created.body["scim_token"]
+                .as_str()
+                .expect("scim token")
+                .into(),
         }
     }
 }
@@ -222,6 +226,7 @@ pub struct Tenant {
     pub id: String,
     pub admin: String,
     pub enrollment_key: String,
+    pub scim_token: String,
 }
 
 impl Tenant {
