@@ -35,6 +35,24 @@ pub struct BenchArgs {
     /// Server nodes sharing the database (PostgreSQL only).
     #[arg(long, default_value_t = 1)]
     nodes: usize,
+    /// Measure SCIM provisioning instead: users, groups and memberships over HTTP.
+    #[arg(long)]
+    scim: bool,
+    /// Users provisioned by `--scim`.
+    #[arg(long, default_value_t = 100_000)]
+    users: usize,
+    /// Groups provisioned by `--scim`.
+    #[arg(long, default_value_t = 10_000)]
+    groups: usize,
+    /// Memberships provisioned by `--scim`, as PATCH batches of `--batch` members.
+    #[arg(long, default_value_t = 1_000_000)]
+    memberships: usize,
+    /// Members added per PATCH.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// Concurrent SCIM clients.
+    #[arg(long, default_value_t = 10)]
+    clients: usize,
     /// Decisions evaluated for the evaluate() measurement.
     #[arg(long, default_value_t = 2_000_000)]
     decisions: u64,
@@ -47,6 +65,9 @@ fn report(name: &str, value: String) {
 
 /// Runs every measurement and prints one line each.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.scim {
+        return bench_scim(&args).await;
+    }
     report(
         "machine",
         format!(
@@ -349,4 +370,209 @@ async fn wake_latency(
         woken[woken.len() / 2].as_secs_f64() * 1e3,
         last.as_secs_f64() * 1e3
     ))
+}
+
+/// Provisions users, groups and memberships over SCIM with concurrent clients,
+/// as an identity provider's first sync would, and reports each phase.
+async fn bench_scim(args: &BenchArgs) -> anyhow::Result<()> {
+    crate::serve::init_logging(crate::serve::LogFormat::Text);
+    let dir = tempfile::tempdir()?;
+    let database = match &args.database_url {
+        Some(url) => {
+            Database::Postgres(entitle_store::testing::fresh_postgres_database(url).await?)
+        }
+        None => Database::Sqlite(dir.path().join("entitle.db")),
+    };
+    let store = database.open(true).await?;
+    let scim_token = "bench-scim-token";
+    store
+        .create_tenant(
+            entitle_store::NewTenant {
+                name: "bench".into(),
+                created_at: time::OffsetDateTime::now_utc(),
+                enrollment_key_hash: entitle_store::secrets::hash_secret("bench-enroll"),
+                scim_token_hash: entitle_store::secrets::hash_secret(scim_token),
+            },
+            "bench",
+        )
+        .await?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}/scim/v2/bench", listener.local_addr()?);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        Server::new(store, ServerConfig::default()).run(listener, async {
+            let _ = stop_rx.await;
+        }),
+    );
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.clients * 2)
+        .build()?;
+    report(
+        "database",
+        if args.database_url.is_some() {
+            "PostgreSQL".to_owned()
+        } else {
+            "SQLite".to_owned()
+        },
+    );
+    report("clients", args.clients.to_string());
+    let started = Instant::now();
+    let mut requests = 0usize;
+
+    let users_url = format!("{base}/Users");
+    let users = scim_phase(&client, args.clients, args.users, move |index| {
+        (reqwest::Method::POST, users_url.clone(), json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": format!("user{index}@bench.example"), "externalId": format!("ext-{index}"),
+            "name": {"givenName": "User", "familyName": format!("{index}")}, "active": true,
+            "emails": [{"value": format!("user{index}@bench.example"), "type": "work", "primary": true}],
+        }))
+    }, scim_token).await?;
+    report("users created", users.summary(args.users));
+    requests += args.users;
+
+    let groups_url = format!("{base}/Groups");
+    let groups = scim_phase(&client, args.clients, args.groups, move |index| {
+        (reqwest::Method::POST, groups_url.clone(), json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": format!("Group {index}"), "externalId": format!("g-{index}"),
+        }))
+    }, scim_token).await?;
+    report("groups created", groups.summary(args.groups));
+    requests += args.groups;
+
+    let batches = args.memberships.div_ceil(args.batch.max(1));
+    let (user_ids, group_ids) = (Arc::new(users.ids), Arc::new(groups.ids));
+    let patches = {
+        let (user_ids, group_ids, batch, base) = (
+            user_ids.clone(),
+            group_ids.clone(),
+            args.batch.max(1),
+            base.clone(),
+        );
+        scim_phase(
+            &client,
+            args.clients,
+            batches,
+            move |index| {
+                let group = &group_ids[index % group_ids.len()];
+                let members: Vec<Value> = (0..batch)
+                .map(|offset| json!({"value": user_ids[(index * batch + offset) % user_ids.len()]}))
+                .collect();
+                (
+                    reqwest::Method::PATCH,
+                    format!("{base}/Groups/{group}"),
+                    json!({
+                        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                        "Operations": [{"op": "Add", "path": "members", "value": members}],
+                    }),
+                )
+            },
+            scim_token,
+        )
+        .await?
+    };
+    report(
+        &format!("memberships added ({} per PATCH)", args.batch),
+        patches.summary(batches),
+    );
+    requests += batches;
+
+    let elapsed = started.elapsed();
+    report(
+        "total",
+        format!(
+            "{requests} requests in {:.1} s, {:.0} req/s",
+            elapsed.as_secs_f64(),
+            requests as f64 / elapsed.as_secs_f64()
+        ),
+    );
+    let _ = stop_tx.send(());
+    server.await.context("server task")??;
+    Ok(())
+}
+
+struct Phase {
+    ids: Vec<String>,
+    latencies: Vec<Duration>,
+    elapsed: Duration,
+}
+
+impl Phase {
+    fn summary(&self, count: usize) -> String {
+        let mut sorted = self.latencies.clone();
+        sorted.sort();
+        let p99 = sorted
+            .get((sorted.len() * 99 / 100).min(sorted.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default();
+        format!(
+            "{count} in {:.1} s, {:.0} req/s, p99 {:.1} ms",
+            self.elapsed.as_secs_f64(),
+            count as f64 / self.elapsed.as_secs_f64(),
+            p99.as_secs_f64() * 1e3
+        )
+    }
+}
+
+async fn scim_phase(
+    client: &reqwest::Client,
+    clients: usize,
+    count: usize,
+    request: impl Fn(usize) -> (reqwest::Method, String, Value) + Send + Sync + 'static,
+    token: &str,
+) -> anyhow::Result<Phase> {
+    let started = Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let request = Arc::new(request);
+    let mut workers = Vec::new();
+    for _ in 0..clients.max(1) {
+        let (client, next, request, token) = (
+            client.clone(),
+            next.clone(),
+            request.clone(),
+            token.to_owned(),
+        );
+        workers.push(tokio::spawn(async move {
+            let mut done: Vec<(usize, String, Duration)> = Vec::new();
+            loop {
+                let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if index >= count {
+                    return Ok::<_, anyhow::Error>(done);
+                }
+                let (method, url, body) = request(index);
+                let sent = Instant::now();
+                let response = client
+                    .request(method, url)
+                    .bearer_auth(&token)
+                    .header("content-type", "application/scim+json")
+                    .body(body.to_string())
+                    .send()
+                    .await?;
+                let status = response.status();
+                let body: Value = if status == reqwest::StatusCode::NO_CONTENT {
+                    Value::Null
+                } else {
+                    response.json().await.unwrap_or(Value::Null)
+                };
+                if !status.is_success() {
+                    bail!("request {index} answered {status}: {body}");
+                }
+                done.push((
+                    index,
+                    body["id"].as_str().unwrap_or_default().to_owned(),
+                    sent.elapsed(),
+                ));
+            }
+        }));
+    }
+    let mut results = Vec::with_capacity(count);
+    for worker in workers {
+        results.extend(worker.await??);
+    }
+    results.sort_by_key(|(index, _, _)| *index);
+    Ok(Phase {
+        ids: results.iter().map(|(_, id, _)| id.clone()).collect(),
+        latencies: results.iter().map(|(_, _, latency)| *latency).collect(),
+        elapsed: started.elapsed(),
+    })
 }

@@ -1,9 +1,11 @@
 //! The SQLite implementation: one file in the data directory, nothing to install.
 //!
-//! SQLite allows one writer at a time; writes take `write_lock` before their
+//! SQLite allows one writer at a time; every write takes `write_lock` before its
 //! transaction so that concurrent saves queue in the process instead of failing
 //! with `SQLITE_BUSY`, and every save reads and writes under the same lock, which
-//! is what makes `If-Match` checks race-free.
+//! is what makes `If-Match` checks race-free. Write transactions start with
+//! `BEGIN IMMEDIATE`, so a second process on the same file waits for the lock
+//! (busy timeout) rather than failing when a read turns into a write.
 
 use std::path::Path;
 use std::time::Duration;
@@ -474,7 +476,7 @@ impl TenantStore for SqliteStore {
 
     async fn create_tenant(&self, new: NewTenant, actor: &str) -> StoreResult<Tenant> {
         let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let tenant = Tenant {
             id: new_id(),
             name: new.name.clone(),
@@ -567,7 +569,7 @@ impl TenantStore for SqliteStore {
         actor: &str,
     ) -> StoreResult<()> {
         let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let done = sqlx::query("UPDATE tenants SET scim_token_hash = ? WHERE id = ?")
             .bind(token_hash)
             .bind(tenant_id)
@@ -597,7 +599,7 @@ impl TenantStore for SqliteStore {
         actor: &str,
     ) -> StoreResult<()> {
         let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("INSERT INTO api_tokens (token_hash, tenant_id, role, name, created_at) VALUES (?, ?, ?, ?, ?)")
             .bind(token_hash)
             .bind(grant.tenant_id.as_deref())
@@ -655,7 +657,7 @@ impl DirectoryStore for SqliteStore {
         actor: &str,
     ) -> StoreResult<Group> {
         let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let name_key = display_name.to_lowercase();
         let taken: Option<i64> =
             sqlx::query_scalar("SELECT 1 FROM groups WHERE tenant_id = ? AND name_key = ?")
@@ -731,7 +733,7 @@ impl DirectoryStore for SqliteStore {
         actor: &str,
     ) -> StoreResult<Vec<String>> {
         let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let name: String =
             sqlx::query_scalar("SELECT display_name FROM groups WHERE tenant_id = ? AND id = ?")
                 .bind(tenant_id)
@@ -818,7 +820,7 @@ impl DirectoryStore for SqliteStore {
 
     async fn create_user(&self, tenant_id: &str, user: NewUser, actor: &str) -> StoreResult<User> {
         let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let found = existing_ids(
             &mut tx,
             IdTable::Groups,
@@ -895,7 +897,7 @@ impl DirectoryStore for SqliteStore {
         actor: &str,
     ) -> StoreResult<User> {
         let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let done = sqlx::query(
             "UPDATE users SET active = ?, updated_at = ? WHERE tenant_id = ? AND id = ?",
         )
@@ -1049,7 +1051,7 @@ impl DeviceStore for SqliteStore {
         actor: &str,
     ) -> StoreResult<DeviceGroup> {
         let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         group.id = DeviceGroupId(new_id());
         let at = ms(now());
         sqlx::query(
@@ -1089,7 +1091,7 @@ impl DeviceStore for SqliteStore {
         actor: &str,
     ) -> StoreResult<DeviceGroup> {
         let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let before = load_device_groups(&mut tx, tenant_id)
             .await?
             .into_iter()
@@ -1132,7 +1134,7 @@ impl DeviceStore for SqliteStore {
         actor: &str,
     ) -> StoreResult<Vec<String>> {
         let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let name: String =
             sqlx::query_scalar("SELECT name FROM device_groups WHERE tenant_id = ? AND id = ?")
                 .bind(tenant_id)
@@ -1176,7 +1178,7 @@ impl DeviceStore for SqliteStore {
         at: OffsetDateTime,
     ) -> StoreResult<Device> {
         let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let id = new_id();
         let report_json = report_to_json(report);
         sqlx::query(
@@ -1329,7 +1331,7 @@ impl DeviceStore for SqliteStore {
         actor: &str,
     ) -> StoreResult<()> {
         let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let row = sqlx::query(device_select!("WHERE d.tenant_id = ? AND d.id = ?"))
             .bind(tenant_id)
             .bind(device_id)
@@ -1372,7 +1374,7 @@ impl ConfigStore for SqliteStore {
 
     async fn save_settings(&self, tenant_id: &str, request: SaveRequest) -> StoreResult<Saved> {
         let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let tenant = tenant_row(&mut tx, tenant_id).await?;
         let current = load_settings(&mut tx, &tenant, request.service).await?;
         if let Some(expected) = request.expected_version
@@ -1507,6 +1509,7 @@ impl ConfigStore for SqliteStore {
     }
 
     async fn touch_scim(&self, tenant_id: &str, at: OffsetDateTime) -> StoreResult<()> {
+        let _guard = self.write_lock.lock().await;
         sqlx::query("UPDATE tenants SET last_scim_request_at = ? WHERE id = ?")
             .bind(ms(at))
             .bind(tenant_id)
@@ -1547,7 +1550,7 @@ fn account_from_row(row: &SqliteRow) -> StoreResult<Account> {
 impl AccountStore for SqliteStore {
     async fn create_account(&self, new: NewAccount, actor: &str) -> StoreResult<Account> {
         let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let id = new_id();
         sqlx::query(
             "INSERT INTO accounts (id, tenant_id, email, email_key, password_hash, role, created_at)

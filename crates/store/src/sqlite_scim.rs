@@ -236,7 +236,7 @@ impl ScimStore for SqliteStore {
         user: ScimUserWrite,
     ) -> StoreResult<ScimUser> {
         let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let id = new_id();
         let at = ms(now());
         sqlx::query(
@@ -292,7 +292,7 @@ impl ScimStore for SqliteStore {
         expected_version: Option<i64>,
     ) -> StoreResult<ScimUser> {
         let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         check_version(&mut tx, "users", tenant_id, id, expected_version).await?;
         let was_active: bool = sqlx::query_scalar("SELECT active FROM users WHERE id = ?")
             .bind(id)
@@ -342,7 +342,7 @@ impl ScimStore for SqliteStore {
         expected_version: Option<i64>,
     ) -> StoreResult<()> {
         let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         check_version(&mut tx, "users", tenant_id, id, expected_version).await?;
         let name: String = sqlx::query_scalar("SELECT user_name FROM users WHERE id = ?")
             .bind(id)
@@ -412,7 +412,7 @@ impl ScimStore for SqliteStore {
         group: ScimGroupWrite,
     ) -> StoreResult<ScimGroup> {
         let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let (users, groups) = resolve_members(&mut tx, tenant_id, &group.members).await?;
         let id = new_id();
         let at = ms(now());
@@ -477,7 +477,7 @@ impl ScimStore for SqliteStore {
         expected_version: Option<i64>,
     ) -> StoreResult<ScimGroup> {
         let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         check_version(&mut tx, "groups", tenant_id, id, expected_version).await?;
         let (users, groups) = resolve_members(&mut tx, tenant_id, &group.members).await?;
         refuse_cycles(&mut tx, tenant_id, id, &groups).await?;
@@ -525,7 +525,7 @@ impl ScimStore for SqliteStore {
         expected_version: Option<i64>,
     ) -> StoreResult<()> {
         let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         check_version(&mut tx, "groups", tenant_id, id, expected_version).await?;
         let (users, groups) = resolve_members(&mut tx, tenant_id, add).await?;
         refuse_cycles(&mut tx, tenant_id, id, &groups).await?;
