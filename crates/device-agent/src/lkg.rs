@@ -1,0 +1,194 @@
+//! The agent's state on disk: its enrollment and its last-known-good policy,
+//! each written atomically (temporary file, fsync, rename, fsync of the folder),
+//! so a crash or power loss leaves either the old file or the new one.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::machine::Policy;
+
+/// Why the state directory could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// A file is not what the agent wrote (truncated, edited, another format).
+    #[error("{path} is damaged ({detail}); remove it to start over")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+/// This device's enrollment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enrollment {
+    /// The server it enrolled with.
+    pub server: String,
+    /// The tenant's id.
+    pub tenant: String,
+    /// The device's id.
+    pub device_id: String,
+    /// The device's bearer token.
+    pub device_token: String,
+}
+
+/// The agent's folder on disk.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+impl StateDir {
+    /// Uses (and creates) a folder, readable only by its owner.
+    pub fn open(root: &Path) -> Result<Self, StateError> {
+        fs::create_dir_all(root).map_err(|source| StateError::Io {
+            path: root.to_owned(),
+            source,
+        })?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = fs::set_permissions(root, fs::Permissions::from_mode(0o700));
+        }
+        Ok(Self {
+            root: root.to_owned(),
+        })
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// The enrollment, if the device has enrolled.
+    pub fn enrollment(&self) -> Result<Option<Enrollment>, StateError> {
+        self.read("enrollment.json")
+    }
+
+    /// Saves the enrollment.
+    pub fn save_enrollment(&self, enrollment: &Enrollment) -> Result<(), StateError> {
+        self.write("enrollment.json", enrollment)
+    }
+
+    /// The last-known-good policy, if any.
+    pub fn policy(&self) -> Result<Option<Policy>, StateError> {
+        self.read("policy.json")
+    }
+
+    /// Saves the last-known-good policy.
+    pub fn save_policy(&self, policy: &Policy) -> Result<(), StateError> {
+        self.write("policy.json", policy)
+    }
+
+    fn read<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, StateError> {
+        let path = self.root.join(name);
+        match fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| StateError::Corrupt {
+                        path,
+                        detail: e.to_string(),
+                    })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StateError::Io { path, source }),
+        }
+    }
+
+    fn write<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StateError> {
+        let path = self.root.join(name);
+        let temporary = self.root.join(format!(".{name}.tmp"));
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| StateError::Io { path, source }
+        };
+        let bytes = serde_json::to_vec_pretty(value).map_err(|e| StateError::Corrupt {
+            path: path.clone(),
+            detail: e.to_string(),
+        })?;
+        let mut options = OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            // The files hold the device token.
+            options.mode(0o600);
+        }
+        let mut file = options.open(&temporary).map_err(io(&temporary))?;
+        file.write_all(&bytes).map_err(io(&temporary))?;
+        file.sync_all().map_err(io(&temporary))?;
+        drop(file);
+        fs::rename(&temporary, &path).map_err(io(&path))?;
+        // The rename is durable once the folder itself is synced.
+        if let Ok(folder) = File::open(&self.root) {
+            let _ = folder.sync_all();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn policy(version: i64) -> Policy {
+        Policy {
+            etag: "\"e\"".into(),
+            config_version: version,
+            poll_interval_s: 60,
+            tenant: "t".into(),
+            device_id: "d".into(),
+            services: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn saves_and_reads_back() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let state = StateDir::open(&dir.path().join("agent")).expect("open");
+        assert_eq!(state.policy().expect("read"), None);
+        state.save_policy(&policy(3)).expect("saved");
+        state.save_policy(&policy(4)).expect("saved again");
+        assert_eq!(state.policy().expect("read"), Some(policy(4)));
+        let enrollment = Enrollment {
+            server: "http://x".into(),
+            tenant: "t".into(),
+            device_id: "d".into(),
+            device_token: "secret".into(),
+        };
+        state.save_enrollment(&enrollment).expect("saved");
+        assert_eq!(state.enrollment().expect("read"), Some(enrollment));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(state.path().join("enrollment.json"))
+                .expect("meta")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "only the owner may read the token");
+        }
+    }
+
+    #[test]
+    fn a_damaged_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let state = StateDir::open(dir.path()).expect("open");
+        fs::write(dir.path().join("policy.json"), b"{\"etag\": \"trunc").expect("write");
+        let error = state.policy().expect_err("damaged");
+        assert!(error.to_string().contains("damaged"), "{error}");
+    }
+}

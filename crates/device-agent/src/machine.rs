@@ -1,0 +1,786 @@
+//! The agent's decisions, as a pure state machine (SPEC §6).
+//!
+//! Events come in with the current time (milliseconds since any fixed origin)
+//! and a jitter sample in `[-1, 1]`; actions come out. Nothing here can drop a
+//! running service because of a transport error: only a valid policy that
+//! un-entitles it, a logout, or a revoked device stops it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// One service in a device policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServicePolicy {
+    /// Whether the service runs.
+    pub enabled: bool,
+    /// Why, as a stable code.
+    pub reason: String,
+    /// Why, in words.
+    #[serde(default)]
+    pub explanation: String,
+    /// Log the user out when the service becomes entitled.
+    #[serde(default)]
+    pub logout_on_enable: bool,
+}
+
+/// A device policy as the server sends it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// Changes whenever the policy changes.
+    pub etag: String,
+    /// The tenant's config version.
+    pub config_version: i64,
+    /// Seconds between regular syncs.
+    pub poll_interval_s: u64,
+    /// The tenant's id.
+    pub tenant: String,
+    /// The device's id.
+    pub device_id: String,
+    /// Decision per service id.
+    pub services: BTreeMap<String, ServicePolicy>,
+}
+
+/// A service's state on the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceState {
+    /// Running.
+    Running,
+    /// Not running.
+    Stopped,
+    /// Entitled; starts at the user's next sign-in.
+    PendingLogin,
+    /// Entitled; starts once the user re-authenticates.
+    PendingReauth,
+}
+
+/// Whether the user is signed in to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Session {
+    /// Signed in.
+    LoggedIn,
+    /// Signed out.
+    LoggedOut,
+}
+
+/// Something that happened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The server answered with a policy; `manual` when it answers "Update Policy".
+    PolicyReceived {
+        /// The policy.
+        policy: Policy,
+        /// Whether the user asked for it.
+        manual: bool,
+    },
+    /// The server answered that the policy is unchanged (304).
+    PolicyUnchanged,
+    /// The user signed in.
+    Login,
+    /// The user signed out.
+    Logout,
+    /// The user re-authenticated.
+    Reauthenticated,
+    /// The user pressed "Update Policy".
+    UpdatePolicyPressed,
+    /// The server could not be reached, was slow, or answered garbage.
+    TransportError {
+        /// What went wrong.
+        detail: String,
+    },
+    /// The server no longer knows the device (its token was revoked).
+    Revoked,
+    /// The regular poll is due.
+    Timer,
+}
+
+/// Something the driver must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Start a service.
+    Start(String),
+    /// Stop a service.
+    Stop(String),
+    /// Sign the user out.
+    LogoutUser,
+    /// Ask the user to re-authenticate for a service.
+    AskReauth(String),
+    /// Sync now.
+    SyncNow {
+        /// Whether the user asked for it.
+        manual: bool,
+    },
+    /// Sync again at this time (milliseconds).
+    ScheduleSync {
+        /// When.
+        at_ms: u64,
+    },
+    /// Keep this policy as last-known-good.
+    Persist(Policy),
+    /// A policy was refused; it changed nothing.
+    Rejected(String),
+}
+
+/// The first retry waits this long; each failure doubles it up to the cap.
+const BACKOFF_FIRST_MS: u64 = 1_000;
+/// The longest wait between retries.
+const BACKOFF_CAP_MS: u64 = 60_000;
+
+/// What `status` shows.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Status {
+    /// Signed in or out.
+    pub session: Session,
+    /// Each service's state.
+    pub services: BTreeMap<String, ServiceState>,
+    /// The policy's config version, if one is held.
+    pub config_version: Option<i64>,
+    /// Seconds since the policy was received.
+    pub policy_age_s: Option<u64>,
+    /// Whether the last exchange with the server succeeded.
+    pub server_reachable: bool,
+    /// The last problem, if any.
+    pub last_error: Option<String>,
+    /// Failed exchanges in a row.
+    pub consecutive_failures: u32,
+    /// Whether the server revoked this device.
+    pub revoked: bool,
+}
+
+/// The agent's state.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    tenant: String,
+    device_id: String,
+    session: Session,
+    services: BTreeMap<String, ServiceState>,
+    policy: Option<Policy>,
+    policy_at_ms: Option<u64>,
+    reachable: bool,
+    last_error: Option<String>,
+    failures: u32,
+    revoked: bool,
+    manual_pending: bool,
+}
+
+impl Agent {
+    /// An agent for an enrolled device, with the user signed in, running from
+    /// its persisted policy if it has one (so a start while the server is down
+    /// restores the last state).
+    pub fn new(
+        tenant: &str,
+        device_id: &str,
+        persisted: Option<Policy>,
+        now_ms: u64,
+    ) -> (Self, Vec<Action>) {
+        let mut agent = Self {
+            tenant: tenant.to_owned(),
+            device_id: device_id.to_owned(),
+            session: Session::LoggedIn,
+            services: BTreeMap::new(),
+            policy: None,
+            policy_at_ms: None,
+            reachable: false,
+            last_error: None,
+            failures: 0,
+            revoked: false,
+            manual_pending: false,
+        };
+        let mut actions = Vec::new();
+        if let Some(policy) = persisted.filter(|p| agent.validate(p).is_ok()) {
+            for (id, service) in &policy.services {
+                let state = if service.enabled {
+                    ServiceState::Running
+                } else {
+                    ServiceState::Stopped
+                };
+                if state == ServiceState::Running {
+                    actions.push(Action::Start(id.clone()));
+                }
+                agent.services.insert(id.clone(), state);
+            }
+            agent.policy = Some(policy);
+            agent.policy_at_ms = Some(now_ms);
+        }
+        actions.push(Action::SyncNow { manual: false });
+        (agent, actions)
+    }
+
+    /// The state of a service (stopped when unknown).
+    pub fn service(&self, id: &str) -> ServiceState {
+        self.services
+            .get(id)
+            .copied()
+            .unwrap_or(ServiceState::Stopped)
+    }
+
+    /// The user's session.
+    pub fn session(&self) -> Session {
+        self.session
+    }
+
+    /// The policy held, if any.
+    pub fn policy(&self) -> Option<&Policy> {
+        self.policy.as_ref()
+    }
+
+    /// What `status` shows.
+    pub fn status(&self, now_ms: u64) -> Status {
+        Status {
+            session: self.session,
+            services: self.services.clone(),
+            config_version: self.policy.as_ref().map(|p| p.config_version),
+            policy_age_s: self.policy_at_ms.map(|at| now_ms.saturating_sub(at) / 1000),
+            server_reachable: self.reachable,
+            last_error: self.last_error.clone(),
+            consecutive_failures: self.failures,
+            revoked: self.revoked,
+        }
+    }
+
+    /// Checks a policy before it is activated.
+    pub fn validate(&self, policy: &Policy) -> Result<(), String> {
+        if policy.tenant != self.tenant || policy.device_id != self.device_id {
+            return Err(format!(
+                "the policy is for device {} of tenant {}, not this device",
+                policy.device_id, policy.tenant
+            ));
+        }
+        if let Some(held) = &self.policy
+            && policy.config_version < held.config_version
+        {
+            return Err(format!(
+                "the policy's config version {} is older than the {} held",
+                policy.config_version, held.config_version
+            ));
+        }
+        if policy.services.keys().any(|id| id.is_empty()) || policy.poll_interval_s == 0 {
+            return Err("the policy is malformed".to_owned());
+        }
+        Ok(())
+    }
+
+    /// Handles one event at `now_ms`; `jitter` in `[-1, 1]` spreads retries and polls.
+    pub fn handle(&mut self, event: Event, now_ms: u64, jitter: f64) -> Vec<Action> {
+        let jitter = jitter.clamp(-1.0, 1.0);
+        match event {
+            Event::PolicyReceived { policy, manual } => {
+                self.receive(policy, manual || self.manual_pending, now_ms, jitter)
+            }
+            Event::PolicyUnchanged => {
+                self.succeeded();
+                self.manual_pending = false;
+                vec![self.next_poll(now_ms, jitter)]
+            }
+            Event::Login => self.login(),
+            Event::Logout => self.logout(),
+            Event::Reauthenticated => {
+                if self.session == Session::LoggedOut {
+                    return Vec::new();
+                }
+                self.transition(|_, state| {
+                    (state == ServiceState::PendingReauth).then_some(ServiceState::Running)
+                })
+            }
+            Event::UpdatePolicyPressed => {
+                self.manual_pending = true;
+                vec![Action::SyncNow { manual: true }]
+            }
+            Event::TransportError { detail } => self.failed(detail, now_ms, jitter),
+            Event::Revoked => {
+                self.revoked = true;
+                self.reachable = true;
+                self.last_error =
+                    Some("the server revoked this device; enroll it again".to_owned());
+                self.policy = None;
+                self.transition(|_, state| {
+                    (state != ServiceState::Stopped).then_some(ServiceState::Stopped)
+                })
+            }
+            Event::Timer => vec![Action::SyncNow { manual: false }],
+        }
+    }
+
+    fn succeeded(&mut self) {
+        self.reachable = true;
+        self.failures = 0;
+        self.last_error = None;
+    }
+
+    fn failed(&mut self, detail: String, now_ms: u64, jitter: f64) -> Vec<Action> {
+        self.reachable = false;
+        self.failures = self.failures.saturating_add(1);
+        self.last_error = Some(detail);
+        let exponent = self.failures.saturating_sub(1).min(16);
+        let base = BACKOFF_FIRST_MS
+            .saturating_mul(1 << exponent)
+            .min(BACKOFF_CAP_MS);
+        // ±20 % so that a fleet that lost its server does not come back all at once.
+        let delay = (base as f64 * (1.0 + 0.2 * jitter)).max(0.0) as u64;
+        vec![Action::ScheduleSync {
+            at_ms: now_ms + delay,
+        }]
+    }
+
+    fn next_poll(&self, now_ms: u64, jitter: f64) -> Action {
+        let interval = self.policy.as_ref().map_or(3600, |p| p.poll_interval_s) as f64 * 1000.0;
+        // ±10 % so that a fleet does not stampede.
+        Action::ScheduleSync {
+            at_ms: now_ms + (interval * (1.0 + 0.1 * jitter)).max(0.0) as u64,
+        }
+    }
+
+    fn receive(&mut self, policy: Policy, manual: bool, now_ms: u64, jitter: f64) -> Vec<Action> {
+        if let Err(reason) = self.validate(&policy) {
+            let mut actions = vec![Action::Rejected(reason.clone())];
+            actions.extend(self.failed(reason, now_ms, jitter));
+            return actions;
+        }
+        self.succeeded();
+        self.manual_pending = false;
+        let before: BTreeMap<String, bool> = self
+            .policy
+            .as_ref()
+            .map(|p| {
+                p.services
+                    .iter()
+                    .map(|(id, s)| (id.clone(), s.enabled))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let first = self.policy.is_none();
+        let mut actions = Vec::new();
+        let mut logout = false;
+        for (id, service) in &policy.services {
+            let was = before.get(id).copied().unwrap_or(false);
+            let current = self.service(id);
+            let next = match (was, service.enabled) {
+                (_, false) => ServiceState::Stopped,
+                // The first policy after enrollment (or after a revocation) starts what is entitled.
+                (false, true) if first => self.running_or_waiting(),
+                (false, true) if service.logout_on_enable => {
+                    logout = true;
+                    ServiceState::PendingLogin
+                }
+                (false, true) if manual => ServiceState::PendingReauth,
+                (false, true) => ServiceState::PendingLogin,
+                (true, true) => current,
+            };
+            self.set(id, next, &mut actions);
+        }
+        // Services the policy no longer names are not entitled any more.
+        let gone: Vec<String> = self
+            .services
+            .keys()
+            .filter(|id| !policy.services.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in gone {
+            self.set(&id, ServiceState::Stopped, &mut actions);
+        }
+        if logout && self.session == Session::LoggedIn {
+            actions.push(Action::LogoutUser);
+            actions.extend(self.logout());
+        }
+        actions.push(Action::Persist(policy.clone()));
+        self.policy = Some(policy);
+        self.policy_at_ms = Some(now_ms);
+        actions.push(self.next_poll(now_ms, jitter));
+        actions
+    }
+
+    fn running_or_waiting(&self) -> ServiceState {
+        match self.session {
+            Session::LoggedIn => ServiceState::Running,
+            Session::LoggedOut => ServiceState::PendingLogin,
+        }
+    }
+
+    fn login(&mut self) -> Vec<Action> {
+        self.session = Session::LoggedIn;
+        // A sign-in also counts as re-authentication: everything entitled runs.
+        let entitled: Vec<String> = self
+            .policy
+            .as_ref()
+            .map(|p| {
+                p.services
+                    .iter()
+                    .filter(|(_, s)| s.enabled)
+                    .map(|(id, _)| id.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.transition(|id, state| {
+            (entitled.iter().any(|e| e == id) && state != ServiceState::Running)
+                .then_some(ServiceState::Running)
+        })
+    }
+
+    fn logout(&mut self) -> Vec<Action> {
+        self.session = Session::LoggedOut;
+        // Signed out, nothing runs; what is entitled waits for the next sign-in.
+        self.transition(|_, state| {
+            matches!(state, ServiceState::Running | ServiceState::PendingReauth)
+                .then_some(ServiceState::PendingLogin)
+        })
+    }
+
+    fn transition(
+        &mut self,
+        change: impl Fn(&str, ServiceState) -> Option<ServiceState>,
+    ) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let changes: Vec<(String, ServiceState)> = self
+            .services
+            .iter()
+            .filter_map(|(id, state)| change(id, *state).map(|next| (id.clone(), next)))
+            .collect();
+        for (id, next) in changes {
+            self.set(&id, next, &mut actions);
+        }
+        actions
+    }
+
+    fn set(&mut self, id: &str, next: ServiceState, actions: &mut Vec<Action>) {
+        let previous = self.service(id);
+        self.services.insert(id.to_owned(), next);
+        match (
+            previous == ServiceState::Running,
+            next == ServiceState::Running,
+        ) {
+            (false, true) => actions.push(Action::Start(id.to_owned())),
+            (true, false) => actions.push(Action::Stop(id.to_owned())),
+            _ => {}
+        }
+        if next == ServiceState::PendingReauth && previous != ServiceState::PendingReauth {
+            actions.push(Action::AskReauth(id.to_owned()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ServiceState::*;
+    use proptest::prelude::*;
+
+    fn policy(version: i64, services: &[(&str, bool, bool)]) -> Policy {
+        Policy {
+            etag: format!("\"e{version}\""),
+            config_version: version,
+            poll_interval_s: 3600,
+            tenant: "t".into(),
+            device_id: "d".into(),
+            services: services
+                .iter()
+                .map(|(id, enabled, logout)| {
+                    (
+                        (*id).to_owned(),
+                        ServicePolicy {
+                            enabled: *enabled,
+                            reason: "r".into(),
+                            explanation: String::new(),
+                            logout_on_enable: *logout,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn received(policy: Policy) -> Event {
+        Event::PolicyReceived {
+            policy,
+            manual: false,
+        }
+    }
+
+    /// Starts an agent with `initial` received, runs `events`, and checks the
+    /// states and that the last event's actions contain `expected_actions`.
+    fn check(
+        initial: &[(&str, bool, bool)],
+        events: Vec<Event>,
+        expected: &[(&str, ServiceState)],
+        expected_actions: &[Action],
+        session: Session,
+    ) {
+        let (mut agent, _) = Agent::new("t", "d", None, 0);
+        agent.handle(received(policy(1, initial)), 0, 0.0);
+        let mut last = Vec::new();
+        for (index, event) in events.into_iter().enumerate() {
+            last = agent.handle(event, 1000 * (index as u64 + 1), 0.0);
+        }
+        for (id, state) in expected {
+            assert_eq!(agent.service(id), *state, "{id}: {:?}", agent.services);
+        }
+        for action in expected_actions {
+            assert!(last.contains(action), "expected {action:?} in {last:?}");
+        }
+        assert_eq!(agent.session(), session);
+    }
+
+    #[test]
+    fn first_policy_runs_what_is_entitled() {
+        check(
+            &[("zia", true, false), ("zpa", false, false)],
+            vec![],
+            &[("zia", Running), ("zpa", Stopped)],
+            &[],
+            Session::LoggedIn,
+        );
+    }
+
+    #[test]
+    fn newly_entitled_waits_for_the_next_login() {
+        check(
+            &[("zpa", false, false)],
+            vec![received(policy(2, &[("zpa", true, false)]))],
+            &[("zpa", PendingLogin)],
+            &[],
+            Session::LoggedIn,
+        );
+        check(
+            &[("zpa", false, false)],
+            vec![received(policy(2, &[("zpa", true, false)])), Event::Login],
+            &[("zpa", Running)],
+            &[Action::Start("zpa".into())],
+            Session::LoggedIn,
+        );
+    }
+
+    #[test]
+    fn newly_entitled_with_logout_signs_the_user_out_then_everything_runs_at_login() {
+        check(
+            &[("zia", true, false), ("zpa", false, false)],
+            vec![received(policy(
+                2,
+                &[("zia", true, false), ("zpa", true, true)],
+            ))],
+            &[("zpa", PendingLogin), ("zia", PendingLogin)],
+            &[Action::LogoutUser, Action::Stop("zia".into())],
+            Session::LoggedOut,
+        );
+        check(
+            &[("zia", true, false), ("zpa", false, false)],
+            vec![
+                received(policy(2, &[("zia", true, false), ("zpa", true, true)])),
+                Event::Login,
+            ],
+            &[("zpa", Running), ("zia", Running)],
+            &[Action::Start("zpa".into()), Action::Start("zia".into())],
+            Session::LoggedIn,
+        );
+    }
+
+    #[test]
+    fn newly_unentitled_stops_at_once() {
+        check(
+            &[("zpa", true, false)],
+            vec![received(policy(2, &[("zpa", false, false)]))],
+            &[("zpa", Stopped)],
+            &[Action::Stop("zpa".into())],
+            Session::LoggedIn,
+        );
+        check(
+            &[("zpa", true, false), ("zdx", true, false)],
+            vec![received(policy(2, &[("zpa", true, false)]))],
+            &[("zdx", Stopped)],
+            &[Action::Stop("zdx".into())],
+            Session::LoggedIn,
+        );
+    }
+
+    #[test]
+    fn manual_update_that_changed_a_service_needs_reauthentication() {
+        let manual = Event::PolicyReceived {
+            policy: policy(2, &[("zpa", true, false), ("zia", true, false)]),
+            manual: true,
+        };
+        check(
+            &[("zpa", false, false), ("zia", true, false)],
+            vec![Event::UpdatePolicyPressed, manual.clone()],
+            &[("zpa", PendingReauth), ("zia", Running)],
+            &[Action::AskReauth("zpa".into())],
+            Session::LoggedIn,
+        );
+        check(
+            &[("zpa", false, false), ("zia", true, false)],
+            vec![
+                Event::UpdatePolicyPressed,
+                manual.clone(),
+                Event::Reauthenticated,
+            ],
+            &[("zpa", Running)],
+            &[Action::Start("zpa".into())],
+            Session::LoggedIn,
+        );
+        // The answer to "Update Policy" counts as manual even if the driver did not say so.
+        check(
+            &[("zpa", false, false)],
+            vec![
+                Event::UpdatePolicyPressed,
+                received(policy(2, &[("zpa", true, false)])),
+            ],
+            &[("zpa", PendingReauth)],
+            &[],
+            Session::LoggedIn,
+        );
+    }
+
+    #[test]
+    fn logout_stops_everything_and_login_starts_what_is_entitled() {
+        check(
+            &[("zia", true, false), ("zpa", false, false)],
+            vec![Event::Logout],
+            &[("zia", PendingLogin), ("zpa", Stopped)],
+            &[Action::Stop("zia".into())],
+            Session::LoggedOut,
+        );
+        check(
+            &[("zia", true, false)],
+            vec![Event::Logout, Event::Login],
+            &[("zia", Running)],
+            &[Action::Start("zia".into())],
+            Session::LoggedIn,
+        );
+        check(
+            &[("zia", true, false)],
+            vec![Event::Logout, Event::Reauthenticated],
+            &[("zia", PendingLogin)],
+            &[],
+            Session::LoggedOut,
+        );
+    }
+
+    #[test]
+    fn transport_errors_keep_everything_and_back_off() {
+        let (mut agent, _) = Agent::new("t", "d", None, 0);
+        agent.handle(received(policy(1, &[("zia", true, false)])), 0, 0.0);
+        let mut delays = Vec::new();
+        for attempt in 0..10u64 {
+            let actions = agent.handle(
+                Event::TransportError {
+                    detail: "down".into(),
+                },
+                attempt,
+                0.0,
+            );
+            let Some(Action::ScheduleSync { at_ms }) = actions.first() else {
+                panic!("{actions:?}")
+            };
+            delays.push(at_ms - attempt);
+            assert_eq!(agent.service("zia"), Running);
+        }
+        assert_eq!(&delays[..4], &[1000, 2000, 4000, 8000]);
+        assert_eq!(*delays.last().unwrap_or(&0), 60_000, "capped");
+        let status = agent.status(5000);
+        assert!(!status.server_reachable);
+        assert_eq!(status.consecutive_failures, 10);
+        agent.handle(Event::PolicyUnchanged, 6000, 0.0);
+        assert!(agent.status(6000).server_reachable);
+    }
+
+    #[test]
+    fn invalid_policies_change_nothing() {
+        let (mut agent, _) = Agent::new("t", "d", None, 0);
+        agent.handle(received(policy(5, &[("zia", true, false)])), 0, 0.0);
+        let mut other_device = policy(6, &[("zia", false, false)]);
+        other_device.device_id = "someone-else".into();
+        let mut other_tenant = policy(6, &[("zia", false, false)]);
+        other_tenant.tenant = "other".into();
+        for bad in [
+            other_device,
+            other_tenant,
+            policy(4, &[("zia", false, false)]),
+        ] {
+            let actions = agent.handle(received(bad), 1, 0.0);
+            assert!(
+                matches!(actions.first(), Some(Action::Rejected(_))),
+                "{actions:?}"
+            );
+            assert_eq!(agent.service("zia"), Running);
+            assert_eq!(agent.policy().map(|p| p.config_version), Some(5));
+        }
+        // The same version again is fine.
+        assert!(!matches!(
+            agent
+                .handle(received(policy(5, &[("zia", true, false)])), 2, 0.0)
+                .first(),
+            Some(Action::Rejected(_))
+        ));
+    }
+
+    #[test]
+    fn a_restart_runs_from_the_persisted_policy() {
+        let persisted = policy(3, &[("zia", true, false), ("zpa", false, false)]);
+        let (agent, actions) = Agent::new("t", "d", Some(persisted), 0);
+        assert_eq!(agent.service("zia"), Running);
+        assert!(actions.contains(&Action::Start("zia".into())));
+        assert!(actions.contains(&Action::SyncNow { manual: false }));
+        let mut foreign = policy(3, &[("zia", true, false)]);
+        foreign.device_id = "x".into();
+        let (agent, _) = Agent::new("t", "d", Some(foreign), 0);
+        assert!(
+            agent.policy().is_none(),
+            "a persisted policy of another device is not used"
+        );
+    }
+
+    #[test]
+    fn a_revoked_device_stops_everything() {
+        check(
+            &[("zia", true, false)],
+            vec![Event::Revoked],
+            &[("zia", Stopped)],
+            &[Action::Stop("zia".into())],
+            Session::LoggedIn,
+        );
+    }
+
+    #[test]
+    fn polls_are_spread_by_ten_percent() {
+        let (mut agent, _) = Agent::new("t", "d", None, 0);
+        let early = agent.handle(received(policy(1, &[])), 0, -1.0);
+        assert!(
+            early.contains(&Action::ScheduleSync { at_ms: 3_240_000 }),
+            "{early:?}"
+        );
+        let late = agent.handle(Event::PolicyUnchanged, 0, 1.0);
+        assert!(
+            late.contains(&Action::ScheduleSync { at_ms: 3_960_000 }),
+            "{late:?}"
+        );
+    }
+
+    fn event() -> impl Strategy<Value = Event> {
+        prop_oneof![
+            Just(Event::TransportError { detail: "x".into() }),
+            Just(Event::Timer),
+            Just(Event::UpdatePolicyPressed),
+            Just(Event::PolicyUnchanged),
+            (0i64..3).prop_map(|v| Event::PolicyReceived {
+                policy: {
+                    let mut p = policy(v, &[("zia", false, false)]);
+                    p.device_id = "other".into();
+                    p
+                },
+                manual: false
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn transport_errors_and_bad_policies_never_stop_a_running_service(events in proptest::collection::vec(event(), 0..40)) {
+            let (mut agent, _) = Agent::new("t", "d", None, 0);
+            agent.handle(received(policy(5, &[("zia", true, false)])), 0, 0.0);
+            for (index, event) in events.into_iter().enumerate() {
+                let actions = agent.handle(event, index as u64, 0.5);
+                prop_assert!(!actions.contains(&Action::Stop("zia".into())));
+                prop_assert_eq!(agent.service("zia"), Running);
+            }
+        }
+    }
+}
