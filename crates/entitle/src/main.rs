@@ -1,6 +1,7 @@
 //! `entitle`: the one binary. It runs the server (`serve`, `demo`), drives every
 //! admin API resource as a client, and measures itself (`bench`).
 
+mod agent;
 mod bench;
 mod client;
 mod demo;
@@ -25,6 +26,11 @@ enum Command {
     Migrate(serve::MigrateArgs),
     /// Run the server with a seeded demo tenant (`acme`) on a fresh SQLite file.
     Demo(demo::DemoArgs),
+    /// The agent on this device: run it, or talk to the running one.
+    #[command(subcommand)]
+    Agent(agent::AgentCommand),
+    /// Many simulated agents in one process, to load a server and measure propagation.
+    Fleet(agent::FleetArgs),
     /// Measure evaluate() per decision and sync requests per second.
     Bench(bench::BenchArgs),
     #[command(flatten)]
@@ -49,6 +55,8 @@ fn main() -> std::process::ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Migrate(args) => serve::migrate(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Agent(command) => agent::run(command).await,
+            Command::Fleet(args) => agent::fleet(args).await,
             Command::Client(command) => client::run(command).await,
         }
     });
