@@ -2,9 +2,9 @@
 //!
 //! The server stores users and groups as SCIM JSON documents; this crate
 //! parses, validates, filters, patches, projects and describes them. Every
-//! attribute characteristic (case sensitivity, mutability, type) comes from
-//! one table in [`schema`](crate::schema_by_id), which is also what
-//! `/Schemas` serves, so what entitle declares and what it does agree.
+//! attribute characteristic (case sensitivity, type, which attributes exist)
+//! comes from one table, the one `/Schemas` serves ([`schemas`]), so what
+//! entitle declares and what it does cannot drift apart.
 
 mod discovery;
 mod error;

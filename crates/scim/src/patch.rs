@@ -354,7 +354,14 @@ fn append(
                 continue;
             }
             // The same value again may still carry new sub-attributes, such as `primary`.
-            items[at] = item;
+            match (&mut items[at], item) {
+                (Value::Object(old), Value::Object(new)) => {
+                    for (k, v) in new {
+                        set_ci(old, &k, v);
+                    }
+                }
+                (slot, item) => *slot = item,
+            }
             touched.push(at);
             continue;
         }
@@ -828,6 +835,16 @@ mod tests {
                 with(
                     u.clone(),
                     json!({"schemas": [USER_SCHEMA, ENTERPRISE_USER_SCHEMA], ENTERPRISE_USER_SCHEMA: {"manager": {"value": "m1"}}}),
+                ),
+            ),
+            // Adding a value already there updates its sub-attributes.
+            (
+                json!([{"op": "add", "path": "emails", "value": {"value": "b@home.example", "primary": true}}]),
+                with(
+                    u.clone(),
+                    json!({"emails": [
+                 {"value": "b@work.example", "type": "work", "primary": false},
+                 {"value": "b@home.example", "type": "home", "primary": true}]}),
                 ),
             ),
             // Without a path the value holds attributes.
