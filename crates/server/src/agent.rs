@@ -188,6 +188,10 @@ pub(crate) async fn sync(
         state.metrics.sync("not_modified");
         return Ok(not_modified(&policy.etag));
     }
+    // A held request keeps only what it needs to answer later: thousands wait at once.
+    drop(policy);
+    drop(headers);
+    let report = device.report;
 
     let _held = HeldPoll::new(&state);
     let deadline = Instant::now() + Duration::from_secs(wait);
@@ -198,7 +202,7 @@ pub(crate) async fn sync(
                 if changed.is_err() {
                     break;
                 }
-                let policy = reauthenticated_policy(&state, &token_hash, &device.report).await?;
+                let policy = reauthenticated_policy(&state, &token_hash, &report).await?;
                 if !same_etag(held_etag.as_deref(), &policy.etag) {
                     state.metrics.sync("policy");
                     state.metrics.policy_changes_pushed.inc();
@@ -210,7 +214,7 @@ pub(crate) async fn sync(
         }
     }
     // A last look, so that a change whose wake-up raced the deadline is not lost.
-    let policy = reauthenticated_policy(&state, &token_hash, &device.report).await?;
+    let policy = reauthenticated_policy(&state, &token_hash, &report).await?;
     if !same_etag(held_etag.as_deref(), &policy.etag) {
         state.metrics.sync("policy");
         return Ok(policy_response(policy));
