@@ -177,7 +177,7 @@ fn sample_for(attribute: &Value, n: usize) -> Value {
             }
             Value::Object(object)
         }
-        Some("boolean") => json!(n % 2 == 0),
+        Some("boolean") => json!(n.is_multiple_of(2)),
         Some("reference") => json!(format!("https://{n}.example/x")),
         _ => match attribute["canonicalValues"].get(n % 2) {
             Some(canonical) => canonical.clone(),
@@ -207,7 +207,7 @@ fn every_declared_writable_attribute_round_trips() {
     ] {
         for n in 0..2 {
             let mut body = serde_json::Map::new();
-            let mut fill = |schema: &Value, into: &mut serde_json::Map<String, Value>| {
+            let fill = |schema: &Value, into: &mut serde_json::Map<String, Value>| {
                 for attribute in schema["attributes"].as_array().into_iter().flatten() {
                     if attribute["mutability"] != json!("readOnly")
                         && let Some(name) = attribute["name"].as_str()
