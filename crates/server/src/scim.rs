@@ -329,6 +329,20 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, Failure> {
         })
 }
 
+/// The request's head and its body, up to 1 MiB; a larger body is a SCIM 413.
+async fn read_body(request: Request) -> Result<(axum::http::request::Parts, Bytes), Response> {
+    let (parts, body) = request.into_parts();
+    match axum::body::to_bytes(body, 1024 * 1024).await {
+        Ok(bytes) => Ok((parts, bytes)),
+        Err(_) => Err(Failure(ScimError::new(
+            413,
+            None,
+            "the request body is larger than 1 MiB",
+        ))
+        .into_response()),
+    }
+}
+
 fn body_json(bytes: &Bytes) -> Result<Value, Failure> {
     serde_json::from_slice(bytes).map_err(|e| {
         Failure(ScimError::invalid_syntax(format!(
@@ -625,17 +639,9 @@ async fn search_users(
     Path(tenant): Path<String>,
     request: Request,
 ) -> Response {
-    let (parts, body) = request.into_parts();
-    let bytes = match axum::body::to_bytes(body, 1024 * 1024).await {
-        Ok(bytes) => bytes,
-        Err(_) => {
-            return Failure(ScimError::new(
-                413,
-                None,
-                "the request body is larger than 1 MiB",
-            ))
-            .into_response();
-        }
+    let (parts, bytes) = match read_body(request).await {
+        Ok(read) => read,
+        Err(response) => return response,
     };
     scim!(state, tenant, (parts, ()), |scim| {
         let query = search_query(&body_json(&bytes)?)?;
@@ -648,17 +654,9 @@ async fn search_groups(
     Path(tenant): Path<String>,
     request: Request,
 ) -> Response {
-    let (parts, body) = request.into_parts();
-    let bytes = match axum::body::to_bytes(body, 1024 * 1024).await {
-        Ok(bytes) => bytes,
-        Err(_) => {
-            return Failure(ScimError::new(
-                413,
-                None,
-                "the request body is larger than 1 MiB",
-            ))
-            .into_response();
-        }
+    let (parts, bytes) = match read_body(request).await {
+        Ok(read) => read,
+        Err(response) => return response,
     };
     scim!(state, tenant, (parts, ()), |scim| {
         let query = search_query(&body_json(&bytes)?)?;
@@ -672,17 +670,9 @@ async fn search_all(
     Path(tenant): Path<String>,
     request: Request,
 ) -> Response {
-    let (parts, body) = request.into_parts();
-    let bytes = match axum::body::to_bytes(body, 1024 * 1024).await {
-        Ok(bytes) => bytes,
-        Err(_) => {
-            return Failure(ScimError::new(
-                413,
-                None,
-                "the request body is larger than 1 MiB",
-            ))
-            .into_response();
-        }
+    let (parts, bytes) = match read_body(request).await {
+        Ok(read) => read,
+        Err(response) => return response,
     };
     scim!(state, tenant, (parts, ()), |scim| {
         let query = search_query(&body_json(&bytes)?)?;
@@ -747,17 +737,9 @@ async fn create_user(
     Path(tenant): Path<String>,
     request: Request,
 ) -> Response {
-    let (parts, body) = request.into_parts();
-    let bytes = match axum::body::to_bytes(body, 1024 * 1024).await {
-        Ok(bytes) => bytes,
-        Err(_) => {
-            return Failure(ScimError::new(
-                413,
-                None,
-                "the request body is larger than 1 MiB",
-            ))
-            .into_response();
-        }
+    let (parts, bytes) = match read_body(request).await {
+        Ok(read) => read,
+        Err(response) => return response,
     };
     scim!(state, tenant, (parts, ()), |scim| {
         let user = User::from_json(&body_json(&bytes)?)?;
@@ -814,17 +796,9 @@ async fn replace_user(
     Path((tenant, id)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    let (parts, body) = request.into_parts();
-    let bytes = match axum::body::to_bytes(body, 1024 * 1024).await {
-        Ok(bytes) => bytes,
-        Err(_) => {
-            return Failure(ScimError::new(
-                413,
-                None,
-                "the request body is larger than 1 MiB",
-            ))
-            .into_response();
-        }
+    let (parts, bytes) = match read_body(request).await {
+        Ok(read) => read,
+        Err(response) => return response,
     };
     let headers = parts.headers.clone();
     scim!(state, tenant, (parts, ()), |scim| {
@@ -848,17 +822,9 @@ async fn patch_user(
     Path((tenant, id)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    let (parts, body) = request.into_parts();
-    let bytes = match axum::body::to_bytes(body, 1024 * 1024).await {
-        Ok(bytes) => bytes,
-        Err(_) => {
-            return Failure(ScimError::new(
-                413,
-                None,
-                "the request body is larger than 1 MiB",
-            ))
-            .into_response();
-        }
+    let (parts, bytes) = match read_body(request).await {
+        Ok(read) => read,
+        Err(response) => return response,
     };
     let headers = parts.headers.clone();
     scim!(state, tenant, (parts, ()), |scim| {
@@ -995,17 +961,9 @@ async fn create_group(
     Path(tenant): Path<String>,
     request: Request,
 ) -> Response {
-    let (parts, body) = request.into_parts();
-    let bytes = match axum::body::to_bytes(body, 1024 * 1024).await {
-        Ok(bytes) => bytes,
-        Err(_) => {
-            return Failure(ScimError::new(
-                413,
-                None,
-                "the request body is larger than 1 MiB",
-            ))
-            .into_response();
-        }
+    let (parts, bytes) = match read_body(request).await {
+        Ok(read) => read,
+        Err(response) => return response,
     };
     scim!(state, tenant, (parts, ()), |scim| {
         let group = Group::from_json(&body_json(&bytes)?)?;
@@ -1069,17 +1027,9 @@ async fn replace_group(
     Path((tenant, id)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    let (parts, body) = request.into_parts();
-    let bytes = match axum::body::to_bytes(body, 1024 * 1024).await {
-        Ok(bytes) => bytes,
-        Err(_) => {
-            return Failure(ScimError::new(
-                413,
-                None,
-                "the request body is larger than 1 MiB",
-            ))
-            .into_response();
-        }
+    let (parts, bytes) = match read_body(request).await {
+        Ok(read) => read,
+        Err(response) => return response,
     };
     let headers = parts.headers.clone();
     scim!(state, tenant, (parts, ()), |scim| {
@@ -1170,17 +1120,9 @@ async fn patch_group(
     Path((tenant, id)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    let (parts, body) = request.into_parts();
-    let bytes = match axum::body::to_bytes(body, 1024 * 1024).await {
-        Ok(bytes) => bytes,
-        Err(_) => {
-            return Failure(ScimError::new(
-                413,
-                None,
-                "the request body is larger than 1 MiB",
-            ))
-            .into_response();
-        }
+    let (parts, bytes) = match read_body(request).await {
+        Ok(read) => read,
+        Err(response) => return response,
     };
     let headers = parts.headers.clone();
     scim!(state, tenant, (parts, ()), |scim| {
