@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::filter::{AttrPath, get_ci, parse_patch_path};
+use crate::filter::{AttrPath, CompValue, CompareOp, Filter, get_ci, parse_patch_path};
 use crate::{ENTERPRISE_USER, ScimError};
 
 /// A PATCH operation's verb.
@@ -152,6 +152,28 @@ fn apply_at(
     let key = existing_key(container, &path.attr).unwrap_or_else(|| path.attr.clone());
 
     if let Some(filter) = &path.filter {
+        // Entra ID adds `emails[type eq "work"].value` to users that have no work
+        // email yet: an add whose `attr eq "x"` filter matches nothing creates the value.
+        if op == PatchOp::Add
+            && let (Some(sub), Some((seed_key, seed_value))) = (&path.sub, seed_from(filter))
+        {
+            let exists = container
+                .get(&key)
+                .and_then(Value::as_array)
+                .is_some_and(|items| items.iter().any(|item| filter.matches(item)));
+            if !exists {
+                let mut created = Map::new();
+                created.insert(seed_key, seed_value);
+                created.insert(sub.clone(), value.cloned().unwrap_or(Value::Null));
+                match container.get_mut(&key) {
+                    Some(Value::Array(items)) => items.push(Value::Object(created)),
+                    _ => {
+                        container.insert(key, Value::Array(vec![Value::Object(created)]));
+                    }
+                }
+                return Ok(());
+            }
+        }
         let items = container.get_mut(&key).and_then(Value::as_array_mut);
         let Some(items) = items else {
             return match op {
@@ -281,6 +303,18 @@ fn apply_at(
                 Ok(())
             }
         }
+    }
+}
+
+/// The sub-attribute and value a simple `attr eq "x"` value filter names.
+fn seed_from(filter: &Filter) -> Option<(String, Value)> {
+    match filter {
+        Filter::Compare(path, CompareOp::Eq, CompValue::Str(value))
+            if path.urn.is_none() && path.filter.is_none() && path.sub.is_none() =>
+        {
+            Some((path.attr.clone(), Value::String(value.clone())))
+        }
+        _ => None,
     }
 }
 
@@ -446,6 +480,34 @@ mod tests {
         )
         .expect("applies");
         assert_eq!(result["members"].as_array().map(Vec::len), Some(4));
+    }
+
+    #[test]
+    fn entra_add_email_by_value_path_creates_it() {
+        let mut user = json!({"userName": "ada"});
+        let body = ops(
+            json!([{"op": "Add", "path": "emails[type eq \"work\"].value", "value": "ada@work.example"}]),
+        );
+        PatchRequest::from_json(&body)
+            .expect("parses")
+            .apply(&mut user)
+            .expect("applies");
+        assert_eq!(
+            user["emails"],
+            json!([{"type": "work", "value": "ada@work.example"}])
+        );
+        // When it exists, the same add updates it.
+        let body = ops(
+            json!([{"op": "Add", "path": "emails[type eq \"work\"].value", "value": "new@work.example"}]),
+        );
+        PatchRequest::from_json(&body)
+            .expect("parses")
+            .apply(&mut user)
+            .expect("applies");
+        assert_eq!(
+            user["emails"],
+            json!([{"type": "work", "value": "new@work.example"}])
+        );
     }
 
     #[test]
