@@ -416,6 +416,7 @@ async fn bench_scim(args: &BenchArgs) -> anyhow::Result<()> {
         },
     );
     report("clients", args.clients.to_string());
+    report("slowest SCIM filter or PATCH path parse", slowest_parse());
     let started = Instant::now();
     let mut requests = 0usize;
 
@@ -575,4 +576,53 @@ async fn scim_phase(
         latencies: results.iter().map(|(_, _, latency)| *latency).collect(),
         elapsed: started.elapsed(),
     })
+}
+
+/// The slowest parse among hostile and random filters and PATCH paths: the
+/// parser must stay fast (well under 100 ms) whatever a client sends.
+fn slowest_parse() -> String {
+    let mut inputs: Vec<String> = vec![
+        "(".repeat(4000),
+        format!("{}userName pr{}", "(".repeat(49), ")".repeat(49)),
+        (0..1000)
+            .map(|i| format!("userName eq \"u{i}\""))
+            .collect::<Vec<_>>()
+            .join(" and "),
+        (0..1000)
+            .map(|i| format!("emails[type eq \"t{i}\"]"))
+            .collect::<Vec<_>>()
+            .join(" or "),
+        format!("displayName eq \"{}\"", "\\u00e9".repeat(600)),
+        "not (".repeat(800),
+        "a".repeat(4096),
+        format!("members[value eq \"{}\"]", "x".repeat(4000)),
+    ];
+    // A fixed linear congruential sequence: the same random inputs on every run.
+    let alphabet: Vec<char> = "abcUN.:[]()\"\\ eqorandtpr0123456789".chars().collect();
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    for _ in 0..20_000 {
+        let length = (seed % 200) as usize;
+        let text: String = (0..length)
+            .map(|_| {
+                seed = seed
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                alphabet[(seed >> 33) as usize % alphabet.len()]
+            })
+            .collect();
+        inputs.push(text);
+    }
+    let mut slowest = Duration::ZERO;
+    for input in &inputs {
+        let started = Instant::now();
+        let _ = std::hint::black_box(entitle_scim_protocol::Filter::parse(input));
+        let patch = json!({"Operations": [{"op": "remove", "path": input}]});
+        let _ = std::hint::black_box(entitle_scim_protocol::PatchRequest::from_json(&patch));
+        slowest = slowest.max(started.elapsed());
+    }
+    format!(
+        "{:.2} ms over {} inputs",
+        slowest.as_secs_f64() * 1e3,
+        inputs.len()
+    )
 }
