@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 /// Service entitlement control plane: decide which users and devices get
 /// Internet & SaaS, Private Applications and Digital Experience Monitoring.
 #[derive(Parser)]
-#[command(name = "entitle", version, about, propagate_version = true)]
+#[command(name = "entitle", version, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
