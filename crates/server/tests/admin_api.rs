@@ -862,6 +862,17 @@ async fn portal_sessions_need_csrf_and_wrong_passwords_slow_an_account_down(db: 
         .expect("sent");
     assert_eq!(redirected.status(), StatusCode::SEE_OTHER);
 
+    // A cross-site form cannot sign a browser in: the body must be JSON.
+    let form = app
+        .client
+        .post(format!("{}/portal/login", app.base))
+        .header("content-type", "text/plain")
+        .body(r#"{"email": "admin@acme.test", "password": "correct horse battery"}"#)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(form.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
     // Five wrong passwords in a row, then even the right one waits.
     for attempt in 0..5 {
         assert_eq!(

@@ -36,7 +36,7 @@ const FREE_ATTEMPTS: i64 = 5;
 
 /// The portal's routes.
 pub fn router() -> Router<AppState> {
-    Router::new()
+    let pages = Router::new()
         .route("/", get(home))
         .route("/login", get(login_page))
         .route("/portal/login", post(login))
@@ -47,7 +47,27 @@ pub fn router() -> Router<AppState> {
         .route("/t/{tenant}/devices/{id}", get(device_page))
         .route("/t/{tenant}/device-groups", get(device_groups_page))
         .route("/t/{tenant}/directory", get(directory_page))
-        .route("/t/{tenant}/audit", get(audit_page))
+        .route("/t/{tenant}/audit", get(audit_page));
+    pages.layer(axum::middleware::map_response(page_headers))
+}
+
+/// Pages are never framed, cached or allowed to load anything from elsewhere:
+/// the portal works with no network beyond this server.
+async fn page_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        ),
+    );
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert("referrer-policy", HeaderValue::from_static("same-origin"));
+    headers.insert("cache-control", HeaderValue::from_static("no-store"));
+    response
 }
 
 /// A signed-in person; pages without one redirect to the sign-in page.
@@ -263,6 +283,19 @@ async fn login(
     JsonBody(body): JsonBody<LoginBody>,
 ) -> ApiResult<Response> {
     state.failures.check(address)?;
+    // A form on another site cannot send JSON, so it cannot sign a browser in
+    // to an account of its choosing.
+    let json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "json_required",
+            "sign in with a JSON body (Content-Type: application/json)",
+        ));
+    }
     let refused = || ApiError::unauthorized("the email or the password is wrong");
     let account = match state.store.account_by_email(&body.email).await {
         Ok(account) => account,
