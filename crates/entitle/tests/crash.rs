@@ -1,5 +1,5 @@
 //! Crash safety: the real binary is killed with SIGKILL at random moments while
-//! clients save settings and change the directory; after each restart every
+//! clients save settings and write to the directory over SCIM; after each restart every
 //! save is either wholly there (settings, config version, audit entry) or wholly
 //! absent, and every save answered 200 before the kill is there.
 //!
@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use entitle_core::{Settings, service};
-use entitle_store::{PostgresOptions, PostgresStore, SqliteStore, Store};
+use entitle_store::{PostgresOptions, PostgresStore, ScimLookup, SqliteStore, Store};
 use rand::Rng;
 use serde_json::{Value, json};
 
@@ -92,6 +92,11 @@ async fn run(database_url: Option<String>) {
         .await
         .expect("sent");
     assert!(tenant.status().is_success(), "{}", tenant.status());
+    let tenant: Value = tenant.json().await.expect("json");
+    let scim_token = tenant["scim_token"]
+        .as_str()
+        .expect("scim token")
+        .to_owned();
     let token: Value = client
         .post(format!("{base}/api/v1/tenants/crash/tokens"))
         .bearer_auth(ROOT)
@@ -106,33 +111,47 @@ async fn run(database_url: Option<String>) {
 
     // Acknowledged saves: config version -> the settings sent.
     let acknowledged: Arc<Mutex<BTreeMap<i64, Value>>> = Arc::default();
-    let mut acknowledged_groups = 0usize;
+    // Acknowledged SCIM creations: ("Users" or "Groups", the body sent).
+    let directory: Arc<Mutex<Vec<(&'static str, Value)>>> = Arc::default();
     for round in 0..rounds() {
         let stop_at = Instant::now() + Duration::from_millis(rand::rng().random_range(50..400));
         let mut workers = Vec::new();
         for worker in 0..4 {
-            let (client, base, admin, acknowledged) = (
+            let (client, base, admin, acknowledged, directory, scim_token) = (
                 client.clone(),
                 base.clone(),
                 admin.clone(),
                 acknowledged.clone(),
+                directory.clone(),
+                scim_token.clone(),
             );
             workers.push(tokio::spawn(async move {
-                let mut groups = 0usize;
                 let mut attempt = 0usize;
                 while Instant::now() < stop_at + Duration::from_millis(200) {
                     attempt += 1;
-                    if worker == 3 {
-                        // Directory writes beside the saves.
-                        let name = format!("group-{round}-{attempt}");
+                    if worker >= 2 {
+                        // Directory writes over SCIM beside the saves: users and groups.
+                        let (kind, body) = if worker == 3 {
+                            (
+                                "Users",
+                                json!({"userName": format!("scim-{round}-{attempt}@crash.test")}),
+                            )
+                        } else {
+                            (
+                                "Groups",
+                                json!({"displayName": format!("group-{round}-{attempt}")}),
+                            )
+                        };
                         let sent = client
-                            .post(format!("{base}/api/v1/tenants/crash/groups"))
-                            .bearer_auth(&admin)
-                            .json(&json!({"display_name": name}))
+                            .post(format!("{base}/scim/v2/crash/{kind}"))
+                            .bearer_auth(&scim_token)
+                            .json(&body)
                             .send()
                             .await;
                         match sent {
-                            Ok(response) if response.status().is_success() => groups += 1,
+                            Ok(response) if response.status().is_success() => {
+                                directory.lock().expect("lock").push((kind, body));
+                            }
                             Ok(_) | Err(_) => break,
                         }
                         continue;
@@ -160,14 +179,13 @@ async fn run(database_url: Option<String>) {
                     let version: i64 = etag.parse().expect("numeric etag");
                     acknowledged.lock().expect("lock").insert(version, body);
                 }
-                groups
             }));
         }
         tokio::time::sleep_until(stop_at.into()).await;
         child.kill().expect("SIGKILL");
         child.wait().expect("reaped");
         for worker in workers {
-            acknowledged_groups += worker.await.expect("worker");
+            worker.await.expect("worker");
         }
         child = start(dir.path(), database_url.as_deref(), port);
         wait_ready(&client, &base).await;
@@ -248,21 +266,40 @@ async fn run(database_url: Option<String>) {
             "version {version} holds what was acknowledged"
         );
     }
-    let groups = store
-        .directory_counts(&tenant.id)
+    // Nothing the directory got a 2xx for is lost.
+    let directory = directory.lock().expect("lock").clone();
+    let users = store
+        .scim_users(&tenant.id, &ScimLookup::All, None)
         .await
-        .expect("counts")
-        .groups as usize;
-    assert!(
-        groups >= acknowledged_groups,
-        "acknowledged groups were lost: {groups} < {acknowledged_groups}"
-    );
+        .expect("users");
+    let groups = store
+        .scim_groups(&tenant.id, &ScimLookup::All, None, false)
+        .await
+        .expect("groups");
+    for (kind, body) in &directory {
+        let found = match *kind {
+            "Users" => users
+                .items
+                .iter()
+                .any(|u| body["userName"] == u.user_name.as_str()),
+            _ => groups
+                .items
+                .iter()
+                .any(|g| body["displayName"] == g.display_name.as_str()),
+        };
+        assert!(found, "acknowledged SCIM creation lost: {kind} {body}");
+    }
     let _ = writeln_stderr(&format!(
-        "crash test: {} rounds, {} acknowledged saves, {} versions, {} acknowledged group creations",
+        "crash test on {}: {} rounds, {} acknowledged saves, {} versions, {} acknowledged SCIM creations",
+        if database_url.is_some() {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        },
         rounds(),
         acknowledged.len(),
         history.len(),
-        acknowledged_groups
+        directory.len()
     ));
 }
 
