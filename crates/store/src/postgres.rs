@@ -346,6 +346,62 @@ async fn write_settings_version(
     Ok(version)
 }
 
+impl PostgresStore {
+    /// Deletes a user or device group and removes it from every entitlement
+    /// that selected it, one transaction.
+    async fn delete_selectable_group(
+        &self,
+        tenant_id: &str,
+        kind: GroupKind,
+        group_id: &str,
+        actor: &str,
+    ) -> StoreResult<Vec<String>> {
+        let (select_name, delete, what, action, name_key) = match kind {
+            GroupKind::User => (
+                "SELECT display_name FROM groups WHERE tenant_id = $1 AND id = $2",
+                "DELETE FROM groups WHERE id = $1",
+                "group",
+                "group.delete",
+                "display_name",
+            ),
+            GroupKind::Device => (
+                "SELECT name FROM device_groups WHERE tenant_id = $1 AND id = $2",
+                "DELETE FROM device_groups WHERE id = $1",
+                "device group",
+                "device_group.delete",
+                "name",
+            ),
+        };
+        let mut tx = self.pool.begin().await?;
+        lock_tenant(&mut tx, tenant_id).await?;
+        let name: String = sqlx::query_scalar(select_name)
+            .bind(uid(tenant_id))
+            .bind(uid(group_id))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(not_found(what))?;
+        let changed = remove_group_from_settings(&mut tx, tenant_id, kind, group_id).await?;
+        sqlx::query(delete)
+            .bind(uid(group_id))
+            .execute(&mut *tx)
+            .await?;
+        let before = json!({"id": group_id, name_key: name});
+        bump_data_version(&mut tx, tenant_id).await?;
+        insert_audit(
+            &mut tx,
+            Some(tenant_id),
+            actor,
+            action,
+            &name,
+            Some(&before),
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(changed)
+    }
+}
+
 /// Which list of the settings a deleted group disappears from.
 #[derive(Clone, Copy)]
 enum GroupKind {
@@ -804,35 +860,8 @@ impl DirectoryStore for PostgresStore {
         group_id: &str,
         actor: &str,
     ) -> StoreResult<Vec<String>> {
-        let mut tx = self.pool.begin().await?;
-        lock_tenant(&mut tx, tenant_id).await?;
-        let name: String =
-            sqlx::query_scalar("SELECT display_name FROM groups WHERE tenant_id = $1 AND id = $2")
-                .bind(uid(tenant_id))
-                .bind(uid(group_id))
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(not_found("group"))?;
-        let changed =
-            remove_group_from_settings(&mut tx, tenant_id, GroupKind::User, group_id).await?;
-        sqlx::query("DELETE FROM groups WHERE id = $1")
-            .bind(uid(group_id))
-            .execute(&mut *tx)
-            .await?;
-        let before = json!({"id": group_id, "display_name": name});
-        bump_data_version(&mut tx, tenant_id).await?;
-        insert_audit(
-            &mut tx,
-            Some(tenant_id),
-            actor,
-            "group.delete",
-            &name,
-            Some(&before),
-            None,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(changed)
+        self.delete_selectable_group(tenant_id, GroupKind::User, group_id, actor)
+            .await
     }
 
     async fn search_groups(
@@ -1209,35 +1238,8 @@ impl DeviceStore for PostgresStore {
         group_id: &str,
         actor: &str,
     ) -> StoreResult<Vec<String>> {
-        let mut tx = self.pool.begin().await?;
-        lock_tenant(&mut tx, tenant_id).await?;
-        let name: String =
-            sqlx::query_scalar("SELECT name FROM device_groups WHERE tenant_id = $1 AND id = $2")
-                .bind(uid(tenant_id))
-                .bind(uid(group_id))
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(not_found("device group"))?;
-        let changed =
-            remove_group_from_settings(&mut tx, tenant_id, GroupKind::Device, group_id).await?;
-        sqlx::query("DELETE FROM device_groups WHERE id = $1")
-            .bind(uid(group_id))
-            .execute(&mut *tx)
-            .await?;
-        let before = json!({"id": group_id, "name": name});
-        bump_data_version(&mut tx, tenant_id).await?;
-        insert_audit(
-            &mut tx,
-            Some(tenant_id),
-            actor,
-            "device_group.delete",
-            &name,
-            Some(&before),
-            None,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(changed)
+        self.delete_selectable_group(tenant_id, GroupKind::Device, group_id, actor)
+            .await
     }
 
     async fn device_groups(&self, tenant_id: &str) -> StoreResult<Vec<DeviceGroup>> {
