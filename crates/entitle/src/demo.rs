@@ -99,6 +99,7 @@ fn print_welcome(address: SocketAddr, data_dir: &std::path::Path, seeded: bool) 
   viewer token    {VIEWER_TOKEN}
   super admin     {SUPER_ADMIN_TOKEN}
   enrollment key  {ENROLLMENT_KEY}
+  SCIM            {url}/scim/v2/acme/   bearer token {SCIM_TOKEN}
   device token    {ADA_LAPTOP_TOKEN}   (ada's MacBook, for /agent/v1/sync)
 
 Try it in another terminal:
