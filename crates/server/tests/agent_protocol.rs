@@ -562,3 +562,41 @@ async fn a_save_on_one_node_wakes_a_long_poll_held_on_another() {
         "woken by the other node's save, not the timeout: {elapsed:?}"
     );
 }
+
+/// Graceful shutdown answers held long-polls (304) instead of cutting them off.
+#[tokio::test]
+async fn shutdown_answers_held_long_polls() {
+    let db = Database::sqlite();
+    let mut app = TestApp::start(&db).await;
+    let fleet = every_reason(&app).await;
+    let (_, _, token, device) = fleet.devices[0].clone();
+    let etag = sync(&app, &token, &device, None, None)
+        .await
+        .etag
+        .expect("etag");
+    let held = {
+        let (base, client) = (app.base.clone(), app.client.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let response = client
+                .post(format!("{base}/agent/v1/sync?wait=30"))
+                .bearer_auth(token)
+                .header("If-None-Match", etag)
+                .json(&device)
+                .send()
+                .await;
+            (response.map(|r| r.status()), started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.stop().await;
+    let (status, elapsed) = held.await.expect("held");
+    assert_eq!(
+        status.expect("answered, not cut off"),
+        StatusCode::NOT_MODIFIED
+    );
+    assert!(
+        elapsed < Duration::from_secs(15),
+        "answered at shutdown, not at the 30 s deadline: {elapsed:?}"
+    );
+}
