@@ -462,14 +462,9 @@ async fn resource_types(
     Path(tenant): Path<String>,
     request: Request,
 ) -> Response {
-    scim!(state, tenant, request.into_parts(), |scim| {
-        let types = entitle_scim_protocol::resource_types(&scim.base_url);
-        let total = types.len();
-        Ok(scim_response(
-            StatusCode::OK,
-            list_response(types, total, 1),
-        ))
-    })
+    scim!(state, tenant, request.into_parts(), |scim| discovery_list(
+        entitle_scim_protocol::resource_types(&scim.base_url)
+    ))
 }
 
 async fn resource_type(
@@ -478,15 +473,11 @@ async fn resource_type(
     request: Request,
 ) -> Response {
     scim!(state, tenant, request.into_parts(), |scim| {
-        entitle_scim_protocol::resource_types(&scim.base_url)
-            .into_iter()
-            .find(|t| {
-                t["id"]
-                    .as_str()
-                    .is_some_and(|id| id.eq_ignore_ascii_case(&name))
-            })
-            .map(|t| scim_response(StatusCode::OK, t))
-            .ok_or_else(|| Failure(ScimError::not_found(format!("no resource type {name:?}"))))
+        discovery_item(
+            entitle_scim_protocol::resource_types(&scim.base_url),
+            &name,
+            "resource type",
+        )
     })
 }
 
@@ -495,14 +486,9 @@ async fn schemas(
     Path(tenant): Path<String>,
     request: Request,
 ) -> Response {
-    scim!(state, tenant, request.into_parts(), |scim| {
-        let schemas = entitle_scim_protocol::schemas(&scim.base_url);
-        let total = schemas.len();
-        Ok(scim_response(
-            StatusCode::OK,
-            list_response(schemas, total, 1),
-        ))
-    })
+    scim!(state, tenant, request.into_parts(), |scim| discovery_list(
+        entitle_scim_protocol::schemas(&scim.base_url)
+    ))
 }
 
 async fn schema(
@@ -511,16 +497,34 @@ async fn schema(
     request: Request,
 ) -> Response {
     scim!(state, tenant, request.into_parts(), |scim| {
-        entitle_scim_protocol::schemas(&scim.base_url)
-            .into_iter()
-            .find(|s| {
-                s["id"]
-                    .as_str()
-                    .is_some_and(|sid| sid.eq_ignore_ascii_case(&id))
-            })
-            .map(|s| scim_response(StatusCode::OK, s))
-            .ok_or_else(|| Failure(ScimError::not_found(format!("no schema {id:?}"))))
+        discovery_item(
+            entitle_scim_protocol::schemas(&scim.base_url),
+            &id,
+            "schema",
+        )
     })
+}
+
+/// A discovery listing (all of it: there are only a few documents).
+fn discovery_list(documents: Vec<Value>) -> ScimResult {
+    let total = documents.len();
+    Ok(scim_response(
+        StatusCode::OK,
+        list_response(documents, total, 1),
+    ))
+}
+
+/// One discovery document by its id (case-insensitive).
+fn discovery_item(documents: Vec<Value>, id: &str, what: &str) -> ScimResult {
+    documents
+        .into_iter()
+        .find(|d| {
+            d["id"]
+                .as_str()
+                .is_some_and(|found| found.eq_ignore_ascii_case(id))
+        })
+        .map(|d| scim_response(StatusCode::OK, d))
+        .ok_or_else(|| Failure(ScimError::not_found(format!("no {what} {id:?}"))))
 }
 
 async fn list_users(
