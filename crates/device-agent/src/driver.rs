@@ -149,7 +149,8 @@ pub async fn enroll(
     let status = response.status();
     let text = response.text().await.unwrap_or_default();
     let parsed: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-    if status.is_client_error() {
+    // 429 means "later", not "never": it is retried like a server error.
+    if status.is_client_error() && status != reqwest::StatusCode::TOO_MANY_REQUESTS {
         let message = parsed["error"]["message"]
             .as_str()
             .map_or_else(|| format!("the server answered {status}"), str::to_owned);
@@ -166,14 +167,19 @@ pub async fn enroll(
             )));
         }
     };
+    let (Some(device_id), Some(device_token)) = (
+        parsed["device_id"].as_str().filter(|v| !v.is_empty()),
+        parsed["device_token"].as_str().filter(|v| !v.is_empty()),
+    ) else {
+        return Ok(Err(
+            "the enrollment answer has no device id or token".to_owned()
+        ));
+    };
     let enrollment = Enrollment {
         server: config.server.clone(),
         tenant: policy.tenant.clone(),
-        device_id: parsed["device_id"].as_str().unwrap_or_default().to_owned(),
-        device_token: parsed["device_token"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
+        device_id: device_id.to_owned(),
+        device_token: device_token.to_owned(),
     };
     Ok(Ok((enrollment, policy)))
 }

@@ -256,7 +256,11 @@ impl Agent {
                 policy.config_version, held.config_version
             ));
         }
-        if policy.services.keys().any(|id| id.is_empty()) || policy.poll_interval_s == 0 {
+        if policy.services.keys().any(|id| id.is_empty())
+            || policy.poll_interval_s == 0
+            || policy.config_version < 0
+            || policy.etag.is_empty()
+        {
             return Err("the policy is malformed".to_owned());
         }
         Ok(())
@@ -690,9 +694,15 @@ mod tests {
         other_device.device_id = "someone-else".into();
         let mut other_tenant = policy(6, &[("zia", false, false)]);
         other_tenant.tenant = "other".into();
+        let mut no_etag = policy(6, &[("zia", false, false)]);
+        no_etag.etag = String::new();
+        let mut no_poll = policy(6, &[("zia", false, false)]);
+        no_poll.poll_interval_s = 0;
         for bad in [
             other_device,
             other_tenant,
+            no_etag,
+            no_poll,
             policy(4, &[("zia", false, false)]),
         ] {
             let actions = agent.handle(received(bad), 1, 0.0);
