@@ -579,24 +579,39 @@ async fn users_page(scim: &Scim, query: ListQuery) -> ScimResult {
             let all = store
                 .scim_users(&scim.tenant.id, &ScimLookup::All, None)
                 .await?;
-            let matching: Vec<Value> = all
-                .items
-                .iter()
-                .map(|u| scim.user_json(u))
-                .filter(|u| filter.as_ref().is_some_and(|f| f.matches(u)))
-                .collect();
-            let total = matching.len();
-            (
-                matching.into_iter().skip(offset).take(count).collect(),
-                total,
-            )
+            let resources = all.items.iter().map(|u| scim.user_json(u)).collect();
+            filtered_page(resources, filter.as_ref(), offset, count)
         }
     };
+    list_answer(items, total, start, &query)
+}
+
+/// Resources that meet the filter (all of them without one), and one page of them,
+/// for filters the store cannot answer with an index.
+fn filtered_page(
+    resources: Vec<Value>,
+    filter: Option<&Filter>,
+    offset: usize,
+    count: usize,
+) -> (Vec<Value>, usize) {
+    let matching: Vec<Value> = resources
+        .into_iter()
+        .filter(|r| filter.is_none_or(|f| f.matches(r)))
+        .collect();
+    let total = matching.len();
+    (
+        matching.into_iter().skip(offset).take(count).collect(),
+        total,
+    )
+}
+
+/// A ListResponse of a page, with `attributes` / `excludedAttributes` applied.
+fn list_answer(items: Vec<Value>, total: usize, start: usize, query: &ListQuery) -> ScimResult {
     let projected = items
         .iter()
-        .map(|u| {
+        .map(|r| {
             project(
-                u,
+                r,
                 query.attributes.as_deref(),
                 query.excluded_attributes.as_deref(),
             )
@@ -694,30 +709,14 @@ async fn search_all(
         let groups = store
             .scim_groups(&scim.tenant.id, &ScimLookup::All, None, true)
             .await?;
-        let matching: Vec<Value> = users
+        let resources = users
             .items
             .iter()
             .map(|u| scim.user_json(u))
             .chain(groups.items.iter().map(|g| scim.group_json(g, true)))
-            .filter(|r| filter.as_ref().is_none_or(|f| f.matches(r)))
             .collect();
-        let total = matching.len();
-        let page = matching
-            .iter()
-            .skip(offset)
-            .take(count)
-            .map(|r| {
-                project(
-                    r,
-                    query.attributes.as_deref(),
-                    query.excluded_attributes.as_deref(),
-                )
-            })
-            .collect();
-        Ok(scim_response(
-            StatusCode::OK,
-            list_response(page, total, start),
-        ))
+        let (page, total) = filtered_page(resources, filter.as_ref(), offset, count);
+        list_answer(page, total, start, &query)
     })
 }
 
@@ -931,33 +930,11 @@ async fn groups_page(scim: &Scim, query: ListQuery) -> ScimResult {
             let all = store
                 .scim_groups(&scim.tenant.id, &ScimLookup::All, None, true)
                 .await?;
-            let matching: Vec<Value> = all
-                .items
-                .iter()
-                .map(|g| scim.group_json(g, true))
-                .filter(|g| filter.as_ref().is_some_and(|f| f.matches(g)))
-                .collect();
-            let total = matching.len();
-            (
-                matching.into_iter().skip(offset).take(count).collect(),
-                total,
-            )
+            let resources = all.items.iter().map(|g| scim.group_json(g, true)).collect();
+            filtered_page(resources, filter.as_ref(), offset, count)
         }
     };
-    let projected = items
-        .iter()
-        .map(|g| {
-            project(
-                g,
-                query.attributes.as_deref(),
-                query.excluded_attributes.as_deref(),
-            )
-        })
-        .collect();
-    Ok(scim_response(
-        StatusCode::OK,
-        list_response(projected, total, start),
-    ))
+    list_answer(items, total, start, &query)
 }
 
 async fn create_group(
