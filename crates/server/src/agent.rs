@@ -12,6 +12,7 @@ use entitle_core::DeviceReport;
 use entitle_store::{AuthenticatedDevice, Device, StoreError, secrets};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use utoipa::{IntoParams, ToSchema};
 
@@ -144,6 +145,10 @@ pub struct SyncQuery {
 }
 
 /// Reports the device's state and gets its policy, or 304 when unchanged.
+///
+/// Connections that carry only syncs are served by [`crate::lane`] instead, with
+/// the same [`begin_sync`] and [`HeldSync::finish`]; this handler answers the
+/// rest (a first request of another kind on the connection, HTTP/1.0, chunked bodies).
 #[utoipa::path(post, path = "/agent/v1/sync", tag = "agent", request_body = ReportJson,
     params(SyncQuery, ("If-None-Match" = Option<String>, Header, description = "ETag of the policy the device holds")),
     responses((status = 200, body = PolicyJson, headers(("ETag" = String))), (status = 304), (status = 400), (status = 401)))]
@@ -153,11 +158,93 @@ pub(crate) async fn sync(
     QueryParams(query): QueryParams<SyncQuery>,
     JsonBody(report): JsonBody<ReportJson>,
 ) -> ApiResult<Response> {
-    let token_hash = device_token_hash(&headers)?;
-    let authenticated = authenticate(&state, &token_hash).await?;
+    let request = SyncRequest {
+        token_hash: device_token_hash(headers.get(AUTHORIZATION).map(HeaderValue::as_bytes))?,
+        held_etag: headers
+            .get(IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_owned()),
+        wait_s: query.wait.unwrap_or(0),
+        report,
+    };
+    drop(headers);
+    let answer = match begin_sync(&state, request).await? {
+        SyncStep::Answer(answer) => answer,
+        SyncStep::Hold(held) => held.finish(&state).await?,
+    };
+    Ok(answer.into_response())
+}
+
+/// A sync as read off the wire.
+pub(crate) struct SyncRequest {
+    /// SHA-256 of the device token.
+    pub token_hash: String,
+    /// The `If-None-Match` header, if any.
+    pub held_etag: Option<String>,
+    /// The `?wait=` asked for (capped by the server's maximum).
+    pub wait_s: u64,
+    /// The device's report.
+    pub report: ReportJson,
+}
+
+/// What a sync answers.
+pub(crate) enum SyncAnswer {
+    /// The device's policy (200).
+    Policy(PolicyJson),
+    /// The policy the device holds is current (304).
+    NotModified {
+        /// Its ETag.
+        etag: String,
+    },
+}
+
+impl IntoResponse for SyncAnswer {
+    fn into_response(self) -> Response {
+        match self {
+            SyncAnswer::Policy(policy) => {
+                let etag = HeaderValue::from_str(&policy.etag).ok();
+                let mut response = Json(policy).into_response();
+                if let Some(etag) = etag {
+                    response.headers_mut().insert(ETAG, etag);
+                }
+                response
+            }
+            SyncAnswer::NotModified { etag } => {
+                let mut response = StatusCode::NOT_MODIFIED.into_response();
+                if let Ok(value) = HeaderValue::from_str(&etag) {
+                    response.headers_mut().insert(ETAG, value);
+                }
+                response
+            }
+        }
+    }
+}
+
+/// Where a sync stands after its first look.
+pub(crate) enum SyncStep {
+    /// Answer now.
+    Answer(SyncAnswer),
+    /// Nothing changed and the device asked to wait.
+    Hold(HeldSync),
+}
+
+/// A sync waiting for a change. It keeps only what it needs to answer later,
+/// because thousands wait at once.
+pub(crate) struct HeldSync {
+    token_hash: String,
+    held_etag: Option<String>,
+    report: DeviceReport,
+    changes: watch::Receiver<u64>,
+    deadline: Instant,
+}
+
+/// Authenticates the device, records its report and answers at once unless the
+/// policy it holds is current and it asked to wait.
+pub(crate) async fn begin_sync(state: &AppState, request: SyncRequest) -> ApiResult<SyncStep> {
+    let authenticated = authenticate(state, &request.token_hash).await?;
     let mut device = authenticated.device;
     let data_version = authenticated.tenant_data_version;
-    let report = report.parse()?;
+    let report = request.report.parse()?;
     let now = OffsetDateTime::now_utc();
     // Writes only what changed, and the sync time at most every minute, so that a
     // fleet of unchanged devices does not turn every poll into a disk write.
@@ -171,60 +258,71 @@ pub(crate) async fn sync(
     }
     device.report = report;
 
-    let held_etag = headers
-        .get(IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .map(str::to_owned);
     let mut changes = state.snapshots.subscribe(&device.tenant_id).await?;
     changes.borrow_and_update();
-    let policy = current_policy(&state, &device, data_version).await?;
-    if !same_etag(held_etag.as_deref(), &policy.etag) {
+    let policy = current_policy(state, &device, data_version).await?;
+    if !same_etag(request.held_etag.as_deref(), &policy.etag) {
         state.metrics.sync("policy");
-        return Ok(policy_response(policy));
+        return Ok(SyncStep::Answer(SyncAnswer::Policy(policy)));
     }
-    let wait = query.wait.unwrap_or(0).min(state.config.max_wait_s);
+    let wait = request.wait_s.min(state.config.max_wait_s);
     if wait == 0 {
         state.metrics.sync("not_modified");
-        return Ok(not_modified(&policy.etag));
+        return Ok(SyncStep::Answer(SyncAnswer::NotModified {
+            etag: policy.etag,
+        }));
     }
-    // A held request keeps only what it needs to answer later: thousands wait at once.
-    drop(policy);
-    drop(headers);
-    let report = device.report;
+    Ok(SyncStep::Hold(HeldSync {
+        token_hash: request.token_hash,
+        held_etag: request.held_etag,
+        report: device.report,
+        changes,
+        deadline: Instant::now() + Duration::from_secs(wait),
+    }))
+}
 
-    let _held = HeldPoll::new(&state);
-    let deadline = Instant::now() + Duration::from_secs(wait);
-    let mut shutdown = state.shutdown.clone();
-    loop {
-        tokio::select! {
-            changed = changes.changed() => {
-                if changed.is_err() {
-                    break;
+impl HeldSync {
+    /// Waits for a change that alters the device's policy, the deadline or the
+    /// server's shutdown, and answers.
+    pub(crate) async fn finish(mut self, state: &AppState) -> ApiResult<SyncAnswer> {
+        let _held = HeldPoll::new(state);
+        let mut shutdown = state.shutdown.clone();
+        loop {
+            tokio::select! {
+                changed = self.changes.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    // Boxed so that the thousands of waiting futures stay small.
+                    let policy = Box::pin(reauthenticated_policy(state, &self.token_hash, &self.report)).await?;
+                    if !same_etag(self.held_etag.as_deref(), &policy.etag) {
+                        state.metrics.sync("policy");
+                        state.metrics.policy_changes_pushed.inc();
+                        return Ok(SyncAnswer::Policy(policy));
+                    }
                 }
-                let policy = reauthenticated_policy(&state, &token_hash, &report).await?;
-                if !same_etag(held_etag.as_deref(), &policy.etag) {
-                    state.metrics.sync("policy");
-                    state.metrics.policy_changes_pushed.inc();
-                    return Ok(policy_response(policy));
-                }
+                () = tokio::time::sleep_until(self.deadline) => break,
+                () = stopping(&mut shutdown) => break,
             }
-            () = tokio::time::sleep_until(deadline) => break,
-            () = stopping(&mut shutdown) => break,
         }
+        // A last look, so that a change whose wake-up raced the deadline is not lost.
+        let policy = Box::pin(reauthenticated_policy(
+            state,
+            &self.token_hash,
+            &self.report,
+        ))
+        .await?;
+        if !same_etag(self.held_etag.as_deref(), &policy.etag) {
+            state.metrics.sync("policy");
+            return Ok(SyncAnswer::Policy(policy));
+        }
+        state.metrics.sync("not_modified");
+        Ok(SyncAnswer::NotModified { etag: policy.etag })
     }
-    // A last look, so that a change whose wake-up raced the deadline is not lost.
-    let policy = reauthenticated_policy(&state, &token_hash, &report).await?;
-    if !same_etag(held_etag.as_deref(), &policy.etag) {
-        state.metrics.sync("policy");
-        return Ok(policy_response(policy));
-    }
-    state.metrics.sync("not_modified");
-    Ok(not_modified(&policy.etag))
 }
 
 /// Completes when the server starts shutting down.
-async fn stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+pub(crate) async fn stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
     // The guard returned by `wait_for` is not `Send`; drop it before returning.
     let _ = shutdown.wait_for(|stopping| *stopping).await.map(|_| ());
 }
@@ -245,10 +343,10 @@ impl Drop for HeldPoll<'_> {
     }
 }
 
-fn device_token_hash(headers: &HeaderMap) -> ApiResult<String> {
-    let token = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
+/// The hash of the bearer token in an `Authorization` header's value.
+pub(crate) fn device_token_hash(authorization: Option<&[u8]>) -> ApiResult<String> {
+    let token = authorization
+        .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim())
@@ -315,21 +413,4 @@ fn same_etag(held: Option<&str>, current: &str) -> bool {
         held.split(',')
             .any(|tag| tag.trim().trim_start_matches("W/") == current)
     })
-}
-
-fn policy_response(policy: PolicyJson) -> Response {
-    let etag = HeaderValue::from_str(&policy.etag).ok();
-    let mut response = Json(policy).into_response();
-    if let Some(etag) = etag {
-        response.headers_mut().insert(ETAG, etag);
-    }
-    response
-}
-
-fn not_modified(etag: &str) -> Response {
-    let mut response = StatusCode::NOT_MODIFIED.into_response();
-    if let Ok(value) = HeaderValue::from_str(etag) {
-        response.headers_mut().insert(ETAG, value);
-    }
-    response
 }

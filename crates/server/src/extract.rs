@@ -29,13 +29,18 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                     ApiError::bad_request("unreadable_body", rejection.body_text())
                 }
             })?;
-        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
-            ApiError::bad_request(
-                "malformed_json",
-                format!("the request body is not valid for this call: {e}"),
-            )
-        })
+        json_from_slice(&bytes).map(JsonBody)
     }
+}
+
+/// Parses a JSON body, with a 400 that says what is wrong.
+pub fn json_from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::bad_request(
+            "malformed_json",
+            format!("the request body is not valid for this call: {e}"),
+        )
+    })
 }
 
 /// Query parameters, with a 400 in the API's format when they do not parse.
@@ -45,11 +50,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T>
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let query = parts.uri.query().unwrap_or_default();
-        serde_urlencoded_from_str(query)
-            .map(QueryParams)
-            .map_err(|e| ApiError::bad_request("invalid_query", format!("query parameters: {e}")))
+        query_from_str(parts.uri.query().unwrap_or_default()).map(QueryParams)
     }
+}
+
+/// Parses a query string, with a 400 that says what is wrong.
+pub fn query_from_str<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    serde_urlencoded_from_str(query)
+        .map_err(|e| ApiError::bad_request("invalid_query", format!("query parameters: {e}")))
 }
 
 fn serde_urlencoded_from_str<T: DeserializeOwned>(query: &str) -> Result<T, String> {

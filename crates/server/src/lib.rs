@@ -9,6 +9,7 @@ mod auth;
 mod directory;
 mod error;
 mod extract;
+mod lane;
 mod limit;
 mod metrics;
 mod ops;
@@ -24,6 +25,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::serve::ListenerExt;
 use entitle_store::{Change, ChangeFeed, Store};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -173,15 +175,19 @@ impl Server {
             tokio::spawn(follow_changes(feed, self.state.snapshots.clone()));
         }
         let shutdown = self.shutdown;
+        let (handed_over, lane_connections) = lane::start(listener, self.state.clone())?;
         let router = self
             .router
             .into_make_service_with_connect_info::<std::net::SocketAddr>();
-        axum::serve(listener, router)
+        // `tap_io` only to get axum's connect-info for a listener of our own.
+        axum::serve(handed_over.tap_io(|_| {}), router)
             .with_graceful_shutdown(async move {
                 stop.await;
                 tracing::info!("shutting down: answering held long-polls");
                 shutdown.send_replace(true);
             })
-            .await
+            .await?;
+        lane_connections.closed().await;
+        Ok(())
     }
 }

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use common::{Database, Tenant, TestApp, report, settings, sync};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 async fn enrollment_refuses_bad_keys_unknown_users_and_bad_reports(db: Database) {
     let app = TestApp::start(&db).await;
@@ -599,4 +601,225 @@ async fn shutdown_answers_held_long_polls() {
         elapsed < Duration::from_secs(15),
         "answered at shutdown, not at the 30 s deadline: {elapsed:?}"
     );
+}
+
+/// One raw HTTP/1.1 exchange's answer.
+struct RawAnswer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl RawAnswer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one answer off a raw connection, keeping what follows it in `pending`.
+async fn read_answer(stream: &mut TcpStream, pending: &mut Vec<u8>) -> RawAnswer {
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut response = httparse::Response::new(&mut headers);
+        if let httparse::Status::Complete(head_len) = response.parse(pending).expect("valid head") {
+            let headers: Vec<(String, String)> = response
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.to_owned(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
+                .collect();
+            let status = response.code.expect("status");
+            let length: usize = headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                .map_or(0, |(_, v)| v.parse().expect("length"));
+            while pending.len() < head_len + length {
+                let mut chunk = [0u8; 4096];
+                let n = stream.read(&mut chunk).await.expect("read");
+                assert!(n > 0, "closed in the middle of an answer");
+                pending.extend_from_slice(&chunk[..n]);
+            }
+            let body = pending[head_len..head_len + length].to_vec();
+            pending.drain(..head_len + length);
+            return RawAnswer {
+                status,
+                headers,
+                body,
+            };
+        }
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "closed before an answer");
+        pending.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn raw_sync(token: &str, report: &Value, etag: Option<&str>, extra: &str) -> Vec<u8> {
+    let body = report.to_string();
+    let etag = etag.map_or(String::new(), |e| format!("If-None-Match: {e}\r\n"));
+    format!(
+        "POST /agent/v1/sync HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n{etag}{extra}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+async fn held_long_polls(app: &TestApp) -> i64 {
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find_map(|l| l.strip_prefix("entitle_held_long_polls "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("gauge")
+}
+
+/// On one keep-alive connection: syncs (also pipelined), then a request for
+/// another route, then syncs again — every answer right and in order.
+#[tokio::test]
+async fn one_connection_carries_syncs_pipelines_and_other_routes() {
+    let db = Database::sqlite();
+    let app = TestApp::start(&db).await;
+    let fleet = every_reason(&app).await;
+    let (_, _, token, device) = fleet.devices[0].clone();
+    let mut stream = TcpStream::connect(app.base.trim_start_matches("http://"))
+        .await
+        .expect("connect");
+    let mut pending = Vec::new();
+
+    stream
+        .write_all(&raw_sync(&token, &device, None, ""))
+        .await
+        .expect("write");
+    let first = read_answer(&mut stream, &mut pending).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("content-type"), Some("application/json"));
+    let etag = first.header("etag").expect("etag").to_owned();
+    let policy: Value = serde_json::from_slice(&first.body).expect("policy");
+    assert_eq!(policy["etag"], etag.as_str());
+
+    // Two requests in one write: answered in order.
+    let mut both = raw_sync(&token, &device, Some(&etag), "");
+    both.extend(raw_sync("not-a-token", &device, None, ""));
+    stream.write_all(&both).await.expect("write");
+    let unchanged = read_answer(&mut stream, &mut pending).await;
+    assert_eq!(unchanged.status, 304);
+    assert_eq!(unchanged.header("etag"), Some(etag.as_str()));
+    assert!(unchanged.body.is_empty());
+    let refused = read_answer(&mut stream, &mut pending).await;
+    assert_eq!(refused.status, 401);
+    let error: Value = serde_json::from_slice(&refused.body).expect("json error");
+    assert_eq!(error["error"]["code"], "invalid_device_token");
+
+    // Another route on the same connection goes to the full router.
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let health = read_answer(&mut stream, &mut pending).await;
+    assert_eq!(health.status, 200);
+
+    // And syncs still work there, with the same answers.
+    stream
+        .write_all(&raw_sync(&token, &device, Some(&etag), ""))
+        .await
+        .expect("write");
+    let again = read_answer(&mut stream, &mut pending).await;
+    assert_eq!(again.status, 304);
+    assert_eq!(again.header("etag"), Some(etag.as_str()));
+}
+
+/// A chunked body and HTTP/1.0 are served too (by the full router), and
+/// `Connection: close` is honoured.
+#[tokio::test]
+async fn unusual_sync_requests_are_still_answered() {
+    let db = Database::sqlite();
+    let app = TestApp::start(&db).await;
+    let fleet = every_reason(&app).await;
+    let (_, _, token, device) = fleet.devices[0].clone();
+    let address = app.base.trim_start_matches("http://").to_owned();
+
+    let body = device.to_string();
+    let chunked = format!(
+        "POST /agent/v1/sync HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+        body.len()
+    );
+    let mut stream = TcpStream::connect(&address).await.expect("connect");
+    stream.write_all(chunked.as_bytes()).await.expect("write");
+    let answer = read_answer(&mut stream, &mut Vec::new()).await;
+    assert_eq!(answer.status, 200);
+
+    let mut stream = TcpStream::connect(&address).await.expect("connect");
+    stream
+        .write_all(&raw_sync(&token, &device, None, "Connection: close\r\n"))
+        .await
+        .expect("write");
+    let mut pending = Vec::new();
+    let answer = read_answer(&mut stream, &mut pending).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.header("connection"), Some("close"));
+    let mut rest = Vec::new();
+    stream
+        .read_to_end(&mut rest)
+        .await
+        .expect("read to the end");
+    assert!(
+        rest.is_empty() && pending.is_empty(),
+        "nothing after a close"
+    );
+
+    let mut stream = TcpStream::connect(&address).await.expect("connect");
+    stream
+        .write_all(b"BREW /agent/v1/sync HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let answer = read_answer(&mut stream, &mut Vec::new()).await;
+    assert_eq!(answer.status, 405);
+}
+
+/// A device that hangs up while its sync is held stops counting as held.
+#[tokio::test]
+async fn a_device_that_hangs_up_while_held_is_let_go() {
+    let db = Database::sqlite();
+    let app = TestApp::start(&db).await;
+    let fleet = every_reason(&app).await;
+    let (_, _, token, device) = fleet.devices[0].clone();
+    let etag = sync(&app, &token, &device, None, None)
+        .await
+        .etag
+        .expect("etag");
+    let mut stream = TcpStream::connect(app.base.trim_start_matches("http://"))
+        .await
+        .expect("connect");
+    let mut held = raw_sync(&token, &device, Some(&etag), "");
+    // `?wait=` goes in the request line.
+    let at = held.iter().position(|b| *b == b' ').expect("space") + "/agent/v1/sync".len() + 1;
+    held.splice(at..at, b"?wait=60".iter().copied());
+    stream.write_all(&held).await.expect("write");
+    let mut polls = 0;
+    while held_long_polls(&app).await != 1 {
+        polls += 1;
+        assert!(polls < 100, "the sync was never held");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(stream);
+    let mut polls = 0;
+    while held_long_polls(&app).await != 0 {
+        polls += 1;
+        assert!(polls < 100, "a closed connection stayed held");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

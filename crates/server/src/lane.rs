@@ -1,0 +1,623 @@
+//! The agent lane: a lean HTTP/1.1 connection handler in front of hyper for
+//! connections that carry `POST /agent/v1/sync`.
+//!
+//! Thousands of devices hold a long-poll at once. Under hyper a held connection
+//! keeps its read buffer (8–16 KiB) and its write buffer (8 KiB) for as long as
+//! it is held, and neither initial size can be configured. Here a connection
+//! owns a buffer only while a request is being read; while it waits it is the
+//! socket, the [`HeldSync`] and a small task. The head is parsed by `httparse`
+//! (hyper's own parser); the lane writes only the answers a sync has: 200 with a
+//! policy, 304, or an error in the API's JSON format. The decision logic is the
+//! same as the axum handler's ([`begin_sync`], [`HeldSync::finish`]).
+//!
+//! Any request the lane does not take (another route, HTTP/1.0, a body that is
+//! chunked, over 1 MiB or behind `Expect: 100-continue`, a head it cannot parse)
+//! is handed to axum with the bytes already read, through [`LaneListener`],
+//! which axum accepts from as from a TCP listener. A connection handed over
+//! stays with hyper.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::http::StatusCode;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+use crate::agent::{
+    HeldSync, SyncAnswer, SyncQuery, SyncRequest, SyncStep, begin_sync, device_token_hash, stopping,
+};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{json_from_slice, query_from_str};
+use crate::state::AppState;
+
+const SYNC_PATH: &str = "/agent/v1/sync";
+/// The largest body the lane reads, the same limit as the API's.
+const MAX_BODY: usize = 1024 * 1024;
+/// A head larger than this goes to hyper, which answers what is wrong with it.
+const MAX_HEAD: usize = 16 * 1024;
+/// Headers parsed per request; more goes to hyper.
+const MAX_HEADERS: usize = 32;
+/// Time allowed to send a whole request once its first byte has arrived.
+const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Connections the lane handed over, accepted by axum as from a TCP listener.
+pub(crate) struct LaneListener {
+    handed_over: mpsc::Receiver<(Rewound, SocketAddr)>,
+    local_addr: SocketAddr,
+}
+
+impl axum::serve::Listener for LaneListener {
+    type Io = Rewound;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Rewound, SocketAddr) {
+        match self.handed_over.recv().await {
+            Some(connection) => connection,
+            // The lane has stopped accepting: so does axum, at its shutdown signal.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.local_addr)
+    }
+}
+
+/// Completes when every connection the lane serves has ended.
+pub(crate) struct LaneConnections(watch::Sender<()>);
+
+impl LaneConnections {
+    /// Waits for the lane's connections to end (they end at shutdown).
+    pub(crate) async fn closed(self) {
+        self.0.closed().await;
+    }
+}
+
+/// What every lane connection shares.
+struct Lane {
+    state: AppState,
+    hand_over: mpsc::Sender<(Rewound, SocketAddr)>,
+}
+
+/// Accepts on `listener` until the server shuts down. Returns the listener
+/// axum serves the handed-over connections from, and the lane's connections.
+pub(crate) fn start(
+    listener: TcpListener,
+    state: AppState,
+) -> io::Result<(LaneListener, LaneConnections)> {
+    let local_addr = listener.local_addr()?;
+    let (hand_over, handed_over) = mpsc::channel(256);
+    let (alive, alive_rx) = watch::channel(());
+    let lane = Arc::new(Lane { state, hand_over });
+    tokio::spawn(accept_loop(listener, lane, alive_rx));
+    Ok((
+        LaneListener {
+            handed_over,
+            local_addr,
+        },
+        LaneConnections(alive),
+    ))
+}
+
+async fn accept_loop(listener: TcpListener, lane: Arc<Lane>, alive: watch::Receiver<()>) {
+    let mut shutdown = lane.state.shutdown.clone();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = stopping(&mut shutdown) => break,
+        };
+        match accepted {
+            Ok((stream, address)) => {
+                // Answers are written whole; waiting to coalesce them only adds latency.
+                if let Err(error) = stream.set_nodelay(true) {
+                    tracing::debug!(%error, "could not set TCP_NODELAY");
+                }
+                tokio::spawn(serve_connection(
+                    lane.clone(),
+                    stream,
+                    address,
+                    alive.clone(),
+                ));
+            }
+            // A connection that failed before it was accepted concerns only its client.
+            Err(error) if is_connection_error(&error) => {}
+            Err(error) => {
+                // Usually too many open files: wait for some to close rather than spin.
+                tracing::error!(%error, "accepting connections failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+fn is_connection_error(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// Serves syncs on one connection until it closes, the server shuts down, or a
+/// request comes that is not for the lane.
+async fn serve_connection(
+    lane: Arc<Lane>,
+    stream: TcpStream,
+    address: SocketAddr,
+    _alive: watch::Receiver<()>,
+) {
+    let mut stream = stream;
+    let mut buffer = Vec::new();
+    let mut shutdown = lane.state.shutdown.clone();
+    loop {
+        if buffer.is_empty() {
+            // Idle between requests: no buffer, only the socket.
+            tokio::select! {
+                ready = stream.readable() => if ready.is_err() { return },
+                () = stopping(&mut shutdown) => return,
+            }
+        }
+        let incoming =
+            tokio::time::timeout(REQUEST_READ_TIMEOUT, read_request(&mut stream, &mut buffer))
+                .await;
+        let head = match incoming {
+            Ok(Ok(Incoming::Sync(head))) => head,
+            Ok(Ok(Incoming::Other)) => {
+                // axum's side has closed only if the server is stopping.
+                let _ = lane
+                    .hand_over
+                    .send((Rewound::new(buffer, stream), address))
+                    .await;
+                return;
+            }
+            Ok(Ok(Incoming::Closed) | Err(_)) | Err(_) => return,
+        };
+        let started = Instant::now();
+        let request_end = head.head_len + head.content_length;
+        let request = head.sync_request(buffer.get(head.head_len..request_end).unwrap_or(&[]));
+        buffer.drain(..request_end.min(buffer.len()));
+        if buffer.is_empty() {
+            // Give the memory back before the request is held.
+            buffer = Vec::new();
+        }
+        let answer = match request {
+            Ok(request) => match Box::pin(begin_sync(&lane.state, request)).await {
+                Ok(SyncStep::Answer(answer)) => Ok(answer),
+                Ok(SyncStep::Hold(held)) => {
+                    match hold(&lane.state, held, &stream, buffer.is_empty()).await {
+                        Some(answer) => answer,
+                        None => return,
+                    }
+                }
+                Err(error) => Err(error),
+            },
+            Err(error) => Err(error),
+        };
+        let close = head.close || *lane.state.shutdown.borrow();
+        let (status, response) = render(answer, close);
+        lane.state.metrics.record_request(
+            "POST".to_owned(),
+            SYNC_PATH.to_owned(),
+            status.as_u16(),
+            started.elapsed().as_secs_f64(),
+        );
+        tracing::debug!(%address, status = status.as_u16(), "sync answered by the agent lane");
+        if stream.write_all(&response).await.is_err() {
+            return;
+        }
+        if close {
+            let _ = stream.shutdown().await;
+            return;
+        }
+    }
+}
+
+/// Waits for the held sync's answer, or returns `None` when the device closes
+/// the connection first (nobody is left to answer).
+async fn hold(
+    state: &AppState,
+    held: HeldSync,
+    stream: &TcpStream,
+    watch_client: bool,
+) -> Option<ApiResult<SyncAnswer>> {
+    let finish = held.finish(state);
+    tokio::pin!(finish);
+    let mut watch_client = watch_client;
+    let mut probe = [0u8; 1];
+    loop {
+        tokio::select! {
+            answer = &mut finish => return Some(answer),
+            peeked = stream.peek(&mut probe), if watch_client => match peeked {
+                Ok(0) | Err(_) => return None,
+                // A pipelined request: it is read after this one is answered.
+                Ok(_) => watch_client = false,
+            },
+        }
+    }
+}
+
+/// What the start of a connection's byte stream holds.
+enum Incoming {
+    /// A whole sync request (head and body) is in the buffer.
+    Sync(SyncHead),
+    /// A request for hyper.
+    Other,
+    /// The client closed the connection (perhaps in the middle of a request).
+    Closed,
+}
+
+/// A sync request's head, read into owned values so that the buffer can go.
+struct SyncHead {
+    head_len: usize,
+    content_length: usize,
+    query: ApiResult<SyncQuery>,
+    token_hash: ApiResult<String>,
+    held_etag: Option<String>,
+    close: bool,
+}
+
+impl SyncHead {
+    /// The request, or the first error in the order the axum handler finds
+    /// them: query, body, token.
+    fn sync_request(&self, body: &[u8]) -> ApiResult<SyncRequest> {
+        let wait_s = match &self.query {
+            Ok(query) => query.wait.unwrap_or(0),
+            Err(error) => return Err(error.clone()),
+        };
+        let report = json_from_slice(body)?;
+        Ok(SyncRequest {
+            token_hash: self.token_hash.clone()?,
+            held_etag: self.held_etag.clone(),
+            wait_s,
+            report,
+        })
+    }
+}
+
+async fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> io::Result<Incoming> {
+    loop {
+        if !buffer.is_empty() {
+            match parse_head(buffer) {
+                Head::Partial if buffer.len() >= MAX_HEAD => return Ok(Incoming::Other),
+                Head::Partial => {}
+                Head::Other => return Ok(Incoming::Other),
+                Head::Sync(head) => {
+                    let request_end = head.head_len + head.content_length;
+                    while buffer.len() < request_end {
+                        if read_some(stream, buffer, request_end - buffer.len()).await? == 0 {
+                            return Ok(Incoming::Closed);
+                        }
+                    }
+                    return Ok(Incoming::Sync(head));
+                }
+            }
+        }
+        if read_some(stream, buffer, 1024).await? == 0 {
+            return Ok(Incoming::Closed);
+        }
+    }
+}
+
+async fn read_some(
+    stream: &mut TcpStream,
+    buffer: &mut Vec<u8>,
+    wanted: usize,
+) -> io::Result<usize> {
+    buffer.reserve(wanted);
+    stream.read_buf(buffer).await
+}
+
+enum Head {
+    Partial,
+    Other,
+    Sync(SyncHead),
+}
+
+fn parse_head(bytes: &[u8]) -> Head {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    let head_len = match request.parse(bytes) {
+        Ok(httparse::Status::Complete(length)) => length,
+        Ok(httparse::Status::Partial) => return Head::Partial,
+        // Malformed, or too many headers: hyper gives the proper answer.
+        Err(_) => return Head::Other,
+    };
+    let (Some("POST"), Some(1), Some(target)) = (request.method, request.version, request.path)
+    else {
+        return Head::Other;
+    };
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    if path != SYNC_PATH {
+        return Head::Other;
+    }
+    let mut content_length = None;
+    let mut authorization = None;
+    let mut held_etag = None;
+    let mut close = false;
+    for header in request.headers.iter() {
+        let name = header.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            let length = std::str::from_utf8(header.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            match (content_length, length) {
+                (None, Some(length)) => content_length = Some(length),
+                // Unparsable or repeated: hyper decides what that means.
+                _ => return Head::Other,
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding")
+            || name.eq_ignore_ascii_case("expect")
+            || name.eq_ignore_ascii_case("upgrade")
+        {
+            return Head::Other;
+        } else if name.eq_ignore_ascii_case("authorization") {
+            authorization.get_or_insert(header.value);
+        } else if name.eq_ignore_ascii_case("if-none-match") {
+            if held_etag.is_none() {
+                held_etag = std::str::from_utf8(header.value)
+                    .ok()
+                    .map(|v| v.trim().to_owned());
+            }
+        } else if name.eq_ignore_ascii_case("connection") {
+            close |= header
+                .value
+                .split(|b| *b == b',')
+                .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"));
+        }
+    }
+    let Some(content_length) = content_length.filter(|length| *length <= MAX_BODY) else {
+        return Head::Other;
+    };
+    Head::Sync(SyncHead {
+        head_len,
+        content_length,
+        query: query_from_str(query),
+        token_hash: device_token_hash(authorization),
+        held_etag,
+        close,
+    })
+}
+
+/// The response's status and bytes.
+fn render(answer: ApiResult<SyncAnswer>, close: bool) -> (StatusCode, Vec<u8>) {
+    let (status, etag, body) = match answer {
+        Ok(SyncAnswer::Policy(policy)) => match serde_json::to_vec(&policy) {
+            Ok(body) => (StatusCode::OK, Some(policy.etag), Some(body)),
+            Err(error) => {
+                tracing::error!(%error, "a policy could not be serialised");
+                let error = ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the server could not complete the request; it has been logged",
+                );
+                (
+                    error.status(),
+                    None,
+                    Some(error.body().to_string().into_bytes()),
+                )
+            }
+        },
+        Ok(SyncAnswer::NotModified { etag }) => (StatusCode::NOT_MODIFIED, Some(etag), None),
+        Err(error) => (
+            error.status(),
+            None,
+            Some(error.body().to_string().into_bytes()),
+        ),
+    };
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\ndate: {}\r\n",
+        status.as_str(),
+        status.canonical_reason().unwrap_or(""),
+        httpdate::fmt_http_date(SystemTime::now()),
+    );
+    // ETags are made by the server; the check keeps a header from ever being split.
+    if let Some(etag) = etag.filter(|e| e.bytes().all(|b| b.is_ascii_graphic() || b == b' ')) {
+        head.push_str(&format!("etag: {etag}\r\n"));
+    }
+    if let Some(body) = &body {
+        head.push_str(&format!(
+            "content-type: application/json\r\ncontent-length: {}\r\n",
+            body.len()
+        ));
+    }
+    if close {
+        head.push_str("connection: close\r\n");
+    }
+    head.push_str("\r\n");
+    let mut response = head.into_bytes();
+    if let Some(body) = body {
+        response.extend_from_slice(&body);
+    }
+    (status, response)
+}
+
+/// A connection with bytes already read from it put back in front, so that
+/// hyper reads the request the lane declined from its first byte.
+pub(crate) struct Rewound {
+    prefix: Vec<u8>,
+    consumed: usize,
+    stream: TcpStream,
+}
+
+impl Rewound {
+    fn new(prefix: Vec<u8>, stream: TcpStream) -> Self {
+        Self {
+            prefix,
+            consumed: 0,
+            stream,
+        }
+    }
+}
+
+impl AsyncRead for Rewound {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(rest) = this.prefix.get(this.consumed..).filter(|r| !r.is_empty()) {
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            this.consumed += n;
+            if this.consumed == this.prefix.len() {
+                this.prefix = Vec::new();
+                this.consumed = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewound {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sync_head(bytes: &[u8]) -> Option<SyncHead> {
+        match parse_head(bytes) {
+            Head::Sync(head) => Some(head),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_sync_request_is_taken_with_its_headers() {
+        let request = b"POST /agent/v1/sync?wait=30 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok\r\nIf-None-Match: \"v1\"\r\nContent-Length: 2\r\n\r\n{}";
+        let head = sync_head(request).expect("taken");
+        assert_eq!(head.head_len, request.len() - 2);
+        assert_eq!(head.content_length, 2);
+        assert_eq!(head.held_etag.as_deref(), Some("\"v1\""));
+        assert!(!head.close);
+        assert_eq!(head.query.as_ref().ok().and_then(|q| q.wait), Some(30));
+        assert!(head.token_hash.is_ok());
+    }
+
+    #[test]
+    fn anything_else_goes_to_hyper() {
+        let declined: [&[u8]; 8] = [
+            b"GET /agent/v1/sync HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+            b"POST /agent/v1/enroll HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}",
+            b"POST /agent/v1/sync HTTP/1.0\r\nContent-Length: 2\r\n\r\n{}",
+            b"POST /agent/v1/sync HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST /agent/v1/sync HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n",
+            b"POST /agent/v1/sync HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n",
+            b"POST /agent/v1/sync HTTP/1.1\r\nContent-Length: 2000000\r\n\r\n",
+            b"POST /agent/v1/sync HTTP/1.1\r\n\r\n",
+        ];
+        for request in declined {
+            assert!(
+                matches!(parse_head(request), Head::Other),
+                "{}",
+                String::from_utf8_lossy(request)
+            );
+        }
+        assert!(matches!(
+            parse_head(b"\x16\x03\x01garbage\r\n\r\n"),
+            Head::Other
+        ));
+    }
+
+    #[test]
+    fn a_head_still_arriving_is_partial() {
+        assert!(matches!(
+            parse_head(b"POST /agent/v1/sync HTTP/1.1\r\nContent-Le"),
+            Head::Partial
+        ));
+    }
+
+    #[test]
+    fn connection_close_is_honoured_in_any_case_and_list() {
+        let head = sync_head(
+            b"POST /agent/v1/sync HTTP/1.1\r\nConnection: keep-alive, CLOSE\r\nContent-Length: 0\r\n\r\n",
+        )
+        .expect("taken");
+        assert!(head.close);
+    }
+
+    #[test]
+    fn errors_come_in_the_handlers_order() {
+        let head =
+            sync_head(b"POST /agent/v1/sync?wait=soon HTTP/1.1\r\nContent-Length: 1\r\n\r\n{")
+                .expect("taken");
+        let error = head.sync_request(b"{").err().expect("refused");
+        assert_eq!(error.body()["error"]["code"], "invalid_query");
+        let head = sync_head(b"POST /agent/v1/sync HTTP/1.1\r\nContent-Length: 1\r\n\r\n{")
+            .expect("taken");
+        let error = head.sync_request(b"{").err().expect("refused");
+        assert_eq!(error.body()["error"]["code"], "malformed_json");
+    }
+
+    #[test]
+    fn answers_are_well_formed() {
+        let (status, bytes) = render(
+            Ok(SyncAnswer::NotModified {
+                etag: "\"v7\"".to_owned(),
+            }),
+            true,
+        );
+        let text = String::from_utf8(bytes).expect("ascii");
+        assert_eq!(status, StatusCode::NOT_MODIFIED);
+        assert!(text.starts_with("HTTP/1.1 304 Not Modified\r\n"), "{text}");
+        assert!(text.contains("\r\netag: \"v7\"\r\n"));
+        assert!(text.contains("\r\nconnection: close\r\n"));
+        assert!(text.ends_with("\r\n\r\n"));
+        assert!(!text.contains("content-length"));
+
+        let (status, bytes) = render(Err(ApiError::unauthorized("no token")), false);
+        let text = String::from_utf8(bytes).expect("ascii");
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        let body: serde_json::Value = serde_json::from_str(body).expect("json");
+        assert_eq!(body["error"]["message"], "no token");
+    }
+
+    #[test]
+    fn an_etag_that_could_split_the_head_is_left_out() {
+        let (_, bytes) = render(
+            Ok(SyncAnswer::NotModified {
+                etag: "\"v7\"\r\nset-cookie: x".to_owned(),
+            }),
+            false,
+        );
+        let text = String::from_utf8(bytes).expect("ascii");
+        assert!(!text.contains("set-cookie"));
+    }
+}
