@@ -163,43 +163,50 @@ async fn serve_connection(
                 () = stopping(&mut shutdown) => return,
             }
         }
-        let incoming =
-            tokio::time::timeout(REQUEST_READ_TIMEOUT, read_request(&mut stream, &mut buffer))
-                .await;
-        let head = match incoming {
-            Ok(Ok(Incoming::Sync(head))) => head,
+        // Boxed, like every step but the hold, so that the task of a held
+        // connection is only as large as the hold.
+        let incoming = Box::pin(tokio::time::timeout(
+            REQUEST_READ_TIMEOUT,
+            read_request(&mut stream, &mut buffer),
+        ))
+        .await;
+        // Blocks end each value's life before the hold, so the held task stays small.
+        let (request, close_requested) = match incoming {
+            Ok(Ok(Incoming::Sync(head))) => {
+                let request_end = head.head_len + head.content_length;
+                let request =
+                    head.sync_request(buffer.get(head.head_len..request_end).unwrap_or(&[]));
+                buffer.drain(..request_end.min(buffer.len()));
+                (request, head.close)
+            }
             Ok(Ok(Incoming::Other)) => {
                 // axum's side has closed only if the server is stopping.
-                let _ = lane
-                    .hand_over
-                    .send((Rewound::new(buffer, stream), address))
-                    .await;
+                let _ =
+                    Box::pin(lane.hand_over.send((Rewound::new(buffer, stream), address))).await;
                 return;
             }
             Ok(Ok(Incoming::Closed) | Err(_)) | Err(_) => return,
         };
-        let started = Instant::now();
-        let request_end = head.head_len + head.content_length;
-        let request = head.sync_request(buffer.get(head.head_len..request_end).unwrap_or(&[]));
-        buffer.drain(..request_end.min(buffer.len()));
         if buffer.is_empty() {
             // Give the memory back before the request is held.
             buffer = Vec::new();
         }
-        let answer = match request {
-            Ok(request) => match Box::pin(begin_sync(&lane.state, request)).await {
-                Ok(SyncStep::Answer(answer)) => Ok(answer),
-                Ok(SyncStep::Hold(held)) => {
-                    match hold(&lane.state, held, &stream, buffer.is_empty()).await {
-                        Some(answer) => answer,
-                        None => return,
-                    }
-                }
-                Err(error) => Err(error),
-            },
+        let started = Instant::now();
+        let first_look = match request {
+            Ok(request) => Box::pin(begin_sync(&lane.state, request)).await,
             Err(error) => Err(error),
         };
-        let close = head.close || *lane.state.shutdown.borrow();
+        let answer = match first_look {
+            Ok(SyncStep::Hold(held)) => {
+                match hold(&lane.state, held, &stream, buffer.is_empty()).await {
+                    Some(answer) => answer,
+                    None => return,
+                }
+            }
+            Ok(SyncStep::Answer(answer)) => Ok(answer),
+            Err(error) => Err(error),
+        };
+        let close = close_requested || *lane.state.shutdown.borrow();
         let (status, response) = render(answer, close);
         lane.state.metrics.record_request(
             "POST".to_owned(),
@@ -208,7 +215,7 @@ async fn serve_connection(
             started.elapsed().as_secs_f64(),
         );
         tracing::debug!(%address, status = status.as_u16(), "sync answered by the agent lane");
-        if stream.write_all(&response).await.is_err() {
+        if Box::pin(stream.write_all(&response)).await.is_err() {
             return;
         }
         if close {
