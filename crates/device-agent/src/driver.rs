@@ -12,7 +12,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::lkg::{Enrollment, StateDir, StateError};
-use crate::machine::{Action, Agent, Event, Policy};
+use crate::machine::{Action, Agent, Backoff, Event, Policy};
 
 /// Why the agent stopped.
 #[derive(Debug, thiserror::Error)]
@@ -200,8 +200,14 @@ pub async fn run(
     let client = reqwest::Client::builder()
         .build()
         .map_err(|e| AgentError::Client(e.to_string()))?;
-    let origin = Instant::now();
-    let now = || origin.elapsed().as_millis() as u64;
+    // The machine's clock is the wall clock, so that the times it persists mean something after a restart.
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| {
+                u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+            })
+    };
     let jitter = || rand::random::<f64>() * 2.0 - 1.0;
 
     let mut first_policy = None;
@@ -234,8 +240,12 @@ pub async fn run(
             None
         }
     };
-    let (mut agent, mut actions) =
-        Agent::new(&enrollment.tenant, &enrollment.device_id, persisted, now());
+    let (mut agent, mut actions) = Agent::new(
+        &enrollment.tenant,
+        &enrollment.device_id,
+        persisted,
+        Backoff::default(),
+    );
     if let Some(policy) = first_policy {
         actions.extend(agent.handle(
             Event::PolicyReceived {
@@ -276,8 +286,15 @@ pub async fn run(
                 Action::Rejected(reason) => {
                     let _ = out.send(json!({"event": "policy_rejected", "reason": reason}));
                 }
-                Action::Persist(policy) => {
-                    if let Err(error) = state.save_policy(&policy) {
+                Action::Forget => {
+                    if let Err(error) = state.forget_policy() {
+                        let _ = out.send(
+                            json!({"event": "policy_not_removed", "error": error.to_string()}),
+                        );
+                    }
+                }
+                Action::Persist(held) => {
+                    if let Err(error) = state.save_policy(&held) {
                         let _ = out
                             .send(json!({"event": "policy_not_saved", "error": error.to_string()}));
                     }
@@ -293,7 +310,8 @@ pub async fn run(
                     next_sync = None;
                 }
                 Action::ScheduleSync { at_ms } => {
-                    next_sync = Some(origin + Duration::from_millis(at_ms));
+                    next_sync =
+                        Some(Instant::now() + Duration::from_millis(at_ms.saturating_sub(now())));
                 }
             }
         }

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::driver::{AgentConfig, AgentError, SyncOutcome, enroll, sync_once};
 use crate::lkg::Enrollment;
-use crate::machine::{Agent, Policy};
+use crate::machine::{Agent, Backoff, HeldPolicy, Policy};
 
 /// One enrolled simulated device.
 #[derive(Debug, Clone)]
@@ -138,16 +138,24 @@ impl Fleet {
                 .collect(),
         );
         let (stop, stopped) = watch::channel(false);
-        let origin = Instant::now();
         for (index, device) in devices.into_iter().enumerate() {
             let (client, held, mut stopped) = (client.clone(), held.clone(), stopped.clone());
             tokio::spawn(async move {
-                let now = || origin.elapsed().as_millis() as u64;
+                let now = || {
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |since| {
+                            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+                        })
+                };
                 let (mut agent, _) = Agent::new(
                     &device.enrollment.tenant,
                     &device.enrollment.device_id,
-                    Some(device.policy.clone()),
-                    now(),
+                    Some(HeldPolicy {
+                        policy: device.policy.clone(),
+                        received_at_ms: Some(now()),
+                    }),
+                    Backoff::default(),
                 );
                 let mut failures = 0u32;
                 loop {
