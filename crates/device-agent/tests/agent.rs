@@ -9,6 +9,8 @@ use axum::Router;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use entitle_device_agent::driver::{self, AgentConfig};
+use entitle_device_agent::machine::Backoff;
+use entitle_device_agent::runtime::Timing;
 use entitle_server::{Server, ServerConfig};
 use entitle_store::{Role, SqliteStore, TenantStore, TokenGrant, secrets};
 use serde_json::{Value, json};
@@ -128,7 +130,10 @@ fn config(server: &str, key: &str) -> AgentConfig {
         enrollment_key: Some(key.to_owned()),
         user_name: Some("ada".to_owned()),
         report: json!({"hostname": "ada-mbp", "os": "macos", "client_version": "4.3", "ownership": "corporate", "posture": {"disk_encrypted": true}}),
-        long_poll_s: 20,
+        timing: Timing {
+            long_poll_s: 20,
+            ..Timing::default()
+        },
     }
 }
 
@@ -252,7 +257,7 @@ async fn the_agent_follows_the_rules_of_spec_section_6() {
     // The agent restarts without a long-poll, so that changes arrive by "Update Policy".
     agent.stop().await;
     let mut polling = config(&server.base, &key);
-    polling.long_poll_s = 0;
+    polling.timing.long_poll_s = 0;
     let mut agent = start_agent(polling, dir.path());
     agent.expect(FAST, |l| l["event"] == "state").await;
     server
@@ -306,8 +311,16 @@ async fn a_dead_server_leaves_services_running_and_a_restart_restores_them_from_
         serde_json::from_slice(&std::fs::read(&enrollment_file).expect("read")).expect("json");
     enrollment["server"] = json!(dead_url);
     std::fs::write(&enrollment_file, enrollment.to_string()).expect("write");
-    let mut agent = start_agent(config(&dead_url, &key), dir.path());
-    agent.expect(FAST, |l| l["event"] == "sync_failed").await;
+    let mut settings = config(&dead_url, &key);
+    settings.timing.backoff = Backoff::new(100, 200).expect("valid");
+    let mut agent = start_agent(settings, dir.path());
+    // Retries follow the configured backoff: four failures well within a
+    // second and a half (the default backoff would take 7 s).
+    for _ in 0..4 {
+        agent
+            .expect(Duration::from_millis(1500), |l| l["event"] == "sync_failed")
+            .await;
+    }
     let state = status(dir.path()).await;
     assert_eq!(state["services"]["internet_access"], "running", "{state}");
     assert_eq!(state["server_reachable"], false);
@@ -384,7 +397,8 @@ async fn garbage_from_the_server_changes_nothing_and_the_agent_catches_up() {
     let server = broken_server().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let mut settings = config(&server.base, "key");
-    settings.long_poll_s = 1;
+    settings.timing.long_poll_s = 1;
+    settings.timing.request_timeout = Duration::from_secs(1);
     let mut agent = start_agent(settings, dir.path());
     agent
         .expect(FAST, |l| service_is(l, "internet_access", "running"))
@@ -427,9 +441,17 @@ async fn garbage_from_the_server_changes_nothing_and_the_agent_catches_up() {
             })
             .await;
     }
-    // A server that stops answering: the sync times out, nothing stops.
+    // A server that stops answering: the sync times out after the long-poll's
+    // wait plus the request timeout (1 + 1 s here, 1 + 15 s by default), nothing stops.
     *server.mode.lock().expect("lock") = Garbage::Slow;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    agent
+        .expect(Duration::from_secs(6), |l| {
+            l["event"] == "sync_failed"
+                && l["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("did not answer in time"))
+        })
+        .await;
     assert_eq!(
         status(dir.path()).await["services"]["internet_access"],
         "running"
