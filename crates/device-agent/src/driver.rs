@@ -11,7 +11,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::lkg::{StateDir, StateError};
-use crate::machine::{Action, Agent, Event};
+use crate::machine::{Action, Agent};
 use crate::protocol::{EnrollError, EnrollRequest, SyncOutcome, enroll_retrying};
 use crate::runtime::{self, Command, Device, Host, Request, Timing, UnknownCommand, now_ms};
 
@@ -112,29 +112,32 @@ pub async fn run(
             enrollment
         }
     };
-    let persisted = match state.policy() {
-        Ok(policy) => policy,
-        Err(error) => {
-            let _ = out.send(json!({"event": "policy_file_ignored", "error": error.to_string()}));
-            None
-        }
-    };
-    let (mut agent, mut actions) = Agent::new(
-        &enrollment.tenant,
-        &enrollment.device_id,
-        persisted,
-        config.timing.backoff,
-    );
-    if let Some(policy) = first_policy {
-        actions.extend(agent.handle(
-            Event::PolicyReceived {
-                policy,
-                manual: false,
-            },
+    let (agent, actions) = match first_policy {
+        Some(policy) => Agent::enrolled(
+            &enrollment.tenant,
+            &enrollment.device_id,
+            policy,
+            config.timing.backoff,
             now_ms(),
             runtime::jitter(),
-        ));
-    }
+        ),
+        None => {
+            let persisted = match state.policy() {
+                Ok(policy) => policy,
+                Err(error) => {
+                    let _ = out
+                        .send(json!({"event": "policy_file_ignored", "error": error.to_string()}));
+                    None
+                }
+            };
+            Agent::new(
+                &enrollment.tenant,
+                &enrollment.device_id,
+                persisted,
+                config.timing.backoff,
+            )
+        }
+    };
 
     let socket_path = state.path().join("control.sock");
     let (commands, mut command_rx) = mpsc::channel::<Request>(16);

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use crate::driver::AgentError;
 use crate::lkg::Enrollment;
-use crate::machine::{Action, Agent, HeldPolicy, Policy};
+use crate::machine::{Action, Agent, Policy};
 use crate::protocol::{EnrollRequest, enroll_retrying};
 use crate::runtime::{self, Device, Host, Timing, now_ms};
 
@@ -173,16 +173,13 @@ impl Fleet {
                     report,
                     policy,
                 } = device;
-                // The policy of the enrollment plays the part of the last-known-good.
-                let persisted = HeldPolicy {
-                    policy,
-                    received_at_ms: Some(now_ms()),
-                };
-                let (agent, actions) = Agent::new(
+                let (agent, actions) = Agent::enrolled(
                     &enrollment.tenant,
                     &enrollment.device_id,
-                    Some(persisted),
+                    policy,
                     timing.backoff,
+                    now_ms(),
+                    runtime::jitter(),
                 );
                 let device = Device {
                     client: &client,

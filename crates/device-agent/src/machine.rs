@@ -301,6 +301,29 @@ impl Agent {
         (agent, actions)
     }
 
+    /// An agent for a device that has just enrolled: the enrollment's answer
+    /// is its first policy, received at `now_ms`, so it needs no sync at start
+    /// (a fleet of thousands would otherwise send a burst of them).
+    pub fn enrolled(
+        tenant: &str,
+        device_id: &str,
+        policy: Policy,
+        backoff: Backoff,
+        now_ms: u64,
+        jitter: f64,
+    ) -> (Self, Vec<Action>) {
+        let (mut agent, _) = Self::new(tenant, device_id, None, backoff);
+        let actions = agent.handle(
+            Event::PolicyReceived {
+                policy,
+                manual: false,
+            },
+            now_ms,
+            jitter,
+        );
+        (agent, actions)
+    }
+
     /// The state of a service (stopped when unknown).
     pub fn service(&self, id: &str) -> ServiceState {
         self.services
@@ -916,6 +939,33 @@ mod tests {
             (status.policy_received_at, status.policy_age_s),
             (None, None)
         );
+    }
+
+    #[test]
+    fn a_freshly_enrolled_device_runs_its_first_policy_without_syncing_again() {
+        let first = policy(1, &[("zia", true, false), ("zpa", false, false)]);
+        let (agent, actions) =
+            Agent::enrolled("t", "d", first.clone(), Backoff::default(), 5_000, 0.0);
+        assert_eq!(agent.service("zia"), Running);
+        assert!(agent.server_reachable());
+        assert_eq!(
+            actions,
+            [
+                Action::Start("zia".into()),
+                Action::Persist(held(first, Some(5_000))),
+                Action::ScheduleSync { at_ms: 3_605_000 },
+            ]
+        );
+        // A first policy that is not this device's is refused and retried later.
+        let mut foreign = policy(1, &[("zia", true, false)]);
+        foreign.device_id = "x".into();
+        let (agent, actions) = Agent::enrolled("t", "d", foreign, Backoff::default(), 0, 0.0);
+        assert!(agent.policy().is_none());
+        assert!(
+            matches!(actions.first(), Some(Action::Rejected(_))),
+            "{actions:?}"
+        );
+        assert!(actions.contains(&Action::ScheduleSync { at_ms: 1_000 }));
     }
 
     #[test]
