@@ -1,18 +1,19 @@
-//! The tokio driver: connects the state machine to the server (enrollment,
-//! sync, long-poll, backoff) and to the local control socket, and reports every
-//! state change as one JSON line.
+//! The real agent on a device: enrolls once, keeps its enrollment and
+//! last-known-good policy in the state directory, runs the shared
+//! [`runtime`](crate::runtime), answers the local control socket and reports
+//! every state change as one JSON line.
 
 use std::future::Future;
-use std::path::Path;
-use std::pin::Pin;
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::lkg::{Enrollment, StateDir, StateError};
-use crate::machine::{Action, Agent, Event, Policy};
+use crate::lkg::{StateDir, StateError};
+use crate::machine::{Action, Agent};
+use crate::protocol::{EnrollError, EnrollRequest, SyncOutcome, enroll_retrying};
+use crate::runtime::{self, Command, Device, Host, Request, Timing, UnknownCommand, now_ms};
 
 /// Why the agent stopped.
 #[derive(Debug, thiserror::Error)]
@@ -20,9 +21,9 @@ pub enum AgentError {
     /// The state directory failed.
     #[error(transparent)]
     State(#[from] StateError),
-    /// The server refused the enrollment for good.
-    #[error("enrollment refused: {0}")]
-    Enrollment(String),
+    /// The device could not enroll.
+    #[error(transparent)]
+    Enroll(#[from] EnrollError),
     /// The device is not enrolled and nothing to enroll with was given.
     #[error("this device is not enrolled yet: give --enrollment-key and --user-name")]
     NotEnrolled,
@@ -40,6 +41,12 @@ pub enum AgentError {
     /// The HTTP client could not be built.
     #[error("HTTP client: {0}")]
     Client(String),
+    /// A fleet was asked to enroll devices for nobody.
+    #[error("the fleet's devices need at least one user")]
+    NoUsers,
+    /// A task of the fleet ended abnormally.
+    #[error("a fleet task failed: {0}")]
+    Task(String),
 }
 
 /// How the agent talks to the server.
@@ -53,143 +60,12 @@ pub struct AgentConfig {
     pub user_name: Option<String>,
     /// What the device reports: hostname, os, client_version, ownership, posture.
     pub report: Value,
-    /// Seconds a sync is held by the server (0: no long-poll, poll on the interval only).
-    pub long_poll_s: u64,
+    /// Long-poll, backoff and request timeout.
+    pub timing: Timing,
 }
 
-/// The answer to one sync.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SyncOutcome {
-    /// A new policy.
-    Policy(Policy),
-    /// The policy held is current (304).
-    Unchanged,
-    /// The device's token was revoked (401).
-    Revoked,
-    /// Down, slow, or garbage.
-    Failed(String),
-}
-
-impl SyncOutcome {
-    /// The machine event for this outcome.
-    pub fn event(self, manual: bool) -> Event {
-        match self {
-            SyncOutcome::Policy(policy) => Event::PolicyReceived { policy, manual },
-            SyncOutcome::Unchanged => Event::PolicyUnchanged,
-            SyncOutcome::Revoked => Event::Revoked,
-            SyncOutcome::Failed(detail) => Event::TransportError { detail },
-        }
-    }
-}
-
-/// One sync with the server; never fails, every problem is an outcome.
-pub async fn sync_once(
-    client: &reqwest::Client,
-    server: &str,
-    token: &str,
-    report: &Value,
-    etag: Option<&str>,
-    wait_s: u64,
-) -> SyncOutcome {
-    let url = if wait_s > 0 {
-        format!("{server}/agent/v1/sync?wait={wait_s}")
-    } else {
-        format!("{server}/agent/v1/sync")
-    };
-    let mut request = client
-        .post(url)
-        .bearer_auth(token)
-        .json(report)
-        .timeout(Duration::from_secs(wait_s + 15));
-    if let Some(etag) = etag {
-        request = request.header("If-None-Match", etag);
-    }
-    let response = match request.send().await {
-        Ok(response) => response,
-        Err(error) if error.is_timeout() => {
-            return SyncOutcome::Failed("the server did not answer in time".to_owned());
-        }
-        Err(error) => return SyncOutcome::Failed(format!("cannot reach the server: {error}")),
-    };
-    match response.status().as_u16() {
-        304 => SyncOutcome::Unchanged,
-        401 => SyncOutcome::Revoked,
-        200 => match response.text().await {
-            Ok(text) => match serde_json::from_str::<Policy>(&text) {
-                Ok(policy) => SyncOutcome::Policy(policy),
-                Err(error) => SyncOutcome::Failed(format!(
-                    "the server answered something that is not a policy ({error})"
-                )),
-            },
-            Err(error) => SyncOutcome::Failed(format!("the answer was cut off: {error}")),
-        },
-        status => SyncOutcome::Failed(format!("the server answered {status}")),
-    }
-}
-
-/// Enrolls the device; 4xx answers are final, others are retried by the caller.
-pub async fn enroll(
-    client: &reqwest::Client,
-    config: &AgentConfig,
-) -> Result<Result<(Enrollment, Policy), String>, AgentError> {
-    let (Some(key), Some(user)) = (&config.enrollment_key, &config.user_name) else {
-        return Err(AgentError::NotEnrolled);
-    };
-    let body = json!({"enrollment_key": key, "user_name": user, "device": config.report});
-    let response = match client
-        .post(format!("{}/agent/v1/enroll", config.server))
-        .json(&body)
-        .timeout(Duration::from_secs(30))
-        .send()
-        .await
-    {
-        Ok(response) => response,
-        Err(error) => return Ok(Err(format!("cannot reach the server: {error}"))),
-    };
-    let status = response.status();
-    let text = response.text().await.unwrap_or_default();
-    let parsed: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-    // 429 means "later", not "never": it is retried like a server error.
-    if status.is_client_error() && status != reqwest::StatusCode::TOO_MANY_REQUESTS {
-        let message = parsed["error"]["message"]
-            .as_str()
-            .map_or_else(|| format!("the server answered {status}"), str::to_owned);
-        return Err(AgentError::Enrollment(message));
-    }
-    if !status.is_success() {
-        return Ok(Err(format!("the server answered {status}")));
-    }
-    let policy: Policy = match serde_json::from_value(parsed["policy"].clone()) {
-        Ok(policy) => policy,
-        Err(error) => {
-            return Ok(Err(format!(
-                "the enrollment answer is not understood: {error}"
-            )));
-        }
-    };
-    let (Some(device_id), Some(device_token)) = (
-        parsed["device_id"].as_str().filter(|v| !v.is_empty()),
-        parsed["device_token"].as_str().filter(|v| !v.is_empty()),
-    ) else {
-        return Ok(Err(
-            "the enrollment answer has no device id or token".to_owned()
-        ));
-    };
-    let enrollment = Enrollment {
-        server: config.server.clone(),
-        tenant: policy.tenant.clone(),
-        device_id: device_id.to_owned(),
-        device_token: device_token.to_owned(),
-    };
-    Ok(Ok((enrollment, policy)))
-}
-
-/// A command from the control socket, with where to send the answer.
-type Command = (String, oneshot::Sender<Value>);
-
-type SyncFuture = Pin<Box<dyn Future<Output = (SyncOutcome, bool)> + Send>>;
-
-/// Runs the agent until `shutdown` completes.
+/// Runs the agent until `shutdown` completes. A refused enrollment stops it
+/// with [`EnrollError::Refused`]; everything else is retried.
 pub async fn run(
     config: AgentConfig,
     state_dir: &Path,
@@ -200,175 +76,182 @@ pub async fn run(
     let client = reqwest::Client::builder()
         .build()
         .map_err(|e| AgentError::Client(e.to_string()))?;
-    let origin = Instant::now();
-    let now = || origin.elapsed().as_millis() as u64;
-    let jitter = || rand::random::<f64>() * 2.0 - 1.0;
+    let mut shutdown = std::pin::pin!(shutdown);
 
     let mut first_policy = None;
     let enrollment = match state.enrollment()? {
         Some(enrollment) => enrollment,
         None => {
-            let mut failures = 0u32;
-            loop {
-                match enroll(&client, &config).await? {
-                    Ok((enrollment, policy)) => {
-                        state.save_enrollment(&enrollment)?;
-                        let _ = out.send(json!({"event": "enrolled", "device_id": enrollment.device_id, "tenant": enrollment.tenant}));
-                        first_policy = Some(policy);
-                        break enrollment;
+            let (Some(key), Some(user)) = (&config.enrollment_key, &config.user_name) else {
+                return Err(AgentError::NotEnrolled);
+            };
+            let request = EnrollRequest {
+                server: &config.server,
+                enrollment_key: key,
+                user_name: user,
+                report: &config.report,
+            };
+            let enrolled = tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                enrolled = enroll_retrying(&client, request, config.timing.request_timeout, config.timing.backoff, None, |error, wait| {
+                    let _ = out.send(json!({"event": "enroll_retry", "error": error.to_string(), "retry_in_ms": wait.as_millis() as u64}));
+                }) => enrolled,
+            };
+            let (enrollment, policy) = match enrolled {
+                Ok(enrolled) => enrolled,
+                Err(error) => {
+                    if let EnrollError::Refused { code, .. } = &error {
+                        let _ = out.send(json!({"event": "enrollment_refused", "code": code, "error": error.to_string()}));
                     }
-                    Err(detail) => {
-                        failures += 1;
-                        let wait = Duration::from_millis((1000u64 << failures.min(6)).min(60_000));
-                        let _ = out.send(json!({"event": "enroll_retry", "error": detail, "retry_in_ms": wait.as_millis() as u64}));
-                        tokio::time::sleep(wait).await;
-                    }
+                    return Err(error.into());
                 }
-            }
+            };
+            state.save_enrollment(&enrollment)?;
+            let _ = out.send(json!({"event": "enrolled", "device_id": enrollment.device_id, "tenant": enrollment.tenant}));
+            first_policy = Some(policy);
+            enrollment
         }
     };
-    let persisted = match state.policy() {
-        Ok(policy) => policy,
-        Err(error) => {
-            let _ = out.send(json!({"event": "policy_file_ignored", "error": error.to_string()}));
-            None
+    let (agent, actions) = match first_policy {
+        Some(policy) => Agent::enrolled(
+            &enrollment.tenant,
+            &enrollment.device_id,
+            policy,
+            config.timing.backoff,
+            now_ms(),
+            runtime::jitter(),
+        ),
+        None => {
+            let persisted = match state.policy() {
+                Ok(policy) => policy,
+                Err(error) => {
+                    let _ = out
+                        .send(json!({"event": "policy_file_ignored", "error": error.to_string()}));
+                    None
+                }
+            };
+            Agent::new(
+                &enrollment.tenant,
+                &enrollment.device_id,
+                persisted,
+                config.timing.backoff,
+            )
         }
     };
-    let (mut agent, mut actions) =
-        Agent::new(&enrollment.tenant, &enrollment.device_id, persisted, now());
-    if let Some(policy) = first_policy {
-        actions.extend(agent.handle(
-            Event::PolicyReceived {
-                policy,
-                manual: false,
-            },
-            now(),
-            jitter(),
-        ));
-    }
 
     let socket_path = state.path().join("control.sock");
-    let (commands, mut command_rx) = mpsc::channel::<Command>(16);
+    let (commands, mut command_rx) = mpsc::channel::<Request>(16);
     let listener = bind_control(&socket_path)?;
-    tokio::spawn(serve_control(listener, commands));
+    let control = ControlSocket {
+        path: socket_path,
+        task: tokio::spawn(serve_control(listener, commands)),
+    };
+    let mut host = Local {
+        hint: format!(
+            "the server revoked this device; remove {} and run again with --enrollment-key and --user-name to enroll it again",
+            state.path().join("enrollment.json").display()
+        ),
+        state,
+        out,
+        shown: Value::Null,
+    };
+    let device = Device {
+        client: &client,
+        enrollment: &enrollment,
+        report: &config.report,
+        timing: config.timing,
+    };
+    runtime::run(
+        device,
+        agent,
+        actions,
+        &mut host,
+        Some(&mut command_rx),
+        shutdown,
+    )
+    .await;
+    drop(control);
+    Ok(())
+}
 
-    let mut sync: Option<SyncFuture> = None;
-    let mut next_sync: Option<Instant> = None;
-    let mut last_status = json!(null);
-    let shutdown = std::pin::pin!(shutdown);
-    let mut shutdown = shutdown;
-    loop {
-        // Apply what the machine decided.
-        for action in std::mem::take(&mut actions) {
-            match action {
-                Action::Start(id) => {
-                    let _ = out.send(json!({"event": "service_started", "service": id}));
-                }
-                Action::Stop(id) => {
-                    let _ = out.send(json!({"event": "service_stopped", "service": id}));
-                }
-                Action::LogoutUser => {
-                    let _ = out.send(json!({"event": "user_logged_out", "why": "a newly entitled service asks for it"}));
-                }
-                Action::AskReauth(id) => {
-                    let _ = out.send(json!({"event": "reauthentication_needed", "service": id}));
-                }
-                Action::Rejected(reason) => {
-                    let _ = out.send(json!({"event": "policy_rejected", "reason": reason}));
-                }
-                Action::Persist(policy) => {
-                    if let Err(error) = state.save_policy(&policy) {
-                        let _ = out
-                            .send(json!({"event": "policy_not_saved", "error": error.to_string()}));
-                    }
-                }
-                Action::SyncNow { manual } => {
-                    sync = Some(start_sync(
-                        &client,
-                        &enrollment,
-                        &config,
-                        agent.policy().map(|p| p.etag.clone()),
-                        manual,
-                    ));
-                    next_sync = None;
-                }
-                Action::ScheduleSync { at_ms } => {
-                    next_sync = Some(origin + Duration::from_millis(at_ms));
+/// The real agent's side of the runtime: files, JSON lines.
+struct Local {
+    state: StateDir,
+    out: mpsc::UnboundedSender<Value>,
+    /// The state last reported, so that only changes are.
+    shown: Value,
+    /// What to tell the user when the device is revoked.
+    hint: String,
+}
+
+impl Local {
+    fn say(&self, line: Value) {
+        let _ = self.out.send(line);
+    }
+}
+
+impl Host for Local {
+    fn act(&mut self, action: Action) {
+        match action {
+            Action::Start(id) => self.say(json!({"event": "service_started", "service": id})),
+            Action::Stop(id) => self.say(json!({"event": "service_stopped", "service": id})),
+            Action::LogoutUser => self.say(
+                json!({"event": "user_logged_out", "why": "a newly entitled service asks for it"}),
+            ),
+            Action::AskReauth(id) => {
+                self.say(json!({"event": "reauthentication_needed", "service": id}));
+            }
+            Action::Rejected(reason) => {
+                self.say(json!({"event": "policy_rejected", "reason": reason}));
+            }
+            Action::Persist(held) => {
+                if let Err(error) = self.state.save_policy(&held) {
+                    self.say(json!({"event": "policy_not_saved", "error": error.to_string()}));
                 }
             }
+            Action::Forget => {
+                if let Err(error) = self.state.forget_policy() {
+                    self.say(json!({"event": "policy_not_removed", "error": error.to_string()}));
+                }
+            }
+            // The runtime syncs itself.
+            Action::SyncNow { .. } | Action::ScheduleSync { .. } => {}
         }
-        let status = serde_json::to_value(agent.status(now())).unwrap_or(Value::Null);
-        let shown = json!({"session": status["session"], "services": status["services"], "server_reachable": status["server_reachable"], "config_version": status["config_version"], "revoked": status["revoked"]});
-        if shown != last_status {
-            let _ = out.send(json!({"event": "state", "state": shown}));
-            last_status = shown;
+    }
+
+    fn answered(&mut self, outcome: &SyncOutcome) {
+        match outcome {
+            SyncOutcome::Failed(detail) => {
+                self.say(json!({"event": "sync_failed", "error": detail}))
+            }
+            SyncOutcome::Revoked => {
+                self.say(json!({"event": "device_revoked", "error": self.hint}))
+            }
+            SyncOutcome::Policy(_) | SyncOutcome::Unchanged => {}
         }
-        // While the server answers, keep a long-poll open; after errors, wait for the backoff.
-        if sync.is_none()
-            && config.long_poll_s > 0
-            && agent.status(now()).server_reachable
-            && !agent.status(now()).revoked
-        {
-            sync = Some(start_sync(
-                &client,
-                &enrollment,
-                &config,
-                agent.policy().map(|p| p.etag.clone()),
-                false,
-            ));
-        }
-        let sleep_until = next_sync.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-        tokio::select! {
-            () = &mut shutdown => return Ok(()),
-            Some((command, reply)) = command_rx.recv() => {
-                let answer = match command.as_str() {
-                    "status" => json!({"tenant": enrollment.tenant, "device_id": enrollment.device_id, "server": enrollment.server, "status": agent.status(now())}),
-                    "update-policy" => { actions.extend(agent.handle(Event::UpdatePolicyPressed, now(), jitter())); json!({"ok": true}) }
-                    "login" => { actions.extend(agent.handle(Event::Login, now(), jitter())); json!({"ok": true}) }
-                    "logout" => { actions.extend(agent.handle(Event::Logout, now(), jitter())); json!({"ok": true}) }
-                    "reauth" => { actions.extend(agent.handle(Event::Reauthenticated, now(), jitter())); json!({"ok": true}) }
-                    other => json!({"error": format!("unknown command {other:?}; use status, update-policy, login, logout or reauth")}),
-                };
-                let _ = reply.send(answer);
-            }
-            (outcome, manual) = async { match sync.as_mut() { Some(future) => future.await, None => std::future::pending().await } } => {
-                sync = None;
-                if let SyncOutcome::Failed(detail) = &outcome {
-                    let _ = out.send(json!({"event": "sync_failed", "error": detail}));
-                }
-                actions.extend(agent.handle(outcome.event(manual), now(), jitter()));
-            }
-            () = tokio::time::sleep_until(sleep_until.into()), if next_sync.is_some() => {
-                next_sync = None;
-                if sync.is_none() {
-                    actions.extend(agent.handle(Event::Timer, now(), jitter()));
-                }
-            }
+    }
+
+    fn settled(&mut self, agent: &Agent, now_ms: u64) {
+        let status = agent.status(now_ms);
+        let shown = json!({"session": status.session, "services": status.services, "server_reachable": status.server_reachable, "config_version": status.config_version, "revoked": status.revoked});
+        if shown != self.shown {
+            self.say(json!({"event": "state", "state": shown}));
+            self.shown = shown;
         }
     }
 }
 
-fn start_sync(
-    client: &reqwest::Client,
-    enrollment: &Enrollment,
-    config: &AgentConfig,
-    etag: Option<String>,
-    manual: bool,
-) -> SyncFuture {
-    let (client, server, token, report) = (
-        client.clone(),
-        enrollment.server.clone(),
-        enrollment.device_token.clone(),
-        config.report.clone(),
-    );
-    // A manual update asks at once rather than waiting for a change.
-    let wait = if manual { 0 } else { config.long_poll_s };
-    Box::pin(async move {
-        (
-            sync_once(&client, &server, &token, &report, etag.as_deref(), wait).await,
-            manual,
-        )
-    })
+/// The control socket while the agent runs: stops answering and disappears with it.
+struct ControlSocket {
+    path: PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 #[cfg(unix)]
@@ -384,7 +267,7 @@ fn bind_control(path: &Path) -> Result<tokio::net::UnixListener, AgentError> {
 }
 
 #[cfg(unix)]
-async fn serve_control(listener: tokio::net::UnixListener, commands: mpsc::Sender<Command>) {
+async fn serve_control(listener: tokio::net::UnixListener, commands: mpsc::Sender<Request>) {
     while let Ok((stream, _)) = listener.accept().await {
         let commands = commands.clone();
         tokio::spawn(async move {
@@ -393,19 +276,46 @@ async fn serve_control(listener: tokio::net::UnixListener, commands: mpsc::Sende
             if BufReader::new(reader).read_line(&mut line).await.is_err() {
                 return;
             }
-            let command = serde_json::from_str::<Value>(&line)
-                .ok()
-                .and_then(|v| v["command"].as_str().map(str::to_owned))
-                .unwrap_or_default();
-            let (reply, answer) = oneshot::channel();
-            if commands.send((command, reply)).await.is_err() {
-                return;
-            }
-            if let Ok(answer) = answer.await {
-                let _ = writer.write_all(format!("{answer}\n").as_bytes()).await;
-            }
+            // Unknown or malformed commands are answered here; the agent only sees valid ones.
+            let answer = match parse_command(&line) {
+                Ok(command) => {
+                    let (reply, answer) = oneshot::channel();
+                    if commands.send((command, reply)).await.is_err() {
+                        return;
+                    }
+                    let Ok(answer) = answer.await else {
+                        return;
+                    };
+                    answer
+                }
+                Err(error) => json!({"error": error.to_string()}),
+            };
+            let _ = writer.write_all(format!("{answer}\n").as_bytes()).await;
         });
     }
+}
+
+/// Why a line on the control socket is not a command.
+#[derive(Debug, thiserror::Error)]
+enum BadCommand {
+    /// Not JSON at all.
+    #[error("send one JSON line such as {{\"command\": \"status\"}}")]
+    NotJson,
+    /// JSON without a command.
+    #[error("the line has no \"command\"")]
+    NoCommand,
+    /// A command the agent does not know.
+    #[error(transparent)]
+    Unknown(#[from] UnknownCommand),
+}
+
+/// Reads `{"command": "..."}`.
+fn parse_command(line: &str) -> Result<Command, BadCommand> {
+    let value: Value = serde_json::from_str(line).map_err(|_| BadCommand::NotJson)?;
+    let Some(name) = value["command"].as_str() else {
+        return Err(BadCommand::NoCommand);
+    };
+    Ok(name.parse()?)
 }
 
 /// Sends one command to a running agent and returns its answer.

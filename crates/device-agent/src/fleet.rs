@@ -1,6 +1,7 @@
-//! Thousands of simulated agents in one process: the same state machine per
-//! device, one shared HTTP client, one task per device (no thread per agent).
-//! Used to measure how fast a change reaches a fleet.
+//! Thousands of simulated agents in one process: each device runs the same
+//! [`runtime`](crate::runtime) and state machine as the real agent, as one
+//! tokio task over one shared HTTP client (no thread, file or socket per
+//! device). Used to measure how fast a change reaches a fleet.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
@@ -9,9 +10,14 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::driver::{AgentConfig, AgentError, SyncOutcome, enroll, sync_once};
+use crate::driver::AgentError;
 use crate::lkg::Enrollment;
-use crate::machine::{Agent, Policy};
+use crate::machine::{Action, Agent, Policy};
+use crate::protocol::{EnrollRequest, enroll_retrying};
+use crate::runtime::{self, Device, Host, Timing, now_ms};
+
+/// Enrollment attempts per device before the fleet gives up.
+const ENROLL_ATTEMPTS: u32 = 5;
 
 /// One enrolled simulated device.
 #[derive(Debug, Clone)]
@@ -22,6 +28,21 @@ pub struct FleetDevice {
     pub report: Value,
     /// Its first policy.
     pub policy: Policy,
+}
+
+/// Which devices to enroll.
+#[derive(Debug, Clone, Copy)]
+pub struct FleetPlan<'a> {
+    /// The server's base URL.
+    pub server: &'a str,
+    /// The tenant's enrollment key.
+    pub enrollment_key: &'a str,
+    /// The users the devices belong to, in turn.
+    pub users: &'a [String],
+    /// How many devices.
+    pub count: usize,
+    /// Enrollments in flight at once.
+    pub parallel: usize,
 }
 
 /// The report of simulated device number `index`: a mix of systems, owners and
@@ -48,29 +69,30 @@ pub fn device_report(index: usize) -> Value {
     })
 }
 
-/// Enrolls `count` devices, spread over `users`, `parallel` at a time;
-/// `progress` is called after each one.
+/// Enrolls the devices of `plan`, retrying failures with `timing`'s backoff a
+/// few times; `progress` is called after each one.
 pub async fn enroll_fleet(
     client: &reqwest::Client,
-    server: &str,
-    enrollment_key: &str,
-    users: &[String],
-    count: usize,
-    parallel: usize,
+    plan: FleetPlan<'_>,
+    timing: Timing,
     progress: impl Fn() + Send + Sync + 'static,
 ) -> Result<Vec<FleetDevice>, AgentError> {
+    if plan.users.is_empty() {
+        return Err(AgentError::NoUsers);
+    }
+    let count = plan.count;
     let next = Arc::new(AtomicUsize::new(0));
     let progress = Arc::new(progress);
-    let users = Arc::new(users.to_vec());
+    let users: Arc<[String]> = plan.users.into();
     let mut workers = Vec::new();
-    for _ in 0..parallel.max(1) {
+    for _ in 0..plan.parallel.max(1) {
         let (client, next, progress, users) = (
             client.clone(),
             next.clone(),
             progress.clone(),
             users.clone(),
         );
-        let (server, key) = (server.to_owned(), enrollment_key.to_owned());
+        let (server, key) = (plan.server.to_owned(), plan.enrollment_key.to_owned());
         workers.push(tokio::spawn(async move {
             let mut devices = Vec::new();
             loop {
@@ -78,31 +100,31 @@ pub async fn enroll_fleet(
                 if index >= count {
                     return Ok::<_, AgentError>(devices);
                 }
-                let config = AgentConfig {
-                    server: server.clone(),
-                    enrollment_key: Some(key.clone()),
-                    user_name: Some(users[index % users.len().max(1)].clone()),
-                    report: device_report(index),
-                    long_poll_s: 30,
+                let Some(user) = users.get(index % users.len()) else {
+                    return Err(AgentError::NoUsers);
                 };
-                let mut attempts = 0;
-                let (enrollment, policy) = loop {
-                    match enroll(&client, &config).await? {
-                        Ok(enrolled) => break enrolled,
-                        Err(detail) if attempts < 5 => {
-                            attempts += 1;
-                            tracing::warn!(%detail, "enrollment failed; retrying");
-                            tokio::time::sleep(Duration::from_millis(200 * attempts)).await;
-                        }
-                        Err(detail) => return Err(AgentError::Enrollment(detail)),
-                    }
+                let report = device_report(index);
+                let request = EnrollRequest {
+                    server: &server,
+                    enrollment_key: &key,
+                    user_name: user,
+                    report: &report,
                 };
+                let (enrollment, policy) = enroll_retrying(
+                    &client,
+                    request,
+                    timing.request_timeout,
+                    timing.backoff,
+                    Some(ENROLL_ATTEMPTS),
+                    |error, _| tracing::warn!(%error, "enrollment failed; retrying"),
+                )
+                .await?;
                 progress();
                 devices.push((
                     index,
                     FleetDevice {
                         enrollment,
-                        report: config.report,
+                        report,
                         policy,
                     },
                 ));
@@ -114,66 +136,62 @@ pub async fn enroll_fleet(
         devices.extend(
             worker
                 .await
-                .map_err(|e| AgentError::Enrollment(e.to_string()))??,
+                .map_err(|e| AgentError::Task(e.to_string()))??,
         );
     }
     devices.sort_by_key(|(index, _)| *index);
     Ok(devices.into_iter().map(|(_, device)| device).collect())
 }
 
-/// A running fleet: every device holds a long-poll and records the config
-/// version of the policy it holds.
+/// A running fleet: every device runs the agent runtime and records the
+/// config version of the policy it holds.
 pub struct Fleet {
-    held: Arc<Vec<AtomicI64>>,
+    held: Arc<[AtomicI64]>,
     stop: watch::Sender<bool>,
 }
 
+/// What a device holds when it holds no policy (revoked).
+const NO_POLICY: i64 = -1;
+
 impl Fleet {
-    /// Starts one task per device, each with its own state machine.
-    pub fn start(client: &reqwest::Client, devices: Vec<FleetDevice>, long_poll_s: u64) -> Self {
-        let held: Arc<Vec<AtomicI64>> = Arc::new(
-            devices
-                .iter()
-                .map(|d| AtomicI64::new(d.policy.config_version))
-                .collect(),
-        );
+    /// Starts one task per device, each with its own state machine, paced by `timing`.
+    pub fn start(client: &reqwest::Client, devices: Vec<FleetDevice>, timing: Timing) -> Self {
+        let held: Arc<[AtomicI64]> = devices
+            .iter()
+            .map(|d| AtomicI64::new(d.policy.config_version))
+            .collect();
         let (stop, stopped) = watch::channel(false);
-        let origin = Instant::now();
         for (index, device) in devices.into_iter().enumerate() {
-            let (client, held, mut stopped) = (client.clone(), held.clone(), stopped.clone());
+            let (client, mut stopped) = (client.clone(), stopped.clone());
+            let mut counter = Counter {
+                held: held.clone(),
+                index,
+            };
             tokio::spawn(async move {
-                let now = || origin.elapsed().as_millis() as u64;
-                let (mut agent, _) = Agent::new(
-                    &device.enrollment.tenant,
-                    &device.enrollment.device_id,
-                    Some(device.policy.clone()),
-                    now(),
+                let FleetDevice {
+                    enrollment,
+                    report,
+                    policy,
+                } = device;
+                let (agent, actions) = Agent::enrolled(
+                    &enrollment.tenant,
+                    &enrollment.device_id,
+                    policy,
+                    timing.backoff,
+                    now_ms(),
+                    runtime::jitter(),
                 );
-                let mut failures = 0u32;
-                loop {
-                    let etag = agent.policy().map(|p| p.etag.clone());
-                    let outcome = tokio::select! {
-                        outcome = sync_once(&client, &device.enrollment.server, &device.enrollment.device_token, &device.report, etag.as_deref(), long_poll_s) => outcome,
-                        _ = stopped.changed() => return,
-                    };
-                    let failed = matches!(outcome, SyncOutcome::Failed(_));
-                    agent.handle(outcome.event(false), now(), 0.0);
-                    if let Some(policy) = agent.policy() {
-                        held[index].store(policy.config_version, Ordering::Relaxed);
-                    }
-                    if *stopped.borrow() {
-                        return;
-                    }
-                    if failed {
-                        failures += 1;
-                        tokio::time::sleep(Duration::from_millis(
-                            (100u64 << failures.min(6)).min(5_000),
-                        ))
-                        .await;
-                    } else {
-                        failures = 0;
-                    }
-                }
+                let device = Device {
+                    client: &client,
+                    enrollment: &enrollment,
+                    report: &report,
+                    timing,
+                };
+                let shutdown = async move {
+                    // Also ends when the fleet is dropped.
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                };
+                runtime::run(device, agent, actions, &mut counter, None, shutdown).await;
             });
         }
         Self { held, stop }
@@ -226,5 +244,23 @@ impl Fleet {
     /// Stops every device.
     pub fn stop(&self) {
         let _ = self.stop.send(true);
+    }
+}
+
+/// A simulated device's host: it has no services to start and keeps its
+/// policy in memory (the machine holds it); it only reports which it holds.
+struct Counter {
+    held: Arc<[AtomicI64]>,
+    index: usize,
+}
+
+impl Host for Counter {
+    fn act(&mut self, _action: Action) {}
+
+    fn settled(&mut self, agent: &Agent, _now_ms: u64) {
+        let version = agent.policy().map_or(NO_POLICY, |p| p.config_version);
+        if let Some(slot) = self.held.get(self.index) {
+            slot.store(version, Ordering::Relaxed);
+        }
     }
 }

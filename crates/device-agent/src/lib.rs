@@ -1,11 +1,15 @@
 //! The entitle agent: what runs on a user's device.
 //!
 //! `machine` decides (sans-IO: it never reads a clock, a socket or a disk; time
-//! and randomness are parameters), `lkg` keeps the last-known-good policy on
-//! disk, `driver` connects the machine to the server and to the local control
-//! socket, and `fleet` runs thousands of machines in one process.
+//! and randomness are parameters), `protocol` makes the two calls to the
+//! server, `runtime` is one agent's loop (sync, long-poll, polling, backoff),
+//! `lkg` keeps the last-known-good policy on disk, `driver` is the real agent
+//! (state directory, control socket, JSON lines) and `fleet` runs thousands of
+//! simulated agents in one process, both over the same runtime.
 
 pub mod driver;
 pub mod fleet;
 pub mod lkg;
 pub mod machine;
+pub mod protocol;
+pub mod runtime;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::machine::Policy;
+use crate::machine::HeldPolicy;
 
 /// Why the state directory could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +30,9 @@ pub enum StateError {
         detail: String,
     },
 }
+
+/// The last-known-good policy's file name.
+const POLICY: &str = "policy.json";
 
 /// This device's enrollment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,14 +85,36 @@ impl StateDir {
         self.write("enrollment.json", enrollment)
     }
 
-    /// The last-known-good policy, if any.
-    pub fn policy(&self) -> Result<Option<Policy>, StateError> {
-        self.read("policy.json")
+    /// The last-known-good policy, if any, with when it was received.
+    pub fn policy(&self) -> Result<Option<HeldPolicy>, StateError> {
+        let Some(mut held) = self.read::<HeldPolicy>(POLICY)? else {
+            return Ok(None);
+        };
+        if held.received_at_ms.is_none() {
+            // Files written before the time was recorded: the file was written
+            // when the policy was received, so its modification time says when.
+            held.received_at_ms = fs::metadata(self.root.join(POLICY))
+                .and_then(|meta| meta.modified())
+                .ok()
+                .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+                .and_then(|since| u64::try_from(since.as_millis()).ok());
+        }
+        Ok(Some(held))
     }
 
     /// Saves the last-known-good policy.
-    pub fn save_policy(&self, policy: &Policy) -> Result<(), StateError> {
-        self.write("policy.json", policy)
+    pub fn save_policy(&self, held: &HeldPolicy) -> Result<(), StateError> {
+        self.write(POLICY, held)
+    }
+
+    /// Removes the last-known-good policy (a revoked device must not run from it).
+    pub fn forget_policy(&self) -> Result<(), StateError> {
+        let path = self.root.join(POLICY);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StateError::Io { path, source }),
+        }
     }
 
     fn read<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, StateError> {
@@ -143,6 +168,7 @@ impl StateDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::machine::Policy;
     use std::collections::BTreeMap;
 
     fn policy(version: i64) -> Policy {
@@ -161,9 +187,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let state = StateDir::open(&dir.path().join("agent")).expect("open");
         assert_eq!(state.policy().expect("read"), None);
-        state.save_policy(&policy(3)).expect("saved");
-        state.save_policy(&policy(4)).expect("saved again");
-        assert_eq!(state.policy().expect("read"), Some(policy(4)));
+        state.save_policy(&held(3)).expect("saved");
+        state.save_policy(&held(4)).expect("saved again");
+        assert_eq!(state.policy().expect("read"), Some(held(4)));
+        let text = fs::read_to_string(state.path().join(POLICY)).expect("read");
+        assert!(
+            text.contains("\"received_at\": \"2023-11-14T22:13:20.5Z\""),
+            "{text}"
+        );
         let enrollment = Enrollment {
             server: "http://x".into(),
             tenant: "t".into(),
@@ -183,11 +214,46 @@ mod tests {
         }
     }
 
+    fn held(version: i64) -> HeldPolicy {
+        HeldPolicy {
+            policy: policy(version),
+            received_at_ms: Some(1_700_000_000_500),
+        }
+    }
+
+    #[test]
+    fn a_file_without_the_reception_time_reads_with_its_modification_time() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let state = StateDir::open(dir.path()).expect("open");
+        // What agents wrote before the time was recorded: the bare policy.
+        let old = serde_json::to_vec(&policy(7)).expect("json");
+        fs::write(dir.path().join(POLICY), old).expect("write");
+        let modified = fs::metadata(dir.path().join(POLICY))
+            .and_then(|m| m.modified())
+            .expect("mtime")
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis() as u64;
+        let read = state.policy().expect("read").expect("held");
+        assert_eq!(read.policy, policy(7));
+        assert_eq!(read.received_at_ms, Some(modified));
+    }
+
+    #[test]
+    fn a_forgotten_policy_is_gone() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let state = StateDir::open(dir.path()).expect("open");
+        state.forget_policy().expect("nothing to forget is fine");
+        state.save_policy(&held(1)).expect("saved");
+        state.forget_policy().expect("forgotten");
+        assert_eq!(state.policy().expect("read"), None);
+    }
+
     #[test]
     fn a_damaged_file_is_a_clear_error() {
         let dir = tempfile::tempdir().expect("temp dir");
         let state = StateDir::open(dir.path()).expect("open");
-        fs::write(dir.path().join("policy.json"), b"{\"etag\": \"trunc").expect("write");
+        fs::write(dir.path().join(POLICY), b"{\"etag\": \"trunc").expect("write");
         let error = state.policy().expect_err("damaged");
         assert!(error.to_string().contains("damaged"), "{error}");
     }

@@ -1,9 +1,10 @@
 //! The agent's decisions, as a pure state machine (SPEC §6).
 //!
-//! Events come in with the current time (milliseconds since any fixed origin)
-//! and a jitter sample in `[-1, 1]`; actions come out. Nothing here can drop a
-//! running service because of a transport error: only a valid policy that
-//! un-entitles it, a logout, or a revoked device stops it.
+//! Events come in with the current time (milliseconds since the UNIX epoch: the
+//! machine only compares times, but what it persists and shows must still mean
+//! something after a restart) and a jitter sample in `[-1, 1]`; actions come out.
+//! Nothing here can drop a running service because of a transport error: only a
+//! valid policy that un-entitles it, a logout, or a revoked device stops it.
 
 use std::collections::BTreeMap;
 
@@ -39,6 +40,91 @@ pub struct Policy {
     pub device_id: String,
     /// Decision per service id.
     pub services: BTreeMap<String, ServicePolicy>,
+}
+
+/// A policy as the agent holds it: with the time it was received, so that its
+/// age survives a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldPolicy {
+    /// The policy.
+    #[serde(flatten)]
+    pub policy: Policy,
+    /// When it was received (milliseconds since the UNIX epoch), if known:
+    /// files written before this was recorded do not say.
+    #[serde(
+        default,
+        rename = "received_at",
+        with = "rfc3339_ms",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub received_at_ms: Option<u64>,
+}
+
+/// Capped exponential backoff after failures, spread by ±20 % jitter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    first_ms: u64,
+    cap_ms: u64,
+}
+
+/// Why backoff settings were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackoffError {
+    /// The first wait is zero, which would hammer a server that is down.
+    #[error("the first backoff wait must be more than 0 ms")]
+    ZeroFirstWait,
+    /// The cap is below the first wait.
+    #[error("the longest backoff wait ({cap_ms} ms) is shorter than the first ({first_ms} ms)")]
+    CapBelowFirst {
+        /// The first wait.
+        first_ms: u64,
+        /// The cap.
+        cap_ms: u64,
+    },
+}
+
+impl Default for Backoff {
+    /// One second first, doubling up to a minute.
+    fn default() -> Self {
+        Self {
+            first_ms: 1_000,
+            cap_ms: 60_000,
+        }
+    }
+}
+
+impl Backoff {
+    /// The first retry waits `first_ms`; each further failure doubles it, up to `cap_ms`.
+    pub fn new(first_ms: u64, cap_ms: u64) -> Result<Self, BackoffError> {
+        if first_ms == 0 {
+            return Err(BackoffError::ZeroFirstWait);
+        }
+        if cap_ms < first_ms {
+            return Err(BackoffError::CapBelowFirst { first_ms, cap_ms });
+        }
+        Ok(Self { first_ms, cap_ms })
+    }
+
+    /// The first wait, in milliseconds.
+    pub fn first_ms(&self) -> u64 {
+        self.first_ms
+    }
+
+    /// The longest wait, in milliseconds.
+    pub fn cap_ms(&self) -> u64 {
+        self.cap_ms
+    }
+
+    /// The wait after `failures` failures in a row (at least one); `jitter` in `[-1, 1]`.
+    pub fn delay_ms(&self, failures: u32, jitter: f64) -> u64 {
+        let exponent = failures.saturating_sub(1).min(32);
+        let base = self
+            .first_ms
+            .saturating_mul(1u64 << exponent)
+            .min(self.cap_ms);
+        // ±20 % so that a fleet that lost its server does not come back all at once.
+        (base as f64 * (1.0 + 0.2 * jitter.clamp(-1.0, 1.0))).max(0.0) as u64
+    }
 }
 
 /// A service's state on the device.
@@ -118,15 +204,13 @@ pub enum Action {
         at_ms: u64,
     },
     /// Keep this policy as last-known-good.
-    Persist(Policy),
+    Persist(HeldPolicy),
+    /// Drop the last-known-good policy: the device was revoked, and a restart
+    /// must not start services from it.
+    Forget,
     /// A policy was refused; it changed nothing.
     Rejected(String),
 }
-
-/// The first retry waits this long; each failure doubles it up to the cap.
-const BACKOFF_FIRST_MS: u64 = 1_000;
-/// The longest wait between retries.
-const BACKOFF_CAP_MS: u64 = 60_000;
 
 /// What `status` shows.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -137,7 +221,10 @@ pub struct Status {
     pub services: BTreeMap<String, ServiceState>,
     /// The policy's config version, if one is held.
     pub config_version: Option<i64>,
-    /// Seconds since the policy was received.
+    /// When the policy was received (RFC 3339, UTC), if known.
+    #[serde(with = "rfc3339_ms")]
+    pub policy_received_at: Option<u64>,
+    /// Seconds since the policy was received, if known.
     pub policy_age_s: Option<u64>,
     /// Whether the last exchange with the server succeeded.
     pub server_reachable: bool,
@@ -157,7 +244,8 @@ pub struct Agent {
     session: Session,
     services: BTreeMap<String, ServiceState>,
     policy: Option<Policy>,
-    policy_at_ms: Option<u64>,
+    received_at_ms: Option<u64>,
+    backoff: Backoff,
     reachable: bool,
     last_error: Option<String>,
     failures: u32,
@@ -172,8 +260,8 @@ impl Agent {
     pub fn new(
         tenant: &str,
         device_id: &str,
-        persisted: Option<Policy>,
-        now_ms: u64,
+        persisted: Option<HeldPolicy>,
+        backoff: Backoff,
     ) -> (Self, Vec<Action>) {
         let mut agent = Self {
             tenant: tenant.to_owned(),
@@ -181,7 +269,8 @@ impl Agent {
             session: Session::LoggedIn,
             services: BTreeMap::new(),
             policy: None,
-            policy_at_ms: None,
+            received_at_ms: None,
+            backoff,
             reachable: false,
             last_error: None,
             failures: 0,
@@ -189,7 +278,11 @@ impl Agent {
             manual_pending: false,
         };
         let mut actions = Vec::new();
-        if let Some(policy) = persisted.filter(|p| agent.validate(p).is_ok()) {
+        if let Some(HeldPolicy {
+            policy,
+            received_at_ms,
+        }) = persisted.filter(|held| agent.validate(&held.policy).is_ok())
+        {
             for (id, service) in &policy.services {
                 let state = if service.enabled {
                     ServiceState::Running
@@ -202,9 +295,32 @@ impl Agent {
                 agent.services.insert(id.clone(), state);
             }
             agent.policy = Some(policy);
-            agent.policy_at_ms = Some(now_ms);
+            agent.received_at_ms = received_at_ms;
         }
         actions.push(Action::SyncNow { manual: false });
+        (agent, actions)
+    }
+
+    /// An agent for a device that has just enrolled: the enrollment's answer
+    /// is its first policy, received at `now_ms`, so it needs no sync at start
+    /// (a fleet of thousands would otherwise send a burst of them).
+    pub fn enrolled(
+        tenant: &str,
+        device_id: &str,
+        policy: Policy,
+        backoff: Backoff,
+        now_ms: u64,
+        jitter: f64,
+    ) -> (Self, Vec<Action>) {
+        let (mut agent, _) = Self::new(tenant, device_id, None, backoff);
+        let actions = agent.handle(
+            Event::PolicyReceived {
+                policy,
+                manual: false,
+            },
+            now_ms,
+            jitter,
+        );
         (agent, actions)
     }
 
@@ -226,13 +342,26 @@ impl Agent {
         self.policy.as_ref()
     }
 
+    /// Whether the last exchange with the server succeeded.
+    pub fn server_reachable(&self) -> bool {
+        self.reachable
+    }
+
+    /// Whether the server revoked this device.
+    pub fn revoked(&self) -> bool {
+        self.revoked
+    }
+
     /// What `status` shows.
     pub fn status(&self, now_ms: u64) -> Status {
         Status {
             session: self.session,
             services: self.services.clone(),
             config_version: self.policy.as_ref().map(|p| p.config_version),
-            policy_age_s: self.policy_at_ms.map(|at| now_ms.saturating_sub(at) / 1000),
+            policy_received_at: self.received_at_ms,
+            policy_age_s: self
+                .received_at_ms
+                .map(|at| now_ms.saturating_sub(at) / 1000),
             server_reachable: self.reachable,
             last_error: self.last_error.clone(),
             consecutive_failures: self.failures,
@@ -299,15 +428,21 @@ impl Agent {
                 self.last_error =
                     Some("the server revoked this device; enroll it again".to_owned());
                 self.policy = None;
-                self.transition(|_, state| {
+                self.received_at_ms = None;
+                let mut actions = self.transition(|_, state| {
                     (state != ServiceState::Stopped).then_some(ServiceState::Stopped)
-                })
+                });
+                // No sync is scheduled: the token is dead, only a new enrollment helps.
+                actions.push(Action::Forget);
+                actions
             }
             Event::Timer => vec![Action::SyncNow { manual: false }],
         }
     }
 
     fn succeeded(&mut self) {
+        // An answer other than 401 means the token is valid again.
+        self.revoked = false;
         self.reachable = true;
         self.failures = 0;
         self.last_error = None;
@@ -317,14 +452,8 @@ impl Agent {
         self.reachable = false;
         self.failures = self.failures.saturating_add(1);
         self.last_error = Some(detail);
-        let exponent = self.failures.saturating_sub(1).min(16);
-        let base = BACKOFF_FIRST_MS
-            .saturating_mul(1 << exponent)
-            .min(BACKOFF_CAP_MS);
-        // ±20 % so that a fleet that lost its server does not come back all at once.
-        let delay = (base as f64 * (1.0 + 0.2 * jitter)).max(0.0) as u64;
         vec![Action::ScheduleSync {
-            at_ms: now_ms + delay,
+            at_ms: now_ms.saturating_add(self.backoff.delay_ms(self.failures, jitter)),
         }]
     }
 
@@ -332,7 +461,7 @@ impl Agent {
         let interval = self.policy.as_ref().map_or(3600, |p| p.poll_interval_s) as f64 * 1000.0;
         // ±10 % so that a fleet does not stampede.
         Action::ScheduleSync {
-            at_ms: now_ms + (interval * (1.0 + 0.1 * jitter)).max(0.0) as u64,
+            at_ms: now_ms.saturating_add((interval * (1.0 + 0.1 * jitter)).max(0.0) as u64),
         }
     }
 
@@ -388,9 +517,12 @@ impl Agent {
             actions.push(Action::LogoutUser);
             actions.extend(self.logout());
         }
-        actions.push(Action::Persist(policy.clone()));
+        actions.push(Action::Persist(HeldPolicy {
+            policy: policy.clone(),
+            received_at_ms: Some(now_ms),
+        }));
         self.policy = Some(policy);
-        self.policy_at_ms = Some(now_ms);
+        self.received_at_ms = Some(now_ms);
         actions.push(self.next_poll(now_ms, jitter));
         actions
     }
@@ -464,6 +596,35 @@ impl Agent {
     }
 }
 
+/// Times in milliseconds since the UNIX epoch, written as RFC 3339 UTC text.
+mod rfc3339_ms {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _, ser::Error as _};
+    use time::OffsetDateTime;
+    use time::format_description::well_known::Rfc3339;
+
+    pub(super) fn serialize<S: Serializer>(value: &Option<u64>, out: S) -> Result<S::Ok, S::Error> {
+        let Some(ms) = value else {
+            return out.serialize_none();
+        };
+        let text = OffsetDateTime::from_unix_timestamp_nanos(i128::from(*ms) * 1_000_000)
+            .map_err(S::Error::custom)?
+            .format(&Rfc3339)
+            .map_err(S::Error::custom)?;
+        out.serialize_some(&text)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        input: D,
+    ) -> Result<Option<u64>, D::Error> {
+        let Some(text) = Option::<String>::deserialize(input)? else {
+            return Ok(None);
+        };
+        let at = OffsetDateTime::parse(&text, &Rfc3339).map_err(D::Error::custom)?;
+        // Times before 1970 cannot be a policy's reception; they read as unknown.
+        Ok(u64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -510,7 +671,7 @@ mod tests {
         expected_actions: &[Action],
         session: Session,
     ) {
-        let (mut agent, _) = Agent::new("t", "d", None, 0);
+        let (mut agent, _) = Agent::new("t", "d", None, Backoff::default());
         agent.handle(received(policy(1, initial)), 0, 0.0);
         let mut last = Vec::new();
         for (index, event) in events.into_iter().enumerate() {
@@ -660,7 +821,7 @@ mod tests {
 
     #[test]
     fn transport_errors_keep_everything_and_back_off() {
-        let (mut agent, _) = Agent::new("t", "d", None, 0);
+        let (mut agent, _) = Agent::new("t", "d", None, Backoff::default());
         agent.handle(received(policy(1, &[("zia", true, false)])), 0, 0.0);
         let mut delays = Vec::new();
         for attempt in 0..10u64 {
@@ -688,7 +849,7 @@ mod tests {
 
     #[test]
     fn invalid_policies_change_nothing() {
-        let (mut agent, _) = Agent::new("t", "d", None, 0);
+        let (mut agent, _) = Agent::new("t", "d", None, Backoff::default());
         agent.handle(received(policy(5, &[("zia", true, false)])), 0, 0.0);
         let mut other_device = policy(6, &[("zia", false, false)]);
         other_device.device_id = "someone-else".into();
@@ -722,20 +883,89 @@ mod tests {
         ));
     }
 
+    fn held(policy: Policy, received_at_ms: Option<u64>) -> HeldPolicy {
+        HeldPolicy {
+            policy,
+            received_at_ms,
+        }
+    }
+
     #[test]
     fn a_restart_runs_from_the_persisted_policy() {
         let persisted = policy(3, &[("zia", true, false), ("zpa", false, false)]);
-        let (agent, actions) = Agent::new("t", "d", Some(persisted), 0);
+        let (agent, actions) = Agent::new(
+            "t",
+            "d",
+            Some(held(persisted, Some(1_000))),
+            Backoff::default(),
+        );
         assert_eq!(agent.service("zia"), Running);
         assert!(actions.contains(&Action::Start("zia".into())));
         assert!(actions.contains(&Action::SyncNow { manual: false }));
+        // The policy keeps the time it was received, not the time of the restart.
+        let status = agent.status(61_000);
+        assert_eq!(status.policy_received_at, Some(1_000));
+        assert_eq!(status.policy_age_s, Some(60));
         let mut foreign = policy(3, &[("zia", true, false)]);
         foreign.device_id = "x".into();
-        let (agent, _) = Agent::new("t", "d", Some(foreign), 0);
+        let (agent, _) = Agent::new("t", "d", Some(held(foreign, None)), Backoff::default());
         assert!(
             agent.policy().is_none(),
             "a persisted policy of another device is not used"
         );
+    }
+
+    #[test]
+    fn a_received_policy_is_persisted_with_its_time() {
+        let (mut agent, _) = Agent::new("t", "d", None, Backoff::default());
+        let actions = agent.handle(received(policy(1, &[("zia", true, false)])), 42_000, 0.0);
+        assert!(
+            actions.contains(&Action::Persist(held(
+                policy(1, &[("zia", true, false)]),
+                Some(42_000)
+            ))),
+            "{actions:?}"
+        );
+        assert_eq!(agent.status(45_500).policy_age_s, Some(3));
+        // An unknown reception time (an old file) is shown as unknown, not as "now".
+        let (agent, _) = Agent::new(
+            "t",
+            "d",
+            Some(held(policy(1, &[]), None)),
+            Backoff::default(),
+        );
+        let status = agent.status(45_500);
+        assert_eq!(
+            (status.policy_received_at, status.policy_age_s),
+            (None, None)
+        );
+    }
+
+    #[test]
+    fn a_freshly_enrolled_device_runs_its_first_policy_without_syncing_again() {
+        let first = policy(1, &[("zia", true, false), ("zpa", false, false)]);
+        let (agent, actions) =
+            Agent::enrolled("t", "d", first.clone(), Backoff::default(), 5_000, 0.0);
+        assert_eq!(agent.service("zia"), Running);
+        assert!(agent.server_reachable());
+        assert_eq!(
+            actions,
+            [
+                Action::Start("zia".into()),
+                Action::Persist(held(first, Some(5_000))),
+                Action::ScheduleSync { at_ms: 3_605_000 },
+            ]
+        );
+        // A first policy that is not this device's is refused and retried later.
+        let mut foreign = policy(1, &[("zia", true, false)]);
+        foreign.device_id = "x".into();
+        let (agent, actions) = Agent::enrolled("t", "d", foreign, Backoff::default(), 0, 0.0);
+        assert!(agent.policy().is_none());
+        assert!(
+            matches!(actions.first(), Some(Action::Rejected(_))),
+            "{actions:?}"
+        );
+        assert!(actions.contains(&Action::ScheduleSync { at_ms: 1_000 }));
     }
 
     #[test]
@@ -744,14 +974,74 @@ mod tests {
             &[("zia", true, false)],
             vec![Event::Revoked],
             &[("zia", Stopped)],
-            &[Action::Stop("zia".into())],
+            &[Action::Stop("zia".into()), Action::Forget],
             Session::LoggedIn,
+        );
+        let (mut agent, _) = Agent::new("t", "d", None, Backoff::default());
+        agent.handle(received(policy(1, &[("zia", true, false)])), 0, 0.0);
+        let actions = agent.handle(Event::Revoked, 1, 0.0);
+        assert!(
+            !actions
+                .iter()
+                .any(|a| matches!(a, Action::ScheduleSync { .. } | Action::SyncNow { .. })),
+            "a dead token is not retried: {actions:?}"
+        );
+        let status = agent.status(2);
+        assert!(status.revoked);
+        assert_eq!(status.config_version, None);
+        assert!(
+            status
+                .last_error
+                .is_some_and(|e| e.contains("enroll it again"))
+        );
+        // Should the server answer again, the device is not revoked any more.
+        agent.handle(received(policy(2, &[("zia", true, false)])), 3, 0.0);
+        assert!(!agent.status(4).revoked);
+        assert_eq!(agent.service("zia"), Running);
+    }
+
+    #[test]
+    fn backoff_settings_are_checked_and_followed() {
+        assert_eq!(Backoff::new(0, 10), Err(BackoffError::ZeroFirstWait));
+        assert!(matches!(
+            Backoff::new(500, 100),
+            Err(BackoffError::CapBelowFirst { .. })
+        ));
+        let backoff = Backoff::new(250, 1_000).expect("valid");
+        let delays: Vec<u64> = (1..=5).map(|n| backoff.delay_ms(n, 0.0)).collect();
+        assert_eq!(delays, [250, 500, 1_000, 1_000, 1_000]);
+        assert_eq!(backoff.delay_ms(1, 1.0), 300, "+20 %");
+        assert_eq!(backoff.delay_ms(1, -1.0), 200, "-20 %");
+        assert_eq!(backoff.delay_ms(u32::MAX, 0.0), 1_000, "no overflow");
+        let (mut agent, _) = Agent::new("t", "d", None, backoff);
+        let down = || Event::TransportError {
+            detail: "down".into(),
+        };
+        assert_eq!(
+            agent.handle(down(), 10, 0.0),
+            [Action::ScheduleSync { at_ms: 260 }]
+        );
+        assert_eq!(
+            agent.handle(down(), 10, 0.0),
+            [Action::ScheduleSync { at_ms: 510 }]
         );
     }
 
     #[test]
+    fn status_shows_the_reception_time_as_rfc3339_utc() {
+        let (mut agent, _) = Agent::new("t", "d", None, Backoff::default());
+        agent.handle(received(policy(1, &[])), 1_700_000_000_000, 0.0);
+        let shown = serde_json::to_value(agent.status(1_700_000_005_000)).expect("json");
+        assert_eq!(shown["policy_received_at"], "2023-11-14T22:13:20Z");
+        assert_eq!(shown["policy_age_s"], 5);
+        let (agent, _) = Agent::new("t", "d", None, Backoff::default());
+        let shown = serde_json::to_value(agent.status(0)).expect("json");
+        assert!(shown["policy_received_at"].is_null(), "{shown}");
+    }
+
+    #[test]
     fn polls_are_spread_by_ten_percent() {
-        let (mut agent, _) = Agent::new("t", "d", None, 0);
+        let (mut agent, _) = Agent::new("t", "d", None, Backoff::default());
         let early = agent.handle(received(policy(1, &[])), 0, -1.0);
         assert!(
             early.contains(&Action::ScheduleSync { at_ms: 3_240_000 }),
@@ -784,7 +1074,7 @@ mod tests {
     proptest! {
         #[test]
         fn transport_errors_and_bad_policies_never_stop_a_running_service(events in proptest::collection::vec(event(), 0..40)) {
-            let (mut agent, _) = Agent::new("t", "d", None, 0);
+            let (mut agent, _) = Agent::new("t", "d", None, Backoff::default());
             agent.handle(received(policy(5, &[("zia", true, false)])), 0, 0.0);
             for (index, event) in events.into_iter().enumerate() {
                 let actions = agent.handle(event, index as u64, 0.5);

@@ -9,9 +9,15 @@ use axum::Router;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use entitle_device_agent::driver::{self, AgentConfig};
+use entitle_device_agent::fleet::{Fleet, FleetPlan, enroll_fleet};
+use entitle_device_agent::machine::Backoff;
+use entitle_device_agent::protocol::EnrollError;
+use entitle_device_agent::runtime::Timing;
 use entitle_server::{Server, ServerConfig};
 use entitle_store::{Role, SqliteStore, TenantStore, TokenGrant, secrets};
 use serde_json::{Value, json};
+use time::format_description::well_known::Rfc3339;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
@@ -26,6 +32,10 @@ struct RealServer {
 
 impl RealServer {
     async fn start() -> Self {
+        Self::start_with(ServerConfig::default()).await
+    }
+
+    async fn start_with(config: ServerConfig) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = SqliteStore::open(&dir.path().join("entitle.db"))
             .await
@@ -45,11 +55,9 @@ impl RealServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(
-            Server::new(Arc::new(store), ServerConfig::default()).run(listener, async {
-                let _ = stopped.await;
-            }),
-        );
+        tokio::spawn(Server::new(Arc::new(store), config).run(listener, async {
+            let _ = stopped.await;
+        }));
         Self {
             base,
             client: reqwest::Client::new(),
@@ -128,7 +136,10 @@ fn config(server: &str, key: &str) -> AgentConfig {
         enrollment_key: Some(key.to_owned()),
         user_name: Some("ada".to_owned()),
         report: json!({"hostname": "ada-mbp", "os": "macos", "client_version": "4.3", "ownership": "corporate", "posture": {"disk_encrypted": true}}),
-        long_poll_s: 20,
+        timing: Timing {
+            long_poll_s: 20,
+            ..Timing::default()
+        },
     }
 }
 
@@ -178,12 +189,32 @@ impl RunningAgent {
     }
 }
 
+impl RunningAgent {
+    /// Whether no event line satisfying `unwanted` comes within `within`.
+    async fn quiet(&mut self, within: Duration, unwanted: impl Fn(&Value) -> bool) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.lines.recv()).await {
+                Ok(Some(line)) if unwanted(&line) => return false,
+                Ok(Some(_)) => continue,
+                // The time is up, or the agent stopped.
+                _ => return true,
+            }
+        }
+    }
+}
+
 fn service_is(line: &Value, service: &str, state: &str) -> bool {
     line["event"] == "state" && line["state"]["services"][service] == state
 }
 
 async fn status(dir: &Path) -> Value {
-    driver::control(dir, "status").await.expect("agent answers")["status"].clone()
+    status_answer(dir).await["status"].clone()
+}
+
+async fn status_answer(dir: &Path) -> Value {
+    driver::control(dir, "status").await.expect("agent answers")
 }
 
 const FAST: Duration = Duration::from_secs(3);
@@ -252,7 +283,7 @@ async fn the_agent_follows_the_rules_of_spec_section_6() {
     // The agent restarts without a long-poll, so that changes arrive by "Update Policy".
     agent.stop().await;
     let mut polling = config(&server.base, &key);
-    polling.long_poll_s = 0;
+    polling.timing.long_poll_s = 0;
     let mut agent = start_agent(polling, dir.path());
     agent.expect(FAST, |l| l["event"] == "state").await;
     server
@@ -295,7 +326,14 @@ async fn a_dead_server_leaves_services_running_and_a_restart_restores_them_from_
     agent
         .expect(FAST, |l| service_is(l, "internet_access", "running"))
         .await;
+    let received_at = status(dir.path()).await["policy_received_at"].clone();
+    let shown = received_at.as_str().expect("a reception time");
+    assert!(
+        shown.ends_with('Z') && time::OffsetDateTime::parse(shown, &Rfc3339).is_ok(),
+        "RFC 3339 UTC: {shown}"
+    );
     agent.stop().await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
 
     // Restart against an address where nothing listens.
     let dead = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -306,10 +344,26 @@ async fn a_dead_server_leaves_services_running_and_a_restart_restores_them_from_
         serde_json::from_slice(&std::fs::read(&enrollment_file).expect("read")).expect("json");
     enrollment["server"] = json!(dead_url);
     std::fs::write(&enrollment_file, enrollment.to_string()).expect("write");
-    let mut agent = start_agent(config(&dead_url, &key), dir.path());
-    agent.expect(FAST, |l| l["event"] == "sync_failed").await;
+    let mut settings = config(&dead_url, &key);
+    settings.timing.backoff = Backoff::new(100, 200).expect("valid");
+    let mut agent = start_agent(settings, dir.path());
+    // Retries follow the configured backoff: four failures well within a
+    // second and a half (the default backoff would take 7 s).
+    for _ in 0..4 {
+        agent
+            .expect(Duration::from_millis(1500), |l| l["event"] == "sync_failed")
+            .await;
+    }
     let state = status(dir.path()).await;
     assert_eq!(state["services"]["internet_access"], "running", "{state}");
+    assert_eq!(
+        state["policy_received_at"], received_at,
+        "the reception time survives a restart"
+    );
+    assert!(
+        state["policy_age_s"].as_u64().is_some_and(|age| age >= 1),
+        "{state}"
+    );
     assert_eq!(state["server_reachable"], false);
     assert!(
         state["last_error"]
@@ -384,7 +438,8 @@ async fn garbage_from_the_server_changes_nothing_and_the_agent_catches_up() {
     let server = broken_server().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let mut settings = config(&server.base, "key");
-    settings.long_poll_s = 1;
+    settings.timing.long_poll_s = 1;
+    settings.timing.request_timeout = Duration::from_secs(1);
     let mut agent = start_agent(settings, dir.path());
     agent
         .expect(FAST, |l| service_is(l, "internet_access", "running"))
@@ -427,9 +482,17 @@ async fn garbage_from_the_server_changes_nothing_and_the_agent_catches_up() {
             })
             .await;
     }
-    // A server that stops answering: the sync times out, nothing stops.
+    // A server that stops answering: the sync times out after the long-poll's
+    // wait plus the request timeout (1 + 1 s here, 1 + 15 s by default), nothing stops.
     *server.mode.lock().expect("lock") = Garbage::Slow;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    agent
+        .expect(Duration::from_secs(6), |l| {
+            l["event"] == "sync_failed"
+                && l["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("did not answer in time"))
+        })
+        .await;
     assert_eq!(
         status(dir.path()).await["services"]["internet_access"],
         "running"
@@ -443,4 +506,244 @@ async fn garbage_from_the_server_changes_nothing_and_the_agent_catches_up() {
         })
         .await;
     agent.stop().await;
+}
+
+#[tokio::test]
+async fn an_unknown_or_deactivated_user_stops_the_agent_with_a_clear_error() {
+    let server = RealServer::start().await;
+    let (key, _) = server.tenant().await;
+    server
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/tenants/acme/users",
+            json!({"user_name": "gone"}),
+            None,
+        )
+        .await;
+    let (status, _, body) = server
+        .call(
+            reqwest::Method::PATCH,
+            "/api/v1/tenants/acme/users/gone",
+            json!({"active": false}),
+            None,
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    for (user, why) in [
+        ("nobody", "is not in the directory"),
+        ("gone", "is deactivated"),
+    ] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut settings = config(&server.base, &key);
+        settings.user_name = Some(user.to_owned());
+        let mut agent = start_agent(settings, dir.path());
+        let line = agent
+            .expect(FAST, |l| l["event"] == "enrollment_refused")
+            .await;
+        assert_eq!(line["code"], "user_not_provisioned", "{line}");
+        // It stops on its own, at once, rather than retrying forever.
+        let result = tokio::time::timeout(FAST, &mut agent.task)
+            .await
+            .expect("the agent stops by itself")
+            .expect("no panic");
+        let Err(driver::AgentError::Enroll(EnrollError::Refused {
+            status,
+            code,
+            message,
+        })) = result
+        else {
+            panic!("{user}: {result:?}")
+        };
+        assert_eq!((status, code.as_str()), (403, "user_not_provisioned"));
+        assert!(message.contains(why), "{user}: {message}");
+        assert!(
+            !dir.path().join("enrollment.json").exists(),
+            "{user}: nothing is enrolled"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_revoked_device_stops_its_services_and_says_so() {
+    let server = RealServer::start().await;
+    let (key, _) = server.tenant().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut agent = start_agent(config(&server.base, &key), dir.path());
+    agent
+        .expect(FAST, |l| service_is(l, "internet_access", "running"))
+        .await;
+    let device_id = status_answer(dir.path()).await["device_id"]
+        .as_str()
+        .expect("device id")
+        .to_owned();
+    // Let the agent settle into its long-poll, which the deletion must wake.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (deleted, _, body) = server
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/tenants/acme/devices/{device_id}"),
+            Value::Null,
+            None,
+        )
+        .await;
+    assert_eq!(deleted, reqwest::StatusCode::NO_CONTENT, "{body}");
+    let line = agent.expect(FAST, |l| l["event"] == "device_revoked").await;
+    assert!(
+        line["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("revoked") && e.contains("enrollment.json")),
+        "{line}"
+    );
+    agent
+        .expect(FAST, |l| {
+            l["event"] == "state"
+                && l["state"]["revoked"] == true
+                && service_is(l, "internet_access", "stopped")
+        })
+        .await;
+    let state = status(dir.path()).await;
+    assert_eq!(state["revoked"], true, "{state}");
+    assert_eq!(state["config_version"], Value::Null, "{state}");
+    assert!(
+        state["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("revoked")),
+        "{state}"
+    );
+    assert!(
+        !dir.path().join("policy.json").exists(),
+        "the last-known-good policy is dropped"
+    );
+    // The dead token is not retried: no second answer comes on its own.
+    assert!(
+        agent
+            .quiet(Duration::from_secs(2), |l| l["event"] == "device_revoked"
+                || l["event"] == "sync_failed")
+            .await,
+        "no retry after a revocation"
+    );
+    agent.stop().await;
+
+    // A restart does not start anything from the old policy, and says revoked again.
+    let mut agent = start_agent(config(&server.base, &key), dir.path());
+    agent.expect(FAST, |l| l["event"] == "device_revoked").await;
+    let state = status(dir.path()).await;
+    assert_eq!(state["revoked"], true, "{state}");
+    assert_eq!(state["services"], json!({}), "nothing was started: {state}");
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn an_unknown_control_command_is_answered_with_an_error_and_the_agent_keeps_running() {
+    let server = RealServer::start().await;
+    let (key, _) = server.tenant().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut agent = start_agent(config(&server.base, &key), dir.path());
+    agent
+        .expect(FAST, |l| service_is(l, "internet_access", "running"))
+        .await;
+    let answer = driver::control(dir.path(), "reboot")
+        .await
+        .expect("answered");
+    assert!(
+        answer["error"].as_str().is_some_and(
+            |e| e.contains("unknown command \"reboot\"") && e.contains("update-policy")
+        ),
+        "{answer}"
+    );
+    // Garbage on the socket is answered too.
+    for line in ["not json\n", "{\"verb\": \"status\"}\n"] {
+        let stream = tokio::net::UnixStream::connect(dir.path().join("control.sock"))
+            .await
+            .expect("connect");
+        let (reader, mut writer) = stream.into_split();
+        writer.write_all(line.as_bytes()).await.expect("write");
+        let mut answer = String::new();
+        BufReader::new(reader)
+            .read_line(&mut answer)
+            .await
+            .expect("read");
+        let answer: Value = serde_json::from_str(&answer).expect("JSON answer");
+        assert!(answer["error"].is_string(), "{line}: {answer}");
+    }
+    let state = status(dir.path()).await;
+    assert_eq!(state["services"]["internet_access"], "running", "{state}");
+    assert!(!agent.task.is_finished(), "the agent still runs");
+    agent.stop().await;
+}
+
+/// A small fleet over the shared runtime: enrolls, follows a save through its
+/// long-polls, and, without long-polls, through the policy's poll interval.
+#[tokio::test]
+async fn a_fleet_follows_saves_by_long_poll_and_by_polling() {
+    let server = RealServer::start_with(ServerConfig {
+        poll_interval_s: 1,
+        ..ServerConfig::default()
+    })
+    .await;
+    let (key, _) = server.tenant().await;
+    let users = vec!["ada".to_owned()];
+    let plan = FleetPlan {
+        server: &server.base,
+        enrollment_key: &key,
+        users: &users,
+        count: 20,
+        parallel: 4,
+    };
+    let client = reqwest::Client::new();
+    let enrolled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = enrolled.clone();
+    let devices = enroll_fleet(&client, plan, Timing::default(), move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    })
+    .await
+    .expect("enrolled");
+    assert_eq!(devices.len(), 20);
+    assert_eq!(enrolled.load(std::sync::atomic::Ordering::Relaxed), 20);
+    let (long_polling, polling) = {
+        let mut devices = devices;
+        let rest = devices.split_off(10);
+        (devices, rest)
+    };
+    let long_polling = Fleet::start(&client, long_polling, Timing::default());
+    let polling = Fleet::start(
+        &client,
+        polling,
+        Timing {
+            long_poll_s: 0,
+            ..Timing::default()
+        },
+    );
+    // Let the long-polls be held before the save.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, etag, body) = server
+        .call(
+            reqwest::Method::PUT,
+            "/api/v1/tenants/acme/entitlements/internet_access",
+            // Part of every device's policy, whatever its client version.
+            json!({"enabled_by_default": true, "logout_on_enable": true}),
+            None,
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    let version: i64 = etag
+        .as_deref()
+        .map(|e| e.trim_matches('"'))
+        .and_then(|e| e.parse().ok())
+        .expect("the save's version");
+    let saved = Instant::now();
+    let reached = long_polling.propagation(version, saved, &[1.0], FAST).await;
+    assert!(
+        reached[0].is_some(),
+        "every long-polling device holds the change"
+    );
+    // Polled every second ±10 %: all have it within about a second.
+    let reached = polling.propagation(version, saved, &[1.0], FAST).await;
+    assert!(
+        reached[0].is_some(),
+        "every polling device holds the change"
+    );
+    assert_eq!(polling.holding(version), 10);
+    long_polling.stop();
+    polling.stop();
 }

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use entitle_device_agent::driver::{self, AgentConfig};
-use entitle_device_agent::fleet::{Fleet, enroll_fleet};
+use entitle_device_agent::fleet::{Fleet, FleetPlan, enroll_fleet};
+use entitle_device_agent::machine::Backoff;
+use entitle_device_agent::runtime::Timing;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
@@ -15,7 +17,7 @@ use serde_json::{Value, json};
 #[derive(Subcommand, Debug)]
 pub enum AgentCommand {
     /// Run the agent: enroll once, sync, hold a long-poll, answer the control socket.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Show the running agent's state (JSON).
     Status(StateDirArg),
     /// Press "Update Policy".
@@ -77,6 +79,37 @@ pub struct RunArgs {
     /// Seconds the server may hold a sync (0: poll on the policy's interval only).
     #[arg(long, default_value_t = 30)]
     long_poll: u64,
+    #[command(flatten)]
+    pacing: PacingArgs,
+}
+
+/// Retries and timeouts, shared by `agent run` and `fleet`.
+#[derive(Args, Debug)]
+pub struct PacingArgs {
+    /// Milliseconds before the first retry after a failure; each further failure doubles the wait (±20 % jitter).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    backoff_initial_ms: u64,
+    /// Longest wait between retries, in seconds.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    backoff_max_s: u64,
+    /// Seconds the server may take to answer a request, on top of a long-poll's wait.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
+    request_timeout_s: u64,
+}
+
+impl PacingArgs {
+    fn timing(&self, long_poll_s: u64) -> anyhow::Result<Timing> {
+        let backoff = Backoff::new(
+            self.backoff_initial_ms,
+            self.backoff_max_s.saturating_mul(1000),
+        )
+        .context("--backoff-initial-ms and --backoff-max-s")?;
+        Ok(Timing {
+            long_poll_s,
+            backoff,
+            request_timeout: Duration::from_secs(self.request_timeout_s),
+        })
+    }
 }
 
 fn posture(facts: &[String]) -> anyhow::Result<Value> {
@@ -103,7 +136,7 @@ fn posture(facts: &[String]) -> anyhow::Result<Value> {
 #[allow(clippy::print_stdout)]
 pub async fn run(command: AgentCommand) -> anyhow::Result<()> {
     let (state_dir, name) = match command {
-        AgentCommand::Run(args) => return run_agent(args).await,
+        AgentCommand::Run(args) => return run_agent(*args).await,
         AgentCommand::Status(a) => (a.state_dir, "status"),
         AgentCommand::UpdatePolicy(a) => (a.state_dir, "update-policy"),
         AgentCommand::Login(a) => (a.state_dir, "login"),
@@ -132,7 +165,7 @@ async fn run_agent(args: RunArgs) -> anyhow::Result<()> {
         enrollment_key: args.enrollment_key,
         user_name: args.user_name,
         report,
-        long_poll_s: args.long_poll.min(60),
+        timing: args.pacing.timing(args.long_poll.min(60))?,
     };
     let (out, mut lines) = tokio::sync::mpsc::unbounded_channel::<Value>();
     let printer = tokio::spawn(async move {
@@ -201,6 +234,8 @@ pub struct FleetArgs {
     /// Without --measure: seconds to keep the fleet connected.
     #[arg(long, default_value_t = 60)]
     duration: u64,
+    #[command(flatten)]
+    pacing: PacingArgs,
 }
 
 fn progress(length: u64, message: &str) -> ProgressBar {
@@ -239,6 +274,7 @@ fn report(name: &str, value: String) {
 /// Runs `entitle fleet`.
 pub async fn fleet(args: FleetArgs) -> anyhow::Result<()> {
     let server = args.server.trim_end_matches('/').to_owned();
+    let timing = args.pacing.timing(args.long_poll.min(60))?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.agents + 16)
         .build()?;
@@ -277,19 +313,17 @@ pub async fn fleet(args: FleetArgs) -> anyhow::Result<()> {
     let baseline = args.server_pid.and_then(rss_kib);
     let bar = progress(args.agents as u64, "enrolling");
     let counter = bar.clone();
-    let devices = enroll_fleet(
-        &client,
-        &server,
-        &args.enrollment_key,
-        &users,
-        args.agents,
-        args.parallel,
-        move || counter.inc(1),
-    )
-    .await?;
+    let plan = FleetPlan {
+        server: &server,
+        enrollment_key: &args.enrollment_key,
+        users: &users,
+        count: args.agents,
+        parallel: args.parallel,
+    };
+    let devices = enroll_fleet(&client, plan, timing, move || counter.inc(1)).await?;
     bar.finish();
     let rss_enrolled = args.server_pid.and_then(rss_kib);
-    let fleet = Fleet::start(&client, devices, args.long_poll);
+    let fleet = Fleet::start(&client, devices, timing);
     let connected = wait_for_held(&client, &server, fleet.len()).await;
     report(
         "agents holding a long-poll",

@@ -1,0 +1,203 @@
+//! The agent's two calls to the server (SPEC §6): enroll and sync. Every
+//! answer, including none at all, becomes an outcome the machine understands.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::lkg::Enrollment;
+use crate::machine::{Backoff, Event, Policy};
+
+/// The answer to one sync.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SyncOutcome {
+    /// A new policy.
+    Policy(Policy),
+    /// The policy held is current (304).
+    Unchanged,
+    /// The device's token was revoked (401).
+    Revoked,
+    /// Down, slow, or garbage.
+    Failed(String),
+}
+
+impl SyncOutcome {
+    /// The machine event for this outcome.
+    pub fn event(self, manual: bool) -> Event {
+        match self {
+            SyncOutcome::Policy(policy) => Event::PolicyReceived { policy, manual },
+            SyncOutcome::Unchanged => Event::PolicyUnchanged,
+            SyncOutcome::Revoked => Event::Revoked,
+            SyncOutcome::Failed(detail) => Event::TransportError { detail },
+        }
+    }
+}
+
+/// One sync with the server; never fails, every problem is an outcome.
+/// `wait_s` above 0 makes it a long-poll; the server then has `wait_s` plus
+/// `timeout` to answer.
+pub async fn sync_once(
+    client: &reqwest::Client,
+    enrollment: &Enrollment,
+    report: &Value,
+    etag: Option<&str>,
+    wait_s: u64,
+    timeout: Duration,
+) -> SyncOutcome {
+    let server = &enrollment.server;
+    let url = if wait_s > 0 {
+        format!("{server}/agent/v1/sync?wait={wait_s}")
+    } else {
+        format!("{server}/agent/v1/sync")
+    };
+    let mut request = client
+        .post(url)
+        .bearer_auth(&enrollment.device_token)
+        .json(report)
+        .timeout(Duration::from_secs(wait_s).saturating_add(timeout));
+    if let Some(etag) = etag {
+        request = request.header("If-None-Match", etag);
+    }
+    let response = match request.send().await {
+        Ok(response) => response,
+        Err(error) if error.is_timeout() => {
+            return SyncOutcome::Failed("the server did not answer in time".to_owned());
+        }
+        Err(error) => return SyncOutcome::Failed(format!("cannot reach the server: {error}")),
+    };
+    match response.status().as_u16() {
+        304 => SyncOutcome::Unchanged,
+        401 => SyncOutcome::Revoked,
+        200 => match response.text().await {
+            Ok(text) => match serde_json::from_str::<Policy>(&text) {
+                Ok(policy) => SyncOutcome::Policy(policy),
+                Err(error) => SyncOutcome::Failed(format!(
+                    "the server answered something that is not a policy ({error})"
+                )),
+            },
+            Err(error) => SyncOutcome::Failed(format!("the answer was cut off: {error}")),
+        },
+        status => SyncOutcome::Failed(format!("the server answered {status}")),
+    }
+}
+
+/// Why a device could not enroll.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnrollError {
+    /// The server refused for good (a 4xx other than 429): asking again gives the same answer.
+    #[error("the server refused the enrollment ({code}, HTTP {status}): {message}")]
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// The error code of the answer, e.g. `user_not_provisioned`.
+        code: String,
+        /// The server's explanation.
+        message: String,
+    },
+    /// The server was down, slow, or answered garbage; asking again may work.
+    #[error("enrollment failed: {0}")]
+    Unavailable(String),
+}
+
+impl EnrollError {
+    /// Whether asking again may help.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, EnrollError::Unavailable(_))
+    }
+}
+
+/// What a device needs to enroll.
+#[derive(Debug, Clone, Copy)]
+pub struct EnrollRequest<'a> {
+    /// The server's base URL.
+    pub server: &'a str,
+    /// The tenant's enrollment key.
+    pub enrollment_key: &'a str,
+    /// The user's login name.
+    pub user_name: &'a str,
+    /// What the device reports.
+    pub report: &'a Value,
+}
+
+/// Enrolls a device once.
+pub async fn enroll(
+    client: &reqwest::Client,
+    request: EnrollRequest<'_>,
+    timeout: Duration,
+) -> Result<(Enrollment, Policy), EnrollError> {
+    let body = json!({"enrollment_key": request.enrollment_key, "user_name": request.user_name, "device": request.report});
+    let response = client
+        .post(format!("{}/agent/v1/enroll", request.server))
+        .json(&body)
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|error| EnrollError::Unavailable(format!("cannot reach the server: {error}")))?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    let parsed: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    // 429 means "later", not "never": it is retried like a server error.
+    if status.is_client_error() && status != reqwest::StatusCode::TOO_MANY_REQUESTS {
+        let error = &parsed["error"];
+        return Err(EnrollError::Refused {
+            status: status.as_u16(),
+            code: error["code"].as_str().unwrap_or("unknown").to_owned(),
+            message: error["message"]
+                .as_str()
+                .map_or_else(|| format!("the server answered {status}"), str::to_owned),
+        });
+    }
+    if !status.is_success() {
+        return Err(EnrollError::Unavailable(format!(
+            "the server answered {status}"
+        )));
+    }
+    let policy: Policy = serde_json::from_value(parsed["policy"].clone()).map_err(|error| {
+        EnrollError::Unavailable(format!("the enrollment answer is not understood: {error}"))
+    })?;
+    let (Some(device_id), Some(device_token)) = (
+        parsed["device_id"].as_str().filter(|v| !v.is_empty()),
+        parsed["device_token"].as_str().filter(|v| !v.is_empty()),
+    ) else {
+        return Err(EnrollError::Unavailable(
+            "the enrollment answer has no device id or token".to_owned(),
+        ));
+    };
+    let enrollment = Enrollment {
+        server: request.server.to_owned(),
+        tenant: policy.tenant.clone(),
+        device_id: device_id.to_owned(),
+        device_token: device_token.to_owned(),
+    };
+    Ok((enrollment, policy))
+}
+
+/// Enrolls a device, retrying transient failures with `backoff` (and jitter),
+/// at most `attempts` times in all (`None`: until it works or is refused).
+/// `on_retry` hears each failure and the wait before the next attempt.
+pub async fn enroll_retrying(
+    client: &reqwest::Client,
+    request: EnrollRequest<'_>,
+    timeout: Duration,
+    backoff: Backoff,
+    attempts: Option<u32>,
+    mut on_retry: impl FnMut(&EnrollError, Duration),
+) -> Result<(Enrollment, Policy), EnrollError> {
+    let mut failures = 0u32;
+    loop {
+        match enroll(client, request, timeout).await {
+            Ok(enrolled) => return Ok(enrolled),
+            Err(error) if !error.is_transient() => return Err(error),
+            Err(error) => {
+                failures = failures.saturating_add(1);
+                if attempts.is_some_and(|most| failures >= most) {
+                    return Err(error);
+                }
+                let wait =
+                    Duration::from_millis(backoff.delay_ms(failures, crate::runtime::jitter()));
+                on_retry(&error, wait);
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
