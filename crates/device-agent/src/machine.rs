@@ -404,8 +404,12 @@ impl Agent {
             }
             Event::PolicyUnchanged => {
                 self.succeeded();
-                self.manual_pending = false;
-                vec![self.next_poll(now_ms, jitter)]
+                let mut actions = Vec::new();
+                if std::mem::take(&mut self.manual_pending) {
+                    actions.extend(self.apply_waiting_changes());
+                }
+                actions.push(self.next_poll(now_ms, jitter));
+                actions
             }
             Event::Login => self.login(),
             Event::Logout => self.logout(),
@@ -499,6 +503,7 @@ impl Agent {
                 }
                 (false, true) if manual => ServiceState::PendingReauth,
                 (false, true) => ServiceState::PendingLogin,
+                (true, true) if manual => self.after_manual_update(current),
                 (true, true) => current,
             };
             self.set(id, next, &mut actions);
@@ -525,6 +530,24 @@ impl Agent {
         self.received_at_ms = Some(now_ms);
         actions.push(self.next_poll(now_ms, jitter));
         actions
+    }
+
+    /// "Update Policy" also applies a change the long-poll brought earlier and
+    /// that still waits for the next login: with the user signed in, it now
+    /// needs only a re-authentication, as if the update had fetched it.
+    fn after_manual_update(&self, current: ServiceState) -> ServiceState {
+        match (current, self.session) {
+            (ServiceState::PendingLogin, Session::LoggedIn) => ServiceState::PendingReauth,
+            _ => current,
+        }
+    }
+
+    fn apply_waiting_changes(&mut self) -> Vec<Action> {
+        let session = self.session;
+        self.transition(|_, state| {
+            (state == ServiceState::PendingLogin && session == Session::LoggedIn)
+                .then_some(ServiceState::PendingReauth)
+        })
     }
 
     fn running_or_waiting(&self) -> ServiceState {
@@ -791,6 +814,95 @@ mod tests {
             &[("zpa", PendingReauth)],
             &[],
             Session::LoggedIn,
+        );
+    }
+
+    #[test]
+    fn update_policy_applies_a_change_still_waiting_for_login_after_reauthentication() {
+        // The long-poll brought zpa (pending_login); "Update Policy" finds no news.
+        let brought = received(policy(2, &[("zpa", true, false), ("zia", true, false)]));
+        check(
+            &[("zpa", false, false), ("zia", true, false)],
+            vec![
+                brought.clone(),
+                Event::UpdatePolicyPressed,
+                Event::PolicyUnchanged,
+            ],
+            &[("zpa", PendingReauth), ("zia", Running)],
+            &[Action::AskReauth("zpa".into())],
+            Session::LoggedIn,
+        );
+        check(
+            &[("zpa", false, false)],
+            vec![
+                brought.clone(),
+                Event::UpdatePolicyPressed,
+                Event::PolicyUnchanged,
+                Event::Reauthenticated,
+            ],
+            &[("zpa", Running)],
+            &[Action::Start("zpa".into())],
+            Session::LoggedIn,
+        );
+        // Or the update fetched a newer policy that still entitles zpa.
+        check(
+            &[("zpa", false, false)],
+            vec![
+                brought.clone(),
+                Event::UpdatePolicyPressed,
+                received(policy(3, &[("zpa", true, false), ("zdx", false, false)])),
+            ],
+            &[("zpa", PendingReauth)],
+            &[Action::AskReauth("zpa".into())],
+            Session::LoggedIn,
+        );
+        // A failed update changes nothing until a retry gets the server's answer;
+        // a 304 that nobody asked for changes nothing at all.
+        check(
+            &[("zpa", false, false)],
+            vec![
+                brought.clone(),
+                Event::UpdatePolicyPressed,
+                Event::TransportError {
+                    detail: "down".into(),
+                },
+            ],
+            &[("zpa", PendingLogin)],
+            &[],
+            Session::LoggedIn,
+        );
+        check(
+            &[("zpa", false, false)],
+            vec![
+                brought.clone(),
+                Event::UpdatePolicyPressed,
+                Event::TransportError {
+                    detail: "down".into(),
+                },
+                Event::PolicyUnchanged,
+            ],
+            &[("zpa", PendingReauth)],
+            &[Action::AskReauth("zpa".into())],
+            Session::LoggedIn,
+        );
+        check(
+            &[("zpa", false, false)],
+            vec![brought, Event::PolicyUnchanged],
+            &[("zpa", PendingLogin)],
+            &[],
+            Session::LoggedIn,
+        );
+        // Signed out (logout on enable), the next login is what it takes.
+        check(
+            &[("zpa", false, false)],
+            vec![
+                received(policy(2, &[("zpa", true, true)])),
+                Event::UpdatePolicyPressed,
+                Event::PolicyUnchanged,
+            ],
+            &[("zpa", PendingLogin)],
+            &[],
+            Session::LoggedOut,
         );
     }
 

@@ -317,6 +317,44 @@ async fn the_agent_follows_the_rules_of_spec_section_6() {
     agent.stop().await;
 }
 
+/// What a user does with the long-poll on: the change arrives on its own and
+/// waits for the next login; "Update Policy" makes a re-authentication enough.
+#[tokio::test]
+async fn update_policy_after_a_change_the_long_poll_brought_needs_reauthentication() {
+    let server = RealServer::start().await;
+    let (key, group) = server.tenant().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut agent = start_agent(config(&server.base, &key), dir.path());
+    agent
+        .expect(FAST, |l| service_is(l, "internet_access", "running"))
+        .await;
+    server
+        .save(
+            "private_access",
+            json!({"enabled_by_default": false, "user_groups": [group]}),
+        )
+        .await;
+    agent
+        .expect(FAST, |l| service_is(l, "private_access", "pending_login"))
+        .await;
+    driver::control(dir.path(), "update-policy")
+        .await
+        .expect("update");
+    agent
+        .expect(FAST, |l| service_is(l, "private_access", "pending_reauth"))
+        .await;
+    assert_eq!(
+        status(dir.path()).await["services"]["internet_access"],
+        "running",
+        "a service the update did not change keeps running"
+    );
+    driver::control(dir.path(), "reauth").await.expect("reauth");
+    agent
+        .expect(FAST, |l| service_is(l, "private_access", "running"))
+        .await;
+    agent.stop().await;
+}
+
 #[tokio::test]
 async fn a_dead_server_leaves_services_running_and_a_restart_restores_them_from_disk() {
     let server = RealServer::start().await;
