@@ -219,8 +219,17 @@ async fn status_answer(dir: &Path) -> Value {
 
 const FAST: Duration = Duration::from_secs(3);
 
-#[tokio::test]
-async fn the_agent_follows_the_rules_of_spec_section_6() {
+/// A real server with a tenant, and an agent running against it for user ada.
+struct Started {
+    server: RealServer,
+    key: String,
+    group: String,
+    dir: tempfile::TempDir,
+    agent: RunningAgent,
+}
+
+/// Starts a server and an agent, and waits until the agent runs Internet & SaaS.
+async fn started() -> Started {
     let server = RealServer::start().await;
     let (key, group) = server.tenant().await;
     let dir = tempfile::tempdir().expect("temp dir");
@@ -228,6 +237,24 @@ async fn the_agent_follows_the_rules_of_spec_section_6() {
     agent
         .expect(FAST, |l| service_is(l, "internet_access", "running"))
         .await;
+    Started {
+        server,
+        key,
+        group,
+        dir,
+        agent,
+    }
+}
+
+#[tokio::test]
+async fn the_agent_follows_the_rules_of_spec_section_6() {
+    let Started {
+        server,
+        key,
+        group,
+        dir,
+        mut agent,
+    } = started().await;
     assert_eq!(
         status(dir.path()).await["services"]["private_access"],
         "stopped"
@@ -321,13 +348,13 @@ async fn the_agent_follows_the_rules_of_spec_section_6() {
 /// waits for the next login; "Update Policy" makes a re-authentication enough.
 #[tokio::test]
 async fn update_policy_after_a_change_the_long_poll_brought_needs_reauthentication() {
-    let server = RealServer::start().await;
-    let (key, group) = server.tenant().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut agent = start_agent(config(&server.base, &key), dir.path());
-    agent
-        .expect(FAST, |l| service_is(l, "internet_access", "running"))
-        .await;
+    let Started {
+        server,
+        key: _key,
+        group,
+        dir,
+        mut agent,
+    } = started().await;
     server
         .save(
             "private_access",
@@ -357,13 +384,13 @@ async fn update_policy_after_a_change_the_long_poll_brought_needs_reauthenticati
 
 #[tokio::test]
 async fn a_dead_server_leaves_services_running_and_a_restart_restores_them_from_disk() {
-    let server = RealServer::start().await;
-    let (key, _) = server.tenant().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut agent = start_agent(config(&server.base, &key), dir.path());
-    agent
-        .expect(FAST, |l| service_is(l, "internet_access", "running"))
-        .await;
+    let Started {
+        server: _server,
+        key,
+        group: _,
+        dir,
+        agent,
+    } = started().await;
     let received_at = status(dir.path()).await["policy_received_at"].clone();
     let shown = received_at.as_str().expect("a reception time");
     assert!(
@@ -603,13 +630,13 @@ async fn an_unknown_or_deactivated_user_stops_the_agent_with_a_clear_error() {
 
 #[tokio::test]
 async fn a_revoked_device_stops_its_services_and_says_so() {
-    let server = RealServer::start().await;
-    let (key, _) = server.tenant().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut agent = start_agent(config(&server.base, &key), dir.path());
-    agent
-        .expect(FAST, |l| service_is(l, "internet_access", "running"))
-        .await;
+    let Started {
+        server,
+        key,
+        group: _,
+        dir,
+        mut agent,
+    } = started().await;
     let device_id = status_answer(dir.path()).await["device_id"]
         .as_str()
         .expect("device id")
@@ -673,13 +700,13 @@ async fn a_revoked_device_stops_its_services_and_says_so() {
 
 #[tokio::test]
 async fn an_unknown_control_command_is_answered_with_an_error_and_the_agent_keeps_running() {
-    let server = RealServer::start().await;
-    let (key, _) = server.tenant().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut agent = start_agent(config(&server.base, &key), dir.path());
-    agent
-        .expect(FAST, |l| service_is(l, "internet_access", "running"))
-        .await;
+    let Started {
+        server: _server,
+        key: _key,
+        group: _,
+        dir,
+        agent,
+    } = started().await;
     let answer = driver::control(dir.path(), "reboot")
         .await
         .expect("answered");
