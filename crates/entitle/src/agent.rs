@@ -228,7 +228,8 @@ pub struct FleetArgs {
     /// Make a save that affects every device and report how fast it propagates.
     #[arg(long)]
     measure: bool,
-    /// The server's process id, to read its memory and CPU time (Linux /proc).
+    /// The server's process id, to read its memory and CPU time from /proc when
+    /// it runs on this machine (default: from the server's /metrics).
     #[arg(long)]
     server_pid: Option<u32>,
     /// Without --measure: seconds to keep the fleet connected.
@@ -264,6 +265,54 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
     Some(ticks / 100.0)
+}
+
+/// Where the fleet reads the server's memory and CPU time: its /proc entry
+/// when its pid is given, else the figures the server publishes on /metrics.
+struct ServerProbe<'a> {
+    client: &'a reqwest::Client,
+    server: &'a str,
+    pid: Option<u32>,
+}
+
+impl ServerProbe<'_> {
+    async fn rss_kib(&self) -> Option<u64> {
+        match self.pid {
+            Some(pid) => rss_kib(pid),
+            None => metric(
+                self.client,
+                self.server,
+                "entitle_process_resident_memory_bytes",
+            )
+            .await
+            .filter(|bytes| *bytes > 0.0)
+            .map(|bytes| (bytes / 1024.0) as u64),
+        }
+    }
+
+    async fn cpu_seconds(&self) -> Option<f64> {
+        match self.pid {
+            Some(pid) => cpu_seconds(pid),
+            None => metric(self.client, self.server, "entitle_process_cpu_seconds")
+                .await
+                .filter(|seconds| *seconds > 0.0),
+        }
+    }
+}
+
+/// One unlabelled value from the server's /metrics.
+async fn metric(client: &reqwest::Client, server: &str, name: &str) -> Option<f64> {
+    let text = client
+        .get(format!("{server}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 #[allow(clippy::print_stdout)]
@@ -310,7 +359,12 @@ pub async fn fleet(args: FleetArgs) -> anyhow::Result<()> {
     if users.is_empty() {
         bail!("say whose devices these are: --users a@x,b@x or --create-users N");
     }
-    let baseline = args.server_pid.and_then(rss_kib);
+    let probe = ServerProbe {
+        client: &client,
+        server: &server,
+        pid: args.server_pid,
+    };
+    let baseline = probe.rss_kib().await;
     let bar = progress(args.agents as u64, "enrolling");
     let counter = bar.clone();
     let plan = FleetPlan {
@@ -322,14 +376,14 @@ pub async fn fleet(args: FleetArgs) -> anyhow::Result<()> {
     };
     let devices = enroll_fleet(&client, plan, timing, move || counter.inc(1)).await?;
     bar.finish();
-    let rss_enrolled = args.server_pid.and_then(rss_kib);
+    let rss_enrolled = probe.rss_kib().await;
     let fleet = Fleet::start(&client, devices, timing);
     let connected = wait_for_held(&client, &server, fleet.len()).await;
     report(
         "agents holding a long-poll",
         format!("{connected} of {}", fleet.len()),
     );
-    if let (Some(before), Some(after)) = (rss_enrolled, args.server_pid.and_then(rss_kib)) {
+    if let (Some(before), Some(after)) = (rss_enrolled, probe.rss_kib().await) {
         report(
             "server RSS before enrolling",
             format!("{} MiB", baseline.unwrap_or(before) / 1024),
@@ -370,7 +424,7 @@ pub async fn fleet(args: FleetArgs) -> anyhow::Result<()> {
     let mut settings: Value = current.json().await?;
     settings["logout_on_enable"] =
         Value::Bool(!settings["logout_on_enable"].as_bool().unwrap_or(false));
-    let cpu_before = args.server_pid.and_then(cpu_seconds);
+    let cpu_before = probe.cpu_seconds().await;
     let saved_at = Instant::now();
     let saved = client
         .put(&path)
@@ -393,7 +447,7 @@ pub async fn fleet(args: FleetArgs) -> anyhow::Result<()> {
     let reached = fleet
         .propagation(version, saved_at, &shares, Duration::from_secs(60))
         .await;
-    let cpu_after = args.server_pid.and_then(cpu_seconds);
+    let cpu_after = probe.cpu_seconds().await;
     for (share, time) in shares.iter().zip(&reached) {
         report(
             &format!("{:.0} % of agents hold the new policy", share * 100.0),
@@ -422,15 +476,8 @@ async fn wait_for_held(client: &reqwest::Client, server: &str, count: usize) -> 
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut held = 0;
     while Instant::now() < deadline {
-        if let Ok(response) = client.get(format!("{server}/metrics")).send().await
-            && let Ok(text) = response.text().await
-        {
-            held = text
-                .lines()
-                .find(|l| l.starts_with("entitle_held_long_polls "))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0) as usize;
+        if let Some(value) = metric(client, server, "entitle_held_long_polls").await {
+            held = value as usize;
             if held >= count {
                 return held;
             }

@@ -43,6 +43,8 @@ pub struct Metrics {
     syncs: Family<SyncLabels, Counter>,
     /// Held long-polls answered with a changed policy.
     pub policy_changes_pushed: Counter,
+    resident_memory_bytes: Gauge<i64, AtomicI64Compat>,
+    cpu_seconds: Gauge<f64, AtomicU64>,
 }
 
 /// Gauge storage type.
@@ -82,6 +84,20 @@ impl Metrics {
             "Held long-polls answered with a changed policy",
             policy_changes_pushed.clone(),
         );
+        // Read from /proc at each scrape, so that a load generator on another
+        // machine (`entitle fleet`) can see what held connections cost.
+        let resident_memory_bytes = Gauge::<i64, AtomicI64Compat>::default();
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory of the server process (Linux)",
+            resident_memory_bytes.clone(),
+        );
+        let cpu_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "process_cpu_seconds",
+            "User and system CPU time of the server process (Linux)",
+            cpu_seconds.clone(),
+        );
         Self {
             registry,
             requests,
@@ -89,6 +105,8 @@ impl Metrics {
             held_long_polls,
             syncs,
             policy_changes_pushed,
+            resident_memory_bytes,
+            cpu_seconds,
         }
     }
 
@@ -113,11 +131,46 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
+        if let Some(process) = ProcessFigures::read() {
+            self.resident_memory_bytes
+                .set(i64::try_from(process.resident_bytes).unwrap_or(i64::MAX));
+            self.cpu_seconds.set(process.cpu_seconds);
+        }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             tracing::warn!("metrics could not be encoded");
         }
         out
+    }
+}
+
+/// What the kernel says of this process.
+struct ProcessFigures {
+    resident_bytes: u64,
+    cpu_seconds: f64,
+}
+
+impl ProcessFigures {
+    /// From `/proc/self` (Linux only; elsewhere `None`).
+    fn read() -> Option<Self> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let resident_kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the parenthesised name; utime and stime are the 12th and
+        // 13th, in clock ticks of 1/100 s (USER_HZ on every Linux architecture).
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        Some(Self {
+            resident_bytes: resident_kib.saturating_mul(1024),
+            cpu_seconds: ticks / 100.0,
+        })
     }
 }
 

@@ -608,6 +608,19 @@ async fn operations_endpoints_answer(db: Database) {
     assert!(metrics.contains("entitle_http_requests_total"), "{metrics}");
     assert!(metrics.contains("route=\"/api/v1/tenants\""), "{metrics}");
     assert!(metrics.contains("entitle_held_long_polls"), "{metrics}");
+    if cfg!(target_os = "linux") {
+        // The process figures `entitle fleet` reads: this test process's own.
+        let resident: f64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("entitle_process_resident_memory_bytes "))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("resident memory");
+        assert!(resident > 1024.0 * 1024.0, "{metrics}");
+        assert!(
+            metrics.contains("entitle_process_cpu_seconds "),
+            "{metrics}"
+        );
+    }
 }
 
 async fn a_restart_on_the_same_database_loses_nothing(db: Database) {
