@@ -350,10 +350,7 @@ fn parse_head(bytes: &[u8]) -> Head {
     for header in request.headers.iter() {
         let name = header.name;
         if name.eq_ignore_ascii_case("content-length") {
-            let length = std::str::from_utf8(header.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<usize>().ok());
-            match (content_length, length) {
+            match (content_length, parse_content_length(header.value)) {
                 (None, Some(length)) => content_length = Some(length),
                 // Unparsable or repeated: hyper decides what that means.
                 _ => return Head::Other,
@@ -389,6 +386,16 @@ fn parse_head(bytes: &[u8]) -> Head {
         held_etag,
         close,
     })
+}
+
+/// `1*DIGIT` and nothing else (no sign, no list): anything looser is how
+/// requests get smuggled past a proxy that reads the length differently.
+fn parse_content_length(value: &[u8]) -> Option<usize> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 /// The response's status and bytes.
@@ -538,7 +545,7 @@ mod tests {
 
     #[test]
     fn anything_else_goes_to_hyper() {
-        let declined: [&[u8]; 8] = [
+        let declined: [&[u8]; 9] = [
             b"GET /agent/v1/sync HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
             b"POST /agent/v1/enroll HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}",
             b"POST /agent/v1/sync HTTP/1.0\r\nContent-Length: 2\r\n\r\n{}",
@@ -546,6 +553,7 @@ mod tests {
             b"POST /agent/v1/sync HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n",
             b"POST /agent/v1/sync HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n",
             b"POST /agent/v1/sync HTTP/1.1\r\nContent-Length: 2000000\r\n\r\n",
+            b"POST /agent/v1/sync HTTP/1.1\r\nContent-Length: +2\r\n\r\n{}",
             b"POST /agent/v1/sync HTTP/1.1\r\n\r\n",
         ];
         for request in declined {
@@ -614,6 +622,70 @@ mod tests {
         assert!(head.contains(&format!("content-length: {}", body.len())));
         let body: serde_json::Value = serde_json::from_str(body).expect("json");
         assert_eq!(body["error"]["message"], "no token");
+    }
+
+    proptest::proptest! {
+        /// Whatever a client sends, the lane decides without panicking, and
+        /// never reads past what it has.
+        #[test]
+        fn any_bytes_are_decided_without_panic(
+            prefix in proptest::sample::select(vec![
+                "".to_owned(),
+                "POST /agent/v1/sync HTTP/1.1\r\n".to_owned(),
+                "POST /agent/v1/sync?wait=".to_owned(),
+            ]),
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+        ) {
+            let mut input = prefix.into_bytes();
+            input.extend(bytes);
+            if let Head::Sync(head) = parse_head(&input) {
+                proptest::prop_assert!(head.head_len <= input.len());
+                let body = input.get(head.head_len..).unwrap_or(&[]);
+                let _ = head.sync_request(body);
+            }
+        }
+
+        /// Well-formed heads with any query, header values and body: taken or
+        /// declined, never a panic, and a taken one's body length is its own.
+        #[test]
+        fn any_well_formed_sync_head_is_decided_without_panic(
+            query in "[ -~]{0,30}",
+            headers in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec![
+                        "Authorization", "If-None-Match", "Connection", "Content-Length",
+                        "content-length", "Host", "X-Other",
+                    ]),
+                    "[!-~][ -~]{0,40}",
+                ),
+                0..6,
+            ),
+            body in "[ -~]{0,80}",
+        ) {
+            let mut input = format!("POST /agent/v1/sync?{} HTTP/1.1\r\n", query.replace(' ', "+"));
+            for (name, value) in &headers {
+                input.push_str(&format!("{name}: {value}\r\n"));
+            }
+            input.push_str("\r\n");
+            let head_len = input.len();
+            input.push_str(&body);
+            match parse_head(input.as_bytes()) {
+                Head::Sync(head) => {
+                    proptest::prop_assert_eq!(head.head_len, head_len);
+                    let length: usize = headers
+                        .iter()
+                        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                        .map(|(_, v)| v.trim())
+                        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(usize::MAX);
+                    proptest::prop_assert_eq!(head.content_length, length);
+                    let end = head_len.saturating_add(head.content_length).min(input.len());
+                    let _ = head.sync_request(&input.as_bytes()[head_len..end]);
+                }
+                Head::Other | Head::Partial => {}
+            }
+        }
     }
 
     #[test]
