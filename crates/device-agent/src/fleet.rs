@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use crate::driver::AgentError;
 use crate::lkg::Enrollment;
 use crate::machine::{Action, Agent, Policy};
-use crate::protocol::{EnrollRequest, enroll_retrying};
+use crate::protocol::{EnrollError, EnrollRequest, enroll_retrying};
 use crate::runtime::{self, Device, Host, Timing, now_ms};
 
 /// Enrollment attempts per device before the fleet gives up.
@@ -132,15 +132,33 @@ pub async fn enroll_fleet(
         }));
     }
     let mut devices = Vec::with_capacity(count);
+    let mut errors = Vec::new();
     for worker in workers {
-        devices.extend(
-            worker
-                .await
-                .map_err(|e| AgentError::Task(e.to_string()))??,
-        );
+        match worker.await {
+            Ok(Ok(enrolled)) => devices.extend(enrolled),
+            Ok(Err(error)) => errors.push(error),
+            Err(error) => errors.push(AgentError::Task(error.to_string())),
+        }
+    }
+    if let Some(error) = root_cause(errors) {
+        return Err(error);
     }
     devices.sort_by_key(|(index, _)| *index);
     Ok(devices.into_iter().map(|(_, device)| device).collect())
+}
+
+/// The error that explains the others: a refusal says what is wrong (an
+/// unknown user, a bad key), while the 429s that repeated refusals bring on
+/// the other workers only hide it.
+fn root_cause(errors: Vec<AgentError>) -> Option<AgentError> {
+    let refused = errors
+        .iter()
+        .position(|e| matches!(e, AgentError::Enroll(EnrollError::Refused { .. })));
+    let mut errors = errors;
+    match refused {
+        Some(index) => Some(errors.swap_remove(index)),
+        None => errors.into_iter().next(),
+    }
 }
 
 /// A running fleet: every device runs the agent runtime and records the
@@ -262,5 +280,34 @@ impl Host for Counter {
         if let Some(slot) = self.held.get(self.index) {
             slot.store(version, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn busy() -> AgentError {
+        AgentError::Enroll(EnrollError::Unavailable(
+            "the server answered 429 Too Many Requests".into(),
+        ))
+    }
+
+    fn refused(user: &str) -> AgentError {
+        AgentError::Enroll(EnrollError::Refused {
+            status: 403,
+            code: "user_not_provisioned".into(),
+            message: format!("user {user:?} is not in the directory"),
+        })
+    }
+
+    #[test]
+    fn a_refusal_explains_the_fleet_failure_better_than_the_429s_it_caused() {
+        let chosen = root_cause(vec![busy(), busy(), refused("nobody"), refused("other")])
+            .expect("an error");
+        assert!(chosen.to_string().contains("\"nobody\""), "{chosen}");
+        let chosen = root_cause(vec![busy(), AgentError::NoUsers]).expect("an error");
+        assert!(chosen.to_string().contains("429"), "{chosen}");
+        assert!(root_cause(Vec::new()).is_none());
     }
 }

@@ -812,3 +812,32 @@ async fn a_fleet_follows_saves_by_long_poll_and_by_polling() {
     long_polling.stop();
     polling.stop();
 }
+
+/// One unknown user among many makes the server refuse (and, after twenty
+/// refusals, slow down) the fleet's enrollments: the fleet names the refusal,
+/// not the 429s it caused.
+#[tokio::test]
+async fn a_fleet_with_an_unknown_user_says_which_refusal_stopped_it() {
+    let server = RealServer::start().await;
+    let (key, _) = server.tenant().await;
+    let users = vec!["ada".to_owned(), "nobody".to_owned()];
+    let plan = FleetPlan {
+        server: &server.base,
+        enrollment_key: &key,
+        users: &users,
+        count: 60,
+        parallel: 8,
+    };
+    let timing = Timing {
+        backoff: Backoff::new(10, 20).expect("valid"),
+        ..Timing::default()
+    };
+    let error = enroll_fleet(&reqwest::Client::new(), plan, timing, || {})
+        .await
+        .expect_err("refused");
+    let message = error.to_string();
+    assert!(
+        message.contains("user_not_provisioned") && message.contains("nobody"),
+        "{message}"
+    );
+}
