@@ -10,6 +10,7 @@ use entitle_device_agent::driver::{self, AgentConfig};
 use entitle_device_agent::fleet::{Fleet, FleetPlan, enroll_fleet};
 use entitle_device_agent::machine::Backoff;
 use entitle_device_agent::runtime::Timing;
+use entitle_server::ProcessFigures;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
@@ -249,24 +250,6 @@ fn progress(length: u64, message: &str) -> ProgressBar {
     bar
 }
 
-/// Resident memory of a process in KiB, from /proc.
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
-/// User plus system CPU seconds of a process, from /proc (clock ticks of 1/100 s).
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_name = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
-}
-
 /// Where the fleet reads the server's memory and CPU time: its /proc entry
 /// when its pid is given, else the figures the server publishes on /metrics.
 struct ServerProbe<'a> {
@@ -278,7 +261,7 @@ struct ServerProbe<'a> {
 impl ServerProbe<'_> {
     async fn rss_kib(&self) -> Option<u64> {
         match self.pid {
-            Some(pid) => rss_kib(pid),
+            Some(pid) => ProcessFigures::of_process(pid).map(|p| p.resident_bytes / 1024),
             None => metric(
                 self.client,
                 self.server,
@@ -292,7 +275,7 @@ impl ServerProbe<'_> {
 
     async fn cpu_seconds(&self) -> Option<f64> {
         match self.pid {
-            Some(pid) => cpu_seconds(pid),
+            Some(pid) => ProcessFigures::of_process(pid).map(|p| p.cpu_seconds),
             None => metric(self.client, self.server, "entitle_process_cpu_seconds")
                 .await
                 .filter(|seconds| *seconds > 0.0),

@@ -33,7 +33,7 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 
 pub use error::ApiError;
-pub use metrics::Metrics;
+pub use metrics::{Metrics, ProcessFigures};
 pub use snapshot::{Snapshots, TenantSnapshot};
 pub use state::{AppState, ServerConfig};
 

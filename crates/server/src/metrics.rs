@@ -144,16 +144,28 @@ impl Metrics {
     }
 }
 
-/// What the kernel says of this process.
-struct ProcessFigures {
-    resident_bytes: u64,
-    cpu_seconds: f64,
+/// What the kernel says of a process: its resident memory and CPU time.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessFigures {
+    /// Resident set size, in bytes.
+    pub resident_bytes: u64,
+    /// User plus system CPU time, in seconds.
+    pub cpu_seconds: f64,
 }
 
 impl ProcessFigures {
-    /// From `/proc/self` (Linux only; elsewhere `None`).
-    fn read() -> Option<Self> {
-        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    /// This process's figures, from `/proc/self` (Linux only; elsewhere `None`).
+    pub fn read() -> Option<Self> {
+        Self::read_from("/proc/self")
+    }
+
+    /// Another process's figures, from `/proc/{pid}` (Linux only).
+    pub fn of_process(pid: u32) -> Option<Self> {
+        Self::read_from(&format!("/proc/{pid}"))
+    }
+
+    fn read_from(dir: &str) -> Option<Self> {
+        let status = std::fs::read_to_string(format!("{dir}/status")).ok()?;
         let resident_kib: u64 = status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))?
@@ -162,7 +174,7 @@ impl ProcessFigures {
             .trim()
             .parse()
             .ok()?;
-        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let stat = std::fs::read_to_string(format!("{dir}/stat")).ok()?;
         // Fields after the parenthesised name; utime and stime are the 12th and
         // 13th, in clock ticks of 1/100 s (USER_HZ on every Linux architecture).
         let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
