@@ -148,11 +148,10 @@ fn is_connection_error(error: &io::Error) -> bool {
 /// request comes that is not for the lane.
 async fn serve_connection(
     lane: Arc<Lane>,
-    stream: TcpStream,
+    mut stream: TcpStream,
     address: SocketAddr,
     _alive: watch::Receiver<()>,
 ) {
-    let mut stream = stream;
     let mut buffer = Vec::new();
     let mut shutdown = lane.state.shutdown.clone();
     loop {
