@@ -596,15 +596,7 @@ async fn operations_endpoints_answer(db: Database) {
         );
     }
     app.get("/api/v1/tenants", ROOT).await;
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .expect("sent")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics().await;
     assert!(metrics.contains("entitle_http_requests_total"), "{metrics}");
     assert!(metrics.contains("route=\"/api/v1/tenants\""), "{metrics}");
     assert!(metrics.contains("entitle_held_long_polls"), "{metrics}");

@@ -672,16 +672,9 @@ fn raw_sync(token: &str, report: &Value, etag: Option<&str>, extra: &str) -> Vec
 }
 
 async fn held_long_polls(app: &TestApp) -> i64 {
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
+    app.metrics()
         .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
+        .lines()
         .find_map(|l| l.strip_prefix("entitle_held_long_polls "))
         .and_then(|v| v.trim().parse().ok())
         .expect("gauge")
