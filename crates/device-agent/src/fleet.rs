@@ -150,15 +150,12 @@ pub async fn enroll_fleet(
 /// The error that explains the others: a refusal says what is wrong (an
 /// unknown user, a bad key), while the 429s that repeated refusals bring on
 /// the other workers only hide it.
-fn root_cause(errors: Vec<AgentError>) -> Option<AgentError> {
-    let refused = errors
+fn root_cause(mut errors: Vec<AgentError>) -> Option<AgentError> {
+    let chosen = errors
         .iter()
-        .position(|e| matches!(e, AgentError::Enroll(EnrollError::Refused { .. })));
-    let mut errors = errors;
-    match refused {
-        Some(index) => Some(errors.swap_remove(index)),
-        None => errors.into_iter().next(),
-    }
+        .position(|e| matches!(e, AgentError::Enroll(EnrollError::Refused { .. })))
+        .unwrap_or(0);
+    (chosen < errors.len()).then(|| errors.swap_remove(chosen))
 }
 
 /// A running fleet: every device runs the agent runtime and records the
