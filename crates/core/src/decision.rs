@@ -70,6 +70,14 @@ pub trait GroupNames {
     fn user_group(&self, id: &GroupId) -> Option<&str>;
     /// The name of a device group, if known.
     fn device_group(&self, id: &DeviceGroupId) -> Option<&str>;
+    /// The name a deleted user group had, when settings still select it.
+    fn deleted_user_group(&self, _id: &GroupId) -> Option<&str> {
+        None
+    }
+    /// The name a deleted device group had, when settings still select it.
+    fn deleted_device_group(&self, _id: &DeviceGroupId) -> Option<&str> {
+        None
+    }
 }
 
 /// Explanations that show ids, for callers with no names at hand.
@@ -191,12 +199,13 @@ pub fn evaluate(
             format!(
                 "user {} is in none of the selected user groups ({})",
                 subject.user_name,
-                list(
-                    settings
-                        .user_groups
-                        .iter()
-                        .map(|id| names.user_group(id).unwrap_or(id.as_str()))
-                )
+                list(settings.user_groups.iter().map(|id| {
+                    match (names.user_group(id), names.deleted_user_group(id)) {
+                        (Some(name), _) => name.to_owned(),
+                        (None, Some(deleted)) => format!("{deleted} (deleted)"),
+                        (None, None) => id.as_str().to_owned(),
+                    }
+                }))
             )
         }
     });
@@ -208,9 +217,13 @@ pub fn evaluate(
                 list(matched_device_groups.iter().map(show))
             )
         } else {
+            let show_or_deleted = |id: &DeviceGroupId| match names.deleted_device_group(id) {
+                Some(deleted) if names.device_group(id).is_none() => format!("{deleted} (deleted)"),
+                _ => show(id),
+            };
             format!(
                 "the device is in none of the selected device groups ({})",
-                list(settings.device_groups.iter().map(show))
+                list(settings.device_groups.iter().map(show_or_deleted))
             )
         }
     });
@@ -222,6 +235,23 @@ pub fn evaluate(
     let facts: Vec<String> = [user_part, device_part].into_iter().flatten().collect();
     let mut explanation = capitalise(&facts.join(" and "));
     explanation.push_str(&format!(", so {name} is {}.", enabled_word(enabled)));
+    // A selected group that was deleted fails closed; say so, since that is the
+    // change an administrator is most likely not to expect.
+    if !enabled {
+        let deleted_users = settings
+            .user_groups
+            .iter()
+            .filter(|id| names.user_group(id).is_none())
+            .filter_map(|id| names.deleted_user_group(id))
+            .map(|n| format!(" User group \"{n}\" was deleted and matches no user."));
+        let deleted_devices = settings
+            .device_groups
+            .iter()
+            .filter(|id| names.device_group(id).is_none())
+            .filter_map(|id| names.deleted_device_group(id))
+            .map(|n| format!(" Device group \"{n}\" was deleted and matches no device."));
+        explanation.extend(deleted_users.chain(deleted_devices));
+    }
     Decision {
         enabled,
         reason,
@@ -565,6 +595,60 @@ mod tests {
         fn device_group(&self, id: &DeviceGroupId) -> Option<&str> {
             (id.as_str() == "dg-laptops").then_some("Corporate laptops")
         }
+        fn deleted_user_group(&self, id: &GroupId) -> Option<&str> {
+            (id.as_str() == "g-gone").then_some("Contractors")
+        }
+        fn deleted_device_group(&self, id: &DeviceGroupId) -> Option<&str> {
+            (id.as_str() == "dg-temp").then_some("Temp laptops")
+        }
+    }
+
+    #[test]
+    fn a_deleted_group_matches_nothing_and_is_named() {
+        let settings = Settings {
+            enabled_by_default: false,
+            user_groups: ids(&["g-eng"]),
+            device_groups: ids(&["dg-temp"]),
+            logout_on_enable: false,
+        };
+        // Even a device that once was in the deleted group is in no live group.
+        let user_in = ids(&["g-eng"]);
+        let device_in = ids(&["dg-laptops"]);
+        let subject = Subject {
+            user_name: "ada",
+            user_active: true,
+            user_groups: &user_in,
+            device_groups: &device_in,
+            client_version: v("4.0"),
+        };
+        let zpa = service("private_access").expect("zpa");
+        let decision = evaluate(zpa, &settings, &subject, &Names);
+        assert_eq!(
+            (decision.enabled, decision.reason),
+            (false, Reason::NotInDeviceGroups)
+        );
+        assert_eq!(
+            decision.explanation,
+            "User ada is in Engineering and the device is in none of the selected device groups (Temp laptops (deleted)), so Private Applications is disabled. Device group \"Temp laptops\" was deleted and matches no device."
+        );
+
+        let only_deleted_users = Settings {
+            user_groups: ids(&["g-gone"]),
+            device_groups: BTreeSet::new(),
+            ..settings
+        };
+        let decision = evaluate(zpa, &only_deleted_users, &subject, &Names);
+        assert_eq!(
+            (decision.enabled, decision.reason),
+            (false, Reason::NotInUserGroups)
+        );
+        assert!(
+            decision
+                .explanation
+                .ends_with("User group \"Contractors\" was deleted and matches no user."),
+            "{}",
+            decision.explanation
+        );
     }
 
     #[test]

@@ -20,5 +20,5 @@ pub use device::{
 pub use groups::{GroupGraph, GroupId};
 pub use impact::{IMPACT_SAMPLE_SIZE, Impact, ImpactSide, PopulationEntry, impact};
 pub use service::{LegacyBehaviour, SERVICES, ServiceDef, UnknownService, service};
-pub use settings::{SaveError, Settings, validate_save};
+pub use settings::{SaveError, Settings, check_group_ids, validate_save};
 pub use version::{ClientVersion, VersionError};

@@ -57,6 +57,11 @@ fn join(ids: &[String]) -> String {
 }
 
 /// Checks a save of `proposed` over `current` against the spec's rules.
+///
+/// An id that `current` already selects may stay even when its group no longer
+/// exists: a deleted group is kept as a tombstone that matches nothing, and
+/// saving another field must not be refused because of it. Only ids a save
+/// adds must name existing groups.
 pub fn validate_save(
     service: &ServiceDef,
     current: &Settings,
@@ -71,10 +76,21 @@ pub fn validate_save(
             label: service.enabled_by_default_label,
         });
     }
+    check_group_ids(current, proposed, user_group_exists, device_group_exists)
+}
+
+/// The group-id part of [`validate_save`], for callers (the preview) that apply
+/// no other rule: ids `current` already selects may stay, ids added must exist.
+pub fn check_group_ids(
+    current: &Settings,
+    proposed: &Settings,
+    user_group_exists: impl Fn(&GroupId) -> bool,
+    device_group_exists: impl Fn(&DeviceGroupId) -> bool,
+) -> Result<(), SaveError> {
     let unknown_users: Vec<String> = proposed
         .user_groups
         .iter()
-        .filter(|id| !user_group_exists(id))
+        .filter(|id| !current.user_groups.contains(id) && !user_group_exists(id))
         .map(|id| id.0.clone())
         .collect();
     if !unknown_users.is_empty() {
@@ -83,7 +99,7 @@ pub fn validate_save(
     let unknown_devices: Vec<String> = proposed
         .device_groups
         .iter()
-        .filter(|id| !device_group_exists(id))
+        .filter(|id| !current.device_groups.contains(id) && !device_group_exists(id))
         .map(|id| id.0.clone())
         .collect();
     if !unknown_devices.is_empty() {
@@ -173,6 +189,23 @@ mod tests {
             Err("unknown_device_groups"),
         );
         check(settings(false, &[], &[]), settings(false, &[], &[]), Ok(()));
+        // A deleted group the settings already select stays (a tombstone) while
+        // another field changes; adding it again is refused like any unknown id.
+        check(
+            settings(false, &["eng"], &["deleted"]),
+            settings(false, &["eng", "finance"], &["deleted"]),
+            Ok(()),
+        );
+        check(
+            settings(false, &["eng"], &[]),
+            settings(false, &["eng"], &["deleted"]),
+            Err("unknown_device_groups"),
+        );
+        check(
+            settings(false, &["gone"], &[]),
+            settings(false, &["gone", "ghost"], &[]),
+            Err("unknown_user_groups"),
+        );
     }
 
     #[test]

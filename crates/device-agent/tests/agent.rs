@@ -14,7 +14,7 @@ use entitle_device_agent::machine::Backoff;
 use entitle_device_agent::protocol::EnrollError;
 use entitle_device_agent::runtime::Timing;
 use entitle_server::{Server, ServerConfig};
-use entitle_store::{Role, SqliteStore, TenantStore, TokenGrant, secrets};
+use entitle_store::{Actor, Role, SqliteStore, TenantStore, TokenGrant, secrets};
 use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -44,11 +44,12 @@ impl RealServer {
             .create_api_token(
                 &secrets::hash_secret(ROOT),
                 &TokenGrant {
+                    id: String::new(),
                     role: Role::SuperAdmin,
                     tenant_id: None,
                     name: "root".into(),
                 },
-                "test",
+                &Actor::system(),
             )
             .await
             .expect("token");

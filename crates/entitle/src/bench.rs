@@ -393,7 +393,7 @@ async fn bench_scim(args: &BenchArgs) -> anyhow::Result<()> {
                 enrollment_key_hash: entitle_store::secrets::hash_secret("bench-enroll"),
                 scim_token_hash: entitle_store::secrets::hash_secret(scim_token),
             },
-            "bench",
+            &entitle_store::Actor::system(),
         )
         .await?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;

@@ -144,10 +144,13 @@ pub enum GroupAction {
         #[arg(long = "member-group")]
         member_groups: Vec<String>,
     },
-    /// Delete a group (name or id); it leaves every entitlement that selected it.
+    /// Delete a group (name or id); refused while an entitlement selects it.
     Delete {
         /// Name or id.
         group: String,
+        /// Delete it anyway: entitlements keep it as a deleted group that matches nothing.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -200,10 +203,13 @@ pub enum DeviceGroupAction {
         #[arg(long)]
         posture: Vec<String>,
     },
-    /// Delete a device group (name or id).
+    /// Delete a device group (name or id); refused while an entitlement selects it.
     Delete {
         /// Name or id.
         group: String,
+        /// Delete it anyway: entitlements keep it as a deleted group that matches nothing.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -588,12 +594,12 @@ async fn groups(api: Api, action: GroupAction) -> anyhow::Result<()> {
                 ))
             }
         }
-        GroupAction::Delete { group } => {
+        GroupAction::Delete { group, force } => {
             let id = api.group_id(&group).await?;
             let answer = api
                 .call(
                     Method::DELETE,
-                    &api.scoped(&format!("/groups/{id}"))?,
+                    &api.scoped(&format!("/groups/{id}{}", force_query(force)))?,
                     None,
                     None,
                 )
@@ -602,8 +608,8 @@ async fn groups(api: Api, action: GroupAction) -> anyhow::Result<()> {
                 print_json(&answer.body)
             } else {
                 print_line(&format!(
-                    "deleted group {group}; removed from: {}",
-                    text(&answer.body["removed_from_services"])
+                    "deleted group {group}; still selected (matching nothing) by: {}",
+                    text(&answer.body["still_selected_by"])
                 ))
             }
         }
@@ -752,12 +758,12 @@ async fn device_groups(api: Api, action: DeviceGroupAction) -> anyhow::Result<()
                 ))
             }
         }
-        DeviceGroupAction::Delete { group } => {
+        DeviceGroupAction::Delete { group, force } => {
             let id = api.device_group_id(&group).await?;
             let answer = api
                 .call(
                     Method::DELETE,
-                    &api.scoped(&format!("/device-groups/{id}"))?,
+                    &api.scoped(&format!("/device-groups/{id}{}", force_query(force)))?,
                     None,
                     None,
                 )
@@ -766,13 +772,18 @@ async fn device_groups(api: Api, action: DeviceGroupAction) -> anyhow::Result<()
                 print_json(&answer.body)
             } else {
                 print_line(&format!(
-                    "deleted device group {group}; removed from: {}",
-                    text(&answer.body["removed_from_services"])
+                    "deleted device group {group}; still selected (matching nothing) by: {}",
+                    text(&answer.body["still_selected_by"])
                 ))
             }
         }
     }
     Ok(())
+}
+
+/// The query that asks to delete a group that entitlements still select.
+fn force_query(force: bool) -> &'static str {
+    if force { "?force=true" } else { "" }
 }
 
 /// Applies the flags of `set`/`preview` to the current settings.

@@ -12,7 +12,8 @@ use entitle_core::{
 };
 use entitle_server::{Server, ServerConfig};
 use entitle_store::{
-    NewAccount, NewTenant, NewUser, Role, SaveRequest, Store, StoreError, TokenGrant, secrets,
+    Actor, NewAccount, NewTenant, NewUser, Role, SaveRequest, Store, StoreError, TokenGrant,
+    secrets,
 };
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
@@ -387,7 +388,7 @@ pub async fn seed(store: &dyn Store) -> anyhow::Result<bool> {
         Err(StoreError::NotFound { .. }) => {}
         Err(other) => return Err(other.into()),
     }
-    let actor = "demo";
+    let actor = &Actor::system();
     let tenant = store
         .create_tenant(
             NewTenant {
@@ -405,6 +406,7 @@ pub async fn seed(store: &dyn Store) -> anyhow::Result<bool> {
         (VIEWER_TOKEN, Role::Viewer, "demo-viewer"),
     ] {
         let grant = TokenGrant {
+            id: String::new(),
             role,
             tenant_id: Some(tenant.id.clone()),
             name: name.into(),
@@ -525,7 +527,7 @@ pub async fn seed(store: &dyn Store) -> anyhow::Result<bool> {
         }
         if *name == DEPARTED {
             store
-                .set_user_active(t, &user.id, false, "directory")
+                .set_user_active(t, &user.id, false, &Actor::directory())
                 .await?;
         }
     }
@@ -552,7 +554,7 @@ pub async fn seed(store: &dyn Store) -> anyhow::Result<bool> {
             service: service(service_id)?,
             expected_version: None,
             settings,
-            actor: "demo-admin".into(),
+            actor: Actor::system(),
             action: "entitlement.save",
             check_default_rule: true,
         };
@@ -577,7 +579,7 @@ async fn device_group(
         posture,
     };
     Ok(store
-        .create_device_group(tenant_id, group, "demo")
+        .create_device_group(tenant_id, group, &Actor::system())
         .await?
         .id)
 }

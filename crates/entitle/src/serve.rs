@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use entitle_server::{Server, ServerConfig};
 use entitle_store::{
-    PostgresOptions, PostgresStore, Role, SqliteStore, Store, TokenGrant, secrets,
+    Actor, PostgresOptions, PostgresStore, Role, SqliteStore, Store, TokenGrant, secrets,
 };
 use tokio::net::TcpListener;
 
@@ -159,12 +159,13 @@ pub async fn bootstrap(store: &dyn Store, token: Option<&str>) -> anyhow::Result
         return Ok(());
     }
     let grant = TokenGrant {
+        id: String::new(),
         role: Role::SuperAdmin,
         tenant_id: None,
         name: "bootstrap".into(),
     };
     store
-        .create_api_token(&secrets::hash_secret(token), &grant, "bootstrap")
+        .create_api_token(&secrets::hash_secret(token), &grant, &Actor::system())
         .await?;
     tracing::info!("bootstrap super_admin token created");
     Ok(())

@@ -27,8 +27,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, QueryParams};
 use crate::state::AppState;
 use crate::wire::{
-    DecisionJson, DeviceGroupBody, DeviceGroupJson, DeviceJson, ImpactJson, SettingsJson,
-    report_json, rfc3339,
+    DecisionJson, DeviceGroupBody, DeviceGroupJson, DeviceJson, ImpactJson, PrincipalJson,
+    SettingsJson, report_json, rfc3339,
 };
 
 /// The admin API's routes.
@@ -199,7 +199,7 @@ pub(crate) async fn create_tenant(
         enrollment_key_hash: secrets::hash_secret(&enrollment_key),
         scim_token_hash: secrets::hash_secret(&scim_token),
     };
-    let tenant = state.store.create_tenant(new, &caller.name).await?;
+    let tenant = state.store.create_tenant(new, &caller.actor).await?;
     tracing::info!(tenant = %tenant.id, name = %tenant.name, "tenant created");
     let body = CreatedTenant {
         id: tenant.id,
@@ -299,13 +299,14 @@ pub(crate) async fn create_token(
         "ent_viewer"
     });
     let grant = TokenGrant {
+        id: String::new(),
         role,
         tenant_id: Some(tenant.id.clone()),
         name: name.to_owned(),
     };
     state
         .store
-        .create_api_token(&secrets::hash_secret(&token), &grant, &caller.name)
+        .create_api_token(&secrets::hash_secret(&token), &grant, &caller.actor)
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -376,7 +377,7 @@ pub(crate) async fn create_group(
     }
     let group = state
         .store
-        .create_group(&tenant.id, name, &body.member_groups, &caller.name)
+        .create_group(&tenant.id, name, &body.member_groups, &caller.actor)
         .await?;
     state.snapshots.refresh(&tenant.id).await?;
     Ok((StatusCode::CREATED, Json(GroupJson::from(group))).into_response())
@@ -444,27 +445,36 @@ pub(crate) async fn get_group(
 /// What a deletion changed.
 #[derive(Serialize, ToSchema)]
 pub struct Deleted {
-    /// Services whose entitlements no longer select the deleted group.
-    pub removed_from_services: Vec<String>,
+    /// Services whose entitlements still select the deleted group, which now
+    /// matches nothing there (only after `?force=true`).
+    pub still_selected_by: Vec<String>,
 }
 
-/// Deletes a group and removes it from every entitlement that selected it.
+/// Query of a group deletion.
+#[derive(Deserialize, IntoParams)]
+pub struct DeleteQuery {
+    /// Delete even when entitlements select the group; it stays in them as a
+    /// deleted group that matches nothing, so no one gains access.
+    pub force: Option<bool>,
+}
+
+/// Deletes a group; refused with 409 while entitlements select it, unless forced.
 #[utoipa::path(delete, path = "/api/v1/tenants/{tenant}/groups/{id}", tag = "directory",
-    params(("tenant" = String, Path), ("id" = String, Path)), responses((status = 200, body = Deleted), (status = 404)))]
+    params(("tenant" = String, Path), ("id" = String, Path), DeleteQuery),
+    responses((status = 200, body = Deleted), (status = 404), (status = 409, description = "entitlements still select the group; they are named")))]
 pub(crate) async fn delete_group(
     State(state): State<AppState>,
     caller: Caller,
     Path((tenant, id)): Path<(String, String)>,
+    QueryParams(query): QueryParams<DeleteQuery>,
 ) -> ApiResult<Json<Deleted>> {
     let tenant = caller.tenant_for_write(&state, &tenant).await?;
-    let removed_from_services = state
+    let still_selected_by = state
         .store
-        .delete_group(&tenant.id, &id, &caller.name)
+        .delete_group(&tenant.id, &id, &caller.actor, query.force.unwrap_or(false))
         .await?;
     state.snapshots.refresh(&tenant.id).await?;
-    Ok(Json(Deleted {
-        removed_from_services,
-    }))
+    Ok(Json(Deleted { still_selected_by }))
 }
 
 /// Body of `POST …/users`.
@@ -531,7 +541,7 @@ pub(crate) async fn create_user(
     };
     let user = state
         .store
-        .create_user(&tenant.id, new, &caller.name)
+        .create_user(&tenant.id, new, &caller.actor)
         .await?;
     state.snapshots.refresh(&tenant.id).await?;
     Ok((StatusCode::CREATED, Json(UserJson::from(user))).into_response())
@@ -572,7 +582,7 @@ pub(crate) async fn update_user(
     let found = state.store.user_by_name(&tenant.id, &user).await?;
     let updated = state
         .store
-        .set_user_active(&tenant.id, &found.id, body.active, &caller.name)
+        .set_user_active(&tenant.id, &found.id, body.active, &caller.actor)
         .await?;
     state.snapshots.refresh(&tenant.id).await?;
     Ok(Json(UserJson::from(updated)))
@@ -610,7 +620,7 @@ pub(crate) async fn create_device_group(
     let group = body.parse(DeviceGroupId(String::new()))?;
     let group = state
         .store
-        .create_device_group(&tenant.id, group, &caller.name)
+        .create_device_group(&tenant.id, group, &caller.actor)
         .await?;
     state.snapshots.refresh(&tenant.id).await?;
     let json = device_group_json(&state, &tenant.id, &group).await?;
@@ -676,29 +686,29 @@ pub(crate) async fn update_device_group(
     let group = body.parse(DeviceGroupId(id))?;
     let group = state
         .store
-        .update_device_group(&tenant.id, group, &caller.name)
+        .update_device_group(&tenant.id, group, &caller.actor)
         .await?;
     state.snapshots.refresh(&tenant.id).await?;
     Ok(Json(device_group_json(&state, &tenant.id, &group).await?))
 }
 
-/// Deletes a device group and removes it from every entitlement that selected it.
+/// Deletes a device group; refused with 409 while entitlements select it, unless forced.
 #[utoipa::path(delete, path = "/api/v1/tenants/{tenant}/device-groups/{id}", tag = "device-groups",
-    params(("tenant" = String, Path), ("id" = String, Path)), responses((status = 200, body = Deleted), (status = 404)))]
+    params(("tenant" = String, Path), ("id" = String, Path), DeleteQuery),
+    responses((status = 200, body = Deleted), (status = 404), (status = 409, description = "entitlements still select the group; they are named")))]
 pub(crate) async fn delete_device_group(
     State(state): State<AppState>,
     caller: Caller,
     Path((tenant, id)): Path<(String, String)>,
+    QueryParams(query): QueryParams<DeleteQuery>,
 ) -> ApiResult<Json<Deleted>> {
     let tenant = caller.tenant_for_write(&state, &tenant).await?;
-    let removed_from_services = state
+    let still_selected_by = state
         .store
-        .delete_device_group(&tenant.id, &id, &caller.name)
+        .delete_device_group(&tenant.id, &id, &caller.actor, query.force.unwrap_or(false))
         .await?;
     state.snapshots.refresh(&tenant.id).await?;
-    Ok(Json(Deleted {
-        removed_from_services,
-    }))
+    Ok(Json(Deleted { still_selected_by }))
 }
 
 // ---------------------------------------------------------------- entitlements
@@ -794,7 +804,7 @@ pub(crate) async fn put_settings(
         service,
         expected_version: expected_version(&headers)?,
         settings: body.into(),
-        actor: caller.name.clone(),
+        actor: caller.actor.clone(),
         action: "entitlement.save",
         check_default_rule: true,
     };
@@ -825,9 +835,8 @@ pub(crate) async fn preview(
     };
     // Unknown ids are reported the way a save would report them; the "Enabled by
     // Default" rule is not, since a preview shows the toggle's effect either way.
-    entitle_core::validate_save(
-        service,
-        &proposed,
+    entitle_core::check_group_ids(
+        &current.settings,
         &proposed,
         |id| entitle_core::GroupNames::user_group(&*snapshot, id).is_some(),
         |id| entitle_core::GroupNames::device_group(&*snapshot, id).is_some(),
@@ -878,6 +887,8 @@ pub struct HistoryItem {
     pub service: String,
     /// Who.
     pub actor: String,
+    /// Who, as a principal.
+    pub principal: PrincipalJson,
     /// When.
     pub at: String,
     /// SETTINGS before.
@@ -919,7 +930,8 @@ pub(crate) async fn history(
         .map(|v| HistoryItem {
             config_version: v.version,
             service: v.service,
-            actor: v.actor,
+            actor: v.actor.display(),
+            principal: PrincipalJson::from(&v.actor),
             at: rfc3339(v.at),
             before: SettingsJson::from(&v.before),
             after: SettingsJson::from(&v.after),
@@ -966,7 +978,7 @@ pub(crate) async fn rollback(
         service,
         expected_version: None,
         settings: version.after.clone(),
-        actor: caller.name.clone(),
+        actor: caller.actor.clone(),
         action: "entitlement.rollback",
         check_default_rule: false,
     };
@@ -1102,7 +1114,7 @@ pub(crate) async fn delete_device(
     let tenant = caller.tenant_for_write(&state, &tenant).await?;
     state
         .store
-        .delete_device(&tenant.id, &id, &caller.name)
+        .delete_device(&tenant.id, &id, &caller.actor)
         .await?;
     // Wakes the device's held long-poll, which then finds its token revoked.
     state.snapshots.refresh(&tenant.id).await?;
@@ -1125,8 +1137,10 @@ pub struct AuditQuery {
 pub struct AuditItem {
     /// When.
     pub at: String,
-    /// Who.
+    /// Who, as text that names the kind (`token ci`, `ada@acme.example`, `directory`).
     pub actor: String,
+    /// Who, as a principal.
+    pub principal: PrincipalJson,
     /// What kind of change.
     pub action: String,
     /// What it changed.
@@ -1173,7 +1187,8 @@ pub(crate) async fn audit(
         .into_iter()
         .map(|(_, e)| AuditItem {
             at: rfc3339(e.at),
-            actor: e.actor,
+            actor: e.actor.display(),
+            principal: PrincipalJson::from(&e.actor),
             action: e.action,
             target: e.target,
             before: e.before,
@@ -1299,7 +1314,7 @@ pub(crate) async fn create_account(
         password_hash,
         role,
     };
-    let account = state.store.create_account(new, &caller.name).await?;
+    let account = state.store.create_account(new, &caller.actor).await?;
     let body = AccountJson {
         id: account.id,
         email: account.email,
@@ -1329,7 +1344,7 @@ pub(crate) async fn rotate_scim_token(
     let token = secrets::new_secret("ent_scim");
     state
         .store
-        .rotate_scim_token(&tenant.id, &secrets::hash_secret(&token), &caller.name)
+        .rotate_scim_token(&tenant.id, &secrets::hash_secret(&token), &caller.actor)
         .await?;
     Ok(Json(RotatedScimToken {
         scim_token: token,

@@ -4,7 +4,7 @@ use axum::extract::FromRequestParts;
 use axum::http::Method;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use entitle_store::{Role, Session, StoreError, Tenant, secrets};
+use entitle_store::{Account, Actor, ActorKind, Role, Session, StoreError, Tenant, secrets};
 
 use crate::error::ApiError;
 use crate::extract::client_address;
@@ -17,8 +17,10 @@ pub struct Caller {
     pub role: Role,
     /// The caller's tenant (`None` for a super admin).
     pub tenant_id: Option<String>,
-    /// The token's name, recorded as the actor of changes.
+    /// The token's name or the account's email, for logs.
     pub name: String,
+    /// Who the caller is, recorded as the actor of its changes.
+    pub actor: Actor,
 }
 
 /// The bearer token of a request, if any.
@@ -77,6 +79,7 @@ impl FromRequestParts<AppState> for Caller {
             Ok(grant) => Ok(Caller {
                 role: grant.role,
                 tenant_id: grant.tenant_id,
+                actor: Actor::new(ActorKind::ApiToken, grant.id, grant.name.as_str()),
                 name: grant.name,
             }),
             Err(StoreError::NotFound { .. }) => {
@@ -104,14 +107,24 @@ async fn portal_caller(parts: &Parts, state: &AppState) -> Result<Caller, ApiErr
             "this change did not come from an entitle page (CSRF token missing or wrong); reload the page and try again",
         ));
     }
-    Ok(Caller {
-        role: session.account.role,
-        tenant_id: session.account.tenant_id,
-        name: session.account.email,
-    })
+    Ok(Caller::signed_in(&session.account))
 }
 
 impl Caller {
+    /// A person signed in to the portal with this account.
+    pub fn signed_in(account: &Account) -> Caller {
+        Caller {
+            role: account.role,
+            tenant_id: account.tenant_id.clone(),
+            actor: Actor::new(
+                ActorKind::Account,
+                account.id.as_str(),
+                account.email.as_str(),
+            ),
+            name: account.email.clone(),
+        }
+    }
+
     /// The tenant named in the path, if the caller may see it; another tenant's
     /// answers 404 exactly like a tenant that does not exist.
     pub async fn tenant(&self, state: &AppState, id_or_name: &str) -> Result<Tenant, ApiError> {

@@ -98,6 +98,24 @@ impl From<StoreError> for ApiError {
             StoreError::UnknownGroups { .. } => {
                 ApiError::unprocessable("unknown_groups", error.to_string())
             }
+            StoreError::InUse {
+                what,
+                ref name,
+                ref services,
+            } => {
+                let names: Vec<&str> = services
+                    .iter()
+                    .map(|id| entitle_core::service(id).map_or(id.as_str(), |s| s.display_name))
+                    .collect();
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "group_in_use",
+                    format!(
+                        "{what} {name:?} is still selected by the entitlements of {}; remove it there first, or delete it with ?force=true: it then stays selected as a deleted group that matches nothing, so no one gains access",
+                        names.join(", ")
+                    ),
+                )
+            }
             StoreError::Cycle { .. } => ApiError::unprocessable("group_cycle", error.to_string()),
             StoreError::Corrupt(_) | StoreError::Database(_) | StoreError::Migrate(_) => {
                 // Internals stay in the log; the caller learns only that it was not their fault.

@@ -38,6 +38,8 @@ pub struct TenantSnapshot {
     group_names: HashMap<GroupId, String>,
     device_groups: Vec<DeviceGroup>,
     device_group_names: HashMap<DeviceGroupId, String>,
+    deleted_group_names: HashMap<GroupId, String>,
+    deleted_device_group_names: HashMap<DeviceGroupId, String>,
 }
 
 /// Every service's decision for one device.
@@ -101,6 +103,16 @@ impl TenantSnapshot {
                 .map(|g| (g.id.clone(), g.name.clone()))
                 .collect(),
             device_groups: data.device_groups,
+            deleted_group_names: data
+                .deleted_user_groups
+                .into_iter()
+                .map(|(id, name)| (GroupId(id), name))
+                .collect(),
+            deleted_device_group_names: data
+                .deleted_device_groups
+                .into_iter()
+                .map(|(id, name)| (DeviceGroupId(id), name))
+                .collect(),
         }
     }
 
@@ -200,6 +212,12 @@ impl GroupNames for TenantSnapshot {
     }
     fn device_group(&self, id: &DeviceGroupId) -> Option<&str> {
         self.device_group_names.get(id).map(String::as_str)
+    }
+    fn deleted_user_group(&self, id: &GroupId) -> Option<&str> {
+        self.deleted_group_names.get(id).map(String::as_str)
+    }
+    fn deleted_device_group(&self, id: &DeviceGroupId) -> Option<&str> {
+        self.deleted_device_group_names.get(id).map(String::as_str)
     }
 }
 

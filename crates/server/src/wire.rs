@@ -16,6 +16,28 @@ use utoipa::ToSchema;
 
 use crate::error::ApiError;
 
+/// Who made a change: a kind and id no caller can choose, and a display name.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PrincipalJson {
+    /// `api_token`, `account`, `device`, `directory`, `system`, `anonymous` or
+    /// `unverified` (recorded before principals existed).
+    pub kind: &'static str,
+    /// The token's, account's or device's id; empty for the directory and the system.
+    pub id: String,
+    /// Its display name when it acted.
+    pub name: String,
+}
+
+impl From<&entitle_store::Actor> for PrincipalJson {
+    fn from(actor: &entitle_store::Actor) -> Self {
+        PrincipalJson {
+            kind: actor.kind.as_str(),
+            id: actor.id.clone(),
+            name: actor.name.clone(),
+        }
+    }
+}
+
 /// Formats a time as RFC 3339.
 pub fn rfc3339(at: OffsetDateTime) -> String {
     at.format(&Rfc3339).unwrap_or_default()

@@ -67,6 +67,16 @@ pub enum StoreError {
     /// The save breaks a rule of the spec.
     #[error(transparent)]
     Invalid(#[from] SaveError),
+    /// A group that entitlements still select cannot be deleted without `force`.
+    #[error("{what} {name:?} is still selected by {}", .services.join(", "))]
+    InUse {
+        /// What kind of group.
+        what: &'static str,
+        /// Its name.
+        name: String,
+        /// The services whose settings select it.
+        services: Vec<String>,
+    },
     /// A group would end up containing itself.
     #[error(
         "group {member} cannot be nested in {container}: {container} is already inside {member}"
@@ -102,6 +112,103 @@ pub enum StoreError {
 
 /// Shorthand for storage results.
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Who did something, as the audit log records it: a kind and a stable id that
+/// no caller can choose, and a display name that is only ever shown beside them.
+///
+/// A token named `system` or after a colleague is still recorded as
+/// `api_token` with its own id, so the log cannot be forged by naming.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// What kind of principal acted.
+    pub kind: ActorKind,
+    /// Its stable id (token id, account id, device id; empty for the system).
+    pub id: String,
+    /// Its display name when it acted (token name, email, host name).
+    pub name: String,
+}
+
+/// The kinds of principal that change things.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActorKind {
+    /// An API token.
+    ApiToken,
+    /// A person signed in to the portal.
+    Account,
+    /// An enrolled device (its reports).
+    Device,
+    /// The identity provider over SCIM.
+    Directory,
+    /// entitle itself (bootstrap, scheduled work).
+    System,
+    /// Someone signing in who is not (yet) authenticated.
+    Anonymous,
+    /// Recorded before actors were principals: only a name, not trustworthy.
+    Unverified,
+}
+
+impl ActorKind {
+    /// The stored and wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActorKind::ApiToken => "api_token",
+            ActorKind::Account => "account",
+            ActorKind::Device => "device",
+            ActorKind::Directory => "directory",
+            ActorKind::System => "system",
+            ActorKind::Anonymous => "anonymous",
+            ActorKind::Unverified => "unverified",
+        }
+    }
+
+    /// Parses the stored name; anything unknown reads as unverified.
+    pub fn parse(text: &str) -> ActorKind {
+        match text {
+            "api_token" => ActorKind::ApiToken,
+            "account" => ActorKind::Account,
+            "device" => ActorKind::Device,
+            "directory" => ActorKind::Directory,
+            "system" => ActorKind::System,
+            "anonymous" => ActorKind::Anonymous,
+            _ => ActorKind::Unverified,
+        }
+    }
+}
+
+impl Actor {
+    /// entitle itself.
+    pub fn system() -> Actor {
+        Actor::new(ActorKind::System, "", "system")
+    }
+
+    /// The tenant's identity provider.
+    pub fn directory() -> Actor {
+        Actor::new(ActorKind::Directory, "", "directory")
+    }
+
+    /// How the portal and CLI show it: the kind is part of the text, so a token
+    /// named `system` reads "token system", never "system".
+    pub fn display(&self) -> String {
+        match self.kind {
+            ActorKind::ApiToken => format!("token {}", self.name),
+            ActorKind::Account => self.name.clone(),
+            ActorKind::Device => format!("device {}", self.name),
+            ActorKind::Directory => "directory".to_owned(),
+            ActorKind::System => "system".to_owned(),
+            ActorKind::Anonymous => format!("anonymous ({})", self.name),
+            ActorKind::Unverified => format!("{} (unverified)", self.name),
+        }
+    }
+
+    /// Any principal.
+    pub fn new(kind: ActorKind, id: impl Into<String>, name: impl Into<String>) -> Actor {
+        Actor {
+            kind,
+            id: id.into(),
+            name: name.into(),
+        }
+    }
+}
 
 /// What a token or account may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,7 +279,9 @@ pub struct TokenGrant {
     pub role: Role,
     /// The tenant, or `None` for a super admin.
     pub tenant_id: Option<String>,
-    /// The token's name, used as the actor in the audit log.
+    /// The token's stable id, recorded as the actor of its changes.
+    pub id: String,
+    /// The token's name, shown beside its id.
     pub name: String,
 }
 
@@ -285,7 +394,7 @@ pub struct SaveRequest {
     /// The new settings.
     pub settings: Settings,
     /// Who saves, for the audit log.
-    pub actor: String,
+    pub actor: Actor,
     /// What the audit log calls it (`entitlement.save`, `entitlement.rollback`).
     pub action: &'static str,
     /// Rollbacks restore a version verbatim, even group lists stored while
@@ -310,7 +419,7 @@ pub struct ConfigVersion {
     /// The service it changed.
     pub service: String,
     /// Who made it.
-    pub actor: String,
+    pub actor: Actor,
     /// When.
     pub at: OffsetDateTime,
     /// Settings before.
@@ -324,8 +433,8 @@ pub struct ConfigVersion {
 pub struct AuditEntry {
     /// When.
     pub at: OffsetDateTime,
-    /// Who (a token name, an admin, or `directory` / `system`).
-    pub actor: String,
+    /// Who.
+    pub actor: Actor,
     /// What kind of change, e.g. `entitlement.save`.
     pub action: String,
     /// What it changed, e.g. `private_access`.
@@ -365,6 +474,10 @@ pub struct TenantData {
     pub nesting: Vec<(String, String)>,
     /// Every device group.
     pub device_groups: Vec<DeviceGroup>,
+    /// Deleted groups as (id, name), which settings may still select.
+    pub deleted_user_groups: Vec<(String, String)>,
+    /// Deleted device groups as (id, name), which settings may still select.
+    pub deleted_device_groups: Vec<(String, String)>,
 }
 
 /// Counts shown as the directory's sync status.
@@ -404,7 +517,7 @@ pub trait TenantStore {
     /// Checks that the database answers (for readiness).
     async fn ping(&self) -> StoreResult<()>;
     /// Creates a tenant with its default settings.
-    async fn create_tenant(&self, new: NewTenant, actor: &str) -> StoreResult<Tenant>;
+    async fn create_tenant(&self, new: NewTenant, actor: &Actor) -> StoreResult<Tenant>;
     /// Finds a tenant by id or by name.
     async fn tenant(&self, id_or_name: &str) -> StoreResult<Tenant>;
     /// Every tenant, by name.
@@ -418,14 +531,14 @@ pub trait TenantStore {
         &self,
         tenant_id: &str,
         token_hash: &str,
-        actor: &str,
+        actor: &Actor,
     ) -> StoreResult<()>;
     /// Stores an API token by its hash.
     async fn create_api_token(
         &self,
         token_hash: &str,
         grant: &TokenGrant,
-        actor: &str,
+        actor: &Actor,
     ) -> StoreResult<()>;
     /// What the token with this hash grants.
     async fn api_token(&self, token_hash: &str) -> StoreResult<TokenGrant>;
@@ -442,14 +555,17 @@ pub trait DirectoryStore {
         tenant_id: &str,
         display_name: &str,
         member_groups: &[String],
-        actor: &str,
+        actor: &Actor,
     ) -> StoreResult<Group>;
-    /// Deletes a group, removing it from every entitlement that selected it.
+    /// Deletes a group. Entitlements that select it keep it as a tombstone that
+    /// matches nothing; unless `force`, a group still selected is refused with
+    /// [`StoreError::InUse`]. Returns the services that still select it.
     async fn delete_group(
         &self,
         tenant_id: &str,
         group_id: &str,
-        actor: &str,
+        actor: &Actor,
+        force: bool,
     ) -> StoreResult<Vec<String>>;
     /// Groups whose name contains `search`, by name.
     async fn search_groups(
@@ -462,7 +578,8 @@ pub trait DirectoryStore {
     /// One group.
     async fn group(&self, tenant_id: &str, group_id: &str) -> StoreResult<Group>;
     /// Creates a local user with direct memberships.
-    async fn create_user(&self, tenant_id: &str, user: NewUser, actor: &str) -> StoreResult<User>;
+    async fn create_user(&self, tenant_id: &str, user: NewUser, actor: &Actor)
+    -> StoreResult<User>;
     /// Finds a user by login name (case-insensitive).
     async fn user_by_name(&self, tenant_id: &str, user_name: &str) -> StoreResult<User>;
     /// Sets a user's active flag.
@@ -471,7 +588,7 @@ pub trait DirectoryStore {
         tenant_id: &str,
         user_id: &str,
         active: bool,
-        actor: &str,
+        actor: &Actor,
     ) -> StoreResult<User>;
     /// Counts for the sync status.
     async fn directory_counts(&self, tenant_id: &str) -> StoreResult<DirectoryCounts>;
@@ -487,21 +604,22 @@ pub trait DeviceStore {
         &self,
         tenant_id: &str,
         group: DeviceGroup,
-        actor: &str,
+        actor: &Actor,
     ) -> StoreResult<DeviceGroup>;
     /// Replaces a device group's name and rule.
     async fn update_device_group(
         &self,
         tenant_id: &str,
         group: DeviceGroup,
-        actor: &str,
+        actor: &Actor,
     ) -> StoreResult<DeviceGroup>;
-    /// Deletes a device group, removing it from every entitlement that selected it.
+    /// Deletes a device group, like [`DirectoryStore::delete_group`].
     async fn delete_device_group(
         &self,
         tenant_id: &str,
         group_id: &str,
-        actor: &str,
+        actor: &Actor,
+        force: bool,
     ) -> StoreResult<Vec<String>>;
     /// Every device group of the tenant, by name.
     async fn device_groups(&self, tenant_id: &str) -> StoreResult<Vec<DeviceGroup>>;
@@ -536,8 +654,12 @@ pub trait DeviceStore {
     /// Every device of a tenant (for previews and reports).
     async fn all_devices(&self, tenant_id: &str) -> StoreResult<Vec<Device>>;
     /// Removes a device, revoking its token.
-    async fn delete_device(&self, tenant_id: &str, device_id: &str, actor: &str)
-    -> StoreResult<()>;
+    async fn delete_device(
+        &self,
+        tenant_id: &str,
+        device_id: &str,
+        actor: &Actor,
+    ) -> StoreResult<()>;
 }
 
 /// Entitlement settings, config versions and the audit log.
@@ -618,7 +740,7 @@ pub struct Session {
 #[async_trait]
 pub trait AccountStore {
     /// Creates an account.
-    async fn create_account(&self, new: NewAccount, actor: &str) -> StoreResult<Account>;
+    async fn create_account(&self, new: NewAccount, actor: &Actor) -> StoreResult<Account>;
     /// Finds an account by email (case-insensitive).
     async fn account_by_email(&self, email: &str) -> StoreResult<Account>;
     /// Records a sign-in attempt: success resets the failure count, failure

@@ -27,8 +27,8 @@ use crate::codec::{
     rule_to_json, settings_from_json, settings_to_json,
 };
 use crate::{
-    Account, AccountStore, AuditEntry, AuthenticatedDevice, Change, ChangeFeed, ConfigStore,
-    ConfigVersion, Device, DeviceFilter, DeviceStore, DirectoryCounts, DirectoryStore,
+    Account, AccountStore, Actor, ActorKind, AuditEntry, AuthenticatedDevice, Change, ChangeFeed,
+    ConfigStore, ConfigVersion, Device, DeviceFilter, DeviceStore, DirectoryCounts, DirectoryStore,
     DirectoryUser, Group, NewAccount, NewTenant, NewUser, Page, Role, SaveRequest, Saved, Session,
     StoreError, StoreResult, StoredSettings, Tenant, TenantData, TenantStore, TokenGrant, User,
 };
@@ -40,9 +40,6 @@ mod scim;
 pub struct PostgresStore {
     pool: PgPool,
 }
-
-/// The actor recorded for changes the system makes on its own.
-const SYSTEM_ACTOR: &str = "system";
 
 /// The channel on which committed changes are announced, with the tenant id.
 const CHANGES_CHANNEL: &str = "entitle_changes";
@@ -194,19 +191,21 @@ macro_rules! tenant_select {
 async fn insert_audit(
     conn: &mut PgConnection,
     tenant_id: Option<&str>,
-    actor: &str,
+    actor: &Actor,
     action: &str,
     target: &str,
     before: Option<&Value>,
     after: Option<&Value>,
 ) -> StoreResult<()> {
     sqlx::query(
-        "INSERT INTO audit_log (tenant_id, at, actor, action, target, before_json, after_json)
-         VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb)",
+        "INSERT INTO audit_log (tenant_id, at, actor, actor_kind, actor_id, action, target, before_json, after_json)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9::jsonb)",
     )
     .bind(tenant_id.map(uid))
     .bind(ms(now()))
-    .bind(actor)
+    .bind(&actor.name)
+    .bind(actor.kind.as_str())
+    .bind(&actor.id)
     .bind(action)
     .bind(target)
     .bind(before.map(Value::to_string))
@@ -281,7 +280,7 @@ async fn write_settings_version(
     service: &ServiceDef,
     before: &Settings,
     after: &Settings,
-    actor: &str,
+    actor: &Actor,
     action: &str,
 ) -> StoreResult<i64> {
     let version = tenant.config_version + 1;
@@ -321,13 +320,15 @@ async fn write_settings_version(
     let before_json = settings_to_json(before);
     let after_json = settings_to_json(after);
     sqlx::query(
-        "INSERT INTO config_versions (tenant_id, version, service, actor, at, before_json, after_json)
-         VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb)",
+        "INSERT INTO config_versions (tenant_id, version, service, actor, actor_kind, actor_id, at, before_json, after_json)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9::jsonb)",
     )
     .bind(uid(&tenant.id))
     .bind(version)
     .bind(service.id)
-    .bind(actor)
+    .bind(&actor.name)
+    .bind(actor.kind.as_str())
+    .bind(&actor.id)
     .bind(at)
     .bind(before_json.to_string())
     .bind(after_json.to_string())
@@ -354,7 +355,8 @@ impl PostgresStore {
         tenant_id: &str,
         kind: GroupKind,
         group_id: &str,
-        actor: &str,
+        actor: &Actor,
+        force: bool,
     ) -> StoreResult<Vec<String>> {
         let (select_name, delete, what, action, name_key) = match kind {
             GroupKind::User => (
@@ -380,12 +382,31 @@ impl PostgresStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(not_found(what))?;
-        let changed = remove_group_from_settings(&mut tx, tenant_id, kind, group_id).await?;
+        // Access fails closed: the group stays in every entitlement that selects
+        // it, as a tombstone that matches nothing, so deleting "Temp laptops"
+        // never turns "Engineering on Temp laptops" into "Engineering anywhere".
+        let selected_by = services_selecting(&mut tx, tenant_id, kind, group_id).await?;
+        if !selected_by.is_empty() && !force {
+            return Err(StoreError::InUse {
+                what,
+                name,
+                services: selected_by,
+            });
+        }
+        sqlx::query(INSERT_TOMBSTONE)
+            .bind(uid(tenant_id))
+            .bind(kind.as_str())
+            .bind(uid(group_id))
+            .bind(&name)
+            .bind(ms(now()))
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(delete)
             .bind(uid(group_id))
             .execute(&mut *tx)
             .await?;
         let before = json!({"id": group_id, name_key: name});
+        let after = (!selected_by.is_empty()).then(|| json!({"tombstone_in": selected_by}));
         bump_data_version(&mut tx, tenant_id).await?;
         insert_audit(
             &mut tx,
@@ -394,55 +415,61 @@ impl PostgresStore {
             action,
             &name,
             Some(&before),
-            None,
+            after.as_ref(),
         )
         .await?;
         tx.commit().await?;
-        Ok(changed)
+        Ok(selected_by)
     }
 }
 
-/// Which list of the settings a deleted group disappears from.
+/// Which list of the settings a group belongs in.
 #[derive(Clone, Copy)]
 enum GroupKind {
     User,
     Device,
 }
 
-/// Removes a deleted group from every service that selected it, one config
-/// version per service changed, recorded as a system change.
-async fn remove_group_from_settings(
+impl GroupKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            GroupKind::User => "user",
+            GroupKind::Device => "device",
+        }
+    }
+}
+
+/// Records a deleted group's name, so that entitlements still selecting it can
+/// say which group it was.
+const INSERT_TOMBSTONE: &str = "INSERT INTO deleted_groups (tenant_id, kind, id, name, deleted_at)
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING";
+
+/// The services whose settings select the group.
+async fn services_selecting(
     conn: &mut PgConnection,
     tenant_id: &str,
     kind: GroupKind,
     group_id: &str,
 ) -> StoreResult<Vec<String>> {
-    let mut changed = Vec::new();
+    let tenant = tenant_row(conn, tenant_id).await?;
+    let mut selecting = Vec::new();
     for service in SERVICES {
-        let tenant = tenant_row(conn, tenant_id).await?;
         let current = load_settings(conn, &tenant, service).await?;
-        let mut after = current.settings.clone();
-        let removed = match kind {
-            GroupKind::User => after.user_groups.remove(&GroupId(group_id.to_owned())),
-            GroupKind::Device => after
+        let selected = match kind {
+            GroupKind::User => current
+                .settings
+                .user_groups
+                .contains(&GroupId(group_id.to_owned())),
+            GroupKind::Device => current
+                .settings
                 .device_groups
-                .remove(&DeviceGroupId(group_id.to_owned())),
+                .contains(&DeviceGroupId(group_id.to_owned())),
         };
-        if removed {
-            write_settings_version(
-                conn,
-                &tenant,
-                service,
-                &current.settings,
-                &after,
-                SYSTEM_ACTOR,
-                "entitlement.group_removed",
-            )
-            .await?;
-            changed.push(service.id.to_owned());
+        if selected {
+            selecting.push(service.id.to_owned());
         }
     }
-    Ok(changed)
+    Ok(selecting)
 }
 
 /// Tables whose ids `existing_ids` can check.
@@ -601,7 +628,7 @@ impl TenantStore for PostgresStore {
         Ok(())
     }
 
-    async fn create_tenant(&self, new: NewTenant, actor: &str) -> StoreResult<Tenant> {
+    async fn create_tenant(&self, new: NewTenant, actor: &Actor) -> StoreResult<Tenant> {
         let mut tx = self.pool.begin().await?;
         let tenant = Tenant {
             id: new_id(),
@@ -692,7 +719,7 @@ impl TenantStore for PostgresStore {
         &self,
         tenant_id: &str,
         token_hash: &str,
-        actor: &str,
+        actor: &Actor,
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         lock_tenant(&mut tx, tenant_id).await?;
@@ -722,7 +749,7 @@ impl TenantStore for PostgresStore {
         &self,
         token_hash: &str,
         grant: &TokenGrant,
-        actor: &str,
+        actor: &Actor,
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("INSERT INTO api_tokens (token_hash, tenant_id, role, name, created_at) VALUES ($1, $2, $3, $4, $5)")
@@ -750,7 +777,7 @@ impl TenantStore for PostgresStore {
 
     async fn api_token(&self, token_hash: &str) -> StoreResult<TokenGrant> {
         let row = sqlx::query(
-            "SELECT tenant_id::text AS tenant_id, role, name FROM api_tokens WHERE token_hash = $1",
+            "SELECT substr(token_hash, 1, 16) AS id, tenant_id::text AS tenant_id, role, name FROM api_tokens WHERE token_hash = $1",
         )
         .bind(token_hash)
         .fetch_one(&self.pool)
@@ -761,6 +788,7 @@ impl TenantStore for PostgresStore {
             role: Role::parse(&role)
                 .ok_or_else(|| StoreError::Corrupt(format!("role {role:?}")))?,
             tenant_id: row.try_get("tenant_id")?,
+            id: row.try_get("id")?,
             name: row.try_get("name")?,
         })
     }
@@ -781,7 +809,7 @@ impl DirectoryStore for PostgresStore {
         tenant_id: &str,
         display_name: &str,
         member_groups: &[String],
-        actor: &str,
+        actor: &Actor,
     ) -> StoreResult<Group> {
         let mut tx = self.pool.begin().await?;
         lock_tenant(&mut tx, tenant_id).await?;
@@ -858,9 +886,10 @@ impl DirectoryStore for PostgresStore {
         &self,
         tenant_id: &str,
         group_id: &str,
-        actor: &str,
+        actor: &Actor,
+        force: bool,
     ) -> StoreResult<Vec<String>> {
-        self.delete_selectable_group(tenant_id, GroupKind::User, group_id, actor)
+        self.delete_selectable_group(tenant_id, GroupKind::User, group_id, actor, force)
             .await
     }
 
@@ -919,7 +948,12 @@ impl DirectoryStore for PostgresStore {
         group_from_row(&mut conn, &row).await
     }
 
-    async fn create_user(&self, tenant_id: &str, user: NewUser, actor: &str) -> StoreResult<User> {
+    async fn create_user(
+        &self,
+        tenant_id: &str,
+        user: NewUser,
+        actor: &Actor,
+    ) -> StoreResult<User> {
         let mut tx = self.pool.begin().await?;
         lock_tenant(&mut tx, tenant_id).await?;
         let found = existing_ids(
@@ -995,7 +1029,7 @@ impl DirectoryStore for PostgresStore {
         tenant_id: &str,
         user_id: &str,
         active: bool,
-        actor: &str,
+        actor: &Actor,
     ) -> StoreResult<User> {
         let mut tx = self.pool.begin().await?;
         lock_tenant(&mut tx, tenant_id).await?;
@@ -1114,6 +1148,22 @@ impl DirectoryStore for PostgresStore {
         .map(|r| Ok((r.try_get("container_id")?, r.try_get("member_id")?)))
         .collect::<StoreResult<Vec<_>>>()?;
         let device_groups = load_device_groups(&mut tx, tenant_id).await?;
+        let mut deleted_user_groups = Vec::new();
+        let mut deleted_device_groups = Vec::new();
+        for row in sqlx::query(
+            "SELECT kind, id::text AS id, name FROM deleted_groups WHERE tenant_id = $1",
+        )
+        .bind(uid(tenant_id))
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            let kind: String = row.try_get("kind")?;
+            let entry = (row.try_get("id")?, row.try_get("name")?);
+            match kind.as_str() {
+                "user" => deleted_user_groups.push(entry),
+                _ => deleted_device_groups.push(entry),
+            }
+        }
         tx.commit().await?;
         Ok(TenantData {
             tenant,
@@ -1122,6 +1172,8 @@ impl DirectoryStore for PostgresStore {
             groups,
             nesting,
             device_groups,
+            deleted_user_groups,
+            deleted_device_groups,
         })
     }
 }
@@ -1153,7 +1205,7 @@ impl DeviceStore for PostgresStore {
         &self,
         tenant_id: &str,
         mut group: DeviceGroup,
-        actor: &str,
+        actor: &Actor,
     ) -> StoreResult<DeviceGroup> {
         let mut tx = self.pool.begin().await?;
         lock_tenant(&mut tx, tenant_id).await?;
@@ -1193,7 +1245,7 @@ impl DeviceStore for PostgresStore {
         &self,
         tenant_id: &str,
         group: DeviceGroup,
-        actor: &str,
+        actor: &Actor,
     ) -> StoreResult<DeviceGroup> {
         let mut tx = self.pool.begin().await?;
         lock_tenant(&mut tx, tenant_id).await?;
@@ -1236,9 +1288,10 @@ impl DeviceStore for PostgresStore {
         &self,
         tenant_id: &str,
         group_id: &str,
-        actor: &str,
+        actor: &Actor,
+        force: bool,
     ) -> StoreResult<Vec<String>> {
-        self.delete_selectable_group(tenant_id, GroupKind::Device, group_id, actor)
+        self.delete_selectable_group(tenant_id, GroupKind::Device, group_id, actor, force)
             .await
     }
 
@@ -1276,7 +1329,7 @@ impl DeviceStore for PostgresStore {
         insert_audit(
             &mut tx,
             Some(tenant_id),
-            &user.user_name,
+            &Actor::new(ActorKind::Device, id.as_str(), report.hostname.as_str()),
             "device.enroll",
             &report.hostname,
             None,
@@ -1404,7 +1457,7 @@ impl DeviceStore for PostgresStore {
         &self,
         tenant_id: &str,
         device_id: &str,
-        actor: &str,
+        actor: &Actor,
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         lock_tenant(&mut tx, tenant_id).await?;
@@ -1514,7 +1567,7 @@ impl ConfigStore for PostgresStore {
 
     async fn config_version(&self, tenant_id: &str, version: i64) -> StoreResult<ConfigVersion> {
         let row = sqlx::query(
-            "SELECT version, service, actor, at, before_json::text AS before_json, after_json::text AS after_json FROM config_versions
+            "SELECT version, service, actor, actor_kind, actor_id, at, before_json::text AS before_json, after_json::text AS after_json FROM config_versions
              WHERE tenant_id = $1 AND version = $2",
         )
         .bind(uid(tenant_id))
@@ -1532,7 +1585,7 @@ impl ConfigStore for PostgresStore {
         limit: u32,
     ) -> StoreResult<Vec<ConfigVersion>> {
         let rows = sqlx::query(
-            "SELECT version, service, actor, at, before_json::text AS before_json, after_json::text AS after_json FROM config_versions
+            "SELECT version, service, actor, actor_kind, actor_id, at, before_json::text AS before_json, after_json::text AS after_json FROM config_versions
              WHERE tenant_id = $1 AND ($2 IS NULL OR service = $3) ORDER BY version DESC LIMIT $4",
         )
         .bind(uid(tenant_id))
@@ -1551,7 +1604,7 @@ impl ConfigStore for PostgresStore {
         before_id: Option<i64>,
     ) -> StoreResult<Vec<(i64, AuditEntry)>> {
         let rows = sqlx::query(
-            "SELECT id, at, actor, action, target, before_json::text AS before_json, after_json::text AS after_json FROM audit_log
+            "SELECT id, at, actor, actor_kind, actor_id, action, target, before_json::text AS before_json, after_json::text AS after_json FROM audit_log
              WHERE tenant_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
         )
         .bind(uid(tenant_id))
@@ -1573,7 +1626,7 @@ impl ConfigStore for PostgresStore {
                     row.try_get("id")?,
                     AuditEntry {
                         at: from_ms(row.try_get("at")?)?,
-                        actor: row.try_get("actor")?,
+                        actor: actor_from_row(row)?,
                         action: row.try_get("action")?,
                         target: row.try_get("target")?,
                         before: parse("before_json")?,
@@ -1594,11 +1647,20 @@ impl ConfigStore for PostgresStore {
     }
 }
 
+fn actor_from_row(row: &PgRow) -> StoreResult<Actor> {
+    let kind: String = row.try_get("actor_kind")?;
+    Ok(Actor::new(
+        ActorKind::parse(&kind),
+        row.try_get::<String, _>("actor_id")?,
+        row.try_get::<String, _>("actor")?,
+    ))
+}
+
 fn config_version_from_row(row: &PgRow) -> StoreResult<ConfigVersion> {
     Ok(ConfigVersion {
         version: row.try_get("version")?,
         service: row.try_get("service")?,
-        actor: row.try_get("actor")?,
+        actor: actor_from_row(row)?,
         at: from_ms(row.try_get("at")?)?,
         before: settings_from_json(row.try_get("before_json")?)?,
         after: settings_from_json(row.try_get("after_json")?)?,
@@ -1622,7 +1684,7 @@ const ACCOUNT_COLUMNS: &str = "a.id::text AS id, a.tenant_id::text AS tenant_id,
 
 #[async_trait]
 impl AccountStore for PostgresStore {
-    async fn create_account(&self, new: NewAccount, actor: &str) -> StoreResult<Account> {
+    async fn create_account(&self, new: NewAccount, actor: &Actor) -> StoreResult<Account> {
         let mut tx = self.pool.begin().await?;
         let id = new_id();
         sqlx::query(

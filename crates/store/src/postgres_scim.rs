@@ -12,12 +12,9 @@ use super::{
     not_found, now, uid,
 };
 use crate::{
-    Counted, MemberKind, ScimGroup, ScimGroupWrite, ScimLookup, ScimMember, ScimStore, ScimUser,
-    ScimUserWrite, StoreError, StoreResult,
+    Actor, Counted, MemberKind, ScimGroup, ScimGroupWrite, ScimLookup, ScimMember, ScimStore,
+    ScimUser, ScimUserWrite, StoreError, StoreResult,
 };
-
-/// The actor recorded for changes the identity provider makes.
-const DIRECTORY_ACTOR: &str = "directory";
 
 const USER_COLUMNS: &str = "id::text AS id, user_name, external_id, display_name, active, scim_json::text AS scim_json, created_at, updated_at, version";
 const GROUP_COLUMNS: &str = "id::text AS id, display_name, external_id, scim_json::text AS scim_json, created_at, updated_at, version";
@@ -260,7 +257,7 @@ impl ScimStore for PostgresStore {
         insert_audit(
             &mut tx,
             Some(tenant_id),
-            DIRECTORY_ACTOR,
+            &Actor::directory(),
             "user.create",
             &user.user_name,
             None,
@@ -323,7 +320,7 @@ impl ScimStore for PostgresStore {
             insert_audit(
                 &mut tx,
                 Some(tenant_id),
-                DIRECTORY_ACTOR,
+                &Actor::directory(),
                 action,
                 &user.user_name,
                 None,
@@ -363,7 +360,7 @@ impl ScimStore for PostgresStore {
         insert_audit(
             &mut tx,
             Some(tenant_id),
-            DIRECTORY_ACTOR,
+            &Actor::directory(),
             "user.delete",
             &name,
             Some(&json!({"id": id})),
@@ -435,7 +432,7 @@ impl ScimStore for PostgresStore {
         insert_audit(
             &mut tx,
             Some(tenant_id),
-            DIRECTORY_ACTOR,
+            &Actor::directory(),
             "group.create",
             &group.display_name,
             None,
@@ -505,7 +502,7 @@ impl ScimStore for PostgresStore {
         insert_audit(
             &mut tx,
             Some(tenant_id),
-            DIRECTORY_ACTOR,
+            &Actor::directory(),
             "group.replace",
             &group.display_name,
             None,
@@ -555,7 +552,7 @@ impl ScimStore for PostgresStore {
         insert_audit(
             &mut tx,
             Some(tenant_id),
-            DIRECTORY_ACTOR,
+            &Actor::directory(),
             "group.members",
             &name,
             None,
@@ -576,7 +573,7 @@ impl ScimStore for PostgresStore {
             let mut conn = self.pool.acquire().await?;
             check_version(&mut conn, "groups", tenant_id, id, expected_version).await?;
         }
-        crate::DirectoryStore::delete_group(self, tenant_id, id, DIRECTORY_ACTOR).await
+        crate::DirectoryStore::delete_group(self, tenant_id, id, &Actor::directory(), true).await
     }
 
     async fn scim_groups(

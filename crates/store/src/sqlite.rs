@@ -29,10 +29,10 @@ use crate::codec::{
     rule_to_json, settings_from_json, settings_to_json,
 };
 use crate::{
-    Account, AccountStore, AuditEntry, AuthenticatedDevice, ConfigStore, ConfigVersion, Device,
-    DeviceFilter, DeviceStore, DirectoryCounts, DirectoryStore, DirectoryUser, Group, NewAccount,
-    NewTenant, NewUser, Page, Role, SaveRequest, Saved, Session, StoreError, StoreResult,
-    StoredSettings, Tenant, TenantData, TenantStore, TokenGrant, User,
+    Account, AccountStore, Actor, ActorKind, AuditEntry, AuthenticatedDevice, ConfigStore,
+    ConfigVersion, Device, DeviceFilter, DeviceStore, DirectoryCounts, DirectoryStore,
+    DirectoryUser, Group, NewAccount, NewTenant, NewUser, Page, Role, SaveRequest, Saved, Session,
+    StoreError, StoreResult, StoredSettings, Tenant, TenantData, TenantStore, TokenGrant, User,
 };
 
 #[path = "sqlite_scim.rs"]
@@ -43,9 +43,6 @@ pub struct SqliteStore {
     pool: SqlitePool,
     write_lock: Mutex<()>,
 }
-
-/// The actor recorded for changes the system makes on its own.
-const SYSTEM_ACTOR: &str = "system";
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies migrations.
@@ -152,19 +149,21 @@ macro_rules! tenant_select {
 async fn insert_audit(
     conn: &mut SqliteConnection,
     tenant_id: Option<&str>,
-    actor: &str,
+    actor: &Actor,
     action: &str,
     target: &str,
     before: Option<&Value>,
     after: Option<&Value>,
 ) -> StoreResult<()> {
     sqlx::query(
-        "INSERT INTO audit_log (tenant_id, at, actor, action, target, before_json, after_json)
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO audit_log (tenant_id, at, actor, actor_kind, actor_id, action, target, before_json, after_json)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(tenant_id)
     .bind(ms(now()))
-    .bind(actor)
+    .bind(&actor.name)
+    .bind(actor.kind.as_str())
+    .bind(&actor.id)
     .bind(action)
     .bind(target)
     .bind(before.map(Value::to_string))
@@ -237,7 +236,7 @@ async fn write_settings_version(
     service: &ServiceDef,
     before: &Settings,
     after: &Settings,
-    actor: &str,
+    actor: &Actor,
     action: &str,
 ) -> StoreResult<i64> {
     let version = tenant.config_version + 1;
@@ -276,13 +275,15 @@ async fn write_settings_version(
     let before_json = settings_to_json(before);
     let after_json = settings_to_json(after);
     sqlx::query(
-        "INSERT INTO config_versions (tenant_id, version, service, actor, at, before_json, after_json)
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO config_versions (tenant_id, version, service, actor, actor_kind, actor_id, at, before_json, after_json)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&tenant.id)
     .bind(version)
     .bind(service.id)
-    .bind(actor)
+    .bind(&actor.name)
+    .bind(actor.kind.as_str())
+    .bind(&actor.id)
     .bind(at)
     .bind(before_json.to_string())
     .bind(after_json.to_string())
@@ -309,7 +310,8 @@ impl SqliteStore {
         tenant_id: &str,
         kind: GroupKind,
         group_id: &str,
-        actor: &str,
+        actor: &Actor,
+        force: bool,
     ) -> StoreResult<Vec<String>> {
         let (select_name, delete, what, action, name_key) = match kind {
             GroupKind::User => (
@@ -335,9 +337,28 @@ impl SqliteStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(not_found(what))?;
-        let changed = remove_group_from_settings(&mut tx, tenant_id, kind, group_id).await?;
+        // Access fails closed: the group stays in every entitlement that selects
+        // it, as a tombstone that matches nothing, so deleting "Temp laptops"
+        // never turns "Engineering on Temp laptops" into "Engineering anywhere".
+        let selected_by = services_selecting(&mut tx, tenant_id, kind, group_id).await?;
+        if !selected_by.is_empty() && !force {
+            return Err(StoreError::InUse {
+                what,
+                name,
+                services: selected_by,
+            });
+        }
+        sqlx::query(INSERT_TOMBSTONE)
+            .bind(tenant_id)
+            .bind(kind.as_str())
+            .bind(group_id)
+            .bind(&name)
+            .bind(ms(now()))
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(delete).bind(group_id).execute(&mut *tx).await?;
         let before = json!({"id": group_id, name_key: name});
+        let after = (!selected_by.is_empty()).then(|| json!({"tombstone_in": selected_by}));
         bump_data_version(&mut tx, tenant_id).await?;
         insert_audit(
             &mut tx,
@@ -346,55 +367,61 @@ impl SqliteStore {
             action,
             &name,
             Some(&before),
-            None,
+            after.as_ref(),
         )
         .await?;
         tx.commit().await?;
-        Ok(changed)
+        Ok(selected_by)
     }
 }
 
-/// Which list of the settings a deleted group disappears from.
+/// Which list of the settings a group belongs in.
 #[derive(Clone, Copy)]
 enum GroupKind {
     User,
     Device,
 }
 
-/// Removes a deleted group from every service that selected it, one config
-/// version per service changed, recorded as a system change.
-async fn remove_group_from_settings(
+impl GroupKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            GroupKind::User => "user",
+            GroupKind::Device => "device",
+        }
+    }
+}
+
+/// Records a deleted group's name, so that entitlements still selecting it can
+/// say which group it was.
+const INSERT_TOMBSTONE: &str = "INSERT INTO deleted_groups (tenant_id, kind, id, name, deleted_at)
+     VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING";
+
+/// The services whose settings select the group.
+async fn services_selecting(
     conn: &mut SqliteConnection,
     tenant_id: &str,
     kind: GroupKind,
     group_id: &str,
 ) -> StoreResult<Vec<String>> {
-    let mut changed = Vec::new();
+    let tenant = tenant_row(conn, tenant_id).await?;
+    let mut selecting = Vec::new();
     for service in SERVICES {
-        let tenant = tenant_row(conn, tenant_id).await?;
         let current = load_settings(conn, &tenant, service).await?;
-        let mut after = current.settings.clone();
-        let removed = match kind {
-            GroupKind::User => after.user_groups.remove(&GroupId(group_id.to_owned())),
-            GroupKind::Device => after
+        let selected = match kind {
+            GroupKind::User => current
+                .settings
+                .user_groups
+                .contains(&GroupId(group_id.to_owned())),
+            GroupKind::Device => current
+                .settings
                 .device_groups
-                .remove(&DeviceGroupId(group_id.to_owned())),
+                .contains(&DeviceGroupId(group_id.to_owned())),
         };
-        if removed {
-            write_settings_version(
-                conn,
-                &tenant,
-                service,
-                &current.settings,
-                &after,
-                SYSTEM_ACTOR,
-                "entitlement.group_removed",
-            )
-            .await?;
-            changed.push(service.id.to_owned());
+        if selected {
+            selecting.push(service.id.to_owned());
         }
     }
-    Ok(changed)
+    Ok(selecting)
 }
 
 /// Tables whose ids `existing_ids` can check.
@@ -527,7 +554,7 @@ impl TenantStore for SqliteStore {
         Ok(())
     }
 
-    async fn create_tenant(&self, new: NewTenant, actor: &str) -> StoreResult<Tenant> {
+    async fn create_tenant(&self, new: NewTenant, actor: &Actor) -> StoreResult<Tenant> {
         let _guard = self.write_lock.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let tenant = Tenant {
@@ -619,7 +646,7 @@ impl TenantStore for SqliteStore {
         &self,
         tenant_id: &str,
         token_hash: &str,
-        actor: &str,
+        actor: &Actor,
     ) -> StoreResult<()> {
         let _guard = self.write_lock.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -649,7 +676,7 @@ impl TenantStore for SqliteStore {
         &self,
         token_hash: &str,
         grant: &TokenGrant,
-        actor: &str,
+        actor: &Actor,
     ) -> StoreResult<()> {
         let _guard = self.write_lock.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -677,7 +704,7 @@ impl TenantStore for SqliteStore {
     }
 
     async fn api_token(&self, token_hash: &str) -> StoreResult<TokenGrant> {
-        let row = sqlx::query("SELECT tenant_id, role, name FROM api_tokens WHERE token_hash = ?")
+        let row = sqlx::query("SELECT substr(token_hash, 1, 16) AS id, tenant_id, role, name FROM api_tokens WHERE token_hash = ?")
             .bind(token_hash)
             .fetch_one(&self.pool)
             .await
@@ -687,6 +714,7 @@ impl TenantStore for SqliteStore {
             role: Role::parse(&role)
                 .ok_or_else(|| StoreError::Corrupt(format!("role {role:?}")))?,
             tenant_id: row.try_get("tenant_id")?,
+            id: row.try_get("id")?,
             name: row.try_get("name")?,
         })
     }
@@ -707,7 +735,7 @@ impl DirectoryStore for SqliteStore {
         tenant_id: &str,
         display_name: &str,
         member_groups: &[String],
-        actor: &str,
+        actor: &Actor,
     ) -> StoreResult<Group> {
         let _guard = self.write_lock.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -783,9 +811,10 @@ impl DirectoryStore for SqliteStore {
         &self,
         tenant_id: &str,
         group_id: &str,
-        actor: &str,
+        actor: &Actor,
+        force: bool,
     ) -> StoreResult<Vec<String>> {
-        self.delete_selectable_group(tenant_id, GroupKind::User, group_id, actor)
+        self.delete_selectable_group(tenant_id, GroupKind::User, group_id, actor, force)
             .await
     }
 
@@ -844,7 +873,12 @@ impl DirectoryStore for SqliteStore {
         group_from_row(&mut conn, &row).await
     }
 
-    async fn create_user(&self, tenant_id: &str, user: NewUser, actor: &str) -> StoreResult<User> {
+    async fn create_user(
+        &self,
+        tenant_id: &str,
+        user: NewUser,
+        actor: &Actor,
+    ) -> StoreResult<User> {
         let _guard = self.write_lock.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let found = existing_ids(
@@ -920,7 +954,7 @@ impl DirectoryStore for SqliteStore {
         tenant_id: &str,
         user_id: &str,
         active: bool,
-        actor: &str,
+        actor: &Actor,
     ) -> StoreResult<User> {
         let _guard = self.write_lock.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -1035,6 +1069,20 @@ impl DirectoryStore for SqliteStore {
         .map(|r| Ok((r.try_get("container_id")?, r.try_get("member_id")?)))
         .collect::<StoreResult<Vec<_>>>()?;
         let device_groups = load_device_groups(&mut tx, tenant_id).await?;
+        let mut deleted_user_groups = Vec::new();
+        let mut deleted_device_groups = Vec::new();
+        for row in sqlx::query("SELECT kind, id, name FROM deleted_groups WHERE tenant_id = ?")
+            .bind(tenant_id)
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            let kind: String = row.try_get("kind")?;
+            let entry = (row.try_get("id")?, row.try_get("name")?);
+            match kind.as_str() {
+                "user" => deleted_user_groups.push(entry),
+                _ => deleted_device_groups.push(entry),
+            }
+        }
         tx.commit().await?;
         Ok(TenantData {
             tenant,
@@ -1043,6 +1091,8 @@ impl DirectoryStore for SqliteStore {
             groups,
             nesting,
             device_groups,
+            deleted_user_groups,
+            deleted_device_groups,
         })
     }
 }
@@ -1074,7 +1124,7 @@ impl DeviceStore for SqliteStore {
         &self,
         tenant_id: &str,
         mut group: DeviceGroup,
-        actor: &str,
+        actor: &Actor,
     ) -> StoreResult<DeviceGroup> {
         let _guard = self.write_lock.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -1114,7 +1164,7 @@ impl DeviceStore for SqliteStore {
         &self,
         tenant_id: &str,
         group: DeviceGroup,
-        actor: &str,
+        actor: &Actor,
     ) -> StoreResult<DeviceGroup> {
         let _guard = self.write_lock.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -1157,9 +1207,10 @@ impl DeviceStore for SqliteStore {
         &self,
         tenant_id: &str,
         group_id: &str,
-        actor: &str,
+        actor: &Actor,
+        force: bool,
     ) -> StoreResult<Vec<String>> {
-        self.delete_selectable_group(tenant_id, GroupKind::Device, group_id, actor)
+        self.delete_selectable_group(tenant_id, GroupKind::Device, group_id, actor, force)
             .await
     }
 
@@ -1198,7 +1249,7 @@ impl DeviceStore for SqliteStore {
         insert_audit(
             &mut tx,
             Some(tenant_id),
-            &user.user_name,
+            &Actor::new(ActorKind::Device, id.as_str(), report.hostname.as_str()),
             "device.enroll",
             &report.hostname,
             None,
@@ -1327,7 +1378,7 @@ impl DeviceStore for SqliteStore {
         &self,
         tenant_id: &str,
         device_id: &str,
-        actor: &str,
+        actor: &Actor,
     ) -> StoreResult<()> {
         let _guard = self.write_lock.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -1437,7 +1488,7 @@ impl ConfigStore for SqliteStore {
 
     async fn config_version(&self, tenant_id: &str, version: i64) -> StoreResult<ConfigVersion> {
         let row = sqlx::query(
-            "SELECT version, service, actor, at, before_json, after_json FROM config_versions
+            "SELECT version, service, actor, actor_kind, actor_id, at, before_json, after_json FROM config_versions
              WHERE tenant_id = ? AND version = ?",
         )
         .bind(tenant_id)
@@ -1455,7 +1506,7 @@ impl ConfigStore for SqliteStore {
         limit: u32,
     ) -> StoreResult<Vec<ConfigVersion>> {
         let rows = sqlx::query(
-            "SELECT version, service, actor, at, before_json, after_json FROM config_versions
+            "SELECT version, service, actor, actor_kind, actor_id, at, before_json, after_json FROM config_versions
              WHERE tenant_id = ? AND (? IS NULL OR service = ?) ORDER BY version DESC LIMIT ?",
         )
         .bind(tenant_id)
@@ -1474,7 +1525,7 @@ impl ConfigStore for SqliteStore {
         before_id: Option<i64>,
     ) -> StoreResult<Vec<(i64, AuditEntry)>> {
         let rows = sqlx::query(
-            "SELECT id, at, actor, action, target, before_json, after_json FROM audit_log
+            "SELECT id, at, actor, actor_kind, actor_id, action, target, before_json, after_json FROM audit_log
              WHERE tenant_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
         )
         .bind(tenant_id)
@@ -1496,7 +1547,7 @@ impl ConfigStore for SqliteStore {
                     row.try_get("id")?,
                     AuditEntry {
                         at: from_ms(row.try_get("at")?)?,
-                        actor: row.try_get("actor")?,
+                        actor: actor_from_row(row)?,
                         action: row.try_get("action")?,
                         target: row.try_get("target")?,
                         before: parse("before_json")?,
@@ -1518,11 +1569,20 @@ impl ConfigStore for SqliteStore {
     }
 }
 
+fn actor_from_row(row: &SqliteRow) -> StoreResult<Actor> {
+    let kind: String = row.try_get("actor_kind")?;
+    Ok(Actor::new(
+        ActorKind::parse(&kind),
+        row.try_get::<String, _>("actor_id")?,
+        row.try_get::<String, _>("actor")?,
+    ))
+}
+
 fn config_version_from_row(row: &SqliteRow) -> StoreResult<ConfigVersion> {
     Ok(ConfigVersion {
         version: row.try_get("version")?,
         service: row.try_get("service")?,
-        actor: row.try_get("actor")?,
+        actor: actor_from_row(row)?,
         at: from_ms(row.try_get("at")?)?,
         before: settings_from_json(row.try_get("before_json")?)?,
         after: settings_from_json(row.try_get("after_json")?)?,
@@ -1547,7 +1607,7 @@ fn account_from_row(row: &SqliteRow) -> StoreResult<Account> {
 
 #[async_trait]
 impl AccountStore for SqliteStore {
-    async fn create_account(&self, new: NewAccount, actor: &str) -> StoreResult<Account> {
+    async fn create_account(&self, new: NewAccount, actor: &Actor) -> StoreResult<Account> {
         let _guard = self.write_lock.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let id = new_id();

@@ -28,7 +28,7 @@ async fn sqlite_keeps_everything_across_a_reopen() {
                     enrollment_key_hash: "ek".into(),
                     scim_token_hash: "st".into(),
                 },
-                "test",
+                &entitle_store::Actor::system(),
             )
             .await
             .expect("tenant");
@@ -39,7 +39,7 @@ async fn sqlite_keeps_everything_across_a_reopen() {
                 logout_on_enable: true,
                 ..Settings::default()
             },
-            actor: "t".into(),
+            actor: entitle_store::Actor::system(),
             action: "entitlement.save",
             check_default_rule: true,
         };

@@ -90,11 +90,7 @@ impl FromRequestParts<AppState> for SignedIn {
 
 impl SignedIn {
     fn caller(&self) -> Caller {
-        Caller {
-            role: self.0.account.role,
-            tenant_id: self.0.account.tenant_id.clone(),
-            name: self.0.account.email.clone(),
-        }
+        Caller::signed_in(&self.0.account)
     }
 
     async fn tenant(&self, state: &AppState, name: &str) -> Result<Tenant, Response> {
@@ -681,18 +677,18 @@ async fn audit_page(
             .await?;
         let versions: Vec<Value> = history
             .iter()
-            .filter(|v| actor_filter.as_ref().is_none_or(|a| v.actor.to_lowercase().contains(a)))
+            .filter(|v| actor_filter.as_ref().is_none_or(|a| v.actor.display().to_lowercase().contains(a)))
             .map(|v| json!({
-                "config_version": v.version, "service": v.service, "actor": v.actor, "at": rfc3339(v.at),
+                "config_version": v.version, "service": v.service, "actor": v.actor.display(), "at": rfc3339(v.at),
                 "before": SettingsJson::from(&v.before), "after": SettingsJson::from(&v.after),
             }))
             .collect();
         let entries = state.store.audit(&tenant.id, 200, None).await?;
         let audit: Vec<Value> = entries
             .iter()
-            .filter(|(_, e)| actor_filter.as_ref().is_none_or(|a| e.actor.to_lowercase().contains(a)))
+            .filter(|(_, e)| actor_filter.as_ref().is_none_or(|a| e.actor.display().to_lowercase().contains(a)))
             .filter(|(_, e)| service_filter.as_ref().is_none_or(|s| &e.target == s))
-            .map(|(_, e)| json!({"at": rfc3339(e.at), "actor": e.actor, "action": e.action, "target": e.target}))
+            .map(|(_, e)| json!({"at": rfc3339(e.at), "actor": e.actor.display(), "action": e.action, "target": e.target}))
             .collect();
         let snapshot = state
             .snapshots

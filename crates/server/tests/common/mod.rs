@@ -96,12 +96,17 @@ impl TestApp {
         let store = db.open().await;
         if !store.has_super_admin().await.expect("query") {
             let grant = TokenGrant {
+                id: String::new(),
                 role: Role::SuperAdmin,
                 tenant_id: None,
                 name: "root".into(),
             };
             store
-                .create_api_token(&secrets::hash_secret(ROOT), &grant, "test")
+                .create_api_token(
+                    &secrets::hash_secret(ROOT),
+                    &grant,
+                    &entitle_store::Actor::system(),
+                )
                 .await
                 .expect("root token");
         }

@@ -6,8 +6,8 @@ use entitle_core::{
     PostureRequirement, PostureValue, Settings, service,
 };
 use entitle_store::{
-    DeviceFilter, MemberKind, NewAccount, NewTenant, NewUser, Role, SaveRequest, ScimGroupWrite,
-    ScimLookup, ScimUserWrite, Store, StoreError, TokenGrant, secrets,
+    Actor, ActorKind, DeviceFilter, MemberKind, NewAccount, NewTenant, NewUser, Role, SaveRequest,
+    ScimGroupWrite, ScimLookup, ScimUserWrite, Store, StoreError, TokenGrant, secrets,
 };
 use time::OffsetDateTime;
 
@@ -19,10 +19,15 @@ async fn tenant(store: &dyn Store, name: &str) -> String {
         scim_token_hash: secrets::hash_secret(&secrets::new_secret("scim")),
     };
     store
-        .create_tenant(new, "test")
+        .create_tenant(new, &tester())
         .await
         .expect("tenant created")
         .id
+}
+
+/// The principal the suite's writes are made by.
+fn tester() -> Actor {
+    Actor::new(ActorKind::ApiToken, "tok-1", "tester")
 }
 
 fn save(service_id: &str, expected: Option<i64>, settings: Settings) -> SaveRequest {
@@ -30,7 +35,7 @@ fn save(service_id: &str, expected: Option<i64>, settings: Settings) -> SaveRequ
         service: service(service_id).expect("known service"),
         expected_version: expected,
         settings,
-        actor: "tester".into(),
+        actor: tester(),
         action: "entitlement.save",
         check_default_rule: true,
     }
@@ -263,7 +268,7 @@ async fn accounts_and_sessions(store: &dyn Store) {
         role: Role::Admin,
     };
     let account = store
-        .create_account(new.clone(), "test")
+        .create_account(new.clone(), &tester())
         .await
         .expect("account");
     assert_eq!(account.email, "Admin@Acme.test");
@@ -274,7 +279,7 @@ async fn accounts_and_sessions(store: &dyn Store) {
                     email: "admin@acme.TEST".into(),
                     ..new
                 },
-                "test"
+                &tester()
             )
             .await,
         Err(StoreError::Duplicate { .. })
@@ -353,7 +358,7 @@ async fn tenants_and_tokens(store: &dyn Store) {
                 enrollment_key_hash: "a".into(),
                 scim_token_hash: "b".into(),
             },
-            "test",
+            &tester(),
         )
         .await;
     assert!(
@@ -361,15 +366,24 @@ async fn tenants_and_tokens(store: &dyn Store) {
         "{duplicate:?}"
     );
     let grant = TokenGrant {
+        id: String::new(),
         role: Role::Viewer,
         tenant_id: Some(id.clone()),
         name: "ci".into(),
     };
     store
-        .create_api_token("hash-1", &grant, "test")
+        .create_api_token("hash-1", &grant, &tester())
         .await
         .expect("token stored");
-    assert_eq!(store.api_token("hash-1").await.expect("token found"), grant);
+    let found = store.api_token("hash-1").await.expect("token found");
+    assert_eq!(
+        (found.role, found.tenant_id, found.name),
+        (grant.role, grant.tenant_id, grant.name)
+    );
+    assert!(
+        !found.id.is_empty(),
+        "a token has a stable id for the audit log"
+    );
     assert!(matches!(
         store.api_token("other").await,
         Err(StoreError::NotFound { .. })
@@ -388,7 +402,7 @@ async fn saves_are_versioned_and_audited(store: &dyn Store) {
         "a tenant created today starts with ZPA off"
     );
     let eng = store
-        .create_group(&t, "Engineering", &[], "test")
+        .create_group(&t, "Engineering", &[], &tester())
         .await
         .expect("group");
     let wanted = Settings {
@@ -415,7 +429,7 @@ async fn saves_are_versioned_and_audited(store: &dyn Store) {
         vec![2, 1]
     );
     assert_eq!(history[1].after, wanted);
-    assert_eq!(history[1].actor, "tester");
+    assert_eq!(history[1].actor, tester());
     let audit = store.audit(&t, 50, None).await.expect("audit");
     assert!(
         audit
@@ -466,7 +480,7 @@ async fn stale_saves_change_nothing(store: &dyn Store) {
 async fn invalid_saves_change_nothing(store: &dyn Store) {
     let t = tenant(store, "invalid").await;
     let eng = store
-        .create_group(&t, "Engineering", &[], "test")
+        .create_group(&t, "Engineering", &[], &tester())
         .await
         .expect("group");
     let groups_while_on = Settings {
@@ -505,7 +519,7 @@ async fn invalid_saves_change_nothing(store: &dyn Store) {
 async fn deleting_a_group_removes_it_from_entitlements(store: &dyn Store) {
     let t = tenant(store, "deletions").await;
     let eng = store
-        .create_group(&t, "Engineering", &[], "test")
+        .create_group(&t, "Engineering", &[], &tester())
         .await
         .expect("group");
     let laptops = store
@@ -525,7 +539,7 @@ async fn deleting_a_group_removes_it_from_entitlements(store: &dyn Store) {
                     .expect("rule"),
                 ],
             },
-            "test",
+            &tester(),
         )
         .await
         .expect("device group");
@@ -542,35 +556,89 @@ async fn deleting_a_group_removes_it_from_entitlements(store: &dyn Store) {
         .save_settings(&t, save("private_access", None, both))
         .await
         .expect("saved");
-    let changed = store
-        .delete_group(&t, &eng.id, "admin")
+    // A group still selected is refused without force, and nothing changes.
+    let refused = store.delete_group(&t, &eng.id, &tester(), false).await;
+    assert!(
+        matches!(&refused, Err(StoreError::InUse { services, .. }) if services == &["private_access".to_owned()]),
+        "{refused:?}"
+    );
+    assert!(
+        store.group(&t, &eng.id).await.is_ok(),
+        "refused delete kept the group"
+    );
+    let refused = store
+        .delete_device_group(&t, laptops.id.as_str(), &tester(), false)
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::InUse { .. })),
+        "{refused:?}"
+    );
+
+    // Forced, both go, and the settings keep them as tombstones that match
+    // nothing: no config version is written, no one gains access.
+    let kept = store
+        .delete_group(&t, &eng.id, &tester(), true)
         .await
         .expect("deleted");
-    assert_eq!(changed, vec!["private_access".to_owned()]);
-    let changed = store
-        .delete_device_group(&t, laptops.id.as_str(), "admin")
+    assert_eq!(kept, vec!["private_access".to_owned()]);
+    let kept = store
+        .delete_device_group(&t, laptops.id.as_str(), &tester(), true)
         .await
         .expect("deleted");
-    assert_eq!(changed, vec!["private_access".to_owned()]);
+    assert_eq!(kept, vec!["private_access".to_owned()]);
     let zpa = service("private_access").expect("zpa");
     let now = store.settings(&t, zpa).await.expect("settings");
-    assert_eq!(now.settings, Settings::default());
-    assert_eq!(now.version, 3);
-    let history = store
-        .history(&t, Some("private_access"), 10)
-        .await
-        .expect("history");
-    assert_eq!(history[0].actor, "system");
+    assert_eq!(now.settings.user_groups, [GroupId(eng.id.clone())].into());
+    assert_eq!(now.settings.device_groups, [laptops.id.clone()].into());
+    assert_eq!(now.version, 1);
     assert!(matches!(
         store.group(&t, &eng.id).await,
         Err(StoreError::NotFound { .. })
     ));
+    let data = store.tenant_data(&t).await.expect("snapshot data");
+    assert_eq!(
+        data.deleted_user_groups,
+        vec![(eng.id.clone(), "Engineering".to_owned())]
+    );
+    assert_eq!(
+        data.deleted_device_groups,
+        vec![(laptops.id.0.clone(), "Laptops".to_owned())]
+    );
+    let audit = store.audit(&t, 10, None).await.expect("audit");
+    let (_, last) = &audit[0];
+    assert_eq!(last.action, "device_group.delete");
+    assert_eq!(
+        last.actor,
+        tester(),
+        "the principal, not a name, is recorded"
+    );
+
+    // Saving another field keeps the tombstones; selecting them anew is refused.
+    let other_field = Settings {
+        logout_on_enable: true,
+        ..now.settings.clone()
+    };
+    store
+        .save_settings(&t, save("private_access", Some(1), other_field))
+        .await
+        .expect("a save that keeps a deleted group is accepted");
+    let readd = Settings {
+        device_groups: [laptops.id.clone()].into(),
+        ..Settings::default()
+    };
+    let refused = store
+        .save_settings(&t, save("digital_experience", None, readd))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Invalid(_))),
+        "{refused:?}"
+    );
 }
 
 async fn users_groups_and_devices(store: &dyn Store) {
     let t = tenant(store, "people").await;
     let platform = store
-        .create_group(&t, "Platform", &[], "test")
+        .create_group(&t, "Platform", &[], &tester())
         .await
         .expect("group");
     let eng = store
@@ -578,12 +646,12 @@ async fn users_groups_and_devices(store: &dyn Store) {
             &t,
             "Engineering",
             std::slice::from_ref(&platform.id),
-            "test",
+            &tester(),
         )
         .await
         .expect("group");
     assert_eq!(eng.member_groups, vec![platform.id.clone()]);
-    let dup = store.create_group(&t, "engineering", &[], "test").await;
+    let dup = store.create_group(&t, "engineering", &[], &tester()).await;
     assert!(matches!(dup, Err(StoreError::Duplicate { .. })), "{dup:?}");
     let ada = store
         .create_user(
@@ -593,7 +661,7 @@ async fn users_groups_and_devices(store: &dyn Store) {
                 display_name: None,
                 groups: vec![platform.id.clone()],
             },
-            "test",
+            &tester(),
         )
         .await
         .expect("user");
@@ -605,7 +673,7 @@ async fn users_groups_and_devices(store: &dyn Store) {
                 display_name: None,
                 groups: vec![],
             },
-            "test",
+            &tester(),
         )
         .await;
     assert!(matches!(dup, Err(StoreError::Duplicate { .. })), "{dup:?}");
@@ -617,7 +685,7 @@ async fn users_groups_and_devices(store: &dyn Store) {
                 display_name: None,
                 groups: vec!["ghost".into()],
             },
-            "test",
+            &tester(),
         )
         .await;
     assert!(
@@ -723,12 +791,12 @@ async fn users_groups_and_devices(store: &dyn Store) {
     assert_eq!(data.users[0].groups, vec![platform.id.clone()]);
     assert_eq!(data.nesting, vec![(eng.id.clone(), platform.id.clone())]);
     let inactive = store
-        .set_user_active(&t, &ada.id, false, "directory")
+        .set_user_active(&t, &ada.id, false, &Actor::directory())
         .await
         .expect("deactivated");
     assert!(!inactive.active);
     store
-        .delete_device(&t, &device.id, "admin")
+        .delete_device(&t, &device.id, &tester())
         .await
         .expect("deleted");
     assert!(matches!(
@@ -741,7 +809,7 @@ async fn tenants_do_not_see_each_other(store: &dyn Store) {
     let a = tenant(store, "tenant-a").await;
     let b = tenant(store, "tenant-b").await;
     let group = store
-        .create_group(&a, "Secret", &[], "test")
+        .create_group(&a, "Secret", &[], &tester())
         .await
         .expect("group");
     assert!(matches!(
@@ -768,7 +836,7 @@ async fn tenants_do_not_see_each_other(store: &dyn Store) {
         "{refused:?}"
     );
     assert!(matches!(
-        store.delete_group(&b, &group.id, "x").await,
+        store.delete_group(&b, &group.id, &tester(), true).await,
         Err(StoreError::NotFound { .. })
     ));
 }
