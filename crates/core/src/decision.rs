@@ -21,6 +21,8 @@ pub enum Reason {
     NotInUserGroups,
     /// The device is in none of the selected device groups.
     NotInDeviceGroups,
+    /// The device waits for an administrator's approval: no group-based service.
+    PendingApproval,
 }
 
 impl Reason {
@@ -33,6 +35,7 @@ impl Reason {
         Reason::GroupMatch,
         Reason::NotInUserGroups,
         Reason::NotInDeviceGroups,
+        Reason::PendingApproval,
     ];
 
     /// The stable wire code.
@@ -45,6 +48,7 @@ impl Reason {
             Reason::GroupMatch => "group_match",
             Reason::NotInUserGroups => "not_in_user_groups",
             Reason::NotInDeviceGroups => "not_in_device_groups",
+            Reason::PendingApproval => "pending_approval",
         }
     }
 }
@@ -62,6 +66,8 @@ pub struct Subject<'a> {
     pub device_groups: &'a BTreeSet<DeviceGroupId>,
     /// The client version the device runs.
     pub client_version: ClientVersion,
+    /// The device waits for an administrator's approval.
+    pub pending_approval: bool,
 }
 
 /// Display names of groups, so that explanations speak of "Engineering", not ids.
@@ -167,6 +173,18 @@ pub fn evaluate(
             Reason::NoGroupsSelected,
             format!(
                 "\"Enabled by Default\" is off and no group is selected, so {name} is disabled for everyone."
+            ),
+        );
+    }
+
+    // Approval gates only what groups grant: a service on for everyone is on
+    // for an unapproved device too, as it would be for any user.
+    if subject.pending_approval {
+        return plain(
+            false,
+            Reason::PendingApproval,
+            format!(
+                "The device waits for an administrator's approval, so {name} (granted by groups) is disabled until then."
             ),
         );
     }
@@ -345,6 +363,7 @@ mod tests {
             user_groups: &user_groups,
             device_groups: &device_groups,
             client_version: v(case.version),
+            pending_approval: false,
         };
         let def = service(case.service).expect("known service");
         let decision = evaluate(def, &settings, &subject, &NoNames);
@@ -573,6 +592,7 @@ mod tests {
             user_groups: &groups,
             device_groups: &devices,
             client_version: v("1.0"),
+            pending_approval: false,
         };
         for def in crate::SERVICES {
             let settings = Settings {
@@ -604,6 +624,49 @@ mod tests {
     }
 
     #[test]
+    fn a_pending_device_gets_only_what_is_on_for_everyone() {
+        let groups = ids::<GroupId>(&["eng"]);
+        let devices = ids::<DeviceGroupId>(&["laptops"]);
+        let pending = Subject {
+            user_name: "ada",
+            user_active: true,
+            user_groups: &groups,
+            device_groups: &devices,
+            client_version: v("4.0"),
+            pending_approval: true,
+        };
+        let zpa = service("private_access").expect("zpa");
+        let by_groups = Settings {
+            user_groups: groups.clone(),
+            device_groups: devices.clone(),
+            ..Settings::default()
+        };
+        let decision = evaluate(zpa, &by_groups, &pending, &NoNames);
+        assert_eq!(
+            (decision.enabled, decision.reason),
+            (false, Reason::PendingApproval)
+        );
+        let for_everyone = Settings {
+            enabled_by_default: true,
+            ..Settings::default()
+        };
+        let decision = evaluate(zpa, &for_everyone, &pending, &NoNames);
+        assert_eq!(
+            (decision.enabled, decision.reason),
+            (true, Reason::EnabledByDefault)
+        );
+        let approved = Subject {
+            pending_approval: false,
+            ..pending
+        };
+        let decision = evaluate(zpa, &by_groups, &approved, &NoNames);
+        assert_eq!(
+            (decision.enabled, decision.reason),
+            (true, Reason::GroupMatch)
+        );
+    }
+
+    #[test]
     fn a_deleted_group_matches_nothing_and_is_named() {
         let settings = Settings {
             enabled_by_default: false,
@@ -620,6 +683,7 @@ mod tests {
             user_groups: &user_in,
             device_groups: &device_in,
             client_version: v("4.0"),
+            pending_approval: false,
         };
         let zpa = service("private_access").expect("zpa");
         let decision = evaluate(zpa, &settings, &subject, &Names);
@@ -667,6 +731,7 @@ mod tests {
             user_groups: &user_in,
             device_groups: &device_in,
             client_version: v("4.0"),
+            pending_approval: false,
         };
         let zpa = service("private_access").expect("zpa");
         let decision = evaluate(zpa, &settings, &subject, &Names);
@@ -743,6 +808,7 @@ mod tests {
                 user_groups: &user_in,
                 device_groups: &device_in,
                 client_version,
+                pending_approval: false,
             };
             let decision = evaluate(def, &settings, &subject, &NoNames);
             let legacy_always = match def.legacy {

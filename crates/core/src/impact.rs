@@ -111,6 +111,7 @@ mod tests {
             user_groups: groups,
             device_groups: &none_d,
             client_version: version,
+            pending_approval: false,
         };
         let population = vec![
             PopulationEntry {

@@ -97,6 +97,7 @@ fn bench_evaluate(decisions: u64) {
         user_groups: &user_groups,
         device_groups: &device_groups,
         client_version: ClientVersion::new([4, 3, 0, 120], 4),
+        pending_approval: false,
     };
     let started = Instant::now();
     let mut enabled = 0u64;

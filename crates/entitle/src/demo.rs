@@ -504,7 +504,7 @@ pub async fn seed(store: &dyn Store) -> anyhow::Result<bool> {
             secrets::new_secret("ent_device")
         };
         store
-            .enroll_device(t, &user, &secrets::hash_secret(&token), &report, now)
+            .enroll_device(t, &user, &secrets::hash_secret(&token), &report, now, None)
             .await?;
         if let Some(version) = phone {
             let os = if index % 2 == 0 { Os::Ios } else { Os::Android };
@@ -522,6 +522,7 @@ pub async fn seed(store: &dyn Store) -> anyhow::Result<bool> {
                     &secrets::hash_secret(&secrets::new_secret("ent_device")),
                     &report,
                     now,
+                    None,
                 )
                 .await?;
         }

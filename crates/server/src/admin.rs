@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use entitle_core::{
-    DeviceGroupId, IMPACT_SAMPLE_SIZE, PopulationEntry, SERVICES, ServiceDef, Settings,
-    effective_device_groups, impact, service,
+    DeviceGroupId, IMPACT_SAMPLE_SIZE, PopulationEntry, SERVICES, ServiceDef, Settings, impact,
+    service,
 };
 use entitle_store::{
     DeviceFilter, NewTenant, NewUser, Role, SaveRequest, StoreError, Tenant, TokenGrant, User,
@@ -92,7 +92,9 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/tenants/{tenant}/devices", get(list_devices))
         .route(
             "/api/v1/tenants/{tenant}/devices/{id}",
-            get(get_device).delete(delete_device),
+            get(get_device)
+                .delete(delete_device)
+                .patch(crate::enrollment::change_device),
         )
         .route("/api/v1/tenants/{tenant}/audit", get(audit))
         .route(
@@ -849,14 +851,14 @@ pub(crate) async fn preview(
     });
     let device_groups: Vec<_> = devices
         .iter()
-        .map(|d| effective_device_groups(snapshot.device_groups(), &d.report))
+        .map(|d| snapshot.device_groups_of(d))
         .collect();
     let population = devices
         .iter()
         .zip(&device_groups)
         .map(|(device, groups)| PopulationEntry {
             hostname: &device.report.hostname,
-            subject: snapshot.subject(&device.user_id, &device.user_name, &device.report, groups),
+            subject: snapshot.subject(device, groups),
         });
     let result = impact(
         service,
@@ -1017,7 +1019,7 @@ pub struct DevicePage {
     pub next_cursor: Option<String>,
 }
 
-fn device_json(
+pub(crate) fn device_json(
     device: &entitle_store::Device,
     device_groups: Vec<String>,
     entitlements: Option<BTreeMap<String, DecisionJson>>,
@@ -1029,7 +1031,14 @@ fn device_json(
         hostname: report.hostname,
         os: report.os,
         client_version: report.client_version,
-        ownership: report.ownership,
+        ownership: device.decision_report().ownership.as_str().to_owned(),
+        reported_ownership: report.ownership,
+        ownership_attested_by: device
+            .attested_ownership
+            .as_ref()
+            .map(|a| a.by.as_str().to_owned()),
+        ownership_conflict: device.ownership_conflict(),
+        pending_approval: device.pending_approval,
         posture: report.posture,
         device_groups,
         enrolled_at: rfc3339(device.enrolled_at),
@@ -1069,7 +1078,7 @@ pub(crate) async fn list_devices(
         .items
         .iter()
         .map(|d| {
-            let groups = effective_device_groups(snapshot.device_groups(), &d.report);
+            let groups = snapshot.device_groups_of(d);
             device_json(d, groups.into_iter().map(|g| g.0).collect(), None)
         })
         .collect();
@@ -1093,7 +1102,7 @@ pub(crate) async fn get_device(
         .snapshots
         .at_least(&tenant.id, tenant.data_version)
         .await?;
-    let decisions = snapshot.decide(&device.user_id, &device.user_name, &device.report);
+    let decisions = snapshot.decide(&device);
     let entitlements = decisions
         .services
         .iter()

@@ -9,7 +9,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use entitle_core::DeviceReport;
-use entitle_store::{AuthenticatedDevice, Device, StoreError, secrets};
+use entitle_core::GroupNames;
+use entitle_store::{
+    Actor, ActorKind, AuthenticatedDevice, Device, DeviceMove, StoreError, secrets,
+};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -74,9 +77,9 @@ pub(crate) async fn enroll(
 
 async fn enroll_device(state: &AppState, body: EnrollBody) -> ApiResult<Response> {
     let report = body.device.parse()?;
-    let tenant = state
+    let grant = state
         .store
-        .tenant_by_enrollment_key(&secrets::hash_secret(body.enrollment_key.trim()))
+        .enrollment_grant(&secrets::hash_secret(body.enrollment_key.trim()))
         .await
         .map_err(|e| match e {
             StoreError::NotFound { .. } => ApiError::new(
@@ -86,6 +89,12 @@ async fn enroll_device(state: &AppState, body: EnrollBody) -> ApiResult<Response
             ),
             other => other.into(),
         })?;
+    if let Some(key) = &grant.key
+        && let Some(reason) = key.unusable(OffsetDateTime::now_utc())
+    {
+        return Err(StoreError::KeyUnusable { reason }.into());
+    }
+    let tenant = &grant.tenant;
     let not_provisioned = |why: &str| {
         ApiError::new(
             StatusCode::FORBIDDEN,
@@ -115,6 +124,7 @@ async fn enroll_device(state: &AppState, body: EnrollBody) -> ApiResult<Response
             &secrets::hash_secret(&token),
             &report,
             OffsetDateTime::now_utc(),
+            grant.key.as_ref(),
         )
         .await?;
     tracing::info!(tenant = %tenant.id, device_id = %device.id, user = %user.user_name, "device enrolled");
@@ -122,13 +132,7 @@ async fn enroll_device(state: &AppState, body: EnrollBody) -> ApiResult<Response
         .snapshots
         .at_least(&tenant.id, tenant.data_version)
         .await?;
-    let policy = snapshot.policy(
-        &device.id,
-        &device.user_id,
-        &device.user_name,
-        &device.report,
-        state.config.poll_interval_s,
-    );
+    let policy = snapshot.policy(&device, state.config.poll_interval_s);
     let body = Enrolled {
         device_id: device.id,
         device_token: token,
@@ -249,12 +253,13 @@ pub(crate) async fn begin_sync(state: &AppState, request: SyncRequest) -> ApiRes
     // Writes only what changed, and the sync time at most every minute, so that a
     // fleet of unchanged devices does not turn every poll into a disk write.
     if report != device.report {
+        let moved = device_move(state, &device, &report, data_version).await?;
         state
             .store
-            .record_sync(&device.id, Some(&report), now)
+            .record_sync(&device.id, Some(&report), now, moved.as_ref())
             .await?;
     } else if now - device.last_sync_at > time::Duration::minutes(1) {
-        state.store.record_sync(&device.id, None, now).await?;
+        state.store.record_sync(&device.id, None, now, None).await?;
     }
     device.report = report;
 
@@ -374,6 +379,48 @@ async fn authenticate(state: &AppState, token_hash: &str) -> ApiResult<Authentic
         })
 }
 
+/// The audit record of a new report that moves the device between device
+/// groups, which changes what it may get; `None` when its groups stay.
+async fn device_move(
+    state: &AppState,
+    device: &Device,
+    report: &DeviceReport,
+    data_version: i64,
+) -> ApiResult<Option<DeviceMove>> {
+    let snapshot = state
+        .snapshots
+        .at_least(&device.tenant_id, data_version)
+        .await?;
+    let before = snapshot.device_groups_of(device);
+    let after = snapshot.device_groups_of(&Device {
+        report: report.clone(),
+        ..device.clone()
+    });
+    if before == after {
+        return Ok(None);
+    }
+    let names = |groups: &std::collections::BTreeSet<entitle_core::DeviceGroupId>| {
+        groups
+            .iter()
+            .map(|id| {
+                GroupNames::device_group(&*snapshot, id)
+                    .unwrap_or(id.as_str())
+                    .to_owned()
+            })
+            .collect()
+    };
+    Ok(Some(DeviceMove {
+        tenant_id: device.tenant_id.clone(),
+        actor: Actor::new(
+            ActorKind::Device,
+            device.id.as_str(),
+            report.hostname.as_str(),
+        ),
+        before: names(&before),
+        after: names(&after),
+    }))
+}
+
 /// The policy of a held device after a wake-up, for the report it sent. The
 /// device is read again because it may have been removed meanwhile, which
 /// revokes its token.
@@ -399,13 +446,7 @@ async fn current_policy(
         .snapshots
         .at_least(&device.tenant_id, data_version)
         .await?;
-    Ok(snapshot.policy(
-        &device.id,
-        &device.user_id,
-        &device.user_name,
-        &device.report,
-        state.config.poll_interval_s,
-    ))
+    Ok(snapshot.policy(device, state.config.poll_interval_s))
 }
 
 fn same_etag(held: Option<&str>, current: &str) -> bool {

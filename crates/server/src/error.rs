@@ -116,6 +116,16 @@ impl From<StoreError> for ApiError {
                     ),
                 )
             }
+            StoreError::KeyUnusable { .. } => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_enrollment_key",
+                error.to_string(),
+            ),
+            StoreError::TooManyMembers { .. } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_many_members",
+                error.to_string(),
+            ),
             StoreError::Cycle { .. } => ApiError::unprocessable("group_cycle", error.to_string()),
             StoreError::Corrupt(_) | StoreError::Database(_) | StoreError::Migrate(_) => {
                 // Internals stay in the log; the caller learns only that it was not their fault.

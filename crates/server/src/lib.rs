@@ -7,6 +7,7 @@ mod admin;
 mod agent;
 mod auth;
 mod directory;
+mod enrollment;
 mod error;
 mod extract;
 mod lane;
@@ -53,6 +54,9 @@ pub use state::{AppState, ServerConfig};
         admin::history, admin::rollback,
         admin::list_devices, admin::get_device, admin::delete_device,
         admin::audit, admin::directory_status,
+        enrollment::create_key, enrollment::list_keys, enrollment::revoke_key,
+        enrollment::change_device, enrollment::approve_devices, enrollment::get_approval,
+        enrollment::set_approval,
         agent::enroll, agent::sync,
     ),
     modifiers(&BearerAuth),
@@ -136,6 +140,7 @@ impl Server {
         let router = Router::new()
             .merge(admin::router())
             .merge(agent::router())
+            .merge(enrollment::router())
             .merge(ops::router())
             .merge(portal::router())
             .merge(scim::router())

@@ -91,6 +91,9 @@ impl From<StoreError> for Failure {
             StoreError::UnknownMembers { ids } => {
                 ScimError::invalid_value(format!("unknown members: {}", ids.join(", ")))
             }
+            too_many @ StoreError::TooManyMembers { .. } => {
+                ScimError::new(413, None, too_many.to_string())
+            }
             StoreError::Cycle { container, member } => ScimError::invalid_value(format!(
                 "group {member} cannot be a member of {container}: {container} is already inside it"
             )),

@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use entitle_core::{
-    Decision, DeviceGroup, DeviceGroupId, DeviceReport, GroupGraph, GroupId, GroupNames, SERVICES,
-    ServiceDef, Subject, effective_device_groups, evaluate,
+    Decision, DeviceGroup, DeviceGroupId, GroupGraph, GroupId, GroupNames, SERVICES, ServiceDef,
+    Subject, effective_device_groups, evaluate,
 };
-use entitle_store::{Change, Store, StoreResult, StoredSettings, Tenant, TenantData};
+use entitle_store::{Change, Device, Store, StoreResult, StoredSettings, Tenant, TenantData};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, watch};
 
@@ -126,9 +126,11 @@ impl TenantSnapshot {
         &self.device_groups
     }
 
-    /// Decides every service for a user's device.
-    pub fn decide(&self, user_id: &str, user_name: &str, report: &DeviceReport) -> DeviceDecisions {
-        let device_groups = effective_device_groups(&self.device_groups, report);
+    /// Decides every service for a device: with its attested ownership in
+    /// place of the reported one, and its approval state.
+    pub fn decide(&self, device: &Device) -> DeviceDecisions {
+        let report = device.decision_report();
+        let device_groups = effective_device_groups(&self.device_groups, &report);
         let services = SERVICES
             .iter()
             .filter_map(|service| {
@@ -136,7 +138,7 @@ impl TenantSnapshot {
                 let decision = evaluate(
                     service,
                     &stored.settings,
-                    &self.subject(user_id, user_name, report, &device_groups),
+                    &self.subject(device, &device_groups),
                     self,
                 );
                 Some((service, decision))
@@ -148,36 +150,33 @@ impl TenantSnapshot {
         }
     }
 
-    /// The subject of a decision for a user's device.
+    /// The device groups a device belongs to, by its decision report.
+    pub fn device_groups_of(&self, device: &Device) -> BTreeSet<DeviceGroupId> {
+        effective_device_groups(&self.device_groups, &device.decision_report())
+    }
+
+    /// The subject of a decision for a device in `device_groups`.
     pub fn subject<'a>(
         &'a self,
-        user_id: &str,
-        user_name: &'a str,
-        report: &DeviceReport,
+        device: &'a Device,
         device_groups: &'a BTreeSet<DeviceGroupId>,
     ) -> Subject<'a> {
         static NO_GROUPS: BTreeSet<GroupId> = BTreeSet::new();
         // A user missing from the snapshot was deleted a moment ago: treat as inactive.
-        let user = self.users.get(user_id);
+        let user = self.users.get(&device.user_id);
         Subject {
-            user_name: user.map_or(user_name, |u| u.user_name.as_str()),
+            user_name: user.map_or(device.user_name.as_str(), |u| u.user_name.as_str()),
             user_active: user.is_some_and(|u| u.active),
             user_groups: user.map_or(&NO_GROUPS, |u| &u.effective_groups),
             device_groups,
-            client_version: report.client_version,
+            client_version: device.report.client_version,
+            pending_approval: device.pending_approval,
         }
     }
 
     /// The policy a device gets.
-    pub fn policy(
-        &self,
-        device_id: &str,
-        user_id: &str,
-        user_name: &str,
-        report: &DeviceReport,
-        poll_interval_s: u64,
-    ) -> PolicyJson {
-        let decisions = self.decide(user_id, user_name, report);
+    pub fn policy(&self, device: &Device, poll_interval_s: u64) -> PolicyJson {
+        let decisions = self.decide(device);
         let services: BTreeMap<String, ServicePolicyJson> = decisions
             .services
             .iter()
@@ -200,7 +199,7 @@ impl TenantSnapshot {
             config_version: self.tenant.config_version,
             poll_interval_s,
             tenant: self.tenant.id.clone(),
-            device_id: device_id.to_owned(),
+            device_id: device.id.clone(),
             services,
         }
     }

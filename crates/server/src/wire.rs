@@ -243,8 +243,19 @@ pub struct DeviceJson {
     pub os: String,
     /// Client version.
     pub client_version: String,
-    /// corporate or personal.
+    /// corporate or personal: the attested ownership when there is one, else
+    /// what the device reports. This is what device groups match.
     pub ownership: String,
+    /// What the device itself reports.
+    pub reported_ownership: String,
+    /// Who vouched for `ownership`: `enrollment_key`, `admin`, or null when it
+    /// is only self-reported.
+    pub ownership_attested_by: Option<String>,
+    /// The device reports an ownership that contradicts the attested one (the
+    /// report is ignored).
+    pub ownership_conflict: bool,
+    /// Waiting for an administrator's approval: no group-based service.
+    pub pending_approval: bool,
     /// Posture facts.
     #[schema(value_type = Object)]
     pub posture: BTreeMap<String, Value>,

@@ -240,6 +240,192 @@ async fn a_token_cannot_pose_as_the_system(db: Database) {
     }
 }
 
+async fn enroll_with(app: &TestApp, key: &str, hostname: &str, ownership: &str) -> common::Answer {
+    app.post(
+        "/agent/v1/enroll",
+        "",
+        json!({"enrollment_key": key, "user_name": "ada",
+               "device": report(hostname, "macos", "4.0", ownership, true)}),
+    )
+    .await
+}
+
+async fn ownership_comes_from_the_key_not_the_device(db: Database) {
+    let app = TestApp::start(&db).await;
+    let t = app.tenant("acme").await;
+    let eng = t.group(&app, "Engineering", &[]).await;
+    t.user(&app, "ada", &[&eng]).await;
+    let corporate = t
+        .device_group(
+            &app,
+            json!({"name": "Corporate", "os": [], "ownership": ["corporate"], "posture": []}),
+        )
+        .await;
+    t.save(
+        &app,
+        "private_access",
+        settings(false, &[&eng], &[&corporate]),
+    )
+    .await;
+    let created = app
+        .post(
+            &t.path("/enrollment-keys"),
+            &t.admin,
+            json!({"name": "BYOD", "ownership": "personal", "max_uses": 1}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let key = created.body["enrollment_key"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let key_id = created.body["id"].as_str().unwrap_or_default().to_owned();
+
+    // Before, a user reporting "corporate" received Private Applications.
+    let enrolled = enroll_with(&app, &key, "my-own-mac", "corporate").await;
+    assert_eq!(enrolled.status, StatusCode::CREATED, "{:?}", enrolled.body);
+    let zpa = &enrolled.body["policy"]["services"]["private_access"];
+    assert_eq!(zpa["enabled"], false, "{zpa}");
+    let id = enrolled.body["device_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let device = app.get(&t.path(&format!("/devices/{id}")), &t.admin).await;
+    assert_eq!(device.body["ownership"], "personal");
+    assert_eq!(device.body["reported_ownership"], "corporate");
+    assert_eq!(device.body["ownership_attested_by"], "enrollment_key");
+    assert_eq!(device.body["ownership_conflict"], true);
+
+    // The key was for one device only, and a revoked key opens nothing.
+    let second = enroll_with(&app, &key, "another", "personal").await;
+    assert_eq!(second.status, StatusCode::UNAUTHORIZED, "{:?}", second.body);
+    let revoked = app
+        .call(
+            Method::DELETE,
+            &t.path(&format!("/enrollment-keys/{key_id}")),
+            Some(&t.admin),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK, "{:?}", revoked.body);
+    assert_eq!(revoked.body["usable"], false);
+    let listed = app.get(&t.path("/enrollment-keys"), &t.admin).await;
+    assert!(
+        !listed.body.to_string().contains(&key),
+        "the list never shows the secret"
+    );
+
+    // An administrator can attest otherwise; the device then gets the service.
+    let attested = app
+        .call(
+            Method::PATCH,
+            &t.path(&format!("/devices/{id}")),
+            Some(&t.admin),
+            Some(json!({"ownership": "corporate"})),
+            &[],
+        )
+        .await;
+    assert_eq!(attested.status, StatusCode::OK, "{:?}", attested.body);
+    assert_eq!(attested.body["ownership_attested_by"], "admin");
+    assert_eq!(
+        attested.body["entitlements"]["private_access"]["enabled"],
+        true
+    );
+    let audit = app.get(&t.path("/audit?limit=1"), &t.admin).await;
+    assert_eq!(audit.body["items"][0]["action"], "device.attest_ownership");
+}
+
+async fn approval_mode_holds_new_devices(db: Database) {
+    let app = TestApp::start(&db).await;
+    let t = app.tenant("acme").await;
+    let eng = t.group(&app, "Engineering", &[]).await;
+    t.user(&app, "ada", &[&eng]).await;
+    t.save(&app, "private_access", settings(false, &[&eng], &[]))
+        .await;
+    let on = app
+        .call(
+            Method::PUT,
+            &t.path("/device-approval"),
+            Some(&t.admin),
+            Some(json!({"device_approval": true})),
+            &[],
+        )
+        .await;
+    assert_eq!(on.status, StatusCode::OK, "{:?}", on.body);
+    let (id, token, policy) = t
+        .enroll(
+            &app,
+            "ada",
+            report("ada-mbp", "macos", "4.0", "corporate", true),
+        )
+        .await;
+    let zpa = &policy["services"]["private_access"];
+    assert_eq!(zpa["enabled"], false, "{zpa}");
+    assert_eq!(zpa["reason"], "pending_approval");
+    // What is on for everyone stays on.
+    assert_eq!(policy["services"]["internet_access"]["enabled"], true);
+
+    let viewer = app
+        .post(
+            &t.path("/tokens"),
+            &t.admin,
+            json!({"name": "v", "role": "viewer"}),
+        )
+        .await;
+    let viewer = viewer.body["token"].as_str().unwrap_or_default().to_owned();
+    let refused = app
+        .post(&t.path("/devices/approve"), &viewer, json!({"ids": [id]}))
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+
+    let approved = app
+        .post(
+            &t.path("/devices/approve"),
+            &t.admin,
+            json!({"ids": [id, "00000000-0000-0000-0000-000000000000"]}),
+        )
+        .await;
+    assert_eq!(approved.status, StatusCode::OK, "{:?}", approved.body);
+    assert_eq!(approved.body["approved"], json!([id]));
+    assert_eq!(approved.body["not_found"].as_array().map(Vec::len), Some(1));
+    let after = sync(
+        &app,
+        &token,
+        &report("ada-mbp", "macos", "4.0", "corporate", true),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(after.body["services"]["private_access"]["enabled"], true);
+}
+
+async fn a_report_that_moves_a_device_is_audited(db: Database) {
+    let s = scenario(&db).await;
+    // The laptop turns into something that is no longer macOS: it leaves Temp laptops.
+    let moved = sync(
+        &s.app,
+        &s.laptop_token,
+        &report("ada-mbp", "windows", "4.0", "corporate", true),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(moved.status, StatusCode::OK);
+    let audit = s.app.get(&s.t.path("/audit?limit=1"), &s.t.admin).await;
+    let entry = &audit.body["items"][0];
+    assert_eq!(entry["action"], "device.groups_changed", "{entry}");
+    assert_eq!(entry["principal"]["kind"], "device");
+    assert_eq!(entry["before"]["device_groups"], json!(["Temp laptops"]));
+    assert_eq!(entry["after"]["device_groups"], json!([]));
+}
+
+on_both_backends!(
+    ownership_comes_from_the_key_not_the_device,
+    approval_mode_holds_new_devices,
+    a_report_that_moves_a_device_is_audited,
+);
+
 on_both_backends!(
     deleting_a_selected_device_group_never_widens_access,
     a_group_deleted_by_the_directory_never_widens_access,

@@ -190,3 +190,29 @@ pub(crate) fn device_group_from_row(
 fn decode<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
+
+/// Attested ownership from its two columns; both or neither are set.
+pub(crate) fn attested_from_columns(
+    ownership: Option<String>,
+    by: Option<String>,
+) -> Result<Option<crate::Attested>, StoreError> {
+    let (Some(ownership), Some(by)) = (ownership, by) else {
+        return Ok(None);
+    };
+    let ownership = entitle_core::Ownership::parse(&ownership)
+        .map_err(|_| StoreError::Corrupt(format!("attested ownership {ownership:?}")))?;
+    let by = crate::AttestedBy::parse(&by)
+        .ok_or_else(|| StoreError::Corrupt(format!("attested by {by:?}")))?;
+    Ok(Some(crate::Attested { ownership, by }))
+}
+
+/// An ownership column, if set.
+pub(crate) fn ownership_from_column(
+    text: Option<String>,
+) -> Result<Option<entitle_core::Ownership>, StoreError> {
+    text.map(|t| {
+        entitle_core::Ownership::parse(&t)
+            .map_err(|_| StoreError::Corrupt(format!("ownership {t:?}")))
+    })
+    .transpose()
+}

@@ -13,7 +13,7 @@ pub mod testing;
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use entitle_core::{DeviceGroup, DeviceReport, SaveError, ServiceDef, Settings};
+use entitle_core::{DeviceGroup, DeviceReport, Ownership, SaveError, ServiceDef, Settings};
 use time::OffsetDateTime;
 
 pub use codec::{device_group_to_json, report_to_json, settings_to_json};
@@ -93,6 +93,22 @@ pub enum StoreError {
         /// The ids that were not found.
         ids: Vec<String>,
     },
+    /// The enrollment key is expired, used up or revoked.
+    #[error("the enrollment key {reason}; ask your administrator for a new one")]
+    KeyUnusable {
+        /// Why, as words that follow "the enrollment key".
+        reason: &'static str,
+    },
+    /// One request names more group members than a write may carry.
+    #[error(
+        "a request may name at most {max} group members, not {count}; send the rest in further requests"
+    )]
+    TooManyMembers {
+        /// How many the request named.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A group id given as a member does not exist in the tenant.
     #[error("unknown groups: {}", .ids.join(", "))]
     UnknownGroups {
@@ -108,6 +124,115 @@ pub enum StoreError {
     /// Migrations could not be applied.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// The most members one directory write may name. Resolving them holds the
+/// tenant's write lock, so an unbounded list would stall every other write.
+pub const MAX_MEMBERS_PER_WRITE: usize = 10_000;
+
+/// Refuses a write naming more members than [`MAX_MEMBERS_PER_WRITE`].
+pub(crate) fn check_member_count(ids: &[String]) -> StoreResult<()> {
+    if ids.len() > MAX_MEMBERS_PER_WRITE {
+        return Err(StoreError::TooManyMembers {
+            count: ids.len(),
+            max: MAX_MEMBERS_PER_WRITE,
+        });
+    }
+    Ok(())
+}
+
+/// Sorts member ids, in their order, into users and groups by the kinds the
+/// database found (`user` or `group`); ids it did not find are an error.
+pub(crate) fn split_members(
+    ids: &[String],
+    kinds: &std::collections::HashMap<String, String>,
+) -> StoreResult<(Vec<String>, Vec<String>)> {
+    let (mut users, mut groups, mut unknown) = (Vec::new(), Vec::new(), Vec::new());
+    for id in ids {
+        match kinds.get(id).map(String::as_str) {
+            Some("user") => users.push(id.clone()),
+            Some(_) => groups.push(id.clone()),
+            None => unknown.push(id.clone()),
+        }
+    }
+    if !unknown.is_empty() {
+        return Err(StoreError::UnknownMembers { ids: unknown });
+    }
+    Ok((users, groups))
+}
+
+/// The audit entry of a directory update of a user: the action (activation
+/// first, since it decides every service) and the fields that changed, before
+/// and after; `None` when none of them changed.
+pub(crate) fn user_update_audit(
+    before: (&str, Option<&str>, bool),
+    after: &ScimUserWrite,
+) -> Option<(&'static str, serde_json::Value, serde_json::Value)> {
+    let (old_name, old_display, old_active) = before;
+    let mut was = serde_json::Map::new();
+    let mut now = serde_json::Map::new();
+    if old_name != after.user_name {
+        was.insert("user_name".into(), old_name.into());
+        now.insert("user_name".into(), after.user_name.clone().into());
+    }
+    if old_display != after.display_name.as_deref() {
+        was.insert("display_name".into(), old_display.into());
+        now.insert("display_name".into(), after.display_name.clone().into());
+    }
+    if old_active != after.active {
+        was.insert("active".into(), old_active.into());
+        now.insert("active".into(), after.active.into());
+    }
+    if now.is_empty() {
+        return None;
+    }
+    let action = match (old_active, after.active) {
+        (false, true) => "user.activate",
+        (true, false) => "user.deactivate",
+        _ => "user.update",
+    };
+    Some((action, was.into(), now.into()))
+}
+
+/// Members added and removed between two member lists, for the audit log.
+pub(crate) fn member_changes(before: &[String], after: &[String]) -> serde_json::Value {
+    let old: std::collections::BTreeSet<&String> = before.iter().collect();
+    let new: std::collections::BTreeSet<&String> = after.iter().collect();
+    serde_json::json!({
+        "added": new.difference(&old).collect::<Vec<_>>(),
+        "removed": old.difference(&new).collect::<Vec<_>>(),
+    })
+}
+
+/// The audit action of an administrator's change to a device.
+pub(crate) fn device_change_action(change: &DeviceChange) -> &'static str {
+    match (change.ownership.is_some(), change.approve == Some(true)) {
+        (true, true) => "device.approve_and_attest",
+        (false, true) => "device.approve",
+        _ => "device.attest_ownership",
+    }
+}
+
+/// What the audit log shows of a device's trust before and after a change.
+pub(crate) fn device_trust_json(device: &Device) -> serde_json::Value {
+    serde_json::json!({
+        "reported_ownership": device.report.ownership.as_str(),
+        "attested_ownership": device.attested_ownership.as_ref().map(|a| a.ownership.as_str()),
+        "attested_by": device.attested_ownership.as_ref().map(|a| a.by.as_str()),
+        "pending_approval": device.pending_approval,
+    })
+}
+
+/// What the audit log shows of a scoped enrollment key.
+pub(crate) fn enrollment_key_audit(key: &EnrollmentKey) -> serde_json::Value {
+    serde_json::json!({
+        "id": key.id,
+        "ownership": key.ownership.map(|o| o.as_str()),
+        "max_uses": key.max_uses,
+        "uses": key.uses,
+        "expires_at": key.expires_at.map(|t| t.unix_timestamp()),
+        "revoked": key.revoked_at.is_some(),
+    })
 }
 
 /// Shorthand for storage results.
@@ -257,6 +382,9 @@ pub struct Tenant {
     pub data_version: i64,
     /// When the identity provider last called the SCIM endpoint.
     pub last_scim_request_at: Option<OffsetDateTime>,
+    /// New devices wait for an administrator's approval before any
+    /// group-based service.
+    pub device_approval: bool,
 }
 
 /// A tenant to create; secrets arrive hashed.
@@ -352,6 +480,157 @@ pub struct Device {
     pub enrolled_at: OffsetDateTime,
     /// When it last synced.
     pub last_sync_at: OffsetDateTime,
+    /// Ownership vouched for by its enrollment key or an administrator; it
+    /// overrides what the device reports.
+    pub attested_ownership: Option<Attested>,
+    /// Waiting for an administrator's approval (no group-based service).
+    pub pending_approval: bool,
+}
+
+impl Device {
+    /// The report decisions use: the reported one, with attested ownership in
+    /// place of what the device claims.
+    pub fn decision_report(&self) -> std::borrow::Cow<'_, DeviceReport> {
+        match &self.attested_ownership {
+            Some(attested) if attested.ownership != self.report.ownership => {
+                std::borrow::Cow::Owned(DeviceReport {
+                    ownership: attested.ownership,
+                    ..self.report.clone()
+                })
+            }
+            _ => std::borrow::Cow::Borrowed(&self.report),
+        }
+    }
+
+    /// Whether the device reports an ownership that contradicts the attested one.
+    pub fn ownership_conflict(&self) -> bool {
+        self.attested_ownership
+            .as_ref()
+            .is_some_and(|a| a.ownership != self.report.ownership)
+    }
+}
+
+/// Ownership that someone other than the device vouched for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attested {
+    /// The ownership.
+    pub ownership: Ownership,
+    /// Who vouched: `enrollment_key` or `admin`.
+    pub by: AttestedBy,
+}
+
+/// Who vouched for a device's ownership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttestedBy {
+    /// The scoped enrollment key it enrolled with.
+    EnrollmentKey,
+    /// An administrator.
+    Admin,
+}
+
+impl AttestedBy {
+    /// The stored and wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttestedBy::EnrollmentKey => "enrollment_key",
+            AttestedBy::Admin => "admin",
+        }
+    }
+
+    /// Parses the stored name.
+    pub fn parse(text: &str) -> Option<AttestedBy> {
+        match text {
+            "enrollment_key" => Some(AttestedBy::EnrollmentKey),
+            "admin" => Some(AttestedBy::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// A scoped enrollment key, without its secret.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnrollmentKey {
+    /// Stable id.
+    pub id: String,
+    /// Its tenant.
+    pub tenant_id: String,
+    /// What administrators call it.
+    pub name: String,
+    /// Ownership every device enrolled with it gets, whatever it reports.
+    pub ownership: Option<Ownership>,
+    /// Refused after this time.
+    pub expires_at: Option<OffsetDateTime>,
+    /// Refused after this many enrollments.
+    pub max_uses: Option<i64>,
+    /// Enrollments so far.
+    pub uses: i64,
+    /// Refused since then.
+    pub revoked_at: Option<OffsetDateTime>,
+    /// When it was created.
+    pub created_at: OffsetDateTime,
+}
+
+impl EnrollmentKey {
+    /// Why the key cannot enroll at `now` (words that follow "the enrollment
+    /// key"), or `None` when it can.
+    pub fn unusable(&self, now: OffsetDateTime) -> Option<&'static str> {
+        if self.revoked_at.is_some() {
+            Some("was revoked")
+        } else if self.expires_at.is_some_and(|at| at <= now) {
+            Some("has expired")
+        } else if self.max_uses.is_some_and(|max| self.uses >= max) {
+            Some("has been used as often as it may")
+        } else {
+            None
+        }
+    }
+}
+
+/// A scoped enrollment key to create; the secret arrives hashed.
+#[derive(Debug, Clone)]
+pub struct NewEnrollmentKey {
+    /// What administrators call it.
+    pub name: String,
+    /// Hash of the key.
+    pub key_hash: String,
+    /// Ownership it attests.
+    pub ownership: Option<Ownership>,
+    /// Refused after this time.
+    pub expires_at: Option<OffsetDateTime>,
+    /// Refused after this many enrollments.
+    pub max_uses: Option<i64>,
+}
+
+/// The tenant an enrollment key opens, and its scope when it is a scoped key.
+#[derive(Debug, Clone)]
+pub struct EnrollmentGrant {
+    /// The tenant.
+    pub tenant: Tenant,
+    /// The scoped key, or `None` for the tenant's own key.
+    pub key: Option<EnrollmentKey>,
+}
+
+/// A device whose new report moves it between device groups, for the audit log.
+#[derive(Debug, Clone)]
+pub struct DeviceMove {
+    /// The device's tenant.
+    pub tenant_id: String,
+    /// The device, as the actor.
+    pub actor: Actor,
+    /// Device groups before, by name.
+    pub before: Vec<String>,
+    /// Device groups after, by name.
+    pub after: Vec<String>,
+}
+
+/// What an administrator changes about a device.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceChange {
+    /// `Some(Some(o))` attests ownership `o`; `Some(None)` goes back to the
+    /// reported ownership; `None` leaves it.
+    pub ownership: Option<Option<Ownership>>,
+    /// `Some(true)` approves a pending device.
+    pub approve: Option<bool>,
 }
 
 /// Which devices a listing shows; every field narrows it, all case-insensitive.
@@ -524,6 +803,32 @@ pub trait TenantStore {
     async fn tenants(&self) -> StoreResult<Vec<Tenant>>;
     /// The tenant whose enrollment key has this hash.
     async fn tenant_by_enrollment_key(&self, key_hash: &str) -> StoreResult<Tenant>;
+    /// The tenant and scope of an enrollment key: the tenant's own key or a
+    /// scoped one (usable or not; enrollment checks it).
+    async fn enrollment_grant(&self, key_hash: &str) -> StoreResult<EnrollmentGrant>;
+    /// Creates a scoped enrollment key.
+    async fn create_enrollment_key(
+        &self,
+        tenant_id: &str,
+        new: NewEnrollmentKey,
+        actor: &Actor,
+    ) -> StoreResult<EnrollmentKey>;
+    /// The tenant's scoped enrollment keys, newest first.
+    async fn enrollment_keys(&self, tenant_id: &str) -> StoreResult<Vec<EnrollmentKey>>;
+    /// Revokes a scoped enrollment key at once.
+    async fn revoke_enrollment_key(
+        &self,
+        tenant_id: &str,
+        key_id: &str,
+        actor: &Actor,
+    ) -> StoreResult<EnrollmentKey>;
+    /// Turns the device approval mode on or off.
+    async fn set_device_approval(
+        &self,
+        tenant_id: &str,
+        on: bool,
+        actor: &Actor,
+    ) -> StoreResult<Tenant>;
     /// The tenant whose SCIM token has this hash.
     async fn tenant_by_scim_token(&self, token_hash: &str) -> StoreResult<Tenant>;
     /// Replaces the SCIM token hash.
@@ -623,7 +928,9 @@ pub trait DeviceStore {
     ) -> StoreResult<Vec<String>>;
     /// Every device group of the tenant, by name.
     async fn device_groups(&self, tenant_id: &str) -> StoreResult<Vec<DeviceGroup>>;
-    /// Enrolls a device for a user; its token arrives hashed.
+    /// Enrolls a device for a user; its token arrives hashed. With a scoped
+    /// key, the key is checked and counted in the same transaction, and its
+    /// ownership attested; in approval mode the device starts pending.
     async fn enroll_device(
         &self,
         tenant_id: &str,
@@ -631,17 +938,28 @@ pub trait DeviceStore {
         token_hash: &str,
         report: &DeviceReport,
         at: OffsetDateTime,
+        key: Option<&EnrollmentKey>,
+    ) -> StoreResult<Device>;
+    /// Attests a device's ownership or approves it.
+    async fn change_device(
+        &self,
+        tenant_id: &str,
+        device_id: &str,
+        change: &DeviceChange,
+        actor: &Actor,
     ) -> StoreResult<Device>;
     /// The device holding the token with this hash.
     async fn device_by_token(&self, token_hash: &str) -> StoreResult<AuthenticatedDevice>;
     /// One device.
     async fn device(&self, tenant_id: &str, device_id: &str) -> StoreResult<Device>;
-    /// Records a sync: the new report (if it changed) and the time.
+    /// Records a sync: the new report (if it changed) and the time; a report
+    /// that moves the device between device groups is audited with it.
     async fn record_sync(
         &self,
         device_id: &str,
         report: Option<&DeviceReport>,
         at: OffsetDateTime,
+        moved: Option<&DeviceMove>,
     ) -> StoreResult<()>;
     /// Devices of a tenant by id, narrowed by the filter.
     async fn devices(

@@ -23,14 +23,17 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::codec::{
-    device_group_from_row, id_list_from_json, id_list_to_json, report_from_json, report_to_json,
-    rule_to_json, settings_from_json, settings_to_json,
+    attested_from_columns, device_group_from_row, id_list_from_json, id_list_to_json,
+    ownership_from_column, report_from_json, report_to_json, rule_to_json, settings_from_json,
+    settings_to_json,
 };
 use crate::{
-    Account, AccountStore, Actor, ActorKind, AuditEntry, AuthenticatedDevice, Change, ChangeFeed,
-    ConfigStore, ConfigVersion, Device, DeviceFilter, DeviceStore, DirectoryCounts, DirectoryStore,
-    DirectoryUser, Group, NewAccount, NewTenant, NewUser, Page, Role, SaveRequest, Saved, Session,
-    StoreError, StoreResult, StoredSettings, Tenant, TenantData, TenantStore, TokenGrant, User,
+    Account, AccountStore, Actor, ActorKind, Attested, AttestedBy, AuditEntry, AuthenticatedDevice,
+    Change, ChangeFeed, ConfigStore, ConfigVersion, Device, DeviceChange, DeviceFilter, DeviceMove,
+    DeviceStore, DirectoryCounts, DirectoryStore, DirectoryUser, EnrollmentGrant, EnrollmentKey,
+    Group, NewAccount, NewEnrollmentKey, NewTenant, NewUser, Page, Role, SaveRequest, Saved,
+    Session, StoreError, StoreResult, StoredSettings, Tenant, TenantData, TenantStore, TokenGrant,
+    User, device_change_action, device_trust_json, enrollment_key_audit,
 };
 
 #[path = "postgres_scim.rs"]
@@ -175,6 +178,7 @@ fn tenant_from_row(row: &PgRow) -> StoreResult<Tenant> {
         config_version: row.try_get("config_version")?,
         data_version: row.try_get("data_version")?,
         last_scim_request_at: row.try_get("last_scim_request_at")?,
+        device_approval: row.try_get("device_approval")?,
     })
 }
 
@@ -182,7 +186,7 @@ fn tenant_from_row(row: &PgRow) -> StoreResult<Tenant> {
 macro_rules! tenant_select {
     ($clause:literal) => {
         concat!(
-            "SELECT id::text AS id, name, created_at, config_version, data_version, last_scim_request_at FROM tenants ",
+            "SELECT id::text AS id, name, created_at, config_version, data_version, last_scim_request_at, device_approval FROM tenants ",
             $clause
         )
     };
@@ -562,6 +566,11 @@ fn device_from_row(row: &PgRow) -> StoreResult<Device> {
         report: report_from_json(row.try_get("report_json")?)?,
         enrolled_at: from_ms(row.try_get("enrolled_at")?)?,
         last_sync_at: from_ms(row.try_get("last_sync_at")?)?,
+        attested_ownership: attested_from_columns(
+            row.try_get("attested_ownership")?,
+            row.try_get("attested_by")?,
+        )?,
+        pending_approval: row.try_get("pending_approval")?,
     })
 }
 
@@ -569,11 +578,51 @@ fn device_from_row(row: &PgRow) -> StoreResult<Device> {
 macro_rules! device_select {
     ($clause:literal) => {
         concat!(
-            "SELECT d.id::text AS id, d.tenant_id::text AS tenant_id, d.user_id::text AS user_id, u.user_name, d.report_json::text AS report_json, d.enrolled_at, d.last_sync_at
+            "SELECT d.id::text AS id, d.tenant_id::text AS tenant_id, d.user_id::text AS user_id, u.user_name, d.report_json::text AS report_json, d.enrolled_at, d.last_sync_at,
+                    d.attested_ownership, d.attested_by, d.pending_approval
              FROM devices d JOIN users u ON u.id = d.user_id ",
             $clause
         )
     };
+}
+
+/// `SELECT` of a scoped enrollment key's columns, followed by the given clause.
+macro_rules! enrollment_key_select {
+    ($clause:literal) => {
+        concat!(
+            "SELECT id::text AS id, tenant_id::text AS tenant_id, name, ownership, expires_at, max_uses, uses, revoked_at, created_at
+             FROM enrollment_keys ",
+            $clause
+        )
+    };
+}
+
+fn enrollment_key_from_row(row: &PgRow) -> StoreResult<EnrollmentKey> {
+    Ok(EnrollmentKey {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        name: row.try_get("name")?,
+        ownership: ownership_from_column(row.try_get("ownership")?)?,
+        expires_at: row.try_get("expires_at")?,
+        max_uses: row.try_get("max_uses")?,
+        uses: row.try_get("uses")?,
+        revoked_at: row.try_get("revoked_at")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+async fn device_row(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    device_id: &str,
+) -> StoreResult<Device> {
+    let row = sqlx::query(device_select!("WHERE d.tenant_id = $1 AND d.id = $2"))
+        .bind(uid(tenant_id))
+        .bind(uid(device_id))
+        .fetch_one(conn)
+        .await
+        .map_err(not_found("device"))?;
+    device_from_row(&row)
 }
 
 fn encode_cursor(parts: &[&str]) -> String {
@@ -637,6 +686,7 @@ impl TenantStore for PostgresStore {
             config_version: 0,
             data_version: 0,
             last_scim_request_at: None,
+            device_approval: false,
         };
         sqlx::query(
             "INSERT INTO tenants (id, name, created_at, enrollment_key_hash, scim_token_hash)
@@ -713,6 +763,151 @@ impl TenantStore for PostgresStore {
             .await
             .map_err(not_found("tenant"))?;
         tenant_from_row(&row)
+    }
+
+    async fn enrollment_grant(&self, key_hash: &str) -> StoreResult<EnrollmentGrant> {
+        if let Ok(tenant) = self.tenant_by_enrollment_key(key_hash).await {
+            return Ok(EnrollmentGrant { tenant, key: None });
+        }
+        let row = sqlx::query(enrollment_key_select!("WHERE key_hash = $1"))
+            .bind(key_hash)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(not_found("enrollment key"))?;
+        let key = enrollment_key_from_row(&row)?;
+        let mut conn = self.pool.acquire().await?;
+        let tenant = tenant_row(&mut conn, &key.tenant_id).await?;
+        Ok(EnrollmentGrant {
+            tenant,
+            key: Some(key),
+        })
+    }
+
+    async fn create_enrollment_key(
+        &self,
+        tenant_id: &str,
+        new: NewEnrollmentKey,
+        actor: &Actor,
+    ) -> StoreResult<EnrollmentKey> {
+        let mut tx = self.pool.begin().await?;
+        lock_tenant(&mut tx, tenant_id).await?;
+        let id = new_id();
+        let created_at = ms(now());
+        sqlx::query(
+            "INSERT INTO enrollment_keys (id, tenant_id, name, key_hash, ownership, expires_at, max_uses, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(uid(&id))
+        .bind(uid(tenant_id))
+        .bind(&new.name)
+        .bind(&new.key_hash)
+        .bind(new.ownership.map(|o| o.as_str()))
+        .bind(new.expires_at.map(ms))
+        .bind(new.max_uses)
+        .bind(created_at)
+        .execute(&mut *tx)
+        .await?;
+        let key = EnrollmentKey {
+            id,
+            tenant_id: tenant_id.to_owned(),
+            name: new.name,
+            ownership: new.ownership,
+            expires_at: new.expires_at.map(ms),
+            max_uses: new.max_uses,
+            uses: 0,
+            revoked_at: None,
+            created_at,
+        };
+        insert_audit(
+            &mut tx,
+            Some(tenant_id),
+            actor,
+            "enrollment_key.create",
+            &key.name,
+            None,
+            Some(&enrollment_key_audit(&key)),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(key)
+    }
+
+    async fn enrollment_keys(&self, tenant_id: &str) -> StoreResult<Vec<EnrollmentKey>> {
+        sqlx::query(enrollment_key_select!(
+            "WHERE tenant_id = $1 ORDER BY created_at DESC, id"
+        ))
+        .bind(uid(tenant_id))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(enrollment_key_from_row)
+        .collect()
+    }
+
+    async fn revoke_enrollment_key(
+        &self,
+        tenant_id: &str,
+        key_id: &str,
+        actor: &Actor,
+    ) -> StoreResult<EnrollmentKey> {
+        let mut tx = self.pool.begin().await?;
+        lock_tenant(&mut tx, tenant_id).await?;
+        sqlx::query(
+            "UPDATE enrollment_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE tenant_id = $2 AND id = $3",
+        )
+        .bind(ms(now()))
+        .bind(uid(tenant_id))
+        .bind(uid(key_id))
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query(enrollment_key_select!("WHERE tenant_id = $1 AND id = $2"))
+            .bind(uid(tenant_id))
+            .bind(uid(key_id))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(not_found("enrollment key"))?;
+        let key = enrollment_key_from_row(&row)?;
+        insert_audit(
+            &mut tx,
+            Some(tenant_id),
+            actor,
+            "enrollment_key.revoke",
+            &key.name,
+            None,
+            Some(&enrollment_key_audit(&key)),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(key)
+    }
+
+    async fn set_device_approval(
+        &self,
+        tenant_id: &str,
+        on: bool,
+        actor: &Actor,
+    ) -> StoreResult<Tenant> {
+        let mut tx = self.pool.begin().await?;
+        lock_tenant(&mut tx, tenant_id).await?;
+        let before = tenant_row(&mut tx, tenant_id).await?;
+        sqlx::query("UPDATE tenants SET device_approval = $1 WHERE id = $2")
+            .bind(on)
+            .bind(uid(tenant_id))
+            .execute(&mut *tx)
+            .await?;
+        insert_audit(
+            &mut tx,
+            Some(tenant_id),
+            actor,
+            "tenant.device_approval",
+            &before.name,
+            Some(&json!({"device_approval": before.device_approval})),
+            Some(&json!({"device_approval": on})),
+        )
+        .await?;
+        let after = tenant_row(&mut tx, tenant_id).await?;
+        tx.commit().await?;
+        Ok(after)
     }
 
     async fn rotate_scim_token(
@@ -1307,13 +1502,40 @@ impl DeviceStore for PostgresStore {
         token_hash: &str,
         report: &DeviceReport,
         at: OffsetDateTime,
+        key: Option<&EnrollmentKey>,
     ) -> StoreResult<Device> {
         let mut tx = self.pool.begin().await?;
+        let attested = match key {
+            Some(key) => {
+                // The row lock makes a key with one use left enroll one device,
+                // not two racing ones.
+                let row = sqlx::query(enrollment_key_select!("WHERE id = $1 FOR UPDATE"))
+                    .bind(uid(&key.id))
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(not_found("enrollment key"))?;
+                let current = enrollment_key_from_row(&row)?;
+                if let Some(reason) = current.unusable(at) {
+                    return Err(StoreError::KeyUnusable { reason });
+                }
+                sqlx::query("UPDATE enrollment_keys SET uses = uses + 1 WHERE id = $1")
+                    .bind(uid(&key.id))
+                    .execute(&mut *tx)
+                    .await?;
+                current.ownership.map(|ownership| Attested {
+                    ownership,
+                    by: AttestedBy::EnrollmentKey,
+                })
+            }
+            None => None,
+        };
+        let pending_approval = tenant_row(&mut tx, tenant_id).await?.device_approval;
         let id = new_id();
         let report_json = report_to_json(report);
         sqlx::query(
-            "INSERT INTO devices (id, tenant_id, user_id, token_hash, hostname_key, report_json, enrolled_at, last_sync_at)
-             VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8)",
+            "INSERT INTO devices (id, tenant_id, user_id, token_hash, hostname_key, report_json, enrolled_at, last_sync_at,
+                                  attested_ownership, attested_by, pending_approval)
+             VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11)",
         )
         .bind(uid(&id))
         .bind(uid(tenant_id))
@@ -1323,9 +1545,13 @@ impl DeviceStore for PostgresStore {
         .bind(report_json.to_string())
         .bind(ms(at))
         .bind(ms(at))
+        .bind(attested.as_ref().map(|a| a.ownership.as_str()))
+        .bind(attested.as_ref().map(|a| a.by.as_str()))
+        .bind(pending_approval)
         .execute(&mut *tx)
         .await?;
-        let after = json!({"id": id, "user_name": user.user_name, "device": report_json});
+        let after = json!({"id": id, "user_name": user.user_name, "device": report_json,
+                           "enrollment_key": key.map(|k| &k.name), "pending_approval": pending_approval});
         insert_audit(
             &mut tx,
             Some(tenant_id),
@@ -1345,6 +1571,8 @@ impl DeviceStore for PostgresStore {
             report: report.clone(),
             enrolled_at: at,
             last_sync_at: at,
+            attested_ownership: attested,
+            pending_approval,
         })
     }
 
@@ -1353,7 +1581,7 @@ impl DeviceStore for PostgresStore {
         // node's snapshot of its tenant is current.
         let row = sqlx::query(
             "SELECT d.id::text AS id, d.tenant_id::text AS tenant_id, d.user_id::text AS user_id, u.user_name, d.report_json::text AS report_json, d.enrolled_at,
-                    d.last_sync_at, t.data_version
+                    d.last_sync_at, d.attested_ownership, d.attested_by, d.pending_approval, t.data_version
              FROM devices d JOIN users u ON u.id = d.user_id JOIN tenants t ON t.id = d.tenant_id
              WHERE d.token_hash = $1",
         )
@@ -1382,28 +1610,83 @@ impl DeviceStore for PostgresStore {
         device_id: &str,
         report: Option<&DeviceReport>,
         at: OffsetDateTime,
+        moved: Option<&DeviceMove>,
     ) -> StoreResult<()> {
-        match report {
-            Some(report) => {
-                sqlx::query(
-                    "UPDATE devices SET report_json = $1::jsonb, hostname_key = $2, last_sync_at = $3 WHERE id = $4",
-                )
-                .bind(report_to_json(report).to_string())
-                .bind(report.hostname.to_lowercase())
-                    .bind(ms(at))
-                    .bind(uid(device_id))
-                    .execute(&self.pool)
-                    .await?
-            }
-            None => {
-                sqlx::query("UPDATE devices SET last_sync_at = $1 WHERE id = $2")
-                    .bind(ms(at))
-                    .bind(uid(device_id))
-                    .execute(&self.pool)
-                    .await?
-            }
+        let Some(report) = report else {
+            sqlx::query("UPDATE devices SET last_sync_at = $1 WHERE id = $2")
+                .bind(ms(at))
+                .bind(uid(device_id))
+                .execute(&self.pool)
+                .await?;
+            return Ok(());
         };
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE devices SET report_json = $1::jsonb, hostname_key = $2, last_sync_at = $3 WHERE id = $4",
+        )
+        .bind(report_to_json(report).to_string())
+        .bind(report.hostname.to_lowercase())
+        .bind(ms(at))
+        .bind(uid(device_id))
+        .execute(&mut *tx)
+        .await?;
+        if let Some(moved) = moved {
+            insert_audit(
+                &mut tx,
+                Some(&moved.tenant_id),
+                &moved.actor,
+                "device.groups_changed",
+                &report.hostname,
+                Some(&json!({"device_groups": moved.before})),
+                Some(&json!({"device_groups": moved.after})),
+            )
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
+    }
+
+    async fn change_device(
+        &self,
+        tenant_id: &str,
+        device_id: &str,
+        change: &DeviceChange,
+        actor: &Actor,
+    ) -> StoreResult<Device> {
+        let mut tx = self.pool.begin().await?;
+        lock_tenant(&mut tx, tenant_id).await?;
+        let before = device_row(&mut tx, tenant_id, device_id).await?;
+        if let Some(ownership) = change.ownership {
+            sqlx::query(
+                "UPDATE devices SET attested_ownership = $1, attested_by = $2 WHERE id = $3",
+            )
+            .bind(ownership.map(|o| o.as_str()))
+            .bind(ownership.map(|_| AttestedBy::Admin.as_str()))
+            .bind(uid(device_id))
+            .execute(&mut *tx)
+            .await?;
+        }
+        if change.approve == Some(true) {
+            sqlx::query("UPDATE devices SET pending_approval = FALSE WHERE id = $1")
+                .bind(uid(device_id))
+                .execute(&mut *tx)
+                .await?;
+        }
+        let after = device_row(&mut tx, tenant_id, device_id).await?;
+        // Decisions depend on both, so every node's snapshot must notice.
+        bump_data_version(&mut tx, tenant_id).await?;
+        insert_audit(
+            &mut tx,
+            Some(tenant_id),
+            actor,
+            device_change_action(change),
+            &after.report.hostname,
+            Some(&device_trust_json(&before)),
+            Some(&device_trust_json(&after)),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(after)
     }
 
     async fn devices(

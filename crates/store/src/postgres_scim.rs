@@ -6,6 +6,7 @@ use entitle_core::{GroupGraph, GroupId};
 use serde_json::{Value, json};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
+use uuid::Uuid;
 
 use super::{
     PostgresStore, bump_data_version, duplicate, from_ms, insert_audit, lock_tenant, ms, new_id,
@@ -13,7 +14,8 @@ use super::{
 };
 use crate::{
     Actor, Counted, MemberKind, ScimGroup, ScimGroupWrite, ScimLookup, ScimMember, ScimStore,
-    ScimUser, ScimUserWrite, StoreError, StoreResult,
+    ScimUser, ScimUserWrite, StoreError, StoreResult, check_member_count, member_changes,
+    split_members, user_update_audit,
 };
 
 const USER_COLUMNS: &str = "id::text AS id, user_name, external_id, display_name, active, scim_json::text AS scim_json, created_at, updated_at, version";
@@ -107,34 +109,30 @@ async fn resolve_members(
     tenant_id: &str,
     ids: &[String],
 ) -> StoreResult<(Vec<String>, Vec<String>)> {
-    let (mut users, mut groups, mut unknown) = (Vec::new(), Vec::new(), Vec::new());
-    for id in ids {
-        let user: Option<i64> = sqlx::query_scalar(
-            "SELECT 1::bigint FROM users WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL",
-        )
-        .bind(uid(tenant_id))
-        .bind(uid(id))
-        .fetch_optional(&mut *conn)
-        .await?;
-        if user.is_some() {
-            users.push(id.clone());
-            continue;
-        }
-        let group: Option<i64> =
-            sqlx::query_scalar("SELECT 1::bigint FROM groups WHERE tenant_id = $1 AND id = $2")
-                .bind(uid(tenant_id))
-                .bind(uid(id))
-                .fetch_optional(&mut *conn)
-                .await?;
-        match group {
-            Some(_) => groups.push(id.clone()),
-            None => unknown.push(id.clone()),
-        }
+    check_member_count(ids)?;
+    if ids.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
     }
-    if !unknown.is_empty() {
-        return Err(StoreError::UnknownMembers { ids: unknown });
+    // One query for the whole list: a member at a time held the tenant's row
+    // lock for seconds on large groups.
+    let uuids: Vec<Uuid> = ids.iter().map(|id| uid(id)).collect();
+    let rows = sqlx::query(
+        "SELECT id::text AS id, 'user' AS kind FROM users
+         WHERE tenant_id = $1 AND id = ANY($2) AND deleted_at IS NULL
+         UNION ALL
+         SELECT id::text AS id, 'group' AS kind FROM groups WHERE tenant_id = $1 AND id = ANY($2)",
+    )
+    .bind(uid(tenant_id))
+    .bind(&uuids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut kinds = std::collections::HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let id: String = row.try_get("id")?;
+        let kind: String = row.try_get("kind")?;
+        kinds.entry(id).or_insert(kind);
     }
-    Ok((users, groups))
+    split_members(ids, &kinds)
 }
 
 /// Refuses nesting `members` in `container` when it would close a cycle.
@@ -291,10 +289,21 @@ impl ScimStore for PostgresStore {
         let mut tx = self.pool.begin().await?;
         lock_tenant(&mut tx, tenant_id).await?;
         check_version(&mut tx, "users", tenant_id, id, expected_version).await?;
-        let was_active: bool = sqlx::query_scalar("SELECT active FROM users WHERE id = $1")
-            .bind(uid(id))
-            .fetch_one(&mut *tx)
-            .await?;
+        let previous =
+            sqlx::query("SELECT user_name, display_name, active FROM users WHERE id = $1")
+                .bind(uid(id))
+                .fetch_one(&mut *tx)
+                .await?;
+        let previous_name: String = previous.try_get("user_name")?;
+        let previous_display: Option<String> = previous.try_get("display_name")?;
+        let change = user_update_audit(
+            (
+                &previous_name,
+                previous_display.as_deref(),
+                previous.try_get("active")?,
+            ),
+            &user,
+        );
         sqlx::query(
             "UPDATE users SET user_name = $1, user_name_key = $2, display_name = $3, external_id = $4, active = $5, scim_json = $6::jsonb,
                               version = version + 1, updated_at = $7 WHERE id = $8",
@@ -311,20 +320,15 @@ impl ScimStore for PostgresStore {
         .await
         .map_err(|e| duplicate(e, "user", &user.user_name))?;
         bump_data_version(&mut tx, tenant_id).await?;
-        if was_active != user.active {
-            let action = if user.active {
-                "user.activate"
-            } else {
-                "user.deactivate"
-            };
+        if let Some((action, before, after)) = change {
             insert_audit(
                 &mut tx,
                 Some(tenant_id),
                 &Actor::directory(),
                 action,
                 &user.user_name,
-                None,
-                None,
+                Some(&before),
+                Some(&after),
             )
             .await?;
         }
@@ -478,6 +482,16 @@ impl ScimStore for PostgresStore {
         check_version(&mut tx, "groups", tenant_id, id, expected_version).await?;
         let (users, groups) = resolve_members(&mut tx, tenant_id, &group.members).await?;
         refuse_cycles(&mut tx, tenant_id, id, &groups).await?;
+        let previous_name: String =
+            sqlx::query_scalar("SELECT display_name FROM groups WHERE id = $1")
+                .bind(uid(id))
+                .fetch_one(&mut *tx)
+                .await?;
+        let previous_members: Vec<String> = members_of(&mut tx, id)
+            .await?
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
         sqlx::query(
             "UPDATE groups SET display_name = $1, name_key = $2, external_id = $3, scim_json = $4::jsonb, version = version + 1, updated_at = $5 WHERE id = $6",
         )
@@ -505,8 +519,11 @@ impl ScimStore for PostgresStore {
             &Actor::directory(),
             "group.replace",
             &group.display_name,
-            None,
-            Some(&json!({"members": group.members.len()})),
+            Some(&json!({"display_name": previous_name})),
+            Some(&json!({
+                "display_name": group.display_name,
+                "members": member_changes(&previous_members, &group.members),
+            })),
         )
         .await?;
         tx.commit().await?;
@@ -556,7 +573,7 @@ impl ScimStore for PostgresStore {
             "group.members",
             &name,
             None,
-            Some(&json!({"added": add.len(), "removed": remove.len()})),
+            Some(&json!({"added": add, "removed": remove})),
         )
         .await?;
         tx.commit().await?;

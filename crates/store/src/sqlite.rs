@@ -25,14 +25,17 @@ use time::OffsetDateTime;
 use tokio::sync::Mutex;
 
 use crate::codec::{
-    device_group_from_row, id_list_from_json, id_list_to_json, report_from_json, report_to_json,
-    rule_to_json, settings_from_json, settings_to_json,
+    attested_from_columns, device_group_from_row, id_list_from_json, id_list_to_json,
+    ownership_from_column, report_from_json, report_to_json, rule_to_json, settings_from_json,
+    settings_to_json,
 };
 use crate::{
-    Account, AccountStore, Actor, ActorKind, AuditEntry, AuthenticatedDevice, ConfigStore,
-    ConfigVersion, Device, DeviceFilter, DeviceStore, DirectoryCounts, DirectoryStore,
-    DirectoryUser, Group, NewAccount, NewTenant, NewUser, Page, Role, SaveRequest, Saved, Session,
+    Account, AccountStore, Actor, ActorKind, Attested, AttestedBy, AuditEntry, AuthenticatedDevice,
+    ConfigStore, ConfigVersion, Device, DeviceChange, DeviceFilter, DeviceMove, DeviceStore,
+    DirectoryCounts, DirectoryStore, DirectoryUser, EnrollmentGrant, EnrollmentKey, Group,
+    NewAccount, NewEnrollmentKey, NewTenant, NewUser, Page, Role, SaveRequest, Saved, Session,
     StoreError, StoreResult, StoredSettings, Tenant, TenantData, TenantStore, TokenGrant, User,
+    device_change_action, device_trust_json, enrollment_key_audit,
 };
 
 #[path = "sqlite_scim.rs"]
@@ -133,6 +136,7 @@ fn tenant_from_row(row: &SqliteRow) -> StoreResult<Tenant> {
             .try_get::<Option<i64>, _>("last_scim_request_at")?
             .map(from_ms)
             .transpose()?,
+        device_approval: row.try_get("device_approval")?,
     })
 }
 
@@ -140,7 +144,7 @@ fn tenant_from_row(row: &SqliteRow) -> StoreResult<Tenant> {
 macro_rules! tenant_select {
     ($clause:literal) => {
         concat!(
-            "SELECT id, name, created_at, config_version, data_version, last_scim_request_at FROM tenants ",
+            "SELECT id, name, created_at, config_version, data_version, last_scim_request_at, device_approval FROM tenants ",
             $clause
         )
     };
@@ -513,6 +517,11 @@ fn device_from_row(row: &SqliteRow) -> StoreResult<Device> {
         report: report_from_json(row.try_get("report_json")?)?,
         enrolled_at: from_ms(row.try_get("enrolled_at")?)?,
         last_sync_at: from_ms(row.try_get("last_sync_at")?)?,
+        attested_ownership: attested_from_columns(
+            row.try_get("attested_ownership")?,
+            row.try_get("attested_by")?,
+        )?,
+        pending_approval: row.try_get("pending_approval")?,
     })
 }
 
@@ -520,11 +529,56 @@ fn device_from_row(row: &SqliteRow) -> StoreResult<Device> {
 macro_rules! device_select {
     ($clause:literal) => {
         concat!(
-            "SELECT d.id, d.tenant_id, d.user_id, u.user_name, d.report_json, d.enrolled_at, d.last_sync_at
+            "SELECT d.id, d.tenant_id, d.user_id, u.user_name, d.report_json, d.enrolled_at, d.last_sync_at,
+                    d.attested_ownership, d.attested_by, d.pending_approval
              FROM devices d JOIN users u ON u.id = d.user_id ",
             $clause
         )
     };
+}
+
+/// `SELECT` of a scoped enrollment key's columns, followed by the given clause.
+macro_rules! enrollment_key_select {
+    ($clause:literal) => {
+        concat!(
+            "SELECT id, tenant_id, name, ownership, expires_at, max_uses, uses, revoked_at, created_at
+             FROM enrollment_keys ",
+            $clause
+        )
+    };
+}
+
+fn enrollment_key_from_row(row: &SqliteRow) -> StoreResult<EnrollmentKey> {
+    let optional_time = |column: &str| -> StoreResult<Option<OffsetDateTime>> {
+        row.try_get::<Option<i64>, _>(column)?
+            .map(from_ms)
+            .transpose()
+    };
+    Ok(EnrollmentKey {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        name: row.try_get("name")?,
+        ownership: ownership_from_column(row.try_get("ownership")?)?,
+        expires_at: optional_time("expires_at")?,
+        max_uses: row.try_get("max_uses")?,
+        uses: row.try_get("uses")?,
+        revoked_at: optional_time("revoked_at")?,
+        created_at: from_ms(row.try_get("created_at")?)?,
+    })
+}
+
+async fn device_row(
+    conn: &mut SqliteConnection,
+    tenant_id: &str,
+    device_id: &str,
+) -> StoreResult<Device> {
+    let row = sqlx::query(device_select!("WHERE d.tenant_id = ? AND d.id = ?"))
+        .bind(tenant_id)
+        .bind(device_id)
+        .fetch_one(conn)
+        .await
+        .map_err(not_found("device"))?;
+    device_from_row(&row)
 }
 
 fn encode_cursor(parts: &[&str]) -> String {
@@ -564,6 +618,7 @@ impl TenantStore for SqliteStore {
             config_version: 0,
             data_version: 0,
             last_scim_request_at: None,
+            device_approval: false,
         };
         sqlx::query(
             "INSERT INTO tenants (id, name, created_at, enrollment_key_hash, scim_token_hash)
@@ -640,6 +695,151 @@ impl TenantStore for SqliteStore {
             .await
             .map_err(not_found("tenant"))?;
         tenant_from_row(&row)
+    }
+
+    async fn enrollment_grant(&self, key_hash: &str) -> StoreResult<EnrollmentGrant> {
+        if let Ok(tenant) = self.tenant_by_enrollment_key(key_hash).await {
+            return Ok(EnrollmentGrant { tenant, key: None });
+        }
+        let row = sqlx::query(enrollment_key_select!("WHERE key_hash = ?"))
+            .bind(key_hash)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(not_found("enrollment key"))?;
+        let key = enrollment_key_from_row(&row)?;
+        let mut conn = self.pool.acquire().await?;
+        let tenant = tenant_row(&mut conn, &key.tenant_id).await?;
+        Ok(EnrollmentGrant {
+            tenant,
+            key: Some(key),
+        })
+    }
+
+    async fn create_enrollment_key(
+        &self,
+        tenant_id: &str,
+        new: NewEnrollmentKey,
+        actor: &Actor,
+    ) -> StoreResult<EnrollmentKey> {
+        let _guard = self.write_lock.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let id = new_id();
+        let created_at = now();
+        sqlx::query(
+            "INSERT INTO enrollment_keys (id, tenant_id, name, key_hash, ownership, expires_at, max_uses, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(tenant_id)
+        .bind(&new.name)
+        .bind(&new.key_hash)
+        .bind(new.ownership.map(|o| o.as_str()))
+        .bind(new.expires_at.map(ms))
+        .bind(new.max_uses)
+        .bind(ms(created_at))
+        .execute(&mut *tx)
+        .await?;
+        let key = EnrollmentKey {
+            id,
+            tenant_id: tenant_id.to_owned(),
+            name: new.name,
+            ownership: new.ownership,
+            expires_at: new.expires_at,
+            max_uses: new.max_uses,
+            uses: 0,
+            revoked_at: None,
+            created_at,
+        };
+        insert_audit(
+            &mut tx,
+            Some(tenant_id),
+            actor,
+            "enrollment_key.create",
+            &key.name,
+            None,
+            Some(&enrollment_key_audit(&key)),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(key)
+    }
+
+    async fn enrollment_keys(&self, tenant_id: &str) -> StoreResult<Vec<EnrollmentKey>> {
+        sqlx::query(enrollment_key_select!(
+            "WHERE tenant_id = ? ORDER BY created_at DESC, id"
+        ))
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(enrollment_key_from_row)
+        .collect()
+    }
+
+    async fn revoke_enrollment_key(
+        &self,
+        tenant_id: &str,
+        key_id: &str,
+        actor: &Actor,
+    ) -> StoreResult<EnrollmentKey> {
+        let _guard = self.write_lock.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "UPDATE enrollment_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE tenant_id = ? AND id = ?",
+        )
+        .bind(ms(now()))
+        .bind(tenant_id)
+        .bind(key_id)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query(enrollment_key_select!("WHERE tenant_id = ? AND id = ?"))
+            .bind(tenant_id)
+            .bind(key_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(not_found("enrollment key"))?;
+        let key = enrollment_key_from_row(&row)?;
+        insert_audit(
+            &mut tx,
+            Some(tenant_id),
+            actor,
+            "enrollment_key.revoke",
+            &key.name,
+            None,
+            Some(&enrollment_key_audit(&key)),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(key)
+    }
+
+    async fn set_device_approval(
+        &self,
+        tenant_id: &str,
+        on: bool,
+        actor: &Actor,
+    ) -> StoreResult<Tenant> {
+        let _guard = self.write_lock.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let before = tenant_row(&mut tx, tenant_id).await?;
+        sqlx::query("UPDATE tenants SET device_approval = ? WHERE id = ?")
+            .bind(on)
+            .bind(tenant_id)
+            .execute(&mut *tx)
+            .await?;
+        insert_audit(
+            &mut tx,
+            Some(tenant_id),
+            actor,
+            "tenant.device_approval",
+            &before.name,
+            Some(&json!({"device_approval": before.device_approval})),
+            Some(&json!({"device_approval": on})),
+        )
+        .await?;
+        let after = tenant_row(&mut tx, tenant_id).await?;
+        tx.commit().await?;
+        Ok(after)
     }
 
     async fn rotate_scim_token(
@@ -1226,14 +1426,41 @@ impl DeviceStore for SqliteStore {
         token_hash: &str,
         report: &DeviceReport,
         at: OffsetDateTime,
+        key: Option<&EnrollmentKey>,
     ) -> StoreResult<Device> {
         let _guard = self.write_lock.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let attested = match key {
+            Some(key) => {
+                // Checked and counted under the write lock, so that a key with
+                // one use left enrolls one device, not two racing ones.
+                let row = sqlx::query(enrollment_key_select!("WHERE id = ?"))
+                    .bind(&key.id)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(not_found("enrollment key"))?;
+                let current = enrollment_key_from_row(&row)?;
+                if let Some(reason) = current.unusable(at) {
+                    return Err(StoreError::KeyUnusable { reason });
+                }
+                sqlx::query("UPDATE enrollment_keys SET uses = uses + 1 WHERE id = ?")
+                    .bind(&key.id)
+                    .execute(&mut *tx)
+                    .await?;
+                current.ownership.map(|ownership| Attested {
+                    ownership,
+                    by: AttestedBy::EnrollmentKey,
+                })
+            }
+            None => None,
+        };
+        let pending_approval = tenant_row(&mut tx, tenant_id).await?.device_approval;
         let id = new_id();
         let report_json = report_to_json(report);
         sqlx::query(
-            "INSERT INTO devices (id, tenant_id, user_id, token_hash, hostname_key, report_json, enrolled_at, last_sync_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO devices (id, tenant_id, user_id, token_hash, hostname_key, report_json, enrolled_at, last_sync_at,
+                                  attested_ownership, attested_by, pending_approval)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&id)
         .bind(tenant_id)
@@ -1243,9 +1470,13 @@ impl DeviceStore for SqliteStore {
         .bind(report_json.to_string())
         .bind(ms(at))
         .bind(ms(at))
+        .bind(attested.as_ref().map(|a| a.ownership.as_str()))
+        .bind(attested.as_ref().map(|a| a.by.as_str()))
+        .bind(pending_approval)
         .execute(&mut *tx)
         .await?;
-        let after = json!({"id": id, "user_name": user.user_name, "device": report_json});
+        let after = json!({"id": id, "user_name": user.user_name, "device": report_json,
+                           "enrollment_key": key.map(|k| &k.name), "pending_approval": pending_approval});
         insert_audit(
             &mut tx,
             Some(tenant_id),
@@ -1265,6 +1496,8 @@ impl DeviceStore for SqliteStore {
             report: report.clone(),
             enrolled_at: at,
             last_sync_at: at,
+            attested_ownership: attested,
+            pending_approval,
         })
     }
 
@@ -1273,7 +1506,7 @@ impl DeviceStore for SqliteStore {
         // node's snapshot of its tenant is current.
         let row = sqlx::query(
             "SELECT d.id, d.tenant_id, d.user_id, u.user_name, d.report_json, d.enrolled_at,
-                    d.last_sync_at, t.data_version
+                    d.last_sync_at, d.attested_ownership, d.attested_by, d.pending_approval, t.data_version
              FROM devices d JOIN users u ON u.id = d.user_id JOIN tenants t ON t.id = d.tenant_id
              WHERE d.token_hash = ?",
         )
@@ -1302,29 +1535,82 @@ impl DeviceStore for SqliteStore {
         device_id: &str,
         report: Option<&DeviceReport>,
         at: OffsetDateTime,
+        moved: Option<&DeviceMove>,
     ) -> StoreResult<()> {
         let _guard = self.write_lock.lock().await;
-        match report {
-            Some(report) => {
-                sqlx::query(
-                    "UPDATE devices SET report_json = ?, hostname_key = ?, last_sync_at = ? WHERE id = ?",
-                )
-                .bind(report_to_json(report).to_string())
-                .bind(report.hostname.to_lowercase())
-                    .bind(ms(at))
-                    .bind(device_id)
-                    .execute(&self.pool)
-                    .await?
-            }
-            None => {
-                sqlx::query("UPDATE devices SET last_sync_at = ? WHERE id = ?")
-                    .bind(ms(at))
-                    .bind(device_id)
-                    .execute(&self.pool)
-                    .await?
-            }
+        let Some(report) = report else {
+            sqlx::query("UPDATE devices SET last_sync_at = ? WHERE id = ?")
+                .bind(ms(at))
+                .bind(device_id)
+                .execute(&self.pool)
+                .await?;
+            return Ok(());
         };
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "UPDATE devices SET report_json = ?, hostname_key = ?, last_sync_at = ? WHERE id = ?",
+        )
+        .bind(report_to_json(report).to_string())
+        .bind(report.hostname.to_lowercase())
+        .bind(ms(at))
+        .bind(device_id)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(moved) = moved {
+            insert_audit(
+                &mut tx,
+                Some(&moved.tenant_id),
+                &moved.actor,
+                "device.groups_changed",
+                &report.hostname,
+                Some(&json!({"device_groups": moved.before})),
+                Some(&json!({"device_groups": moved.after})),
+            )
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
+    }
+
+    async fn change_device(
+        &self,
+        tenant_id: &str,
+        device_id: &str,
+        change: &DeviceChange,
+        actor: &Actor,
+    ) -> StoreResult<Device> {
+        let _guard = self.write_lock.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let before = device_row(&mut tx, tenant_id, device_id).await?;
+        if let Some(ownership) = change.ownership {
+            sqlx::query("UPDATE devices SET attested_ownership = ?, attested_by = ? WHERE id = ?")
+                .bind(ownership.map(|o| o.as_str()))
+                .bind(ownership.map(|_| AttestedBy::Admin.as_str()))
+                .bind(device_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if change.approve == Some(true) {
+            sqlx::query("UPDATE devices SET pending_approval = 0 WHERE id = ?")
+                .bind(device_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let after = device_row(&mut tx, tenant_id, device_id).await?;
+        // Decisions depend on both, so every node's snapshot must notice.
+        bump_data_version(&mut tx, tenant_id).await?;
+        insert_audit(
+            &mut tx,
+            Some(tenant_id),
+            actor,
+            device_change_action(change),
+            &after.report.hostname,
+            Some(&device_trust_json(&before)),
+            Some(&device_trust_json(&after)),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(after)
     }
 
     async fn devices(

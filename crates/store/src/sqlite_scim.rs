@@ -12,7 +12,8 @@ use super::{
 };
 use crate::{
     Actor, Counted, MemberKind, ScimGroup, ScimGroupWrite, ScimLookup, ScimMember, ScimStore,
-    ScimUser, ScimUserWrite, StoreError, StoreResult,
+    ScimUser, ScimUserWrite, StoreError, StoreResult, check_member_count, member_changes,
+    split_members, user_update_audit,
 };
 
 const USER_COLUMNS: &str =
@@ -107,34 +108,31 @@ async fn resolve_members(
     tenant_id: &str,
     ids: &[String],
 ) -> StoreResult<(Vec<String>, Vec<String>)> {
-    let (mut users, mut groups, mut unknown) = (Vec::new(), Vec::new(), Vec::new());
-    for id in ids {
-        let user: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM users WHERE tenant_id = ? AND id = ? AND deleted_at IS NULL",
-        )
-        .bind(tenant_id)
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
-        if user.is_some() {
-            users.push(id.clone());
-            continue;
-        }
-        let group: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM groups WHERE tenant_id = ? AND id = ?")
-                .bind(tenant_id)
-                .bind(id)
-                .fetch_optional(&mut *conn)
-                .await?;
-        match group {
-            Some(_) => groups.push(id.clone()),
-            None => unknown.push(id.clone()),
-        }
+    check_member_count(ids)?;
+    if ids.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
     }
-    if !unknown.is_empty() {
-        return Err(StoreError::UnknownMembers { ids: unknown });
+    // One query for the whole list: a member at a time held the write lock for
+    // seconds on large groups.
+    let rows = sqlx::query(
+        "SELECT u.id, 'user' AS kind FROM users u JOIN json_each(?2) j ON u.id = j.value
+         WHERE u.tenant_id = ?1 AND u.deleted_at IS NULL
+         UNION ALL
+         SELECT g.id, 'group' AS kind FROM groups g JOIN json_each(?2) j ON g.id = j.value
+         WHERE g.tenant_id = ?1",
+    )
+    .bind(tenant_id)
+    .bind(serde_json::Value::from(ids.to_vec()).to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut kinds = std::collections::HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let id: String = row.try_get("id")?;
+        let kind: String = row.try_get("kind")?;
+        // A user and a group never share an id; should they, the user wins as before.
+        kinds.entry(id).or_insert(kind);
     }
-    Ok((users, groups))
+    split_members(ids, &kinds)
 }
 
 /// Refuses nesting `members` in `container` when it would close a cycle.
@@ -291,10 +289,21 @@ impl ScimStore for SqliteStore {
         let _guard = self.write_lock.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         check_version(&mut tx, "users", tenant_id, id, expected_version).await?;
-        let was_active: bool = sqlx::query_scalar("SELECT active FROM users WHERE id = ?")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let previous =
+            sqlx::query("SELECT user_name, display_name, active FROM users WHERE id = ?")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+        let previous_name: String = previous.try_get("user_name")?;
+        let previous_display: Option<String> = previous.try_get("display_name")?;
+        let change = user_update_audit(
+            (
+                &previous_name,
+                previous_display.as_deref(),
+                previous.try_get("active")?,
+            ),
+            &user,
+        );
         sqlx::query(
             "UPDATE users SET user_name = ?, user_name_key = ?, display_name = ?, external_id = ?, active = ?, scim_json = ?,
                               version = version + 1, updated_at = ? WHERE id = ?",
@@ -311,20 +320,15 @@ impl ScimStore for SqliteStore {
         .await
         .map_err(|e| duplicate(e, "user", &user.user_name))?;
         bump_data_version(&mut tx, tenant_id).await?;
-        if was_active != user.active {
-            let action = if user.active {
-                "user.activate"
-            } else {
-                "user.deactivate"
-            };
+        if let Some((action, before, after)) = change {
             insert_audit(
                 &mut tx,
                 Some(tenant_id),
                 &Actor::directory(),
                 action,
                 &user.user_name,
-                None,
-                None,
+                Some(&before),
+                Some(&after),
             )
             .await?;
         }
@@ -478,6 +482,16 @@ impl ScimStore for SqliteStore {
         check_version(&mut tx, "groups", tenant_id, id, expected_version).await?;
         let (users, groups) = resolve_members(&mut tx, tenant_id, &group.members).await?;
         refuse_cycles(&mut tx, tenant_id, id, &groups).await?;
+        let previous_name: String =
+            sqlx::query_scalar("SELECT display_name FROM groups WHERE id = ?")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+        let previous_members: Vec<String> = members_of(&mut tx, id)
+            .await?
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
         sqlx::query(
             "UPDATE groups SET display_name = ?, name_key = ?, external_id = ?, scim_json = ?, version = version + 1, updated_at = ? WHERE id = ?",
         )
@@ -505,8 +519,11 @@ impl ScimStore for SqliteStore {
             &Actor::directory(),
             "group.replace",
             &group.display_name,
-            None,
-            Some(&json!({"members": group.members.len()})),
+            Some(&json!({"display_name": previous_name})),
+            Some(&json!({
+                "display_name": group.display_name,
+                "members": member_changes(&previous_members, &group.members),
+            })),
         )
         .await?;
         tx.commit().await?;
@@ -556,7 +573,7 @@ impl ScimStore for SqliteStore {
             "group.members",
             &name,
             None,
-            Some(&json!({"added": add.len(), "removed": remove.len()})),
+            Some(&json!({"added": add, "removed": remove})),
         )
         .await?;
         tx.commit().await?;

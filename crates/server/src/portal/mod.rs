@@ -486,7 +486,7 @@ async fn devices_page(
         let page = state.store.devices(&tenant.id, &filter, 200, None).await?;
         let mut items = Vec::new();
         for device in &page.items {
-            let decisions = snapshot.decide(&device.user_id, &device.user_name, &device.report);
+            let decisions = snapshot.decide(&device);
             let services: BTreeMap<&str, Value> = decisions
                 .services
                 .iter()
@@ -550,7 +550,7 @@ async fn device_page(
         .at_least(&tenant.id, tenant.data_version)
         .await
         .map_err(|e| ApiError::from(e).into_response())?;
-    let decisions = snapshot.decide(&device.user_id, &device.user_name, &device.report);
+    let decisions = snapshot.decide(&device);
     let groups: Vec<Value> = snapshot
         .device_groups()
         .iter()

@@ -6,8 +6,9 @@ use entitle_core::{
     PostureRequirement, PostureValue, Settings, service,
 };
 use entitle_store::{
-    Actor, ActorKind, DeviceFilter, MemberKind, NewAccount, NewTenant, NewUser, Role, SaveRequest,
-    ScimGroupWrite, ScimLookup, ScimUserWrite, Store, StoreError, TokenGrant, secrets,
+    Actor, ActorKind, Attested, AttestedBy, DeviceChange, DeviceFilter, MemberKind, NewAccount,
+    NewEnrollmentKey, NewTenant, NewUser, Role, SaveRequest, ScimGroupWrite, ScimLookup,
+    ScimUserWrite, Store, StoreError, TokenGrant, secrets,
 };
 use time::OffsetDateTime;
 
@@ -61,6 +62,123 @@ pub async fn run_all(store: &dyn Store) {
     tenants_do_not_see_each_other(store).await;
     accounts_and_sessions(store).await;
     scim_users_groups_and_memberships(store).await;
+    scoped_keys_attest_and_approval_holds(store).await;
+}
+
+async fn scoped_keys_attest_and_approval_holds(store: &dyn Store) {
+    let t = tenant(store, "attest").await;
+    let ada = store
+        .create_user(
+            &t,
+            NewUser {
+                user_name: "ada".into(),
+                display_name: None,
+                groups: vec![],
+            },
+            &tester(),
+        )
+        .await
+        .expect("user");
+    let key = store
+        .create_enrollment_key(
+            &t,
+            NewEnrollmentKey {
+                name: "Personal phones".into(),
+                key_hash: "key-hash".into(),
+                ownership: Some(Ownership::Personal),
+                expires_at: None,
+                max_uses: Some(1),
+            },
+            &tester(),
+        )
+        .await
+        .expect("key");
+    let grant = store.enrollment_grant("key-hash").await.expect("grant");
+    assert_eq!(grant.tenant.id, t);
+    let scoped = grant.key.expect("a scoped key");
+    let at = OffsetDateTime::now_utc();
+    // The device claims to be corporate; the key says personal, and wins.
+    let phone = store
+        .enroll_device(&t, &ada, "phone", &report("ada-phone"), at, Some(&scoped))
+        .await
+        .expect("enrolled");
+    assert_eq!(
+        phone.attested_ownership,
+        Some(Attested {
+            ownership: Ownership::Personal,
+            by: AttestedBy::EnrollmentKey
+        })
+    );
+    assert!(phone.ownership_conflict());
+    assert_eq!(phone.decision_report().ownership, Ownership::Personal);
+    let again = store
+        .enroll_device(
+            &t,
+            &ada,
+            "phone-2",
+            &report("ada-phone-2"),
+            at,
+            Some(&scoped),
+        )
+        .await;
+    assert!(
+        matches!(again, Err(StoreError::KeyUnusable { .. })),
+        "a one-use key enrolls one device: {again:?}"
+    );
+    let revoked = store
+        .revoke_enrollment_key(&t, &key.id, &tester())
+        .await
+        .expect("revoked");
+    assert!(revoked.revoked_at.is_some());
+    assert_eq!(revoked.uses, 1);
+    assert_eq!(store.enrollment_keys(&t).await.expect("keys").len(), 1);
+
+    // Approval mode: a new device starts pending until an admin approves it.
+    let tenant = store
+        .set_device_approval(&t, true, &tester())
+        .await
+        .expect("approval on");
+    assert!(tenant.device_approval);
+    let laptop = store
+        .enroll_device(&t, &ada, "laptop", &report("ada-mac"), at, None)
+        .await
+        .expect("enrolled");
+    assert!(laptop.pending_approval);
+    assert_eq!(laptop.attested_ownership, None);
+    let before = store.tenant(&t).await.expect("tenant").data_version;
+    let approved = store
+        .change_device(
+            &t,
+            &laptop.id,
+            &DeviceChange {
+                ownership: Some(Some(Ownership::Corporate)),
+                approve: Some(true),
+            },
+            &tester(),
+        )
+        .await
+        .expect("approved");
+    assert!(!approved.pending_approval);
+    assert_eq!(
+        approved.attested_ownership.map(|a| a.by),
+        Some(AttestedBy::Admin)
+    );
+    assert!(store.tenant(&t).await.expect("tenant").data_version > before);
+    let by_token = store.device_by_token("laptop").await.expect("by token");
+    assert!(!by_token.device.pending_approval);
+    let audit = store.audit(&t, 1, None).await.expect("audit");
+    assert_eq!(audit[0].1.action, "device.approve_and_attest");
+    let other = tenant_id_of(store, "attest-other").await;
+    assert!(matches!(
+        store
+            .change_device(&other, &laptop.id, &DeviceChange::default(), &tester())
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+async fn tenant_id_of(store: &dyn Store, name: &str) -> String {
+    tenant(store, name).await
 }
 
 fn scim_user(name: &str, active: bool) -> ScimUserWrite {
@@ -724,7 +842,7 @@ async fn users_groups_and_devices(store: &dyn Store) {
 
     let at = OffsetDateTime::now_utc();
     let device = store
-        .enroll_device(&t, &ada, "dev-hash", &report("ada-mac"), at)
+        .enroll_device(&t, &ada, "dev-hash", &report("ada-mac"), at, None)
         .await
         .expect("enrolled");
     let by_token = store.device_by_token("dev-hash").await.expect("by token");
@@ -736,7 +854,7 @@ async fn users_groups_and_devices(store: &dyn Store) {
     let mut moved = report("ada-mac");
     moved.client_version = entitle_core::ClientVersion::parse("4.2").expect("version");
     store
-        .record_sync(&device.id, Some(&moved), at)
+        .record_sync(&device.id, Some(&moved), at, None)
         .await
         .expect("synced");
     assert_eq!(
