@@ -486,7 +486,7 @@ async fn devices_page(
         let page = state.store.devices(&tenant.id, &filter, 200, None).await?;
         let mut items = Vec::new();
         for device in &page.items {
-            let decisions = snapshot.decide(&device);
+            let decisions = snapshot.decide(device);
             let services: BTreeMap<&str, Value> = decisions
                 .services
                 .iter()
