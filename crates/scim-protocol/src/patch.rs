@@ -5,7 +5,9 @@
 
 use serde_json::{Map, Value};
 
-use crate::filter::{AttrPath, CompValue, CompareOp, Filter, get_ci, parse_patch_path};
+use crate::filter::{
+    AttrPath, CompValue, CompareOp, Filter, get_ci, is_core_urn, parse_patch_path,
+};
 use crate::{ENTERPRISE_USER, ScimError};
 
 /// A PATCH operation's verb.
@@ -128,6 +130,9 @@ fn apply_pathless(
             continue;
         }
         let path = AttrPath::parse(key).map_err(|e| ScimError::invalid_path(e.detail))?;
+        if read_only(&path) {
+            continue;
+        }
         apply_at(resource, &path, op, Some(value))?;
     }
     Ok(())
@@ -139,7 +144,7 @@ fn apply_at(
     op: PatchOp,
     value: Option<&Value>,
 ) -> Result<(), ScimError> {
-    if path.urn.is_none() && READ_ONLY.iter().any(|r| r.eq_ignore_ascii_case(&path.attr)) {
+    if read_only(path) {
         return Err(ScimError::mutability(format!(
             "{} cannot be changed",
             path.attr
@@ -304,6 +309,13 @@ fn apply_at(
             }
         }
     }
+}
+
+/// Whether a path names a read-only attribute of the resource, with or without
+/// its core schema URN (`urn:…:core:2.0:User:id` is `id`).
+fn read_only(path: &AttrPath) -> bool {
+    path.urn.as_deref().is_none_or(is_core_urn)
+        && READ_ONLY.iter().any(|r| r.eq_ignore_ascii_case(&path.attr))
 }
 
 /// The sub-attribute and value a simple `attr eq "x"` value filter names.
