@@ -499,9 +499,30 @@ async fn a_restart_keeps_a_sign_out_and_services_waiting_for_login() {
     );
 
     // And again, with nothing new from the server: a second restart changes nothing either.
-    let (mut agent, lines) = restart(agent, &server.base, &key, dir.path()).await;
+    let (agent, lines) = restart(agent, &server.base, &key, dir.path()).await;
     assert!(started_services(&lines).is_empty(), "{lines:?}");
     assert_eq!(status(dir.path()).await["session"], "logged_out");
+
+    // A damaged file no longer says so: the agent starts signed out all the same.
+    agent.stop().await;
+    std::fs::write(dir.path().join("policy.json"), b"{\"etag\": \"trunc").expect("damage");
+    let mut agent = start_agent(config(&server.base, &key), dir.path());
+    let lines = agent
+        .lines_until(FAST, |l| {
+            l["event"] == "state" && l["state"]["server_reachable"] == true
+        })
+        .await;
+    assert!(
+        lines.iter().any(|l| l["event"] == "policy_file_ignored"),
+        "{lines:?}"
+    );
+    assert!(started_services(&lines).is_empty(), "{lines:?}");
+    let state = status(dir.path()).await;
+    assert_eq!(state["session"], "logged_out", "{state}");
+    assert_eq!(
+        state["services"]["private_access"], "pending_login",
+        "{state}"
+    );
 
     // The sign-in is what starts everything.
     driver::control(dir.path(), "login").await.expect("login");
