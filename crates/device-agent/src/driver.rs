@@ -122,20 +122,31 @@ pub async fn run(
             runtime::jitter(),
         ),
         None => {
-            let persisted = match state.policy() {
-                Ok(policy) => policy,
+            let (persisted, damaged) = match state.policy() {
+                Ok(policy) => (policy, false),
                 Err(error) => {
                     let _ = out
                         .send(json!({"event": "policy_file_ignored", "error": error.to_string()}));
-                    None
+                    (None, true)
                 }
             };
-            Agent::new(
+            let (mut agent, mut actions) = Agent::new(
                 &enrollment.tenant,
                 &enrollment.device_id,
                 persisted,
                 config.timing.backoff,
-            )
+            );
+            if damaged {
+                // A damaged file no longer says whether the user was signed
+                // out, so the agent starts signed out, as with a file that
+                // never said: the next policy waits for a sign-in.
+                actions.extend(agent.handle(
+                    crate::machine::Event::Logout,
+                    now_ms(),
+                    runtime::jitter(),
+                ));
+            }
+            (agent, actions)
         }
     };
 

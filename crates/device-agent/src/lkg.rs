@@ -1,5 +1,6 @@
-//! The agent's state on disk: its enrollment and its last-known-good policy,
-//! each written atomically (temporary file, fsync, rename, fsync of the folder),
+//! The agent's state on disk: its enrollment and its last-known-good policy
+//! (with the user's session and the services' states, which a restart
+//! restores), each written atomically (temporary file, fsync, rename, fsync of the folder),
 //! so a crash or power loss leaves either the old file or the new one.
 
 use std::fs::{self, File, OpenOptions};
@@ -218,6 +219,7 @@ mod tests {
         HeldPolicy {
             policy: policy(version),
             received_at_ms: Some(1_700_000_000_500),
+            session_state: None,
         }
     }
 
@@ -237,6 +239,29 @@ mod tests {
         let read = state.policy().expect("read").expect("held");
         assert_eq!(read.policy, policy(7));
         assert_eq!(read.received_at_ms, Some(modified));
+        assert_eq!(
+            read.session_state, None,
+            "the agent decides what that means"
+        );
+    }
+
+    #[test]
+    fn the_session_state_is_saved_with_the_policy() {
+        use crate::machine::{ServiceState, Session, SessionState};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let state = StateDir::open(dir.path()).expect("open");
+        let signed_out = HeldPolicy {
+            session_state: Some(SessionState {
+                session: Session::LoggedOut,
+                services: BTreeMap::from([("zpa".to_owned(), ServiceState::PendingLogin)]),
+            }),
+            ..held(2)
+        };
+        state.save_policy(&signed_out).expect("saved");
+        assert_eq!(state.policy().expect("read"), Some(signed_out));
+        let text = fs::read_to_string(state.path().join(POLICY)).expect("read");
+        assert!(text.contains("\"session\": \"logged_out\""), "{text}");
+        assert!(text.contains("\"zpa\": \"pending_login\""), "{text}");
     }
 
     #[test]

@@ -58,6 +58,22 @@ pub struct HeldPolicy {
         skip_serializing_if = "Option::is_none"
     )]
     pub received_at_ms: Option<u64>,
+    /// The user's session and the services' states when the policy was last
+    /// saved, so that a restart is not taken for a sign-in. Files written
+    /// before this was recorded do not say; see [`Agent::new`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_state: Option<SessionState>,
+}
+
+/// What the user did with the policy held: signed in or out, and which
+/// services wait for a sign-in or a re-authentication (SPEC §6: restarting the
+/// agent is not a login).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionState {
+    /// Signed in or out.
+    pub session: Session,
+    /// Each service's state.
+    pub services: BTreeMap<String, ServiceState>,
 }
 
 /// Capped exponential backoff after failures, spread by ±20 % jitter.
@@ -254,9 +270,19 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// An agent for an enrolled device, with the user signed in, running from
-    /// its persisted policy if it has one (so a start while the server is down
-    /// restores the last state).
+    /// An agent for an enrolled device, running from its persisted policy if
+    /// it has one (so a start while the server is down restores the last
+    /// state), with the session and service states saved with it.
+    ///
+    /// A restart is not a sign-in: a user who was signed out stays signed out,
+    /// and a service waiting for a sign-in or a re-authentication keeps
+    /// waiting. A file that does not record the session (written by an older
+    /// agent) cannot tell a signed-in user from one that a newly entitled
+    /// service signed out, so it reads as signed out, every entitled service
+    /// waiting for the next sign-in: that costs the user one sign-in after the
+    /// upgrade, whereas reading it as signed in could start services that
+    /// were waiting for one. Without any persisted policy the user counts as
+    /// signed in, and the first policy starts what it entitles.
     pub fn new(
         tenant: &str,
         device_id: &str,
@@ -281,18 +307,18 @@ impl Agent {
         if let Some(HeldPolicy {
             policy,
             received_at_ms,
+            session_state,
         }) = persisted.filter(|held| agent.validate(&held.policy).is_ok())
         {
+            agent.session = session_state
+                .as_ref()
+                .map_or(Session::LoggedOut, |saved| saved.session);
             for (id, service) in &policy.services {
-                let state = if service.enabled {
-                    ServiceState::Running
-                } else {
-                    ServiceState::Stopped
-                };
-                if state == ServiceState::Running {
-                    actions.push(Action::Start(id.clone()));
-                }
-                agent.services.insert(id.clone(), state);
+                let saved = session_state
+                    .as_ref()
+                    .and_then(|saved| saved.services.get(id).copied());
+                let state = agent.restored(service.enabled, saved);
+                agent.set(id, state, &mut actions);
             }
             agent.policy = Some(policy);
             agent.received_at_ms = received_at_ms;
@@ -397,6 +423,37 @@ impl Agent {
 
     /// Handles one event at `now_ms`; `jitter` in `[-1, 1]` spreads retries and polls.
     pub fn handle(&mut self, event: Event, now_ms: u64, jitter: f64) -> Vec<Action> {
+        let before = (self.session, self.services.clone());
+        let mut actions = self.dispatch(event, now_ms, jitter);
+        // A sign-in, a sign-out or a re-authentication changes what a restart
+        // must restore, so it is saved with the policy like a new policy is.
+        let changed = before.0 != self.session || before.1 != self.services;
+        let saved = actions
+            .iter()
+            .any(|action| matches!(action, Action::Persist(_) | Action::Forget));
+        if changed
+            && !saved
+            && let Some(held) = self.held()
+        {
+            actions.push(Action::Persist(held));
+        }
+        actions
+    }
+
+    /// The policy held with its session state, as it is persisted.
+    pub fn held(&self) -> Option<HeldPolicy> {
+        let policy = self.policy.clone()?;
+        Some(HeldPolicy {
+            policy,
+            received_at_ms: self.received_at_ms,
+            session_state: Some(SessionState {
+                session: self.session,
+                services: self.services.clone(),
+            }),
+        })
+    }
+
+    fn dispatch(&mut self, event: Event, now_ms: u64, jitter: f64) -> Vec<Action> {
         let jitter = jitter.clamp(-1.0, 1.0);
         match event {
             Event::PolicyReceived { policy, manual } => {
@@ -522,12 +579,9 @@ impl Agent {
             actions.push(Action::LogoutUser);
             actions.extend(self.logout());
         }
-        actions.push(Action::Persist(HeldPolicy {
-            policy: policy.clone(),
-            received_at_ms: Some(now_ms),
-        }));
         self.policy = Some(policy);
         self.received_at_ms = Some(now_ms);
+        actions.extend(self.held().map(Action::Persist));
         actions.push(self.next_poll(now_ms, jitter));
         actions
     }
@@ -548,6 +602,21 @@ impl Agent {
             (state == ServiceState::PendingLogin && session == Session::LoggedIn)
                 .then_some(ServiceState::PendingReauth)
         })
+    }
+
+    /// A service's state after a restart: what was saved, as far as the
+    /// policy and the session allow. Nothing runs while the user is signed
+    /// out, and a state that contradicts the policy (a file edited by hand)
+    /// waits for the next sign-in rather than running.
+    fn restored(&self, enabled: bool, saved: Option<ServiceState>) -> ServiceState {
+        if !enabled {
+            return ServiceState::Stopped;
+        }
+        match (self.session, saved) {
+            (Session::LoggedIn, Some(ServiceState::Running)) => ServiceState::Running,
+            (_, Some(state @ (ServiceState::PendingLogin | ServiceState::PendingReauth))) => state,
+            _ => ServiceState::PendingLogin,
+        }
     }
 
     fn running_or_waiting(&self) -> ServiceState {
@@ -995,10 +1064,253 @@ mod tests {
         ));
     }
 
+    /// A policy as files written before the session state was recorded hold it.
     fn held(policy: Policy, received_at_ms: Option<u64>) -> HeldPolicy {
         HeldPolicy {
             policy,
             received_at_ms,
+            session_state: None,
+        }
+    }
+
+    /// A policy as it is persisted, with the session and the services' states.
+    fn saved(
+        policy: Policy,
+        received_at_ms: Option<u64>,
+        session: Session,
+        services: &[(&str, ServiceState)],
+    ) -> HeldPolicy {
+        HeldPolicy {
+            session_state: Some(SessionState {
+                session,
+                services: services
+                    .iter()
+                    .map(|(id, state)| ((*id).to_owned(), *state))
+                    .collect(),
+            }),
+            ..held(policy, received_at_ms)
+        }
+    }
+
+    /// The last policy an agent asked to persist in `actions`, if any.
+    fn persisted(actions: &[Action]) -> Option<HeldPolicy> {
+        actions.iter().rev().find_map(|action| match action {
+            Action::Persist(held) => Some(held.clone()),
+            _ => None,
+        })
+    }
+
+    /// The states that are not `stopped` (a stopped service and an unknown one are alike).
+    fn active(agent: &Agent) -> BTreeMap<String, ServiceState> {
+        agent
+            .services
+            .iter()
+            .filter(|(_, state)| **state != Stopped)
+            .map(|(id, state)| (id.clone(), *state))
+            .collect()
+    }
+
+    /// Runs `events` after a first policy `initial`, restarts the agent from
+    /// what it last persisted, and checks that the restart changed nothing
+    /// and started only what was running.
+    fn restart_after(initial: &[(&str, bool, bool)], events: Vec<Event>) -> (Agent, Vec<Action>) {
+        let (mut agent, _) = Agent::new("t", "d", None, Backoff::default());
+        let mut last = persisted(&agent.handle(received(policy(1, initial)), 0, 0.0));
+        for (index, event) in events.into_iter().enumerate() {
+            let actions = agent.handle(event, 1000 * (index as u64 + 1), 0.0);
+            last = persisted(&actions).or(last);
+        }
+        assert_eq!(last, agent.held(), "every change is persisted");
+        let (restarted, actions) = Agent::new("t", "d", last, Backoff::default());
+        assert_eq!(restarted.session(), agent.session());
+        assert_eq!(active(&restarted), active(&agent));
+        for action in &actions {
+            if let Action::Start(id) = action {
+                assert_eq!(agent.service(id), Running, "{id} started by a restart");
+            }
+        }
+        (restarted, actions)
+    }
+
+    #[test]
+    fn a_restart_is_not_a_login() {
+        // "Logout on enable" signed the user out: still signed out, nothing runs.
+        let (restarted, actions) = restart_after(
+            &[("zia", true, false), ("zpa", false, false)],
+            vec![received(policy(
+                2,
+                &[("zia", true, false), ("zpa", true, true)],
+            ))],
+        );
+        assert_eq!(restarted.session(), Session::LoggedOut);
+        assert_eq!(restarted.service("zia"), PendingLogin);
+        assert_eq!(restarted.service("zpa"), PendingLogin);
+        assert!(
+            !actions.iter().any(|a| matches!(a, Action::Start(_))),
+            "{actions:?}"
+        );
+        // A newly entitled service still waits for the next sign-in; the rest runs.
+        let (restarted, actions) = restart_after(
+            &[("zia", true, false), ("zpa", false, false)],
+            vec![received(policy(
+                2,
+                &[("zia", true, false), ("zpa", true, false)],
+            ))],
+        );
+        assert_eq!(restarted.session(), Session::LoggedIn);
+        assert_eq!(restarted.service("zpa"), PendingLogin);
+        assert_eq!(restarted.service("zia"), Running);
+        assert!(actions.contains(&Action::Start("zia".into())));
+        // A change fetched by "Update Policy" still needs re-authentication, and asks for it again.
+        let (restarted, actions) = restart_after(
+            &[("zpa", false, false)],
+            vec![
+                Event::UpdatePolicyPressed,
+                Event::PolicyReceived {
+                    policy: policy(2, &[("zpa", true, false)]),
+                    manual: true,
+                },
+            ],
+        );
+        assert_eq!(restarted.service("zpa"), PendingReauth);
+        assert!(actions.contains(&Action::AskReauth("zpa".into())));
+        // The user signed out by hand: still signed out.
+        let (restarted, _) = restart_after(&[("zia", true, false)], vec![Event::Logout]);
+        assert_eq!(restarted.session(), Session::LoggedOut);
+        assert_eq!(restarted.service("zia"), PendingLogin);
+        // Signed in again: everything runs again after a restart too.
+        let (restarted, actions) =
+            restart_after(&[("zia", true, false)], vec![Event::Logout, Event::Login]);
+        assert_eq!(restarted.service("zia"), Running);
+        assert!(actions.contains(&Action::Start("zia".into())));
+    }
+
+    #[test]
+    fn a_restored_sign_out_ends_at_the_next_login() {
+        let (mut restarted, _) = restart_after(
+            &[("zia", true, false), ("zpa", false, false)],
+            vec![received(policy(
+                2,
+                &[("zia", true, false), ("zpa", true, true)],
+            ))],
+        );
+        let actions = restarted.handle(Event::Login, 5_000, 0.0);
+        assert_eq!(restarted.service("zia"), Running);
+        assert_eq!(restarted.service("zpa"), Running);
+        assert!(actions.contains(&Action::Start("zpa".into())));
+        // The sign-in is saved too, so the next restart runs everything.
+        let Some(held) = persisted(&actions) else {
+            panic!("the sign-in is not persisted: {actions:?}")
+        };
+        let (again, _) = Agent::new("t", "d", Some(held), Backoff::default());
+        assert_eq!(again.session(), Session::LoggedIn);
+        assert_eq!(again.service("zpa"), Running);
+    }
+
+    #[test]
+    fn a_file_without_session_state_starts_nothing_until_the_next_login() {
+        let old = held(
+            policy(3, &[("zia", true, false), ("zpa", false, false)]),
+            Some(1_000),
+        );
+        let (mut agent, actions) = Agent::new("t", "d", Some(old), Backoff::default());
+        assert_eq!(agent.session(), Session::LoggedOut);
+        assert_eq!(agent.service("zia"), PendingLogin);
+        assert_eq!(agent.service("zpa"), Stopped);
+        assert_eq!(actions, [Action::SyncNow { manual: false }]);
+        agent.handle(Event::Login, 2_000, 0.0);
+        assert_eq!(agent.service("zia"), Running);
+    }
+
+    #[test]
+    fn a_saved_state_that_contradicts_the_policy_never_runs_more() {
+        let entitled = policy(3, &[("zia", true, false), ("zpa", false, false)]);
+        // Signed out, yet "running": waits for the sign-in.
+        let (agent, actions) = Agent::new(
+            "t",
+            "d",
+            Some(saved(
+                entitled.clone(),
+                None,
+                Session::LoggedOut,
+                &[("zia", Running), ("zpa", Running)],
+            )),
+            Backoff::default(),
+        );
+        assert_eq!(agent.service("zia"), PendingLogin);
+        assert_eq!(agent.service("zpa"), Stopped, "not entitled");
+        assert!(!actions.iter().any(|a| matches!(a, Action::Start(_))));
+        // Signed in, entitled but "stopped" or not named: waits for the sign-in.
+        for services in [&[("zia", Stopped)][..], &[]] {
+            let (agent, actions) = Agent::new(
+                "t",
+                "d",
+                Some(saved(entitled.clone(), None, Session::LoggedIn, services)),
+                Backoff::default(),
+            );
+            assert_eq!(agent.service("zia"), PendingLogin);
+            assert!(!actions.iter().any(|a| matches!(a, Action::Start(_))));
+        }
+    }
+
+    #[test]
+    fn session_changes_are_persisted_and_nothing_else_is() {
+        let (mut agent, _) = Agent::new("t", "d", None, Backoff::default());
+        agent.handle(received(policy(1, &[("zia", true, false)])), 0, 0.0);
+        let actions = agent.handle(Event::Logout, 1, 0.0);
+        assert_eq!(
+            persisted(&actions),
+            Some(saved(
+                policy(1, &[("zia", true, false)]),
+                Some(0),
+                Session::LoggedOut,
+                &[("zia", PendingLogin)]
+            ))
+        );
+        // Events that change no state write nothing.
+        for event in [
+            Event::Logout,
+            Event::Reauthenticated,
+            Event::Timer,
+            Event::PolicyUnchanged,
+            Event::TransportError {
+                detail: "down".into(),
+            },
+        ] {
+            let actions = agent.handle(event, 2, 0.0);
+            assert_eq!(persisted(&actions), None, "{actions:?}");
+        }
+    }
+
+    fn session_event() -> impl Strategy<Value = Event> {
+        let services = proptest::collection::vec((any::<bool>(), any::<bool>()), 3);
+        prop_oneof![
+            Just(Event::Login),
+            Just(Event::Logout),
+            Just(Event::Reauthenticated),
+            Just(Event::UpdatePolicyPressed),
+            Just(Event::PolicyUnchanged),
+            Just(Event::Timer),
+            Just(Event::TransportError { detail: "x".into() }),
+            (services, any::<bool>()).prop_map(|(services, manual)| {
+                let ids = ["zia", "zpa", "zdx"];
+                let named: Vec<(&str, bool, bool)> = ids
+                    .iter()
+                    .zip(services)
+                    .map(|(id, (enabled, logout))| (*id, enabled, logout))
+                    .collect();
+                Event::PolicyReceived {
+                    policy: policy(1, &named),
+                    manual,
+                }
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn a_restart_restores_what_was_last_persisted(events in proptest::collection::vec(session_event(), 0..30)) {
+            restart_after(&[("zia", true, false), ("zpa", false, true)], events);
         }
     }
 
@@ -1008,7 +1320,12 @@ mod tests {
         let (agent, actions) = Agent::new(
             "t",
             "d",
-            Some(held(persisted, Some(1_000))),
+            Some(saved(
+                persisted,
+                Some(1_000),
+                Session::LoggedIn,
+                &[("zia", Running), ("zpa", Stopped)],
+            )),
             Backoff::default(),
         );
         assert_eq!(agent.service("zia"), Running);
@@ -1032,9 +1349,11 @@ mod tests {
         let (mut agent, _) = Agent::new("t", "d", None, Backoff::default());
         let actions = agent.handle(received(policy(1, &[("zia", true, false)])), 42_000, 0.0);
         assert!(
-            actions.contains(&Action::Persist(held(
+            actions.contains(&Action::Persist(saved(
                 policy(1, &[("zia", true, false)]),
-                Some(42_000)
+                Some(42_000),
+                Session::LoggedIn,
+                &[("zia", Running)]
             ))),
             "{actions:?}"
         );
@@ -1064,7 +1383,12 @@ mod tests {
             actions,
             [
                 Action::Start("zia".into()),
-                Action::Persist(held(first, Some(5_000))),
+                Action::Persist(saved(
+                    first,
+                    Some(5_000),
+                    Session::LoggedIn,
+                    &[("zia", Running), ("zpa", Stopped)]
+                )),
                 Action::ScheduleSync { at_ms: 3_605_000 },
             ]
         );

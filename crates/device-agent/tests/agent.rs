@@ -383,6 +383,159 @@ async fn update_policy_after_a_change_the_long_poll_brought_needs_reauthenticati
     agent.stop().await;
 }
 
+impl RunningAgent {
+    /// The event lines up to the first that satisfies `wanted` (up to `within`).
+    async fn lines_until(
+        &mut self,
+        within: Duration,
+        wanted: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
+        let deadline = Instant::now() + within;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.lines.recv()).await {
+                Ok(Some(line)) => {
+                    let done = wanted(&line);
+                    seen.push(line);
+                    if done {
+                        return seen;
+                    }
+                }
+                _ => panic!("no expected event within {within:?}; saw {seen:?}"),
+            }
+        }
+    }
+}
+
+/// Restarts the agent in `dir` and returns it once it has heard from the
+/// server, with the lines it wrote until then.
+async fn restart(
+    agent: RunningAgent,
+    server: &str,
+    key: &str,
+    dir: &Path,
+) -> (RunningAgent, Vec<Value>) {
+    agent.stop().await;
+    let mut agent = start_agent(config(server, key), dir);
+    let lines = agent
+        .lines_until(FAST, |l| {
+            l["event"] == "state" && l["state"]["server_reachable"] == true
+        })
+        .await;
+    (agent, lines)
+}
+
+fn started_services(lines: &[Value]) -> Vec<&Value> {
+    lines
+        .iter()
+        .filter(|l| l["event"] == "service_started")
+        .map(|l| &l["service"])
+        .collect()
+}
+
+/// SPEC §6: restarting the agent is not a login. A service waiting for the
+/// next sign-in keeps waiting, and a user signed out by "logout on enable"
+/// stays signed out, until the user signs in.
+#[tokio::test]
+async fn a_restart_keeps_a_sign_out_and_services_waiting_for_login() {
+    let Started {
+        server,
+        key,
+        group,
+        dir,
+        mut agent,
+    } = started().await;
+
+    // Newly entitled without "logout on enable": waits for the next login, across a restart.
+    server
+        .save(
+            "private_access",
+            json!({"enabled_by_default": false, "user_groups": [group]}),
+        )
+        .await;
+    agent
+        .expect(FAST, |l| service_is(l, "private_access", "pending_login"))
+        .await;
+    let (mut agent, lines) = restart(agent, &server.base, &key, dir.path()).await;
+    assert!(
+        !started_services(&lines).contains(&&json!("private_access")),
+        "{lines:?}"
+    );
+    let state = status(dir.path()).await;
+    assert_eq!(state["session"], "logged_in", "{state}");
+    assert_eq!(
+        state["services"]["private_access"], "pending_login",
+        "{state}"
+    );
+    assert_eq!(state["services"]["internet_access"], "running", "{state}");
+
+    // Turned off, then on with "logout on enable": the user is signed out, across a restart.
+    server
+        .save("private_access", json!({"enabled_by_default": false}))
+        .await;
+    agent
+        .expect(FAST, |l| service_is(l, "private_access", "stopped"))
+        .await;
+    server
+        .save(
+            "private_access",
+            json!({"enabled_by_default": false, "user_groups": [group], "logout_on_enable": true}),
+        )
+        .await;
+    agent
+        .expect(FAST, |l| l["event"] == "user_logged_out")
+        .await;
+    let (agent, lines) = restart(agent, &server.base, &key, dir.path()).await;
+    assert!(started_services(&lines).is_empty(), "{lines:?}");
+    let state = status(dir.path()).await;
+    assert_eq!(state["session"], "logged_out", "{state}");
+    assert_eq!(
+        state["services"]["private_access"], "pending_login",
+        "{state}"
+    );
+    assert_eq!(
+        state["services"]["internet_access"], "pending_login",
+        "{state}"
+    );
+
+    // And again, with nothing new from the server: a second restart changes nothing either.
+    let (agent, lines) = restart(agent, &server.base, &key, dir.path()).await;
+    assert!(started_services(&lines).is_empty(), "{lines:?}");
+    assert_eq!(status(dir.path()).await["session"], "logged_out");
+
+    // A damaged file no longer says so: the agent starts signed out all the same.
+    agent.stop().await;
+    std::fs::write(dir.path().join("policy.json"), b"{\"etag\": \"trunc").expect("damage");
+    let mut agent = start_agent(config(&server.base, &key), dir.path());
+    let lines = agent
+        .lines_until(FAST, |l| {
+            l["event"] == "state" && l["state"]["server_reachable"] == true
+        })
+        .await;
+    assert!(
+        lines.iter().any(|l| l["event"] == "policy_file_ignored"),
+        "{lines:?}"
+    );
+    assert!(started_services(&lines).is_empty(), "{lines:?}");
+    let state = status(dir.path()).await;
+    assert_eq!(state["session"], "logged_out", "{state}");
+    assert_eq!(
+        state["services"]["private_access"], "pending_login",
+        "{state}"
+    );
+
+    // The sign-in is what starts everything.
+    driver::control(dir.path(), "login").await.expect("login");
+    agent
+        .expect(FAST, |l| {
+            service_is(l, "private_access", "running")
+                && service_is(l, "internet_access", "running")
+        })
+        .await;
+    agent.stop().await;
+}
+
 #[tokio::test]
 async fn a_dead_server_leaves_services_running_and_a_restart_restores_them_from_disk() {
     let Started {

@@ -148,7 +148,9 @@ impl AttrPath {
     }
 }
 
-fn is_core_urn(urn: &str) -> bool {
+/// Whether a URN names the core User or Group schema, whose attributes are the
+/// resource's own.
+pub(crate) fn is_core_urn(urn: &str) -> bool {
     urn.eq_ignore_ascii_case(crate::USER_SCHEMA) || urn.eq_ignore_ascii_case(crate::GROUP_SCHEMA)
 }
 
@@ -501,6 +503,28 @@ fn string(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Result<String
     }
 }
 
+/// A bare word as a number, if it is one as JSON writes numbers. Rust also
+/// reads `NaN`, `inf` and `infinity` (in any case) as numbers, but to a SCIM
+/// client they are words: `userName eq nan` looks for the user "nan".
+fn json_number(word: &str) -> Option<f64> {
+    let digits = |text: &str| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    let unsigned = word.strip_prefix('-').unwrap_or(word);
+    let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
+        Some(at) => (&unsigned[..at], Some(&unsigned[at + 1..])),
+        None => (unsigned, None),
+    };
+    let (integer, fraction) = match mantissa.split_once('.') {
+        Some((integer, fraction)) => (integer, Some(fraction)),
+        None => (mantissa, None),
+    };
+    let exponent_ok = exponent.is_none_or(|e| digits(e.strip_prefix(['+', '-']).unwrap_or(e)));
+    if !digits(integer) || !fraction.is_none_or(digits) || !exponent_ok {
+        return None;
+    }
+    // `1e400` is a JSON number too large for a double: it compares as a word.
+    word.parse::<f64>().ok().filter(|n| n.is_finite())
+}
+
 struct Parser {
     tokens: Vec<Token>,
     position: usize,
@@ -660,9 +684,7 @@ impl Parser {
                 "false" => CompValue::Bool(false),
                 "null" => CompValue::Null,
                 // Entra ID sends unquoted values such as `externalId eq jyoung`.
-                _ => w
-                    .parse::<f64>()
-                    .map_or(CompValue::Str(w.clone()), CompValue::Num),
+                _ => json_number(&w).map_or(CompValue::Str(w), CompValue::Num),
             },
             Some(other) => {
                 return Err(ScimError::invalid_filter(format!(
@@ -855,6 +877,39 @@ mod tests {
         let deep = format!("{}userName pr{}", "(".repeat(60), ")".repeat(60));
         assert!(Filter::parse(&deep).is_err());
         assert!(Filter::parse(&"a".repeat(5000)).is_err());
+    }
+
+    #[test]
+    fn bare_words_are_numbers_only_as_json_writes_them() {
+        let value = |text: &str| match Filter::parse(&format!("userName eq {text}")) {
+            Ok(Filter::Compare(_, _, value)) => value,
+            other => panic!("{text}: {other:?}"),
+        };
+        for number in ["0", "-1", "1.5", "2e3", "2E-3", "-0.25e+2"] {
+            assert!(matches!(value(number), CompValue::Num(_)), "{number}");
+        }
+        // Found by the fuzz targets: these read as NaN or infinity, matching nothing.
+        for word in [
+            "nan",
+            "NaN",
+            "inf",
+            "-Infinity",
+            "1e400",
+            "1.",
+            ".5",
+            "+1",
+            "1e",
+            "0x10",
+        ] {
+            assert_eq!(value(word), CompValue::Str(word.to_owned()), "{word}");
+        }
+        check("userName eq nan", false);
+        let nan = json!({"userName": "nan"});
+        assert!(
+            Filter::parse("userName eq nan")
+                .expect("parses")
+                .matches(&nan)
+        );
     }
 
     proptest! {
