@@ -63,6 +63,18 @@ pub async fn session(parts: &Parts, state: &AppState) -> Result<Option<Session>,
     }
 }
 
+/// The id of the account whose session authenticates the request, or `None`
+/// when a bearer token does (a token speaks for no account) or nobody is signed in.
+pub async fn session_account_id(
+    parts: &Parts,
+    state: &AppState,
+) -> Result<Option<String>, ApiError> {
+    if bearer(parts).is_some() {
+        return Ok(None);
+    }
+    Ok(session(parts, state).await?.map(|s| s.account.id))
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
