@@ -1651,13 +1651,27 @@ pub(crate) async fn list_super_tokens(
 
 /// Revokes a super admin token at once; super admins only.
 #[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tenants",
-    params(("id" = String, Path)), responses((status = 200, body = TokenJson), (status = 403), (status = 404)))]
+    params(("id" = String, Path)), responses((status = 200, body = TokenJson), (status = 403), (status = 404), (status = 409)))]
 pub(crate) async fn revoke_super_token(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<TokenJson>> {
     caller.require_super_admin()?;
+    // The bootstrap token is only issued while no super admin token exists at
+    // all, so revoking the last working one would lock every super admin out.
+    let now = OffsetDateTime::now_utc();
+    let working = |t: &ApiToken| t.revoked_at.is_none() && t.expires_at.is_none_or(|at| at > now);
+    let tokens = state.store.api_tokens(None).await?;
+    let target_works = tokens.iter().any(|t| t.id == id && working(t));
+    let others_work = tokens.iter().any(|t| t.id != id && working(t));
+    if target_works && !others_work {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "last_super_admin_token",
+            "this is the last working super admin token; create another before revoking it",
+        ));
+    }
     let token = state
         .store
         .revoke_api_token(None, &id, &caller.name)

@@ -275,6 +275,31 @@ async fn tokens_are_scoped_and_admin_only(db: Database) {
         app.get("/api/v1/tenants", &root2).await.status,
         StatusCode::UNAUTHORIZED
     );
+
+    // The last working super admin token cannot be revoked.
+    let listed = app.get("/api/v1/tokens", ROOT).await;
+    let root_id = listed.body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|i| i["name"] == "root")
+        .and_then(|i| i["id"].as_str())
+        .expect("root token listed")
+        .to_owned();
+    let last = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/tokens/{root_id}"),
+            Some(ROOT),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(last.status, StatusCode::CONFLICT, "{:?}", last.body);
+    assert_eq!(
+        app.get("/api/v1/tenants", ROOT).await.status,
+        StatusCode::OK
+    );
 }
 
 /// Signs in; returns the session cookie pair, or the refusal status.
