@@ -44,7 +44,6 @@ impl RealServer {
             .create_api_token(
                 &secrets::hash_secret(ROOT),
                 &TokenGrant {
-                    id: String::new(),
                     role: Role::SuperAdmin,
                     tenant_id: None,
                     name: "root".into(),

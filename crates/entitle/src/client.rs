@@ -46,6 +46,13 @@ pub enum ClientCommand {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// Portal accounts of a tenant: list, create, disable, enable, passwords, sessions.
+    Accounts {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        action: AccountAction,
+    },
     /// Directory groups.
     Groups {
         #[command(flatten)]
@@ -114,14 +121,70 @@ pub enum TenantAction {
 
 #[derive(Subcommand, Debug)]
 pub enum TokenAction {
+    /// List the tenant's API tokens (never their secrets), or the super admin tokens.
+    List {
+        /// The super admin tokens instead of the tenant's.
+        #[arg(long = "super")]
+        super_admin: bool,
+    },
     /// Create an API token; prints it once.
     Create {
         /// A name for the token (shown in the audit log).
         #[arg(long)]
         name: String,
+        /// admin, viewer, or super_admin (a token for every tenant; needs a super admin token).
+        #[arg(long, default_value = "viewer")]
+        role: String,
+        /// Days until the token stops working.
+        #[arg(long, conflicts_with = "expires_at")]
+        expires_in_days: Option<u32>,
+        /// When the token stops working (RFC 3339).
+        #[arg(long)]
+        expires_at: Option<String>,
+    },
+    /// Revoke a token at once, by id (see `entitle tokens list`).
+    Revoke {
+        /// The token's id.
+        id: String,
+        /// A super admin token instead of one of the tenant's.
+        #[arg(long = "super")]
+        super_admin: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AccountAction {
+    /// List the tenant's portal accounts.
+    List,
+    /// Create an account; reads its password from the first line of standard input.
+    Create {
+        /// Sign-in email (unique in the tenant).
+        #[arg(long)]
+        email: String,
         /// admin or viewer.
         #[arg(long, default_value = "viewer")]
         role: String,
+    },
+    /// Disable an account: sign-in is refused and its sessions end.
+    Disable {
+        /// The account's email or id.
+        account: String,
+    },
+    /// Enable a disabled account.
+    Enable {
+        /// The account's email or id.
+        account: String,
+    },
+    /// Set an account's password (read from the first line of standard input);
+    /// its sessions end.
+    SetPassword {
+        /// The account's email or id.
+        account: String,
+    },
+    /// End every session of an account.
+    EndSessions {
+        /// The account's email or id.
+        account: String,
     },
 }
 
@@ -460,6 +523,7 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
     match command {
         ClientCommand::Tenants { conn, action } => tenants(Api::new(conn), action).await,
         ClientCommand::Tokens { conn, action } => tokens(Api::new(conn), action).await,
+        ClientCommand::Accounts { conn, action } => accounts(Api::new(conn), action).await,
         ClientCommand::Groups { conn, action } => groups(Api::new(conn), action).await,
         ClientCommand::Users { conn, action } => users(Api::new(conn), action).await,
         ClientCommand::DeviceGroups { conn, action } => device_groups(Api::new(conn), action).await,
@@ -520,23 +584,247 @@ async fn tenants(api: Api, action: TenantAction) -> anyhow::Result<()> {
 }
 
 async fn tokens(api: Api, action: TokenAction) -> anyhow::Result<()> {
-    let TokenAction::Create { name, role } = action;
-    let created = api
-        .post(
-            &api.scoped("/tokens")?,
-            &json!({"name": name, "role": role}),
-        )
-        .await?;
-    if api.conn.json {
-        print_json(&created);
-    } else {
-        print_line(&format!(
-            "{} token (shown only now): {}",
-            text(&created["role"]),
-            text(&created["token"])
-        ));
+    match action {
+        TokenAction::List { super_admin } => {
+            let path = if super_admin {
+                "/api/v1/tokens".to_owned()
+            } else {
+                api.scoped("/tokens")?
+            };
+            let list = api.get(&path).await?;
+            if api.conn.json {
+                print_json(&list);
+                return Ok(());
+            }
+            let rows = list["items"]
+                .as_array()
+                .map(|items| {
+                    items
+                        .iter()
+                        .map(|t| {
+                            [
+                                "id",
+                                "name",
+                                "role",
+                                "status",
+                                "created_at",
+                                "created_by",
+                                "expires_at",
+                                "last_used_at",
+                            ]
+                            .iter()
+                            .map(|field| text(&t[*field]))
+                            .collect()
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            print_table(
+                &[
+                    "id",
+                    "name",
+                    "role",
+                    "status",
+                    "created",
+                    "by",
+                    "expires",
+                    "last used",
+                ],
+                rows,
+            );
+        }
+        TokenAction::Create {
+            name,
+            role,
+            expires_in_days,
+            expires_at,
+        } => {
+            let mut body = json!({"name": name});
+            if let Some(days) = expires_in_days {
+                body["expires_in_days"] = json!(days);
+            }
+            if let Some(at) = expires_at {
+                body["expires_at"] = json!(at);
+            }
+            let path = if role == "super_admin" {
+                "/api/v1/tokens".to_owned()
+            } else {
+                body["role"] = json!(role);
+                api.scoped("/tokens")?
+            };
+            let created = api.post(&path, &body).await?;
+            if api.conn.json {
+                print_json(&created);
+            } else {
+                let expiry = match created["expires_at"].as_str() {
+                    Some(at) => format!(", expires {at}"),
+                    None => String::new(),
+                };
+                print_line(&format!(
+                    "{} token {} (id {}{expiry}), shown only now: {}",
+                    text(&created["role"]),
+                    text(&created["name"]),
+                    text(&created["id"]),
+                    text(&created["token"])
+                ));
+            }
+        }
+        TokenAction::Revoke { id, super_admin } => {
+            let path = if super_admin {
+                format!("/api/v1/tokens/{}", encode(&id))
+            } else {
+                api.scoped(&format!("/tokens/{}", encode(&id)))?
+            };
+            let revoked = api.call(Method::DELETE, &path, None, None).await?.body;
+            if api.conn.json {
+                print_json(&revoked);
+            } else {
+                print_line(&format!(
+                    "revoked token {} ({})",
+                    text(&revoked["name"]),
+                    text(&revoked["id"])
+                ));
+            }
+        }
     }
     Ok(())
+}
+
+/// Reads a password from the first line of standard input, so that it never
+/// appears in the shell's history or the process list.
+fn password_from_stdin() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    if password.is_empty() {
+        bail!("give the password on the first line of standard input");
+    }
+    Ok(password)
+}
+
+async fn accounts(api: Api, action: AccountAction) -> anyhow::Result<()> {
+    let (account, body) = match action {
+        AccountAction::List => {
+            let list = api.get(&api.scoped("/accounts")?).await?;
+            if api.conn.json {
+                print_json(&list);
+                return Ok(());
+            }
+            let rows = list["items"]
+                .as_array()
+                .map(|items| {
+                    items
+                        .iter()
+                        .map(|a| {
+                            vec![
+                                text(&a["id"]),
+                                text(&a["email"]),
+                                text(&a["role"]),
+                                if a["disabled"] == json!(true) {
+                                    format!("disabled {}", text(&a["disabled_at"]))
+                                } else {
+                                    "enabled".to_owned()
+                                },
+                                text(&a["created_at"]),
+                            ]
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            print_table(&["id", "email", "role", "state", "created"], rows);
+            return Ok(());
+        }
+        AccountAction::Create { email, role } => {
+            let password = password_from_stdin()?;
+            let created = api
+                .post(
+                    &api.scoped("/accounts")?,
+                    &json!({"email": email, "role": role, "password": password}),
+                )
+                .await?;
+            if api.conn.json {
+                print_json(&created);
+            } else {
+                print_line(&format!(
+                    "created {} account {} ({})",
+                    text(&created["role"]),
+                    text(&created["email"]),
+                    text(&created["id"])
+                ));
+            }
+            return Ok(());
+        }
+        AccountAction::Disable { account } => (account, json!({"disabled": true})),
+        AccountAction::Enable { account } => (account, json!({"disabled": false})),
+        AccountAction::SetPassword { account } => {
+            let password = password_from_stdin()?;
+            let id = account_id(&api, &account).await?;
+            let path = api.scoped(&format!("/accounts/{}/password", encode(&id)))?;
+            api.call(
+                Method::POST,
+                &path,
+                Some(&json!({"password": password})),
+                None,
+            )
+            .await?;
+            print_line(&format!(
+                "password of {account} set; its sessions have ended"
+            ));
+            return Ok(());
+        }
+        AccountAction::EndSessions { account } => {
+            let id = account_id(&api, &account).await?;
+            let path = api.scoped(&format!("/accounts/{}/sessions", encode(&id)))?;
+            let ended = api.call(Method::DELETE, &path, None, None).await?.body;
+            if api.conn.json {
+                print_json(&ended);
+            } else {
+                print_line(&format!(
+                    "ended {} session(s) of {account}",
+                    text(&ended["ended"])
+                ));
+            }
+            return Ok(());
+        }
+    };
+    let id = account_id(&api, &account).await?;
+    let path = api.scoped(&format!("/accounts/{}", encode(&id)))?;
+    let changed = api
+        .call(Method::PATCH, &path, Some(&body), None)
+        .await?
+        .body;
+    if api.conn.json {
+        print_json(&changed);
+    } else {
+        let state = if changed["disabled"] == json!(true) {
+            "disabled"
+        } else {
+            "enabled"
+        };
+        print_line(&format!("{} is {state}", text(&changed["email"])));
+    }
+    Ok(())
+}
+
+/// An account id from an email or an id.
+async fn account_id(api: &Api, email_or_id: &str) -> anyhow::Result<String> {
+    let list = api.get(&api.scoped("/accounts")?).await?;
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| {
+            a["id"].as_str() == Some(email_or_id)
+                || a["email"]
+                    .as_str()
+                    .is_some_and(|e| e.eq_ignore_ascii_case(email_or_id))
+        })
+        .and_then(|a| a["id"].as_str().map(str::to_owned))
+        .with_context(|| {
+            format!("no account has the email or id {email_or_id:?}; see `entitle accounts list`")
+        })
 }
 
 async fn groups(api: Api, action: GroupAction) -> anyhow::Result<()> {

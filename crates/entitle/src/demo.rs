@@ -406,7 +406,6 @@ pub async fn seed(store: &dyn Store) -> anyhow::Result<bool> {
         (VIEWER_TOKEN, Role::Viewer, "demo-viewer"),
     ] {
         let grant = TokenGrant {
-            id: String::new(),
             role,
             tenant_id: Some(tenant.id.clone()),
             name: name.into(),

@@ -159,7 +159,6 @@ pub async fn bootstrap(store: &dyn Store, token: Option<&str>) -> anyhow::Result
         return Ok(());
     }
     let grant = TokenGrant {
-        id: String::new(),
         role: Role::SuperAdmin,
         tenant_id: None,
         name: "bootstrap".into(),

@@ -6,15 +6,15 @@ use axum::extract::{Path, State};
 use axum::http::header::{ETAG, IF_MATCH};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, patch, post};
 use axum::{Json, Router};
 use entitle_core::{
     DeviceGroupId, IMPACT_SAMPLE_SIZE, PopulationEntry, SERVICES, ServiceDef, Settings, impact,
     service,
 };
 use entitle_store::{
-    DeviceFilter, NewTenant, NewUser, Role, SaveRequest, StoreError, Tenant, TokenGrant, User,
-    secrets,
+    Account, AccountChange, ApiToken, DeviceFilter, NewTenant, NewUser, Role, SaveRequest,
+    StoreError, Tenant, TokenGrant, User, secrets,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -36,8 +36,32 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/tenants", post(create_tenant).get(list_tenants))
         .route("/api/v1/tenants/{tenant}", get(get_tenant))
-        .route("/api/v1/tenants/{tenant}/tokens", post(create_token))
-        .route("/api/v1/tenants/{tenant}/accounts", post(create_account))
+        .route(
+            "/api/v1/tenants/{tenant}/tokens",
+            post(create_token).get(list_tokens),
+        )
+        .route("/api/v1/tenants/{tenant}/tokens/{id}", delete(revoke_token))
+        .route(
+            "/api/v1/tokens",
+            post(create_super_token).get(list_super_tokens),
+        )
+        .route("/api/v1/tokens/{id}", delete(revoke_super_token))
+        .route(
+            "/api/v1/tenants/{tenant}/accounts",
+            post(create_account).get(list_accounts),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/accounts/{id}",
+            patch(update_account),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/accounts/{id}/password",
+            post(set_password),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/accounts/{id}/sessions",
+            delete(end_sessions),
+        )
         .route(
             "/api/v1/tenants/{tenant}/scim-token",
             post(rotate_scim_token),
@@ -258,6 +282,10 @@ pub struct CreateToken {
     pub name: String,
     /// admin or viewer.
     pub role: String,
+    /// When the token stops working (RFC 3339); at most one of this and `expires_in_days`.
+    pub expires_at: Option<String>,
+    /// Days until the token stops working (1 to 3650).
+    pub expires_in_days: Option<u32>,
 }
 
 /// A new API token, shown once.
@@ -267,6 +295,12 @@ pub struct CreatedToken {
     pub token: String,
     /// Its role.
     pub role: String,
+    /// Its id, to list and revoke it.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// When it stops working, if ever (RFC 3339).
+    pub expires_at: Option<String>,
 }
 
 /// Creates an API token for the tenant.
@@ -288,36 +322,7 @@ pub(crate) async fn create_token(
             ));
         }
     };
-    let name = body.name.trim();
-    if name.is_empty() || name.len() > 200 {
-        return Err(ApiError::unprocessable(
-            "invalid_name",
-            "a token name is 1 to 200 characters",
-        ));
-    }
-    let token = secrets::new_secret(if role == Role::Admin {
-        "ent_admin"
-    } else {
-        "ent_viewer"
-    });
-    let grant = TokenGrant {
-        id: String::new(),
-        role,
-        tenant_id: Some(tenant.id.clone()),
-        name: name.to_owned(),
-    };
-    state
-        .store
-        .create_api_token(&secrets::hash_secret(&token), &grant, &caller.actor)
-        .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(CreatedToken {
-            token,
-            role: role.as_str().to_owned(),
-        }),
-    )
-        .into_response())
+    issue_token(&state, &caller, Some(tenant.id), role, &body).await
 }
 
 // ---------------------------------------------------------------- groups and users
@@ -1272,7 +1277,7 @@ pub(crate) async fn directory_status(
 pub struct CreateAccount {
     /// Sign-in email.
     pub email: String,
-    /// At least 10 characters.
+    /// 12 characters to 1,024 bytes.
     pub password: String,
     /// admin or viewer.
     pub role: String,
@@ -1287,6 +1292,25 @@ pub struct AccountJson {
     pub email: String,
     /// Role.
     pub role: String,
+    /// Whether the account is disabled (cannot sign in, has no sessions).
+    pub disabled: bool,
+    /// When it was disabled (RFC 3339).
+    pub disabled_at: Option<String>,
+    /// When it was created (RFC 3339).
+    pub created_at: String,
+}
+
+impl From<Account> for AccountJson {
+    fn from(account: Account) -> Self {
+        Self {
+            id: account.id,
+            email: account.email,
+            role: account.role.as_str().to_owned(),
+            disabled: account.disabled_at.is_some(),
+            disabled_at: account.disabled_at.map(rfc3339),
+            created_at: rfc3339(account.created_at),
+        }
+    }
 }
 
 /// Creates a portal account (email and password) for the tenant.
@@ -1315,8 +1339,7 @@ pub(crate) async fn create_account(
             "email must look like name@example.com",
         ));
     }
-    let password_hash = crate::password::hash(&body.password)
-        .map_err(|e| ApiError::unprocessable("weak_password", e.to_string()))?;
+    let password_hash = hash_password(body.password).await?;
     let new = entitle_store::NewAccount {
         tenant_id: Some(tenant.id.clone()),
         email: email.to_owned(),
@@ -1324,12 +1347,7 @@ pub(crate) async fn create_account(
         role,
     };
     let account = state.store.create_account(new, &caller.actor).await?;
-    let body = AccountJson {
-        id: account.id,
-        email: account.email,
-        role: account.role.as_str().to_owned(),
-    };
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    Ok((StatusCode::CREATED, Json(AccountJson::from(account))).into_response())
 }
 
 /// A new SCIM token, shown once.
@@ -1395,4 +1413,437 @@ pub(crate) async fn preview_device_group(
         matching_devices: matching.len(),
         sample,
     }))
+}
+
+// ---------------------------------------------------------------- credential lifecycle
+
+/// The shortest password accepted: ASVS level 2 asks for at least 12 characters.
+const MIN_PASSWORD_CHARS: usize = 12;
+/// The longest password accepted, in bytes, so that hashing stays cheap.
+const MAX_PASSWORD_BYTES: usize = 1024;
+/// The longest token lifetime accepted, in days.
+const MAX_TOKEN_DAYS: u32 = 3650;
+
+/// Checks a new password's length and hashes it off the async workers, since
+/// argon2 takes tens of milliseconds of CPU.
+async fn hash_password(password: String) -> ApiResult<String> {
+    if password.chars().count() < MIN_PASSWORD_CHARS || password.len() > MAX_PASSWORD_BYTES {
+        return Err(ApiError::unprocessable(
+            "invalid_password",
+            format!(
+                "a password is {MIN_PASSWORD_CHARS} characters to {MAX_PASSWORD_BYTES} bytes long"
+            ),
+        ));
+    }
+    tokio::task::spawn_blocking(move || crate::password::hash(&password))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "password hashing task failed");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the server could not complete the request; it has been logged",
+            )
+        })?
+        .map_err(|e| ApiError::unprocessable("invalid_password", e.to_string()))
+}
+
+/// Whether `password` matches `stored`, checked off the async workers.
+async fn verify_password(password: String, stored: String) -> bool {
+    tokio::task::spawn_blocking(move || crate::password::verify(&password, &stored))
+        .await
+        .unwrap_or(false)
+}
+
+/// When a new token expires, from `expires_at` or `expires_in_days`.
+fn token_expiry(body: &CreateToken, now: OffsetDateTime) -> ApiResult<Option<OffsetDateTime>> {
+    let expires_at = match (&body.expires_at, body.expires_in_days) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::unprocessable(
+                "invalid_expiry",
+                "give expires_at or expires_in_days, not both",
+            ));
+        }
+        (Some(text), None) => Some(OffsetDateTime::parse(text, &Rfc3339).map_err(|_| {
+            ApiError::unprocessable(
+                "invalid_expiry",
+                "expires_at must be an RFC 3339 time such as 2027-01-31T00:00:00Z",
+            )
+        })?),
+        (None, Some(days)) => {
+            if !(1..=MAX_TOKEN_DAYS).contains(&days) {
+                return Err(ApiError::unprocessable(
+                    "invalid_expiry",
+                    format!("expires_in_days is 1 to {MAX_TOKEN_DAYS}"),
+                ));
+            }
+            Some(now + time::Duration::days(i64::from(days)))
+        }
+        (None, None) => None,
+    };
+    if let Some(at) = expires_at
+        && (at <= now || at > now + time::Duration::days(i64::from(MAX_TOKEN_DAYS)))
+    {
+        return Err(ApiError::unprocessable(
+            "invalid_expiry",
+            format!("expires_at must be in the future and within {MAX_TOKEN_DAYS} days"),
+        ));
+    }
+    Ok(expires_at)
+}
+
+/// Creates a token with the role for the tenant (`None`: a super admin token).
+async fn issue_token(
+    state: &AppState,
+    caller: &Caller,
+    tenant_id: Option<String>,
+    role: Role,
+    body: &CreateToken,
+) -> ApiResult<Response> {
+    let name = body.name.trim();
+    if name.is_empty() || name.len() > 200 {
+        return Err(ApiError::unprocessable(
+            "invalid_name",
+            "a token name is 1 to 200 characters",
+        ));
+    }
+    let expires_at = token_expiry(body, OffsetDateTime::now_utc())?;
+    let token = secrets::new_secret(match role {
+        Role::SuperAdmin => "ent_root",
+        Role::Admin => "ent_admin",
+        Role::Viewer => "ent_viewer",
+    });
+    let grant = TokenGrant {
+        role,
+        tenant_id,
+        name: name.to_owned(),
+    };
+    let stored = state
+        .store
+        .issue_api_token(
+            &secrets::hash_secret(&token),
+            &grant,
+            expires_at,
+            &caller.actor,
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedToken {
+            token,
+            role: role.as_str().to_owned(),
+            id: stored.id,
+            name: stored.grant.name,
+            expires_at: stored.expires_at.map(rfc3339),
+        }),
+    )
+        .into_response())
+}
+
+/// An API token as listed: never its secret.
+#[derive(Serialize, ToSchema)]
+pub struct TokenJson {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Role.
+    pub role: String,
+    /// `active`, `expired` or `revoked`.
+    pub status: String,
+    /// When it was created (RFC 3339).
+    pub created_at: String,
+    /// Who created it.
+    pub created_by: Option<String>,
+    /// When it stops working (RFC 3339).
+    pub expires_at: Option<String>,
+    /// When it was last used, to the minute (RFC 3339).
+    pub last_used_at: Option<String>,
+    /// When it was revoked (RFC 3339).
+    pub revoked_at: Option<String>,
+}
+
+impl TokenJson {
+    fn new(token: ApiToken, now: OffsetDateTime) -> Self {
+        let status = if token.revoked_at.is_some() {
+            "revoked"
+        } else if token.expires_at.is_some_and(|at| at <= now) {
+            "expired"
+        } else {
+            "active"
+        };
+        Self {
+            id: token.id,
+            name: token.grant.name,
+            role: token.grant.role.as_str().to_owned(),
+            status: status.to_owned(),
+            created_at: rfc3339(token.created_at),
+            created_by: token.created_by,
+            expires_at: token.expires_at.map(rfc3339),
+            last_used_at: token.last_used_at.map(rfc3339),
+            revoked_at: token.revoked_at.map(rfc3339),
+        }
+    }
+}
+
+/// A list of tokens.
+#[derive(Serialize, ToSchema)]
+pub struct TokenList {
+    /// The tokens, oldest first.
+    pub items: Vec<TokenJson>,
+}
+
+async fn token_list(state: &AppState, tenant_id: Option<&str>) -> ApiResult<Json<TokenList>> {
+    let now = OffsetDateTime::now_utc();
+    let tokens = state.store.api_tokens(tenant_id).await?;
+    Ok(Json(TokenList {
+        items: tokens.into_iter().map(|t| TokenJson::new(t, now)).collect(),
+    }))
+}
+
+/// Lists the tenant's API tokens, without their secrets; admins only.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/tokens", tag = "tenants",
+    params(("tenant" = String, Path)), responses((status = 200, body = TokenList), (status = 403), (status = 404)))]
+pub(crate) async fn list_tokens(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+) -> ApiResult<Json<TokenList>> {
+    // Who holds which credential is an admin's business: viewers get 403.
+    let tenant = caller.tenant_for_write(&state, &tenant).await?;
+    token_list(&state, Some(&tenant.id)).await
+}
+
+/// Revokes one of the tenant's API tokens at once.
+#[utoipa::path(delete, path = "/api/v1/tenants/{tenant}/tokens/{id}", tag = "tenants",
+    params(("tenant" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = TokenJson), (status = 403), (status = 404)))]
+pub(crate) async fn revoke_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, id)): Path<(String, String)>,
+) -> ApiResult<Json<TokenJson>> {
+    let tenant = caller.tenant_for_write(&state, &tenant).await?;
+    let token = state
+        .store
+        .revoke_api_token(Some(&tenant.id), &id, &caller.actor)
+        .await?;
+    Ok(Json(TokenJson::new(token, OffsetDateTime::now_utc())))
+}
+
+/// Body of `POST /api/v1/tokens`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSuperToken {
+    /// A name for the token, shown in the audit log.
+    pub name: String,
+    /// When the token stops working (RFC 3339).
+    pub expires_at: Option<String>,
+    /// Days until the token stops working (1 to 3650).
+    pub expires_in_days: Option<u32>,
+}
+
+/// Creates a super admin token; super admins only.
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "tenants", request_body = CreateSuperToken,
+    responses((status = 201, body = CreatedToken), (status = 403), (status = 422)))]
+pub(crate) async fn create_super_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<CreateSuperToken>,
+) -> ApiResult<Response> {
+    caller.require_super_admin()?;
+    let body = CreateToken {
+        name: body.name,
+        role: Role::SuperAdmin.as_str().to_owned(),
+        expires_at: body.expires_at,
+        expires_in_days: body.expires_in_days,
+    };
+    issue_token(&state, &caller, None, Role::SuperAdmin, &body).await
+}
+
+/// Lists the super admin tokens; super admins only.
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "tenants",
+    responses((status = 200, body = TokenList), (status = 403)))]
+pub(crate) async fn list_super_tokens(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<TokenList>> {
+    caller.require_super_admin()?;
+    token_list(&state, None).await
+}
+
+/// Revokes a super admin token at once; super admins only.
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tenants",
+    params(("id" = String, Path)), responses((status = 200, body = TokenJson), (status = 403), (status = 404), (status = 409)))]
+pub(crate) async fn revoke_super_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TokenJson>> {
+    caller.require_super_admin()?;
+    // The bootstrap token is only issued while no super admin token exists at
+    // all, so revoking the last working one would lock every super admin out.
+    let now = OffsetDateTime::now_utc();
+    let working = |t: &ApiToken| t.revoked_at.is_none() && t.expires_at.is_none_or(|at| at > now);
+    let tokens = state.store.api_tokens(None).await?;
+    let target_works = tokens.iter().any(|t| t.id == id && working(t));
+    let others_work = tokens.iter().any(|t| t.id != id && working(t));
+    if target_works && !others_work {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "last_super_admin_token",
+            "this is the last working super admin token; create another before revoking it",
+        ));
+    }
+    let token = state
+        .store
+        .revoke_api_token(None, &id, &caller.actor)
+        .await?;
+    Ok(Json(TokenJson::new(token, OffsetDateTime::now_utc())))
+}
+
+/// A list of accounts.
+#[derive(Serialize, ToSchema)]
+pub struct AccountList {
+    /// The accounts, by email.
+    pub items: Vec<AccountJson>,
+}
+
+/// Lists the tenant's portal accounts; admins only.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/accounts", tag = "tenants",
+    params(("tenant" = String, Path)), responses((status = 200, body = AccountList), (status = 403), (status = 404)))]
+pub(crate) async fn list_accounts(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+) -> ApiResult<Json<AccountList>> {
+    let tenant = caller.tenant_for_write(&state, &tenant).await?;
+    let accounts = state.store.accounts(&tenant.id).await?;
+    Ok(Json(AccountList {
+        items: accounts.into_iter().map(AccountJson::from).collect(),
+    }))
+}
+
+/// Body of `PATCH …/accounts/{id}`; absent fields stay as they are.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateAccount {
+    /// Disable (sign-in refused, sessions ended) or enable.
+    pub disabled: Option<bool>,
+    /// admin or viewer.
+    pub role: Option<String>,
+}
+
+/// Disables, enables or changes the role of a portal account; admins only.
+#[utoipa::path(patch, path = "/api/v1/tenants/{tenant}/accounts/{id}", tag = "tenants", request_body = UpdateAccount,
+    params(("tenant" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = AccountJson), (status = 403), (status = 404), (status = 422)))]
+pub(crate) async fn update_account(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, id)): Path<(String, String)>,
+    parts: axum::http::request::Parts,
+    JsonBody(body): JsonBody<UpdateAccount>,
+) -> ApiResult<Json<AccountJson>> {
+    let tenant = caller.tenant_for_write(&state, &tenant).await?;
+    let role = match body.role.as_deref().map(Role::parse) {
+        None => None,
+        Some(Some(role @ (Role::Admin | Role::Viewer))) => Some(role),
+        Some(_) => {
+            return Err(ApiError::unprocessable(
+                "invalid_role",
+                "role must be \"admin\" or \"viewer\"",
+            ));
+        }
+    };
+    // An admin who disables or demotes their own account could leave the
+    // tenant with nobody able to undo it.
+    let own = crate::auth::session_account_id(&parts, &state).await? == Some(id.clone());
+    if own && (body.disabled == Some(true) || role == Some(Role::Viewer)) {
+        return Err(ApiError::unprocessable(
+            "own_account",
+            "you cannot disable or demote the account you are signed in with",
+        ));
+    }
+    let change = AccountChange {
+        disabled: body.disabled,
+        role,
+    };
+    let account = state
+        .store
+        .update_account(Some(&tenant.id), &id, change, &caller.actor)
+        .await?;
+    Ok(Json(AccountJson::from(account)))
+}
+
+/// Body of `POST …/accounts/{id}/password`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetPassword {
+    /// The new password: 12 characters to 1,024 bytes.
+    pub password: String,
+    /// The current password, required when changing your own.
+    pub current_password: Option<String>,
+}
+
+/// Sets an account's password: an admin for any account of the tenant (which
+/// ends its sessions), or anyone for their own account given the current one.
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/accounts/{id}/password", tag = "tenants", request_body = SetPassword,
+    params(("tenant" = String, Path), ("id" = String, Path)),
+    responses((status = 204), (status = 403), (status = 404), (status = 422)))]
+pub(crate) async fn set_password(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, id)): Path<(String, String)>,
+    parts: axum::http::request::Parts,
+    JsonBody(body): JsonBody<SetPassword>,
+) -> ApiResult<StatusCode> {
+    let tenant = caller.tenant(&state, &tenant).await?;
+    let own = crate::auth::session_account_id(&parts, &state).await? == Some(id.clone());
+    if own {
+        let account = state.store.account(Some(&tenant.id), &id).await?;
+        let current = body.current_password.unwrap_or_default();
+        if !verify_password(current, account.password_hash).await {
+            state
+                .failures
+                .record_failure(crate::extract::client_address(&parts));
+            return Err(ApiError::forbidden(
+                "current_password is wrong; give your current password to change it",
+            ));
+        }
+    } else {
+        caller.require_writer()?;
+    }
+    let hash = hash_password(body.password).await?;
+    // A reset by someone else ends the account's sessions, in case the reason
+    // for it is that the password leaked; changing your own keeps you signed in.
+    state
+        .store
+        .set_account_password(Some(&tenant.id), &id, &hash, !own, &caller.actor)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// How many sessions ended.
+#[derive(Serialize, ToSchema)]
+pub struct SessionsEnded {
+    /// The number of sessions ended.
+    pub ended: u64,
+}
+
+/// Ends every session of a portal account at once; admins only.
+#[utoipa::path(delete, path = "/api/v1/tenants/{tenant}/accounts/{id}/sessions", tag = "tenants",
+    params(("tenant" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = SessionsEnded), (status = 403), (status = 404)))]
+pub(crate) async fn end_sessions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, id)): Path<(String, String)>,
+) -> ApiResult<Json<SessionsEnded>> {
+    let tenant = caller.tenant_for_write(&state, &tenant).await?;
+    let ended = state
+        .store
+        .end_sessions(Some(&tenant.id), &id, &caller.actor)
+        .await?;
+    Ok(Json(SessionsEnded { ended }))
 }

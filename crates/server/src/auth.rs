@@ -4,11 +4,15 @@ use axum::extract::FromRequestParts;
 use axum::http::Method;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use entitle_store::{Account, Actor, ActorKind, Role, Session, StoreError, Tenant, secrets};
+use entitle_store::{
+    Account, Actor, ActorKind, LAST_USED_RESOLUTION, Role, Session, StoreError, Tenant, secrets,
+};
+use time::OffsetDateTime;
 
 use crate::error::ApiError;
 use crate::extract::client_address;
 use crate::state::AppState;
+use crate::wire::rfc3339;
 
 /// An authenticated API caller.
 #[derive(Debug, Clone)]
@@ -63,6 +67,18 @@ pub async fn session(parts: &Parts, state: &AppState) -> Result<Option<Session>,
     }
 }
 
+/// The id of the account whose session authenticates the request, or `None`
+/// when a bearer token does (a token speaks for no account) or nobody is signed in.
+pub async fn session_account_id(
+    parts: &Parts,
+    state: &AppState,
+) -> Result<Option<String>, ApiError> {
+    if bearer(parts).is_some() {
+        return Ok(None);
+    }
+    Ok(session(parts, state).await?.map(|s| s.account.id))
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
@@ -75,19 +91,46 @@ impl FromRequestParts<AppState> for Caller {
         let Some(token) = bearer(parts) else {
             return portal_caller(parts, state).await;
         };
-        match state.store.api_token(&secrets::hash_secret(token)).await {
-            Ok(grant) => Ok(Caller {
-                role: grant.role,
-                tenant_id: grant.tenant_id,
-                actor: Actor::new(ActorKind::ApiToken, grant.id, grant.name.as_str()),
-                name: grant.name,
-            }),
+        let token = match state.store.api_token(&secrets::hash_secret(token)).await {
+            Ok(token) => token,
             Err(StoreError::NotFound { .. }) => {
                 state.failures.record_failure(address);
-                Err(ApiError::unauthorized("the API token is not valid"))
+                return Err(ApiError::unauthorized("the API token is not valid"));
             }
-            Err(other) => Err(other.into()),
+            Err(other) => return Err(other.into()),
+        };
+        let now = OffsetDateTime::now_utc();
+        if let Some(at) = token.revoked_at {
+            state.failures.record_failure(address);
+            return Err(ApiError::unauthorized(format!(
+                "the API token was revoked at {}; ask an admin for a new one",
+                rfc3339(at)
+            )));
         }
+        if let Some(at) = token.expires_at
+            && at <= now
+        {
+            state.failures.record_failure(address);
+            return Err(ApiError::unauthorized(format!(
+                "the API token expired at {}; ask an admin for a new one",
+                rfc3339(at)
+            )));
+        }
+        // The last use is written at most once a minute per token, so that
+        // ordinary calls read the token and write nothing.
+        let stale = token
+            .last_used_at
+            .is_none_or(|last| now - last >= LAST_USED_RESOLUTION);
+        if stale && let Err(error) = state.store.touch_api_token(&token.id, now).await {
+            // Failing to note the last use must not refuse a valid token.
+            tracing::warn!(token_id = %token.id, error = %error, "could not record the token's last use");
+        }
+        Ok(Caller {
+            role: token.grant.role,
+            tenant_id: token.grant.tenant_id,
+            actor: Actor::new(ActorKind::ApiToken, token.id, token.grant.name.as_str()),
+            name: token.grant.name,
+        })
     }
 }
 

@@ -407,11 +407,32 @@ pub struct TokenGrant {
     pub role: Role,
     /// The tenant, or `None` for a super admin.
     pub tenant_id: Option<String>,
-    /// The token's stable id, recorded as the actor of its changes.
-    pub id: String,
-    /// The token's name, shown beside its id.
+    /// The token's name, shown beside its id in the audit log.
     pub name: String,
 }
+
+/// A stored API token, without its secret.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiToken {
+    /// Stable id, used to list and revoke the token.
+    pub id: String,
+    /// What the token grants.
+    pub grant: TokenGrant,
+    /// When it was created.
+    pub created_at: OffsetDateTime,
+    /// Who created it (`None` for tokens older than this record).
+    pub created_by: Option<String>,
+    /// When it stops working, if ever.
+    pub expires_at: Option<OffsetDateTime>,
+    /// When it was last presented (recorded at most once a minute).
+    pub last_used_at: Option<OffsetDateTime>,
+    /// When it was revoked.
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// How long a token's last use stays fresh enough not to be written again, so
+/// that the hot path writes at most once a minute per token.
+pub const LAST_USED_RESOLUTION: time::Duration = time::Duration::minutes(1);
 
 /// A directory user.
 #[derive(Debug, Clone, PartialEq)]
@@ -838,15 +859,39 @@ pub trait TenantStore {
         token_hash: &str,
         actor: &Actor,
     ) -> StoreResult<()>;
-    /// Stores an API token by its hash.
+    /// Stores an API token by its hash, without an expiry.
     async fn create_api_token(
         &self,
         token_hash: &str,
         grant: &TokenGrant,
         actor: &Actor,
-    ) -> StoreResult<()>;
-    /// What the token with this hash grants.
-    async fn api_token(&self, token_hash: &str) -> StoreResult<TokenGrant>;
+    ) -> StoreResult<ApiToken> {
+        self.issue_api_token(token_hash, grant, None, actor).await
+    }
+    /// Stores an API token by its hash, with an optional expiry.
+    async fn issue_api_token(
+        &self,
+        token_hash: &str,
+        grant: &TokenGrant,
+        expires_at: Option<OffsetDateTime>,
+        actor: &Actor,
+    ) -> StoreResult<ApiToken>;
+    /// The token with this hash, even if expired or revoked: the caller decides,
+    /// so that it can say why a token no longer works.
+    async fn api_token(&self, token_hash: &str) -> StoreResult<ApiToken>;
+    /// The tokens of a tenant, or the super admin tokens for `None`, oldest first.
+    async fn api_tokens(&self, tenant_id: Option<&str>) -> StoreResult<Vec<ApiToken>>;
+    /// Revokes a token of a tenant (or a super admin token for `None`) at once;
+    /// revoking it again keeps the first revocation time.
+    async fn revoke_api_token(
+        &self,
+        tenant_id: Option<&str>,
+        token_id: &str,
+        actor: &Actor,
+    ) -> StoreResult<ApiToken>;
+    /// Records that a token was used at `at`, unless its last use is less than
+    /// [`LAST_USED_RESOLUTION`] older.
+    async fn touch_api_token(&self, token_id: &str, at: OffsetDateTime) -> StoreResult<()>;
     /// Whether any super admin token exists (for bootstrap).
     async fn has_super_admin(&self) -> StoreResult<bool>;
 }
@@ -1018,7 +1063,7 @@ pub struct Account {
     pub id: String,
     /// The tenant, or `None` for a super admin.
     pub tenant_id: Option<String>,
-    /// Sign-in email, unique regardless of case.
+    /// Sign-in email, unique in its tenant regardless of case.
     pub email: String,
     /// argon2 PHC string.
     pub password_hash: String,
@@ -1028,6 +1073,19 @@ pub struct Account {
     pub failed_logins: i64,
     /// Sign-in refused until then, after too many wrong passwords.
     pub locked_until: Option<OffsetDateTime>,
+    /// When it was created.
+    pub created_at: OffsetDateTime,
+    /// When it was disabled; a disabled account cannot sign in and has no sessions.
+    pub disabled_at: Option<OffsetDateTime>,
+}
+
+/// A change to an account; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct AccountChange {
+    /// Disable (`true`) or enable (`false`).
+    pub disabled: Option<bool>,
+    /// A new role.
+    pub role: Option<Role>,
 }
 
 /// An account to create; the password arrives hashed.
@@ -1059,8 +1117,37 @@ pub struct Session {
 pub trait AccountStore {
     /// Creates an account.
     async fn create_account(&self, new: NewAccount, actor: &Actor) -> StoreResult<Account>;
-    /// Finds an account by email (case-insensitive).
-    async fn account_by_email(&self, email: &str) -> StoreResult<Account>;
+    /// Every account with this email (case-insensitive), in any tenant, oldest
+    /// first: emails are unique per tenant only, so sign-in may find several.
+    async fn accounts_by_email(&self, email: &str) -> StoreResult<Vec<Account>>;
+    /// The accounts of a tenant, by email.
+    async fn accounts(&self, tenant_id: &str) -> StoreResult<Vec<Account>>;
+    /// One account of a tenant (or a super admin account for `None`).
+    async fn account(&self, tenant_id: Option<&str>, account_id: &str) -> StoreResult<Account>;
+    /// Disables, enables or changes the role of an account; disabling ends its sessions.
+    async fn update_account(
+        &self,
+        tenant_id: Option<&str>,
+        account_id: &str,
+        change: AccountChange,
+        actor: &Actor,
+    ) -> StoreResult<Account>;
+    /// Replaces an account's password hash; `end_sessions` also ends its sessions.
+    async fn set_account_password(
+        &self,
+        tenant_id: Option<&str>,
+        account_id: &str,
+        password_hash: &str,
+        end_sessions: bool,
+        actor: &Actor,
+    ) -> StoreResult<()>;
+    /// Ends every session of an account; returns how many there were.
+    async fn end_sessions(
+        &self,
+        tenant_id: Option<&str>,
+        account_id: &str,
+        actor: &Actor,
+    ) -> StoreResult<u64>;
     /// Records a sign-in attempt: success resets the failure count, failure
     /// increments it and sets `locked_until`.
     async fn record_sign_in(
@@ -1077,7 +1164,8 @@ pub trait AccountStore {
         csrf_token: &str,
         expires_at: OffsetDateTime,
     ) -> StoreResult<()>;
-    /// The session with this token hash, if it has not expired.
+    /// The session with this token hash, if it has not expired and its account
+    /// is not disabled.
     async fn session(&self, token_hash: &str) -> StoreResult<Session>;
     /// Ends a session.
     async fn delete_session(&self, token_hash: &str) -> StoreResult<()>;

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, Row};
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -28,12 +29,13 @@ use crate::codec::{
     settings_to_json,
 };
 use crate::{
-    Account, AccountStore, Actor, ActorKind, Attested, AttestedBy, AuditEntry, AuthenticatedDevice,
-    Change, ChangeFeed, ConfigStore, ConfigVersion, Device, DeviceChange, DeviceFilter, DeviceMove,
-    DeviceStore, DirectoryCounts, DirectoryStore, DirectoryUser, EnrollmentGrant, EnrollmentKey,
-    Group, NewAccount, NewEnrollmentKey, NewTenant, NewUser, Page, Role, SaveRequest, Saved,
-    Session, StoreError, StoreResult, StoredSettings, Tenant, TenantData, TenantStore, TokenGrant,
-    User, device_change_action, device_trust_json, enrollment_key_audit,
+    Account, AccountChange, AccountStore, Actor, ActorKind, ApiToken, Attested, AttestedBy,
+    AuditEntry, AuthenticatedDevice, Change, ChangeFeed, ConfigStore, ConfigVersion, Device,
+    DeviceChange, DeviceFilter, DeviceMove, DeviceStore, DirectoryCounts, DirectoryStore,
+    DirectoryUser, EnrollmentGrant, EnrollmentKey, Group, LAST_USED_RESOLUTION, NewAccount,
+    NewEnrollmentKey, NewTenant, NewUser, Page, Role, SaveRequest, Saved, Session, StoreError,
+    StoreResult, StoredSettings, Tenant, TenantData, TenantStore, TokenGrant, User,
+    device_change_action, device_trust_json, enrollment_key_audit,
 };
 
 #[path = "postgres_scim.rs"]
@@ -645,6 +647,39 @@ fn like_pattern(search: &str) -> String {
     format!("%{escaped}%")
 }
 
+/// The columns `token_from_row` reads.
+const TOKEN_COLUMNS: &str = "id::text AS id, tenant_id::text AS tenant_id, role, name, created_at, created_by, expires_at, last_used_at, revoked_at";
+
+fn token_from_row(row: &PgRow) -> StoreResult<ApiToken> {
+    let role: String = row.try_get("role")?;
+    Ok(ApiToken {
+        id: row.try_get("id")?,
+        grant: TokenGrant {
+            role: Role::parse(&role)
+                .ok_or_else(|| StoreError::Corrupt(format!("role {role:?}")))?,
+            tenant_id: row.try_get("tenant_id")?,
+            name: row.try_get("name")?,
+        },
+        created_at: row.try_get("created_at")?,
+        created_by: row.try_get("created_by")?,
+        expires_at: row.try_get("expires_at")?,
+        last_used_at: row.try_get("last_used_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+/// What the audit log keeps of a token: never its secret.
+fn token_audit_json(token: &ApiToken) -> Value {
+    let time = |at: Option<OffsetDateTime>| at.and_then(|at| at.format(&Rfc3339).ok());
+    json!({
+        "id": token.id,
+        "name": token.grant.name,
+        "role": token.grant.role.as_str(),
+        "expires_at": time(token.expires_at),
+        "revoked_at": time(token.revoked_at),
+    })
+}
+
 #[async_trait]
 impl TenantStore for PostgresStore {
     async fn changes(&self) -> StoreResult<Option<ChangeFeed>> {
@@ -940,22 +975,32 @@ impl TenantStore for PostgresStore {
         Ok(())
     }
 
-    async fn create_api_token(
+    async fn issue_api_token(
         &self,
         token_hash: &str,
         grant: &TokenGrant,
+        expires_at: Option<OffsetDateTime>,
         actor: &Actor,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<ApiToken> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("INSERT INTO api_tokens (token_hash, tenant_id, role, name, created_at) VALUES ($1, $2, $3, $4, $5)")
+        let id = new_id();
+        let query = sqlx::AssertSqlSafe(format!(
+            "INSERT INTO api_tokens (token_hash, id, tenant_id, role, name, created_at, created_by, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {TOKEN_COLUMNS}"
+        ));
+        let row = sqlx::query(query)
             .bind(token_hash)
+            .bind(uid(&id))
             .bind(grant.tenant_id.as_deref().map(uid))
             .bind(grant.role.as_str())
             .bind(&grant.name)
-            .bind(ms(now()))
-            .execute(&mut *tx)
+            .bind(now())
+            .bind(actor.display())
+            .bind(expires_at)
+            .fetch_one(&mut *tx)
             .await?;
-        let after = json!({"name": grant.name, "role": grant.role.as_str()});
+        let token = token_from_row(&row)?;
+        let after = token_audit_json(&token);
         insert_audit(
             &mut tx,
             grant.tenant_id.as_deref(),
@@ -967,25 +1012,88 @@ impl TenantStore for PostgresStore {
         )
         .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(token)
     }
 
-    async fn api_token(&self, token_hash: &str) -> StoreResult<TokenGrant> {
-        let row = sqlx::query(
-            "SELECT substr(token_hash, 1, 16) AS id, tenant_id::text AS tenant_id, role, name FROM api_tokens WHERE token_hash = $1",
+    async fn api_token(&self, token_hash: &str) -> StoreResult<ApiToken> {
+        let query = sqlx::AssertSqlSafe(format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE token_hash = $1"
+        ));
+        let row = sqlx::query(query)
+            .bind(token_hash)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(not_found("token"))?;
+        token_from_row(&row)
+    }
+
+    async fn api_tokens(&self, tenant_id: Option<&str>) -> StoreResult<Vec<ApiToken>> {
+        let query = sqlx::AssertSqlSafe(format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens
+             WHERE tenant_id IS NOT DISTINCT FROM $1 ORDER BY created_at, id"
+        ));
+        let rows = sqlx::query(query)
+            .bind(tenant_id.map(uid))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn revoke_api_token(
+        &self,
+        tenant_id: Option<&str>,
+        token_id: &str,
+        actor: &Actor,
+    ) -> StoreResult<ApiToken> {
+        let mut tx = self.pool.begin().await?;
+        let query = sqlx::AssertSqlSafe(format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens
+             WHERE id = $1 AND tenant_id IS NOT DISTINCT FROM $2 FOR UPDATE"
+        ));
+        let row = sqlx::query(query)
+            .bind(uid(token_id))
+            .bind(tenant_id.map(uid))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(not_found("token"))?;
+        let before = token_from_row(&row)?;
+        if before.revoked_at.is_some() {
+            return Ok(before);
+        }
+        let query = sqlx::AssertSqlSafe(format!(
+            "UPDATE api_tokens SET revoked_at = $2 WHERE id = $1 RETURNING {TOKEN_COLUMNS}"
+        ));
+        let row = sqlx::query(query)
+            .bind(uid(token_id))
+            .bind(now())
+            .fetch_one(&mut *tx)
+            .await?;
+        let after = token_from_row(&row)?;
+        insert_audit(
+            &mut tx,
+            tenant_id,
+            actor,
+            "token.revoke",
+            &after.grant.name,
+            Some(&token_audit_json(&before)),
+            Some(&token_audit_json(&after)),
         )
-        .bind(token_hash)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(not_found("token"))?;
-        let role: String = row.try_get("role")?;
-        Ok(TokenGrant {
-            role: Role::parse(&role)
-                .ok_or_else(|| StoreError::Corrupt(format!("role {role:?}")))?,
-            tenant_id: row.try_get("tenant_id")?,
-            id: row.try_get("id")?,
-            name: row.try_get("name")?,
-        })
+        .await?;
+        tx.commit().await?;
+        Ok(after)
+    }
+
+    async fn touch_api_token(&self, token_id: &str, at: OffsetDateTime) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE api_tokens SET last_used_at = $2
+             WHERE id = $1 AND (last_used_at IS NULL OR last_used_at <= $3)",
+        )
+        .bind(uid(token_id))
+        .bind(at)
+        .bind(at - LAST_USED_RESOLUTION)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn has_super_admin(&self) -> StoreResult<bool> {
@@ -1960,10 +2068,51 @@ fn account_from_row(row: &PgRow) -> StoreResult<Account> {
         role: Role::parse(&role).ok_or_else(|| StoreError::Corrupt(format!("role {role:?}")))?,
         failed_logins: i64::from(row.try_get::<i32, _>("failed_logins")?),
         locked_until: row.try_get("locked_until")?,
+        created_at: row.try_get("created_at")?,
+        disabled_at: row.try_get("disabled_at")?,
     })
 }
 
-const ACCOUNT_COLUMNS: &str = "a.id::text AS id, a.tenant_id::text AS tenant_id, a.email, a.password_hash, a.role, a.failed_logins, a.locked_until";
+const ACCOUNT_COLUMNS: &str = "a.id::text AS id, a.tenant_id::text AS tenant_id, a.email, a.password_hash, a.role, a.failed_logins, a.locked_until, a.created_at, a.disabled_at";
+
+/// What the audit log keeps of an account: never its password hash.
+fn account_audit_json(account: &Account) -> Value {
+    json!({
+        "id": account.id,
+        "email": account.email,
+        "role": account.role.as_str(),
+        "disabled": account.disabled_at.is_some(),
+    })
+}
+
+/// One account of a tenant (or a super admin for `None`); `for_update` locks its row.
+async fn account_row(
+    conn: &mut PgConnection,
+    tenant_id: Option<&str>,
+    account_id: &str,
+    for_update: bool,
+) -> StoreResult<Account> {
+    let query = sqlx::AssertSqlSafe(format!(
+        "SELECT {ACCOUNT_COLUMNS} FROM accounts a
+         WHERE a.id = $1 AND a.tenant_id IS NOT DISTINCT FROM $2{}",
+        if for_update { " FOR UPDATE" } else { "" }
+    ));
+    let row = sqlx::query(query)
+        .bind(uid(account_id))
+        .bind(tenant_id.map(uid))
+        .fetch_one(conn)
+        .await
+        .map_err(not_found("account"))?;
+    account_from_row(&row)
+}
+
+async fn delete_sessions(conn: &mut PgConnection, account_id: &str) -> StoreResult<u64> {
+    let done = sqlx::query("DELETE FROM sessions WHERE account_id = $1")
+        .bind(uid(account_id))
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected())
+}
 
 #[async_trait]
 impl AccountStore for PostgresStore {
@@ -1977,14 +2126,14 @@ impl AccountStore for PostgresStore {
         .bind(uid(&id))
         .bind(new.tenant_id.as_deref().map(uid))
         .bind(&new.email)
-        .bind(new.email.to_lowercase())
+        .bind(new.email.trim().to_lowercase())
         .bind(&new.password_hash)
         .bind(new.role.as_str())
         .bind(now())
         .execute(&mut *tx)
         .await
         .map_err(|e| duplicate(e, "account", &new.email))?;
-        let after = json!({"email": new.email, "role": new.role.as_str()});
+        let account = account_row(&mut tx, new.tenant_id.as_deref(), &id, false).await?;
         insert_audit(
             &mut tx,
             new.tenant_id.as_deref(),
@@ -1992,23 +2141,160 @@ impl AccountStore for PostgresStore {
             "account.create",
             &new.email,
             None,
-            Some(&after),
+            Some(&account_audit_json(&account)),
         )
         .await?;
         tx.commit().await?;
-        self.account_by_email(&new.email).await
+        Ok(account)
     }
 
-    async fn account_by_email(&self, email: &str) -> StoreResult<Account> {
+    async fn accounts_by_email(&self, email: &str) -> StoreResult<Vec<Account>> {
         let query = sqlx::AssertSqlSafe(format!(
-            "SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.email_key = $1"
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.email_key = $1
+             ORDER BY a.created_at, a.id"
         ));
-        let row = sqlx::query(query)
+        let rows = sqlx::query(query)
             .bind(email.trim().to_lowercase())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(not_found("account"))?;
-        account_from_row(&row)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(account_from_row).collect()
+    }
+
+    async fn accounts(&self, tenant_id: &str) -> StoreResult<Vec<Account>> {
+        let query = sqlx::AssertSqlSafe(format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.tenant_id = $1
+             ORDER BY a.email_key, a.id"
+        ));
+        let rows = sqlx::query(query)
+            .bind(uid(tenant_id))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(account_from_row).collect()
+    }
+
+    async fn account(&self, tenant_id: Option<&str>, account_id: &str) -> StoreResult<Account> {
+        let mut conn = self.pool.acquire().await?;
+        account_row(&mut conn, tenant_id, account_id, false).await
+    }
+
+    async fn update_account(
+        &self,
+        tenant_id: Option<&str>,
+        account_id: &str,
+        change: AccountChange,
+        actor: &Actor,
+    ) -> StoreResult<Account> {
+        let mut tx = self.pool.begin().await?;
+        let before = account_row(&mut tx, tenant_id, account_id, true).await?;
+        let mut actions = Vec::new();
+        if let Some(role) = change.role
+            && role != before.role
+        {
+            sqlx::query("UPDATE accounts SET role = $1 WHERE id = $2")
+                .bind(role.as_str())
+                .bind(uid(account_id))
+                .execute(&mut *tx)
+                .await?;
+            actions.push("account.role");
+        }
+        match change.disabled {
+            Some(true) if before.disabled_at.is_none() => {
+                sqlx::query("UPDATE accounts SET disabled_at = $1 WHERE id = $2")
+                    .bind(now())
+                    .bind(uid(account_id))
+                    .execute(&mut *tx)
+                    .await?;
+                delete_sessions(&mut tx, account_id).await?;
+                actions.push("account.disable");
+            }
+            Some(false) if before.disabled_at.is_some() => {
+                // Enabling also clears the lockout, so the person can sign in at once.
+                sqlx::query(
+                    "UPDATE accounts SET disabled_at = NULL, failed_logins = 0, locked_until = NULL
+                     WHERE id = $1",
+                )
+                .bind(uid(account_id))
+                .execute(&mut *tx)
+                .await?;
+                actions.push("account.enable");
+            }
+            _ => {}
+        }
+        let after = account_row(&mut tx, tenant_id, account_id, false).await?;
+        for action in actions {
+            insert_audit(
+                &mut tx,
+                tenant_id,
+                actor,
+                action,
+                &after.email,
+                Some(&account_audit_json(&before)),
+                Some(&account_audit_json(&after)),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(after)
+    }
+
+    async fn set_account_password(
+        &self,
+        tenant_id: Option<&str>,
+        account_id: &str,
+        password_hash: &str,
+        end_sessions: bool,
+        actor: &Actor,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let account = account_row(&mut tx, tenant_id, account_id, true).await?;
+        sqlx::query(
+            "UPDATE accounts SET password_hash = $1, failed_logins = 0, locked_until = NULL
+             WHERE id = $2",
+        )
+        .bind(password_hash)
+        .bind(uid(account_id))
+        .execute(&mut *tx)
+        .await?;
+        let ended = if end_sessions {
+            delete_sessions(&mut tx, account_id).await?
+        } else {
+            0
+        };
+        insert_audit(
+            &mut tx,
+            tenant_id,
+            actor,
+            "account.password",
+            &account.email,
+            None,
+            Some(&json!({"id": account.id, "sessions_ended": ended})),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn end_sessions(
+        &self,
+        tenant_id: Option<&str>,
+        account_id: &str,
+        actor: &Actor,
+    ) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        let account = account_row(&mut tx, tenant_id, account_id, true).await?;
+        let ended = delete_sessions(&mut tx, account_id).await?;
+        insert_audit(
+            &mut tx,
+            tenant_id,
+            actor,
+            "account.sessions_end",
+            &account.email,
+            None,
+            Some(&json!({"id": account.id, "sessions_ended": ended})),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(ended)
     }
 
     async fn record_sign_in(
@@ -2056,7 +2342,7 @@ impl AccountStore for PostgresStore {
         let query = sqlx::AssertSqlSafe(format!(
             "SELECT {ACCOUNT_COLUMNS}, s.csrf_token, s.expires_at
              FROM sessions s JOIN accounts a ON a.id = s.account_id
-             WHERE s.token_hash = $1 AND s.expires_at > $2"
+             WHERE s.token_hash = $1 AND s.expires_at > $2 AND a.disabled_at IS NULL"
         ));
         let row = sqlx::query(query)
             .bind(token_hash)

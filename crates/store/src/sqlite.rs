@@ -22,6 +22,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqliteConnection};
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 use tokio::sync::Mutex;
 
 use crate::codec::{
@@ -30,12 +31,13 @@ use crate::codec::{
     settings_to_json,
 };
 use crate::{
-    Account, AccountStore, Actor, ActorKind, Attested, AttestedBy, AuditEntry, AuthenticatedDevice,
-    ConfigStore, ConfigVersion, Device, DeviceChange, DeviceFilter, DeviceMove, DeviceStore,
-    DirectoryCounts, DirectoryStore, DirectoryUser, EnrollmentGrant, EnrollmentKey, Group,
-    NewAccount, NewEnrollmentKey, NewTenant, NewUser, Page, Role, SaveRequest, Saved, Session,
-    StoreError, StoreResult, StoredSettings, Tenant, TenantData, TenantStore, TokenGrant, User,
-    device_change_action, device_trust_json, enrollment_key_audit,
+    Account, AccountChange, AccountStore, Actor, ActorKind, ApiToken, Attested, AttestedBy,
+    AuditEntry, AuthenticatedDevice, ConfigStore, ConfigVersion, Device, DeviceChange,
+    DeviceFilter, DeviceMove, DeviceStore, DirectoryCounts, DirectoryStore, DirectoryUser,
+    EnrollmentGrant, EnrollmentKey, Group, LAST_USED_RESOLUTION, NewAccount, NewEnrollmentKey,
+    NewTenant, NewUser, Page, Role, SaveRequest, Saved, Session, StoreError, StoreResult,
+    StoredSettings, Tenant, TenantData, TenantStore, TokenGrant, User, device_change_action,
+    device_trust_json, enrollment_key_audit,
 };
 
 #[path = "sqlite_scim.rs"]
@@ -601,6 +603,48 @@ fn like_pattern(search: &str) -> String {
     format!("%{escaped}%")
 }
 
+/// The columns `token_from_row` reads.
+macro_rules! token_columns {
+    () => {
+        "id, tenant_id, role, name, created_at, created_by, expires_at, last_used_at, revoked_at"
+    };
+}
+
+fn token_from_row(row: &SqliteRow) -> StoreResult<ApiToken> {
+    let role: String = row.try_get("role")?;
+    let optional_time = |column: &str| -> StoreResult<Option<OffsetDateTime>> {
+        row.try_get::<Option<i64>, _>(column)?
+            .map(from_ms)
+            .transpose()
+    };
+    Ok(ApiToken {
+        id: row.try_get("id")?,
+        grant: TokenGrant {
+            role: Role::parse(&role)
+                .ok_or_else(|| StoreError::Corrupt(format!("role {role:?}")))?,
+            tenant_id: row.try_get("tenant_id")?,
+            name: row.try_get("name")?,
+        },
+        created_at: from_ms(row.try_get("created_at")?)?,
+        created_by: row.try_get("created_by")?,
+        expires_at: optional_time("expires_at")?,
+        last_used_at: optional_time("last_used_at")?,
+        revoked_at: optional_time("revoked_at")?,
+    })
+}
+
+/// What the audit log keeps of a token: never its secret.
+fn token_audit_json(token: &ApiToken) -> Value {
+    let time = |at: Option<OffsetDateTime>| at.and_then(|at| at.format(&Rfc3339).ok());
+    json!({
+        "id": token.id,
+        "name": token.grant.name,
+        "role": token.grant.role.as_str(),
+        "expires_at": time(token.expires_at),
+        "revoked_at": time(token.revoked_at),
+    })
+}
+
 #[async_trait]
 impl TenantStore for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
@@ -872,23 +916,39 @@ impl TenantStore for SqliteStore {
         Ok(())
     }
 
-    async fn create_api_token(
+    async fn issue_api_token(
         &self,
         token_hash: &str,
         grant: &TokenGrant,
+        expires_at: Option<OffsetDateTime>,
         actor: &Actor,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<ApiToken> {
         let _guard = self.write_lock.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query("INSERT INTO api_tokens (token_hash, tenant_id, role, name, created_at) VALUES (?, ?, ?, ?, ?)")
-            .bind(token_hash)
-            .bind(grant.tenant_id.as_deref())
-            .bind(grant.role.as_str())
-            .bind(&grant.name)
-            .bind(ms(now()))
-            .execute(&mut *tx)
-            .await?;
-        let after = json!({"name": grant.name, "role": grant.role.as_str()});
+        let token = ApiToken {
+            id: new_id(),
+            grant: grant.clone(),
+            created_at: now(),
+            created_by: Some(actor.display()),
+            expires_at,
+            last_used_at: None,
+            revoked_at: None,
+        };
+        sqlx::query(
+            "INSERT INTO api_tokens (token_hash, id, tenant_id, role, name, created_at, created_by, expires_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(token_hash)
+        .bind(&token.id)
+        .bind(grant.tenant_id.as_deref())
+        .bind(grant.role.as_str())
+        .bind(&grant.name)
+        .bind(ms(token.created_at))
+        .bind(actor.display())
+        .bind(expires_at.map(ms))
+        .execute(&mut *tx)
+        .await?;
+        let after = token_audit_json(&token);
         insert_audit(
             &mut tx,
             grant.tenant_id.as_deref(),
@@ -900,23 +960,95 @@ impl TenantStore for SqliteStore {
         )
         .await?;
         tx.commit().await?;
-        Ok(())
+        // Millisecond storage: answer what a later read will see.
+        Ok(ApiToken {
+            created_at: from_ms(ms(token.created_at))?,
+            expires_at: expires_at.map(|at| from_ms(ms(at))).transpose()?,
+            ..token
+        })
     }
 
-    async fn api_token(&self, token_hash: &str) -> StoreResult<TokenGrant> {
-        let row = sqlx::query("SELECT substr(token_hash, 1, 16) AS id, tenant_id, role, name FROM api_tokens WHERE token_hash = ?")
-            .bind(token_hash)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(not_found("token"))?;
-        let role: String = row.try_get("role")?;
-        Ok(TokenGrant {
-            role: Role::parse(&role)
-                .ok_or_else(|| StoreError::Corrupt(format!("role {role:?}")))?,
-            tenant_id: row.try_get("tenant_id")?,
-            id: row.try_get("id")?,
-            name: row.try_get("name")?,
-        })
+    async fn api_token(&self, token_hash: &str) -> StoreResult<ApiToken> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            token_columns!(),
+            " FROM api_tokens WHERE token_hash = ?"
+        ))
+        .bind(token_hash)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(not_found("token"))?;
+        token_from_row(&row)
+    }
+
+    async fn api_tokens(&self, tenant_id: Option<&str>) -> StoreResult<Vec<ApiToken>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            token_columns!(),
+            " FROM api_tokens WHERE tenant_id IS ? ORDER BY created_at, id"
+        ))
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn revoke_api_token(
+        &self,
+        tenant_id: Option<&str>,
+        token_id: &str,
+        actor: &Actor,
+    ) -> StoreResult<ApiToken> {
+        let _guard = self.write_lock.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            token_columns!(),
+            " FROM api_tokens WHERE id = ? AND tenant_id IS ?"
+        ))
+        .bind(token_id)
+        .bind(tenant_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(not_found("token"))?;
+        let mut token = token_from_row(&row)?;
+        if token.revoked_at.is_none() {
+            let at = from_ms(ms(now()))?;
+            sqlx::query("UPDATE api_tokens SET revoked_at = ? WHERE id = ?")
+                .bind(ms(at))
+                .bind(token_id)
+                .execute(&mut *tx)
+                .await?;
+            let before = token_audit_json(&token);
+            token.revoked_at = Some(at);
+            let after = token_audit_json(&token);
+            insert_audit(
+                &mut tx,
+                tenant_id,
+                actor,
+                "token.revoke",
+                &token.grant.name,
+                Some(&before),
+                Some(&after),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(token)
+    }
+
+    async fn touch_api_token(&self, token_id: &str, at: OffsetDateTime) -> StoreResult<()> {
+        let _guard = self.write_lock.lock().await;
+        sqlx::query(
+            "UPDATE api_tokens SET last_used_at = ?
+             WHERE id = ? AND (last_used_at IS NULL OR last_used_at <= ?)",
+        )
+        .bind(ms(at))
+        .bind(token_id)
+        .bind(ms(at - LAST_USED_RESOLUTION))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn has_super_admin(&self) -> StoreResult<bool> {
@@ -1875,6 +2007,14 @@ fn config_version_from_row(row: &SqliteRow) -> StoreResult<ConfigVersion> {
     })
 }
 
+/// The account columns `account_from_row` reads, prefixed by the table alias `a`.
+macro_rules! account_columns {
+    () => {
+        "a.id, a.tenant_id, a.email, a.password_hash, a.role, a.failed_logins, a.locked_until,
+         a.created_at, a.disabled_at"
+    };
+}
+
 fn account_from_row(row: &SqliteRow) -> StoreResult<Account> {
     let role: String = row.try_get("role")?;
     Ok(Account {
@@ -1888,7 +2028,48 @@ fn account_from_row(row: &SqliteRow) -> StoreResult<Account> {
             .try_get::<Option<i64>, _>("locked_until")?
             .map(from_ms)
             .transpose()?,
+        created_at: from_ms(row.try_get("created_at")?)?,
+        disabled_at: row
+            .try_get::<Option<i64>, _>("disabled_at")?
+            .map(from_ms)
+            .transpose()?,
     })
+}
+
+/// What the audit log keeps of an account: never its password hash.
+fn account_audit_json(account: &Account) -> Value {
+    json!({
+        "id": account.id,
+        "email": account.email,
+        "role": account.role.as_str(),
+        "disabled": account.disabled_at.is_some(),
+    })
+}
+
+async fn account_row(
+    conn: &mut SqliteConnection,
+    tenant_id: Option<&str>,
+    account_id: &str,
+) -> StoreResult<Account> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        account_columns!(),
+        " FROM accounts a WHERE a.id = ? AND a.tenant_id IS ?"
+    ))
+    .bind(account_id)
+    .bind(tenant_id)
+    .fetch_one(conn)
+    .await
+    .map_err(not_found("account"))?;
+    account_from_row(&row)
+}
+
+async fn delete_sessions(conn: &mut SqliteConnection, account_id: &str) -> StoreResult<u64> {
+    let done = sqlx::query("DELETE FROM sessions WHERE account_id = ?")
+        .bind(account_id)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected())
 }
 
 #[async_trait]
@@ -1904,14 +2085,14 @@ impl AccountStore for SqliteStore {
         .bind(&id)
         .bind(new.tenant_id.as_deref())
         .bind(&new.email)
-        .bind(new.email.to_lowercase())
+        .bind(new.email.trim().to_lowercase())
         .bind(&new.password_hash)
         .bind(new.role.as_str())
         .bind(ms(now()))
         .execute(&mut *tx)
         .await
         .map_err(|e| duplicate(e, "account", &new.email))?;
-        let after = json!({"email": new.email, "role": new.role.as_str()});
+        let account = account_row(&mut tx, new.tenant_id.as_deref(), &id).await?;
         insert_audit(
             &mut tx,
             new.tenant_id.as_deref(),
@@ -1919,25 +2100,164 @@ impl AccountStore for SqliteStore {
             "account.create",
             &new.email,
             None,
-            Some(&after),
+            Some(&account_audit_json(&account)),
         )
         .await?;
         tx.commit().await?;
-        self.account_by_email(&new.email).await
+        Ok(account)
     }
 
-    async fn account_by_email(&self, email: &str) -> StoreResult<Account> {
-        let row = sqlx::query(
-            "SELECT id, tenant_id, email, password_hash, role, failed_logins, locked_until
-             FROM accounts WHERE email_key = ?",
-        )
+    async fn accounts_by_email(&self, email: &str) -> StoreResult<Vec<Account>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            account_columns!(),
+            " FROM accounts a WHERE a.email_key = ? ORDER BY a.created_at, a.id"
+        ))
         .bind(email.trim().to_lowercase())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(not_found("account"))?;
-        account_from_row(&row)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(account_from_row).collect()
     }
 
+    async fn accounts(&self, tenant_id: &str) -> StoreResult<Vec<Account>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            account_columns!(),
+            " FROM accounts a WHERE a.tenant_id = ? ORDER BY a.email_key, a.id"
+        ))
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(account_from_row).collect()
+    }
+
+    async fn account(&self, tenant_id: Option<&str>, account_id: &str) -> StoreResult<Account> {
+        let mut conn = self.pool.acquire().await?;
+        account_row(&mut conn, tenant_id, account_id).await
+    }
+
+    async fn update_account(
+        &self,
+        tenant_id: Option<&str>,
+        account_id: &str,
+        change: AccountChange,
+        actor: &Actor,
+    ) -> StoreResult<Account> {
+        let _guard = self.write_lock.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let before = account_row(&mut tx, tenant_id, account_id).await?;
+        let mut actions = Vec::new();
+        if let Some(role) = change.role
+            && role != before.role
+        {
+            sqlx::query("UPDATE accounts SET role = ? WHERE id = ?")
+                .bind(role.as_str())
+                .bind(account_id)
+                .execute(&mut *tx)
+                .await?;
+            actions.push("account.role");
+        }
+        match change.disabled {
+            Some(true) if before.disabled_at.is_none() => {
+                sqlx::query("UPDATE accounts SET disabled_at = ? WHERE id = ?")
+                    .bind(ms(now()))
+                    .bind(account_id)
+                    .execute(&mut *tx)
+                    .await?;
+                delete_sessions(&mut tx, account_id).await?;
+                actions.push("account.disable");
+            }
+            Some(false) if before.disabled_at.is_some() => {
+                // Enabling also clears the lockout, so the person can sign in at once.
+                sqlx::query(
+                    "UPDATE accounts SET disabled_at = NULL, failed_logins = 0, locked_until = NULL
+                     WHERE id = ?",
+                )
+                .bind(account_id)
+                .execute(&mut *tx)
+                .await?;
+                actions.push("account.enable");
+            }
+            _ => {}
+        }
+        let after = account_row(&mut tx, tenant_id, account_id).await?;
+        for action in actions {
+            insert_audit(
+                &mut tx,
+                tenant_id,
+                actor,
+                action,
+                &after.email,
+                Some(&account_audit_json(&before)),
+                Some(&account_audit_json(&after)),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(after)
+    }
+
+    async fn set_account_password(
+        &self,
+        tenant_id: Option<&str>,
+        account_id: &str,
+        password_hash: &str,
+        end_sessions: bool,
+        actor: &Actor,
+    ) -> StoreResult<()> {
+        let _guard = self.write_lock.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let account = account_row(&mut tx, tenant_id, account_id).await?;
+        sqlx::query(
+            "UPDATE accounts SET password_hash = ?, failed_logins = 0, locked_until = NULL
+             WHERE id = ?",
+        )
+        .bind(password_hash)
+        .bind(account_id)
+        .execute(&mut *tx)
+        .await?;
+        let ended = if end_sessions {
+            delete_sessions(&mut tx, account_id).await?
+        } else {
+            0
+        };
+        insert_audit(
+            &mut tx,
+            tenant_id,
+            actor,
+            "account.password",
+            &account.email,
+            None,
+            Some(&json!({"id": account.id, "sessions_ended": ended})),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn end_sessions(
+        &self,
+        tenant_id: Option<&str>,
+        account_id: &str,
+        actor: &Actor,
+    ) -> StoreResult<u64> {
+        let _guard = self.write_lock.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let account = account_row(&mut tx, tenant_id, account_id).await?;
+        let ended = delete_sessions(&mut tx, account_id).await?;
+        insert_audit(
+            &mut tx,
+            tenant_id,
+            actor,
+            "account.sessions_end",
+            &account.email,
+            None,
+            Some(&json!({"id": account.id, "sessions_ended": ended})),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(ended)
+    }
     async fn record_sign_in(
         &self,
         account_id: &str,
@@ -1983,12 +2303,13 @@ impl AccountStore for SqliteStore {
     }
 
     async fn session(&self, token_hash: &str) -> StoreResult<Session> {
-        let row = sqlx::query(
-            "SELECT a.id, a.tenant_id, a.email, a.password_hash, a.role, a.failed_logins, a.locked_until,
-                    s.csrf_token, s.expires_at
-             FROM sessions s JOIN accounts a ON a.id = s.account_id
-             WHERE s.token_hash = ? AND s.expires_at > ?",
-        )
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            account_columns!(),
+            ", s.csrf_token, s.expires_at
+                 FROM sessions s JOIN accounts a ON a.id = s.account_id
+                 WHERE s.token_hash = ? AND s.expires_at > ? AND a.disabled_at IS NULL"
+        ))
         .bind(token_hash)
         .bind(ms(now()))
         .fetch_one(&self.pool)

@@ -293,15 +293,25 @@ async fn login(
         ));
     }
     let refused = || ApiError::unauthorized("the email or the password is wrong");
-    let account = match state.store.account_by_email(&body.email).await {
-        Ok(account) => account,
-        Err(StoreError::NotFound { .. }) => {
-            // Same work as for a wrong password, so emails cannot be probed by timing.
-            let _ = crate::password::verify(&body.password, crate::password::decoy_hash());
-            state.failures.record_failure(address);
-            return Err(refused());
-        }
-        Err(other) => return Err(other.into()),
+    // Emails are unique per tenant only: the account signed in to is the one
+    // (enabled, of those with this email) whose password verifies, else the first.
+    let candidates = state.store.accounts_by_email(&body.email).await?;
+    let enabled: Vec<_> = candidates
+        .into_iter()
+        .filter(|a| a.disabled_at.is_none())
+        .collect();
+    let Some(first) = enabled.first().cloned() else {
+        // Same work as for a wrong password, so emails cannot be probed by timing.
+        let _ = crate::password::verify(&body.password, crate::password::decoy_hash());
+        state.failures.record_failure(address);
+        return Err(refused());
+    };
+    let account = match enabled.len() {
+        1 => first,
+        _ => enabled
+            .into_iter()
+            .find(|a| crate::password::verify(&body.password, &a.password_hash))
+            .unwrap_or(first),
     };
     let now = OffsetDateTime::now_utc();
     if let Some(until) = account.locked_until

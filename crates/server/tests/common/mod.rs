@@ -96,7 +96,6 @@ impl TestApp {
         let store = db.open().await;
         if !store.has_super_admin().await.expect("query") {
             let grant = TokenGrant {
-                id: String::new(),
                 role: Role::SuperAdmin,
                 tenant_id: None,
                 name: "root".into(),
