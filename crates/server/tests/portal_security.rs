@@ -473,3 +473,47 @@ async fn secure_cookies_follow_the_public_url_not_a_header() {
     let http = session_cookie(Some("http://127.0.0.1:8080"), &[]).await;
     assert!(!http.contains("Secure"), "{http}");
 }
+
+/// The pages' styles and scripts are files of this server, served with their
+/// media type and `nosniff`; anything else under the path is 404.
+#[tokio::test]
+async fn portal_assets_are_served_as_what_they_are() {
+    let db = Database::sqlite();
+    let app = TestApp::start(&db).await;
+    for (file, media_type) in [
+        ("common.js", "text/javascript"),
+        ("devices.js", "text/javascript"),
+        ("portal.css", "text/css"),
+    ] {
+        let response = app
+            .client
+            .get(format!("{}/portal/assets/{file}", app.base))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), StatusCode::OK, "{file}");
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert!(header("content-type").starts_with(media_type), "{file}");
+        assert_eq!(header("x-content-type-options"), "nosniff", "{file}");
+    }
+    for missing in ["nothing.js", "..%2Fmod.rs", "devices.html"] {
+        let answer = app
+            .call(
+                reqwest::Method::GET,
+                &format!("/portal/assets/{missing}"),
+                None,
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{missing}");
+        assert_eq!(answer.body["error"]["code"], "not_found", "{missing}");
+    }
+}
