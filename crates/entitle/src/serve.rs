@@ -183,6 +183,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    if let Some(url) = &args.public_url {
+        let lower = url.to_ascii_lowercase();
+        anyhow::ensure!(
+            lower.starts_with("https://") || lower.starts_with("http://"),
+            "--public-url must start with https:// (or http:// without TLS), not {url:?}"
+        );
+    }
     let config = ServerConfig {
         poll_interval_s: args.poll_interval,
         public_url: args.public_url.clone(),
