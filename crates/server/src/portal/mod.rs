@@ -160,8 +160,8 @@ async fn asset(Path(name): Path<String>) -> Response {
     (
         [
             (CONTENT_TYPE, *media_type),
-            // Revalidated on each use, so a new release's scripts are never
-            // mixed with an older page.
+            // Asked for again on each use (there is no validator), so a new
+            // release's scripts never run under an older page.
             (CACHE_CONTROL, "no-cache"),
             (
                 axum::http::HeaderName::from_static("x-content-type-options"),
