@@ -245,3 +245,97 @@ test('a device group rule shows how many devices match before it is saved', asyn
   await page.getByRole('cell', { name: 'Linux machines' }).waitFor();
   await context.close();
 });
+
+// Hostile text in every field that devices, the directory and admins control.
+// Each payload sets window.__xss or opens a dialog if it ever runs; a comment
+// opener (`<!--<script>`) used to swallow the page's data and empty its rows.
+const HOSTILE = '<!--<script>window.__xss=1</script>\u2028\u2029"><img src=x onerror="window.__xss=2;alert(2)"></title><script>window.__xss=3;alert(3)</script>';
+const hostile = (field) => field + ' ' + HOSTILE;
+
+test('hostile text from devices, the directory and admins never runs, and every page renders its rows', async () => {
+  const scim = async (path, body) => {
+    const response = await fetch(base + '/scim/v2/acme' + path, {
+      method: 'POST', headers: { Authorization: 'Bearer demo-acme-scim', 'Content-Type': 'application/scim+json' }, body: JSON.stringify(body),
+    });
+    assert.equal(response.status, 201, path);
+    return response.json();
+  };
+  // The directory: a user and a group, then a local group nesting it.
+  const userName = hostile('user');
+  const user = await scim('/Users', { schemas: ['urn:ietf:params:scim:schemas:core:2.0:User'], userName, displayName: hostile('display'), active: true });
+  const group = await scim('/Groups', { schemas: ['urn:ietf:params:scim:schemas:core:2.0:Group'], displayName: hostile('scim group'), members: [{ value: user.id }] });
+  const local = await api('POST', '/api/v1/tenants/acme/groups', 'demo-acme-admin', { display_name: hostile('local group'), member_groups: [group.id] });
+  assert.equal(local.status, 201);
+
+  // Devices: one enrolled with hostile text, one that turns hostile at its next sync.
+  const enroll = async (device) => {
+    const answer = await api('POST', '/agent/v1/enroll', '', { enrollment_key: 'demo-acme-enroll', user_name: userName, device });
+    assert.equal(answer.status, 201, JSON.stringify(answer.body));
+    return answer.body;
+  };
+  const planted = await enroll({ hostname: hostile('enrolled host'), os: 'macos', client_version: '4.5.0', ownership: 'corporate', posture: { [hostile('key')]: hostile('value'), disk_encrypted: true } });
+  const later = { hostname: 'later-host', os: 'windows', client_version: '4.5.0', ownership: 'personal', posture: { os_version: '10.0' } };
+  const synced = await enroll(later);
+  const sync = await api('POST', '/agent/v1/sync', synced.device_token, { ...later, hostname: hostile('synced host'), posture: { os_version: hostile('os version') } });
+  assert.equal(sync.status, 200);
+
+  // Admin-controlled text: a device group and a token whose name becomes an actor.
+  const deviceGroup = await api('POST', '/api/v1/tenants/acme/device-groups', 'demo-acme-admin', {
+    name: hostile('device group'), os: [], ownership: [], posture: [{ key: hostile('key'), op: 'eq', value: hostile('value') }],
+  });
+  assert.equal(deviceGroup.status, 201, JSON.stringify(deviceGroup.body));
+  const token = await api('POST', '/api/v1/tenants/acme/tokens', 'demo-acme-admin', { name: hostile('token'), role: 'admin' });
+  assert.equal(token.status, 201);
+  const saved = await api('PUT', '/api/v1/tenants/acme/entitlements/digital_experience', token.body.token,
+    { enabled_by_default: false, user_groups: [group.id], device_groups: [deviceGroup.body.id], logout_on_enable: false });
+  assert.equal(saved.status, 200, JSON.stringify(saved.body));
+
+  // What each page should show, from the API.
+  const admin = (path) => api('GET', '/api/v1/tenants/acme' + path, 'demo-acme-admin');
+  const devices = (await admin('/devices?limit=200')).body.items;
+  const groups = (await admin('/groups?limit=200')).body.items;
+  const deviceGroups = (await admin('/device-groups')).body.items;
+  const plantedDevice = (await admin('/devices/' + planted.device_id)).body;
+
+  const { context, page } = await session();
+  const dialogs = [];
+  page.on('dialog', async (dialog) => { dialogs.push(dialog.message()); await dialog.dismiss(); });
+  await signIn(page, 'admin@acme.example');
+  const rows = (selector) => page.locator(selector).count();
+  const pages = [
+    ['/t/acme/devices', async () => { assert.equal(await rows('#rows tr'), devices.length); return '#rows'; }],
+    ['/t/acme/devices/' + planted.device_id, async () => {
+      assert.equal(await rows('#report tr'), 6 + Object.keys(plantedDevice.posture).length);
+      assert.equal(await page.title(), hostile('enrolled host') + ' · acme · entitle', 'the title is the host name, as text');
+      assert.equal(await rows('#groups li'), plantedDevice.device_groups.length);
+      assert.ok(plantedDevice.device_groups.includes(deviceGroup.body.id));
+      return 'main';
+    }],
+    ['/t/acme/devices/' + synced.device_id, async () => { assert.equal(await rows('#services [data-service]'), 3); return '#report'; }],
+    ['/t/acme/directory', async () => { assert.equal(await rows('#rows tr'), groups.length); return '#rows'; }],
+    ['/t/acme/device-groups', async () => { assert.equal(await rows('#rows tr'), deviceGroups.length); return '#rows'; }],
+    ['/t/acme/audit', async () => {
+      assert.ok(await rows('#versions tr') >= 1);
+      assert.ok(await rows('#audit tr') >= 1);
+      return '#versions';
+    }],
+    ['/t/acme/entitlements/digital_experience', async () => {
+      assert.equal(await rows('#ug-chips li'), 1);
+      assert.equal(await rows('#dg-chips li'), 1);
+      assert.equal(await rows('#tabs a'), 3);
+      return 'main';
+    }],
+  ];
+  for (const [path, check] of pages) {
+    const response = await page.goto(base + path);
+    assert.equal(response.status(), 200, path);
+    assert.doesNotMatch(response.headers()['content-security-policy'], /script-src[^;]*unsafe-inline/, path);
+    await page.locator('h1').first().waitFor();
+    const shown = await check();
+    // The hostile text is on the page, as text.
+    assert.match(await page.locator(shown).first().textContent(), /window\.__xss=3;alert\(3\)<\/script>/, path);
+    assert.equal(await page.evaluate(() => window.__xss), undefined, path + ': no planted script ran');
+  }
+  assert.deepEqual(dialogs, [], 'no planted script opened a dialog');
+  await context.close();
+});

@@ -33,6 +33,9 @@ pub struct ServeArgs {
     /// Seconds between agents' regular syncs.
     #[arg(long, env = "ENTITLE_POLL_INTERVAL", default_value_t = 3600)]
     pub poll_interval: u64,
+    /// The address people open the portal at; `https://…` makes session cookies `Secure`.
+    #[arg(long, env = "ENTITLE_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// Log format.
     #[arg(long, env = "ENTITLE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -180,8 +183,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    if let Some(url) = &args.public_url {
+        let lower = url.to_ascii_lowercase();
+        anyhow::ensure!(
+            lower.starts_with("https://") || lower.starts_with("http://"),
+            "--public-url must start with https:// (or http:// without TLS), not {url:?}"
+        );
+    }
     let config = ServerConfig {
         poll_interval_s: args.poll_interval,
+        public_url: args.public_url.clone(),
         ..ServerConfig::default()
     };
     tracing::info!(address = %listener.local_addr()?, "entitle is serving");

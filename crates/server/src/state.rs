@@ -17,6 +17,20 @@ pub struct ServerConfig {
     pub poll_interval_s: u64,
     /// Longest `?wait=` a sync may hold.
     pub max_wait_s: u64,
+    /// The address people open the portal at (`--public-url`); an `https://`
+    /// one marks the session cookie `Secure`.
+    pub public_url: Option<String>,
+}
+
+impl ServerConfig {
+    /// Whether session cookies carry `Secure`: decided by configuration only,
+    /// never by a request header a client could forge.
+    pub fn secure_cookies(&self) -> bool {
+        self.public_url.as_deref().is_some_and(|url| {
+            url.get(..8)
+                .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
+        })
+    }
 }
 
 impl Default for ServerConfig {
@@ -24,6 +38,7 @@ impl Default for ServerConfig {
         Self {
             poll_interval_s: 3600,
             max_wait_s: 60,
+            public_url: None,
         }
     }
 }

@@ -1054,6 +1054,16 @@ pub trait ConfigStore {
     ) -> StoreResult<Vec<(i64, AuditEntry)>>;
     /// Notes that the identity provider called the SCIM endpoint.
     async fn touch_scim(&self, tenant_id: &str, at: OffsetDateTime) -> StoreResult<()>;
+    /// Records an event that changes no other row (a sign-in, a sign-out).
+    async fn append_audit(
+        &self,
+        tenant_id: Option<&str>,
+        actor: &Actor,
+        action: &str,
+        target: &str,
+        before: Option<&serde_json::Value>,
+        after: Option<&serde_json::Value>,
+    ) -> StoreResult<()>;
 }
 
 /// A person who signs in to the portal.

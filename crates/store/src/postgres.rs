@@ -2028,6 +2028,19 @@ impl ConfigStore for PostgresStore {
             .collect()
     }
 
+    async fn append_audit(
+        &self,
+        tenant_id: Option<&str>,
+        actor: &Actor,
+        action: &str,
+        target: &str,
+        before: Option<&Value>,
+        after: Option<&Value>,
+    ) -> StoreResult<()> {
+        let mut conn = self.pool.acquire().await?;
+        insert_audit(&mut conn, tenant_id, actor, action, target, before, after).await
+    }
+
     async fn touch_scim(&self, tenant_id: &str, at: OffsetDateTime) -> StoreResult<()> {
         sqlx::query("UPDATE tenants SET last_scim_request_at = $1 WHERE id = $2")
             .bind(ms(at))

@@ -1976,6 +1976,20 @@ impl ConfigStore for SqliteStore {
             .collect()
     }
 
+    async fn append_audit(
+        &self,
+        tenant_id: Option<&str>,
+        actor: &Actor,
+        action: &str,
+        target: &str,
+        before: Option<&Value>,
+        after: Option<&Value>,
+    ) -> StoreResult<()> {
+        let _guard = self.write_lock.lock().await;
+        let mut conn = self.pool.acquire().await?;
+        insert_audit(&mut conn, tenant_id, actor, action, target, before, after).await
+    }
+
     async fn touch_scim(&self, tenant_id: &str, at: OffsetDateTime) -> StoreResult<()> {
         let _guard = self.write_lock.lock().await;
         sqlx::query("UPDATE tenants SET last_scim_request_at = ? WHERE id = ?")

@@ -2,22 +2,34 @@
 //! plus small scripts that call the same `/api/v1` as every other client, with
 //! the session cookie and a CSRF header.
 //!
-//! Every page is one request: styles, script and data are inlined, so the first
-//! view needs nothing else and nothing leaves the machine (no CDN).
+//! Pages are askama templates (`crates/server/templates/`), which escape every
+//! value for HTML; the first view's data is JSON made safe for a script
+//! element (`inline_json`). Styles and scripts are served by this server from
+//! `/portal/assets/`, so the page's CSP allows no inline script or style and
+//! nothing leaves the machine (no CDN).
+
+mod sign_in;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use askama::Template;
+
+use axum::Extension;
 use axum::extract::{FromRequestParts, Path, State};
-use axum::http::header::{LOCATION, SET_COOKIE};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, SET_COOKIE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use entitle_core::{SERVICES, ServiceDef, service};
-use entitle_store::{DeviceFilter, Role, Session, StoreError, Tenant, secrets};
+use entitle_store::{
+    Account, Actor, ActorKind, DeviceFilter, Role, Session, StoreError, Tenant, secrets,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sign_in::{DUMMY_HASH, SignInGuard};
 use time::OffsetDateTime;
 
 use crate::auth::{Caller, SESSION_COOKIE, session};
@@ -26,16 +38,38 @@ use crate::extract::{ClientAddress, JsonBody, QueryParams};
 use crate::state::AppState;
 use crate::wire::{DecisionJson, DeviceGroupJson, SettingsJson, report_json, rfc3339};
 
-const CSS: &str = include_str!("assets/portal.css");
-const COMMON_JS: &str = include_str!("assets/common.js");
+/// The styles and scripts of the pages, by file name, with their media type.
+const ASSETS: &[(&str, &str, &str)] = &[
+    (
+        "portal.css",
+        "text/css; charset=utf-8",
+        include_str!("assets/portal.css"),
+    ),
+    ("common.js", JS, include_str!("assets/common.js")),
+    ("login.js", JS, include_str!("assets/login.js")),
+    (
+        "entitlements.js",
+        JS,
+        include_str!("assets/entitlements.js"),
+    ),
+    ("devices.js", JS, include_str!("assets/devices.js")),
+    ("device.js", JS, include_str!("assets/device.js")),
+    (
+        "device_groups.js",
+        JS,
+        include_str!("assets/device_groups.js"),
+    ),
+    ("directory.js", JS, include_str!("assets/directory.js")),
+    ("audit.js", JS, include_str!("assets/audit.js")),
+];
+const JS: &str = "text/javascript; charset=utf-8";
 
 /// How long a portal session lasts.
 const SESSION_HOURS: i64 = 8;
-/// Wrong passwords in a row before an account is slowed down.
-const FREE_ATTEMPTS: i64 = 5;
 
 /// The portal's routes.
 pub fn router() -> Router<AppState> {
+    let assets = Router::new().route("/portal/assets/{name}", get(asset));
     let pages = Router::new()
         .route("/", get(home))
         .route("/login", get(login_page))
@@ -47,20 +81,23 @@ pub fn router() -> Router<AppState> {
         .route("/t/{tenant}/devices/{id}", get(device_page))
         .route("/t/{tenant}/device-groups", get(device_groups_page))
         .route("/t/{tenant}/directory", get(directory_page))
-        .route("/t/{tenant}/audit", get(audit_page));
-    pages.layer(axum::middleware::map_response(page_headers))
+        .route("/t/{tenant}/audit", get(audit_page))
+        .layer(axum::middleware::map_response(page_headers))
+        // One guard per server: its throttle and hashing permits are shared by
+        // every sign-in this server answers.
+        .layer(Extension(Arc::new(SignInGuard::default())));
+    pages.merge(assets)
 }
+
+/// The page's security policy: scripts and styles only from this server's
+/// files, never inline, so text that escaped into a page still cannot run.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 /// Pages are never framed, cached or allowed to load anything from elsewhere:
 /// the portal works with no network beyond this server.
 async fn page_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
-    headers.insert(
-        "content-security-policy",
-        HeaderValue::from_static(
-            "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
-        ),
-    );
+    headers.insert("content-security-policy", HeaderValue::from_static(CSP));
     headers.insert(
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),
@@ -103,34 +140,155 @@ impl SignedIn {
 
 fn error_page(error: &ApiError) -> Response {
     let status = error.status();
-    let body = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><link rel=\"icon\" href=\"data:,\"><title>{status} · entitle</title><style>{CSS}</style></head>\
-         <body><main id=\"main\" class=\"narrow\"><h1>{}</h1><p>That page does not exist, or you cannot see it.</p><p><a href=\"/\">Back to entitle</a></p></main></body></html>",
-        status.canonical_reason().unwrap_or("Error")
-    );
-    (status, Html(body)).into_response()
+    let page = MessagePage {
+        title: status.as_u16().to_string(),
+        heading: status.canonical_reason().unwrap_or("Error"),
+        text: "That page does not exist, or you cannot see it.",
+        code: "",
+        back: true,
+    };
+    (status, render(&page)).into_response()
 }
 
-/// Text safe inside HTML.
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
+/// Serves one of the portal's styles or scripts.
+async fn asset(Path(name): Path<String>) -> Response {
+    let Some((_, media_type, body)) = ASSETS.iter().find(|(file, ..)| *file == name) else {
+        return ApiError::not_found("asset").into_response();
+    };
+    (
+        [
+            (CONTENT_TYPE, *media_type),
+            // Asked for again on each use (there is no validator), so a new
+            // release's scripts never run under an older page.
+            (CACHE_CONTROL, "no-cache"),
+            (
+                axum::http::HeaderName::from_static("x-content-type-options"),
+                "nosniff",
+            ),
+        ],
+        *body,
+    )
+        .into_response()
 }
 
-/// The shared page frame: navigation, inlined styles, data and scripts.
-fn page(
+/// Renders a template; a failure is logged and answered 500 without details.
+fn render(template: &impl Template) -> Response {
+    match template.render() {
+        Ok(html) => Html(html).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "a portal page failed to render");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the server could not complete the request; it has been logged",
+            )
+            .into_response()
+        }
+    }
+}
+
+/// JSON that is safe inside a `<script type="application/json">` element:
+/// `<`, `>` and `&` cannot open a tag or a comment (`</script>`, `<!--`), and
+/// U+2028/U+2029 cannot break a script that reads it. These characters only
+/// occur inside JSON strings, where the `\uXXXX` escapes mean the same text.
+fn inline_json(value: &Value) -> String {
+    let text = value.to_string();
+    let mut safe = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => safe.push_str("\\u003c"),
+            '>' => safe.push_str("\\u003e"),
+            '&' => safe.push_str("\\u0026"),
+            '\u{2028}' => safe.push_str("\\u2028"),
+            '\u{2029}' => safe.push_str("\\u2029"),
+            c => safe.push(c),
+        }
+    }
+    safe
+}
+
+/// What the signed-in frame shows around every tenant page.
+struct Frame {
+    title: String,
+    tenant: String,
+    nav: Vec<NavLink>,
+    email: String,
+    role: &'static str,
+    /// Already made safe by `inline_json`; the only value the templates do not escape.
+    data: String,
+    /// The page's script in `/portal/assets/`.
+    script: &'static str,
+}
+
+/// One link of the top navigation.
+struct NavLink {
+    href: String,
+    label: &'static str,
+    current: bool,
+}
+
+#[derive(Template)]
+#[template(path = "entitlements.html")]
+struct EntitlementsPage {
+    frame: Frame,
+}
+
+#[derive(Template)]
+#[template(path = "devices.html")]
+struct DevicesPage {
+    frame: Frame,
+}
+
+#[derive(Template)]
+#[template(path = "device.html")]
+struct DevicePage {
+    frame: Frame,
+}
+
+#[derive(Template)]
+#[template(path = "device_groups.html")]
+struct DeviceGroupsPage {
+    frame: Frame,
+}
+
+#[derive(Template)]
+#[template(path = "directory.html")]
+struct DirectoryPage {
+    frame: Frame,
+}
+
+#[derive(Template)]
+#[template(path = "audit.html")]
+struct AuditPage {
+    frame: Frame,
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage;
+
+/// A heading and a sentence: error pages and the server without tenants.
+#[derive(Template)]
+#[template(path = "message.html")]
+struct MessagePage {
+    title: String,
+    heading: &'static str,
+    text: &'static str,
+    /// A command shown after the text, or empty.
+    code: &'static str,
+    back: bool,
+}
+
+/// The shared frame of a tenant page: navigation, the person, and the data.
+fn frame(
     signed_in: &SignedIn,
     tenant: &Tenant,
     active: &str,
     title: &str,
-    body: &str,
     data: Value,
-    script: &str,
-) -> Response {
-    let nav: String = [
+    script: &'static str,
+) -> Frame {
+    let nav = [
         (
             "entitlements",
             "Entitlements",
@@ -149,14 +307,11 @@ fn page(
         ),
         ("audit", "Audit log", format!("/t/{}/audit", tenant.name)),
     ]
-    .iter()
-    .map(|(key, label, href)| {
-        let current = if *key == active {
-            " aria-current=\"page\""
-        } else {
-            ""
-        };
-        format!("<a href=\"{href}\"{current}>{label}</a>")
+    .into_iter()
+    .map(|(key, label, href)| NavLink {
+        href,
+        label,
+        current: key == active,
     })
     .collect();
     let account = &signed_in.0.account;
@@ -166,62 +321,40 @@ fn page(
         "role": account.role.as_str(),
         "can_write": account.role != Role::Viewer,
     });
-    let data = json!({"common": common, "page": data});
-    // `</` inside inline JSON would end the script element early.
-    let data = data.to_string().replace("</", "<\\/");
-    let html = format!(
-        r##"<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<link rel="icon" href="data:,">
-<title>{title} · {tenant_name} · entitle</title>
-<style>{CSS}</style>
-</head>
-<body>
-<a class="skip" href="#main">Skip to content</a>
-<header class="top">
-  <span class="brand">entitle</span>
-  <span class="tenant" title="Tenant">{tenant_name}</span>
-  <nav aria-label="Administration">{nav}</nav>
-  <span class="who">{email} · {role}</span>
-  <button type="button" id="sign-out" class="link">Sign out</button>
-</header>
-<main id="main">
-{body}
-</main>
-<script type="application/json" id="page-data">{data}</script>
-<script>{COMMON_JS}</script>
-<script>{script}</script>
-</body>
-</html>"##,
-        tenant_name = escape(&tenant.name),
-        email = escape(&account.email),
-        role = account.role.as_str(),
-    );
-    let mut response = Html(html).into_response();
-    response
-        .headers_mut()
-        .insert("cache-control", HeaderValue::from_static("no-store"));
-    response
+    Frame {
+        title: title.to_owned(),
+        tenant: tenant.name.clone(),
+        nav,
+        email: account.email.clone(),
+        role: account.role.as_str(),
+        data: inline_json(&json!({"common": common, "page": data})),
+        script,
+    }
 }
 
 async fn home(State(state): State<AppState>, parts: Parts) -> Response {
     match session(&parts, &state).await {
         Ok(Some(session)) => match session.account.tenant_id {
             Some(tenant_id) => match state.store.tenant(&tenant_id).await {
-                Ok(tenant) => Redirect::to(&format!("/t/{}/entitlements/private_access", tenant.name)).into_response(),
+                Ok(tenant) => {
+                    Redirect::to(&format!("/t/{}/entitlements/private_access", tenant.name))
+                        .into_response()
+                }
                 Err(error) => ApiError::from(error).into_response(),
             },
             None => match state.store.tenants().await {
                 Ok(tenants) => match tenants.first() {
-                    Some(first) => Redirect::to(&format!("/t/{}/entitlements/private_access", first.name)).into_response(),
-                    None => Html(format!(
-                        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><link rel=\"icon\" href=\"data:,\"><title>entitle</title><style>{CSS}</style></head>\
-                         <body><main id=\"main\" class=\"narrow\"><h1>No tenant yet</h1><p>Create one with <code>entitle tenants create NAME</code>.</p></main></body></html>"
-                    ))
-                    .into_response(),
+                    Some(first) => {
+                        Redirect::to(&format!("/t/{}/entitlements/private_access", first.name))
+                            .into_response()
+                    }
+                    None => render(&MessagePage {
+                        title: "No tenant yet".to_owned(),
+                        heading: "No tenant yet",
+                        text: "Create one with",
+                        code: "entitle tenants create NAME",
+                        back: false,
+                    }),
                 },
                 Err(error) => ApiError::from(error).into_response(),
             },
@@ -235,34 +368,8 @@ async fn tenant_home(Path(tenant): Path<String>) -> Redirect {
     Redirect::to(&format!("/t/{tenant}/entitlements/private_access"))
 }
 
-async fn login_page() -> Html<String> {
-    Html(format!(
-        r##"<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<link rel="icon" href="data:,">
-<title>Sign in · entitle</title>
-<style>{CSS}</style>
-</head>
-<body>
-<main id="main" class="narrow">
-<h1>Sign in to entitle</h1>
-<form id="login" novalidate>
-  <label for="email">Email</label>
-  <input id="email" name="email" type="email" autocomplete="username" required autofocus>
-  <label for="password">Password</label>
-  <input id="password" name="password" type="password" autocomplete="current-password" required>
-  <p id="login-error" class="error" role="alert" hidden></p>
-  <button type="submit" class="primary">Sign in</button>
-</form>
-</main>
-<script>{script}</script>
-</body>
-</html>"##,
-        script = include_str!("assets/login.js")
-    ))
+async fn login_page() -> Response {
+    render(&LoginPage)
 }
 
 #[derive(Deserialize)]
@@ -272,8 +379,13 @@ struct LoginBody {
 }
 
 /// Signs in with email and password; sets the session cookie.
+///
+/// A wrong password and an unknown email get the same answer after the same
+/// work (an argon2 verification, against `DUMMY_HASH` for an unknown email),
+/// and failures slow down only the (email, address) pair, never the account.
 async fn login(
     State(state): State<AppState>,
+    Extension(guard): Extension<Arc<SignInGuard>>,
     ClientAddress(address): ClientAddress,
     headers: HeaderMap,
     JsonBody(body): JsonBody<LoginBody>,
@@ -292,58 +404,70 @@ async fn login(
             "sign in with a JSON body (Content-Type: application/json)",
         ));
     }
-    let refused = || ApiError::unauthorized("the email or the password is wrong");
-    // Emails are unique per tenant only: the account signed in to is the one
-    // (enabled, of those with this email) whose password verifies, else the first.
-    let candidates = state.store.accounts_by_email(&body.email).await?;
-    let enabled: Vec<_> = candidates
+    guard.check(&body.email, address)?;
+    // Emails are unique per tenant only, so several enabled accounts may share
+    // one; the account signed in to is the first whose password verifies. An
+    // unknown email costs one verification against the dummy hash, like a
+    // wrong password for a known one.
+    let candidates: Vec<Account> = state
+        .store
+        .accounts_by_email(&body.email)
+        .await?
         .into_iter()
         .filter(|a| a.disabled_at.is_none())
+        .take(MAX_ACCOUNTS_PER_EMAIL)
         .collect();
-    let Some(first) = enabled.first().cloned() else {
-        // Same work as for a wrong password, so emails cannot be probed by timing.
-        let _ = crate::password::verify(&body.password, crate::password::decoy_hash());
-        state.failures.record_failure(address);
-        return Err(refused());
-    };
-    let account = match enabled.len() {
-        1 => first,
-        _ => enabled
-            .into_iter()
-            .find(|a| crate::password::verify(&body.password, &a.password_hash))
-            .unwrap_or(first),
-    };
-    let now = OffsetDateTime::now_utc();
-    if let Some(until) = account.locked_until
-        && until > now
-    {
-        let wait = (until - now).whole_seconds() + 1;
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "account_slowed_down",
-            format!("too many wrong passwords for this account; try again in {wait} s"),
-        ));
+    let mut signed_in = None;
+    if candidates.is_empty() {
+        guard
+            .verify(body.password.clone(), DUMMY_HASH.to_owned())
+            .await;
     }
-    if !crate::password::verify(&body.password, &account.password_hash) {
-        let failures = account.failed_logins + 1;
-        // From the fifth wrong password in a row, each one locks the account for
-        // twice as long as the one before, up to a quarter of an hour.
-        let locked_until = (failures >= FREE_ATTEMPTS).then(|| {
-            let seconds = (30i64 << (failures - FREE_ATTEMPTS).min(5)).min(900);
-            now + time::Duration::seconds(seconds)
-        });
+    for account in &candidates {
+        if guard
+            .verify(body.password.clone(), account.password_hash.clone())
+            .await
+        {
+            signed_in = Some(account.clone());
+            break;
+        }
+    }
+    let Some(account) = signed_in else {
+        guard.record_failure(&body.email, address);
+        state.failures.record_failure(address);
+        // The failure is audited in the tenant of the account it aimed at (none
+        // for an unknown email), with the email as typed, never the password.
+        let tenant_id = candidates.first().and_then(|a| a.tenant_id.clone());
         state
             .store
-            .record_sign_in(&account.id, false, locked_until)
+            .append_audit(
+                tenant_id.as_deref(),
+                &Actor::new(ActorKind::Anonymous, "", body.email.trim()),
+                "sign_in.failure",
+                body.email.trim(),
+                None,
+                Some(&json!({"address": address.map(|a| a.to_string())})),
+            )
             .await?;
-        state.failures.record_failure(address);
-        tracing::warn!(account = %account.id, failures, "wrong password");
-        return Err(refused());
-    }
-    state.store.record_sign_in(&account.id, true, None).await?;
+        tracing::warn!("wrong email or password at sign-in");
+        return Err(ApiError::unauthorized("the email or the password is wrong"));
+    };
+    guard.record_success(&body.email, address);
+    let actor = Caller::signed_in(&account).actor;
+    state
+        .store
+        .append_audit(
+            account.tenant_id.as_deref(),
+            &actor,
+            "sign_in.success",
+            &account.email,
+            None,
+            Some(&json!({"address": address.map(|a| a.to_string())})),
+        )
+        .await?;
     let token = secrets::new_secret("ent_session");
     let csrf = secrets::new_secret("csrf");
-    let expires = now + time::Duration::hours(SESSION_HOURS);
+    let expires = OffsetDateTime::now_utc() + time::Duration::hours(SESSION_HOURS);
     state
         .store
         .create_session(&secrets::hash_secret(&token), &account.id, &csrf, expires)
@@ -355,20 +479,29 @@ async fn login(
         ),
         None => "/".to_owned(),
     };
-    let secure = headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|proto| proto.eq_ignore_ascii_case("https"));
     let cookie = format!(
         "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
         SESSION_HOURS * 3600,
-        if secure { "; Secure" } else { "" }
+        secure_attribute(&state),
     );
     let mut response = Json(json!({"redirect": redirect})).into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(SET_COOKIE, value);
     }
     Ok(response)
+}
+
+/// Accounts that may share one email (one per tenant) tried at one sign-in;
+/// each costs an argon2 verification.
+const MAX_ACCOUNTS_PER_EMAIL: usize = 8;
+
+/// `; Secure` when the configured public URL is `https://`, else nothing.
+fn secure_attribute(state: &AppState) -> &'static str {
+    if state.config.secure_cookies() {
+        "; Secure"
+    } else {
+        ""
+    }
 }
 
 /// Signs out: ends the session and clears the cookie.
@@ -383,12 +516,26 @@ async fn logout(
             .delete_session(&secrets::hash_secret(token))
             .await?;
     }
+    state
+        .store
+        .append_audit(
+            caller.tenant_id.as_deref(),
+            &caller.actor,
+            "sign_out",
+            &caller.name,
+            None,
+            None,
+        )
+        .await?;
     tracing::info!(actor = %caller.name, "signed out");
     let mut response = StatusCode::NO_CONTENT.into_response();
-    response.headers_mut().insert(
-        SET_COOKIE,
-        HeaderValue::from_static("entitle_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+    let cleared = format!(
+        "{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
+        secure_attribute(&state)
     );
+    if let Ok(value) = HeaderValue::from_str(&cleared) {
+        response.headers_mut().insert(SET_COOKIE, value);
+    }
     response
         .headers_mut()
         .insert(LOCATION, HeaderValue::from_static("/login"));
@@ -452,16 +599,15 @@ async fn entitlements_page(
         }))
     };
     let data = load.await.map_err(|e| ApiError::from(e).into_response())?;
-    let body = include_str!("assets/entitlements.html");
-    Ok(page(
+    let frame = frame(
         &signed_in,
         &tenant,
         "entitlements",
         &format!("{} entitlement", service.display_name),
-        body,
         data,
-        include_str!("assets/entitlements.js"),
-    ))
+        "entitlements.js",
+    );
+    Ok(render(&EntitlementsPage { frame }))
 }
 
 #[derive(Deserialize)]
@@ -533,15 +679,15 @@ async fn devices_page(
         }))
     };
     let data = load.await.map_err(|e| ApiError::from(e).into_response())?;
-    Ok(page(
+    let frame = frame(
         &signed_in,
         &tenant,
         "devices",
         "Devices",
-        include_str!("assets/devices.html"),
         data,
-        include_str!("assets/devices.js"),
-    ))
+        "devices.js",
+    );
+    Ok(render(&DevicesPage { frame }))
 }
 
 async fn device_page(
@@ -578,15 +724,15 @@ async fn device_page(
         "device_groups": groups,
         "services": services,
     });
-    Ok(page(
+    let frame = frame(
         &signed_in,
         &tenant,
         "devices",
         &device.report.hostname,
-        include_str!("assets/device.html"),
         data,
-        include_str!("assets/device.js"),
-    ))
+        "device.js",
+    );
+    Ok(render(&DevicePage { frame }))
 }
 
 async fn device_groups_page(
@@ -607,15 +753,15 @@ async fn device_groups_page(
         Ok::<_, StoreError>(json!({"items": items, "device_count": devices.len()}))
     };
     let data = load.await.map_err(|e| ApiError::from(e).into_response())?;
-    Ok(page(
+    let frame = frame(
         &signed_in,
         &tenant,
         "device-groups",
         "Device groups",
-        include_str!("assets/device_groups.html"),
         data,
-        include_str!("assets/device_groups.js"),
-    ))
+        "device_groups.js",
+    );
+    Ok(render(&DeviceGroupsPage { frame }))
 }
 
 async fn directory_page(
@@ -650,15 +796,15 @@ async fn directory_page(
         }))
     };
     let data = load.await.map_err(|e| ApiError::from(e).into_response())?;
-    Ok(page(
+    let frame = frame(
         &signed_in,
         &tenant,
         "directory",
         "Directory",
-        include_str!("assets/directory.html"),
         data,
-        include_str!("assets/directory.js"),
-    ))
+        "directory.js",
+    );
+    Ok(render(&DirectoryPage { frame }))
 }
 
 #[derive(Deserialize)]
@@ -740,13 +886,23 @@ async fn audit_page(
         }))
     };
     let data = load.await.map_err(|e| ApiError::from(e).into_response())?;
-    Ok(page(
-        &signed_in,
-        &tenant,
-        "audit",
-        "Audit log",
-        include_str!("assets/audit.html"),
-        data,
-        include_str!("assets/audit.js"),
-    ))
+    let frame = frame(&signed_in, &tenant, "audit", "Audit log", data, "audit.js");
+    Ok(render(&AuditPage { frame }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inline_json_cannot_end_or_comment_out_its_script_element() {
+        let value = json!({"name": "</script><!--<script>&\u{2028}\u{2029}\"'"});
+        let inline = inline_json(&value);
+        assert!(
+            !inline.contains(['<', '>', '&', '\u{2028}', '\u{2029}']),
+            "{inline}"
+        );
+        let back: Value = serde_json::from_str(&inline).expect("still JSON");
+        assert_eq!(back, value, "the same text once parsed");
+    }
 }
