@@ -400,7 +400,11 @@ async fn start_with(
         name: "root".into(),
     };
     store
-        .create_api_token(&entitle_store::secrets::hash_secret(ROOT), &grant, &entitle_store::Actor::system())
+        .create_api_token(
+            &entitle_store::secrets::hash_secret(ROOT),
+            &grant,
+            &entitle_store::Actor::system(),
+        )
         .await
         .expect("root token");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -420,7 +420,64 @@ async fn a_report_that_moves_a_device_is_audited(db: Database) {
     assert_eq!(entry["after"]["device_groups"], json!([]));
 }
 
+async fn sign_ins_and_sign_outs_are_audited(db: Database) {
+    let app = TestApp::start(&db).await;
+    let t = app.tenant("acme").await;
+    let created = app
+        .post(
+            &t.path("/accounts"),
+            &t.admin,
+            json!({"email": "grace@acme.test", "password": "correct horse battery", "role": "admin"}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let login = |password: &'static str| {
+        let (client, base) = (app.client.clone(), app.base.clone());
+        async move {
+            client
+                .post(format!("{base}/portal/login"))
+                .json(&json!({"email": "grace@acme.test", "password": password}))
+                .send()
+                .await
+                .expect("sent")
+        }
+    };
+    assert_eq!(
+        login("not the password").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let signed_in = login("correct horse battery").await;
+    assert_eq!(signed_in.status(), StatusCode::OK);
+    let audit = app.get(&t.path("/audit?limit=5"), &t.admin).await;
+    let entries: Vec<(String, String)> = audit.body["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|e| {
+                    (
+                        e["action"].as_str().unwrap_or_default().to_owned(),
+                        e["principal"]["kind"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        entries.contains(&("sign_in.success".to_owned(), "account".to_owned())),
+        "{entries:?}"
+    );
+    assert!(
+        entries.contains(&("sign_in.failure".to_owned(), "anonymous".to_owned())),
+        "{entries:?}"
+    );
+}
+
 on_both_backends!(
+    sign_ins_and_sign_outs_are_audited,
     ownership_comes_from_the_key_not_the_device,
     approval_mode_holds_new_devices,
     a_report_that_moves_a_device_is_audited,
