@@ -88,6 +88,13 @@ pub enum ClientCommand {
         #[command(subcommand)]
         action: DeviceAction,
     },
+    /// Scoped enrollment keys: which ownership they attest, expiry, uses.
+    EnrollmentKeys {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        action: EnrollmentKeyAction,
+    },
     /// The audit log, newest first.
     Audit {
         #[command(flatten)]
@@ -352,6 +359,49 @@ pub enum DeviceAction {
         /// Device id.
         id: String,
     },
+    /// Approve devices waiting for approval (approval mode).
+    Approve {
+        /// Device ids (at most 1,000).
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Attest a device's ownership: corporate, personal, or reported (trust the report again).
+    SetOwnership {
+        /// Device id.
+        id: String,
+        /// corporate, personal or reported.
+        ownership: String,
+    },
+    /// Show or set the approval mode: new devices get no group-based service until approved.
+    Approval {
+        /// on or off; omitted: show.
+        mode: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EnrollmentKeyAction {
+    /// List scoped enrollment keys (never their secrets).
+    List,
+    /// Create a scoped key; its secret is shown once.
+    Create {
+        /// What administrators call it.
+        name: String,
+        /// Ownership every device enrolled with it gets: corporate or personal.
+        #[arg(long)]
+        ownership: Option<String>,
+        /// Refused after this many days.
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+        /// Refused after this many enrollments.
+        #[arg(long)]
+        max_uses: Option<u32>,
+    },
+    /// Revoke a key at once (devices enrolled with it stay).
+    Revoke {
+        /// Key id.
+        id: String,
+    },
 }
 
 struct Api {
@@ -529,6 +579,9 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::DeviceGroups { conn, action } => device_groups(Api::new(conn), action).await,
         ClientCommand::Entitlements { conn, action } => entitlements(Api::new(conn), action).await,
         ClientCommand::Devices { conn, action } => devices(Api::new(conn), action).await,
+        ClientCommand::EnrollmentKeys { conn, action } => {
+            enrollment_keys(Api::new(conn), action).await
+        }
         ClientCommand::Audit { conn, limit } => audit(Api::new(conn), limit).await,
         ClientCommand::Directory { conn } => directory(Api::new(conn)).await,
     }
@@ -1413,6 +1466,136 @@ async fn devices(api: Api, action: DeviceAction) -> anyhow::Result<()> {
             )
             .await?;
             print_line(&format!("removed device {id}; its token no longer works"));
+        }
+        DeviceAction::Approve { ids } => {
+            let answer = api
+                .post(&api.scoped("/devices/approve")?, &json!({"ids": ids}))
+                .await?;
+            if api.conn.json {
+                print_json(&answer);
+            } else {
+                print_line(&format!(
+                    "approved: {}; not found: {}",
+                    text(&answer["approved"]),
+                    text(&answer["not_found"])
+                ));
+            }
+        }
+        DeviceAction::SetOwnership { id, ownership } => {
+            let answer = api
+                .call(
+                    Method::PATCH,
+                    &api.scoped(&format!("/devices/{}", encode(&id)))?,
+                    Some(&json!({"ownership": ownership})),
+                    None,
+                )
+                .await?;
+            if api.conn.json {
+                print_json(&answer.body);
+            } else {
+                print_line(&format!(
+                    "{} is {} (attested by {}; reports {})",
+                    text(&answer.body["hostname"]),
+                    text(&answer.body["ownership"]),
+                    text(&answer.body["ownership_attested_by"]),
+                    text(&answer.body["reported_ownership"])
+                ));
+            }
+        }
+        DeviceAction::Approval { mode } => {
+            let path = api.scoped("/device-approval")?;
+            let answer = match mode.as_deref() {
+                None => api.get(&path).await?,
+                Some(word @ ("on" | "off")) => {
+                    let body = json!({"device_approval": word == "on"});
+                    api.call(Method::PUT, &path, Some(&body), None).await?.body
+                }
+                Some(other) => anyhow::bail!("approval mode is on or off, not {other:?}"),
+            };
+            if api.conn.json {
+                print_json(&answer);
+            } else {
+                print_line(&format!(
+                    "device approval is {}",
+                    if answer["device_approval"] == true {
+                        "on"
+                    } else {
+                        "off"
+                    }
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn enrollment_keys(api: Api, action: EnrollmentKeyAction) -> anyhow::Result<()> {
+    match action {
+        EnrollmentKeyAction::List => {
+            let list = api.get(&api.scoped("/enrollment-keys")?).await?;
+            if api.conn.json {
+                print_json(&list);
+                return Ok(());
+            }
+            let rows = list["items"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|k| {
+                    vec![
+                        text(&k["id"]),
+                        text(&k["name"]),
+                        text(&k["ownership"]),
+                        format!("{}/{}", text(&k["uses"]), text(&k["max_uses"])),
+                        text(&k["expires_at"]),
+                        if k["usable"] == true {
+                            "yes".into()
+                        } else {
+                            "no".into()
+                        },
+                    ]
+                })
+                .collect();
+            print_table(
+                &["id", "name", "ownership", "uses", "expires", "usable"],
+                rows,
+            );
+        }
+        EnrollmentKeyAction::Create {
+            name,
+            ownership,
+            expires_in_days,
+            max_uses,
+        } => {
+            let body = json!({"name": name, "ownership": ownership,
+                              "expires_in_days": expires_in_days, "max_uses": max_uses});
+            let created = api.post(&api.scoped("/enrollment-keys")?, &body).await?;
+            if api.conn.json {
+                print_json(&created);
+            } else {
+                print_line(&format!(
+                    "enrollment key {} ({}): {}\nshown once; agents present it as --enrollment-key",
+                    text(&created["name"]),
+                    text(&created["id"]),
+                    text(&created["enrollment_key"])
+                ));
+            }
+        }
+        EnrollmentKeyAction::Revoke { id } => {
+            let answer = api
+                .call(
+                    Method::DELETE,
+                    &api.scoped(&format!("/enrollment-keys/{}", encode(&id)))?,
+                    None,
+                    None,
+                )
+                .await?;
+            if api.conn.json {
+                print_json(&answer.body);
+            } else {
+                print_line(&format!("revoked enrollment key {id}"));
+            }
         }
     }
     Ok(())

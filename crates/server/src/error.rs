@@ -111,7 +111,7 @@ impl From<StoreError> for ApiError {
                     StatusCode::CONFLICT,
                     "group_in_use",
                     format!(
-                        "{what} {name:?} is still selected by the entitlements of {}; remove it there first, or delete it with ?force=true: it then stays selected as a deleted group that matches nothing, so no one gains access",
+                        "{what} {name:?} is still selected by the entitlements of {}; remove it there first, or delete it with force (?force=true; --force in the CLI): it then stays selected as a deleted group that matches nothing, so no one gains access",
                         names.join(", ")
                     ),
                 )
