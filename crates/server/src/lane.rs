@@ -827,6 +827,89 @@ mod tests {
         }
     }
 
+    /// Decides a head and, when taken, everything the lane derives from it
+    /// before and after authentication: the client address behind a trusted
+    /// proxy, the request from the body, and what follows it in the buffer.
+    fn decide_fully(input: &[u8]) -> Result<(), proptest::test_runner::TestCaseError> {
+        if let Head::Sync(head) = parse_head(input) {
+            proptest::prop_assert!(head.head_len <= input.len());
+            let proxies = crate::limit::TrustedProxies::new(vec![
+                crate::limit::TrustedProxies::parse_network("127.0.0.0/8")
+                    .map_err(proptest::test_runner::TestCaseError::fail)?,
+            ]);
+            let _client = proxies.client(
+                std::net::IpAddr::from([127, 0, 0, 1]),
+                head.forwarded_for.iter().map(Vec::as_slice),
+                head.forwarded.iter().map(Vec::as_slice),
+            );
+            let end = head
+                .head_len
+                .saturating_add(head.content_length)
+                .min(input.len());
+            if let Err(error) = head.sync_request(&input[head.head_len..end]) {
+                proptest::prop_assert!(error.status().is_client_error());
+            }
+            // A pipelined request after this one is decided the same way.
+            if end < input.len() {
+                let _ = parse_head(&input[end..]);
+            }
+        }
+        Ok(())
+    }
+
+    proptest::proptest! {
+        /// Heads made of sync-like lines in any order and any bytes between:
+        /// request lines with any target, headers with any value bytes
+        /// (control characters, obs-fold, forwarding headers, lengths).
+        #[test]
+        fn any_sync_like_head_is_decided_without_panic(
+            target in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+            lines in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec![
+                        "Authorization", "If-None-Match", "Connection", "Content-Length",
+                        "X-Forwarded-For", "Forwarded", "Transfer-Encoding", "Expect", "Host", " Folded",
+                    ]),
+                    proptest::collection::vec(proptest::prelude::any::<u8>(), 0..48),
+                ),
+                0..12,
+            ),
+            tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        ) {
+            let mut input = b"POST /agent/v1/sync".to_vec();
+            input.extend(target);
+            input.extend_from_slice(b" HTTP/1.1\r\n");
+            for (name, value) in lines {
+                input.extend_from_slice(name.as_bytes());
+                input.extend_from_slice(b": ");
+                input.extend(value);
+                input.extend_from_slice(b"\r\n");
+            }
+            input.extend_from_slice(b"\r\n");
+            input.extend(tail);
+            decide_fully(&input)?;
+        }
+
+        /// Well-formed sync heads with forwarding headers and bodies of any
+        /// bytes, pipelined two at a time.
+        #[test]
+        fn pipelined_syncs_with_forwarding_headers_are_decided_without_panic(
+            forwarded_for in "[0-9a-f:.,\\[\\] ]{0,60}",
+            forwarded in "[ -~]{0,60}",
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..120),
+            second in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..120),
+        ) {
+            let mut input = format!(
+                "POST /agent/v1/sync?wait=5 HTTP/1.1\r\nX-Forwarded-For: {forwarded_for}\r\nForwarded: {forwarded}\r\nAuthorization: Bearer t\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            input.extend(body);
+            input.extend(second);
+            decide_fully(&input)?;
+        }
+    }
+
     #[test]
     fn an_etag_that_could_split_the_head_is_left_out() {
         let (_, bytes) = render(

@@ -10,6 +10,8 @@ mod directory;
 mod edge;
 mod error;
 mod extract;
+#[cfg(test)]
+mod fuzz;
 mod lane;
 mod limit;
 mod metrics;

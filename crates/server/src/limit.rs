@@ -7,8 +7,8 @@
 //! credential fails: a valid credential is never refused because others at the
 //! same address guessed wrong.
 
-use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -32,29 +32,43 @@ const SHARDS: usize = 16;
 
 /// Counts events per key in fixed one-minute windows, in bounded memory.
 pub struct WindowCounter<K> {
-    shards: Vec<Mutex<HashMap<K, (Instant, u32)>>>,
+    shards: Vec<Mutex<Shard<K>>>,
+}
+
+/// One shard: the counts, and their keys in the order they were first seen,
+/// so that a full shard forgets its oldest key in constant time.
+struct Shard<K> {
+    counts: HashMap<K, (Instant, u32)>,
+    order: VecDeque<K>,
 }
 
 impl<K: Hash + Eq + Clone> Default for WindowCounter<K> {
     fn default() -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        counts: HashMap::new(),
+                        order: VecDeque::new(),
+                    })
+                })
+                .collect(),
         }
     }
 }
 
 impl<K: Hash + Eq + Clone> WindowCounter<K> {
-    fn shard(&self, key: &K) -> &Mutex<HashMap<K, (Instant, u32)>> {
+    fn shard(&self, key: &K) -> std::sync::MutexGuard<'_, Shard<K>> {
         let mut hasher = DefaultHasher::new();
         key.hash(&mut hasher);
         // The modulo keeps the index in range whatever the hash.
-        &self.shards[(hasher.finish() as usize) % self.shards.len()]
+        let index = (hasher.finish() as usize) % self.shards.len();
+        self.shards[index].lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The events counted for `key` in its current window.
     pub fn count(&self, key: &K) -> u32 {
-        let shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
-        match shard.get(key) {
+        match self.shard(key).counts.get(key) {
             Some((started, count)) if started.elapsed() < WINDOW => *count,
             _ => 0,
         }
@@ -62,21 +76,19 @@ impl<K: Hash + Eq + Clone> WindowCounter<K> {
 
     /// Counts one event for `key` and returns the count in its window.
     pub fn add(&self, key: &K) -> u32 {
-        let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
-        if !shard.contains_key(key) && shard.len() >= MAX_TRACKED / SHARDS {
-            // A full shard first forgets expired windows, then the oldest one:
-            // the scan covers one shard only, under that shard's lock.
-            shard.retain(|_, (started, _)| started.elapsed() < WINDOW);
-            if shard.len() >= MAX_TRACKED / SHARDS
-                && let Some(oldest) = shard
-                    .iter()
-                    .min_by_key(|(_, (started, _))| *started)
-                    .map(|(key, _)| key.clone())
+        let mut shard = self.shard(key);
+        if !shard.counts.contains_key(key) {
+            if shard.counts.len() >= MAX_TRACKED / SHARDS
+                && let Some(oldest) = shard.order.pop_front()
             {
-                shard.remove(&oldest);
+                shard.counts.remove(&oldest);
             }
+            shard.order.push_back(key.clone());
         }
-        let entry = shard.entry(key.clone()).or_insert((Instant::now(), 0));
+        let entry = shard
+            .counts
+            .entry(key.clone())
+            .or_insert((Instant::now(), 0));
         if entry.0.elapsed() >= WINDOW {
             *entry = (Instant::now(), 0);
         }
@@ -86,8 +98,7 @@ impl<K: Hash + Eq + Clone> WindowCounter<K> {
 
     /// Seconds until the window of `key` ends.
     fn retry_after(&self, key: &K) -> u64 {
-        let shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
-        shard.get(key).map_or(1, |(started, _)| {
+        self.shard(key).counts.get(key).map_or(1, |(started, _)| {
             WINDOW.saturating_sub(started.elapsed()).as_secs() + 1
         })
     }
@@ -96,7 +107,7 @@ impl<K: Hash + Eq + Clone> WindowCounter<K> {
     fn tracked(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).counts.len())
             .sum()
     }
 }

@@ -1,0 +1,108 @@
+//! Property-based fuzz targets for what strangers send the edge, run by
+//! `cargo test` for proptest's default number of cases (fast enough for CI)
+//! and for as many as `PROPTEST_CASES` asks in a longer campaign, e.g.
+//! `PROPTEST_CASES=2000000 cargo test -p entitle-server --lib fuzz`.
+//!
+//! The lane's request head has its own targets beside its parser (`lane.rs`).
+
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+use crate::extract::json_from_slice;
+use crate::wire::ReportJson;
+
+/// A sync body, decoded and parsed as the sync handler and the lane do:
+/// never a panic, and every refusal a 4xx.
+fn check_sync_body(bytes: &[u8]) -> Result<(), TestCaseError> {
+    let parsed = json_from_slice::<ReportJson>(bytes).and_then(ReportJson::parse);
+    if let Err(error) = parsed {
+        prop_assert!(
+            error.status().is_client_error(),
+            "{} for {:?}",
+            error.status(),
+            String::from_utf8_lossy(bytes)
+        );
+    }
+    Ok(())
+}
+
+/// Any JSON value, a few levels deep, with strings that include control
+/// characters, very long text and odd numbers.
+fn any_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        any::<f64>().prop_map(|n| json!(n)),
+        ".{0,40}".prop_map(Value::String),
+        "[\\x00-\\x1f]{1,4}".prop_map(Value::String),
+        (0usize..2000).prop_map(|n| Value::String("x".repeat(n))),
+    ];
+    leaf.prop_recursive(3, 32, 8, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+            prop::collection::btree_map(".{0,12}", inner, 0..8)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// Reports that are nearly right, so that the checks past the JSON layer run.
+fn report_like() -> impl Strategy<Value = Value> {
+    let field = |known: Vec<&'static str>| {
+        prop_oneof![
+            prop::sample::select(known).prop_map(|s| json!(s)),
+            any_json(),
+        ]
+    };
+    (
+        field(vec!["ada-mbp", "h", "", " ", "a\u{0}b"]),
+        field(vec!["macos", "windows", "linux", "ios", "android", "beos"]),
+        field(vec![
+            "4.0",
+            "3.9.0.221",
+            "1",
+            "1.2.3.4.5",
+            "v2",
+            "99999999999999999999",
+        ]),
+        field(vec!["corporate", "personal", "stolen"]),
+        prop::collection::btree_map(".{0,20}", any_json(), 0..80),
+        prop::option::of(any_json()),
+    )
+        .prop_map(
+            |(hostname, os, client_version, ownership, posture, extra)| {
+                let mut report = json!({
+                    "hostname": hostname, "os": os, "client_version": client_version,
+                    "ownership": ownership, "posture": Value::Object(posture.into_iter().collect()),
+                });
+                if let Some(extra) = extra {
+                    report["extra"] = extra;
+                }
+                report
+            },
+        )
+}
+
+proptest! {
+    /// Raw bytes, including truncated and invalid UTF-8.
+    #[test]
+    fn sync_body_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        check_sync_body(&bytes)?;
+    }
+
+    /// Any JSON document.
+    #[test]
+    fn sync_body_any_json(value in any_json()) {
+        check_sync_body(value.to_string().as_bytes())?;
+    }
+
+    /// Nearly valid reports, whole and cut short.
+    #[test]
+    fn sync_body_report_like(report in report_like(), cut in any::<prop::sample::Index>()) {
+        let text = report.to_string();
+        check_sync_body(text.as_bytes())?;
+        let cut = cut.index(text.len() + 1);
+        check_sync_body(&text.as_bytes()[..cut])?;
+    }
+}
