@@ -29,7 +29,18 @@ fn check_sync_body(bytes: &[u8]) -> Result<(), TestCaseError> {
 /// Any JSON value, a few levels deep, with strings that include control
 /// characters, very long text and odd numbers.
 fn any_json() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
+    any_leaf().prop_recursive(2, 16, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::btree_map(".{0,12}", inner, 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// A JSON scalar.
+fn any_leaf() -> impl Strategy<Value = Value> {
+    prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(|n| json!(n)),
@@ -37,14 +48,7 @@ fn any_json() -> impl Strategy<Value = Value> {
         ".{0,40}".prop_map(Value::String),
         "[\\x00-\\x1f]{1,4}".prop_map(Value::String),
         (0usize..2000).prop_map(|n| Value::String("x".repeat(n))),
-    ];
-    leaf.prop_recursive(3, 32, 8, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
-            prop::collection::btree_map(".{0,12}", inner, 0..8)
-                .prop_map(|m| Value::Object(m.into_iter().collect())),
-        ]
-    })
+    ]
 }
 
 /// Reports that are nearly right, so that the checks past the JSON layer run.
@@ -67,7 +71,7 @@ fn report_like() -> impl Strategy<Value = Value> {
             "99999999999999999999",
         ]),
         field(vec!["corporate", "personal", "stolen"]),
-        prop::collection::btree_map(".{0,20}", any_json(), 0..80),
+        prop::collection::btree_map("[a-z_]{1,8}|.{0,20}", any_leaf(), 0..70),
         prop::option::of(any_json()),
     )
         .prop_map(
