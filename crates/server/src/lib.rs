@@ -193,12 +193,11 @@ impl Server {
         http1
             .timer(hyper_util::rt::TokioTimer::new())
             // Hyper has one timer for the wait before a request and the reading
-            // of its head; the shorter of the two settings bounds both.
+            // of its head: it gets both allowances, so that a load balancer's
+            // pooled connections are not closed under it. A connection's first
+            // head is read by the lane, under the header-read timeout alone.
             .header_read_timeout(
-                self.state
-                    .config
-                    .header_read_timeout
-                    .min(self.state.config.idle_timeout),
+                self.state.config.idle_timeout + self.state.config.header_read_timeout,
             )
             // A client that half-closes after its request still gets the answer.
             .half_close(true);
