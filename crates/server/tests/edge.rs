@@ -682,3 +682,43 @@ async fn a_half_closed_held_sync_is_answered() {
         String::from_utf8_lossy(&seen)
     );
 }
+
+/// Bodies held in memory at once are capped: while a stalled body holds the
+/// whole budget, another body waits and is then refused with 503, and is
+/// served once the stalled one is gone.
+#[tokio::test]
+async fn in_flight_body_bytes_are_capped() {
+    let db = Database::sqlite();
+    let config = ServerConfig {
+        max_body_bytes_in_flight: 4096,
+        ..ServerConfig::default()
+    };
+    let app = TestApp::start_with(&db, config).await;
+    let mut stalled = connect(&app).await;
+    stalled
+        .write_all(
+            format!(
+                "POST /api/v1/tenants HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ROOT}\r\nContent-Type: application/json\r\nContent-Length: 4096\r\n\r\n{{"
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("write");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = app
+        .post("/api/v1/tenants", ROOT, json!({"name": "acme"}))
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        refused.body
+    );
+    assert_eq!(refused.body["error"]["code"], "server_busy");
+    drop(stalled);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let created = app
+        .post("/api/v1/tenants", ROOT, json!({"name": "acme"}))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+}
