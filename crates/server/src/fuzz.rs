@@ -4,12 +4,51 @@
 //! `PROPTEST_CASES=2000000 cargo test -p entitle-server --lib fuzz`.
 //!
 //! The lane's request head has its own targets beside its parser (`lane.rs`).
+//!
+//! A campaign of a fixed duration, which reports how many cases it ran:
+//! `FUZZ_SECONDS=600 cargo test -p entitle-server --lib -- --ignored --nocapture campaign`.
 
 use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Value, json};
 
 use crate::extract::json_from_slice;
 use crate::wire::ReportJson;
+
+/// Runs the strategies in turn, a few hundred cases at a time with a fresh
+/// seed each, until `FUZZ_SECONDS` (default 10) have passed; panics with the
+/// smallest failing input found. Returns the number of cases run.
+pub(crate) fn campaign(
+    name: &str,
+    strategies: &[BoxedStrategy<Vec<u8>>],
+    check: fn(&[u8]) -> Result<(), TestCaseError>,
+) -> u64 {
+    let seconds: u64 = std::env::var("FUZZ_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    let per_round = 200;
+    let mut cases = 0u64;
+    while std::time::Instant::now() < deadline {
+        for strategy in strategies {
+            let mut runner = TestRunner::new(Config {
+                cases: per_round,
+                failure_persistence: None,
+                ..Config::default()
+            });
+            if let Err(failure) = runner.run(strategy, |input| check(&input)) {
+                panic!("{name}: {failure}");
+            }
+            cases += u64::from(per_round);
+        }
+    }
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!("{name}: {cases} cases in {seconds} s, no failure");
+    }
+    cases
+}
 
 /// A sync body, decoded and parsed as the sync handler and the lane do:
 /// never a panic, and every refusal a 4xx.
@@ -86,6 +125,31 @@ fn report_like() -> impl Strategy<Value = Value> {
                 report
             },
         )
+}
+
+/// The sync body's strategies as bytes, for a campaign.
+fn sync_body_inputs() -> Vec<BoxedStrategy<Vec<u8>>> {
+    vec![
+        prop::collection::vec(any::<u8>(), 0..512).boxed(),
+        any_json().prop_map(|v| v.to_string().into_bytes()).boxed(),
+        report_like()
+            .prop_map(|v| v.to_string().into_bytes())
+            .boxed(),
+        (report_like(), any::<prop::sample::Index>())
+            .prop_map(|(v, cut)| {
+                let text = v.to_string().into_bytes();
+                let cut = cut.index(text.len() + 1);
+                text[..cut].to_vec()
+            })
+            .boxed(),
+    ]
+}
+
+/// The sync body for `FUZZ_SECONDS`.
+#[test]
+#[ignore = "a campaign of FUZZ_SECONDS; run by hand"]
+fn sync_body_campaign() {
+    campaign("sync body", &sync_body_inputs(), check_sync_body);
 }
 
 proptest! {

@@ -857,57 +857,117 @@ mod tests {
         Ok(())
     }
 
-    proptest::proptest! {
-        /// Heads made of sync-like lines in any order and any bytes between:
-        /// request lines with any target, headers with any value bytes
-        /// (control characters, obs-fold, forwarding headers, lengths).
-        #[test]
-        fn any_sync_like_head_is_decided_without_panic(
-            target in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
-            lines in proptest::collection::vec(
+    /// Heads made of sync-like lines in any order and any bytes between:
+    /// request lines with any target, headers with any value bytes (control
+    /// characters, obs-fold, forwarding headers, lengths), then any bytes.
+    fn sync_like_head() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        (
+            prop::collection::vec(any::<u8>(), 0..40),
+            prop::collection::vec(
                 (
-                    proptest::sample::select(vec![
-                        "Authorization", "If-None-Match", "Connection", "Content-Length",
-                        "X-Forwarded-For", "Forwarded", "Transfer-Encoding", "Expect", "Host", " Folded",
+                    prop::sample::select(vec![
+                        "Authorization",
+                        "If-None-Match",
+                        "Connection",
+                        "Content-Length",
+                        "X-Forwarded-For",
+                        "Forwarded",
+                        "Transfer-Encoding",
+                        "Expect",
+                        "Host",
+                        " Folded",
                     ]),
-                    proptest::collection::vec(proptest::prelude::any::<u8>(), 0..48),
+                    prop::collection::vec(any::<u8>(), 0..48),
                 ),
                 0..12,
             ),
-            tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
-        ) {
-            let mut input = b"POST /agent/v1/sync".to_vec();
-            input.extend(target);
-            input.extend_from_slice(b" HTTP/1.1\r\n");
-            for (name, value) in lines {
-                input.extend_from_slice(name.as_bytes());
-                input.extend_from_slice(b": ");
-                input.extend(value);
+            prop::collection::vec(any::<u8>(), 0..200),
+        )
+            .prop_map(|(target, lines, tail)| {
+                let mut input = b"POST /agent/v1/sync".to_vec();
+                input.extend(target);
+                input.extend_from_slice(b" HTTP/1.1\r\n");
+                for (name, value) in lines {
+                    input.extend_from_slice(name.as_bytes());
+                    input.extend_from_slice(b": ");
+                    input.extend(value);
+                    input.extend_from_slice(b"\r\n");
+                }
                 input.extend_from_slice(b"\r\n");
-            }
-            input.extend_from_slice(b"\r\n");
-            input.extend(tail);
+                input.extend(tail);
+                input
+            })
+    }
+
+    /// Well-formed sync heads with forwarding headers and bodies of any
+    /// bytes, followed by any bytes (a second, pipelined request).
+    fn pipelined_syncs() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        (
+            "[0-9a-f:.,\\[\\] ]{0,60}",
+            "[ -~]{0,60}",
+            prop::collection::vec(any::<u8>(), 0..120),
+            prop::collection::vec(any::<u8>(), 0..120),
+        )
+            .prop_map(|(forwarded_for, forwarded, body, second)| {
+                let mut input = format!(
+                    "POST /agent/v1/sync?wait=5 HTTP/1.1\r\nX-Forwarded-For: {forwarded_for}\r\nForwarded: {forwarded}\r\nAuthorization: Bearer t\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                )
+                .into_bytes();
+                input.extend(body);
+                input.extend(second);
+                input
+            })
+    }
+
+    /// Any bytes, after nothing or the start of a sync's request line.
+    fn any_bytes_after_a_prefix() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        (
+            prop::sample::select(vec![
+                "",
+                "POST /agent/v1/sync HTTP/1.1\r\n",
+                "POST /agent/v1/sync?wait=",
+            ]),
+            prop::collection::vec(any::<u8>(), 0..600),
+        )
+            .prop_map(|(prefix, bytes)| {
+                let mut input = prefix.as_bytes().to_vec();
+                input.extend(bytes);
+                input
+            })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_sync_like_head_is_decided_without_panic(input in sync_like_head()) {
             decide_fully(&input)?;
         }
 
-        /// Well-formed sync heads with forwarding headers and bodies of any
-        /// bytes, pipelined two at a time.
         #[test]
         fn pipelined_syncs_with_forwarding_headers_are_decided_without_panic(
-            forwarded_for in "[0-9a-f:.,\\[\\] ]{0,60}",
-            forwarded in "[ -~]{0,60}",
-            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..120),
-            second in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..120),
+            input in pipelined_syncs(),
         ) {
-            let mut input = format!(
-                "POST /agent/v1/sync?wait=5 HTTP/1.1\r\nX-Forwarded-For: {forwarded_for}\r\nForwarded: {forwarded}\r\nAuthorization: Bearer t\r\nContent-Length: {}\r\n\r\n",
-                body.len()
-            )
-            .into_bytes();
-            input.extend(body);
-            input.extend(second);
             decide_fully(&input)?;
         }
+    }
+
+    /// The lane's request head for `FUZZ_SECONDS`.
+    #[test]
+    #[ignore = "a campaign of FUZZ_SECONDS; run by hand"]
+    fn request_head_campaign() {
+        use proptest::strategy::Strategy;
+        crate::fuzz::campaign(
+            "lane request head",
+            &[
+                any_bytes_after_a_prefix().boxed(),
+                sync_like_head().boxed(),
+                pipelined_syncs().boxed(),
+            ],
+            decide_fully,
+        );
     }
 
     #[test]
