@@ -156,11 +156,17 @@ async fn bench_http(args: &BenchArgs) -> anyhow::Result<()> {
         bases.push(format!("http://{}", listener.local_addr()?));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         stops.push(stop_tx);
-        servers.push(tokio::spawn(
-            Server::new(store, ServerConfig::default()).run(listener, async {
+        // The whole simulated fleet enrolls from one loopback address.
+        let config = ServerConfig {
+            enrollments_per_minute: u32::MAX,
+            ..ServerConfig::default()
+        };
+        servers.push(tokio::spawn(Server::new(store, config).run(
+            listener,
+            async {
                 let _ = stop_rx.await;
-            }),
-        ));
+            },
+        )));
     }
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency * 2)

@@ -75,6 +75,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         )
     })?;
     let address = listener.local_addr()?;
+    if !address.ip().is_loopback() {
+        // The demo's tokens are fixed and printed: anyone who can reach the
+        // address is a super admin.
+        tracing::warn!(%address, "THE DEMO IS LISTENING ON A NON-LOOPBACK ADDRESS: its well-known super_admin token opens it to anyone who can reach it; use --listen 127.0.0.1:PORT");
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!(
+                "\nWARNING: the demo listens on {address}, which is not a loopback address.\n\
+                 Its super_admin token is printed below and the same in every demo:\n\
+                 anyone who can reach {address} can administer it. Use --listen 127.0.0.1:PORT.\n"
+            );
+        }
+    }
     print_welcome(address, &data_dir, seeded);
     Server::new(store, ServerConfig::default())
         .run(listener, shutdown_signal())

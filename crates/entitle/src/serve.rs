@@ -3,10 +3,11 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
-use entitle_server::{Server, ServerConfig};
+use entitle_server::{Server, ServerConfig, TrustedProxies};
 use entitle_store::{
     Actor, PostgresOptions, PostgresStore, Role, SqliteStore, Store, TokenGrant, secrets,
 };
@@ -39,6 +40,45 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "ENTITLE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// A load balancer or proxy (address or CIDR) whose `X-Forwarded-For` and
+    /// `Forwarded` headers name the client; repeatable. Without it those
+    /// headers are ignored.
+    #[arg(long = "trusted-proxy", env = "ENTITLE_TRUSTED_PROXY", value_delimiter = ',',
+          value_parser = TrustedProxies::parse_network)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Seconds a keep-alive connection may wait for its next request.
+    #[arg(long, env = "ENTITLE_IDLE_TIMEOUT", default_value_t = 75)]
+    pub idle_timeout: u64,
+    /// Seconds a client may take to send a request's head.
+    #[arg(long, env = "ENTITLE_HEADER_READ_TIMEOUT", default_value_t = 10)]
+    pub header_read_timeout: u64,
+    /// Connections served at once (keep it under the open-file limit); more
+    /// wait in the listen backlog.
+    #[arg(long, env = "ENTITLE_MAX_CONNECTIONS", default_value_t = 20_000)]
+    pub max_connections: usize,
+    /// MiB of request bodies held in memory at once, over every connection.
+    #[arg(long, env = "ENTITLE_MAX_BODY_MIB_IN_FLIGHT", default_value_t = 64)]
+    pub max_body_mib_in_flight: usize,
+    /// Enrollments allowed per minute per enrollment key and client address.
+    #[arg(long, env = "ENTITLE_ENROLLMENTS_PER_MINUTE", default_value_t = 60)]
+    pub enrollments_per_minute: u32,
+}
+
+impl ServeArgs {
+    /// The server settings these flags give.
+    pub fn server_config(&self) -> ServerConfig {
+        ServerConfig {
+            poll_interval_s: self.poll_interval,
+            trusted_proxies: TrustedProxies::new(self.trusted_proxies.clone()),
+            idle_timeout: Duration::from_secs(self.idle_timeout.max(1)),
+            header_read_timeout: Duration::from_secs(self.header_read_timeout.max(1)),
+            max_connections: self.max_connections.max(1),
+            max_body_bytes_in_flight: self.max_body_mib_in_flight.max(1) * 1024 * 1024,
+            enrollments_per_minute: self.enrollments_per_minute,
+            public_url: self.public_url.clone(),
+            ..ServerConfig::default()
+        }
+    }
 }
 
 /// How logs are written.
@@ -153,7 +193,7 @@ pub async fn bootstrap(store: &dyn Store, token: Option<&str>) -> anyhow::Result
     let Some(token) = token.filter(|t| !t.is_empty()) else {
         if !store.has_super_admin().await? {
             tracing::warn!(
-                "no super_admin token exists; start with --bootstrap-admin-token to create one"
+                "no super_admin token exists; start with ENTITLE_BOOTSTRAP_ADMIN_TOKEN set to create one"
             );
         }
         return Ok(());
@@ -190,11 +230,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             "--public-url must start with https:// (or http:// without TLS), not {url:?}"
         );
     }
-    let config = ServerConfig {
-        poll_interval_s: args.poll_interval,
-        public_url: args.public_url.clone(),
-        ..ServerConfig::default()
-    };
+    let config = args.server_config();
     tracing::info!(address = %listener.local_addr()?, "entitle is serving");
     Server::new(store, config)
         .run(listener, shutdown_signal())

@@ -2,16 +2,16 @@
 
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::header::{AUTHORIZATION, ETAG, IF_NONE_MATCH};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use entitle_core::DeviceReport;
 use entitle_core::GroupNames;
 use entitle_store::{
-    Actor, ActorKind, AuthenticatedDevice, Device, DeviceMove, StoreError, secrets,
+    Actor, ActorKind, AuthenticatedDevice, Device, DeviceMove, EnrollmentGrant, StoreError, secrets,
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ClientAddress, JsonBody, QueryParams};
+use crate::extract::{ClientAddress, JsonBody, body_bytes, json_from_slice, query_from_str};
 use crate::state::AppState;
 use crate::wire::{PolicyJson, ReportJson};
 
@@ -36,6 +36,8 @@ pub fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct EnrollBody {
     /// The tenant's enrollment key.
+    // Checked from the raw document before the rest of the body is parsed.
+    #[allow(dead_code)]
     pub enrollment_key: String,
     /// The user's login name in the directory.
     pub user_name: String,
@@ -60,41 +62,60 @@ pub struct Enrolled {
 pub(crate) async fn enroll(
     State(state): State<AppState>,
     ClientAddress(address): ClientAddress,
-    JsonBody(body): JsonBody<EnrollBody>,
+    JsonBody(body): JsonBody<serde_json::Value>,
 ) -> ApiResult<Response> {
-    state.failures.check(address)?;
-    let result = enroll_device(&state, body).await;
-    if let Err(error) = &result
-        && matches!(
-            error.status(),
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
-        )
-    {
-        state.failures.record_failure(address);
-    }
-    result
-}
-
-async fn enroll_device(state: &AppState, body: EnrollBody) -> ApiResult<Response> {
-    let report = body.device.parse()?;
-    let grant = state
-        .store
-        .enrollment_grant(&secrets::hash_secret(body.enrollment_key.trim()))
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound { .. } => ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_enrollment_key",
-                "the enrollment key is not valid; ask your administrator for the tenant's current key",
-            ),
-            other => other.into(),
-        })?;
+    // The key is checked before anything else in the body, so that a caller
+    // without one learns nothing about the report's rules.
+    let key_hash = secrets::hash_secret(
+        body.get("enrollment_key")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .trim(),
+    );
+    let grant = match state.store.enrollment_grant(&key_hash).await {
+        Ok(grant) => grant,
+        Err(StoreError::NotFound { .. }) => {
+            return Err(state.failures.fail(
+                address,
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_enrollment_key",
+                    "the enrollment key is not valid; ask your administrator for the tenant's current key",
+                ),
+            ));
+        }
+        Err(other) => return Err(other.into()),
+    };
+    // A scoped key that expired, ran out or was revoked is a wrong key too.
     if let Some(key) = &grant.key
         && let Some(reason) = key.unusable(OffsetDateTime::now_utc())
     {
-        return Err(StoreError::KeyUnusable { reason }.into());
+        return Err(state
+            .failures
+            .fail(address, StoreError::KeyUnusable { reason }.into()));
     }
+    state.enrollments.admit(&key_hash, address)?;
+    let body: EnrollBody = serde_json::from_value(body).map_err(|e| {
+        ApiError::bad_request(
+            "malformed_json",
+            format!("the request body is not valid for this call: {e}"),
+        )
+    })?;
+    match enroll_device(&state, &grant, body).await {
+        Err(error) if error.status() == StatusCode::FORBIDDEN => {
+            Err(state.failures.fail(address, error))
+        }
+        result => result,
+    }
+}
+
+async fn enroll_device(
+    state: &AppState,
+    grant: &EnrollmentGrant,
+    body: EnrollBody,
+) -> ApiResult<Response> {
     let tenant = &grant.tenant;
+    let report = body.device.parse()?;
     let not_provisioned = |why: &str| {
         ApiError::new(
             StatusCode::FORBIDDEN,
@@ -158,21 +179,31 @@ pub struct SyncQuery {
     responses((status = 200, body = PolicyJson, headers(("ETag" = String))), (status = 304), (status = 400), (status = 401)))]
 pub(crate) async fn sync(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    QueryParams(query): QueryParams<SyncQuery>,
-    JsonBody(report): JsonBody<ReportJson>,
+    ClientAddress(address): ClientAddress,
+    request: Request,
 ) -> ApiResult<Response> {
+    // The device is known before the query or the body is looked at.
+    let token_hash = device_token_hash(
+        request
+            .headers()
+            .get(AUTHORIZATION)
+            .map(HeaderValue::as_bytes),
+    );
+    let device = authenticate_sync(&state, token_hash, address).await?;
+    let query: SyncQuery = query_from_str(request.uri().query().unwrap_or_default())?;
+    let held_etag = request
+        .headers()
+        .get(IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_owned());
+    let report: ReportJson = json_from_slice(&body_bytes(request, &state).await?)?;
     let request = SyncRequest {
-        token_hash: device_token_hash(headers.get(AUTHORIZATION).map(HeaderValue::as_bytes))?,
-        held_etag: headers
-            .get(IF_NONE_MATCH)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.trim().to_owned()),
+        token_hash: device.token_hash,
+        held_etag,
         wait_s: query.wait.unwrap_or(0),
         report,
     };
-    drop(headers);
-    let answer = match begin_sync(&state, request).await? {
+    let answer = match begin_sync(&state, device.device, request).await? {
         SyncStep::Answer(answer) => answer,
         SyncStep::Hold(held) => held.finish(&state).await?,
     };
@@ -242,10 +273,43 @@ pub(crate) struct HeldSync {
     deadline: Instant,
 }
 
-/// Authenticates the device, records its report and answers at once unless the
+/// A device that presented a valid token, before its request is read further.
+pub(crate) struct SyncingDevice {
+    /// SHA-256 of its token.
+    pub token_hash: String,
+    /// The device and its tenant's data version.
+    pub device: AuthenticatedDevice,
+}
+
+/// Authenticates a sync's device token; a missing or wrong one counts as a
+/// failure of the client's address.
+pub(crate) async fn authenticate_sync(
+    state: &AppState,
+    token_hash: ApiResult<String>,
+    address: Option<std::net::IpAddr>,
+) -> ApiResult<SyncingDevice> {
+    let checked = match token_hash {
+        Ok(token_hash) => authenticate(state, &token_hash)
+            .await
+            .map(|device| SyncingDevice { token_hash, device }),
+        Err(error) => Err(error),
+    };
+    checked.map_err(|error| {
+        if error.status() == StatusCode::UNAUTHORIZED {
+            state.failures.fail(address, error)
+        } else {
+            error
+        }
+    })
+}
+
+/// Records the authenticated device's report and answers at once unless the
 /// policy it holds is current and it asked to wait.
-pub(crate) async fn begin_sync(state: &AppState, request: SyncRequest) -> ApiResult<SyncStep> {
-    let authenticated = authenticate(state, &request.token_hash).await?;
+pub(crate) async fn begin_sync(
+    state: &AppState,
+    authenticated: AuthenticatedDevice,
+    request: SyncRequest,
+) -> ApiResult<SyncStep> {
     let mut device = authenticated.device;
     let data_version = authenticated.tenant_data_version;
     let report = request.report.parse()?;

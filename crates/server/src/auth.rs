@@ -86,35 +86,42 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        // The credential is checked first: only a caller whose own credential
+        // fails is counted, and only such a caller is ever refused with 429.
         let address = client_address(parts);
-        state.failures.check(address)?;
         let Some(token) = bearer(parts) else {
-            return portal_caller(parts, state).await;
+            return portal_caller(parts, state, address).await;
         };
         let token = match state.store.api_token(&secrets::hash_secret(token)).await {
             Ok(token) => token,
             Err(StoreError::NotFound { .. }) => {
-                state.failures.record_failure(address);
-                return Err(ApiError::unauthorized("the API token is not valid"));
+                return Err(state.failures.fail(
+                    address,
+                    ApiError::unauthorized("the API token is not valid"),
+                ));
             }
             Err(other) => return Err(other.into()),
         };
         let now = OffsetDateTime::now_utc();
         if let Some(at) = token.revoked_at {
-            state.failures.record_failure(address);
-            return Err(ApiError::unauthorized(format!(
-                "the API token was revoked at {}; ask an admin for a new one",
-                rfc3339(at)
-            )));
+            return Err(state.failures.fail(
+                address,
+                ApiError::unauthorized(format!(
+                    "the API token was revoked at {}; ask an admin for a new one",
+                    rfc3339(at)
+                )),
+            ));
         }
         if let Some(at) = token.expires_at
             && at <= now
         {
-            state.failures.record_failure(address);
-            return Err(ApiError::unauthorized(format!(
-                "the API token expired at {}; ask an admin for a new one",
-                rfc3339(at)
-            )));
+            return Err(state.failures.fail(
+                address,
+                ApiError::unauthorized(format!(
+                    "the API token expired at {}; ask an admin for a new one",
+                    rfc3339(at)
+                )),
+            ));
         }
         // The last use is written at most once a minute per token, so that
         // ordinary calls read the token and write nothing.
@@ -137,11 +144,21 @@ impl FromRequestParts<AppState> for Caller {
 /// A portal request authenticates with its session cookie; anything that is not
 /// a read must also echo the session's CSRF token in a header, which a page of
 /// another site cannot read or set.
-async fn portal_caller(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
+async fn portal_caller(
+    parts: &Parts,
+    state: &AppState,
+    address: Option<std::net::IpAddr>,
+) -> Result<Caller, ApiError> {
     let Some(session) = session(parts, state).await? else {
-        return Err(ApiError::unauthorized(
+        let refused = ApiError::unauthorized(
             "send an API token as 'Authorization: Bearer <token>', or sign in to the portal",
-        ));
+        );
+        // A session cookie that opens nothing is a failed credential, like a bad token.
+        return Err(if cookie(parts, SESSION_COOKIE).is_some() {
+            state.failures.fail(address, refused)
+        } else {
+            refused
+        });
     };
     let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
     let echoed = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());

@@ -26,10 +26,11 @@ use std::time::{Duration, Instant, SystemTime};
 use axum::http::StatusCode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::agent::{
-    HeldSync, SyncAnswer, SyncQuery, SyncRequest, SyncStep, begin_sync, device_token_hash, stopping,
+    HeldSync, SyncAnswer, SyncQuery, SyncRequest, SyncStep, authenticate_sync, begin_sync,
+    device_token_hash, stopping,
 };
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{json_from_slice, query_from_str};
@@ -48,23 +49,12 @@ const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections the lane handed over, accepted by axum as from a TCP listener.
 pub(crate) struct LaneListener {
     handed_over: mpsc::Receiver<(Rewound, SocketAddr)>,
-    local_addr: SocketAddr,
 }
 
-impl axum::serve::Listener for LaneListener {
-    type Io = Rewound;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Rewound, SocketAddr) {
-        match self.handed_over.recv().await {
-            Some(connection) => connection,
-            // The lane has stopped accepting: so does axum, at its shutdown signal.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.local_addr)
+impl LaneListener {
+    /// The next connection handed over, or `None` once the lane has stopped.
+    pub(crate) async fn next(&mut self) -> Option<(Rewound, SocketAddr)> {
+        self.handed_over.recv().await
     }
 }
 
@@ -90,23 +80,31 @@ pub(crate) fn start(
     listener: TcpListener,
     state: AppState,
 ) -> io::Result<(LaneListener, LaneConnections)> {
-    let local_addr = listener.local_addr()?;
     let (hand_over, handed_over) = mpsc::channel(256);
     let (alive, alive_rx) = watch::channel(());
     let lane = Arc::new(Lane { state, hand_over });
     tokio::spawn(accept_loop(listener, lane, alive_rx));
-    Ok((
-        LaneListener {
-            handed_over,
-            local_addr,
-        },
-        LaneConnections(alive),
-    ))
+    Ok((LaneListener { handed_over }, LaneConnections(alive)))
 }
 
 async fn accept_loop(listener: TcpListener, lane: Arc<Lane>, alive: watch::Receiver<()>) {
     let mut shutdown = lane.state.shutdown.clone();
+    // Every connection, the lane's and hyper's, holds a permit: past the cap,
+    // new connections wait in the kernel's listen backlog until one closes.
+    let slots = Arc::new(Semaphore::new(
+        lane.state
+            .config
+            .max_connections
+            .clamp(1, Semaphore::MAX_PERMITS),
+    ));
     loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            () = stopping(&mut shutdown) => break,
+        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = stopping(&mut shutdown) => break,
@@ -121,6 +119,7 @@ async fn accept_loop(listener: TcpListener, lane: Arc<Lane>, alive: watch::Recei
                     lane.clone(),
                     stream,
                     address,
+                    slot,
                     alive.clone(),
                 ));
             }
@@ -150,71 +149,122 @@ async fn serve_connection(
     lane: Arc<Lane>,
     mut stream: TcpStream,
     address: SocketAddr,
+    slot: OwnedSemaphorePermit,
     _alive: watch::Receiver<()>,
 ) {
     let mut buffer = Vec::new();
     let mut shutdown = lane.state.shutdown.clone();
+    let config = &lane.state.config;
     loop {
         if buffer.is_empty() {
-            // Idle between requests: no buffer, only the socket.
+            // Idle between requests: no buffer, only the socket, for a while.
             tokio::select! {
-                ready = stream.readable() => if ready.is_err() { return },
+                ready = tokio::time::timeout(config.idle_timeout, stream.readable()) => {
+                    if !matches!(ready, Ok(Ok(()))) {
+                        return;
+                    }
+                }
                 () = stopping(&mut shutdown) => return,
             }
         }
         // Boxed, like every step but the hold, so that the task of a held
         // connection is only as large as the hold.
         let incoming = Box::pin(tokio::time::timeout(
-            REQUEST_READ_TIMEOUT,
-            read_request(&mut stream, &mut buffer),
+            config.header_read_timeout,
+            read_head(&mut stream, &mut buffer),
         ))
         .await;
-        // Blocks end each value's life before the hold, so the held task stays small.
-        let (request, close_requested) = match incoming {
-            Ok(Ok(Incoming::Sync(head))) => {
-                let request_end = head.head_len + head.content_length;
-                let request =
-                    head.sync_request(buffer.get(head.head_len..request_end).unwrap_or(&[]));
-                buffer.drain(..request_end.min(buffer.len()));
-                (request, head.close)
-            }
+        let head = match incoming {
+            Ok(Ok(Incoming::Sync(head))) => head,
             Ok(Ok(Incoming::Other)) => {
                 // axum's side has closed only if the server is stopping.
-                let _ =
-                    Box::pin(lane.hand_over.send((Rewound::new(buffer, stream), address))).await;
+                let handed = Rewound::new(buffer, stream, slot);
+                let _ = Box::pin(lane.hand_over.send((handed, address))).await;
                 return;
             }
             Ok(Ok(Incoming::Closed) | Err(_)) | Err(_) => return,
+        };
+        let started = Instant::now();
+        let client = head.client(&lane.state, address);
+        // The device is known before its body is read: a stranger's body is
+        // never read, let alone parsed, and the connection ends with the answer.
+        let device = match Box::pin(authenticate_sync(
+            &lane.state,
+            head.token_hash.clone(),
+            Some(client),
+        ))
+        .await
+        {
+            Ok(device) => device,
+            Err(error) => {
+                // The body is skipped in small pieces, never held or parsed, so
+                // that the connection can carry the next request.
+                let request_end = head.head_len + head.content_length;
+                let skipped = Box::pin(tokio::time::timeout(
+                    REQUEST_READ_TIMEOUT,
+                    skip_body(&mut stream, &mut buffer, request_end),
+                ))
+                .await;
+                let close = head.close || !matches!(skipped, Ok(Ok(true)));
+                let written = answer(&lane, &mut stream, Err(error), close, started).await;
+                if close || written.is_err() {
+                    let _ = stream.shutdown().await;
+                    return;
+                }
+                continue;
+            }
+        };
+        let request_end = head.head_len + head.content_length;
+        let request = {
+            let budget = match Box::pin(lane.state.body_budget.reserve(head.content_length)).await {
+                Ok(budget) => budget,
+                Err(error) => {
+                    let _ = answer(&lane, &mut stream, Err(error), true, started).await;
+                    return;
+                }
+            };
+            let read = Box::pin(tokio::time::timeout(
+                REQUEST_READ_TIMEOUT,
+                read_body(&mut stream, &mut buffer, request_end),
+            ))
+            .await;
+            if !matches!(read, Ok(Ok(true))) {
+                return;
+            }
+            let request = head.sync_request(buffer.get(head.head_len..request_end).unwrap_or(&[]));
+            buffer.drain(..request_end.min(buffer.len()));
+            drop(budget);
+            request
         };
         if buffer.is_empty() {
             // Give the memory back before the request is held.
             buffer = Vec::new();
         }
-        let started = Instant::now();
         let first_look = match request {
-            Ok(request) => Box::pin(begin_sync(&lane.state, request)).await,
+            Ok(request) => Box::pin(begin_sync(&lane.state, device.device, request)).await,
             Err(error) => Err(error),
         };
-        let answer = match first_look {
+        let mut close = head.close;
+        let answered = match first_look {
             Ok(SyncStep::Hold(held)) => {
                 match hold(&lane.state, held, &stream, buffer.is_empty()).await {
-                    Some(answer) => answer,
-                    None => return,
+                    Held::Answer(answer) => answer,
+                    Held::HalfClosed(answer) => {
+                        // The client sends nothing more, but waits for this answer.
+                        close = true;
+                        answer
+                    }
+                    Held::Gone => return,
                 }
             }
             Ok(SyncStep::Answer(answer)) => Ok(answer),
             Err(error) => Err(error),
         };
-        let close = close_requested || *lane.state.shutdown.borrow();
-        let (status, response) = render(answer, close);
-        lane.state.metrics.record_request(
-            "POST".to_owned(),
-            SYNC_PATH.to_owned(),
-            status.as_u16(),
-            started.elapsed().as_secs_f64(),
-        );
-        tracing::debug!(%address, status = status.as_u16(), "sync answered by the agent lane");
-        if Box::pin(stream.write_all(&response)).await.is_err() {
+        let close = close || *lane.state.shutdown.borrow();
+        if answer(&lane, &mut stream, answered, close, started)
+            .await
+            .is_err()
+        {
             return;
         }
         if close {
@@ -224,23 +274,57 @@ async fn serve_connection(
     }
 }
 
-/// Waits for the held sync's answer, or returns `None` when the device closes
-/// the connection first (nobody is left to answer).
-async fn hold(
-    state: &AppState,
-    held: HeldSync,
-    stream: &TcpStream,
-    watch_client: bool,
-) -> Option<ApiResult<SyncAnswer>> {
+/// Writes an answer and records it.
+async fn answer(
+    lane: &Lane,
+    stream: &mut TcpStream,
+    answer: ApiResult<SyncAnswer>,
+    close: bool,
+    started: Instant,
+) -> io::Result<()> {
+    let (status, response) = render(answer, close);
+    lane.state.metrics.record_request(
+        "POST".to_owned(),
+        SYNC_PATH.to_owned(),
+        status.as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    tracing::debug!(status = status.as_u16(), "sync answered by the agent lane");
+    Box::pin(stream.write_all(&response)).await
+}
+
+/// How a hold ended.
+enum Held {
+    /// With an answer for a connection that stays open.
+    Answer(ApiResult<SyncAnswer>),
+    /// With an answer for a client that half-closed its side while it waited.
+    HalfClosed(ApiResult<SyncAnswer>),
+    /// The connection failed: nobody is left to answer.
+    Gone,
+}
+
+/// Waits for the held sync's answer. A client that closes its sending side
+/// (`SHUT_WR`) after its request still gets the answer; a connection that
+/// fails is given up.
+async fn hold(state: &AppState, held: HeldSync, stream: &TcpStream, watch_client: bool) -> Held {
     let finish = held.finish(state);
     tokio::pin!(finish);
     let mut watch_client = watch_client;
+    let mut half_closed = false;
     let mut probe = [0u8; 1];
     loop {
         tokio::select! {
-            answer = &mut finish => return Some(answer),
+            answer = &mut finish => {
+                return if half_closed { Held::HalfClosed(answer) } else { Held::Answer(answer) };
+            }
             peeked = stream.peek(&mut probe), if watch_client => match peeked {
-                Ok(0) | Err(_) => return None,
+                Err(_) => return Held::Gone,
+                // End of the client's stream: a half-close, or a close that the
+                // write of the answer will find (the hold is bounded either way).
+                Ok(0) => {
+                    half_closed = true;
+                    watch_client = false;
+                }
                 // A pipelined request: it is read after this one is answered.
                 Ok(_) => watch_client = false,
             },
@@ -250,7 +334,7 @@ async fn hold(
 
 /// What the start of a connection's byte stream holds.
 enum Incoming {
-    /// A whole sync request (head and body) is in the buffer.
+    /// A sync request's whole head is in the buffer.
     Sync(SyncHead),
     /// A request for hyper.
     Other,
@@ -266,11 +350,24 @@ struct SyncHead {
     token_hash: ApiResult<String>,
     held_etag: Option<String>,
     close: bool,
+    /// `X-Forwarded-For` values, read only when the peer is a trusted proxy.
+    forwarded_for: Vec<Vec<u8>>,
+    /// `Forwarded` values, likewise.
+    forwarded: Vec<Vec<u8>>,
 }
 
 impl SyncHead {
-    /// The request, or the first error in the order the axum handler finds
-    /// them: query, body, token.
+    /// The client's address, as [`crate::extract::client_address`] finds it.
+    fn client(&self, state: &AppState, peer: SocketAddr) -> std::net::IpAddr {
+        state.config.trusted_proxies.client(
+            peer.ip(),
+            self.forwarded_for.iter().map(Vec::as_slice),
+            self.forwarded.iter().map(Vec::as_slice),
+        )
+    }
+
+    /// The request of an authenticated device, or the first error in the
+    /// order the axum handler finds them after the token: query, then body.
     fn sync_request(&self, body: &[u8]) -> ApiResult<SyncRequest> {
         let wait_s = match &self.query {
             Ok(query) => query.wait.unwrap_or(0),
@@ -286,28 +383,57 @@ impl SyncHead {
     }
 }
 
-async fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> io::Result<Incoming> {
+/// Reads until a whole head is in the buffer (and some of the body, perhaps).
+async fn read_head(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> io::Result<Incoming> {
     loop {
         if !buffer.is_empty() {
             match parse_head(buffer) {
                 Head::Partial if buffer.len() >= MAX_HEAD => return Ok(Incoming::Other),
                 Head::Partial => {}
                 Head::Other => return Ok(Incoming::Other),
-                Head::Sync(head) => {
-                    let request_end = head.head_len + head.content_length;
-                    while buffer.len() < request_end {
-                        if read_some(stream, buffer, request_end - buffer.len()).await? == 0 {
-                            return Ok(Incoming::Closed);
-                        }
-                    }
-                    return Ok(Incoming::Sync(head));
-                }
+                Head::Sync(head) => return Ok(Incoming::Sync(head)),
             }
         }
         if read_some(stream, buffer, 1024).await? == 0 {
             return Ok(Incoming::Closed);
         }
     }
+}
+
+/// Drops the request that ends at `request_end` from the buffer and the
+/// socket, reading what has not arrived yet into a small scratch buffer;
+/// false if the client closed first.
+async fn skip_body(
+    stream: &mut TcpStream,
+    buffer: &mut Vec<u8>,
+    request_end: usize,
+) -> io::Result<bool> {
+    let mut missing = request_end.saturating_sub(buffer.len());
+    buffer.drain(..request_end.min(buffer.len()));
+    let mut scratch = [0u8; 4096];
+    while missing > 0 {
+        let wanted = missing.min(scratch.len());
+        let read = stream.read(&mut scratch[..wanted]).await?;
+        if read == 0 {
+            return Ok(false);
+        }
+        missing -= read;
+    }
+    Ok(true)
+}
+
+/// Reads until the buffer holds `request_end` bytes; false if the client closed first.
+async fn read_body(
+    stream: &mut TcpStream,
+    buffer: &mut Vec<u8>,
+    request_end: usize,
+) -> io::Result<bool> {
+    while buffer.len() < request_end {
+        if read_some(stream, buffer, request_end - buffer.len()).await? == 0 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 async fn read_some(
@@ -346,6 +472,8 @@ fn parse_head(bytes: &[u8]) -> Head {
     let mut authorization = None;
     let mut held_etag = None;
     let mut close = false;
+    let mut forwarded_for = Vec::new();
+    let mut forwarded = Vec::new();
     for header in request.headers.iter() {
         let name = header.name;
         if name.eq_ignore_ascii_case("content-length") {
@@ -367,6 +495,10 @@ fn parse_head(bytes: &[u8]) -> Head {
                     .ok()
                     .map(|v| v.trim().to_owned());
             }
+        } else if name.eq_ignore_ascii_case("x-forwarded-for") {
+            forwarded_for.push(header.value.to_vec());
+        } else if name.eq_ignore_ascii_case("forwarded") {
+            forwarded.push(header.value.to_vec());
         } else if name.eq_ignore_ascii_case("connection") {
             close |= header
                 .value
@@ -384,6 +516,8 @@ fn parse_head(bytes: &[u8]) -> Head {
         token_hash: device_token_hash(authorization),
         held_etag,
         close,
+        forwarded_for,
+        forwarded,
     })
 }
 
@@ -423,11 +557,14 @@ fn render(answer: ApiResult<SyncAnswer>, close: bool) -> (StatusCode, Vec<u8>) {
             Some(error.body().to_string().into_bytes()),
         ),
     };
+    // The same security headers as every answer of the router (see `edge`).
     let mut head = format!(
-        "HTTP/1.1 {} {}\r\ndate: {}\r\n",
+        "HTTP/1.1 {} {}\r\ndate: {}\r\nx-content-type-options: {}\r\ncache-control: {}\r\n",
         status.as_str(),
         status.canonical_reason().unwrap_or(""),
         httpdate::fmt_http_date(SystemTime::now()),
+        crate::edge::NOSNIFF,
+        crate::edge::NO_STORE,
     );
     // ETags are made by the server; the check keeps a header from ever being split.
     if let Some(etag) = etag.filter(|e| e.bytes().all(|b| b.is_ascii_graphic() || b == b' ')) {
@@ -456,14 +593,17 @@ pub(crate) struct Rewound {
     prefix: Vec<u8>,
     consumed: usize,
     stream: TcpStream,
+    /// The connection's place under the cap, given back when hyper drops it.
+    _slot: OwnedSemaphorePermit,
 }
 
 impl Rewound {
-    fn new(prefix: Vec<u8>, stream: TcpStream) -> Self {
+    fn new(prefix: Vec<u8>, stream: TcpStream, slot: OwnedSemaphorePermit) -> Self {
         Self {
             prefix,
             consumed: 0,
             stream,
+            _slot: slot,
         }
     }
 }
@@ -685,6 +825,149 @@ mod tests {
                 Head::Other | Head::Partial => {}
             }
         }
+    }
+
+    /// Decides a head and, when taken, everything the lane derives from it
+    /// before and after authentication: the client address behind a trusted
+    /// proxy, the request from the body, and what follows it in the buffer.
+    fn decide_fully(input: &[u8]) -> Result<(), proptest::test_runner::TestCaseError> {
+        if let Head::Sync(head) = parse_head(input) {
+            proptest::prop_assert!(head.head_len <= input.len());
+            let proxies = crate::limit::TrustedProxies::new(vec![
+                crate::limit::TrustedProxies::parse_network("127.0.0.0/8")
+                    .map_err(proptest::test_runner::TestCaseError::fail)?,
+            ]);
+            let _client = proxies.client(
+                std::net::IpAddr::from([127, 0, 0, 1]),
+                head.forwarded_for.iter().map(Vec::as_slice),
+                head.forwarded.iter().map(Vec::as_slice),
+            );
+            let end = head
+                .head_len
+                .saturating_add(head.content_length)
+                .min(input.len());
+            if let Err(error) = head.sync_request(&input[head.head_len..end]) {
+                proptest::prop_assert!(error.status().is_client_error());
+            }
+            // A pipelined request after this one is decided the same way.
+            if end < input.len() {
+                let _ = parse_head(&input[end..]);
+            }
+        }
+        Ok(())
+    }
+
+    /// Heads made of sync-like lines in any order and any bytes between:
+    /// request lines with any target, headers with any value bytes (control
+    /// characters, obs-fold, forwarding headers, lengths), then any bytes.
+    fn sync_like_head() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        (
+            prop::collection::vec(any::<u8>(), 0..40),
+            prop::collection::vec(
+                (
+                    prop::sample::select(vec![
+                        "Authorization",
+                        "If-None-Match",
+                        "Connection",
+                        "Content-Length",
+                        "X-Forwarded-For",
+                        "Forwarded",
+                        "Transfer-Encoding",
+                        "Expect",
+                        "Host",
+                        " Folded",
+                    ]),
+                    prop::collection::vec(any::<u8>(), 0..48),
+                ),
+                0..12,
+            ),
+            prop::collection::vec(any::<u8>(), 0..200),
+        )
+            .prop_map(|(target, lines, tail)| {
+                let mut input = b"POST /agent/v1/sync".to_vec();
+                input.extend(target);
+                input.extend_from_slice(b" HTTP/1.1\r\n");
+                for (name, value) in lines {
+                    input.extend_from_slice(name.as_bytes());
+                    input.extend_from_slice(b": ");
+                    input.extend(value);
+                    input.extend_from_slice(b"\r\n");
+                }
+                input.extend_from_slice(b"\r\n");
+                input.extend(tail);
+                input
+            })
+    }
+
+    /// Well-formed sync heads with forwarding headers and bodies of any
+    /// bytes, followed by any bytes (a second, pipelined request).
+    fn pipelined_syncs() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        (
+            "[0-9a-f:.,\\[\\] ]{0,60}",
+            "[ -~]{0,60}",
+            prop::collection::vec(any::<u8>(), 0..120),
+            prop::collection::vec(any::<u8>(), 0..120),
+        )
+            .prop_map(|(forwarded_for, forwarded, body, second)| {
+                let mut input = format!(
+                    "POST /agent/v1/sync?wait=5 HTTP/1.1\r\nX-Forwarded-For: {forwarded_for}\r\nForwarded: {forwarded}\r\nAuthorization: Bearer t\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                )
+                .into_bytes();
+                input.extend(body);
+                input.extend(second);
+                input
+            })
+    }
+
+    /// Any bytes, after nothing or the start of a sync's request line.
+    fn any_bytes_after_a_prefix() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        (
+            prop::sample::select(vec![
+                "",
+                "POST /agent/v1/sync HTTP/1.1\r\n",
+                "POST /agent/v1/sync?wait=",
+            ]),
+            prop::collection::vec(any::<u8>(), 0..600),
+        )
+            .prop_map(|(prefix, bytes)| {
+                let mut input = prefix.as_bytes().to_vec();
+                input.extend(bytes);
+                input
+            })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_sync_like_head_is_decided_without_panic(input in sync_like_head()) {
+            decide_fully(&input)?;
+        }
+
+        #[test]
+        fn pipelined_syncs_with_forwarding_headers_are_decided_without_panic(
+            input in pipelined_syncs(),
+        ) {
+            decide_fully(&input)?;
+        }
+    }
+
+    /// The lane's request head for `FUZZ_SECONDS`.
+    #[test]
+    #[ignore = "a campaign of FUZZ_SECONDS; run by hand"]
+    fn request_head_campaign() {
+        use proptest::strategy::Strategy;
+        crate::fuzz::campaign(
+            "lane request head",
+            &[
+                any_bytes_after_a_prefix().boxed(),
+                sync_like_head().boxed(),
+                pipelined_syncs().boxed(),
+            ],
+            decide_fully,
+        );
     }
 
     #[test]

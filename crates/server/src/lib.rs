@@ -7,9 +7,12 @@ mod admin;
 mod agent;
 mod auth;
 mod directory;
+mod edge;
 mod enrollment;
 mod error;
 mod extract;
+#[cfg(test)]
+mod fuzz;
 mod lane;
 mod limit;
 mod metrics;
@@ -25,8 +28,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::serve::ListenerExt;
+use axum::extract::{ConnectInfo, DefaultBodyLimit};
 use entitle_store::{Change, ChangeFeed, Store};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -34,6 +36,7 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 
 pub use error::ApiError;
+pub use limit::TrustedProxies;
 pub use metrics::{Metrics, ProcessFigures};
 pub use snapshot::{Snapshots, TenantSnapshot};
 pub use state::{AppState, ServerConfig};
@@ -136,6 +139,8 @@ impl Server {
             store,
             metrics: Arc::new(Metrics::new()),
             failures: Arc::new(limit::FailureLimiter::default()),
+            enrollments: Arc::new(limit::EnrollLimiter::new(config.enrollments_per_minute)),
+            body_budget: limit::BodyBudget::new(config.max_body_bytes_in_flight),
             directory: Arc::new(directory::DirectoryActivity::default()),
             config,
             shutdown: shutdown_rx,
@@ -151,7 +156,15 @@ impl Server {
                 state.clone(),
                 metrics::track,
             ))
-            .layer(DefaultBodyLimit::max(1024 * 1024))
+            .layer(DefaultBodyLimit::max(edge::MAX_BODY))
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                edge::guard,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                extract::resolve_client,
+            ))
             .layer(TraceLayer::new_for_http())
             .with_state(state.clone());
         Self {
@@ -183,18 +196,59 @@ impl Server {
             tokio::spawn(follow_changes(feed, self.state.snapshots.clone()));
         }
         let shutdown = self.shutdown;
-        let (handed_over, lane_connections) = lane::start(listener, self.state.clone())?;
-        let router = self
-            .router
-            .into_make_service_with_connect_info::<std::net::SocketAddr>();
-        // `tap_io` only to get axum's connect-info for a listener of our own.
-        axum::serve(handed_over.tap_io(|_| {}), router)
-            .with_graceful_shutdown(async move {
-                stop.await;
-                tracing::info!("shutting down: answering held long-polls");
-                shutdown.send_replace(true);
-            })
-            .await?;
+        let (mut handed_over, lane_connections) = lane::start(listener, self.state.clone())?;
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
+            .timer(hyper_util::rt::TokioTimer::new())
+            // Hyper has one timer for the wait before a request and the reading
+            // of its head: it gets both allowances, so that a load balancer's
+            // pooled connections are not closed under it. A connection's first
+            // head is read by the lane, under the header-read timeout alone.
+            .header_read_timeout(
+                self.state.config.idle_timeout + self.state.config.header_read_timeout,
+            )
+            // A client that half-closes after its request still gets the answer.
+            .half_close(true);
+        // Every connection task holds a receiver; the sender sees them all dropped.
+        let (connections, connection_alive) = watch::channel(());
+        let stopping_rx = self.state.shutdown.clone();
+        let accept = async {
+            while let Some((io, address)) = handed_over.next().await {
+                let router = self.router.clone();
+                let service = hyper::service::service_fn(
+                    move |mut request: hyper::Request<hyper::body::Incoming>| {
+                        request.extensions_mut().insert(ConnectInfo(address));
+                        tower::ServiceExt::oneshot(router.clone(), request)
+                    },
+                );
+                let connection = http1.serve_connection(hyper_util::rt::TokioIo::new(io), service);
+                let mut stopping_rx = stopping_rx.clone();
+                let alive = connection_alive.clone();
+                tokio::spawn(async move {
+                    let _alive = alive;
+                    tokio::pin!(connection);
+                    tokio::select! {
+                        result = connection.as_mut() => {
+                            if let Err(error) = result {
+                                tracing::debug!(%error, "connection ended with an error");
+                            }
+                            return;
+                        }
+                        () = agent::stopping(&mut stopping_rx) => {}
+                    }
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                });
+            }
+        };
+        tokio::select! {
+            () = accept => {}
+            () = stop => {}
+        }
+        tracing::info!("shutting down: answering held long-polls");
+        shutdown.send_replace(true);
+        drop(connection_alive);
+        connections.closed().await;
         lane_connections.closed().await;
         Ok(())
     }

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use crate::directory::SyncError;
-use crate::extract::{QueryParams, client_address};
+use crate::extract::{QueryParams, client_address, first_control_string};
 use crate::state::AppState;
 use crate::wire::rfc3339;
 
@@ -144,19 +144,26 @@ impl Scim {
         headers: &HeaderMap,
         address: Option<std::net::IpAddr>,
     ) -> Result<Self, Failure> {
-        state.failures.check(address).map_err(|_| {
-            ScimError::new(
-                429,
-                None,
-                "too many failed attempts from this address; try again in a minute",
-            )
-        })?;
+        // The token is checked first: only a caller whose token fails is
+        // counted, and only such a caller is ever refused with 429.
         let refused = || {
-            Failure(ScimError::new(
-                401,
-                None,
-                "send the tenant's SCIM token as 'Authorization: Bearer <token>'",
-            ))
+            let error = state.failures.fail(
+                address,
+                crate::error::ApiError::unauthorized("bad SCIM token"),
+            );
+            if error.status() == axum::http::StatusCode::TOO_MANY_REQUESTS {
+                Failure(ScimError::new(
+                    429,
+                    None,
+                    "too many failed attempts from this address; try again in a minute",
+                ))
+            } else {
+                Failure(ScimError::new(
+                    401,
+                    None,
+                    "send the tenant's SCIM token as 'Authorization: Bearer <token>'",
+                ))
+            }
         };
         let token = headers
             .get(axum::http::header::AUTHORIZATION)
@@ -171,15 +178,11 @@ impl Scim {
             .await
         {
             Ok(tenant) => tenant,
-            Err(StoreError::NotFound { .. }) => {
-                state.failures.record_failure(address);
-                return Err(refused());
-            }
+            Err(StoreError::NotFound { .. }) => return Err(refused()),
             Err(other) => return Err(other.into()),
         };
         // Another tenant's token opens nothing here, and says nothing about this tenant.
         if tenant.name != tenant_path && tenant.id != tenant_path {
-            state.failures.record_failure(address);
             return Err(refused());
         }
         if state.directory.should_touch(&tenant.id)
@@ -332,30 +335,65 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, Failure> {
         })
 }
 
-/// The request's head and its body, up to 1 MiB; a larger body is a SCIM 413.
-async fn read_body(request: Request) -> Result<(axum::http::request::Parts, Bytes), Response> {
-    let (parts, body) = request.into_parts();
-    match axum::body::to_bytes(body, 1024 * 1024).await {
-        Ok(bytes) => Ok((parts, bytes)),
-        Err(_) => Err(Failure(ScimError::new(
-            413,
-            None,
-            "the request body is larger than 1 MiB",
-        ))
-        .into_response()),
-    }
+/// A request's body, up to 1 MiB; a larger body is a SCIM 413. Read only
+/// once the SCIM token has been checked.
+async fn read_body(body: axum::body::Body) -> Result<Bytes, Failure> {
+    axum::body::to_bytes(body, crate::edge::MAX_BODY)
+        .await
+        .map_err(|_| {
+            Failure(ScimError::new(
+                413,
+                None,
+                "the request body is larger than 1 MiB",
+            ))
+        })
 }
 
+/// The body as JSON. A control character in any string is refused (NUL
+/// above all, which PostgreSQL cannot store); tabs and line breaks remain for
+/// multi-line attributes such as addresses.
 fn body_json(bytes: &Bytes) -> Result<Value, Failure> {
-    serde_json::from_slice(bytes).map_err(|e| {
+    let document: Value = serde_json::from_slice(bytes).map_err(|e| {
         Failure(ScimError::invalid_syntax(format!(
             "the body is not valid JSON: {e}"
         )))
-    })
+    })?;
+    if let Some(text) = first_control_string(&document) {
+        let shown: String = text.chars().take(40).collect();
+        return Err(Failure(ScimError::invalid_value(format!(
+            "{shown:?} contains a control character (such as NUL); SCIM attributes may not"
+        ))));
+    }
+    Ok(document)
+}
+
+/// Refuses a user or group name that is empty of meaning as display text: a
+/// control character of any kind, or more than [`crate::wire::MAX_NAME`] characters.
+fn check_name(attribute: &str, value: &str) -> Result<(), Failure> {
+    if value.chars().any(char::is_control) {
+        return Err(Failure(ScimError::invalid_value(format!(
+            "{attribute} may not contain control characters"
+        ))));
+    }
+    if value.chars().count() > crate::wire::MAX_NAME {
+        return Err(Failure(ScimError::invalid_value(format!(
+            "{attribute} may be at most {} characters",
+            crate::wire::MAX_NAME
+        ))));
+    }
+    Ok(())
 }
 
 /// Runs a SCIM handler body with authentication, error form and error memory.
+/// The form with a body reads it only after the token has been checked.
 macro_rules! scim {
+    ($state:expr, $tenant:expr, $request:expr, |$scim:ident, $bytes:ident| $body:expr) => {{
+        let (parts, body) = $request;
+        scim!($state, $tenant, (parts, ()), |$scim| {
+            let $bytes = read_body(body).await?;
+            $body
+        })
+    }};
     ($state:expr, $tenant:expr, $request:expr, |$scim:ident| $body:expr) => {{
         let (parts, _) = $request;
         let address = client_address(&parts);
@@ -661,11 +699,8 @@ async fn search_users(
     Path(tenant): Path<String>,
     request: Request,
 ) -> Response {
-    let (parts, bytes) = match read_body(request).await {
-        Ok(read) => read,
-        Err(response) => return response,
-    };
-    scim!(state, tenant, (parts, ()), |scim| {
+    let (parts, body) = request.into_parts();
+    scim!(state, tenant, (parts, body), |scim, bytes| {
         let query = search_query(&body_json(&bytes)?)?;
         users_page(&scim, query).await
     })
@@ -676,11 +711,8 @@ async fn search_groups(
     Path(tenant): Path<String>,
     request: Request,
 ) -> Response {
-    let (parts, bytes) = match read_body(request).await {
-        Ok(read) => read,
-        Err(response) => return response,
-    };
-    scim!(state, tenant, (parts, ()), |scim| {
+    let (parts, body) = request.into_parts();
+    scim!(state, tenant, (parts, body), |scim, bytes| {
         let query = search_query(&body_json(&bytes)?)?;
         groups_page(&scim, query).await
     })
@@ -692,11 +724,8 @@ async fn search_all(
     Path(tenant): Path<String>,
     request: Request,
 ) -> Response {
-    let (parts, bytes) = match read_body(request).await {
-        Ok(read) => read,
-        Err(response) => return response,
-    };
-    scim!(state, tenant, (parts, ()), |scim| {
+    let (parts, body) = request.into_parts();
+    scim!(state, tenant, (parts, body), |scim, bytes| {
         let query = search_query(&body_json(&bytes)?)?;
         let filter = query
             .filter
@@ -743,16 +772,13 @@ async fn create_user(
     Path(tenant): Path<String>,
     request: Request,
 ) -> Response {
-    let (parts, bytes) = match read_body(request).await {
-        Ok(read) => read,
-        Err(response) => return response,
-    };
-    scim!(state, tenant, (parts, ()), |scim| {
+    let (parts, body) = request.into_parts();
+    scim!(state, tenant, (parts, body), |scim, bytes| {
         let user = User::from_json(&body_json(&bytes)?)?;
         let created = scim
             .state
             .store
-            .scim_create_user(&scim.tenant.id, write_user(user))
+            .scim_create_user(&scim.tenant.id, write_user(user)?)
             .await?;
         scim.changed();
         let body = scim.user_json(&created);
@@ -770,14 +796,22 @@ async fn create_user(
     })
 }
 
-fn write_user(user: User) -> ScimUserWrite {
-    ScimUserWrite {
+/// A user to store, once its names are within the limits.
+fn write_user(user: User) -> Result<ScimUserWrite, Failure> {
+    check_name("userName", &user.user_name)?;
+    check_optional_name("displayName", user.display_name.as_deref())?;
+    check_optional_name("externalId", user.external_id.as_deref())?;
+    Ok(ScimUserWrite {
         user_name: user.user_name,
         external_id: user.external_id,
         display_name: user.display_name,
         active: user.active,
         attributes: user.attributes,
-    }
+    })
+}
+
+fn check_optional_name(attribute: &str, value: Option<&str>) -> Result<(), Failure> {
+    value.map_or(Ok(()), |value| check_name(attribute, value))
 }
 
 async fn get_user(
@@ -802,18 +836,15 @@ async fn replace_user(
     Path((tenant, id)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    let (parts, bytes) = match read_body(request).await {
-        Ok(read) => read,
-        Err(response) => return response,
-    };
+    let (parts, body) = request.into_parts();
     let headers = parts.headers.clone();
-    scim!(state, tenant, (parts, ()), |scim| {
+    scim!(state, tenant, (parts, body), |scim, bytes| {
         let expected = if_match(&headers)?;
         let user = User::from_json(&body_json(&bytes)?)?;
         let replaced = scim
             .state
             .store
-            .scim_replace_user(&scim.tenant.id, &id, write_user(user), expected)
+            .scim_replace_user(&scim.tenant.id, &id, write_user(user)?, expected)
             .await?;
         scim.changed();
         Ok(with_etag(
@@ -828,12 +859,9 @@ async fn patch_user(
     Path((tenant, id)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    let (parts, bytes) = match read_body(request).await {
-        Ok(read) => read,
-        Err(response) => return response,
-    };
+    let (parts, body) = request.into_parts();
     let headers = parts.headers.clone();
-    scim!(state, tenant, (parts, ()), |scim| {
+    scim!(state, tenant, (parts, body), |scim, bytes| {
         let patch = PatchRequest::from_json(&body_json(&bytes)?)?;
         let store = &scim.state.store;
         let current = store.scim_user(&scim.tenant.id, &id).await?;
@@ -843,7 +871,7 @@ async fn patch_user(
         let user = User::from_json(&resource)?;
         // The version read above guards against a change made meanwhile.
         let patched = store
-            .scim_replace_user(&scim.tenant.id, &id, write_user(user), Some(expected))
+            .scim_replace_user(&scim.tenant.id, &id, write_user(user)?, Some(expected))
             .await?;
         scim.changed();
         Ok(with_etag(
@@ -945,12 +973,11 @@ async fn create_group(
     Path(tenant): Path<String>,
     request: Request,
 ) -> Response {
-    let (parts, bytes) = match read_body(request).await {
-        Ok(read) => read,
-        Err(response) => return response,
-    };
-    scim!(state, tenant, (parts, ()), |scim| {
+    let (parts, body) = request.into_parts();
+    scim!(state, tenant, (parts, body), |scim, bytes| {
         let group = Group::from_json(&body_json(&bytes)?)?;
+        check_name("displayName", &group.display_name)?;
+        check_optional_name("externalId", group.external_id.as_deref())?;
         let write = ScimGroupWrite {
             display_name: group.display_name,
             external_id: group.external_id,
@@ -1011,14 +1038,13 @@ async fn replace_group(
     Path((tenant, id)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    let (parts, bytes) = match read_body(request).await {
-        Ok(read) => read,
-        Err(response) => return response,
-    };
+    let (parts, body) = request.into_parts();
     let headers = parts.headers.clone();
-    scim!(state, tenant, (parts, ()), |scim| {
+    scim!(state, tenant, (parts, body), |scim, bytes| {
         let expected = if_match(&headers)?;
         let group = Group::from_json(&body_json(&bytes)?)?;
+        check_name("displayName", &group.display_name)?;
+        check_optional_name("externalId", group.external_id.as_deref())?;
         let write = ScimGroupWrite {
             display_name: group.display_name,
             external_id: group.external_id,
@@ -1104,12 +1130,9 @@ async fn patch_group(
     Path((tenant, id)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    let (parts, bytes) = match read_body(request).await {
-        Ok(read) => read,
-        Err(response) => return response,
-    };
+    let (parts, body) = request.into_parts();
     let headers = parts.headers.clone();
-    scim!(state, tenant, (parts, ()), |scim| {
+    scim!(state, tenant, (parts, body), |scim, bytes| {
         let patch = PatchRequest::from_json(&body_json(&bytes)?)?;
         let store = &scim.state.store;
         let expected = if_match(&headers)?;
@@ -1129,6 +1152,8 @@ async fn patch_group(
         let mut resource = scim.group_json(&current, true);
         patch.apply(&mut resource)?;
         let group = Group::from_json(&resource)?;
+        check_name("displayName", &group.display_name)?;
+        check_optional_name("externalId", group.external_id.as_deref())?;
         let write = ScimGroupWrite {
             display_name: group.display_name,
             external_id: group.external_id,

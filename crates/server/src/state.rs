@@ -1,12 +1,13 @@
 //! What every handler shares.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use entitle_store::Store;
 use tokio::sync::watch;
 
 use crate::directory::DirectoryActivity;
-use crate::limit::FailureLimiter;
+use crate::limit::{BodyBudget, EnrollLimiter, FailureLimiter, TrustedProxies};
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshots;
 
@@ -20,6 +21,18 @@ pub struct ServerConfig {
     /// The address people open the portal at (`--public-url`); an `https://`
     /// one marks the session cookie `Secure`.
     pub public_url: Option<String>,
+    /// Proxies whose `X-Forwarded-For` and `Forwarded` headers name the client.
+    pub trusted_proxies: TrustedProxies,
+    /// How long a keep-alive connection may wait for its next request.
+    pub idle_timeout: Duration,
+    /// How long a client may take to send a request's head once it has started.
+    pub header_read_timeout: Duration,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Request-body bytes held in memory at once, over every connection.
+    pub max_body_bytes_in_flight: usize,
+    /// Enrollments allowed per minute per enrollment key and client address.
+    pub enrollments_per_minute: u32,
 }
 
 impl ServerConfig {
@@ -39,6 +52,12 @@ impl Default for ServerConfig {
             poll_interval_s: 3600,
             max_wait_s: 60,
             public_url: None,
+            trusted_proxies: TrustedProxies::default(),
+            idle_timeout: Duration::from_secs(75),
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 20_000,
+            max_body_bytes_in_flight: 64 * 1024 * 1024,
+            enrollments_per_minute: 60,
         }
     }
 }
@@ -56,6 +75,10 @@ pub struct AppState {
     pub config: ServerConfig,
     /// Failed authentications per client address.
     pub failures: Arc<FailureLimiter>,
+    /// Enrollments per enrollment key and client address.
+    pub enrollments: Arc<EnrollLimiter>,
+    /// Request-body bytes in memory, over every connection.
+    pub body_budget: BodyBudget,
     /// What this node saw of each tenant's directory sync.
     pub directory: Arc<DirectoryActivity>,
     /// Becomes true when the server shuts down, so held long-polls answer at once.

@@ -38,6 +38,45 @@ impl From<&entitle_store::Actor> for PrincipalJson {
     }
 }
 
+/// Longest name, in characters: display names, user names, device-group names,
+/// SCIM user names and group names.
+pub const MAX_NAME: usize = 256;
+/// Longest host name (RFC 1035's limit for a full domain name).
+pub const MAX_HOSTNAME: usize = 253;
+/// Most posture facts in one device report.
+pub const MAX_POSTURE_FACTS: usize = 64;
+/// Most posture requirements in one device-group rule.
+pub const MAX_POSTURE_RULES: usize = 64;
+/// Longest posture key, in characters.
+pub const MAX_POSTURE_KEY: usize = 128;
+/// Longest posture text value, in bytes.
+pub const MAX_POSTURE_VALUE: usize = 1024;
+
+/// A single-line name: trimmed, 1 to `max` characters, no control character.
+pub fn single_line<'a>(field: &str, value: &'a str, max: usize) -> Result<&'a str, String> {
+    let value = value.trim();
+    if value.is_empty() || value.chars().count() > max {
+        return Err(format!("{field} must be 1 to {max} characters"));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(format!("{field} may not contain control characters"));
+    }
+    Ok(value)
+}
+
+/// Checks a posture key and value against the limits.
+fn check_posture(key: &str, value: &Value) -> Result<(), String> {
+    single_line("a posture key", key, MAX_POSTURE_KEY)?;
+    if let Value::String(text) = value
+        && (text.len() > MAX_POSTURE_VALUE || text.chars().any(char::is_control))
+    {
+        return Err(format!(
+            "posture value of {key:?} must be at most {MAX_POSTURE_VALUE} bytes without control characters"
+        ));
+    }
+    Ok(())
+}
+
 /// Formats a time as RFC 3339.
 pub fn rfc3339(at: OffsetDateTime) -> String {
     at.format(&Rfc3339).unwrap_or_default()
@@ -103,19 +142,19 @@ impl ReportJson {
     /// Parses the report into the core type; every problem is a 400.
     pub fn parse(self) -> Result<DeviceReport, ApiError> {
         let bad = |message: String| ApiError::bad_request("invalid_report", message);
-        let hostname = self.hostname.trim();
-        if hostname.is_empty() || hostname.len() > 253 {
-            return Err(bad("hostname must be 1 to 253 characters".into()));
-        }
+        let hostname = single_line("hostname", &self.hostname, MAX_HOSTNAME).map_err(bad)?;
         let client_version = ClientVersion::parse(&self.client_version)
             .map_err(|e| ApiError::bad_request("invalid_client_version", e.to_string()))?;
         let os = Os::parse(&self.os).map_err(|e| bad(e.to_string()))?;
         let ownership = Ownership::parse(&self.ownership).map_err(|e| bad(e.to_string()))?;
-        if self.posture.len() > 100 {
-            return Err(bad("a report may carry at most 100 posture facts".into()));
+        if self.posture.len() > MAX_POSTURE_FACTS {
+            return Err(bad(format!(
+                "a report may carry at most {MAX_POSTURE_FACTS} posture facts"
+            )));
         }
         let mut posture = BTreeMap::new();
         for (key, value) in self.posture {
+            check_posture(&key, &value).map_err(bad)?;
             let Some(value) = posture_value(&value) else {
                 return Err(bad(format!(
                     "posture fact {key:?} must be a boolean, a number or a string"
@@ -304,9 +343,11 @@ impl DeviceGroupBody {
     /// Parses the rule into the core type; problems of meaning are 422.
     pub fn parse(self, id: DeviceGroupId) -> Result<DeviceGroup, ApiError> {
         let invalid = |message: String| ApiError::unprocessable("invalid_rule", message);
-        let name = self.name.trim();
-        if name.is_empty() || name.chars().count() > 200 {
-            return Err(invalid("name must be 1 to 200 characters".into()));
+        let name = single_line("name", &self.name, MAX_NAME).map_err(invalid)?;
+        if self.posture.len() > MAX_POSTURE_RULES {
+            return Err(invalid(format!(
+                "a rule may require at most {MAX_POSTURE_RULES} posture facts"
+            )));
         }
         let os = self
             .os
@@ -322,6 +363,7 @@ impl DeviceGroupBody {
             .map_err(|e| invalid(e.to_string()))?;
         let mut posture = Vec::with_capacity(self.posture.len());
         for rule in &self.posture {
+            check_posture(&rule.key, &rule.value).map_err(invalid)?;
             let op = PostureOp::parse(&rule.op).map_err(|e| invalid(e.to_string()))?;
             let value = posture_value(&rule.value).ok_or_else(|| {
                 invalid(format!(

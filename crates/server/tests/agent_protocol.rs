@@ -486,7 +486,8 @@ async fn guessing_enrollment_keys_is_slowed_down_but_enrollment_is_not(db: Datab
             .all(|s| *s == StatusCode::TOO_MANY_REQUESTS),
         "{statuses:?}"
     );
-    let limited = app
+    // The guesser's failures never refuse a valid key from the same address.
+    let valid = app
         .call(
             Method::POST,
             "/agent/v1/enroll",
@@ -495,8 +496,7 @@ async fn guessing_enrollment_keys_is_slowed_down_but_enrollment_is_not(db: Datab
             &[],
         )
         .await;
-    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(limited.body["error"]["code"], "rate_limited");
+    assert_eq!(valid.status, StatusCode::CREATED, "{:?}", valid.body);
 }
 
 on_both_backends!(
@@ -808,6 +808,10 @@ async fn a_device_that_hangs_up_while_held_is_let_go() {
         assert!(polls < 100, "the sync was never held");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // An abortive close (RST) ends the hold at once. A graceful close cannot be
+    // told from a half-close, whose client still waits for the answer, so it
+    // is held until its deadline.
+    stream.set_zero_linger().expect("linger");
     drop(stream);
     let mut polls = 0;
     while held_long_polls(&app).await != 0 {

@@ -390,7 +390,6 @@ async fn login(
     headers: HeaderMap,
     JsonBody(body): JsonBody<LoginBody>,
 ) -> ApiResult<Response> {
-    state.failures.check(address)?;
     // A form on another site cannot send JSON, so it cannot sign a browser in
     // to an account of its choosing.
     let json = headers
@@ -434,7 +433,6 @@ async fn login(
     }
     let Some(account) = signed_in else {
         guard.record_failure(&body.email, address);
-        state.failures.record_failure(address);
         // The failure is audited in the tenant of the account it aimed at (none
         // for an unknown email), with the email as typed, never the password.
         let tenant_id = candidates.first().and_then(|a| a.tenant_id.clone());
@@ -450,7 +448,12 @@ async fn login(
             )
             .await?;
         tracing::warn!("wrong email or password at sign-in");
-        return Err(ApiError::unauthorized("the email or the password is wrong"));
+        // Counted with every other wrong credential of this address; a right
+        // password from the same address is never refused by it.
+        return Err(state.failures.fail(
+            address,
+            ApiError::unauthorized("the email or the password is wrong"),
+        ));
     };
     guard.record_success(&body.email, address);
     let actor = Caller::signed_in(&account).actor;

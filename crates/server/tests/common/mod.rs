@@ -93,6 +93,11 @@ macro_rules! on_both_backends {
 impl TestApp {
     /// Starts a server on the database, as a new node.
     pub async fn start(db: &Database) -> Self {
+        Self::start_with(db, ServerConfig::default()).await
+    }
+
+    /// Starts a server with these settings on the database, as a new node.
+    pub async fn start_with(db: &Database, config: ServerConfig) -> Self {
         let store = db.open().await;
         if !store.has_super_admin().await.expect("query") {
             let grant = TokenGrant {
@@ -112,7 +117,7 @@ impl TestApp {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("address"));
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = Server::new(store, ServerConfig::default());
+        let server = Server::new(store, config);
         let task = tokio::spawn(server.run(listener, async {
             let _ = stopped.await;
         }));
