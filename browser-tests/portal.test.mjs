@@ -251,6 +251,8 @@ test('a device group rule shows how many devices match before it is saved', asyn
 // opener (`<!--<script>`) used to swallow the page's data and empty its rows.
 const HOSTILE = '<!--<script>window.__xss=1</script>\u2028\u2029"><img src=x onerror="window.__xss=2;alert(2)"></title><script>window.__xss=3;alert(3)</script>';
 const hostile = (field) => field + ' ' + HOSTILE;
+// Posture keys are at most 128 characters: a shorter payload of the same kinds.
+const HOSTILE_KEY = 'key <!--<script>window.__xss=5</script><img src=x onerror="window.__xss=6">\u2028';
 
 test('hostile text from devices, the directory and admins never runs, and every page renders its rows', async () => {
   const scim = async (path, body) => {
@@ -273,7 +275,7 @@ test('hostile text from devices, the directory and admins never runs, and every 
     assert.equal(answer.status, 201, JSON.stringify(answer.body));
     return answer.body;
   };
-  const planted = await enroll({ hostname: hostile('enrolled host'), os: 'macos', client_version: '4.5.0', ownership: 'corporate', posture: { [hostile('key')]: hostile('value'), disk_encrypted: true } });
+  const planted = await enroll({ hostname: hostile('enrolled host'), os: 'macos', client_version: '4.5.0', ownership: 'corporate', posture: { [HOSTILE_KEY]: hostile('value'), disk_encrypted: true } });
   const later = { hostname: 'later-host', os: 'windows', client_version: '4.5.0', ownership: 'personal', posture: { os_version: '10.0' } };
   const synced = await enroll(later);
   const sync = await api('POST', '/agent/v1/sync', synced.device_token, { ...later, hostname: hostile('synced host'), posture: { os_version: hostile('os version') } });
@@ -281,7 +283,7 @@ test('hostile text from devices, the directory and admins never runs, and every 
 
   // Admin-controlled text: a device group and a token whose name becomes an actor.
   const deviceGroup = await api('POST', '/api/v1/tenants/acme/device-groups', 'demo-acme-admin', {
-    name: hostile('device group'), os: [], ownership: [], posture: [{ key: hostile('key'), op: 'eq', value: hostile('value') }],
+    name: hostile('device group'), os: [], ownership: [], posture: [{ key: HOSTILE_KEY, op: 'eq', value: hostile('value') }],
   });
   assert.equal(deviceGroup.status, 201, JSON.stringify(deviceGroup.body));
   const token = await api('POST', '/api/v1/tenants/acme/tokens', 'demo-acme-admin', { name: hostile('token'), role: 'admin' });

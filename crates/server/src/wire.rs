@@ -160,7 +160,9 @@ impl ReportJson {
                     "posture fact {key:?} must be a boolean, a number or a string"
                 )));
             };
-            posture.insert(key, value);
+            // Trimmed like a rule's key, so that "disk_encrypted " in a report
+            // still meets a rule on "disk_encrypted".
+            posture.insert(key.trim().to_owned(), value);
         }
         Ok(DeviceReport {
             hostname: hostname.to_owned(),
