@@ -476,7 +476,130 @@ async fn sign_ins_and_sign_outs_are_audited(db: Database) {
     );
 }
 
+async fn scim(
+    app: &TestApp,
+    t: &common::Tenant,
+    method: Method,
+    path: &str,
+    body: Value,
+) -> common::Answer {
+    app.call(
+        method,
+        &format!("/scim/v2/{}{path}", t.name),
+        Some(&t.scim_token),
+        Some(body),
+        &[],
+    )
+    .await
+}
+
+async fn last_audit(app: &TestApp, t: &common::Tenant) -> Value {
+    let audit = app.get(&t.path("/audit?limit=1"), &t.admin).await;
+    audit.body["items"][0].clone()
+}
+
+async fn directory_changes_are_audited_with_before_and_after(db: Database) {
+    let app = TestApp::start(&db).await;
+    let t = app.tenant("acme").await;
+    let user_schema = json!(["urn:ietf:params:scim:schemas:core:2.0:User"]);
+    let created = scim(
+        &app,
+        &t,
+        Method::POST,
+        "/Users",
+        json!({"schemas": user_schema, "userName": "ada", "displayName": "Ada"}),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let ada = created.body["id"].as_str().unwrap_or_default().to_owned();
+    let patch = |ops: Value| json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops});
+
+    let renamed = scim(
+        &app,
+        &t,
+        Method::PATCH,
+        &format!("/Users/{ada}"),
+        patch(json!([{"op": "replace", "value": {"userName": "ada.l", "displayName": "Ada L."}}])),
+    )
+    .await;
+    assert_eq!(renamed.status, StatusCode::OK, "{:?}", renamed.body);
+    let entry = last_audit(&app, &t).await;
+    assert_eq!(entry["action"], "user.update", "{entry}");
+    assert_eq!(entry["principal"]["kind"], "directory");
+    assert_eq!(
+        entry["before"],
+        json!({"user_name": "ada", "display_name": "Ada"})
+    );
+    assert_eq!(
+        entry["after"],
+        json!({"user_name": "ada.l", "display_name": "Ada L."})
+    );
+
+    scim(
+        &app,
+        &t,
+        Method::PATCH,
+        &format!("/Users/{ada}"),
+        patch(json!([{"op": "replace", "value": {"active": false}}])),
+    )
+    .await;
+    let entry = last_audit(&app, &t).await;
+    assert_eq!(entry["action"], "user.deactivate", "{entry}");
+    assert_eq!(entry["before"], json!({"active": true}));
+    assert_eq!(entry["after"], json!({"active": false}));
+
+    let group = scim(
+        &app,
+        &t,
+        Method::POST,
+        "/Groups",
+        json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "Eng"}),
+    )
+    .await;
+    let group = group.body["id"].as_str().unwrap_or_default().to_owned();
+    scim(
+        &app,
+        &t,
+        Method::PATCH,
+        &format!("/Groups/{group}"),
+        patch(json!([{"op": "add", "path": "members", "value": [{"value": ada}]}])),
+    )
+    .await;
+    let entry = last_audit(&app, &t).await;
+    assert_eq!(entry["action"], "group.members", "{entry}");
+    assert_eq!(entry["after"]["added"], json!([ada]));
+    let replaced = scim(&app, &t, Method::PUT, &format!("/Groups/{group}"),
+        json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "Engineering", "members": []})).await;
+    assert_eq!(replaced.status, StatusCode::OK, "{:?}", replaced.body);
+    let entry = last_audit(&app, &t).await;
+    assert_eq!(entry["action"], "group.replace", "{entry}");
+    assert_eq!(entry["before"]["display_name"], "Eng");
+    assert_eq!(entry["after"]["display_name"], "Engineering");
+    assert_eq!(entry["after"]["members"]["removed"], json!([ada]));
+
+    // A request naming more members than one write may carry is refused before
+    // the write lock is taken for long.
+    let many: Vec<Value> = (0..10_001)
+        .map(|n| json!({"value": format!("00000000-0000-4000-8000-{n:012}")}))
+        .collect();
+    let refused = scim(
+        &app,
+        &t,
+        Method::PATCH,
+        &format!("/Groups/{group}"),
+        patch(json!([{"op": "add", "path": "members", "value": many}])),
+    )
+    .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{:?}",
+        refused.body
+    );
+}
+
 on_both_backends!(
+    directory_changes_are_audited_with_before_and_after,
     sign_ins_and_sign_outs_are_audited,
     ownership_comes_from_the_key_not_the_device,
     approval_mode_holds_new_devices,
