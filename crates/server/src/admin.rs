@@ -392,6 +392,7 @@ pub(crate) async fn create_group(
 
 /// Listing parameters.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Case-insensitive part of the name.
     pub search: Option<String>,
@@ -459,6 +460,7 @@ pub struct Deleted {
 
 /// Query of a group deletion.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeleteQuery {
     /// Delete even when entitlements select the group; it stays in them as a
     /// deleted group that matches nothing, so no one gains access.
@@ -878,6 +880,7 @@ pub(crate) async fn preview(
 
 /// History parameters.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// Only this service.
     pub service: Option<String>,
@@ -1002,6 +1005,7 @@ pub(crate) async fn rollback(
 
 /// Device listing parameters.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeviceQuery {
     /// Only this user's devices.
     pub user_name: Option<String>,
@@ -1139,6 +1143,7 @@ pub(crate) async fn delete_device(
 
 /// Audit parameters.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Page size (1–200, default 50).
     pub limit: Option<u32>,
