@@ -683,7 +683,8 @@ pub(crate) async fn get_device_group(
 
 /// Replaces a device group's name and rule.
 #[utoipa::path(put, path = "/api/v1/tenants/{tenant}/device-groups/{id}", tag = "device-groups", request_body = DeviceGroupBody,
-    params(("tenant" = String, Path), ("id" = String, Path)), responses((status = 200, body = DeviceGroupJson), (status = 404), (status = 422)))]
+    params(("tenant" = String, Path), ("id" = String, Path)), responses((status = 200, body = DeviceGroupJson), (status = 404),
+        (status = 409, description = "another device group has the name"), (status = 422)))]
 pub(crate) async fn update_device_group(
     State(state): State<AppState>,
     caller: Caller,

@@ -736,6 +736,26 @@ async fn real_answers_match_the_document(db: Database) {
     c.get(&one, &one_path, admin, S::OK).await;
     c.send(M::PUT, &one, &one_path, admin, rule.clone(), S::OK)
         .await;
+    // Renaming to another group's name is a conflict, which Schemathesis
+    // found undocumented.
+    let mut other = rule.clone();
+    other["name"] = json!("Desktops");
+    let other = c
+        .send(
+            M::POST,
+            &device_groups,
+            "/api/v1/tenants/acme/device-groups",
+            admin,
+            other,
+            S::CREATED,
+        )
+        .await;
+    let other_path = format!(
+        "/api/v1/tenants/acme/device-groups/{}",
+        other.body["id"].as_str().expect("id")
+    );
+    c.send(M::PUT, &one, &other_path, admin, rule.clone(), S::CONFLICT)
+        .await;
     c.send(
         M::PUT,
         &one,
