@@ -113,7 +113,9 @@ fn add_error_responses(path: &str, writes: bool, operation: &mut utoipa::openapi
     let has_body = operation.request_body.is_some();
 
     let mut statuses = Vec::new();
-    if has_body || in_query {
+    // A path parameter, query string or body can be malformed (control
+    // characters, wrong types, invalid JSON).
+    if has_body || in_query || in_path {
         statuses.push("400");
     }
     if authenticated {
@@ -158,7 +160,7 @@ fn add_error_responses(path: &str, writes: bool, operation: &mut utoipa::openapi
 
 fn default_description(status: &str) -> &'static str {
     match status {
-        "400" => "malformed request: invalid JSON, body or query parameters",
+        "400" => "malformed request: invalid path or query parameters, or an invalid JSON body",
         "401" => "no credential, or an unknown, revoked or expired one",
         "403" => "the credential's role may not do this",
         "404" => "unknown, or another tenant's",
