@@ -392,6 +392,7 @@ pub(crate) async fn create_group(
 
 /// Listing parameters.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Case-insensitive part of the name.
     pub search: Option<String>,
@@ -459,6 +460,7 @@ pub struct Deleted {
 
 /// Query of a group deletion.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeleteQuery {
     /// Delete even when entitlements select the group; it stays in them as a
     /// deleted group that matches nothing, so no one gains access.
@@ -681,7 +683,8 @@ pub(crate) async fn get_device_group(
 
 /// Replaces a device group's name and rule.
 #[utoipa::path(put, path = "/api/v1/tenants/{tenant}/device-groups/{id}", tag = "device-groups", request_body = DeviceGroupBody,
-    params(("tenant" = String, Path), ("id" = String, Path)), responses((status = 200, body = DeviceGroupJson), (status = 404), (status = 422)))]
+    params(("tenant" = String, Path), ("id" = String, Path)), responses((status = 200, body = DeviceGroupJson), (status = 404),
+        (status = 409, description = "another device group has the name"), (status = 422)))]
 pub(crate) async fn update_device_group(
     State(state): State<AppState>,
     caller: Caller,
@@ -878,6 +881,7 @@ pub(crate) async fn preview(
 
 /// History parameters.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// Only this service.
     pub service: Option<String>,
@@ -1002,6 +1006,7 @@ pub(crate) async fn rollback(
 
 /// Device listing parameters.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeviceQuery {
     /// Only this user's devices.
     pub user_name: Option<String>,
@@ -1139,6 +1144,7 @@ pub(crate) async fn delete_device(
 
 /// Audit parameters.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Page size (1–200, default 50).
     pub limit: Option<u32>,

@@ -164,6 +164,7 @@ async fn enroll_device(
 
 /// Sync parameters.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SyncQuery {
     /// Seconds to hold the request while the policy is unchanged (at most 60).
     pub wait: Option<u64>,

@@ -38,6 +38,7 @@ use utoipa::OpenApi;
 pub use error::ApiError;
 pub use limit::TrustedProxies;
 pub use metrics::{Metrics, ProcessFigures};
+use ops::ErrorResponses;
 pub use snapshot::{Snapshots, TenantSnapshot};
 pub use state::{AppState, ServerConfig};
 
@@ -64,8 +65,10 @@ pub use state::{AppState, ServerConfig};
         admin::list_super_tokens, admin::revoke_super_token, admin::list_accounts,
         admin::update_account, admin::set_password, admin::end_sessions,
         agent::enroll, agent::sync,
+        ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
-    modifiers(&BearerAuth),
+    components(schemas(wire::ErrorJson, wire::ErrorDetailJson)),
+    modifiers(&BearerAuth, &ErrorResponses),
     security(("bearer" = [])),
 )]
 pub struct ApiDoc;

@@ -16,6 +16,37 @@ use utoipa::ToSchema;
 
 use crate::error::ApiError;
 
+/// The body of every error answer (SPEC §10): `{"error": {"code", "message"}}`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorJson {
+    /// What went wrong.
+    pub error: ErrorDetailJson,
+}
+
+/// The inside of an error answer.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorDetailJson {
+    /// A stable, machine-readable code such as `duplicate` or `malformed_json`.
+    pub code: String,
+    /// What is wrong and how to fix it, for a person.
+    pub message: String,
+}
+
+/// A posture fact's value as the document describes it. Reports and rules
+/// carry `serde_json::Value` so that a wrong type gets the API's own 400/422
+/// message rather than serde's; this type only names the three accepted shapes
+/// (never null, an array or an object) for the OpenAPI document.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum PostureFactJson {
+    /// A boolean fact, e.g. `disk_encrypted: true`.
+    Bool(bool),
+    /// A numeric fact, e.g. `os_build: 22631`.
+    Number(f64),
+    /// A text fact, e.g. `edr: "running"`.
+    Text(String),
+}
+
 /// Who made a change: a kind and id no caller can choose, and a display name.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct PrincipalJson {
@@ -134,7 +165,7 @@ pub struct ReportJson {
     pub ownership: String,
     /// Posture facts: booleans, numbers or strings.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = BTreeMap<String, PostureFactJson>)]
     pub posture: BTreeMap<String, Value>,
 }
 
@@ -298,7 +329,7 @@ pub struct DeviceJson {
     /// Waiting for an administrator's approval: no group-based service.
     pub pending_approval: bool,
     /// Posture facts.
-    #[schema(value_type = Object)]
+    #[schema(value_type = BTreeMap<String, PostureFactJson>)]
     pub posture: BTreeMap<String, Value>,
     /// Ids of the device groups it belongs to.
     pub device_groups: Vec<String>,
@@ -320,7 +351,7 @@ pub struct PostureRuleJson {
     /// eq or gte (gte compares versions).
     pub op: String,
     /// The required value.
-    #[schema(value_type = Object)]
+    #[schema(value_type = PostureFactJson)]
     pub value: Value,
 }
 
