@@ -1,6 +1,6 @@
 //! The admin REST API under `/api/v1` (SPEC §7, §10).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use axum::extract::{Path, State};
 use axum::http::header::{ETAG, IF_MATCH};
@@ -611,7 +611,33 @@ pub(crate) async fn device_group_json(
 ) -> ApiResult<DeviceGroupJson> {
     let devices = state.store.all_devices(tenant_id).await?;
     let matching = devices.iter().filter(|d| group.matches(&d.report)).count();
-    Ok(DeviceGroupJson::new(group, matching))
+    let selections = device_group_selections(state, tenant_id).await?;
+    Ok(DeviceGroupJson::new(group, matching).used_by(used_by(&selections, &group.id)))
+}
+
+/// The device groups each service's entitlement selects, in table order.
+pub(crate) async fn device_group_selections(
+    state: &AppState,
+    tenant_id: &str,
+) -> ApiResult<Vec<(&'static str, BTreeSet<DeviceGroupId>)>> {
+    let mut selections = Vec::with_capacity(SERVICES.len());
+    for service in SERVICES {
+        let stored = state.store.settings(tenant_id, service).await?;
+        selections.push((service.id, stored.settings.device_groups));
+    }
+    Ok(selections)
+}
+
+/// The ids of the services whose selection holds `group`.
+pub(crate) fn used_by(
+    selections: &[(&'static str, BTreeSet<DeviceGroupId>)],
+    group: &DeviceGroupId,
+) -> Vec<String> {
+    selections
+        .iter()
+        .filter(|(_, groups)| groups.contains(group))
+        .map(|(service, _)| (*service).to_owned())
+        .collect()
 }
 
 /// Creates a device group.
@@ -645,9 +671,13 @@ pub(crate) async fn list_device_groups(
     let tenant = caller.tenant(&state, &tenant).await?;
     let groups = state.store.device_groups(&tenant.id).await?;
     let devices = state.store.all_devices(&tenant.id).await?;
+    let selections = device_group_selections(&state, &tenant.id).await?;
     let items = groups
         .iter()
-        .map(|g| DeviceGroupJson::new(g, devices.iter().filter(|d| g.matches(&d.report)).count()))
+        .map(|g| {
+            DeviceGroupJson::new(g, devices.iter().filter(|d| g.matches(&d.report)).count())
+                .used_by(used_by(&selections, &g.id))
+        })
         .collect();
     Ok(Json(DeviceGroupList { items }))
 }
