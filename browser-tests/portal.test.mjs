@@ -70,7 +70,7 @@ async function session(width = 1280) {
   const page = await context.newPage();
   // Refusals the tests provoke on purpose (wrong password, stale save, forged
   // save) are logged by Chromium as failed loads; anything else is an error.
-  const provoked = /Failed to load resource: the server responded with a status of (401|403|412)/;
+  const provoked = /Failed to load resource: the server responded with a status of (401|403|409|412)/;
   page.on('console', (message) => { if (message.type() === 'error' && !provoked.test(message.text())) consoleErrors.push(page.url() + ': ' + message.text()); });
   page.on('pageerror', (error) => consoleErrors.push(page.url() + ': ' + error.message));
   page.on('request', (request) => { const url = new URL(request.url()); if (url.hostname !== '127.0.0.1' && url.protocol !== 'data:') outsideRequests.push(request.url()); });
@@ -383,6 +383,20 @@ test('deleting a device group in use names its entitlements and keeps it as a de
   await Promise.all([page.waitForEvent('load'), page.locator('tr[data-group="' + unused.body.id + '"]').getByRole('button', { name: 'Delete' }).click()]);
   assert.match(plain[0], /No entitlement uses it/);
   assert.equal((await api('GET', '/api/v1/tenants/acme/device-groups/' + unused.body.id, 'demo-acme-admin')).status, 404);
+
+  // A group an entitlement selected after the page loaded: the API refuses
+  // the plain delete with 409, and its message is shown.
+  const late = await api('POST', '/api/v1/tenants/acme/device-groups', 'demo-acme-admin', { name: 'Selected meanwhile', os: ['ios'], ownership: [], posture: [] });
+  assert.equal(late.status, 201);
+  await page.goto(base + '/t/acme/device-groups');
+  const dx = await api('GET', '/api/v1/tenants/acme/entitlements/digital_experience', 'demo-acme-admin');
+  const selected = await api('PUT', '/api/v1/tenants/acme/entitlements/digital_experience', 'demo-acme-admin',
+    { ...dx.body, device_groups: [...dx.body.device_groups, late.body.id] }, { 'If-Match': dx.etag });
+  assert.equal(selected.status, 200, JSON.stringify(selected.body));
+  page.once('dialog', (dialog) => dialog.accept());
+  await page.locator('tr[data-group="' + late.body.id + '"]').getByRole('button', { name: 'Delete' }).click();
+  await page.locator('#delete-error').filter({ hasText: 'still selected by the entitlements of Digital Experience Monitoring' }).waitFor();
+  assert.equal((await api('GET', '/api/v1/tenants/acme/device-groups/' + late.body.id, 'demo-acme-admin')).status, 200, 'not deleted');
 
   // Restore Private Applications without the tombstone for the tests after this one.
   const restore = await api('GET', '/api/v1/tenants/acme/entitlements/private_access', 'demo-acme-admin');
