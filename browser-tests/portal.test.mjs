@@ -398,6 +398,10 @@ test('deleting a device group in use names its entitlements and keeps it as a de
   await page.locator('#delete-error').filter({ hasText: 'still selected by the entitlements of Digital Experience Monitoring' }).waitFor();
   assert.equal((await api('GET', '/api/v1/tenants/acme/device-groups/' + late.body.id, 'demo-acme-admin')).status, 200, 'not deleted');
 
+  // User groups show where they are used too.
+  await page.goto(base + '/t/acme/directory');
+  assert.match(await page.locator('#rows tr').filter({ hasText: 'ZDX Pilot' }).locator('.used-by').textContent(), /Private Applications/);
+
   // Restore Private Applications without the tombstone for the tests after this one.
   const restore = await api('GET', '/api/v1/tenants/acme/entitlements/private_access', 'demo-acme-admin');
   await api('PUT', '/api/v1/tenants/acme/entitlements/private_access', 'demo-acme-admin',

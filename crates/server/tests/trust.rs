@@ -489,8 +489,8 @@ on_both_backends!(
     a_token_cannot_pose_as_the_system,
 );
 
-/// The device-group list and a single group name the services that select the
-/// group, so that the portal can show it before a deletion.
+/// Group listings and single groups (device and user) name the services that
+/// select them, so that the portal can show it before a deletion.
 async fn a_device_group_names_the_entitlements_that_use_it(db: Database) {
     let s = scenario(&db).await;
     let unused =
@@ -512,6 +512,19 @@ async fn a_device_group_names_the_entitlements_that_use_it(db: Database) {
     let one = s
         .app
         .get(&s.t.path(&format!("/device-groups/{}", s.temp)), &s.t.admin)
+        .await;
+    assert_eq!(one.body["used_by"], json!(["private_access"]));
+
+    // User groups too.
+    let groups = s.app.get(&s.t.path("/groups"), &s.t.admin).await;
+    let eng = groups.body["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|g| g["id"] == s.eng.as_str()))
+        .map(|g| g["used_by"].clone());
+    assert_eq!(eng, Some(json!(["private_access"])), "{:?}", groups.body);
+    let one = s
+        .app
+        .get(&s.t.path(&format!("/groups/{}", s.eng)), &s.t.admin)
         .await;
     assert_eq!(one.body["used_by"], json!(["private_access"]));
 }

@@ -782,12 +782,12 @@ async fn device_groups_page(
         let devices = state.store.all_devices(&tenant.id).await?;
         // Each row names the entitlements that select its group, so that a
         // deletion is never a surprise.
-        let selections = admin::device_group_selections(&state, &tenant.id).await?;
+        let selections = admin::selections(&state, &tenant.id).await?;
         let items: Vec<DeviceGroupJson> = groups
             .iter()
             .map(|g| {
                 DeviceGroupJson::new(g, devices.iter().filter(|d| g.matches(&d.report)).count())
-                    .used_by(admin::used_by(&selections, &g.id))
+                    .used_by(admin::device_group_used_by(&selections, &g.id))
             })
             .collect();
         Ok::<_, ApiError>(json!({
@@ -822,15 +822,18 @@ async fn directory_page(
             .iter()
             .map(|g| (g.id.clone(), g.display_name.clone()))
             .collect();
+        let selections = admin::selections(&state, &tenant.id).await?;
         let groups: Vec<Value> = page
             .items
             .iter()
             .map(|g| json!({
                 "id": g.id, "display_name": g.display_name, "source": g.source, "member_count": g.member_count,
+                "used_by": admin::user_group_used_by(&selections, &g.id),
                 "nested": g.member_groups.iter().map(|id| names.get(id).cloned().unwrap_or_else(|| id.clone())).collect::<Vec<_>>(),
             }))
             .collect();
-        Ok::<_, StoreError>(json!({
+        Ok::<_, ApiError>(json!({
+            "services": SERVICES.iter().map(service_json).collect::<Vec<_>>(),
             "users": counts.users, "groups": counts.groups, "group_items": groups, "more_groups": page.next_cursor.is_some(),
             "last_scim_request_at": tenant.last_scim_request_at.map(rfc3339),
             "scim_base_path": format!("/scim/v2/{}/", tenant.name),
@@ -839,7 +842,7 @@ async fn directory_page(
             })).collect::<Vec<_>>(),
         }))
     };
-    let data = load.await.map_err(|e| ApiError::from(e).into_response())?;
+    let data = load.await.map_err(IntoResponse::into_response)?;
     let frame = frame(
         &signed_in,
         &tenant,
