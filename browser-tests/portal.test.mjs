@@ -284,6 +284,8 @@ test('hostile text from devices, the directory and admins never runs, and every 
     name: hostile('device group'), os: [], ownership: [], posture: [{ key: hostile('key'), op: 'eq', value: hostile('value') }],
   });
   assert.equal(deviceGroup.status, 201, JSON.stringify(deviceGroup.body));
+  const enrollmentKey = await api('POST', '/api/v1/tenants/acme/enrollment-keys', 'demo-acme-admin', { name: hostile('enrollment key'), ownership: 'corporate' });
+  assert.equal(enrollmentKey.status, 201, JSON.stringify(enrollmentKey.body));
   const token = await api('POST', '/api/v1/tenants/acme/tokens', 'demo-acme-admin', { name: hostile('token'), role: 'admin' });
   assert.equal(token.status, 201);
   const saved = await api('PUT', '/api/v1/tenants/acme/entitlements/digital_experience', token.body.token,
@@ -295,6 +297,7 @@ test('hostile text from devices, the directory and admins never runs, and every 
   const devices = (await admin('/devices?limit=200')).body.items;
   const groups = (await admin('/groups?limit=200')).body.items;
   const deviceGroups = (await admin('/device-groups')).body.items;
+  const keys = (await admin('/enrollment-keys')).body.items;
   const plantedDevice = (await admin('/devices/' + planted.device_id)).body;
 
   const { context, page } = await session();
@@ -303,7 +306,12 @@ test('hostile text from devices, the directory and admins never runs, and every 
   await signIn(page, 'admin@acme.example');
   const rows = (selector) => page.locator(selector).count();
   const pages = [
-    ['/t/acme/devices', async () => { assert.equal(await rows('#rows tr'), devices.length); return '#rows'; }],
+    ['/t/acme/devices', async () => {
+      assert.equal(await rows('#rows tr'), devices.length);
+      assert.equal(await rows('#keys tr'), keys.length);
+      assert.match(await page.locator('#keys').textContent(), /enrollment key <!--<script>window\.__xss=1/);
+      return '#rows';
+    }],
     ['/t/acme/devices/' + planted.device_id, async () => {
       assert.equal(await rows('#report tr'), 6 + Object.keys(plantedDevice.posture).length);
       assert.equal(await page.title(), hostile('enrolled host') + ' · acme · entitle', 'the title is the host name, as text');
