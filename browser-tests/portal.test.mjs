@@ -451,6 +451,19 @@ test('a pending device is approved in bulk, and a contradicting report is flagge
   await page.screenshot({ path: join(shots, 'devices-pending.png'), fullPage: true });
   await page.locator('#enrollment').screenshot({ path: join(shots, 'enrollment.png') });
   await row.screenshot({ path: join(shots, 'devices-pending-row.png') });
+  // A viewer sees the warning and the pending badge but no button or box that
+  // changes the device.
+  const viewer = await session();
+  await signIn(viewer.page, 'viewer@acme.example');
+  await viewer.page.goto(base + '/t/acme/devices/' + id);
+  assert.equal(await viewer.page.locator('#ownership-warning').isVisible(), true);
+  assert.equal(await viewer.page.locator('#trust-actions button').count(), 0);
+  await viewer.page.goto(base + '/t/acme/devices');
+  await viewer.page.locator('#rows tr[data-device="' + id + '"]').getByText('Pending approval').waitFor();
+  assert.equal(await viewer.page.locator('#rows input[type=checkbox]').count(), 0);
+  assert.equal(await viewer.page.getByRole('button', { name: /Approve selected|Revoke|Create key/ }).count(), 0);
+  await viewer.context.close();
+
   assert.equal(await page.getByRole('button', { name: /Approve selected/ }).isDisabled(), true);
   await row.getByRole('checkbox').check();
   await Promise.all([page.waitForEvent('load'), page.getByRole('button', { name: 'Approve selected (1)' }).click()]);
@@ -458,15 +471,12 @@ test('a pending device is approved in bulk, and a contradicting report is flagge
   const after = (await api('GET', '/api/v1/tenants/acme/devices/' + id, 'demo-acme-admin')).body;
   assert.equal(after.pending_approval, false, 'approved');
 
-  // A viewer sees the warning but no button that changes the device.
-  const viewer = await session();
-  await signIn(viewer.page, 'viewer@acme.example');
-  await viewer.page.goto(base + '/t/acme/devices/' + id);
-  assert.equal(await viewer.page.locator('#ownership-warning').isVisible(), true);
-  assert.equal(await viewer.page.locator('#trust-actions button').count(), 0);
-  await viewer.page.goto(base + '/t/acme/devices');
-  assert.equal(await viewer.page.getByRole('button', { name: /Approve selected|Revoke|Create key/ }).count(), 0);
-  await viewer.context.close();
+  // An admin attests what the device says: the conflict is gone.
+  await page.goto(base + '/t/acme/devices/' + id);
+  await Promise.all([page.waitForEvent('load'), page.getByRole('button', { name: 'Attest corporate' }).click()]);
+  assert.match(await page.locator('#ownership').textContent(), /corporate, attested by an administrator/);
+  assert.equal(await page.locator('#ownership-warning').isVisible(), false);
+  assert.equal((await api('GET', '/api/v1/tenants/acme/devices/' + id, 'demo-acme-admin')).body.ownership_attested_by, 'admin');
 
   assert.equal((await api('PUT', '/api/v1/tenants/acme/device-approval', 'demo-acme-admin', { device_approval: false })).status, 200);
   await context.close();

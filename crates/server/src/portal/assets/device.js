@@ -43,7 +43,11 @@ if (COMMON.can_write) {
   const buttons = [];
   if (o.pending_approval) buttons.push(el('button', { type: 'button', class: 'primary', onclick: () => change({ approved: true }) }, 'Approve'));
   for (const value of ['corporate', 'personal']) {
-    if (!(o.ownership_attested_by && o.ownership === value)) buttons.push(el('button', { type: 'button', onclick: () => change({ ownership: value }) }, 'Attest ' + value));
+    if (o.ownership_attested_by && o.ownership === value) continue;
+    // Attesting what the device already reports confirms it: a later report
+    // that says otherwise is then ignored.
+    const verb = !o.ownership_attested_by && o.reported_ownership === value ? 'Confirm ' : 'Attest ';
+    buttons.push(el('button', { type: 'button', onclick: () => change({ ownership: value }) }, verb + value));
   }
   if (o.ownership_attested_by) buttons.push(el('button', { type: 'button', onclick: () => change({ ownership: 'reported' }) }, 'Back to reported (' + o.reported_ownership + ')'));
   $('trust-actions').replaceChildren(...buttons);
