@@ -70,7 +70,7 @@ async function session(width = 1280) {
   const page = await context.newPage();
   // Refusals the tests provoke on purpose (wrong password, stale save, forged
   // save) are logged by Chromium as failed loads; anything else is an error.
-  const provoked = /Failed to load resource: the server responded with a status of (401|403|412)/;
+  const provoked = /Failed to load resource: the server responded with a status of (401|403|409|412)/;
   page.on('console', (message) => { if (message.type() === 'error' && !provoked.test(message.text())) consoleErrors.push(page.url() + ': ' + message.text()); });
   page.on('pageerror', (error) => consoleErrors.push(page.url() + ': ' + error.message));
   page.on('request', (request) => { const url = new URL(request.url()); if (url.hostname !== '127.0.0.1' && url.protocol !== 'data:') outsideRequests.push(request.url()); });
@@ -286,6 +286,8 @@ test('hostile text from devices, the directory and admins never runs, and every 
     name: hostile('device group'), os: [], ownership: [], posture: [{ key: HOSTILE_KEY, op: 'eq', value: hostile('value') }],
   });
   assert.equal(deviceGroup.status, 201, JSON.stringify(deviceGroup.body));
+  const enrollmentKey = await api('POST', '/api/v1/tenants/acme/enrollment-keys', 'demo-acme-admin', { name: hostile('enrollment key'), ownership: 'corporate' });
+  assert.equal(enrollmentKey.status, 201, JSON.stringify(enrollmentKey.body));
   const token = await api('POST', '/api/v1/tenants/acme/tokens', 'demo-acme-admin', { name: hostile('token'), role: 'admin' });
   assert.equal(token.status, 201);
   const saved = await api('PUT', '/api/v1/tenants/acme/entitlements/digital_experience', token.body.token,
@@ -297,6 +299,7 @@ test('hostile text from devices, the directory and admins never runs, and every 
   const devices = (await admin('/devices?limit=200')).body.items;
   const groups = (await admin('/groups?limit=200')).body.items;
   const deviceGroups = (await admin('/device-groups')).body.items;
+  const keys = (await admin('/enrollment-keys')).body.items;
   const plantedDevice = (await admin('/devices/' + planted.device_id)).body;
 
   const { context, page } = await session();
@@ -305,7 +308,12 @@ test('hostile text from devices, the directory and admins never runs, and every 
   await signIn(page, 'admin@acme.example');
   const rows = (selector) => page.locator(selector).count();
   const pages = [
-    ['/t/acme/devices', async () => { assert.equal(await rows('#rows tr'), devices.length); return '#rows'; }],
+    ['/t/acme/devices', async () => {
+      assert.equal(await rows('#rows tr'), devices.length);
+      assert.equal(await rows('#keys tr'), keys.length);
+      assert.match(await page.locator('#keys').textContent(), /enrollment key <!--<script>window\.__xss=1/);
+      return '#rows';
+    }],
     ['/t/acme/devices/' + planted.device_id, async () => {
       assert.equal(await rows('#report tr'), 6 + Object.keys(plantedDevice.posture).length);
       assert.equal(await page.title(), hostile('enrolled host') + ' · acme · entitle', 'the title is the host name, as text');
@@ -339,5 +347,160 @@ test('hostile text from devices, the directory and admins never runs, and every 
     assert.equal(await page.evaluate(() => window.__xss), undefined, path + ': no planted script ran');
   }
   assert.deepEqual(dialogs, [], 'no planted script opened a dialog');
+  await context.close();
+});
+
+// Finding 4: the portal shows where a device group is used before deleting
+// it, and a confirmed deletion keeps it selected as a group that matches nothing.
+test('deleting a device group in use names its entitlements and keeps it as a deleted group', async () => {
+  const group = await api('POST', '/api/v1/tenants/acme/device-groups', 'demo-acme-admin', { name: 'Temp laptops', os: ['macos'], ownership: [], posture: [] });
+  assert.equal(group.status, 201, JSON.stringify(group.body));
+  const current = await api('GET', '/api/v1/tenants/acme/entitlements/private_access', 'demo-acme-admin');
+  const saved = await api('PUT', '/api/v1/tenants/acme/entitlements/private_access', 'demo-acme-admin',
+    { ...current.body, enabled_by_default: false, device_groups: [...current.body.device_groups, group.body.id] }, { 'If-Match': current.etag });
+  assert.equal(saved.status, 200, JSON.stringify(saved.body));
+
+  const { context, page } = await session();
+  await signIn(page, 'admin@acme.example');
+  await page.goto(base + '/t/acme/device-groups');
+  const row = page.locator('tr[data-group="' + group.body.id + '"]');
+  assert.equal(await row.locator('.used-by').textContent(), 'Used by: Private Applications');
+
+  // Dismissed, nothing happens; accepted, the group goes with ?force=true.
+  const dialogs = [];
+  page.once('dialog', async (dialog) => { dialogs.push(dialog.message()); await dialog.dismiss(); });
+  await row.getByRole('button', { name: 'Delete' }).click();
+  assert.equal(dialogs.length, 1);
+  assert.match(dialogs[0], /Temp laptops.*used by the entitlements of Private Applications/);
+  assert.match(dialogs[0], /stay selected there as a deleted group that matches nothing/);
+  assert.equal(await row.count(), 1, 'dismissed: still there');
+  await page.screenshot({ path: join(shots, 'device-groups-used-by.png'), fullPage: true });
+
+  page.once('dialog', (dialog) => dialog.accept());
+  await Promise.all([page.waitForEvent('load'), row.getByRole('button', { name: 'Delete' }).click()]);
+  assert.equal(await page.locator('tr[data-group="' + group.body.id + '"]').count(), 0, 'the row is gone');
+  const after = await api('GET', '/api/v1/tenants/acme/entitlements/private_access', 'demo-acme-admin');
+  assert.ok(after.body.device_groups.includes(group.body.id), 'still selected, as a tombstone');
+  await page.goto(base + '/t/acme/entitlements/private_access');
+  await page.locator('#dg-chips').getByText('Temp laptops (deleted)').waitFor();
+
+  // An unused group deletes after a plain confirmation.
+  const unused = await api('POST', '/api/v1/tenants/acme/device-groups', 'demo-acme-admin', { name: 'Unused group', os: ['linux'], ownership: [], posture: [] });
+  assert.equal(unused.status, 201);
+  await page.goto(base + '/t/acme/device-groups');
+  const plain = [];
+  page.once('dialog', (dialog) => { plain.push(dialog.message()); dialog.accept(); });
+  await Promise.all([page.waitForEvent('load'), page.locator('tr[data-group="' + unused.body.id + '"]').getByRole('button', { name: 'Delete' }).click()]);
+  assert.match(plain[0], /No entitlement uses it/);
+  assert.equal((await api('GET', '/api/v1/tenants/acme/device-groups/' + unused.body.id, 'demo-acme-admin')).status, 404);
+
+  // A group an entitlement selected after the page loaded: the API refuses
+  // the plain delete with 409, and its message is shown.
+  const late = await api('POST', '/api/v1/tenants/acme/device-groups', 'demo-acme-admin', { name: 'Selected meanwhile', os: ['ios'], ownership: [], posture: [] });
+  assert.equal(late.status, 201);
+  await page.goto(base + '/t/acme/device-groups');
+  const dx = await api('GET', '/api/v1/tenants/acme/entitlements/digital_experience', 'demo-acme-admin');
+  const selected = await api('PUT', '/api/v1/tenants/acme/entitlements/digital_experience', 'demo-acme-admin',
+    { ...dx.body, device_groups: [...dx.body.device_groups, late.body.id] }, { 'If-Match': dx.etag });
+  assert.equal(selected.status, 200, JSON.stringify(selected.body));
+  page.once('dialog', (dialog) => dialog.accept());
+  await page.locator('tr[data-group="' + late.body.id + '"]').getByRole('button', { name: 'Delete' }).click();
+  await page.locator('#delete-error').filter({ hasText: 'still selected by the entitlements of Digital Experience Monitoring' }).waitFor();
+  assert.equal((await api('GET', '/api/v1/tenants/acme/device-groups/' + late.body.id, 'demo-acme-admin')).status, 200, 'not deleted');
+
+  // User groups show where they are used too.
+  await page.goto(base + '/t/acme/directory');
+  assert.match(await page.locator('#rows tr').filter({ hasText: 'ZDX Pilot' }).locator('.used-by').textContent(), /Private Applications/);
+
+  // Restore Private Applications without the tombstone for the tests after this one.
+  const restore = await api('GET', '/api/v1/tenants/acme/entitlements/private_access', 'demo-acme-admin');
+  await api('PUT', '/api/v1/tenants/acme/entitlements/private_access', 'demo-acme-admin',
+    { ...restore.body, device_groups: restore.body.device_groups.filter((id) => id !== group.body.id) }, { 'If-Match': restore.etag });
+  await context.close();
+});
+
+// Finding 5: attested ownership, the conflict warning, and bulk approval.
+test('a pending device is approved in bulk, and a contradicting report is flagged on the device page', async () => {
+  const ada = (await api('GET', '/api/v1/tenants/acme/devices?hostname=ada-phone', 'demo-acme-admin')).body.items[0].user_name;
+  const key = await api('POST', '/api/v1/tenants/acme/enrollment-keys', 'demo-acme-admin', { name: 'BYOD phones', ownership: 'personal', max_uses: 5 });
+  assert.equal(key.status, 201, JSON.stringify(key.body));
+  assert.equal((await api('PUT', '/api/v1/tenants/acme/device-approval', 'demo-acme-admin', { device_approval: true })).status, 200);
+  const enrolled = await api('POST', '/agent/v1/enroll', '', {
+    enrollment_key: key.body.enrollment_key, user_name: ada,
+    device: { hostname: 'ada-claims-corporate', os: 'macos', client_version: '4.5.0', ownership: 'corporate', posture: { disk_encrypted: true } },
+  });
+  assert.equal(enrolled.status, 201, JSON.stringify(enrolled.body));
+  const id = enrolled.body.device_id;
+  const before = (await api('GET', '/api/v1/tenants/acme/devices/' + id, 'demo-acme-admin')).body;
+  assert.equal(before.pending_approval, true);
+  assert.equal(before.ownership_conflict, true);
+
+  const { context, page } = await session();
+  await signIn(page, 'admin@acme.example');
+  await page.goto(base + '/t/acme/devices/' + id);
+  const warning = page.locator('#ownership-warning');
+  assert.equal(await warning.isVisible(), true);
+  assert.match(await warning.textContent(), /reports corporate; attested personal by enrollment key — the report is ignored/);
+  assert.match(await page.locator('#ownership').textContent(), /personal, attested by enrollment key/);
+  await page.screenshot({ path: join(shots, 'device-conflict.png'), fullPage: true });
+  assert.equal(await page.locator('#approval .badge').textContent(), 'Pending approval');
+
+  await page.goto(base + '/t/acme/devices');
+  const row = page.locator('#rows tr[data-device="' + id + '"]');
+  await row.getByText('Pending approval').waitFor();
+  assert.match(await row.textContent(), /personal \(attested by key\) ⚠ reports corporate/);
+  await page.locator('#enrollment').getByText('BYOD phones').waitFor();
+  await page.screenshot({ path: join(shots, 'devices-pending.png'), fullPage: true });
+  await page.locator('#enrollment').screenshot({ path: join(shots, 'enrollment.png') });
+  await row.screenshot({ path: join(shots, 'devices-pending-row.png') });
+  // A viewer sees the warning and the pending badge but no button or box that
+  // changes the device.
+  const viewer = await session();
+  await signIn(viewer.page, 'viewer@acme.example');
+  await viewer.page.goto(base + '/t/acme/devices/' + id);
+  assert.equal(await viewer.page.locator('#ownership-warning').isVisible(), true);
+  assert.equal(await viewer.page.locator('#trust-actions button').count(), 0);
+  await viewer.page.goto(base + '/t/acme/devices');
+  await viewer.page.locator('#rows tr[data-device="' + id + '"]').getByText('Pending approval').waitFor();
+  assert.equal(await viewer.page.locator('#rows input[type=checkbox]').count(), 0);
+  assert.equal(await viewer.page.getByRole('button', { name: /Approve selected|Revoke|Create key/ }).count(), 0);
+  await viewer.context.close();
+
+  assert.equal(await page.getByRole('button', { name: /Approve selected/ }).isDisabled(), true);
+  await row.getByRole('checkbox').check();
+  await Promise.all([page.waitForEvent('load'), page.getByRole('button', { name: 'Approve selected (1)' }).click()]);
+  assert.equal(await page.locator('#rows tr[data-device="' + id + '"]').getByText('Pending approval').count(), 0);
+  const after = (await api('GET', '/api/v1/tenants/acme/devices/' + id, 'demo-acme-admin')).body;
+  assert.equal(after.pending_approval, false, 'approved');
+
+  // An admin attests what the device says: the conflict is gone.
+  await page.goto(base + '/t/acme/devices/' + id);
+  await Promise.all([page.waitForEvent('load'), page.getByRole('button', { name: 'Attest corporate' }).click()]);
+  assert.match(await page.locator('#ownership').textContent(), /corporate, attested by an administrator/);
+  assert.equal(await page.locator('#ownership-warning').isVisible(), false);
+  assert.equal((await api('GET', '/api/v1/tenants/acme/devices/' + id, 'demo-acme-admin')).body.ownership_attested_by, 'admin');
+
+  assert.equal((await api('PUT', '/api/v1/tenants/acme/device-approval', 'demo-acme-admin', { device_approval: false })).status, 200);
+  await context.close();
+});
+
+test('an admin creates an enrollment key, sees its secret once, and revokes it', async () => {
+  const { context, page } = await session();
+  await signIn(page, 'admin@acme.example');
+  await page.goto(base + '/t/acme/devices');
+  await page.getByLabel('Name', { exact: true }).fill('Autopilot laptops');
+  await page.getByLabel('Attested ownership').selectOption('corporate');
+  await page.getByLabel(/Maximum enrollments/).fill('10');
+  await page.getByRole('button', { name: 'Create key' }).click();
+  const secret = await page.locator('#new-key-secret').textContent();
+  assert.ok(secret.length >= 20, 'the secret is shown');
+  await page.getByText('it is shown only once').waitFor();
+  await page.reload();
+  const row = page.locator('#keys tr').filter({ hasText: 'Autopilot laptops' });
+  assert.match(await row.textContent(), /corporate0 \/ 10neverActive/);
+  assert.equal(await page.getByText(secret).count(), 0, 'never shown again');
+  page.once('dialog', (dialog) => dialog.accept());
+  await Promise.all([page.waitForEvent('load'), row.getByRole('button', { name: 'Revoke' }).click()]);
+  assert.match(await page.locator('#keys tr').filter({ hasText: 'Autopilot laptops' }).textContent(), /Revoked/);
   await context.close();
 });

@@ -351,6 +351,9 @@ pub struct GroupJson {
     pub member_count: i64,
     /// Ids of groups nested directly inside.
     pub member_groups: Vec<String>,
+    /// Ids of the services whose entitlements select the group, so that a
+    /// deletion (by an admin or by the directory) is never a surprise.
+    pub used_by: Vec<String>,
 }
 
 impl From<entitle_store::Group> for GroupJson {
@@ -361,6 +364,18 @@ impl From<entitle_store::Group> for GroupJson {
             source: group.source,
             member_count: group.member_count,
             member_groups: group.member_groups,
+            used_by: Vec::new(),
+        }
+    }
+}
+
+impl GroupJson {
+    /// The group, naming the services that select it.
+    fn with_used_by(group: entitle_store::Group, selections: &[(&'static str, Settings)]) -> Self {
+        let used_by = user_group_used_by(selections, &group.id);
+        Self {
+            used_by,
+            ..Self::from(group)
         }
     }
 }
@@ -430,8 +445,13 @@ pub(crate) async fn list_groups(
             query.cursor.as_deref(),
         )
         .await?;
+    let selections = selections(&state, &tenant.id).await?;
     Ok(Json(GroupPage {
-        items: page.items.into_iter().map(GroupJson::from).collect(),
+        items: page
+            .items
+            .into_iter()
+            .map(|g| GroupJson::with_used_by(g, &selections))
+            .collect(),
         next_cursor: page.next_cursor,
     }))
 }
@@ -445,9 +465,9 @@ pub(crate) async fn get_group(
     Path((tenant, id)): Path<(String, String)>,
 ) -> ApiResult<Json<GroupJson>> {
     let tenant = caller.tenant(&state, &tenant).await?;
-    Ok(Json(GroupJson::from(
-        state.store.group(&tenant.id, &id).await?,
-    )))
+    let group = state.store.group(&tenant.id, &id).await?;
+    let selections = selections(&state, &tenant.id).await?;
+    Ok(Json(GroupJson::with_used_by(group, &selections)))
 }
 
 /// What a deletion changed.
@@ -613,7 +633,46 @@ pub(crate) async fn device_group_json(
 ) -> ApiResult<DeviceGroupJson> {
     let devices = state.store.all_devices(tenant_id).await?;
     let matching = devices.iter().filter(|d| group.matches(&d.report)).count();
-    Ok(DeviceGroupJson::new(group, matching))
+    let selections = selections(state, tenant_id).await?;
+    Ok(DeviceGroupJson::new(group, matching).used_by(device_group_used_by(&selections, &group.id)))
+}
+
+/// Each service's stored settings, in table order: which groups each
+/// entitlement selects, for the `used_by` of groups.
+pub(crate) async fn selections(
+    state: &AppState,
+    tenant_id: &str,
+) -> ApiResult<Vec<(&'static str, Settings)>> {
+    let mut selections = Vec::with_capacity(SERVICES.len());
+    for service in SERVICES {
+        let stored = state.store.settings(tenant_id, service).await?;
+        selections.push((service.id, stored.settings));
+    }
+    Ok(selections)
+}
+
+/// The ids of the services whose entitlement selects device group `group`.
+pub(crate) fn device_group_used_by(
+    selections: &[(&'static str, Settings)],
+    group: &DeviceGroupId,
+) -> Vec<String> {
+    selections
+        .iter()
+        .filter(|(_, settings)| settings.device_groups.contains(group))
+        .map(|(service, _)| (*service).to_owned())
+        .collect()
+}
+
+/// The ids of the services whose entitlement selects user group `group`.
+pub(crate) fn user_group_used_by(
+    selections: &[(&'static str, Settings)],
+    group: &str,
+) -> Vec<String> {
+    selections
+        .iter()
+        .filter(|(_, settings)| settings.user_groups.iter().any(|g| g.0 == group))
+        .map(|(service, _)| (*service).to_owned())
+        .collect()
 }
 
 /// Creates a device group.
@@ -647,9 +706,13 @@ pub(crate) async fn list_device_groups(
     let tenant = caller.tenant(&state, &tenant).await?;
     let groups = state.store.device_groups(&tenant.id).await?;
     let devices = state.store.all_devices(&tenant.id).await?;
+    let selections = selections(&state, &tenant.id).await?;
     let items = groups
         .iter()
-        .map(|g| DeviceGroupJson::new(g, devices.iter().filter(|d| g.matches(&d.report)).count()))
+        .map(|g| {
+            DeviceGroupJson::new(g, devices.iter().filter(|d| g.matches(&d.report)).count())
+                .used_by(device_group_used_by(&selections, &g.id))
+        })
         .collect();
     Ok(Json(DeviceGroupList { items }))
 }

@@ -434,6 +434,9 @@ pub struct DeviceGroupJson {
     pub posture: Vec<PostureRuleJson>,
     /// Enrolled devices that meet the rule now.
     pub matching_devices: usize,
+    /// Ids of the services whose entitlements select the group, so that an
+    /// administrator sees what a deletion would touch before making it.
+    pub used_by: Vec<String>,
 }
 
 impl DeviceGroupJson {
@@ -454,7 +457,14 @@ impl DeviceGroupJson {
                 })
                 .collect(),
             matching_devices,
+            used_by: Vec::new(),
         }
+    }
+
+    /// The same answer, naming the services that select the group.
+    pub fn used_by(mut self, services: Vec<String>) -> Self {
+        self.used_by = services;
+        self
     }
 }
 

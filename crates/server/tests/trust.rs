@@ -611,3 +611,45 @@ on_both_backends!(
     a_group_deleted_by_the_directory_never_widens_access,
     a_token_cannot_pose_as_the_system,
 );
+
+/// Group listings and single groups (device and user) name the services that
+/// select them, so that the portal can show it before a deletion.
+async fn a_device_group_names_the_entitlements_that_use_it(db: Database) {
+    let s = scenario(&db).await;
+    let unused =
+        s.t.device_group(
+            &s.app,
+            json!({"name": "Unused", "os": ["linux"], "ownership": [], "posture": []}),
+        )
+        .await;
+    let list = s.app.get(&s.t.path("/device-groups"), &s.t.admin).await;
+    assert_eq!(list.status, StatusCode::OK, "{:?}", list.body);
+    let used_by = |id: &str| {
+        list.body["items"]
+            .as_array()
+            .and_then(|items| items.iter().find(|g| g["id"] == id))
+            .map(|g| g["used_by"].clone())
+    };
+    assert_eq!(used_by(&s.temp), Some(json!(["private_access"])));
+    assert_eq!(used_by(&unused), Some(json!([])));
+    let one = s
+        .app
+        .get(&s.t.path(&format!("/device-groups/{}", s.temp)), &s.t.admin)
+        .await;
+    assert_eq!(one.body["used_by"], json!(["private_access"]));
+
+    // User groups too.
+    let groups = s.app.get(&s.t.path("/groups"), &s.t.admin).await;
+    let eng = groups.body["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|g| g["id"] == s.eng.as_str()))
+        .map(|g| g["used_by"].clone());
+    assert_eq!(eng, Some(json!(["private_access"])), "{:?}", groups.body);
+    let one = s
+        .app
+        .get(&s.t.path(&format!("/groups/{}", s.eng)), &s.t.admin)
+        .await;
+    assert_eq!(one.body["used_by"], json!(["private_access"]));
+}
+
+on_both_backends!(a_device_group_names_the_entitlements_that_use_it,);

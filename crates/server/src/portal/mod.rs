@@ -32,7 +32,9 @@ use serde_json::{Value, json};
 use sign_in::{DUMMY_HASH, SignInGuard};
 use time::OffsetDateTime;
 
+use crate::admin;
 use crate::auth::{Caller, SESSION_COOKIE, session};
+use crate::enrollment::KeyJson;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ClientAddress, JsonBody, QueryParams};
 use crate::state::AppState;
@@ -575,12 +577,26 @@ async fn entitlements_page(
             .at_least(&tenant.id, tenant.data_version)
             .await?;
         let mut selected_names = BTreeMap::new();
+        // A deleted group still selected (a tombstone that matches nothing) is
+        // shown by the name it had, marked deleted, never as a bare id.
         for id in &stored.settings.user_groups {
-            let name = entitle_core::GroupNames::user_group(&*snapshot, id)
-                .unwrap_or(id.as_str())
-                .to_owned();
+            let name = match entitle_core::GroupNames::user_group(&*snapshot, id) {
+                Some(name) => name.to_owned(),
+                None => entitle_core::GroupNames::deleted_user_group(&*snapshot, id)
+                    .map_or_else(|| id.0.clone(), |name| format!("{name} (deleted)")),
+            };
             selected_names.insert(id.0.clone(), name);
         }
+        let deleted_device_groups: BTreeMap<&str, String> = stored
+            .settings
+            .device_groups
+            .iter()
+            .filter(|id| entitle_core::GroupNames::device_group(&*snapshot, id).is_none())
+            .filter_map(|id| {
+                entitle_core::GroupNames::deleted_device_group(&*snapshot, id)
+                    .map(|name| (id.as_str(), format!("{name} (deleted)")))
+            })
+            .collect();
         let devices = state.store.all_devices(&tenant.id).await?;
         let device_groups: Vec<DeviceGroupJson> = snapshot
             .device_groups()
@@ -597,6 +613,7 @@ async fn entitlements_page(
             "etag": format!("\"{}\"", stored.version),
             "group_names": selected_names,
             "device_groups": device_groups,
+            "deleted_device_groups": deleted_device_groups,
             "group_count": counts.groups,
             "device_count": devices.len(),
         }))
@@ -668,11 +685,15 @@ async fn devices_page(
             let report = report_json(&device.report);
             items.push(json!({
                 "id": device.id, "user_name": device.user_name, "hostname": report.hostname, "os": report.os,
-                "ownership": report.ownership, "client_version": report.client_version,
+                "client_version": report.client_version,
                 "last_sync_at": rfc3339(device.last_sync_at), "services": services,
+                "ownership": ownership_json(device),
             }));
         }
+        let keys = state.store.enrollment_keys(&tenant.id).await?;
         Ok::<_, StoreError>(json!({
+            "device_approval": tenant.device_approval,
+            "keys": keys.iter().map(KeyJson::from).collect::<Vec<_>>(),
             "items": items,
             "more": page.next_cursor.is_some(),
             "search": search,
@@ -691,6 +712,20 @@ async fn devices_page(
         "devices.js",
     );
     Ok(render(&DevicesPage { frame }))
+}
+
+/// Who says what a device is: the effective ownership (what device groups
+/// match), what the device reports, who attested it, whether the two
+/// disagree, and whether the device still waits for approval. The names are
+/// those of the API's DEVICE.
+fn ownership_json(device: &entitle_store::Device) -> Value {
+    json!({
+        "ownership": device.decision_report().ownership.as_str(),
+        "reported_ownership": device.report.ownership.as_str(),
+        "ownership_attested_by": device.attested_ownership.as_ref().map(|a| a.by.as_str()),
+        "ownership_conflict": device.ownership_conflict(),
+        "pending_approval": device.pending_approval,
+    })
 }
 
 async fn device_page(
@@ -723,7 +758,8 @@ async fn device_page(
         .collect();
     let data = json!({
         "device": {"id": device.id, "user_name": device.user_name, "report": report_json(&device.report),
-                   "enrolled_at": rfc3339(device.enrolled_at), "last_sync_at": rfc3339(device.last_sync_at)},
+                   "enrolled_at": rfc3339(device.enrolled_at), "last_sync_at": rfc3339(device.last_sync_at),
+                   "ownership": ownership_json(&device)},
         "device_groups": groups,
         "services": services,
     });
@@ -747,15 +783,23 @@ async fn device_groups_page(
     let load = async {
         let groups = state.store.device_groups(&tenant.id).await?;
         let devices = state.store.all_devices(&tenant.id).await?;
+        // Each row names the entitlements that select its group, so that a
+        // deletion is never a surprise.
+        let selections = admin::selections(&state, &tenant.id).await?;
         let items: Vec<DeviceGroupJson> = groups
             .iter()
             .map(|g| {
                 DeviceGroupJson::new(g, devices.iter().filter(|d| g.matches(&d.report)).count())
+                    .used_by(admin::device_group_used_by(&selections, &g.id))
             })
             .collect();
-        Ok::<_, StoreError>(json!({"items": items, "device_count": devices.len()}))
+        Ok::<_, ApiError>(json!({
+            "items": items,
+            "device_count": devices.len(),
+            "services": SERVICES.iter().map(service_json).collect::<Vec<_>>(),
+        }))
     };
-    let data = load.await.map_err(|e| ApiError::from(e).into_response())?;
+    let data = load.await.map_err(IntoResponse::into_response)?;
     let frame = frame(
         &signed_in,
         &tenant,
@@ -781,15 +825,18 @@ async fn directory_page(
             .iter()
             .map(|g| (g.id.clone(), g.display_name.clone()))
             .collect();
+        let selections = admin::selections(&state, &tenant.id).await?;
         let groups: Vec<Value> = page
             .items
             .iter()
             .map(|g| json!({
                 "id": g.id, "display_name": g.display_name, "source": g.source, "member_count": g.member_count,
+                "used_by": admin::user_group_used_by(&selections, &g.id),
                 "nested": g.member_groups.iter().map(|id| names.get(id).cloned().unwrap_or_else(|| id.clone())).collect::<Vec<_>>(),
             }))
             .collect();
-        Ok::<_, StoreError>(json!({
+        Ok::<_, ApiError>(json!({
+            "services": SERVICES.iter().map(service_json).collect::<Vec<_>>(),
             "users": counts.users, "groups": counts.groups, "group_items": groups, "more_groups": page.next_cursor.is_some(),
             "last_scim_request_at": tenant.last_scim_request_at.map(rfc3339),
             "scim_base_path": format!("/scim/v2/{}/", tenant.name),
@@ -798,7 +845,7 @@ async fn directory_page(
             })).collect::<Vec<_>>(),
         }))
     };
-    let data = load.await.map_err(|e| ApiError::from(e).into_response())?;
+    let data = load.await.map_err(IntoResponse::into_response)?;
     let frame = frame(
         &signed_in,
         &tenant,

@@ -1,6 +1,7 @@
 'use strict';
 const $ = (id) => document.getElementById(id);
 const d = PAGE.device;
+const o = d.ownership;
 $('back').href = tenantPage('/devices');
 $('title').textContent = d.report.hostname + ' — ' + d.user_name;
 for (const { service, decision } of PAGE.services) {
@@ -9,8 +10,45 @@ for (const { service, decision } of PAGE.services) {
     el('p', { 'data-explanation': service.id }, decision.explanation),
     el('p', { class: 'hint' }, 'Reason code: ', el('code', {}, decision.reason))));
 }
-const rows = [['User', d.user_name], ['Operating system', d.report.os], ['Ownership', d.report.ownership], ['Client version', d.report.client_version],
+const rows = [['User', d.user_name], ['Operating system', d.report.os], ['Ownership (reported)', d.report.ownership], ['Client version', d.report.client_version],
   ...Object.entries(d.report.posture).map(([k, v]) => ['Posture: ' + k, String(v)]), ['Enrolled', when(d.enrolled_at)], ['Last sync', when(d.last_sync_at)]];
 for (const [k, v] of rows) $('report').append(el('tr', {}, el('th', { scope: 'row' }, k), el('td', {}, v)));
 if (PAGE.device_groups.length === 0) $('groups').append(el('li', { class: 'hint' }, 'In no device group.'));
 for (const g of PAGE.device_groups) $('groups').append(el('li', {}, g.name));
+
+// Who says what this device is. Device groups match the effective ownership:
+// the attested one when there is one, else what the device reports.
+const attester = { enrollment_key: 'enrollment key', admin: 'an administrator' }[o.ownership_attested_by];
+$('ownership').replaceChildren(el('strong', {}, o.ownership), attester
+  ? ', attested by ' + attester + '.'
+  : ', as the device reports it; nobody has attested it.');
+if (o.ownership_conflict) {
+  $('ownership-warning').replaceChildren(el('strong', {}, 'Ownership conflict: '),
+    'reports ' + o.reported_ownership + '; attested ' + o.ownership + ' by ' + attester + ' — the report is ignored.');
+  show($('ownership-warning'), true);
+}
+$('approval').replaceChildren(...(o.pending_approval
+  ? [el('span', { class: 'badge pending' }, 'Pending approval'), ' This device gets no group-based service until an administrator approves it.']
+  : [el('span', { class: 'hint' }, 'Approved.')]));
+
+async function change(body) {
+  show($('trust-error'), false);
+  const answer = await api('PATCH', tenantApi('/devices/' + encodeURIComponent(d.id)), body);
+  if (answer.ok) { location.reload(); return; }
+  $('trust-error').textContent = errorText(answer);
+  show($('trust-error'), true);
+}
+// Viewers see what the device is, never the buttons that change it.
+if (COMMON.can_write) {
+  const buttons = [];
+  if (o.pending_approval) buttons.push(el('button', { type: 'button', class: 'primary', onclick: () => change({ approved: true }) }, 'Approve'));
+  for (const value of ['corporate', 'personal']) {
+    if (o.ownership_attested_by && o.ownership === value) continue;
+    // Attesting what the device already reports confirms it: a later report
+    // that says otherwise is then ignored.
+    const verb = !o.ownership_attested_by && o.reported_ownership === value ? 'Confirm ' : 'Attest ';
+    buttons.push(el('button', { type: 'button', onclick: () => change({ ownership: value }) }, verb + value));
+  }
+  if (o.ownership_attested_by) buttons.push(el('button', { type: 'button', onclick: () => change({ ownership: 'reported' }) }, 'Back to reported (' + o.reported_ownership + ')'));
+  $('trust-actions').replaceChildren(...buttons);
+}

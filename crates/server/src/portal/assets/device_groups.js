@@ -12,13 +12,17 @@ function ruleText(g) {
   return parts.join('; ');
 }
 
+const serviceName = Object.fromEntries(PAGE.services.map((s) => [s.id, s.display_name]));
+const usedBy = (g) => g.used_by.map((id) => serviceName[id] || id);
+
 for (const g of PAGE.items) {
-  $('rows').append(el('tr', {}, el('td', {}, g.name), el('td', {}, ruleText(g)), el('td', {}, String(g.matching_devices)),
+  $('rows').append(el('tr', { 'data-group': g.id }, el('td', {}, g.name), el('td', {}, ruleText(g)), el('td', {}, String(g.matching_devices)),
+    el('td', { class: 'used-by' }, g.used_by.length ? 'Used by: ' + usedBy(g).join(', ') : el('span', { class: 'hint' }, 'Not used')),
     el('td', {}, COMMON.can_write ? el('div', { class: 'actions' },
       el('button', { type: 'button', onclick: () => edit(g) }, 'Edit ', el('span', { class: 'skip-text', hidden: true }, g.name)),
       el('button', { type: 'button', class: 'danger', onclick: () => remove(g) }, 'Delete')) : '')));
 }
-if (PAGE.items.length === 0) $('rows').append(el('tr', {}, el('td', { colspan: 4, class: 'hint' }, 'No device group yet.')));
+if (PAGE.items.length === 0) $('rows').append(el('tr', {}, el('td', { colspan: 5, class: 'hint' }, 'No device group yet.')));
 if (!COMMON.can_write) $('editor').remove();
 
 const preview = debounce(async () => {
@@ -78,10 +82,25 @@ function edit(g) {
 
 $('cancel')?.addEventListener('click', () => location.reload());
 
+// A group that entitlements select is deleted only with ?force=true, after the
+// administrator has read which entitlements keep it as a deleted group that
+// matches nothing (access fails closed; nobody gains the service). The API
+// refuses a plain delete with 409 if an entitlement selected the group since
+// this page was loaded; its message is shown as it is.
 async function remove(g) {
-  if (!confirm('Delete device group “' + g.name + '”? It is removed from every entitlement that selects it.')) return;
-  const answer = await api('DELETE', tenantApi('/device-groups/' + encodeURIComponent(g.id)));
-  if (answer.ok) location.reload(); else alert(errorText(answer));
+  show($('delete-error'), false);
+  const used = usedBy(g);
+  const question = used.length
+    ? 'Delete device group “' + g.name + '”? It is used by the entitlements of ' + used.join(', ') + '. ' +
+      'It will stay selected there as a deleted group that matches nothing, so no device gets those services through it ' +
+      '(and nobody gains access) until you change those entitlements.'
+    : 'Delete device group “' + g.name + '”? No entitlement uses it.';
+  if (!confirm(question)) return;
+  const path = tenantApi('/device-groups/' + encodeURIComponent(g.id)) + (used.length ? '?force=true' : '');
+  const answer = await api('DELETE', path);
+  if (answer.ok) { location.reload(); return; }
+  $('delete-error').textContent = errorText(answer);
+  show($('delete-error'), true);
 }
 
 $('editor')?.addEventListener('submit', async (e) => {

@@ -3,13 +3,39 @@ const $ = (id) => document.getElementById(id);
 $('search').value = PAGE.search || '';
 for (const s of PAGE.services) $('service').append(el('option', { value: s.id, selected: s.id === PAGE.service }, s.display_name));
 $('state').value = PAGE.state || '';
-$('head').append(el('tr', {}, el('th', { scope: 'col' }, 'Host'), el('th', { scope: 'col' }, 'User'), el('th', { scope: 'col' }, 'Device'),
+
+/** "personal (attested by key)", "corporate (attested by admin)" or "corporate (reported)". */
+function ownershipText(o) {
+  const by = { enrollment_key: 'attested by key', admin: 'attested by admin' }[o.ownership_attested_by] || 'reported';
+  return o.ownership + ' (' + by + ')';
+}
+
+// Admins tick pending devices and approve them in one request; viewers see
+// neither the boxes nor the button.
+const selectable = COMMON.can_write && PAGE.items.some((d) => d.ownership.pending_approval);
+const chosen = new Set();
+function updateBulk() {
+  $('approve-selected').disabled = chosen.size === 0;
+  $('approve-selected').textContent = 'Approve selected' + (chosen.size ? ' (' + chosen.size + ')' : '');
+}
+show($('bulk'), selectable);
+
+$('head').append(el('tr', {}, selectable ? el('th', { scope: 'col' }, el('span', { class: 'hint' }, 'Select')) : null,
+  el('th', { scope: 'col' }, 'Host'), el('th', { scope: 'col' }, 'User'), el('th', { scope: 'col' }, 'OS'), el('th', { scope: 'col' }, 'Ownership'),
   el('th', { scope: 'col' }, 'Client'), ...PAGE.services.map((s) => el('th', { scope: 'col', title: s.display_name }, s.short)), el('th', { scope: 'col' }, 'Last sync')));
 for (const d of PAGE.items) {
-  $('rows').append(el('tr', {},
-    el('td', {}, el('a', { href: tenantPage('/devices/' + encodeURIComponent(d.id)) }, d.hostname)),
+  const o = d.ownership;
+  const box = selectable && o.pending_approval
+    ? el('input', { type: 'checkbox', 'aria-label': 'Select ' + d.hostname, 'data-device': d.id, onchange: (e) => { if (e.target.checked) chosen.add(d.id); else chosen.delete(d.id); updateBulk(); } })
+    : null;
+  $('rows').append(el('tr', { 'data-device': d.id },
+    selectable ? el('td', {}, box) : null,
+    el('td', {}, el('a', { href: tenantPage('/devices/' + encodeURIComponent(d.id)) }, d.hostname),
+      o.pending_approval ? [' ', el('span', { class: 'badge pending' }, 'Pending approval')] : null),
     el('td', {}, d.user_name),
-    el('td', {}, d.ownership + ' ' + d.os),
+    el('td', {}, d.os),
+    el('td', {}, ownershipText(o),
+      o.ownership_conflict ? [' ', el('span', { class: 'warn-mark', title: 'The device reports ' + o.reported_ownership + '; the report is ignored.' }, '⚠ reports ' + o.reported_ownership)] : null),
     el('td', {}, d.client_version),
     ...PAGE.services.map((s) => el('td', {}, badge(d.services[s.id] && d.services[s.id].enabled))),
     el('td', {}, when(d.last_sync_at))));
@@ -17,3 +43,69 @@ for (const d of PAGE.items) {
 $('caption').textContent = PAGE.items.length
   ? PAGE.items.length + ' device(s)' + (PAGE.more ? ' (the first 200; narrow the search to see others)' : '')
   : 'No device matches. Devices appear here once their agent enrolls.';
+updateBulk();
+
+$('approve-selected').addEventListener('click', async () => {
+  const ids = [...chosen];
+  const answer = await api('POST', tenantApi('/devices/approve'), { ids });
+  if (answer.ok && answer.body.not_found.length === 0) { location.reload(); return; }
+  $('bulk-status').replaceChildren(answer.ok
+    ? el('span', { class: 'error' }, answer.body.approved.length + ' approved; ' + answer.body.not_found.length + ' no longer exist. Reload to see the list as it is now.')
+    : el('span', { class: 'error' }, errorText(answer)));
+});
+
+// Enrollment: the approval mode and the scoped keys.
+$('device-approval').checked = PAGE.device_approval;
+$('device-approval').disabled = !COMMON.can_write;
+$('device-approval').addEventListener('change', async (e) => {
+  const wanted = e.target.checked;
+  const answer = await api('PUT', tenantApi('/device-approval'), { device_approval: wanted });
+  if (answer.ok) {
+    $('approval-status').replaceChildren(el('span', { class: 'success' }, answer.body.device_approval ? 'New devices now wait for approval.' : 'New devices are no longer held for approval.'));
+  } else {
+    e.target.checked = !wanted;
+    $('approval-status').replaceChildren(el('span', { class: 'error' }, errorText(answer)));
+  }
+});
+
+function keyState(k) {
+  if (k.revoked_at) return 'Revoked ' + when(k.revoked_at);
+  if (k.expires_at && new Date(k.expires_at) <= new Date()) return 'Expired';
+  if (k.max_uses !== null && k.uses >= k.max_uses) return 'Used up';
+  return k.usable ? 'Active' : 'Unusable';
+}
+for (const k of PAGE.keys) {
+  $('keys').append(el('tr', { 'data-key': k.id }, el('td', {}, k.name), el('td', {}, k.ownership || '—'),
+    el('td', {}, String(k.uses) + ' / ' + (k.max_uses === null ? 'unlimited' : String(k.max_uses))),
+    el('td', {}, k.expires_at ? when(k.expires_at) : 'never'), el('td', {}, keyState(k)),
+    el('td', {}, COMMON.can_write && !k.revoked_at ? el('button', { type: 'button', class: 'danger', onclick: () => revoke(k) }, 'Revoke') : '')));
+}
+if (PAGE.keys.length === 0) $('keys').append(el('tr', {}, el('td', { colspan: 6, class: 'hint' }, 'No scoped key yet.')));
+
+async function revoke(k) {
+  if (!confirm('Revoke enrollment key “' + k.name + '”? No device can enroll with it any more; devices already enrolled stay.')) return;
+  const answer = await api('DELETE', tenantApi('/enrollment-keys/' + encodeURIComponent(k.id)));
+  if (answer.ok) { location.reload(); return; }
+  $('keys-error').textContent = errorText(answer);
+  show($('keys-error'), true);
+}
+
+if (!COMMON.can_write) $('new-key').remove();
+$('new-key')?.addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const body = { name: $('key-name').value };
+  if ($('key-ownership').value) body.ownership = $('key-ownership').value;
+  if ($('key-days').value) body.expires_in_days = Number($('key-days').value);
+  if ($('key-max').value) body.max_uses = Number($('key-max').value);
+  const answer = await api('POST', tenantApi('/enrollment-keys'), body);
+  if (!answer.ok) { $('new-key-result').replaceChildren(el('p', { class: 'error' }, errorText(answer))); return; }
+  // The secret is shown once, here; the server keeps only its hash.
+  const secret = el('code', { id: 'new-key-secret' }, answer.body.enrollment_key);
+  const copy = el('button', { type: 'button', onclick: async () => {
+    try { await navigator.clipboard.writeText(answer.body.enrollment_key); copy.textContent = 'Copied'; } catch { copy.textContent = 'Select the key and copy it'; }
+  } }, 'Copy');
+  $('new-key-result').replaceChildren(el('div', { class: 'note' },
+    el('p', {}, 'Enrollment key “' + answer.body.name + '” created. Copy it now: it is shown only once and cannot be read again.'),
+    el('p', { class: 'actions' }, secret, copy),
+    el('p', {}, el('a', { href: location.pathname + location.search }, 'Reload the list'))));
+});

@@ -8,7 +8,7 @@ let saved = structuredClone(PAGE.settings);
 const form = structuredClone(PAGE.settings);
 const names = Object.assign({}, PAGE.group_names);
 const deviceGroups = PAGE.device_groups;
-const deviceGroupName = (id) => (deviceGroups.find((g) => g.id === id) || {}).name || id;
+const deviceGroupName = (id) => (deviceGroups.find((g) => g.id === id) || {}).name || PAGE.deleted_device_groups[id] || id;
 
 const $ = (id) => document.getElementById(id);
 
