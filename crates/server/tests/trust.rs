@@ -398,6 +398,14 @@ async fn approval_mode_holds_new_devices(db: Database) {
     )
     .await;
     assert_eq!(after.body["services"]["private_access"]["enabled"], true);
+    // Approving it again changes nothing and records nothing.
+    let before = app.get(&t.path("/audit?limit=1"), &t.admin).await;
+    let again = app
+        .post(&t.path("/devices/approve"), &t.admin, json!({"ids": [id]}))
+        .await;
+    assert_eq!(again.status, StatusCode::OK);
+    let after = app.get(&t.path("/audit?limit=1"), &t.admin).await;
+    assert_eq!(before.body["items"][0], after.body["items"][0]);
 }
 
 async fn a_report_that_moves_a_device_is_audited(db: Database) {

@@ -1729,6 +1729,12 @@ impl DeviceStore for SqliteStore {
                 .await?;
         }
         let after = device_row(&mut tx, tenant_id, device_id).await?;
+        // Approving an approved device, or attesting what is attested, changes
+        // nothing and is not recorded.
+        if device_trust_json(&before) == device_trust_json(&after) {
+            tx.commit().await?;
+            return Ok(after);
+        }
         // Decisions depend on both, so every node's snapshot must notice.
         bump_data_version(&mut tx, tenant_id).await?;
         insert_audit(
