@@ -1175,14 +1175,23 @@ pub(crate) async fn get_device(
         .snapshots
         .at_least(&tenant.id, tenant.data_version)
         .await?;
-    let decisions = snapshot.decide(&device);
+    Ok(Json(device_detail_json(&snapshot, &device)))
+}
+
+/// DEVICE with every service's decision, as the device page and a device
+/// change answer it.
+pub(crate) fn device_detail_json(
+    snapshot: &crate::snapshot::TenantSnapshot,
+    device: &entitle_store::Device,
+) -> DeviceJson {
+    let decisions = snapshot.decide(device);
     let entitlements = decisions
         .services
         .iter()
         .map(|(service, decision)| (service.id.to_owned(), DecisionJson::from(decision)))
         .collect();
     let groups = decisions.device_groups.into_iter().map(|g| g.0).collect();
-    Ok(Json(device_json(&device, groups, Some(entitlements))))
+    device_json(device, groups, Some(entitlements))
 }
 
 /// Removes a device and revokes its token at once.

@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use utoipa::ToSchema;
 
-use crate::admin::device_json;
+use crate::admin::device_detail_json;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::JsonBody;
@@ -290,14 +290,7 @@ pub(crate) async fn change_device(
     // Wakes the device's held long-poll with its new decisions.
     state.snapshots.refresh(&tenant.id).await?;
     let snapshot = state.snapshots.at_least(&tenant.id, 0).await?;
-    let decisions = snapshot.decide(&device);
-    let entitlements = decisions
-        .services
-        .iter()
-        .map(|(service, decision)| (service.id.to_owned(), decision.into()))
-        .collect();
-    let groups = decisions.device_groups.into_iter().map(|g| g.0).collect();
-    Ok(Json(device_json(&device, groups, Some(entitlements))))
+    Ok(Json(device_detail_json(&snapshot, &device)))
 }
 
 /// Body of `POST …/devices/approve`.

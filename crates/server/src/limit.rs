@@ -66,14 +66,6 @@ impl<K: Hash + Eq + Clone> WindowCounter<K> {
         self.shards[index].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The events counted for `key` in its current window.
-    pub fn count(&self, key: &K) -> u32 {
-        match self.shard(key).counts.get(key) {
-            Some((started, count)) if started.elapsed() < WINDOW => *count,
-            _ => 0,
-        }
-    }
-
     /// Counts one event for `key` and returns the count in its window.
     pub fn add(&self, key: &K) -> u32 {
         let mut shard = self.shard(key);
@@ -119,18 +111,6 @@ pub struct FailureLimiter {
 }
 
 impl FailureLimiter {
-    /// Refuses an address that failed too often in the current window. Only
-    /// for callers that have no credential of their own to check first.
-    pub fn check(&self, address: Option<IpAddr>) -> Result<(), ApiError> {
-        let Some(address) = address else {
-            return Ok(());
-        };
-        if self.failures.count(&address) >= MAX_FAILURES {
-            return Err(self.limited(&address));
-        }
-        Ok(())
-    }
-
     /// Counts a failed authentication.
     pub fn record_failure(&self, address: Option<IpAddr>) {
         if let Some(address) = address {
@@ -334,17 +314,29 @@ mod tests {
         let limiter = FailureLimiter::default();
         let guesser = Some(IpAddr::from([10, 0, 0, 1]));
         let other = Some(IpAddr::from([10, 0, 0, 2]));
+        let wrong = || ApiError::unauthorized("no");
         for _ in 0..MAX_FAILURES {
-            assert!(limiter.check(guesser).is_ok());
-            let answer = limiter.fail(guesser, ApiError::unauthorized("no"));
-            assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+            assert_eq!(
+                limiter.fail(guesser, wrong()).status(),
+                StatusCode::UNAUTHORIZED
+            );
         }
-        let refused = limiter.check(guesser).map_err(|e| e.status());
-        assert_eq!(refused, Err(StatusCode::TOO_MANY_REQUESTS));
-        let answer = limiter.fail(guesser, ApiError::unauthorized("no"));
-        assert_eq!(answer.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert!(limiter.check(other).is_ok());
-        assert!(limiter.check(None).is_ok());
+        assert_eq!(
+            limiter.fail(guesser, wrong()).status(),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(
+            limiter.fail(guesser, wrong()).status(),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(
+            limiter.fail(other, wrong()).status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            limiter.fail(None, wrong()).status(),
+            StatusCode::UNAUTHORIZED
+        );
     }
 
     #[test]

@@ -137,11 +137,11 @@ async fn scoped_keys_attest_and_approval_holds(store: &dyn Store) {
     assert_eq!(store.enrollment_keys(&t).await.expect("keys").len(), 1);
 
     // Approval mode: a new device starts pending until an admin approves it.
-    let tenant = store
+    let approving = store
         .set_device_approval(&t, true, &tester())
         .await
         .expect("approval on");
-    assert!(tenant.device_approval);
+    assert!(approving.device_approval);
     let laptop = store
         .enroll_device(&t, &ada, "laptop", &report("ada-mac"), at, None)
         .await
@@ -171,17 +171,13 @@ async fn scoped_keys_attest_and_approval_holds(store: &dyn Store) {
     assert!(!by_token.device.pending_approval);
     let audit = store.audit(&t, 1, None).await.expect("audit");
     assert_eq!(audit[0].1.action, "device.approve_and_attest");
-    let other = tenant_id_of(store, "attest-other").await;
+    let other = tenant(store, "attest-other").await;
     assert!(matches!(
         store
             .change_device(&other, &laptop.id, &DeviceChange::default(), &tester())
             .await,
         Err(StoreError::NotFound { .. })
     ));
-}
-
-async fn tenant_id_of(store: &dyn Store, name: &str) -> String {
-    tenant(store, name).await
 }
 
 fn scim_user(name: &str, active: bool) -> ScimUserWrite {
