@@ -1079,10 +1079,6 @@ pub struct Account {
     pub password_hash: String,
     /// The role.
     pub role: Role,
-    /// Wrong passwords in a row.
-    pub failed_logins: i64,
-    /// Sign-in refused until then, after too many wrong passwords.
-    pub locked_until: Option<OffsetDateTime>,
     /// When it was created.
     pub created_at: OffsetDateTime,
     /// When it was disabled; a disabled account cannot sign in and has no sessions.
@@ -1158,14 +1154,6 @@ pub trait AccountStore {
         account_id: &str,
         actor: &Actor,
     ) -> StoreResult<u64>;
-    /// Records a sign-in attempt: success resets the failure count, failure
-    /// increments it and sets `locked_until`.
-    async fn record_sign_in(
-        &self,
-        account_id: &str,
-        success: bool,
-        locked_until: Option<OffsetDateTime>,
-    ) -> StoreResult<()>;
     /// Stores a session by its token hash.
     async fn create_session(
         &self,

@@ -2085,14 +2085,12 @@ fn account_from_row(row: &PgRow) -> StoreResult<Account> {
         email: row.try_get("email")?,
         password_hash: row.try_get("password_hash")?,
         role: Role::parse(&role).ok_or_else(|| StoreError::Corrupt(format!("role {role:?}")))?,
-        failed_logins: i64::from(row.try_get::<i32, _>("failed_logins")?),
-        locked_until: row.try_get("locked_until")?,
         created_at: row.try_get("created_at")?,
         disabled_at: row.try_get("disabled_at")?,
     })
 }
 
-const ACCOUNT_COLUMNS: &str = "a.id::text AS id, a.tenant_id::text AS tenant_id, a.email, a.password_hash, a.role, a.failed_logins, a.locked_until, a.created_at, a.disabled_at";
+const ACCOUNT_COLUMNS: &str = "a.id::text AS id, a.tenant_id::text AS tenant_id, a.email, a.password_hash, a.role, a.created_at, a.disabled_at";
 
 /// What the audit log keeps of an account: never its password hash.
 fn account_audit_json(account: &Account) -> Value {
@@ -2227,9 +2225,8 @@ impl AccountStore for PostgresStore {
                 actions.push("account.disable");
             }
             Some(false) if before.disabled_at.is_some() => {
-                // Enabling also clears the lockout, so the person can sign in at once.
                 sqlx::query(
-                    "UPDATE accounts SET disabled_at = NULL, failed_logins = 0, locked_until = NULL
+                    "UPDATE accounts SET disabled_at = NULL
                      WHERE id = $1",
                 )
                 .bind(uid(account_id))
@@ -2267,7 +2264,7 @@ impl AccountStore for PostgresStore {
         let mut tx = self.pool.begin().await?;
         let account = account_row(&mut tx, tenant_id, account_id, true).await?;
         sqlx::query(
-            "UPDATE accounts SET password_hash = $1, failed_logins = 0, locked_until = NULL
+            "UPDATE accounts SET password_hash = $1
              WHERE id = $2",
         )
         .bind(password_hash)
@@ -2314,25 +2311,6 @@ impl AccountStore for PostgresStore {
         .await?;
         tx.commit().await?;
         Ok(ended)
-    }
-
-    async fn record_sign_in(
-        &self,
-        account_id: &str,
-        success: bool,
-        locked_until: Option<OffsetDateTime>,
-    ) -> StoreResult<()> {
-        let query = if success {
-            "UPDATE accounts SET failed_logins = 0, locked_until = $1 WHERE id = $2"
-        } else {
-            "UPDATE accounts SET failed_logins = failed_logins + 1, locked_until = $1 WHERE id = $2"
-        };
-        sqlx::query(query)
-            .bind(locked_until)
-            .bind(uid(account_id))
-            .execute(&self.pool)
-            .await?;
-        Ok(())
     }
 
     async fn create_session(

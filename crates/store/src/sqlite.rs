@@ -2030,7 +2030,7 @@ fn config_version_from_row(row: &SqliteRow) -> StoreResult<ConfigVersion> {
 /// The account columns `account_from_row` reads, prefixed by the table alias `a`.
 macro_rules! account_columns {
     () => {
-        "a.id, a.tenant_id, a.email, a.password_hash, a.role, a.failed_logins, a.locked_until,
+        "a.id, a.tenant_id, a.email, a.password_hash, a.role,
          a.created_at, a.disabled_at"
     };
 }
@@ -2043,11 +2043,6 @@ fn account_from_row(row: &SqliteRow) -> StoreResult<Account> {
         email: row.try_get("email")?,
         password_hash: row.try_get("password_hash")?,
         role: Role::parse(&role).ok_or_else(|| StoreError::Corrupt(format!("role {role:?}")))?,
-        failed_logins: row.try_get("failed_logins")?,
-        locked_until: row
-            .try_get::<Option<i64>, _>("locked_until")?
-            .map(from_ms)
-            .transpose()?,
         created_at: from_ms(row.try_get("created_at")?)?,
         disabled_at: row
             .try_get::<Option<i64>, _>("disabled_at")?
@@ -2188,9 +2183,8 @@ impl AccountStore for SqliteStore {
                 actions.push("account.disable");
             }
             Some(false) if before.disabled_at.is_some() => {
-                // Enabling also clears the lockout, so the person can sign in at once.
                 sqlx::query(
-                    "UPDATE accounts SET disabled_at = NULL, failed_logins = 0, locked_until = NULL
+                    "UPDATE accounts SET disabled_at = NULL
                      WHERE id = ?",
                 )
                 .bind(account_id)
@@ -2229,7 +2223,7 @@ impl AccountStore for SqliteStore {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let account = account_row(&mut tx, tenant_id, account_id).await?;
         sqlx::query(
-            "UPDATE accounts SET password_hash = ?, failed_logins = 0, locked_until = NULL
+            "UPDATE accounts SET password_hash = ?
              WHERE id = ?",
         )
         .bind(password_hash)
@@ -2278,26 +2272,6 @@ impl AccountStore for SqliteStore {
         tx.commit().await?;
         Ok(ended)
     }
-    async fn record_sign_in(
-        &self,
-        account_id: &str,
-        success: bool,
-        locked_until: Option<OffsetDateTime>,
-    ) -> StoreResult<()> {
-        let _guard = self.write_lock.lock().await;
-        let query = if success {
-            "UPDATE accounts SET failed_logins = 0, locked_until = ? WHERE id = ?"
-        } else {
-            "UPDATE accounts SET failed_logins = failed_logins + 1, locked_until = ? WHERE id = ?"
-        };
-        sqlx::query(query)
-            .bind(locked_until.map(ms))
-            .bind(account_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
     async fn create_session(
         &self,
         token_hash: &str,

@@ -407,34 +407,6 @@ async fn accounts_and_sessions(store: &dyn Store) {
         .expect("found");
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].id, account.id);
-    let until = OffsetDateTime::now_utc() + time::Duration::minutes(1);
-    store
-        .record_sign_in(&account.id, false, None)
-        .await
-        .expect("failure");
-    store
-        .record_sign_in(&account.id, false, Some(until))
-        .await
-        .expect("failure");
-    let locked = store.account(Some(&t), &account.id).await.expect("found");
-    assert_eq!(locked.failed_logins, 2);
-    assert!(
-        locked
-            .locked_until
-            .is_some_and(|t| (t - until).abs() < time::Duration::seconds(1))
-    );
-    store
-        .record_sign_in(&account.id, true, None)
-        .await
-        .expect("success");
-    assert_eq!(
-        store
-            .account(Some(&t), &account.id)
-            .await
-            .expect("found")
-            .failed_logins,
-        0
-    );
 
     let expires = OffsetDateTime::now_utc() + time::Duration::hours(8);
     store
