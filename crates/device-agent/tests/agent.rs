@@ -14,7 +14,7 @@ use entitle_device_agent::machine::Backoff;
 use entitle_device_agent::protocol::EnrollError;
 use entitle_device_agent::runtime::Timing;
 use entitle_server::{Server, ServerConfig};
-use entitle_store::{Actor, Role, SqliteStore, TenantStore, TokenGrant, secrets};
+use entitle_store::{Actor, Role, SqlStore, TenantStore, TokenGrant, secrets};
 use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -37,7 +37,7 @@ impl RealServer {
 
     async fn start_with(config: ServerConfig) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = SqliteStore::open(&dir.path().join("entitle.db"))
+        let store = SqlStore::open_sqlite(&dir.path().join("entitle.db"))
             .await
             .expect("store");
         store

@@ -8,9 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use entitle_server::{Server, ServerConfig, TrustedProxies};
-use entitle_store::{
-    Actor, PostgresOptions, PostgresStore, Role, SqliteStore, Store, TokenGrant, secrets,
-};
+use entitle_store::{Actor, PostgresOptions, Role, SqlStore, Store, TokenGrant, secrets};
 use tokio::net::TcpListener;
 
 /// Flags of `entitle serve` (each also `ENTITLE_<FLAG>`).
@@ -143,7 +141,7 @@ impl Database {
                         format!("cannot create data directory {}", dir.display())
                     })?;
                 }
-                let store = SqliteStore::open_with(path, migrate)
+                let store = SqlStore::open_sqlite_with(path, migrate)
                     .await
                     .with_context(|| format!("cannot open the database {}", path.display()))?;
                 Ok(Arc::new(store))
@@ -153,7 +151,7 @@ impl Database {
                     migrate,
                     ..PostgresOptions::default()
                 };
-                let store = PostgresStore::connect(url, options)
+                let store = SqlStore::connect_postgres(url, options)
                     .await
                     .with_context(|| {
                         format!("cannot use the PostgreSQL database {}", redact(url))

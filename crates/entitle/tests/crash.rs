@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use entitle_core::{Settings, service};
-use entitle_store::{PostgresOptions, PostgresStore, ScimLookup, SqliteStore, Store};
+use entitle_store::{PostgresOptions, ScimLookup, SqlStore, Store};
 use rand::Rng;
 use serde_json::{Value, json};
 
@@ -195,12 +195,12 @@ async fn run(database_url: Option<String>) {
 
     let store: Arc<dyn Store> = match &database_url {
         Some(url) => Arc::new(
-            PostgresStore::connect(url, PostgresOptions::default())
+            SqlStore::connect_postgres(url, PostgresOptions::default())
                 .await
                 .expect("connect"),
         ),
         None => {
-            let sqlite = SqliteStore::open(&dir.path().join("entitle.db"))
+            let sqlite = SqlStore::open_sqlite(&dir.path().join("entitle.db"))
                 .await
                 .expect("open");
             assert_eq!(

@@ -5,9 +5,9 @@
 //! may touch. Every write that the spec calls "a save" is one transaction.
 
 mod codec;
-mod postgres;
+mod dialect;
 pub mod secrets;
-mod sqlite;
+mod sql;
 pub mod testing;
 
 use std::collections::BTreeMap;
@@ -17,8 +17,8 @@ use entitle_core::{DeviceGroup, DeviceReport, Ownership, SaveError, ServiceDef, 
 use time::OffsetDateTime;
 
 pub use codec::{device_group_to_json, report_to_json, settings_to_json};
-pub use postgres::{PostgresOptions, PostgresStore};
-pub use sqlite::SqliteStore;
+pub use dialect::PostgresOptions;
+pub use sql::SqlStore;
 
 /// Everything the server needs from storage.
 pub trait Store:

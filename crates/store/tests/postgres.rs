@@ -3,7 +3,7 @@
 mod suite;
 
 use entitle_store::testing::{fresh_postgres_database, postgres_url};
-use entitle_store::{PostgresOptions, PostgresStore};
+use entitle_store::{PostgresOptions, SqlStore};
 
 #[tokio::test]
 async fn postgres_passes_the_storage_suite() {
@@ -13,7 +13,7 @@ async fn postgres_passes_the_storage_suite() {
     let url = fresh_postgres_database(&base)
         .await
         .expect("fresh database");
-    let store = PostgresStore::connect(&url, PostgresOptions::default())
+    let store = SqlStore::connect_postgres(&url, PostgresOptions::default())
         .await
         .expect("connect");
     suite::run_all(&store).await;
@@ -31,7 +31,7 @@ async fn postgres_migrations_can_run_from_several_nodes_at_once() {
     let nodes = (0..3).map(|_| {
         let url = url.clone();
         tokio::spawn(async move {
-            PostgresStore::connect(&url, PostgresOptions::default())
+            SqlStore::connect_postgres(&url, PostgresOptions::default())
                 .await
                 .map(|_| ())
         })

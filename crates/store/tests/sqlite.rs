@@ -3,12 +3,12 @@
 mod suite;
 
 use entitle_core::{Settings, service};
-use entitle_store::{ConfigStore, SaveRequest, SqliteStore, TenantStore};
+use entitle_store::{ConfigStore, SaveRequest, SqlStore, TenantStore};
 
 #[tokio::test]
 async fn sqlite_passes_the_storage_suite() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = SqliteStore::open(&dir.path().join("entitle.db"))
+    let store = SqlStore::open_sqlite(&dir.path().join("entitle.db"))
         .await
         .expect("open");
     suite::run_all(&store).await;
@@ -19,7 +19,7 @@ async fn sqlite_keeps_everything_across_a_reopen() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("entitle.db");
     let tenant_id = {
-        let store = SqliteStore::open(&path).await.expect("open");
+        let store = SqlStore::open_sqlite(&path).await.expect("open");
         let tenant = store
             .create_tenant(
                 entitle_store::NewTenant {
@@ -50,7 +50,7 @@ async fn sqlite_keeps_everything_across_a_reopen() {
         store.close().await;
         tenant.id
     };
-    let store = SqliteStore::open(&path).await.expect("reopen");
+    let store = SqlStore::open_sqlite(&path).await.expect("reopen");
     let stored = store
         .settings(&tenant_id, service("digital_experience").expect("zdx"))
         .await

@@ -4,9 +4,7 @@
 use std::sync::Arc;
 
 use entitle_server::{Server, ServerConfig};
-use entitle_store::{
-    PostgresOptions, PostgresStore, Role, SqliteStore, Store, TokenGrant, secrets,
-};
+use entitle_store::{PostgresOptions, Role, SqlStore, Store, TokenGrant, secrets};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -52,7 +50,7 @@ impl Database {
     pub async fn open(&self) -> Arc<dyn Store> {
         match self {
             Database::Sqlite(dir) => Arc::new(
-                SqliteStore::open(&dir.path().join("entitle.db"))
+                SqlStore::open_sqlite(&dir.path().join("entitle.db"))
                     .await
                     .expect("store opens"),
             ),
@@ -62,7 +60,7 @@ impl Database {
                     ..PostgresOptions::default()
                 };
                 Arc::new(
-                    PostgresStore::connect(url, options)
+                    SqlStore::connect_postgres(url, options)
                         .await
                         .expect("store connects"),
                 )

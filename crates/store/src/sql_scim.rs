@@ -1,15 +1,12 @@
-//! SCIM storage on SQLite: users, groups and memberships as the identity
-//! provider manages them.
+//! SCIM storage, written once for both back ends: users, groups and
+//! memberships as the identity provider manages them.
 
 use async_trait::async_trait;
 use entitle_core::{GroupGraph, GroupId};
 use serde_json::{Value, json};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
 
-use super::{
-    SqliteStore, bump_data_version, duplicate, from_ms, insert_audit, ms, new_id, not_found, now,
-};
+use super::{SqlStore, bump_data_version, duplicate, insert_audit, new_id, not_found};
+use crate::dialect::{Conn, Param, Row, query, query_built};
 use crate::{
     Actor, Counted, MemberKind, ScimGroup, ScimGroupWrite, ScimLookup, ScimMember, ScimStore,
     ScimUser, ScimUserWrite, StoreError, StoreResult, check_member_count, member_changes,
@@ -21,8 +18,8 @@ const USER_COLUMNS: &str =
 const GROUP_COLUMNS: &str =
     "id, display_name, external_id, scim_json, created_at, updated_at, version";
 
-fn attributes(row: &SqliteRow) -> StoreResult<Value> {
-    let text: Option<String> = row.try_get("scim_json")?;
+fn attributes(row: &Row) -> StoreResult<Value> {
+    let text = row.opt_json("scim_json")?;
     match text {
         Some(text) => serde_json::from_str(&text)
             .map_err(|e| StoreError::Corrupt(format!("scim attributes: {e}"))),
@@ -30,68 +27,70 @@ fn attributes(row: &SqliteRow) -> StoreResult<Value> {
     }
 }
 
-fn user_from_row(row: &SqliteRow) -> StoreResult<ScimUser> {
+fn user_from_row(row: &Row) -> StoreResult<ScimUser> {
     Ok(ScimUser {
-        id: row.try_get("id")?,
-        user_name: row.try_get("user_name")?,
-        external_id: row.try_get("external_id")?,
-        display_name: row.try_get("display_name")?,
-        active: row.try_get("active")?,
+        id: row.id("id")?,
+        user_name: row.get("user_name")?,
+        external_id: row.get("external_id")?,
+        display_name: row.get("display_name")?,
+        active: row.get("active")?,
         attributes: attributes(row)?,
-        created_at: from_ms(row.try_get("created_at")?)?,
-        updated_at: from_ms(row.try_get("updated_at")?)?,
-        version: row.try_get("version")?,
+        created_at: row.time("created_at")?,
+        updated_at: row.time("updated_at")?,
+        version: row.get("version")?,
     })
 }
 
-fn group_from_row(row: &SqliteRow) -> StoreResult<ScimGroup> {
+fn group_from_row(row: &Row) -> StoreResult<ScimGroup> {
     Ok(ScimGroup {
-        id: row.try_get("id")?,
-        display_name: row.try_get("display_name")?,
-        external_id: row.try_get("external_id")?,
+        id: row.id("id")?,
+        display_name: row.get("display_name")?,
+        external_id: row.get("external_id")?,
         attributes: attributes(row)?,
-        created_at: from_ms(row.try_get("created_at")?)?,
-        updated_at: from_ms(row.try_get("updated_at")?)?,
-        version: row.try_get("version")?,
+        created_at: row.time("created_at")?,
+        updated_at: row.time("updated_at")?,
+        version: row.get("version")?,
         members: Vec::new(),
     })
 }
 
 /// A lookup as a SQL condition over static text, with its one bound value.
 /// Only fixed fragments are ever put into the SQL; values are always bound.
-fn condition(lookup: &ScimLookup, users: bool) -> (&'static str, Option<String>) {
+fn condition(lookup: &ScimLookup, users: bool) -> (&'static str, Param) {
+    let text = |value: String| Param::Text(Some(value));
+    let id = |value: &String| Param::Id(Some(value.clone()));
     match lookup {
-        ScimLookup::All => (" AND ?2 IS NULL", None),
-        ScimLookup::Id(id) => (" AND id = ?2", Some(id.clone())),
-        ScimLookup::Name(name) if users => (" AND user_name_key = ?2", Some(name.to_lowercase())),
-        ScimLookup::Name(name) => (" AND name_key = ?2", Some(name.to_lowercase())),
-        ScimLookup::ExternalId(id) => (" AND external_id = ?2", Some(id.clone())),
-        ScimLookup::Member(_) if users => (" AND ?2 IS NULL AND 0 = 1", None),
-        ScimLookup::Member(id) => (
-            " AND id IN (SELECT group_id FROM user_memberships WHERE user_id = ?2
-                         UNION SELECT container_id FROM group_nesting WHERE member_id = ?2)",
-            Some(id.clone()),
+        ScimLookup::All => (" AND $2 IS NULL", Param::Text(None)),
+        ScimLookup::Id(value) => (" AND id = $2", id(value)),
+        ScimLookup::Name(name) if users => (" AND user_name_key = $2", text(name.to_lowercase())),
+        ScimLookup::Name(name) => (" AND name_key = $2", text(name.to_lowercase())),
+        ScimLookup::ExternalId(value) => (" AND external_id = $2", text(value.clone())),
+        ScimLookup::Member(_) if users => (" AND $2 IS NULL AND false", Param::Text(None)),
+        ScimLookup::Member(value) => (
+            " AND id IN (SELECT group_id FROM user_memberships WHERE user_id = $2
+                         UNION SELECT container_id FROM group_nesting WHERE member_id = $2)",
+            id(value),
         ),
     }
 }
 
 async fn check_version(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     table: &'static str,
     tenant_id: &str,
     id: &str,
     expected: Option<i64>,
 ) -> StoreResult<i64> {
-    let query = match table {
+    let sql = match table {
         "users" => {
-            "SELECT version FROM users WHERE tenant_id = ? AND id = ? AND deleted_at IS NULL"
+            "SELECT version FROM users WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL"
         }
-        _ => "SELECT version FROM groups WHERE tenant_id = ? AND id = ?",
+        _ => "SELECT version FROM groups WHERE tenant_id = $1 AND id = $2",
     };
-    let current: i64 = sqlx::query_scalar(query)
-        .bind(tenant_id)
-        .bind(id)
-        .fetch_one(&mut *conn)
+    let current: i64 = query(sql)
+        .id(tenant_id)
+        .id(id)
+        .fetch_scalar(&mut *conn)
         .await
         .map_err(not_found(if table == "users" { "user" } else { "group" }))?;
     if let Some(expected) = expected
@@ -104,7 +103,7 @@ async fn check_version(
 
 /// Sorts member ids into users and groups of the tenant; unknown ids are an error.
 async fn resolve_members(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     tenant_id: &str,
     ids: &[String],
 ) -> StoreResult<(Vec<String>, Vec<String>)> {
@@ -112,24 +111,23 @@ async fn resolve_members(
     if ids.is_empty() {
         return Ok((Vec::new(), Vec::new()));
     }
-    // One query for the whole list: a member at a time held the write lock for
-    // seconds on large groups.
-    let rows = sqlx::query(
-        "SELECT u.id, 'user' AS kind FROM users u JOIN json_each(?2) j ON u.id = j.value
-         WHERE u.tenant_id = ?1 AND u.deleted_at IS NULL
+    // One query for the whole list: a member at a time held the tenant's row
+    // lock for seconds on large groups.
+    let ids_in = conn.id_set(2);
+    let rows = query_built(format!(
+        "SELECT id, 'user' AS kind FROM users
+         WHERE tenant_id = $1 AND id IN {ids_in} AND deleted_at IS NULL
          UNION ALL
-         SELECT g.id, 'group' AS kind FROM groups g JOIN json_each(?2) j ON g.id = j.value
-         WHERE g.tenant_id = ?1",
-    )
-    .bind(tenant_id)
-    .bind(serde_json::Value::from(ids.to_vec()).to_string())
+         SELECT id, 'group' AS kind FROM groups WHERE tenant_id = $1 AND id IN {ids_in}"
+    ))
+    .id(tenant_id)
+    .ids(ids)
     .fetch_all(&mut *conn)
     .await?;
     let mut kinds = std::collections::HashMap::with_capacity(rows.len());
     for row in &rows {
-        let id: String = row.try_get("id")?;
-        let kind: String = row.try_get("kind")?;
-        // A user and a group never share an id; should they, the user wins as before.
+        let id: String = row.id("id")?;
+        let kind: String = row.get("kind")?;
         kinds.entry(id).or_insert(kind);
     }
     split_members(ids, &kinds)
@@ -137,7 +135,7 @@ async fn resolve_members(
 
 /// Refuses nesting `members` in `container` when it would close a cycle.
 async fn refuse_cycles(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     tenant_id: &str,
     container: &str,
     members: &[String],
@@ -145,17 +143,17 @@ async fn refuse_cycles(
     if members.is_empty() {
         return Ok(());
     }
-    let rows = sqlx::query(
-        "SELECT n.container_id, n.member_id FROM group_nesting n JOIN groups g ON g.id = n.container_id WHERE g.tenant_id = ?",
+    let rows = query(
+        "SELECT n.container_id, n.member_id FROM group_nesting n JOIN groups g ON g.id = n.container_id WHERE g.tenant_id = $1",
     )
-    .bind(tenant_id)
+    .id(tenant_id)
     .fetch_all(&mut *conn)
     .await?;
     let mut graph = GroupGraph::new();
     for row in &rows {
         graph.add_nesting(
-            GroupId(row.try_get("container_id")?),
-            GroupId(row.try_get("member_id")?),
+            GroupId(row.id("container_id")?),
+            GroupId(row.id("member_id")?),
         );
     }
     for member in members {
@@ -170,85 +168,84 @@ async fn refuse_cycles(
 }
 
 async fn insert_members(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     group_id: &str,
     users: &[String],
     groups: &[String],
 ) -> StoreResult<()> {
     for user in users {
-        sqlx::query("INSERT OR IGNORE INTO user_memberships (group_id, user_id) VALUES (?, ?)")
-            .bind(group_id)
-            .bind(user)
+        query("INSERT INTO user_memberships (group_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .id(group_id)
+            .id(user)
             .execute(&mut *conn)
             .await?;
     }
     for group in groups {
-        sqlx::query("INSERT OR IGNORE INTO group_nesting (container_id, member_id) VALUES (?, ?)")
-            .bind(group_id)
-            .bind(group)
+        query("INSERT INTO group_nesting (container_id, member_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .id(group_id)
+            .id(group)
             .execute(&mut *conn)
             .await?;
     }
     Ok(())
 }
 
-async fn members_of(conn: &mut SqliteConnection, group_id: &str) -> StoreResult<Vec<ScimMember>> {
+async fn members_of(conn: &mut Conn<'_>, group_id: &str) -> StoreResult<Vec<ScimMember>> {
     let mut members = Vec::new();
-    let users = sqlx::query(
-        "SELECT u.id, u.user_name FROM user_memberships m JOIN users u ON u.id = m.user_id WHERE m.group_id = ? ORDER BY u.id",
+    let users = query(
+        "SELECT u.id, u.user_name FROM user_memberships m JOIN users u ON u.id = m.user_id WHERE m.group_id = $1 ORDER BY u.id",
     )
-    .bind(group_id)
+    .id(group_id)
     .fetch_all(&mut *conn)
     .await?;
     for row in &users {
         members.push(ScimMember {
-            id: row.try_get("id")?,
+            id: row.id("id")?,
             kind: MemberKind::User,
-            display: row.try_get("user_name")?,
+            display: row.get("user_name")?,
         });
     }
-    let groups = sqlx::query(
-        "SELECT g.id, g.display_name FROM group_nesting n JOIN groups g ON g.id = n.member_id WHERE n.container_id = ? ORDER BY g.id",
+    let groups = query(
+        "SELECT g.id, g.display_name FROM group_nesting n JOIN groups g ON g.id = n.member_id WHERE n.container_id = $1 ORDER BY g.id",
     )
-    .bind(group_id)
+    .id(group_id)
     .fetch_all(&mut *conn)
     .await?;
     for row in &groups {
         members.push(ScimMember {
-            id: row.try_get("id")?,
+            id: row.id("id")?,
             kind: MemberKind::Group,
-            display: row.try_get("display_name")?,
+            display: row.get("display_name")?,
         });
     }
     Ok(members)
 }
 
 #[async_trait]
-impl ScimStore for SqliteStore {
+impl ScimStore for SqlStore {
     async fn scim_create_user(
         &self,
         tenant_id: &str,
         user: ScimUserWrite,
     ) -> StoreResult<ScimUser> {
-        let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.write_tenant(tenant_id).await?;
         let id = new_id();
-        let at = ms(now());
-        sqlx::query(
+        let at = self.db.now();
+        query(
             "INSERT INTO users (id, tenant_id, user_name, user_name_key, display_name, external_id, active, source, scim_json, version, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, 'scim', ?, 1, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'scim', $8, 1, $9, $10)",
         )
-        .bind(&id)
-        .bind(tenant_id)
+        .id(&id)
+        .id(tenant_id)
         .bind(&user.user_name)
         .bind(user.user_name.to_lowercase())
         .bind(&user.display_name)
         .bind(&user.external_id)
         .bind(user.active)
-        .bind(user.attributes.to_string())
-        .bind(at)
-        .bind(at)
-        .execute(&mut *tx)
+        .json(user.attributes.to_string())
+        .time(at)
+        .time(at)
+        .execute(&mut tx)
         .await
         .map_err(|e| duplicate(e, "user", &user.user_name))?;
         bump_data_version(&mut tx, tenant_id).await?;
@@ -267,13 +264,13 @@ impl ScimStore for SqliteStore {
     }
 
     async fn scim_user(&self, tenant_id: &str, id: &str) -> StoreResult<ScimUser> {
-        let query = sqlx::AssertSqlSafe(format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE tenant_id = ? AND id = ? AND deleted_at IS NULL"
-        ));
-        let row = sqlx::query(query)
-            .bind(tenant_id)
-            .bind(id)
-            .fetch_one(&self.pool)
+        let sql = format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL"
+        );
+        let row = query_built(sql)
+            .id(tenant_id)
+            .id(id)
+            .fetch_one(&self.db)
             .await
             .map_err(not_found("user"))?;
         user_from_row(&row)
@@ -286,37 +283,35 @@ impl ScimStore for SqliteStore {
         user: ScimUserWrite,
         expected_version: Option<i64>,
     ) -> StoreResult<ScimUser> {
-        let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.write_tenant(tenant_id).await?;
         check_version(&mut tx, "users", tenant_id, id, expected_version).await?;
-        let previous =
-            sqlx::query("SELECT user_name, display_name, active FROM users WHERE id = ?")
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await?;
-        let previous_name: String = previous.try_get("user_name")?;
-        let previous_display: Option<String> = previous.try_get("display_name")?;
+        let previous = query("SELECT user_name, display_name, active FROM users WHERE id = $1")
+            .id(id)
+            .fetch_one(&mut tx)
+            .await?;
+        let previous_name: String = previous.get("user_name")?;
+        let previous_display: Option<String> = previous.get("display_name")?;
         let change = user_update_audit(
             (
                 &previous_name,
                 previous_display.as_deref(),
-                previous.try_get("active")?,
+                previous.get("active")?,
             ),
             &user,
         );
-        sqlx::query(
-            "UPDATE users SET user_name = ?, user_name_key = ?, display_name = ?, external_id = ?, active = ?, scim_json = ?,
-                              version = version + 1, updated_at = ? WHERE id = ?",
+        query(
+            "UPDATE users SET user_name = $1, user_name_key = $2, display_name = $3, external_id = $4, active = $5, scim_json = $6,
+                              version = version + 1, updated_at = $7 WHERE id = $8",
         )
         .bind(&user.user_name)
         .bind(user.user_name.to_lowercase())
         .bind(&user.display_name)
         .bind(&user.external_id)
         .bind(user.active)
-        .bind(user.attributes.to_string())
-        .bind(ms(now()))
-        .bind(id)
-        .execute(&mut *tx)
+        .json(user.attributes.to_string())
+        .time(self.db.now())
+        .id(id)
+        .execute(&mut tx)
         .await
         .map_err(|e| duplicate(e, "user", &user.user_name))?;
         bump_data_version(&mut tx, tenant_id).await?;
@@ -342,23 +337,22 @@ impl ScimStore for SqliteStore {
         id: &str,
         expected_version: Option<i64>,
     ) -> StoreResult<()> {
-        let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.write_tenant(tenant_id).await?;
         check_version(&mut tx, "users", tenant_id, id, expected_version).await?;
-        let name: String = sqlx::query_scalar("SELECT user_name FROM users WHERE id = ?")
-            .bind(id)
-            .fetch_one(&mut *tx)
+        let name: String = query("SELECT user_name FROM users WHERE id = $1")
+            .id(id)
+            .fetch_scalar(&mut tx)
             .await?;
-        sqlx::query(
-            "UPDATE users SET deleted_at = ?, active = 0, version = version + 1 WHERE id = ?",
+        query(
+            "UPDATE users SET deleted_at = $1, active = false, version = version + 1 WHERE id = $2",
         )
-        .bind(ms(now()))
-        .bind(id)
-        .execute(&mut *tx)
+        .time(self.db.now())
+        .id(id)
+        .execute(&mut tx)
         .await?;
-        sqlx::query("DELETE FROM user_memberships WHERE user_id = ?")
-            .bind(id)
-            .execute(&mut *tx)
+        query("DELETE FROM user_memberships WHERE user_id = $1")
+            .id(id)
+            .execute(&mut tx)
             .await?;
         bump_data_version(&mut tx, tenant_id).await?;
         insert_audit(
@@ -382,24 +376,24 @@ impl ScimStore for SqliteStore {
         page: Option<(usize, usize)>,
     ) -> StoreResult<Counted<ScimUser>> {
         let (clause, value) = condition(lookup, true);
-        let count_sql = sqlx::AssertSqlSafe(format!(
-            "SELECT COUNT(*) FROM users WHERE tenant_id = ?1 AND deleted_at IS NULL{clause}"
-        ));
-        let total: i64 = sqlx::query_scalar(count_sql)
-            .bind(tenant_id)
+        let count_sql = format!(
+            "SELECT COUNT(*) FROM users WHERE tenant_id = $1 AND deleted_at IS NULL{clause}"
+        );
+        let total: i64 = query_built(count_sql)
+            .id(tenant_id)
             .bind(&value)
-            .fetch_one(&self.pool)
+            .fetch_scalar(&self.db)
             .await?;
         let (offset, limit) = page.unwrap_or((0, usize::MAX >> 1));
-        let rows_sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE tenant_id = ?1 AND deleted_at IS NULL{clause} ORDER BY created_at, id LIMIT ?3 OFFSET ?4"
-        ));
-        let rows = sqlx::query(rows_sql)
-            .bind(tenant_id)
+        let rows_sql = format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND deleted_at IS NULL{clause} ORDER BY created_at, id LIMIT $3 OFFSET $4"
+        );
+        let rows = query_built(rows_sql)
+            .id(tenant_id)
             .bind(&value)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .bind(i64::try_from(offset).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
+            .fetch_all(&self.db)
             .await?;
         Ok(Counted {
             items: rows.iter().map(user_from_row).collect::<StoreResult<_>>()?,
@@ -412,24 +406,23 @@ impl ScimStore for SqliteStore {
         tenant_id: &str,
         group: ScimGroupWrite,
     ) -> StoreResult<ScimGroup> {
-        let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.write_tenant(tenant_id).await?;
         let (users, groups) = resolve_members(&mut tx, tenant_id, &group.members).await?;
         let id = new_id();
-        let at = ms(now());
-        sqlx::query(
+        let at = self.db.now();
+        query(
             "INSERT INTO groups (id, tenant_id, display_name, name_key, external_id, source, scim_json, version, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, 'scim', ?, 1, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, 'scim', $6, 1, $7, $8)",
         )
-        .bind(&id)
-        .bind(tenant_id)
+        .id(&id)
+        .id(tenant_id)
         .bind(&group.display_name)
         .bind(group.display_name.to_lowercase())
         .bind(&group.external_id)
-        .bind(group.attributes.to_string())
-        .bind(at)
-        .bind(at)
-        .execute(&mut *tx)
+        .json(group.attributes.to_string())
+        .time(at)
+        .time(at)
+        .execute(&mut tx)
         .await?;
         insert_members(&mut tx, &id, &users, &groups).await?;
         bump_data_version(&mut tx, tenant_id).await?;
@@ -453,14 +446,12 @@ impl ScimStore for SqliteStore {
         id: &str,
         with_members: bool,
     ) -> StoreResult<ScimGroup> {
-        let mut conn = self.pool.acquire().await?;
-        let query = sqlx::AssertSqlSafe(format!(
-            "SELECT {GROUP_COLUMNS} FROM groups WHERE tenant_id = ? AND id = ?"
-        ));
-        let row = sqlx::query(query)
-            .bind(tenant_id)
-            .bind(id)
-            .fetch_one(&mut *conn)
+        let mut conn = self.db.read().await?;
+        let sql = format!("SELECT {GROUP_COLUMNS} FROM groups WHERE tenant_id = $1 AND id = $2");
+        let row = query_built(sql)
+            .id(tenant_id)
+            .id(id)
+            .fetch_one(&mut conn)
             .await
             .map_err(not_found("group"))?;
         let mut group = group_from_row(&row)?;
@@ -477,39 +468,37 @@ impl ScimStore for SqliteStore {
         group: ScimGroupWrite,
         expected_version: Option<i64>,
     ) -> StoreResult<ScimGroup> {
-        let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.write_tenant(tenant_id).await?;
         check_version(&mut tx, "groups", tenant_id, id, expected_version).await?;
         let (users, groups) = resolve_members(&mut tx, tenant_id, &group.members).await?;
         refuse_cycles(&mut tx, tenant_id, id, &groups).await?;
-        let previous_name: String =
-            sqlx::query_scalar("SELECT display_name FROM groups WHERE id = ?")
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await?;
+        let previous_name: String = query("SELECT display_name FROM groups WHERE id = $1")
+            .id(id)
+            .fetch_scalar(&mut tx)
+            .await?;
         let previous_members: Vec<String> = members_of(&mut tx, id)
             .await?
             .into_iter()
             .map(|m| m.id)
             .collect();
-        sqlx::query(
-            "UPDATE groups SET display_name = ?, name_key = ?, external_id = ?, scim_json = ?, version = version + 1, updated_at = ? WHERE id = ?",
+        query(
+            "UPDATE groups SET display_name = $1, name_key = $2, external_id = $3, scim_json = $4, version = version + 1, updated_at = $5 WHERE id = $6",
         )
         .bind(&group.display_name)
         .bind(group.display_name.to_lowercase())
         .bind(&group.external_id)
-        .bind(group.attributes.to_string())
-        .bind(ms(now()))
-        .bind(id)
-        .execute(&mut *tx)
+        .json(group.attributes.to_string())
+        .time(self.db.now())
+        .id(id)
+        .execute(&mut tx)
         .await?;
-        sqlx::query("DELETE FROM user_memberships WHERE group_id = ?")
-            .bind(id)
-            .execute(&mut *tx)
+        query("DELETE FROM user_memberships WHERE group_id = $1")
+            .id(id)
+            .execute(&mut tx)
             .await?;
-        sqlx::query("DELETE FROM group_nesting WHERE container_id = ?")
-            .bind(id)
-            .execute(&mut *tx)
+        query("DELETE FROM group_nesting WHERE container_id = $1")
+            .id(id)
+            .execute(&mut tx)
             .await?;
         insert_members(&mut tx, id, &users, &groups).await?;
         bump_data_version(&mut tx, tenant_id).await?;
@@ -538,33 +527,32 @@ impl ScimStore for SqliteStore {
         remove: &[String],
         expected_version: Option<i64>,
     ) -> StoreResult<()> {
-        let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.write_tenant(tenant_id).await?;
         check_version(&mut tx, "groups", tenant_id, id, expected_version).await?;
         let (users, groups) = resolve_members(&mut tx, tenant_id, add).await?;
         refuse_cycles(&mut tx, tenant_id, id, &groups).await?;
         insert_members(&mut tx, id, &users, &groups).await?;
         for member in remove {
-            sqlx::query("DELETE FROM user_memberships WHERE group_id = ? AND user_id = ?")
-                .bind(id)
-                .bind(member)
-                .execute(&mut *tx)
+            query("DELETE FROM user_memberships WHERE group_id = $1 AND user_id = $2")
+                .id(id)
+                .id(member)
+                .execute(&mut tx)
                 .await?;
-            sqlx::query("DELETE FROM group_nesting WHERE container_id = ? AND member_id = ?")
-                .bind(id)
-                .bind(member)
-                .execute(&mut *tx)
+            query("DELETE FROM group_nesting WHERE container_id = $1 AND member_id = $2")
+                .id(id)
+                .id(member)
+                .execute(&mut tx)
                 .await?;
         }
-        sqlx::query("UPDATE groups SET version = version + 1, updated_at = ? WHERE id = ?")
-            .bind(ms(now()))
-            .bind(id)
-            .execute(&mut *tx)
+        query("UPDATE groups SET version = version + 1, updated_at = $1 WHERE id = $2")
+            .time(self.db.now())
+            .id(id)
+            .execute(&mut tx)
             .await?;
         bump_data_version(&mut tx, tenant_id).await?;
-        let name: String = sqlx::query_scalar("SELECT display_name FROM groups WHERE id = ?")
-            .bind(id)
-            .fetch_one(&mut *tx)
+        let name: String = query("SELECT display_name FROM groups WHERE id = $1")
+            .id(id)
+            .fetch_scalar(&mut tx)
             .await?;
         insert_audit(
             &mut tx,
@@ -587,8 +575,7 @@ impl ScimStore for SqliteStore {
         expected_version: Option<i64>,
     ) -> StoreResult<Vec<String>> {
         {
-            let _guard = self.write_lock.lock().await;
-            let mut conn = self.pool.acquire().await?;
+            let mut conn = self.db.read().await?;
             check_version(&mut conn, "groups", tenant_id, id, expected_version).await?;
         }
         crate::DirectoryStore::delete_group(self, tenant_id, id, &Actor::directory(), true).await
@@ -602,26 +589,24 @@ impl ScimStore for SqliteStore {
         with_members: bool,
     ) -> StoreResult<Counted<ScimGroup>> {
         let (clause, value) = condition(lookup, false);
-        let count_sql = sqlx::AssertSqlSafe(format!(
-            "SELECT COUNT(*) FROM groups WHERE tenant_id = ?1{clause}"
-        ));
-        let total: i64 = sqlx::query_scalar(count_sql)
-            .bind(tenant_id)
+        let count_sql = format!("SELECT COUNT(*) FROM groups WHERE tenant_id = $1{clause}");
+        let total: i64 = query_built(count_sql)
+            .id(tenant_id)
             .bind(&value)
-            .fetch_one(&self.pool)
+            .fetch_scalar(&self.db)
             .await?;
         let (offset, limit) = page.unwrap_or((0, usize::MAX >> 1));
-        let rows_sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {GROUP_COLUMNS} FROM groups WHERE tenant_id = ?1{clause} ORDER BY created_at, id LIMIT ?3 OFFSET ?4"
-        ));
-        let rows = sqlx::query(rows_sql)
-            .bind(tenant_id)
+        let rows_sql = format!(
+            "SELECT {GROUP_COLUMNS} FROM groups WHERE tenant_id = $1{clause} ORDER BY created_at, id LIMIT $3 OFFSET $4"
+        );
+        let rows = query_built(rows_sql)
+            .id(tenant_id)
             .bind(&value)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .bind(i64::try_from(offset).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
+            .fetch_all(&self.db)
             .await?;
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.db.read().await?;
         let mut items = Vec::with_capacity(rows.len());
         for row in &rows {
             let mut group = group_from_row(row)?;

@@ -1,14 +1,17 @@
-//! The SQLite implementation: one file in the data directory, nothing to install.
+//! The store's one implementation, for SQLite and PostgreSQL alike.
 //!
-//! SQLite allows one writer at a time; every write takes `write_lock` before its
-//! transaction so that concurrent saves queue in the process instead of failing
-//! with `SQLITE_BUSY`, and every save reads and writes under the same lock, which
-//! is what makes `If-Match` checks race-free. Write transactions start with
-//! `BEGIN IMMEDIATE`, so a second process on the same file waits for the lock
-//! (busy timeout) rather than failing when a read turns into a write.
+//! Every operation is written once here (and in `sql_scim.rs`) against
+//! `dialect.rs`, the one place where the back ends differ: column types, the
+//! write lock, the change feed.
+//!
+//! Writes that touch a tenant serialise with the tenant's other writes
+//! (`Db::write_tenant`), so the `If-Match` check, the next config version and
+//! the audit entry are race-free, whichever node took the write. Every write
+//! that can change a decision bumps the tenant's `data_version` in its
+//! transaction and announces it (`Conn::announce`), which other PostgreSQL
+//! nodes turn into a snapshot refresh and long-poll wake-ups.
 
 use std::path::Path;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use entitle_core::{
@@ -16,23 +19,18 @@ use entitle_core::{
     validate_save,
 };
 use serde_json::{Value, json};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
-};
-use sqlx::{Row, SqliteConnection};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tokio::sync::Mutex;
 
 use crate::codec::{
     attested_from_columns, device_group_from_row, id_list_from_json, id_list_to_json,
     ownership_from_column, report_from_json, report_to_json, rule_to_json, settings_from_json,
     settings_to_json,
 };
+use crate::dialect::{Conn, Db, PostgresOptions, Row, query, query_built};
 use crate::{
     Account, AccountChange, AccountStore, Actor, ActorKind, ApiToken, Attested, AttestedBy,
-    AuditEntry, AuthenticatedDevice, ConfigStore, ConfigVersion, Device, DeviceChange,
+    AuditEntry, AuthenticatedDevice, ChangeFeed, ConfigStore, ConfigVersion, Device, DeviceChange,
     DeviceFilter, DeviceMove, DeviceStore, DirectoryCounts, DirectoryStore, DirectoryUser,
     EnrollmentGrant, EnrollmentKey, Group, LAST_USED_RESOLUTION, NewAccount, NewEnrollmentKey,
     NewTenant, NewUser, Page, Role, SaveRequest, Saved, Session, StoreError, StoreResult,
@@ -40,105 +38,83 @@ use crate::{
     device_trust_json, enrollment_key_audit,
 };
 
-#[path = "sqlite_scim.rs"]
+#[path = "sql_scim.rs"]
 mod scim;
 
-/// Storage in one SQLite file.
-pub struct SqliteStore {
-    pool: SqlitePool,
-    write_lock: Mutex<()>,
+/// Storage in one SQLite file, or in a PostgreSQL database shared by every node.
+pub struct SqlStore {
+    db: Db,
 }
 
-impl SqliteStore {
-    /// Opens (creating if needed) the database file and applies migrations.
-    pub async fn open(path: &Path) -> StoreResult<Self> {
-        Self::open_with(path, true).await
+impl SqlStore {
+    /// Opens (creating if needed) a SQLite database file and applies migrations.
+    pub async fn open_sqlite(path: &Path) -> StoreResult<Self> {
+        Self::open_sqlite_with(path, true).await
     }
 
-    /// Opens the database file; `migrate` applies pending migrations first.
-    pub async fn open_with(path: &Path, migrate: bool) -> StoreResult<Self> {
-        // FULL synchronous in WAL mode makes every acknowledged commit durable
-        // across power loss, which a save's 200 promises.
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(30));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await?;
-        if migrate {
-            sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        }
+    /// Opens a SQLite database file; `migrate` applies pending migrations first.
+    pub async fn open_sqlite_with(path: &Path, migrate: bool) -> StoreResult<Self> {
         Ok(Self {
-            pool,
-            write_lock: Mutex::new(()),
+            db: Db::open_sqlite(path, migrate).await?,
         })
     }
 
-    /// Runs `PRAGMA integrity_check`; a healthy database answers `ok`.
+    /// Connects to a PostgreSQL database and, if asked, applies migrations.
+    /// Migrations take an advisory lock, so nodes starting together do not race.
+    pub async fn connect_postgres(url: &str, options: PostgresOptions) -> StoreResult<Self> {
+        Ok(Self {
+            db: Db::connect_postgres(url, &options).await?,
+        })
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> StoreResult<()> {
+        self.db.migrate().await
+    }
+
+    /// SQLite's `PRAGMA integrity_check`: a healthy database answers `ok`.
     pub async fn integrity_check(&self) -> StoreResult<String> {
-        let rows: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check")
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.join("; "))
+        self.db.integrity_check().await
     }
 
     /// Closes the pool, waiting for connections to finish.
     pub async fn close(&self) {
-        self.pool.close().await;
+        self.db.close().await;
     }
-}
-
-fn ms(at: OffsetDateTime) -> i64 {
-    (at.unix_timestamp_nanos() / 1_000_000) as i64
-}
-
-fn from_ms(value: i64) -> StoreResult<OffsetDateTime> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(value) * 1_000_000)
-        .map_err(|e| StoreError::Corrupt(format!("timestamp {value}: {e}")))
-}
-
-fn now() -> OffsetDateTime {
-    OffsetDateTime::now_utc()
 }
 
 fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-fn duplicate(error: sqlx::Error, what: &'static str, name: &str) -> StoreError {
+pub(crate) fn duplicate(error: StoreError, what: &'static str, name: &str) -> StoreError {
     match &error {
-        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Duplicate {
-            what,
-            name: name.to_owned(),
-        },
-        _ => StoreError::Database(error),
+        StoreError::Database(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+            StoreError::Duplicate {
+                what,
+                name: name.to_owned(),
+            }
+        }
+        _ => error,
     }
 }
 
-fn not_found(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+pub(crate) fn not_found(what: &'static str) -> impl FnOnce(StoreError) -> StoreError {
     move |error| match error {
-        sqlx::Error::RowNotFound => StoreError::NotFound { what },
-        other => StoreError::Database(other),
+        StoreError::Database(sqlx::Error::RowNotFound) => StoreError::NotFound { what },
+        other => other,
     }
 }
 
-fn tenant_from_row(row: &SqliteRow) -> StoreResult<Tenant> {
+fn tenant_from_row(row: &Row) -> StoreResult<Tenant> {
     Ok(Tenant {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        created_at: from_ms(row.try_get("created_at")?)?,
-        config_version: row.try_get("config_version")?,
-        data_version: row.try_get("data_version")?,
-        last_scim_request_at: row
-            .try_get::<Option<i64>, _>("last_scim_request_at")?
-            .map(from_ms)
-            .transpose()?,
-        device_approval: row.try_get("device_approval")?,
+        id: row.id("id")?,
+        name: row.get("name")?,
+        created_at: row.time("created_at")?,
+        config_version: row.get("config_version")?,
+        data_version: row.get("data_version")?,
+        last_scim_request_at: row.opt_time("last_scim_request_at")?,
+        device_approval: row.get("device_approval")?,
     })
 }
 
@@ -153,7 +129,7 @@ macro_rules! tenant_select {
 }
 
 async fn insert_audit(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     tenant_id: Option<&str>,
     actor: &Actor,
     action: &str,
@@ -161,27 +137,27 @@ async fn insert_audit(
     before: Option<&Value>,
     after: Option<&Value>,
 ) -> StoreResult<()> {
-    sqlx::query(
+    query(
         "INSERT INTO audit_log (tenant_id, at, actor, actor_kind, actor_id, action, target, before_json, after_json)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
-    .bind(tenant_id)
-    .bind(ms(now()))
+    .opt_id(tenant_id)
+    .time(conn.now())
     .bind(&actor.name)
     .bind(actor.kind.as_str())
     .bind(&actor.id)
     .bind(action)
     .bind(target)
-    .bind(before.map(Value::to_string))
-    .bind(after.map(Value::to_string))
+    .opt_json(before.map(Value::to_string))
+    .opt_json(after.map(Value::to_string))
     .execute(conn)
     .await?;
     Ok(())
 }
 
-async fn tenant_row(conn: &mut SqliteConnection, tenant_id: &str) -> StoreResult<Tenant> {
-    let row = sqlx::query(tenant_select!("WHERE id = ?"))
-        .bind(tenant_id)
+async fn tenant_row(conn: &mut Conn<'_>, tenant_id: &str) -> StoreResult<Tenant> {
+    let row = query(tenant_select!("WHERE id = $1"))
+        .id(tenant_id)
         .fetch_one(conn)
         .await
         .map_err(not_found("tenant"))?;
@@ -189,15 +165,15 @@ async fn tenant_row(conn: &mut SqliteConnection, tenant_id: &str) -> StoreResult
 }
 
 async fn load_settings(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     tenant: &Tenant,
     service: &ServiceDef,
 ) -> StoreResult<StoredSettings> {
-    let row = sqlx::query(
+    let row = query(
         "SELECT enabled_by_default, user_groups_json, device_groups_json, logout_on_enable, version
-         FROM settings WHERE tenant_id = ? AND service = ?",
+         FROM settings WHERE tenant_id = $1 AND service = $2",
     )
-    .bind(&tenant.id)
+    .id(&tenant.id)
     .bind(service.id)
     .fetch_optional(conn)
     .await?;
@@ -211,33 +187,35 @@ async fn load_settings(
     settings_from_row(&row)
 }
 
-fn settings_from_row(row: &SqliteRow) -> StoreResult<StoredSettings> {
-    let user_groups = id_list_from_json(row.try_get("user_groups_json")?)?;
-    let device_groups = id_list_from_json(row.try_get("device_groups_json")?)?;
+fn settings_from_row(row: &Row) -> StoreResult<StoredSettings> {
+    let user_groups = id_list_from_json(&row.json("user_groups_json")?)?;
+    let device_groups = id_list_from_json(&row.json("device_groups_json")?)?;
     Ok(StoredSettings {
         settings: Settings {
-            enabled_by_default: row.try_get("enabled_by_default")?,
+            enabled_by_default: row.get("enabled_by_default")?,
             user_groups: user_groups.into_iter().map(GroupId).collect(),
             device_groups: device_groups.into_iter().map(DeviceGroupId).collect(),
-            logout_on_enable: row.try_get("logout_on_enable")?,
+            logout_on_enable: row.get("logout_on_enable")?,
         },
-        version: row.try_get("version")?,
+        version: row.get("version")?,
     })
 }
 
 /// Records that something decisions depend on changed in the tenant.
-async fn bump_data_version(conn: &mut SqliteConnection, tenant_id: &str) -> StoreResult<()> {
-    sqlx::query("UPDATE tenants SET data_version = data_version + 1 WHERE id = ?")
-        .bind(tenant_id)
-        .execute(conn)
-        .await?;
-    Ok(())
+async fn bump_data_version(conn: &mut Conn<'_>, tenant_id: &str) -> StoreResult<()> {
+    let version: i64 = query(
+        "UPDATE tenants SET data_version = data_version + 1 WHERE id = $1 RETURNING data_version",
+    )
+    .id(tenant_id)
+    .fetch_scalar(&mut *conn)
+    .await?;
+    conn.announce(tenant_id, version).await
 }
 
 /// Writes new settings as the next config version, with its history row and audit entry.
 #[allow(clippy::too_many_arguments)]
 async fn write_settings_version(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     tenant: &Tenant,
     service: &ServiceDef,
     before: &Settings,
@@ -246,18 +224,17 @@ async fn write_settings_version(
     action: &str,
 ) -> StoreResult<i64> {
     let version = tenant.config_version + 1;
-    let at = ms(now());
-    sqlx::query(
-        "UPDATE tenants SET config_version = ?, data_version = data_version + 1 WHERE id = ?",
-    )
-    .bind(version)
-    .bind(&tenant.id)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
+    let at = conn.now();
+    query("UPDATE tenants SET config_version = $1, data_version = data_version + 1 WHERE id = $2")
+        .bind(version)
+        .id(&tenant.id)
+        .execute(&mut *conn)
+        .await?;
+    conn.announce(&tenant.id, tenant.data_version + 1).await?;
+    query(
         "INSERT INTO settings (tenant_id, service, enabled_by_default, user_groups_json,
                                device_groups_json, logout_on_enable, version)
-         VALUES (?, ?, ?, ?, ?, ?, ?)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (tenant_id, service) DO UPDATE SET
             enabled_by_default = excluded.enabled_by_default,
             user_groups_json = excluded.user_groups_json,
@@ -265,13 +242,13 @@ async fn write_settings_version(
             logout_on_enable = excluded.logout_on_enable,
             version = excluded.version",
     )
-    .bind(&tenant.id)
+    .id(&tenant.id)
     .bind(service.id)
     .bind(after.enabled_by_default)
-    .bind(id_list_to_json(
+    .json(id_list_to_json(
         after.user_groups.iter().map(GroupId::as_str),
     ))
-    .bind(id_list_to_json(
+    .json(id_list_to_json(
         after.device_groups.iter().map(DeviceGroupId::as_str),
     ))
     .bind(after.logout_on_enable)
@@ -280,19 +257,19 @@ async fn write_settings_version(
     .await?;
     let before_json = settings_to_json(before);
     let after_json = settings_to_json(after);
-    sqlx::query(
+    query(
         "INSERT INTO config_versions (tenant_id, version, service, actor, actor_kind, actor_id, at, before_json, after_json)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
-    .bind(&tenant.id)
+    .id(&tenant.id)
     .bind(version)
     .bind(service.id)
     .bind(&actor.name)
     .bind(actor.kind.as_str())
     .bind(&actor.id)
-    .bind(at)
-    .bind(before_json.to_string())
-    .bind(after_json.to_string())
+    .time(at)
+    .json(before_json.to_string())
+    .json(after_json.to_string())
     .execute(&mut *conn)
     .await?;
     insert_audit(
@@ -308,7 +285,7 @@ async fn write_settings_version(
     Ok(version)
 }
 
-impl SqliteStore {
+impl SqlStore {
     /// Deletes a user or device group and removes it from every entitlement
     /// that selected it, one transaction.
     async fn delete_selectable_group(
@@ -321,26 +298,25 @@ impl SqliteStore {
     ) -> StoreResult<Vec<String>> {
         let (select_name, delete, what, action, name_key) = match kind {
             GroupKind::User => (
-                "SELECT display_name FROM groups WHERE tenant_id = ? AND id = ?",
-                "DELETE FROM groups WHERE id = ?",
+                "SELECT display_name FROM groups WHERE tenant_id = $1 AND id = $2",
+                "DELETE FROM groups WHERE id = $1",
                 "group",
                 "group.delete",
                 "display_name",
             ),
             GroupKind::Device => (
-                "SELECT name FROM device_groups WHERE tenant_id = ? AND id = ?",
-                "DELETE FROM device_groups WHERE id = ?",
+                "SELECT name FROM device_groups WHERE tenant_id = $1 AND id = $2",
+                "DELETE FROM device_groups WHERE id = $1",
                 "device group",
                 "device_group.delete",
                 "name",
             ),
         };
-        let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let name: String = sqlx::query_scalar(select_name)
-            .bind(tenant_id)
-            .bind(group_id)
-            .fetch_one(&mut *tx)
+        let mut tx = self.db.write_tenant(tenant_id).await?;
+        let name: String = query(select_name)
+            .id(tenant_id)
+            .id(group_id)
+            .fetch_scalar(&mut tx)
             .await
             .map_err(not_found(what))?;
         // Access fails closed: the group stays in every entitlement that selects
@@ -354,15 +330,15 @@ impl SqliteStore {
                 services: selected_by,
             });
         }
-        sqlx::query(INSERT_TOMBSTONE)
-            .bind(tenant_id)
+        query(INSERT_TOMBSTONE)
+            .id(tenant_id)
             .bind(kind.as_str())
-            .bind(group_id)
+            .id(group_id)
             .bind(&name)
-            .bind(ms(now()))
-            .execute(&mut *tx)
+            .time(self.db.now())
+            .execute(&mut tx)
             .await?;
-        sqlx::query(delete).bind(group_id).execute(&mut *tx).await?;
+        query(delete).id(group_id).execute(&mut tx).await?;
         let before = json!({"id": group_id, name_key: name});
         let after = (!selected_by.is_empty()).then(|| json!({"tombstone_in": selected_by}));
         bump_data_version(&mut tx, tenant_id).await?;
@@ -400,11 +376,11 @@ impl GroupKind {
 /// Records a deleted group's name, so that entitlements still selecting it can
 /// say which group it was.
 const INSERT_TOMBSTONE: &str = "INSERT INTO deleted_groups (tenant_id, kind, id, name, deleted_at)
-     VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING";
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING";
 
 /// The services whose settings select the group.
 async fn services_selecting(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     tenant_id: &str,
     kind: GroupKind,
     group_id: &str,
@@ -439,20 +415,20 @@ enum IdTable {
 
 /// The subset of `ids` that exist in the tenant.
 async fn existing_ids(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     table: IdTable,
     tenant_id: &str,
     ids: impl Iterator<Item = &str>,
 ) -> StoreResult<std::collections::HashSet<String>> {
     let mut found = std::collections::HashSet::new();
-    let query = match table {
-        IdTable::Groups => "SELECT 1 FROM groups WHERE tenant_id = ? AND id = ?",
-        IdTable::DeviceGroups => "SELECT 1 FROM device_groups WHERE tenant_id = ? AND id = ?",
+    let sql = match table {
+        IdTable::Groups => "SELECT 1 FROM groups WHERE tenant_id = $1 AND id = $2",
+        IdTable::DeviceGroups => "SELECT 1 FROM device_groups WHERE tenant_id = $1 AND id = $2",
     };
     for id in ids {
-        let hit = sqlx::query(query)
-            .bind(tenant_id)
-            .bind(id)
+        let hit = query(sql)
+            .id(tenant_id)
+            .id(id)
             .fetch_optional(&mut *conn)
             .await?;
         if hit.is_some() {
@@ -462,68 +438,59 @@ async fn existing_ids(
     Ok(found)
 }
 
-async fn user_groups(conn: &mut SqliteConnection, user_id: &str) -> StoreResult<Vec<String>> {
-    let rows =
-        sqlx::query("SELECT group_id FROM user_memberships WHERE user_id = ? ORDER BY group_id")
-            .bind(user_id)
-            .fetch_all(conn)
-            .await?;
-    rows.iter()
-        .map(|r| r.try_get("group_id").map_err(StoreError::from))
-        .collect()
+async fn user_groups(conn: &mut Conn<'_>, user_id: &str) -> StoreResult<Vec<String>> {
+    query("SELECT group_id FROM user_memberships WHERE user_id = $1 ORDER BY group_id")
+        .id(user_id)
+        .fetch_ids(conn)
+        .await
 }
 
-async fn user_from_row(conn: &mut SqliteConnection, row: &SqliteRow) -> StoreResult<User> {
-    let id: String = row.try_get("id")?;
+async fn user_from_row(conn: &mut Conn<'_>, row: &Row) -> StoreResult<User> {
+    let id: String = row.id("id")?;
     let groups = user_groups(conn, &id).await?;
     Ok(User {
         id,
-        user_name: row.try_get("user_name")?,
-        display_name: row.try_get("display_name")?,
-        active: row.try_get("active")?,
+        user_name: row.get("user_name")?,
+        display_name: row.get("display_name")?,
+        active: row.get("active")?,
         groups,
     })
 }
 
-async fn group_from_row(conn: &mut SqliteConnection, row: &SqliteRow) -> StoreResult<Group> {
-    let id: String = row.try_get("id")?;
-    let nested = sqlx::query(
-        "SELECT member_id FROM group_nesting WHERE container_id = ? ORDER BY member_id",
-    )
-    .bind(&id)
-    .fetch_all(&mut *conn)
-    .await?;
-    let member_groups: Vec<String> = nested
-        .iter()
-        .map(|r| r.try_get("member_id"))
-        .collect::<Result<_, _>>()?;
-    let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM user_memberships WHERE group_id = ?")
-        .bind(&id)
-        .fetch_one(&mut *conn)
+async fn group_from_row(conn: &mut Conn<'_>, row: &Row) -> StoreResult<Group> {
+    let id: String = row.id("id")?;
+    let member_groups =
+        query("SELECT member_id FROM group_nesting WHERE container_id = $1 ORDER BY member_id")
+            .id(&id)
+            .fetch_ids(&mut *conn)
+            .await?;
+    let users: i64 = query("SELECT COUNT(*) FROM user_memberships WHERE group_id = $1")
+        .id(&id)
+        .fetch_scalar(&mut *conn)
         .await?;
     Ok(Group {
         id,
-        display_name: row.try_get("display_name")?,
-        source: row.try_get("source")?,
+        display_name: row.get("display_name")?,
+        source: row.get("source")?,
         member_count: users + member_groups.len() as i64,
         member_groups,
     })
 }
 
-fn device_from_row(row: &SqliteRow) -> StoreResult<Device> {
+fn device_from_row(row: &Row) -> StoreResult<Device> {
     Ok(Device {
-        id: row.try_get("id")?,
-        tenant_id: row.try_get("tenant_id")?,
-        user_id: row.try_get("user_id")?,
-        user_name: row.try_get("user_name")?,
-        report: report_from_json(row.try_get("report_json")?)?,
-        enrolled_at: from_ms(row.try_get("enrolled_at")?)?,
-        last_sync_at: from_ms(row.try_get("last_sync_at")?)?,
+        id: row.id("id")?,
+        tenant_id: row.id("tenant_id")?,
+        user_id: row.id("user_id")?,
+        user_name: row.get("user_name")?,
+        report: report_from_json(&row.json("report_json")?)?,
+        enrolled_at: row.time("enrolled_at")?,
+        last_sync_at: row.time("last_sync_at")?,
         attested_ownership: attested_from_columns(
-            row.try_get("attested_ownership")?,
-            row.try_get("attested_by")?,
+            row.get("attested_ownership")?,
+            row.get("attested_by")?,
         )?,
-        pending_approval: row.try_get("pending_approval")?,
+        pending_approval: row.get("pending_approval")?,
     })
 }
 
@@ -550,33 +517,24 @@ macro_rules! enrollment_key_select {
     };
 }
 
-fn enrollment_key_from_row(row: &SqliteRow) -> StoreResult<EnrollmentKey> {
-    let optional_time = |column: &str| -> StoreResult<Option<OffsetDateTime>> {
-        row.try_get::<Option<i64>, _>(column)?
-            .map(from_ms)
-            .transpose()
-    };
+fn enrollment_key_from_row(row: &Row) -> StoreResult<EnrollmentKey> {
     Ok(EnrollmentKey {
-        id: row.try_get("id")?,
-        tenant_id: row.try_get("tenant_id")?,
-        name: row.try_get("name")?,
-        ownership: ownership_from_column(row.try_get("ownership")?)?,
-        expires_at: optional_time("expires_at")?,
-        max_uses: row.try_get("max_uses")?,
-        uses: row.try_get("uses")?,
-        revoked_at: optional_time("revoked_at")?,
-        created_at: from_ms(row.try_get("created_at")?)?,
+        id: row.id("id")?,
+        tenant_id: row.id("tenant_id")?,
+        name: row.get("name")?,
+        ownership: ownership_from_column(row.get("ownership")?)?,
+        expires_at: row.opt_time("expires_at")?,
+        max_uses: row.get("max_uses")?,
+        uses: row.get("uses")?,
+        revoked_at: row.opt_time("revoked_at")?,
+        created_at: row.time("created_at")?,
     })
 }
 
-async fn device_row(
-    conn: &mut SqliteConnection,
-    tenant_id: &str,
-    device_id: &str,
-) -> StoreResult<Device> {
-    let row = sqlx::query(device_select!("WHERE d.tenant_id = ? AND d.id = ?"))
-        .bind(tenant_id)
-        .bind(device_id)
+async fn device_row(conn: &mut Conn<'_>, tenant_id: &str, device_id: &str) -> StoreResult<Device> {
+    let row = query(device_select!("WHERE d.tenant_id = $1 AND d.id = $2"))
+        .id(tenant_id)
+        .id(device_id)
         .fetch_one(conn)
         .await
         .map_err(not_found("device"))?;
@@ -604,32 +562,24 @@ fn like_pattern(search: &str) -> String {
 }
 
 /// The columns `token_from_row` reads.
-macro_rules! token_columns {
-    () => {
-        "id, tenant_id, role, name, created_at, created_by, expires_at, last_used_at, revoked_at"
-    };
-}
+const TOKEN_COLUMNS: &str =
+    "id, tenant_id, role, name, created_at, created_by, expires_at, last_used_at, revoked_at";
 
-fn token_from_row(row: &SqliteRow) -> StoreResult<ApiToken> {
-    let role: String = row.try_get("role")?;
-    let optional_time = |column: &str| -> StoreResult<Option<OffsetDateTime>> {
-        row.try_get::<Option<i64>, _>(column)?
-            .map(from_ms)
-            .transpose()
-    };
+fn token_from_row(row: &Row) -> StoreResult<ApiToken> {
+    let role: String = row.get("role")?;
     Ok(ApiToken {
-        id: row.try_get("id")?,
+        id: row.id("id")?,
         grant: TokenGrant {
             role: Role::parse(&role)
                 .ok_or_else(|| StoreError::Corrupt(format!("role {role:?}")))?,
-            tenant_id: row.try_get("tenant_id")?,
-            name: row.try_get("name")?,
+            tenant_id: row.opt_id("tenant_id")?,
+            name: row.get("name")?,
         },
-        created_at: from_ms(row.try_get("created_at")?)?,
-        created_by: row.try_get("created_by")?,
-        expires_at: optional_time("expires_at")?,
-        last_used_at: optional_time("last_used_at")?,
-        revoked_at: optional_time("revoked_at")?,
+        created_at: row.time("created_at")?,
+        created_by: row.get("created_by")?,
+        expires_at: row.opt_time("expires_at")?,
+        last_used_at: row.opt_time("last_used_at")?,
+        revoked_at: row.opt_time("revoked_at")?,
     })
 }
 
@@ -646,15 +596,18 @@ fn token_audit_json(token: &ApiToken) -> Value {
 }
 
 #[async_trait]
-impl TenantStore for SqliteStore {
+impl TenantStore for SqlStore {
+    async fn changes(&self) -> StoreResult<Option<ChangeFeed>> {
+        self.db.changes().await
+    }
+
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        query("SELECT 1").execute(&self.db).await?;
         Ok(())
     }
 
     async fn create_tenant(&self, new: NewTenant, actor: &Actor) -> StoreResult<Tenant> {
-        let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.write().await?;
         let tenant = Tenant {
             id: new_id(),
             name: new.name.clone(),
@@ -664,31 +617,31 @@ impl TenantStore for SqliteStore {
             last_scim_request_at: None,
             device_approval: false,
         };
-        sqlx::query(
+        query(
             "INSERT INTO tenants (id, name, created_at, enrollment_key_hash, scim_token_hash)
-             VALUES (?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5)",
         )
-        .bind(&tenant.id)
+        .id(&tenant.id)
         .bind(&tenant.name)
-        .bind(ms(tenant.created_at))
+        .time(tenant.created_at)
         .bind(&new.enrollment_key_hash)
         .bind(&new.scim_token_hash)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await
         .map_err(|e| duplicate(e, "tenant", &new.name))?;
         for service in SERVICES {
             let defaults =
                 Settings::new_tenant_default(service, tenant.created_at.unix_timestamp());
-            sqlx::query(
+            query(
                 "INSERT INTO settings (tenant_id, service, enabled_by_default, user_groups_json,
                                        device_groups_json, logout_on_enable, version)
-                 VALUES (?, ?, ?, '[]', '[]', ?, 0)",
+                 VALUES ($1, $2, $3, '[]', '[]', $4, 0)",
             )
-            .bind(&tenant.id)
+            .id(&tenant.id)
             .bind(service.id)
             .bind(defaults.enabled_by_default)
             .bind(defaults.logout_on_enable)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         }
         let after = json!({"id": tenant.id, "name": tenant.name});
@@ -707,35 +660,35 @@ impl TenantStore for SqliteStore {
     }
 
     async fn tenant(&self, id_or_name: &str) -> StoreResult<Tenant> {
-        let row = sqlx::query(tenant_select!("WHERE id = ? OR name = ?"))
+        let row = query(tenant_select!("WHERE id = $1 OR name = $2"))
+            .id(id_or_name)
             .bind(id_or_name)
-            .bind(id_or_name)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.db)
             .await
             .map_err(not_found("tenant"))?;
         tenant_from_row(&row)
     }
 
     async fn tenants(&self) -> StoreResult<Vec<Tenant>> {
-        let rows = sqlx::query(tenant_select!("ORDER BY name"))
-            .fetch_all(&self.pool)
+        let rows = query(tenant_select!("ORDER BY name"))
+            .fetch_all(&self.db)
             .await?;
         rows.iter().map(tenant_from_row).collect()
     }
 
     async fn tenant_by_enrollment_key(&self, key_hash: &str) -> StoreResult<Tenant> {
-        let row = sqlx::query(tenant_select!("WHERE enrollment_key_hash = ?"))
+        let row = query(tenant_select!("WHERE enrollment_key_hash = $1"))
             .bind(key_hash)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.db)
             .await
             .map_err(not_found("tenant"))?;
         tenant_from_row(&row)
     }
 
     async fn tenant_by_scim_token(&self, token_hash: &str) -> StoreResult<Tenant> {
-        let row = sqlx::query(tenant_select!("WHERE scim_token_hash = ?"))
+        let row = query(tenant_select!("WHERE scim_token_hash = $1"))
             .bind(token_hash)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.db)
             .await
             .map_err(not_found("tenant"))?;
         tenant_from_row(&row)
@@ -745,13 +698,13 @@ impl TenantStore for SqliteStore {
         if let Ok(tenant) = self.tenant_by_enrollment_key(key_hash).await {
             return Ok(EnrollmentGrant { tenant, key: None });
         }
-        let row = sqlx::query(enrollment_key_select!("WHERE key_hash = ?"))
+        let row = query(enrollment_key_select!("WHERE key_hash = $1"))
             .bind(key_hash)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.db)
             .await
             .map_err(not_found("enrollment key"))?;
         let key = enrollment_key_from_row(&row)?;
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.db.read().await?;
         let tenant = tenant_row(&mut conn, &key.tenant_id).await?;
         Ok(EnrollmentGrant {
             tenant,
@@ -765,23 +718,22 @@ impl TenantStore for SqliteStore {
         new: NewEnrollmentKey,
         actor: &Actor,
     ) -> StoreResult<EnrollmentKey> {
-        let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.write_tenant(tenant_id).await?;
         let id = new_id();
-        let created_at = now();
-        sqlx::query(
+        let created_at = self.db.now();
+        query(
             "INSERT INTO enrollment_keys (id, tenant_id, name, key_hash, ownership, expires_at, max_uses, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
-        .bind(&id)
-        .bind(tenant_id)
+        .id(&id)
+        .id(tenant_id)
         .bind(&new.name)
         .bind(&new.key_hash)
         .bind(new.ownership.map(|o| o.as_str()))
-        .bind(new.expires_at.map(ms))
+        .opt_time(new.expires_at)
         .bind(new.max_uses)
-        .bind(ms(created_at))
-        .execute(&mut *tx)
+        .time(created_at)
+        .execute(&mut tx)
         .await?;
         let key = EnrollmentKey {
             id,
@@ -809,11 +761,11 @@ impl TenantStore for SqliteStore {
     }
 
     async fn enrollment_keys(&self, tenant_id: &str) -> StoreResult<Vec<EnrollmentKey>> {
-        sqlx::query(enrollment_key_select!(
-            "WHERE tenant_id = ? ORDER BY created_at DESC, id"
+        query(enrollment_key_select!(
+            "WHERE tenant_id = $1 ORDER BY created_at DESC, id"
         ))
-        .bind(tenant_id)
-        .fetch_all(&self.pool)
+        .id(tenant_id)
+        .fetch_all(&self.db)
         .await?
         .iter()
         .map(enrollment_key_from_row)
@@ -826,20 +778,19 @@ impl TenantStore for SqliteStore {
         key_id: &str,
         actor: &Actor,
     ) -> StoreResult<EnrollmentKey> {
-        let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query(
-            "UPDATE enrollment_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE tenant_id = ? AND id = ?",
+        let mut tx = self.db.write_tenant(tenant_id).await?;
+        query(
+            "UPDATE enrollment_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE tenant_id = $2 AND id = $3",
         )
-        .bind(ms(now()))
-        .bind(tenant_id)
-        .bind(key_id)
-        .execute(&mut *tx)
+        .time(self.db.now())
+        .id(tenant_id)
+        .id(key_id)
+        .execute(&mut tx)
         .await?;
-        let row = sqlx::query(enrollment_key_select!("WHERE tenant_id = ? AND id = ?"))
-            .bind(tenant_id)
-            .bind(key_id)
-            .fetch_one(&mut *tx)
+        let row = query(enrollment_key_select!("WHERE tenant_id = $1 AND id = $2"))
+            .id(tenant_id)
+            .id(key_id)
+            .fetch_one(&mut tx)
             .await
             .map_err(not_found("enrollment key"))?;
         let key = enrollment_key_from_row(&row)?;
@@ -863,13 +814,12 @@ impl TenantStore for SqliteStore {
         on: bool,
         actor: &Actor,
     ) -> StoreResult<Tenant> {
-        let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.write_tenant(tenant_id).await?;
         let before = tenant_row(&mut tx, tenant_id).await?;
-        sqlx::query("UPDATE tenants SET device_approval = ? WHERE id = ?")
+        query("UPDATE tenants SET device_approval = $1 WHERE id = $2")
             .bind(on)
-            .bind(tenant_id)
-            .execute(&mut *tx)
+            .id(tenant_id)
+            .execute(&mut tx)
             .await?;
         insert_audit(
             &mut tx,
@@ -892,14 +842,13 @@ impl TenantStore for SqliteStore {
         token_hash: &str,
         actor: &Actor,
     ) -> StoreResult<()> {
-        let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let done = sqlx::query("UPDATE tenants SET scim_token_hash = ? WHERE id = ?")
+        let mut tx = self.db.write_tenant(tenant_id).await?;
+        let done = query("UPDATE tenants SET scim_token_hash = $1 WHERE id = $2")
             .bind(token_hash)
-            .bind(tenant_id)
-            .execute(&mut *tx)
+            .id(tenant_id)
+            .execute(&mut tx)
             .await?;
-        if done.rows_affected() == 0 {
+        if done == 0 {
             return Err(StoreError::NotFound { what: "tenant" });
         }
         insert_audit(
@@ -923,31 +872,24 @@ impl TenantStore for SqliteStore {
         expires_at: Option<OffsetDateTime>,
         actor: &Actor,
     ) -> StoreResult<ApiToken> {
-        let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let token = ApiToken {
-            id: new_id(),
-            grant: grant.clone(),
-            created_at: now(),
-            created_by: Some(actor.display()),
-            expires_at,
-            last_used_at: None,
-            revoked_at: None,
-        };
-        sqlx::query(
+        let mut tx = self.db.write().await?;
+        let id = new_id();
+        let sql = format!(
             "INSERT INTO api_tokens (token_hash, id, tenant_id, role, name, created_at, created_by, expires_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(token_hash)
-        .bind(&token.id)
-        .bind(grant.tenant_id.as_deref())
-        .bind(grant.role.as_str())
-        .bind(&grant.name)
-        .bind(ms(token.created_at))
-        .bind(actor.display())
-        .bind(expires_at.map(ms))
-        .execute(&mut *tx)
-        .await?;
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {TOKEN_COLUMNS}"
+        );
+        let row = query_built(sql)
+            .bind(token_hash)
+            .id(&id)
+            .opt_id(grant.tenant_id.as_deref())
+            .bind(grant.role.as_str())
+            .bind(&grant.name)
+            .time(self.db.now())
+            .bind(actor.display())
+            .opt_time(expires_at)
+            .fetch_one(&mut tx)
+            .await?;
+        let token = token_from_row(&row)?;
         let after = token_audit_json(&token);
         insert_audit(
             &mut tx,
@@ -960,36 +902,28 @@ impl TenantStore for SqliteStore {
         )
         .await?;
         tx.commit().await?;
-        // Millisecond storage: answer what a later read will see.
-        Ok(ApiToken {
-            created_at: from_ms(ms(token.created_at))?,
-            expires_at: expires_at.map(|at| from_ms(ms(at))).transpose()?,
-            ..token
-        })
+        Ok(token)
     }
 
     async fn api_token(&self, token_hash: &str) -> StoreResult<ApiToken> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            token_columns!(),
-            " FROM api_tokens WHERE token_hash = ?"
-        ))
-        .bind(token_hash)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(not_found("token"))?;
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE token_hash = $1");
+        let row = query_built(sql)
+            .bind(token_hash)
+            .fetch_one(&self.db)
+            .await
+            .map_err(not_found("token"))?;
         token_from_row(&row)
     }
 
     async fn api_tokens(&self, tenant_id: Option<&str>) -> StoreResult<Vec<ApiToken>> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            token_columns!(),
-            " FROM api_tokens WHERE tenant_id IS ? ORDER BY created_at, id"
-        ))
-        .bind(tenant_id)
-        .fetch_all(&self.pool)
-        .await?;
+        let sql = format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens
+             WHERE tenant_id IS NOT DISTINCT FROM $1 ORDER BY created_at, id"
+        );
+        let rows = query_built(sql)
+            .opt_id(tenant_id)
+            .fetch_all(&self.db)
+            .await?;
         rows.iter().map(token_from_row).collect()
     }
 
@@ -999,69 +933,76 @@ impl TenantStore for SqliteStore {
         token_id: &str,
         actor: &Actor,
     ) -> StoreResult<ApiToken> {
-        let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            token_columns!(),
-            " FROM api_tokens WHERE id = ? AND tenant_id IS ?"
-        ))
-        .bind(token_id)
-        .bind(tenant_id)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(not_found("token"))?;
-        let mut token = token_from_row(&row)?;
-        if token.revoked_at.is_none() {
-            let at = from_ms(ms(now()))?;
-            sqlx::query("UPDATE api_tokens SET revoked_at = ? WHERE id = ?")
-                .bind(ms(at))
-                .bind(token_id)
-                .execute(&mut *tx)
-                .await?;
-            let before = token_audit_json(&token);
-            token.revoked_at = Some(at);
-            let after = token_audit_json(&token);
-            insert_audit(
-                &mut tx,
-                tenant_id,
-                actor,
-                "token.revoke",
-                &token.grant.name,
-                Some(&before),
-                Some(&after),
-            )
+        let mut tx = self.db.write().await?;
+        // Revoking sets the time once, in one statement, so that two revokes
+        // racing on different nodes audit one revocation.
+        let sql = format!(
+            "UPDATE api_tokens SET revoked_at = $1
+             WHERE id = $2 AND tenant_id IS NOT DISTINCT FROM $3 AND revoked_at IS NULL
+             RETURNING {TOKEN_COLUMNS}"
+        );
+        let revoked = query_built(sql)
+            .time(tx.now())
+            .id(token_id)
+            .opt_id(tenant_id)
+            .fetch_optional(&mut tx)
             .await?;
-        }
+        let Some(row) = revoked else {
+            let sql = format!(
+                "SELECT {TOKEN_COLUMNS} FROM api_tokens
+                 WHERE id = $1 AND tenant_id IS NOT DISTINCT FROM $2"
+            );
+            let row = query_built(sql)
+                .id(token_id)
+                .opt_id(tenant_id)
+                .fetch_one(&mut tx)
+                .await
+                .map_err(not_found("token"))?;
+            return token_from_row(&row);
+        };
+        let after = token_from_row(&row)?;
+        let before = ApiToken {
+            revoked_at: None,
+            ..after.clone()
+        };
+        insert_audit(
+            &mut tx,
+            tenant_id,
+            actor,
+            "token.revoke",
+            &after.grant.name,
+            Some(&token_audit_json(&before)),
+            Some(&token_audit_json(&after)),
+        )
+        .await?;
         tx.commit().await?;
-        Ok(token)
+        Ok(after)
     }
 
     async fn touch_api_token(&self, token_id: &str, at: OffsetDateTime) -> StoreResult<()> {
-        let _guard = self.write_lock.lock().await;
-        sqlx::query(
-            "UPDATE api_tokens SET last_used_at = ?
-             WHERE id = ? AND (last_used_at IS NULL OR last_used_at <= ?)",
+        let _turn = self.db.single_write().await;
+        query(
+            "UPDATE api_tokens SET last_used_at = $2
+             WHERE id = $1 AND (last_used_at IS NULL OR last_used_at <= $3)",
         )
-        .bind(ms(at))
-        .bind(token_id)
-        .bind(ms(at - LAST_USED_RESOLUTION))
-        .execute(&self.pool)
+        .id(token_id)
+        .time(at)
+        .time(at - LAST_USED_RESOLUTION)
+        .execute(&self.db)
         .await?;
         Ok(())
     }
 
     async fn has_super_admin(&self) -> StoreResult<bool> {
-        let count: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM api_tokens WHERE role = 'super_admin'")
-                .fetch_one(&self.pool)
-                .await?;
+        let count: i64 = query("SELECT COUNT(*) FROM api_tokens WHERE role = 'super_admin'")
+            .fetch_scalar(&self.db)
+            .await?;
         Ok(count > 0)
     }
 }
 
 #[async_trait]
-impl DirectoryStore for SqliteStore {
+impl DirectoryStore for SqlStore {
     async fn create_group(
         &self,
         tenant_id: &str,
@@ -1069,14 +1010,13 @@ impl DirectoryStore for SqliteStore {
         member_groups: &[String],
         actor: &Actor,
     ) -> StoreResult<Group> {
-        let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.write_tenant(tenant_id).await?;
         let name_key = display_name.to_lowercase();
         let taken: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM groups WHERE tenant_id = ? AND name_key = ?")
-                .bind(tenant_id)
+            query("SELECT CAST(1 AS BIGINT) FROM groups WHERE tenant_id = $1 AND name_key = $2")
+                .id(tenant_id)
                 .bind(&name_key)
-                .fetch_optional(&mut *tx)
+                .fetch_optional_scalar(&mut tx)
                 .await?;
         if taken.is_some() {
             return Err(StoreError::Duplicate {
@@ -1100,27 +1040,27 @@ impl DirectoryStore for SqliteStore {
             return Err(StoreError::UnknownGroups { ids: unknown });
         }
         let id = new_id();
-        let at = ms(now());
-        sqlx::query(
+        let at = self.db.now();
+        query(
             "INSERT INTO groups (id, tenant_id, display_name, name_key, source, created_at, updated_at)
-             VALUES (?, ?, ?, ?, 'local', ?, ?)",
+             VALUES ($1, $2, $3, $4, 'local', $5, $6)",
         )
-        .bind(&id)
-        .bind(tenant_id)
+        .id(&id)
+        .id(tenant_id)
         .bind(display_name)
         .bind(&name_key)
-        .bind(at)
-        .bind(at)
-        .execute(&mut *tx)
+        .time(at)
+        .time(at)
+        .execute(&mut tx)
         .await?;
         // A brand-new group contains nothing yet, so nesting groups inside it cannot close a cycle.
         for member in member_groups {
-            sqlx::query(
-                "INSERT OR IGNORE INTO group_nesting (container_id, member_id) VALUES (?, ?)",
+            query(
+                "INSERT INTO group_nesting (container_id, member_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
             )
-            .bind(&id)
-            .bind(member)
-            .execute(&mut *tx)
+            .id(&id)
+            .id(member)
+            .execute(&mut tx)
             .await?;
         }
         let after = json!({"id": id, "display_name": display_name, "member_groups": member_groups});
@@ -1161,21 +1101,21 @@ impl DirectoryStore for SqliteStore {
             Some(parts) => (parts[0].clone(), parts[1].clone()),
             None => (String::new(), String::new()),
         };
-        let rows = sqlx::query(
+        let rows = query(
             "SELECT id, display_name, name_key, source FROM groups
-             WHERE tenant_id = ? AND name_key LIKE ? ESCAPE '\\'
-               AND (name_key > ? OR (name_key = ? AND id > ?))
-             ORDER BY name_key, id LIMIT ?",
+             WHERE tenant_id = $1 AND name_key LIKE $2 ESCAPE '\\'
+               AND (name_key > $3 OR (name_key = $4 AND id > $5))
+             ORDER BY name_key, id LIMIT $6",
         )
-        .bind(tenant_id)
+        .id(tenant_id)
         .bind(like_pattern(search))
         .bind(&after_key)
         .bind(&after_key)
-        .bind(&after_id)
+        .id(&after_id)
         .bind(i64::from(limit) + 1)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await?;
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.db.read().await?;
         let mut items = Vec::with_capacity(rows.len());
         for row in rows.iter().take(limit as usize) {
             items.push(group_from_row(&mut conn, row).await?);
@@ -1183,8 +1123,8 @@ impl DirectoryStore for SqliteStore {
         let next_cursor = if rows.len() > limit as usize {
             let last = &rows[limit as usize - 1];
             Some(encode_cursor(&[
-                last.try_get("name_key")?,
-                last.try_get("id")?,
+                &last.get::<String>("name_key")?,
+                &last.id("id")?,
             ]))
         } else {
             None
@@ -1193,15 +1133,14 @@ impl DirectoryStore for SqliteStore {
     }
 
     async fn group(&self, tenant_id: &str, group_id: &str) -> StoreResult<Group> {
-        let mut conn = self.pool.acquire().await?;
-        let row = sqlx::query(
-            "SELECT id, display_name, source FROM groups WHERE tenant_id = ? AND id = ?",
-        )
-        .bind(tenant_id)
-        .bind(group_id)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(not_found("group"))?;
+        let mut conn = self.db.read().await?;
+        let row =
+            query("SELECT id, display_name, source FROM groups WHERE tenant_id = $1 AND id = $2")
+                .id(tenant_id)
+                .id(group_id)
+                .fetch_one(&mut conn)
+                .await
+                .map_err(not_found("group"))?;
         group_from_row(&mut conn, &row).await
     }
 
@@ -1211,8 +1150,7 @@ impl DirectoryStore for SqliteStore {
         user: NewUser,
         actor: &Actor,
     ) -> StoreResult<User> {
-        let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.write_tenant(tenant_id).await?;
         let found = existing_ids(
             &mut tx,
             IdTable::Groups,
@@ -1230,26 +1168,26 @@ impl DirectoryStore for SqliteStore {
             return Err(StoreError::UnknownGroups { ids: unknown });
         }
         let id = new_id();
-        let at = ms(now());
-        sqlx::query(
+        let at = self.db.now();
+        query(
             "INSERT INTO users (id, tenant_id, user_name, user_name_key, display_name, active, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, 1, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, true, $6, $7)",
         )
-        .bind(&id)
-        .bind(tenant_id)
+        .id(&id)
+        .id(tenant_id)
         .bind(&user.user_name)
         .bind(user.user_name.to_lowercase())
         .bind(&user.display_name)
-        .bind(at)
-        .bind(at)
-        .execute(&mut *tx)
+        .time(at)
+        .time(at)
+        .execute(&mut tx)
         .await
         .map_err(|e| duplicate(e, "user", &user.user_name))?;
         for group in &user.groups {
-            sqlx::query("INSERT OR IGNORE INTO user_memberships (group_id, user_id) VALUES (?, ?)")
-                .bind(group)
-                .bind(&id)
-                .execute(&mut *tx)
+            query("INSERT INTO user_memberships (group_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .id(group)
+                .id(&id)
+                .execute(&mut tx)
                 .await?;
         }
         let after = json!({"id": id, "user_name": user.user_name, "groups": user.groups});
@@ -1269,13 +1207,13 @@ impl DirectoryStore for SqliteStore {
     }
 
     async fn user_by_name(&self, tenant_id: &str, user_name: &str) -> StoreResult<User> {
-        let mut conn = self.pool.acquire().await?;
-        let row = sqlx::query(
-            "SELECT id, user_name, display_name, active FROM users WHERE tenant_id = ? AND user_name_key = ? AND deleted_at IS NULL",
+        let mut conn = self.db.read().await?;
+        let row = query(
+            "SELECT id, user_name, display_name, active FROM users WHERE tenant_id = $1 AND user_name_key = $2 AND deleted_at IS NULL",
         )
-        .bind(tenant_id)
+        .id(tenant_id)
         .bind(user_name.to_lowercase())
-        .fetch_one(&mut *conn)
+        .fetch_one(&mut conn)
         .await
         .map_err(not_found("user"))?;
         user_from_row(&mut conn, &row).await
@@ -1288,23 +1226,21 @@ impl DirectoryStore for SqliteStore {
         active: bool,
         actor: &Actor,
     ) -> StoreResult<User> {
-        let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let done = sqlx::query(
-            "UPDATE users SET active = ?, updated_at = ? WHERE tenant_id = ? AND id = ?",
-        )
-        .bind(active)
-        .bind(ms(now()))
-        .bind(tenant_id)
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
+        let mut tx = self.db.write_tenant(tenant_id).await?;
+        let done =
+            query("UPDATE users SET active = $1, updated_at = $2 WHERE tenant_id = $3 AND id = $4")
+                .bind(active)
+                .time(self.db.now())
+                .id(tenant_id)
+                .id(user_id)
+                .execute(&mut tx)
+                .await?;
+        if done == 0 {
             return Err(StoreError::NotFound { what: "user" });
         }
-        let row = sqlx::query("SELECT id, user_name, display_name, active FROM users WHERE id = ?")
-            .bind(user_id)
-            .fetch_one(&mut *tx)
+        let row = query("SELECT id, user_name, display_name, active FROM users WHERE id = $1")
+            .id(user_id)
+            .fetch_one(&mut tx)
             .await?;
         let user = user_from_row(&mut tx, &row).await?;
         let action = if active {
@@ -1328,22 +1264,21 @@ impl DirectoryStore for SqliteStore {
     }
 
     async fn directory_counts(&self, tenant_id: &str) -> StoreResult<DirectoryCounts> {
-        let users: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM users WHERE tenant_id = ? AND deleted_at IS NULL",
-        )
-        .bind(tenant_id)
-        .fetch_one(&self.pool)
-        .await?;
-        let groups: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM groups WHERE tenant_id = ?")
-            .bind(tenant_id)
-            .fetch_one(&self.pool)
+        let users: i64 =
+            query("SELECT COUNT(*) FROM users WHERE tenant_id = $1 AND deleted_at IS NULL")
+                .id(tenant_id)
+                .fetch_scalar(&self.db)
+                .await?;
+        let groups: i64 = query("SELECT COUNT(*) FROM groups WHERE tenant_id = $1")
+            .id(tenant_id)
+            .fetch_scalar(&self.db)
             .await?;
         Ok(DirectoryCounts { users, groups })
     }
 
     async fn tenant_data(&self, tenant_id: &str) -> StoreResult<TenantData> {
         // One read transaction so that the snapshot is consistent.
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.db.read_transaction().await?;
         let tenant = tenant_row(&mut tx, tenant_id).await?;
         let mut settings = std::collections::BTreeMap::new();
         for service in SERVICES {
@@ -1352,64 +1287,65 @@ impl DirectoryStore for SqliteStore {
                 load_settings(&mut tx, &tenant, service).await?,
             );
         }
-        let user_rows =
-            sqlx::query("SELECT id, user_name, active FROM users WHERE tenant_id = ? AND deleted_at IS NULL ORDER BY id")
-                .bind(tenant_id)
-                .fetch_all(&mut *tx)
-                .await?;
-        let membership_rows = sqlx::query(
-            "SELECT m.user_id, m.group_id FROM user_memberships m JOIN users u ON u.id = m.user_id
-             WHERE u.tenant_id = ?",
+        let user_rows = query(
+            "SELECT id, user_name, active FROM users WHERE tenant_id = $1 AND deleted_at IS NULL ORDER BY id",
         )
-        .bind(tenant_id)
-        .fetch_all(&mut *tx)
+        .id(tenant_id)
+        .fetch_all(&mut tx)
+        .await?;
+        let membership_rows = query(
+            "SELECT m.user_id, m.group_id FROM user_memberships m JOIN users u ON u.id = m.user_id
+             WHERE u.tenant_id = $1",
+        )
+        .id(tenant_id)
+        .fetch_all(&mut tx)
         .await?;
         let mut memberships: std::collections::HashMap<String, Vec<String>> =
             std::collections::HashMap::new();
         for row in &membership_rows {
             memberships
-                .entry(row.try_get("user_id")?)
+                .entry(row.id("user_id")?)
                 .or_default()
-                .push(row.try_get("group_id")?);
+                .push(row.id("group_id")?);
         }
         let mut users = Vec::with_capacity(user_rows.len());
         for row in &user_rows {
-            let id: String = row.try_get("id")?;
+            let id: String = row.id("id")?;
             let groups = memberships.remove(&id).unwrap_or_default();
             users.push(DirectoryUser {
-                user_name: row.try_get("user_name")?,
-                active: row.try_get("active")?,
+                user_name: row.get("user_name")?,
+                active: row.get("active")?,
                 groups,
                 id,
             });
         }
-        let groups = sqlx::query("SELECT id, display_name FROM groups WHERE tenant_id = ?")
-            .bind(tenant_id)
-            .fetch_all(&mut *tx)
+        let groups = query("SELECT id, display_name FROM groups WHERE tenant_id = $1")
+            .id(tenant_id)
+            .fetch_all(&mut tx)
             .await?
             .iter()
-            .map(|r| Ok((r.try_get("id")?, r.try_get("display_name")?)))
+            .map(|r| Ok((r.id("id")?, r.get("display_name")?)))
             .collect::<StoreResult<Vec<_>>>()?;
-        let nesting = sqlx::query(
+        let nesting = query(
             "SELECT n.container_id, n.member_id FROM group_nesting n JOIN groups g ON g.id = n.container_id
-             WHERE g.tenant_id = ?",
+             WHERE g.tenant_id = $1",
         )
-        .bind(tenant_id)
-        .fetch_all(&mut *tx)
+        .id(tenant_id)
+        .fetch_all(&mut tx)
         .await?
         .iter()
-        .map(|r| Ok((r.try_get("container_id")?, r.try_get("member_id")?)))
+        .map(|r| Ok((r.id("container_id")?, r.id("member_id")?)))
         .collect::<StoreResult<Vec<_>>>()?;
         let device_groups = load_device_groups(&mut tx, tenant_id).await?;
         let mut deleted_user_groups = Vec::new();
         let mut deleted_device_groups = Vec::new();
-        for row in sqlx::query("SELECT kind, id, name FROM deleted_groups WHERE tenant_id = ?")
-            .bind(tenant_id)
-            .fetch_all(&mut *tx)
+        for row in query("SELECT kind, id, name FROM deleted_groups WHERE tenant_id = $1")
+            .id(tenant_id)
+            .fetch_all(&mut tx)
             .await?
         {
-            let kind: String = row.try_get("kind")?;
-            let entry = (row.try_get("id")?, row.try_get("name")?);
+            let kind: String = row.get("kind")?;
+            let entry = (row.id("id")?, row.get("name")?);
             match kind.as_str() {
                 "user" => deleted_user_groups.push(entry),
                 _ => deleted_device_groups.push(entry),
@@ -1429,51 +1365,41 @@ impl DirectoryStore for SqliteStore {
     }
 }
 
-async fn load_device_groups(
-    conn: &mut SqliteConnection,
-    tenant_id: &str,
-) -> StoreResult<Vec<DeviceGroup>> {
-    let rows = sqlx::query(
-        "SELECT id, name, rule_json FROM device_groups WHERE tenant_id = ? ORDER BY name_key",
+async fn load_device_groups(conn: &mut Conn<'_>, tenant_id: &str) -> StoreResult<Vec<DeviceGroup>> {
+    let rows = query(
+        "SELECT id, name, rule_json FROM device_groups WHERE tenant_id = $1 ORDER BY name_key",
     )
-    .bind(tenant_id)
+    .id(tenant_id)
     .fetch_all(conn)
     .await?;
     rows.iter()
-        .map(|r| {
-            device_group_from_row(
-                r.try_get("id")?,
-                r.try_get("name")?,
-                r.try_get("rule_json")?,
-            )
-        })
+        .map(|r| device_group_from_row(r.id("id")?, r.get("name")?, &r.json("rule_json")?))
         .collect()
 }
 
 #[async_trait]
-impl DeviceStore for SqliteStore {
+impl DeviceStore for SqlStore {
     async fn create_device_group(
         &self,
         tenant_id: &str,
         mut group: DeviceGroup,
         actor: &Actor,
     ) -> StoreResult<DeviceGroup> {
-        let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.write_tenant(tenant_id).await?;
         group.id = DeviceGroupId(new_id());
-        let at = ms(now());
-        sqlx::query(
+        let at = self.db.now();
+        query(
             "INSERT INTO device_groups (id, tenant_id, name, name_key, rule_json, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
-        .bind(group.id.as_str())
-        .bind(tenant_id)
+        .id(group.id.as_str())
+        .id(tenant_id)
         .bind(&group.name)
         .bind(group.name.to_lowercase())
-        .bind(rule_to_json(&group))
-        .bind(at)
-        .bind(at)
-        .execute(&mut *tx)
+        .json(rule_to_json(&group))
+        .time(at)
+        .time(at)
+        .execute(&mut tx)
         .await
         .map_err(|e| duplicate(e, "device group", &group.name))?;
         let after = crate::device_group_to_json(&group);
@@ -1498,8 +1424,7 @@ impl DeviceStore for SqliteStore {
         group: DeviceGroup,
         actor: &Actor,
     ) -> StoreResult<DeviceGroup> {
-        let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.write_tenant(tenant_id).await?;
         let before = load_device_groups(&mut tx, tenant_id)
             .await?
             .into_iter()
@@ -1507,13 +1432,13 @@ impl DeviceStore for SqliteStore {
             .ok_or(StoreError::NotFound {
                 what: "device group",
             })?;
-        sqlx::query("UPDATE device_groups SET name = ?, name_key = ?, rule_json = ?, updated_at = ? WHERE id = ?")
+        query("UPDATE device_groups SET name = $1, name_key = $2, rule_json = $3, updated_at = $4 WHERE id = $5")
             .bind(&group.name)
             .bind(group.name.to_lowercase())
-            .bind(rule_to_json(&group))
-            .bind(ms(now()))
-            .bind(group.id.as_str())
-            .execute(&mut *tx)
+            .json(rule_to_json(&group))
+            .time(self.db.now())
+            .id(group.id.as_str())
+            .execute(&mut tx)
             .await
             .map_err(|e| duplicate(e, "device group", &group.name))?;
         let (before, after) = (
@@ -1547,7 +1472,7 @@ impl DeviceStore for SqliteStore {
     }
 
     async fn device_groups(&self, tenant_id: &str) -> StoreResult<Vec<DeviceGroup>> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.db.read().await?;
         load_device_groups(&mut conn, tenant_id).await
     }
 
@@ -1560,25 +1485,25 @@ impl DeviceStore for SqliteStore {
         at: OffsetDateTime,
         key: Option<&EnrollmentKey>,
     ) -> StoreResult<Device> {
-        let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.write().await?;
         let attested = match key {
             Some(key) => {
-                // Checked and counted under the write lock, so that a key with
-                // one use left enrolls one device, not two racing ones.
-                let row = sqlx::query(enrollment_key_select!("WHERE id = ?"))
-                    .bind(&key.id)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(not_found("enrollment key"))?;
-                let current = enrollment_key_from_row(&row)?;
+                // Counting the use first locks the key's row until commit, so a
+                // key with one use left enrolls one device, not two racing
+                // ones; a refused key rolls the count back.
+                let row = query(
+                    "UPDATE enrollment_keys SET uses = uses + 1 WHERE id = $1
+                     RETURNING id, tenant_id, name, ownership, expires_at, max_uses, uses, revoked_at, created_at",
+                )
+                .id(&key.id)
+                .fetch_one(&mut tx)
+                .await
+                .map_err(not_found("enrollment key"))?;
+                let mut current = enrollment_key_from_row(&row)?;
+                current.uses -= 1;
                 if let Some(reason) = current.unusable(at) {
                     return Err(StoreError::KeyUnusable { reason });
                 }
-                sqlx::query("UPDATE enrollment_keys SET uses = uses + 1 WHERE id = ?")
-                    .bind(&key.id)
-                    .execute(&mut *tx)
-                    .await?;
                 current.ownership.map(|ownership| Attested {
                     ownership,
                     by: AttestedBy::EnrollmentKey,
@@ -1589,23 +1514,23 @@ impl DeviceStore for SqliteStore {
         let pending_approval = tenant_row(&mut tx, tenant_id).await?.device_approval;
         let id = new_id();
         let report_json = report_to_json(report);
-        sqlx::query(
+        query(
             "INSERT INTO devices (id, tenant_id, user_id, token_hash, hostname_key, report_json, enrolled_at, last_sync_at,
                                   attested_ownership, attested_by, pending_approval)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
-        .bind(&id)
-        .bind(tenant_id)
-        .bind(&user.id)
+        .id(&id)
+        .id(tenant_id)
+        .id(&user.id)
         .bind(token_hash)
         .bind(report.hostname.to_lowercase())
-        .bind(report_json.to_string())
-        .bind(ms(at))
-        .bind(ms(at))
+        .json(report_json.to_string())
+        .time(at)
+        .time(at)
         .bind(attested.as_ref().map(|a| a.ownership.as_str()))
         .bind(attested.as_ref().map(|a| a.by.as_str()))
         .bind(pending_approval)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         let after = json!({"id": id, "user_name": user.user_name, "device": report_json,
                            "enrollment_key": key.map(|k| &k.name), "pending_approval": pending_approval});
@@ -1636,27 +1561,27 @@ impl DeviceStore for SqliteStore {
     async fn device_by_token(&self, token_hash: &str) -> StoreResult<AuthenticatedDevice> {
         // One indexed read answers both who the device is and whether this
         // node's snapshot of its tenant is current.
-        let row = sqlx::query(
+        let row = query(
             "SELECT d.id, d.tenant_id, d.user_id, u.user_name, d.report_json, d.enrolled_at,
                     d.last_sync_at, d.attested_ownership, d.attested_by, d.pending_approval, t.data_version
              FROM devices d JOIN users u ON u.id = d.user_id JOIN tenants t ON t.id = d.tenant_id
-             WHERE d.token_hash = ?",
+             WHERE d.token_hash = $1",
         )
         .bind(token_hash)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.db)
         .await
         .map_err(not_found("device"))?;
         Ok(AuthenticatedDevice {
             device: device_from_row(&row)?,
-            tenant_data_version: row.try_get("data_version")?,
+            tenant_data_version: row.get("data_version")?,
         })
     }
 
     async fn device(&self, tenant_id: &str, device_id: &str) -> StoreResult<Device> {
-        let row = sqlx::query(device_select!("WHERE d.tenant_id = ? AND d.id = ?"))
-            .bind(tenant_id)
-            .bind(device_id)
-            .fetch_one(&self.pool)
+        let row = query(device_select!("WHERE d.tenant_id = $1 AND d.id = $2"))
+            .id(tenant_id)
+            .id(device_id)
+            .fetch_one(&self.db)
             .await
             .map_err(not_found("device"))?;
         device_from_row(&row)
@@ -1669,24 +1594,24 @@ impl DeviceStore for SqliteStore {
         at: OffsetDateTime,
         moved: Option<&DeviceMove>,
     ) -> StoreResult<()> {
-        let _guard = self.write_lock.lock().await;
         let Some(report) = report else {
-            sqlx::query("UPDATE devices SET last_sync_at = ? WHERE id = ?")
-                .bind(ms(at))
-                .bind(device_id)
-                .execute(&self.pool)
+            let _turn = self.db.single_write().await;
+            query("UPDATE devices SET last_sync_at = $1 WHERE id = $2")
+                .time(at)
+                .id(device_id)
+                .execute(&self.db)
                 .await?;
             return Ok(());
         };
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query(
-            "UPDATE devices SET report_json = ?, hostname_key = ?, last_sync_at = ? WHERE id = ?",
+        let mut tx = self.db.write().await?;
+        query(
+            "UPDATE devices SET report_json = $1, hostname_key = $2, last_sync_at = $3 WHERE id = $4",
         )
-        .bind(report_to_json(report).to_string())
+        .json(report_to_json(report).to_string())
         .bind(report.hostname.to_lowercase())
-        .bind(ms(at))
-        .bind(device_id)
-        .execute(&mut *tx)
+        .time(at)
+        .id(device_id)
+        .execute(&mut tx)
         .await?;
         if let Some(moved) = moved {
             insert_audit(
@@ -1711,21 +1636,20 @@ impl DeviceStore for SqliteStore {
         change: &DeviceChange,
         actor: &Actor,
     ) -> StoreResult<Device> {
-        let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.write_tenant(tenant_id).await?;
         let before = device_row(&mut tx, tenant_id, device_id).await?;
         if let Some(ownership) = change.ownership {
-            sqlx::query("UPDATE devices SET attested_ownership = ?, attested_by = ? WHERE id = ?")
+            query("UPDATE devices SET attested_ownership = $1, attested_by = $2 WHERE id = $3")
                 .bind(ownership.map(|o| o.as_str()))
                 .bind(ownership.map(|_| AttestedBy::Admin.as_str()))
-                .bind(device_id)
-                .execute(&mut *tx)
+                .id(device_id)
+                .execute(&mut tx)
                 .await?;
         }
         if change.approve == Some(true) {
-            sqlx::query("UPDATE devices SET pending_approval = 0 WHERE id = ?")
-                .bind(device_id)
-                .execute(&mut *tx)
+            query("UPDATE devices SET pending_approval = FALSE WHERE id = $1")
+                .id(device_id)
+                .execute(&mut tx)
                 .await?;
         }
         let after = device_row(&mut tx, tenant_id, device_id).await?;
@@ -1764,20 +1688,20 @@ impl DeviceStore for SqliteStore {
             .and_then(|c| decode_cursor(c, 1))
             .map(|mut p| p.remove(0))
             .unwrap_or_default();
-        let rows = sqlx::query(device_select!(
-            "WHERE d.tenant_id = ?1 AND d.id > ?2
-               AND (?3 IS NULL OR u.user_name_key = ?3)
-               AND (?4 IS NULL OR d.hostname_key = ?4)
-               AND (?5 IS NULL OR u.user_name_key LIKE ?5 ESCAPE '\\' OR d.hostname_key LIKE ?5 ESCAPE '\\')
-             ORDER BY d.id LIMIT ?6"
+        let rows = query(device_select!(
+            "WHERE d.tenant_id = $1 AND d.id > $2
+               AND ($3 IS NULL OR u.user_name_key = $3)
+               AND ($4 IS NULL OR d.hostname_key = $4)
+               AND ($5 IS NULL OR u.user_name_key LIKE $5 ESCAPE '\\' OR d.hostname_key LIKE $5 ESCAPE '\\')
+             ORDER BY d.id LIMIT $6"
         ))
-        .bind(tenant_id)
-        .bind(&after_id)
+        .id(tenant_id)
+        .id(&after_id)
         .bind(lower(&filter.user_name))
         .bind(lower(&filter.hostname))
         .bind(search)
         .bind(i64::from(limit) + 1)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await?;
         let items: Vec<Device> = rows
             .iter()
@@ -1791,9 +1715,9 @@ impl DeviceStore for SqliteStore {
     }
 
     async fn all_devices(&self, tenant_id: &str) -> StoreResult<Vec<Device>> {
-        let rows = sqlx::query(device_select!("WHERE d.tenant_id = ? ORDER BY d.id"))
-            .bind(tenant_id)
-            .fetch_all(&self.pool)
+        let rows = query(device_select!("WHERE d.tenant_id = $1 ORDER BY d.id"))
+            .id(tenant_id)
+            .fetch_all(&self.db)
             .await?;
         rows.iter().map(device_from_row).collect()
     }
@@ -1804,18 +1728,17 @@ impl DeviceStore for SqliteStore {
         device_id: &str,
         actor: &Actor,
     ) -> StoreResult<()> {
-        let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let row = sqlx::query(device_select!("WHERE d.tenant_id = ? AND d.id = ?"))
-            .bind(tenant_id)
-            .bind(device_id)
-            .fetch_one(&mut *tx)
+        let mut tx = self.db.write_tenant(tenant_id).await?;
+        let row = query(device_select!("WHERE d.tenant_id = $1 AND d.id = $2"))
+            .id(tenant_id)
+            .id(device_id)
+            .fetch_one(&mut tx)
             .await
             .map_err(not_found("device"))?;
         let device = device_from_row(&row)?;
-        sqlx::query("DELETE FROM devices WHERE id = ?")
-            .bind(device_id)
-            .execute(&mut *tx)
+        query("DELETE FROM devices WHERE id = $1")
+            .id(device_id)
+            .execute(&mut tx)
             .await?;
         let before = json!({"id": device.id, "user_name": device.user_name, "device": report_to_json(&device.report)});
         bump_data_version(&mut tx, tenant_id).await?;
@@ -1835,20 +1758,19 @@ impl DeviceStore for SqliteStore {
 }
 
 #[async_trait]
-impl ConfigStore for SqliteStore {
+impl ConfigStore for SqlStore {
     async fn settings(
         &self,
         tenant_id: &str,
         service: &'static ServiceDef,
     ) -> StoreResult<StoredSettings> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.db.read().await?;
         let tenant = tenant_row(&mut conn, tenant_id).await?;
         load_settings(&mut conn, &tenant, service).await
     }
 
     async fn save_settings(&self, tenant_id: &str, request: SaveRequest) -> StoreResult<Saved> {
-        let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.write_tenant(tenant_id).await?;
         let tenant = tenant_row(&mut tx, tenant_id).await?;
         let current = load_settings(&mut tx, &tenant, request.service).await?;
         if let Some(expected) = request.expected_version
@@ -1911,13 +1833,13 @@ impl ConfigStore for SqliteStore {
     }
 
     async fn config_version(&self, tenant_id: &str, version: i64) -> StoreResult<ConfigVersion> {
-        let row = sqlx::query(
+        let row = query(
             "SELECT version, service, actor, actor_kind, actor_id, at, before_json, after_json FROM config_versions
-             WHERE tenant_id = ? AND version = ?",
+             WHERE tenant_id = $1 AND version = $2",
         )
-        .bind(tenant_id)
+        .id(tenant_id)
         .bind(version)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.db)
         .await
         .map_err(not_found("config version"))?;
         config_version_from_row(&row)
@@ -1929,15 +1851,15 @@ impl ConfigStore for SqliteStore {
         service: Option<&str>,
         limit: u32,
     ) -> StoreResult<Vec<ConfigVersion>> {
-        let rows = sqlx::query(
+        let rows = query(
             "SELECT version, service, actor, actor_kind, actor_id, at, before_json, after_json FROM config_versions
-             WHERE tenant_id = ? AND (? IS NULL OR service = ?) ORDER BY version DESC LIMIT ?",
+             WHERE tenant_id = $1 AND ($2 IS NULL OR service = $3) ORDER BY version DESC LIMIT $4",
         )
-        .bind(tenant_id)
+        .id(tenant_id)
         .bind(service)
         .bind(service)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await?;
         rows.iter().map(config_version_from_row).collect()
     }
@@ -1948,19 +1870,19 @@ impl ConfigStore for SqliteStore {
         limit: u32,
         before_id: Option<i64>,
     ) -> StoreResult<Vec<(i64, AuditEntry)>> {
-        let rows = sqlx::query(
+        let rows = query(
             "SELECT id, at, actor, actor_kind, actor_id, action, target, before_json, after_json FROM audit_log
-             WHERE tenant_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+             WHERE tenant_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
         )
-        .bind(tenant_id)
+        .id(tenant_id)
         .bind(before_id.unwrap_or(i64::MAX))
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await?;
         rows.iter()
             .map(|row| {
                 let parse = |column: &str| -> StoreResult<Option<Value>> {
-                    let text: Option<String> = row.try_get(column)?;
+                    let text = row.opt_json(column)?;
                     text.map(|t| {
                         serde_json::from_str(&t)
                             .map_err(|e| StoreError::Corrupt(format!("audit {column}: {e}")))
@@ -1968,12 +1890,12 @@ impl ConfigStore for SqliteStore {
                     .transpose()
                 };
                 Ok((
-                    row.try_get("id")?,
+                    row.get("id")?,
                     AuditEntry {
-                        at: from_ms(row.try_get("at")?)?,
+                        at: row.time("at")?,
                         actor: actor_from_row(row)?,
-                        action: row.try_get("action")?,
-                        target: row.try_get("target")?,
+                        action: row.get("action")?,
+                        target: row.get("target")?,
                         before: parse("before_json")?,
                         after: parse("after_json")?,
                     },
@@ -1991,65 +1913,57 @@ impl ConfigStore for SqliteStore {
         before: Option<&Value>,
         after: Option<&Value>,
     ) -> StoreResult<()> {
-        let _guard = self.write_lock.lock().await;
-        let mut conn = self.pool.acquire().await?;
+        let _turn = self.db.single_write().await;
+        let mut conn = self.db.read().await?;
         insert_audit(&mut conn, tenant_id, actor, action, target, before, after).await
     }
 
     async fn touch_scim(&self, tenant_id: &str, at: OffsetDateTime) -> StoreResult<()> {
-        let _guard = self.write_lock.lock().await;
-        sqlx::query("UPDATE tenants SET last_scim_request_at = ? WHERE id = ?")
-            .bind(ms(at))
-            .bind(tenant_id)
-            .execute(&self.pool)
+        let _turn = self.db.single_write().await;
+        query("UPDATE tenants SET last_scim_request_at = $1 WHERE id = $2")
+            .time(at)
+            .id(tenant_id)
+            .execute(&self.db)
             .await?;
         Ok(())
     }
 }
 
-fn actor_from_row(row: &SqliteRow) -> StoreResult<Actor> {
-    let kind: String = row.try_get("actor_kind")?;
+fn actor_from_row(row: &Row) -> StoreResult<Actor> {
+    let kind: String = row.get("actor_kind")?;
     Ok(Actor::new(
         ActorKind::parse(&kind),
-        row.try_get::<String, _>("actor_id")?,
-        row.try_get::<String, _>("actor")?,
+        row.get::<String>("actor_id")?,
+        row.get::<String>("actor")?,
     ))
 }
 
-fn config_version_from_row(row: &SqliteRow) -> StoreResult<ConfigVersion> {
+fn config_version_from_row(row: &Row) -> StoreResult<ConfigVersion> {
     Ok(ConfigVersion {
-        version: row.try_get("version")?,
-        service: row.try_get("service")?,
+        version: row.get("version")?,
+        service: row.get("service")?,
         actor: actor_from_row(row)?,
-        at: from_ms(row.try_get("at")?)?,
-        before: settings_from_json(row.try_get("before_json")?)?,
-        after: settings_from_json(row.try_get("after_json")?)?,
+        at: row.time("at")?,
+        before: settings_from_json(&row.json("before_json")?)?,
+        after: settings_from_json(&row.json("after_json")?)?,
     })
 }
 
-/// The account columns `account_from_row` reads, prefixed by the table alias `a`.
-macro_rules! account_columns {
-    () => {
-        "a.id, a.tenant_id, a.email, a.password_hash, a.role,
-         a.created_at, a.disabled_at"
-    };
-}
-
-fn account_from_row(row: &SqliteRow) -> StoreResult<Account> {
-    let role: String = row.try_get("role")?;
+fn account_from_row(row: &Row) -> StoreResult<Account> {
+    let role: String = row.get("role")?;
     Ok(Account {
-        id: row.try_get("id")?,
-        tenant_id: row.try_get("tenant_id")?,
-        email: row.try_get("email")?,
-        password_hash: row.try_get("password_hash")?,
+        id: row.id("id")?,
+        tenant_id: row.opt_id("tenant_id")?,
+        email: row.get("email")?,
+        password_hash: row.get("password_hash")?,
         role: Role::parse(&role).ok_or_else(|| StoreError::Corrupt(format!("role {role:?}")))?,
-        created_at: from_ms(row.try_get("created_at")?)?,
-        disabled_at: row
-            .try_get::<Option<i64>, _>("disabled_at")?
-            .map(from_ms)
-            .transpose()?,
+        created_at: row.time("created_at")?,
+        disabled_at: row.opt_time("disabled_at")?,
     })
 }
+
+const ACCOUNT_COLUMNS: &str =
+    "a.id, a.tenant_id, a.email, a.password_hash, a.role, a.created_at, a.disabled_at";
 
 /// What the audit log keeps of an account: never its password hash.
 fn account_audit_json(account: &Account) -> Value {
@@ -2061,53 +1975,55 @@ fn account_audit_json(account: &Account) -> Value {
     })
 }
 
+/// One account of a tenant (or a super admin for `None`); `for_update` locks its row.
 async fn account_row(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     tenant_id: Option<&str>,
     account_id: &str,
+    for_update: bool,
 ) -> StoreResult<Account> {
-    let row = sqlx::query(concat!(
-        "SELECT ",
-        account_columns!(),
-        " FROM accounts a WHERE a.id = ? AND a.tenant_id IS ?"
-    ))
-    .bind(account_id)
-    .bind(tenant_id)
-    .fetch_one(conn)
-    .await
-    .map_err(not_found("account"))?;
+    let sql = format!(
+        "SELECT {ACCOUNT_COLUMNS} FROM accounts a
+         WHERE a.id = $1 AND a.tenant_id IS NOT DISTINCT FROM $2{}",
+        if for_update { conn.for_update() } else { "" }
+    );
+    let row = query_built(sql)
+        .id(account_id)
+        .opt_id(tenant_id)
+        .fetch_one(conn)
+        .await
+        .map_err(not_found("account"))?;
     account_from_row(&row)
 }
 
-async fn delete_sessions(conn: &mut SqliteConnection, account_id: &str) -> StoreResult<u64> {
-    let done = sqlx::query("DELETE FROM sessions WHERE account_id = ?")
-        .bind(account_id)
+async fn delete_sessions(conn: &mut Conn<'_>, account_id: &str) -> StoreResult<u64> {
+    let done = query("DELETE FROM sessions WHERE account_id = $1")
+        .id(account_id)
         .execute(conn)
         .await?;
-    Ok(done.rows_affected())
+    Ok(done)
 }
 
 #[async_trait]
-impl AccountStore for SqliteStore {
+impl AccountStore for SqlStore {
     async fn create_account(&self, new: NewAccount, actor: &Actor) -> StoreResult<Account> {
-        let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.write().await?;
         let id = new_id();
-        sqlx::query(
+        query(
             "INSERT INTO accounts (id, tenant_id, email, email_key, password_hash, role, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
-        .bind(&id)
-        .bind(new.tenant_id.as_deref())
+        .id(&id)
+        .opt_id(new.tenant_id.as_deref())
         .bind(&new.email)
         .bind(new.email.trim().to_lowercase())
         .bind(&new.password_hash)
         .bind(new.role.as_str())
-        .bind(ms(now()))
-        .execute(&mut *tx)
+        .time(self.db.now())
+        .execute(&mut tx)
         .await
         .map_err(|e| duplicate(e, "account", &new.email))?;
-        let account = account_row(&mut tx, new.tenant_id.as_deref(), &id).await?;
+        let account = account_row(&mut tx, new.tenant_id.as_deref(), &id, false).await?;
         insert_audit(
             &mut tx,
             new.tenant_id.as_deref(),
@@ -2123,32 +2039,29 @@ impl AccountStore for SqliteStore {
     }
 
     async fn accounts_by_email(&self, email: &str) -> StoreResult<Vec<Account>> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            account_columns!(),
-            " FROM accounts a WHERE a.email_key = ? ORDER BY a.created_at, a.id"
-        ))
-        .bind(email.trim().to_lowercase())
-        .fetch_all(&self.pool)
-        .await?;
+        let sql = format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.email_key = $1
+             ORDER BY a.created_at, a.id"
+        );
+        let rows = query_built(sql)
+            .bind(email.trim().to_lowercase())
+            .fetch_all(&self.db)
+            .await?;
         rows.iter().map(account_from_row).collect()
     }
 
     async fn accounts(&self, tenant_id: &str) -> StoreResult<Vec<Account>> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            account_columns!(),
-            " FROM accounts a WHERE a.tenant_id = ? ORDER BY a.email_key, a.id"
-        ))
-        .bind(tenant_id)
-        .fetch_all(&self.pool)
-        .await?;
+        let sql = format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.tenant_id = $1
+             ORDER BY a.email_key, a.id"
+        );
+        let rows = query_built(sql).id(tenant_id).fetch_all(&self.db).await?;
         rows.iter().map(account_from_row).collect()
     }
 
     async fn account(&self, tenant_id: Option<&str>, account_id: &str) -> StoreResult<Account> {
-        let mut conn = self.pool.acquire().await?;
-        account_row(&mut conn, tenant_id, account_id).await
+        let mut conn = self.db.read().await?;
+        account_row(&mut conn, tenant_id, account_id, false).await
     }
 
     async fn update_account(
@@ -2158,43 +2071,42 @@ impl AccountStore for SqliteStore {
         change: AccountChange,
         actor: &Actor,
     ) -> StoreResult<Account> {
-        let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let before = account_row(&mut tx, tenant_id, account_id).await?;
+        let mut tx = self.db.write().await?;
+        let before = account_row(&mut tx, tenant_id, account_id, true).await?;
         let mut actions = Vec::new();
         if let Some(role) = change.role
             && role != before.role
         {
-            sqlx::query("UPDATE accounts SET role = ? WHERE id = ?")
+            query("UPDATE accounts SET role = $1 WHERE id = $2")
                 .bind(role.as_str())
-                .bind(account_id)
-                .execute(&mut *tx)
+                .id(account_id)
+                .execute(&mut tx)
                 .await?;
             actions.push("account.role");
         }
         match change.disabled {
             Some(true) if before.disabled_at.is_none() => {
-                sqlx::query("UPDATE accounts SET disabled_at = ? WHERE id = ?")
-                    .bind(ms(now()))
-                    .bind(account_id)
-                    .execute(&mut *tx)
+                query("UPDATE accounts SET disabled_at = $1 WHERE id = $2")
+                    .time(self.db.now())
+                    .id(account_id)
+                    .execute(&mut tx)
                     .await?;
                 delete_sessions(&mut tx, account_id).await?;
                 actions.push("account.disable");
             }
             Some(false) if before.disabled_at.is_some() => {
-                sqlx::query(
+                query(
                     "UPDATE accounts SET disabled_at = NULL
-                     WHERE id = ?",
+                     WHERE id = $1",
                 )
-                .bind(account_id)
-                .execute(&mut *tx)
+                .id(account_id)
+                .execute(&mut tx)
                 .await?;
                 actions.push("account.enable");
             }
             _ => {}
         }
-        let after = account_row(&mut tx, tenant_id, account_id).await?;
+        let after = account_row(&mut tx, tenant_id, account_id, false).await?;
         for action in actions {
             insert_audit(
                 &mut tx,
@@ -2219,16 +2131,15 @@ impl AccountStore for SqliteStore {
         end_sessions: bool,
         actor: &Actor,
     ) -> StoreResult<()> {
-        let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let account = account_row(&mut tx, tenant_id, account_id).await?;
-        sqlx::query(
-            "UPDATE accounts SET password_hash = ?
-             WHERE id = ?",
+        let mut tx = self.db.write().await?;
+        let account = account_row(&mut tx, tenant_id, account_id, true).await?;
+        query(
+            "UPDATE accounts SET password_hash = $1
+             WHERE id = $2",
         )
         .bind(password_hash)
-        .bind(account_id)
-        .execute(&mut *tx)
+        .id(account_id)
+        .execute(&mut tx)
         .await?;
         let ended = if end_sessions {
             delete_sessions(&mut tx, account_id).await?
@@ -2255,9 +2166,8 @@ impl AccountStore for SqliteStore {
         account_id: &str,
         actor: &Actor,
     ) -> StoreResult<u64> {
-        let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let account = account_row(&mut tx, tenant_id, account_id).await?;
+        let mut tx = self.db.write().await?;
+        let account = account_row(&mut tx, tenant_id, account_id, true).await?;
         let ended = delete_sessions(&mut tx, account_id).await?;
         insert_audit(
             &mut tx,
@@ -2272,6 +2182,7 @@ impl AccountStore for SqliteStore {
         tx.commit().await?;
         Ok(ended)
     }
+
     async fn create_session(
         &self,
         token_hash: &str,
@@ -2279,48 +2190,47 @@ impl AccountStore for SqliteStore {
         csrf_token: &str,
         expires_at: OffsetDateTime,
     ) -> StoreResult<()> {
-        let _guard = self.write_lock.lock().await;
+        let _turn = self.db.single_write().await;
         // Expired sessions are swept whenever a new one starts.
-        sqlx::query("DELETE FROM sessions WHERE expires_at < ?")
-            .bind(ms(now()))
-            .execute(&self.pool)
+        query("DELETE FROM sessions WHERE expires_at < $1")
+            .time(self.db.now())
+            .execute(&self.db)
             .await?;
-        sqlx::query("INSERT INTO sessions (token_hash, account_id, csrf_token, created_at, expires_at) VALUES (?, ?, ?, ?, ?)")
+        query("INSERT INTO sessions (token_hash, account_id, csrf_token, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(token_hash)
-            .bind(account_id)
+            .id(account_id)
             .bind(csrf_token)
-            .bind(ms(now()))
-            .bind(ms(expires_at))
-            .execute(&self.pool)
+            .time(self.db.now())
+            .time(expires_at)
+            .execute(&self.db)
             .await?;
         Ok(())
     }
 
     async fn session(&self, token_hash: &str) -> StoreResult<Session> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            account_columns!(),
-            ", s.csrf_token, s.expires_at
-                 FROM sessions s JOIN accounts a ON a.id = s.account_id
-                 WHERE s.token_hash = ? AND s.expires_at > ? AND a.disabled_at IS NULL"
-        ))
-        .bind(token_hash)
-        .bind(ms(now()))
-        .fetch_one(&self.pool)
-        .await
-        .map_err(not_found("session"))?;
+        let sql = format!(
+            "SELECT {ACCOUNT_COLUMNS}, s.csrf_token, s.expires_at
+             FROM sessions s JOIN accounts a ON a.id = s.account_id
+             WHERE s.token_hash = $1 AND s.expires_at > $2 AND a.disabled_at IS NULL"
+        );
+        let row = query_built(sql)
+            .bind(token_hash)
+            .time(self.db.now())
+            .fetch_one(&self.db)
+            .await
+            .map_err(not_found("session"))?;
         Ok(Session {
             account: account_from_row(&row)?,
-            csrf_token: row.try_get("csrf_token")?,
-            expires_at: from_ms(row.try_get("expires_at")?)?,
+            csrf_token: row.get("csrf_token")?,
+            expires_at: row.time("expires_at")?,
         })
     }
 
     async fn delete_session(&self, token_hash: &str) -> StoreResult<()> {
-        let _guard = self.write_lock.lock().await;
-        sqlx::query("DELETE FROM sessions WHERE token_hash = ?")
+        let _turn = self.db.single_write().await;
+        query("DELETE FROM sessions WHERE token_hash = $1")
             .bind(token_hash)
-            .execute(&self.pool)
+            .execute(&self.db)
             .await?;
         Ok(())
     }
