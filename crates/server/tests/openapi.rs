@@ -230,9 +230,16 @@ fn type_matches(name: &str, value: &Value) -> bool {
 /// routers, read from their source so that a route added there without an
 /// annotation fails this test.
 fn routes_in_source() -> BTreeSet<(String, String)> {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    // Every file of the admin module, so that a new resource module is read too.
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(src.join("admin"))
+        .expect("the admin module")
+        .map(|entry| entry.expect("an admin module file").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "rs"))
+        .collect();
+    files.extend(["enrollment.rs", "agent.rs", "ops.rs"].map(|file| src.join(file)));
     let mut routes = BTreeSet::new();
-    for file in ["admin.rs", "enrollment.rs", "agent.rs", "ops.rs"] {
-        let path = format!("{}/src/{file}", env!("CARGO_MANIFEST_DIR"));
+    for path in files {
         let source = std::fs::read_to_string(&path).expect("router source");
         let mut rest = source.as_str();
         while let Some(start) = rest.find(".route(") {

@@ -33,6 +33,8 @@ use sign_in::{DUMMY_HASH, SignInGuard};
 use time::OffsetDateTime;
 
 use crate::admin;
+use crate::admin::device_groups::device_group_used_by;
+use crate::admin::directory::user_group_used_by;
 use crate::auth::{Caller, SESSION_COOKIE, session};
 use crate::enrollment::KeyJson;
 use crate::error::{ApiError, ApiResult};
@@ -790,7 +792,7 @@ async fn device_groups_page(
             .iter()
             .map(|g| {
                 DeviceGroupJson::new(g, devices.iter().filter(|d| g.matches(&d.report)).count())
-                    .used_by(admin::device_group_used_by(&selections, &g.id))
+                    .used_by(device_group_used_by(&selections, &g.id))
             })
             .collect();
         Ok::<_, ApiError>(json!({
@@ -831,7 +833,7 @@ async fn directory_page(
             .iter()
             .map(|g| json!({
                 "id": g.id, "display_name": g.display_name, "source": g.source, "member_count": g.member_count,
-                "used_by": admin::user_group_used_by(&selections, &g.id),
+                "used_by": user_group_used_by(&selections, &g.id),
                 "nested": g.member_groups.iter().map(|id| names.get(id).cloned().unwrap_or_else(|| id.clone())).collect::<Vec<_>>(),
             }))
             .collect();

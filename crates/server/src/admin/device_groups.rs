@@ -1,0 +1,211 @@
+//! Device groups: rules over device reports, and the preview of a rule.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use entitle_core::{DeviceGroupId, IMPACT_SAMPLE_SIZE, Settings};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::{DeleteQuery, Deleted, selections};
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{JsonBody, QueryParams};
+use crate::state::AppState;
+use crate::wire::{DeviceGroupBody, DeviceGroupJson};
+
+/// The device group routes.
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/api/v1/tenants/{tenant}/device-groups/preview",
+            post(preview_device_group),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/device-groups",
+            post(create_device_group).get(list_device_groups),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/device-groups/{id}",
+            get(get_device_group)
+                .put(update_device_group)
+                .delete(delete_device_group),
+        )
+}
+
+/// Device groups list.
+#[derive(Serialize, ToSchema)]
+pub struct DeviceGroupList {
+    /// Device groups by name.
+    pub items: Vec<DeviceGroupJson>,
+}
+
+/// Creates a device group.
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/device-groups", tag = "device-groups", request_body = DeviceGroupBody,
+    params(("tenant" = String, Path)), responses((status = 201, body = DeviceGroupJson), (status = 409), (status = 422)))]
+pub(crate) async fn create_device_group(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+    JsonBody(body): JsonBody<DeviceGroupBody>,
+) -> ApiResult<Response> {
+    let tenant = caller.tenant_for_write(&state, &tenant).await?;
+    let group = body.parse(DeviceGroupId(String::new()))?;
+    let group = state
+        .store
+        .create_device_group(&tenant.id, group, &caller.actor)
+        .await?;
+    state.snapshots.refresh(&tenant.id).await?;
+    let json = device_group_json(&state, &tenant.id, &group).await?;
+    Ok((StatusCode::CREATED, Json(json)).into_response())
+}
+
+/// Lists device groups with their current member counts.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/device-groups", tag = "device-groups",
+    params(("tenant" = String, Path)), responses((status = 200, body = DeviceGroupList)))]
+pub(crate) async fn list_device_groups(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+) -> ApiResult<Json<DeviceGroupList>> {
+    let tenant = caller.tenant(&state, &tenant).await?;
+    let groups = state.store.device_groups(&tenant.id).await?;
+    let devices = state.store.all_devices(&tenant.id).await?;
+    let selections = selections(&state, &tenant.id).await?;
+    let items = groups
+        .iter()
+        .map(|g| {
+            DeviceGroupJson::new(g, devices.iter().filter(|d| g.matches(&d.report)).count())
+                .used_by(device_group_used_by(&selections, &g.id))
+        })
+        .collect();
+    Ok(Json(DeviceGroupList { items }))
+}
+
+async fn find_device_group(
+    state: &AppState,
+    tenant_id: &str,
+    id: &str,
+) -> ApiResult<entitle_core::DeviceGroup> {
+    state
+        .store
+        .device_groups(tenant_id)
+        .await?
+        .into_iter()
+        .find(|g| g.id.as_str() == id)
+        .ok_or_else(|| ApiError::not_found("device group"))
+}
+
+/// Reads a device group.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/device-groups/{id}", tag = "device-groups",
+    params(("tenant" = String, Path), ("id" = String, Path)), responses((status = 200, body = DeviceGroupJson), (status = 404)))]
+pub(crate) async fn get_device_group(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, id)): Path<(String, String)>,
+) -> ApiResult<Json<DeviceGroupJson>> {
+    let tenant = caller.tenant(&state, &tenant).await?;
+    let group = find_device_group(&state, &tenant.id, &id).await?;
+    Ok(Json(device_group_json(&state, &tenant.id, &group).await?))
+}
+
+/// Replaces a device group's name and rule.
+#[utoipa::path(put, path = "/api/v1/tenants/{tenant}/device-groups/{id}", tag = "device-groups", request_body = DeviceGroupBody,
+    params(("tenant" = String, Path), ("id" = String, Path)), responses((status = 200, body = DeviceGroupJson), (status = 404),
+        (status = 409, description = "another device group has the name"), (status = 422)))]
+pub(crate) async fn update_device_group(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, id)): Path<(String, String)>,
+    JsonBody(body): JsonBody<DeviceGroupBody>,
+) -> ApiResult<Json<DeviceGroupJson>> {
+    let tenant = caller.tenant_for_write(&state, &tenant).await?;
+    find_device_group(&state, &tenant.id, &id).await?;
+    let group = body.parse(DeviceGroupId(id))?;
+    let group = state
+        .store
+        .update_device_group(&tenant.id, group, &caller.actor)
+        .await?;
+    state.snapshots.refresh(&tenant.id).await?;
+    Ok(Json(device_group_json(&state, &tenant.id, &group).await?))
+}
+
+/// Deletes a device group; refused with 409 while entitlements select it, unless forced.
+#[utoipa::path(delete, path = "/api/v1/tenants/{tenant}/device-groups/{id}", tag = "device-groups",
+    params(("tenant" = String, Path), ("id" = String, Path), DeleteQuery),
+    responses((status = 200, body = Deleted), (status = 404), (status = 409, description = "entitlements still select the group; they are named")))]
+pub(crate) async fn delete_device_group(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, id)): Path<(String, String)>,
+    QueryParams(query): QueryParams<DeleteQuery>,
+) -> ApiResult<Json<Deleted>> {
+    let tenant = caller.tenant_for_write(&state, &tenant).await?;
+    let still_selected_by = state
+        .store
+        .delete_device_group(&tenant.id, &id, &caller.actor, query.force.unwrap_or(false))
+        .await?;
+    state.snapshots.refresh(&tenant.id).await?;
+    Ok(Json(Deleted { still_selected_by }))
+}
+
+/// Which enrolled devices a rule would hold.
+#[derive(Serialize, ToSchema)]
+pub struct RulePreview {
+    /// Devices that meet the rule now.
+    pub matching_devices: usize,
+    /// Up to ten "user on host" entries.
+    pub sample: Vec<String>,
+}
+
+/// Counts the devices a device-group rule would hold, before it is saved.
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/device-groups/preview", tag = "device-groups", request_body = DeviceGroupBody,
+    params(("tenant" = String, Path)), responses((status = 200, body = RulePreview), (status = 422)))]
+pub(crate) async fn preview_device_group(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+    JsonBody(body): JsonBody<DeviceGroupBody>,
+) -> ApiResult<Json<RulePreview>> {
+    let tenant = caller.tenant(&state, &tenant).await?;
+    let rule = body.parse(DeviceGroupId(String::new()))?;
+    let mut devices = state.store.all_devices(&tenant.id).await?;
+    devices.sort_by(|a, b| {
+        (&a.user_name, &a.report.hostname).cmp(&(&b.user_name, &b.report.hostname))
+    });
+    let matching: Vec<_> = devices.iter().filter(|d| rule.matches(&d.report)).collect();
+    let sample = matching
+        .iter()
+        .take(IMPACT_SAMPLE_SIZE)
+        .map(|d| format!("{} on {}", d.user_name, d.report.hostname))
+        .collect();
+    Ok(Json(RulePreview {
+        matching_devices: matching.len(),
+        sample,
+    }))
+}
+
+async fn device_group_json(
+    state: &AppState,
+    tenant_id: &str,
+    group: &entitle_core::DeviceGroup,
+) -> ApiResult<DeviceGroupJson> {
+    let devices = state.store.all_devices(tenant_id).await?;
+    let matching = devices.iter().filter(|d| group.matches(&d.report)).count();
+    let selections = selections(state, tenant_id).await?;
+    Ok(DeviceGroupJson::new(group, matching).used_by(device_group_used_by(&selections, &group.id)))
+}
+
+/// The ids of the services whose entitlement selects device group `group`.
+pub(crate) fn device_group_used_by(
+    selections: &[(&'static str, Settings)],
+    group: &DeviceGroupId,
+) -> Vec<String> {
+    selections
+        .iter()
+        .filter(|(_, settings)| settings.device_groups.contains(group))
+        .map(|(service, _)| (*service).to_owned())
+        .collect()
+}

@@ -1,0 +1,416 @@
+//! The directory as the admin API shows it: local groups and users, the
+//! identity provider's sync status and the tenant's SCIM token.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use entitle_core::Settings;
+use entitle_store::{NewUser, User, secrets};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{DeleteQuery, Deleted, page_limit, selections};
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{JsonBody, QueryParams};
+use crate::state::AppState;
+use crate::wire::rfc3339;
+
+/// The directory routes.
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/api/v1/tenants/{tenant}/scim-token",
+            post(rotate_scim_token),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/groups",
+            post(create_group).get(list_groups),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/groups/{id}",
+            get(get_group).delete(delete_group),
+        )
+        .route("/api/v1/tenants/{tenant}/users", post(create_user))
+        .route(
+            "/api/v1/tenants/{tenant}/users/{user}",
+            get(get_user).patch(update_user),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/directory/status",
+            get(directory_status),
+        )
+}
+
+/// Body of `POST …/groups`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateGroup {
+    /// Display name, unique in the tenant regardless of case.
+    pub display_name: String,
+    /// Ids of groups nested inside this one.
+    #[serde(default)]
+    pub member_groups: Vec<String>,
+}
+
+/// A directory group.
+#[derive(Serialize, ToSchema)]
+pub struct GroupJson {
+    /// Id.
+    pub id: String,
+    /// Display name.
+    pub display_name: String,
+    /// local (API) or scim (identity provider).
+    pub source: String,
+    /// Direct members: users and nested groups.
+    pub member_count: i64,
+    /// Ids of groups nested directly inside.
+    pub member_groups: Vec<String>,
+    /// Ids of the services whose entitlements select the group, so that a
+    /// deletion (by an admin or by the directory) is never a surprise.
+    pub used_by: Vec<String>,
+}
+
+impl From<entitle_store::Group> for GroupJson {
+    fn from(group: entitle_store::Group) -> Self {
+        Self {
+            id: group.id,
+            display_name: group.display_name,
+            source: group.source,
+            member_count: group.member_count,
+            member_groups: group.member_groups,
+            used_by: Vec::new(),
+        }
+    }
+}
+
+impl GroupJson {
+    /// The group, naming the services that select it.
+    fn with_used_by(group: entitle_store::Group, selections: &[(&'static str, Settings)]) -> Self {
+        let used_by = user_group_used_by(selections, &group.id);
+        Self {
+            used_by,
+            ..Self::from(group)
+        }
+    }
+}
+
+/// Creates a local group.
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/groups", tag = "directory", request_body = CreateGroup,
+    params(("tenant" = String, Path)), responses((status = 201, body = GroupJson), (status = 409), (status = 422)))]
+pub(crate) async fn create_group(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+    JsonBody(body): JsonBody<CreateGroup>,
+) -> ApiResult<Response> {
+    let tenant = caller.tenant_for_write(&state, &tenant).await?;
+    let name = body.display_name.trim();
+    if name.is_empty() || name.chars().count() > 256 {
+        return Err(ApiError::unprocessable(
+            "invalid_name",
+            "display_name must be 1 to 256 characters",
+        ));
+    }
+    let group = state
+        .store
+        .create_group(&tenant.id, name, &body.member_groups, &caller.actor)
+        .await?;
+    state.snapshots.refresh(&tenant.id).await?;
+    Ok((StatusCode::CREATED, Json(GroupJson::from(group))).into_response())
+}
+
+/// Listing parameters.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Case-insensitive part of the name.
+    pub search: Option<String>,
+    /// Page size (1–200, default 50).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A page of groups.
+#[derive(Serialize, ToSchema)]
+pub struct GroupPage {
+    /// Groups by name.
+    pub items: Vec<GroupJson>,
+    /// Cursor of the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// Searches groups by name.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/groups", tag = "directory",
+    params(("tenant" = String, Path), ListQuery), responses((status = 200, body = GroupPage)))]
+pub(crate) async fn list_groups(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+    QueryParams(query): QueryParams<ListQuery>,
+) -> ApiResult<Json<GroupPage>> {
+    let tenant = caller.tenant(&state, &tenant).await?;
+    let page = state
+        .store
+        .search_groups(
+            &tenant.id,
+            query.search.as_deref().unwrap_or(""),
+            page_limit(query.limit),
+            query.cursor.as_deref(),
+        )
+        .await?;
+    let selections = selections(&state, &tenant.id).await?;
+    Ok(Json(GroupPage {
+        items: page
+            .items
+            .into_iter()
+            .map(|g| GroupJson::with_used_by(g, &selections))
+            .collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// Reads a group.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/groups/{id}", tag = "directory",
+    params(("tenant" = String, Path), ("id" = String, Path)), responses((status = 200, body = GroupJson), (status = 404)))]
+pub(crate) async fn get_group(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, id)): Path<(String, String)>,
+) -> ApiResult<Json<GroupJson>> {
+    let tenant = caller.tenant(&state, &tenant).await?;
+    let group = state.store.group(&tenant.id, &id).await?;
+    let selections = selections(&state, &tenant.id).await?;
+    Ok(Json(GroupJson::with_used_by(group, &selections)))
+}
+
+/// Deletes a group; refused with 409 while entitlements select it, unless forced.
+#[utoipa::path(delete, path = "/api/v1/tenants/{tenant}/groups/{id}", tag = "directory",
+    params(("tenant" = String, Path), ("id" = String, Path), DeleteQuery),
+    responses((status = 200, body = Deleted), (status = 404), (status = 409, description = "entitlements still select the group; they are named")))]
+pub(crate) async fn delete_group(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, id)): Path<(String, String)>,
+    QueryParams(query): QueryParams<DeleteQuery>,
+) -> ApiResult<Json<Deleted>> {
+    let tenant = caller.tenant_for_write(&state, &tenant).await?;
+    let still_selected_by = state
+        .store
+        .delete_group(&tenant.id, &id, &caller.actor, query.force.unwrap_or(false))
+        .await?;
+    state.snapshots.refresh(&tenant.id).await?;
+    Ok(Json(Deleted { still_selected_by }))
+}
+
+/// Body of `POST …/users`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    /// Login name, unique regardless of case.
+    pub user_name: String,
+    /// Display name.
+    pub display_name: Option<String>,
+    /// Ids of the groups the user is directly in.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// A directory user.
+#[derive(Serialize, ToSchema)]
+pub struct UserJson {
+    /// Id.
+    pub id: String,
+    /// Login name.
+    pub user_name: String,
+    /// Display name.
+    pub display_name: Option<String>,
+    /// Active in the directory.
+    pub active: bool,
+    /// Direct group ids.
+    pub groups: Vec<String>,
+}
+
+impl From<User> for UserJson {
+    fn from(user: User) -> Self {
+        Self {
+            id: user.id,
+            user_name: user.user_name,
+            display_name: user.display_name,
+            active: user.active,
+            groups: user.groups,
+        }
+    }
+}
+
+/// Creates a local user.
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/users", tag = "directory", request_body = CreateUser,
+    params(("tenant" = String, Path)), responses((status = 201, body = UserJson), (status = 409), (status = 422)))]
+pub(crate) async fn create_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+    JsonBody(body): JsonBody<CreateUser>,
+) -> ApiResult<Response> {
+    let tenant = caller.tenant_for_write(&state, &tenant).await?;
+    let user_name = body.user_name.trim();
+    if user_name.is_empty() || user_name.chars().count() > 256 {
+        return Err(ApiError::unprocessable(
+            "invalid_user_name",
+            "user_name must be 1 to 256 characters",
+        ));
+    }
+    let new = NewUser {
+        user_name: user_name.to_owned(),
+        display_name: body.display_name,
+        groups: body.groups,
+    };
+    let user = state
+        .store
+        .create_user(&tenant.id, new, &caller.actor)
+        .await?;
+    state.snapshots.refresh(&tenant.id).await?;
+    Ok((StatusCode::CREATED, Json(UserJson::from(user))).into_response())
+}
+
+/// Reads a user by login name.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/users/{user}", tag = "directory",
+    params(("tenant" = String, Path), ("user" = String, Path, description = "user_name")), responses((status = 200, body = UserJson), (status = 404)))]
+pub(crate) async fn get_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, user)): Path<(String, String)>,
+) -> ApiResult<Json<UserJson>> {
+    let tenant = caller.tenant(&state, &tenant).await?;
+    Ok(Json(UserJson::from(
+        state.store.user_by_name(&tenant.id, &user).await?,
+    )))
+}
+
+/// Body of `PATCH …/users/{user}`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    /// Activate or deactivate the user.
+    pub active: bool,
+}
+
+/// Activates or deactivates a user; a deactivated user's devices lose every service.
+#[utoipa::path(patch, path = "/api/v1/tenants/{tenant}/users/{user}", tag = "directory", request_body = UpdateUser,
+    params(("tenant" = String, Path), ("user" = String, Path, description = "user_name")), responses((status = 200, body = UserJson), (status = 404)))]
+pub(crate) async fn update_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, user)): Path<(String, String)>,
+    JsonBody(body): JsonBody<UpdateUser>,
+) -> ApiResult<Json<UserJson>> {
+    let tenant = caller.tenant_for_write(&state, &tenant).await?;
+    let found = state.store.user_by_name(&tenant.id, &user).await?;
+    let updated = state
+        .store
+        .set_user_active(&tenant.id, &found.id, body.active, &caller.actor)
+        .await?;
+    state.snapshots.refresh(&tenant.id).await?;
+    Ok(Json(UserJson::from(updated)))
+}
+
+/// The directory's sync status.
+#[derive(Serialize, ToSchema)]
+pub struct DirectoryStatus {
+    /// When the identity provider last called SCIM, if ever.
+    pub last_scim_request_at: Option<String>,
+    /// Users in the tenant.
+    pub users: i64,
+    /// Groups in the tenant.
+    pub groups: i64,
+    /// Where the identity provider sends SCIM requests.
+    pub scim_base_path: String,
+    /// The SCIM requests this node refused lately, newest first.
+    pub recent_errors: Vec<SyncErrorJson>,
+}
+
+/// A SCIM request that failed.
+#[derive(Serialize, ToSchema)]
+pub struct SyncErrorJson {
+    /// When.
+    pub at: String,
+    /// Method and path.
+    pub request: String,
+    /// Status answered.
+    pub status: u16,
+    /// Why.
+    pub detail: String,
+}
+
+/// Shows the directory's sync status.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/directory/status", tag = "directory",
+    params(("tenant" = String, Path)), responses((status = 200, body = DirectoryStatus)))]
+pub(crate) async fn directory_status(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+) -> ApiResult<Json<DirectoryStatus>> {
+    let tenant = caller.tenant(&state, &tenant).await?;
+    let counts = state.store.directory_counts(&tenant.id).await?;
+    Ok(Json(DirectoryStatus {
+        last_scim_request_at: tenant.last_scim_request_at.map(rfc3339),
+        users: counts.users,
+        groups: counts.groups,
+        scim_base_path: format!("/scim/v2/{}/", tenant.name),
+        recent_errors: state
+            .directory
+            .recent_errors(&tenant.id)
+            .into_iter()
+            .map(|e| SyncErrorJson {
+                at: rfc3339(e.at),
+                request: e.request,
+                status: e.status,
+                detail: e.detail,
+            })
+            .collect(),
+    }))
+}
+
+/// A new SCIM token, shown once.
+#[derive(Serialize, ToSchema)]
+pub struct RotatedScimToken {
+    /// The bearer token the identity provider must use from now on.
+    pub scim_token: String,
+    /// Where the identity provider sends SCIM requests.
+    pub scim_base_path: String,
+}
+
+/// Replaces the tenant's SCIM token; the old one stops working at once.
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/scim-token", tag = "directory",
+    params(("tenant" = String, Path)), responses((status = 200, body = RotatedScimToken), (status = 403)))]
+pub(crate) async fn rotate_scim_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+) -> ApiResult<Json<RotatedScimToken>> {
+    let tenant = caller.tenant_for_write(&state, &tenant).await?;
+    let token = secrets::new_secret("ent_scim");
+    state
+        .store
+        .rotate_scim_token(&tenant.id, &secrets::hash_secret(&token), &caller.actor)
+        .await?;
+    Ok(Json(RotatedScimToken {
+        scim_token: token,
+        scim_base_path: format!("/scim/v2/{}/", tenant.name),
+    }))
+}
+
+/// The ids of the services whose entitlement selects user group `group`.
+pub(crate) fn user_group_used_by(
+    selections: &[(&'static str, Settings)],
+    group: &str,
+) -> Vec<String> {
+    selections
+        .iter()
+        .filter(|(_, settings)| settings.user_groups.iter().any(|g| g.0 == group))
+        .map(|(service, _)| (*service).to_owned())
+        .collect()
+}
