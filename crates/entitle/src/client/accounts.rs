@@ -2,7 +2,6 @@
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use reqwest::Method;
 use serde_json::json;
 
 use super::{Api, encode, print_json, print_line, print_table, text};
@@ -85,16 +84,14 @@ pub(super) async fn run(api: Api, action: AccountAction) -> anyhow::Result<()> {
                     &json!({"email": email, "role": role, "password": password}),
                 )
                 .await?;
-            if api.conn.json {
-                print_json(&created);
-            } else {
-                print_line(&format!(
+            api.report(&created, |created| {
+                format!(
                     "created {} account {} ({})",
                     text(&created["role"]),
                     text(&created["email"]),
                     text(&created["id"])
-                ));
-            }
+                )
+            });
             return Ok(());
         }
         AccountAction::Disable { account } => (account, json!({"disabled": true})),
@@ -103,13 +100,7 @@ pub(super) async fn run(api: Api, action: AccountAction) -> anyhow::Result<()> {
             let password = password_from_stdin()?;
             let id = account_id(&api, &account).await?;
             let path = api.scoped(&format!("/accounts/{}/password", encode(&id)))?;
-            api.call(
-                Method::POST,
-                &path,
-                Some(&json!({"password": password})),
-                None,
-            )
-            .await?;
+            api.post(&path, &json!({"password": password})).await?;
             print_line(&format!(
                 "password of {account} set; its sessions have ended"
             ));
@@ -118,34 +109,24 @@ pub(super) async fn run(api: Api, action: AccountAction) -> anyhow::Result<()> {
         AccountAction::EndSessions { account } => {
             let id = account_id(&api, &account).await?;
             let path = api.scoped(&format!("/accounts/{}/sessions", encode(&id)))?;
-            let ended = api.call(Method::DELETE, &path, None, None).await?.body;
-            if api.conn.json {
-                print_json(&ended);
-            } else {
-                print_line(&format!(
-                    "ended {} session(s) of {account}",
-                    text(&ended["ended"])
-                ));
-            }
+            let ended = api.delete(&path).await?;
+            api.report(&ended, |ended| {
+                format!("ended {} session(s) of {account}", text(&ended["ended"]))
+            });
             return Ok(());
         }
     };
     let id = account_id(&api, &account).await?;
     let path = api.scoped(&format!("/accounts/{}", encode(&id)))?;
-    let changed = api
-        .call(Method::PATCH, &path, Some(&body), None)
-        .await?
-        .body;
-    if api.conn.json {
-        print_json(&changed);
-    } else {
+    let changed = api.patch(&path, &body).await?;
+    api.report(&changed, |changed| {
         let state = if changed["disabled"] == json!(true) {
             "disabled"
         } else {
             "enabled"
         };
-        print_line(&format!("{} is {state}", text(&changed["email"])));
-    }
+        format!("{} is {state}", text(&changed["email"]))
+    });
     Ok(())
 }
 

@@ -3,10 +3,9 @@
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::{Api, force_query, print_json, print_line, print_table, text};
+use super::{Api, force_query, print_json, print_table, text};
 
 /// What `entitle device-groups` does.
 #[derive(Subcommand, Debug)]
@@ -105,35 +104,26 @@ pub(super) async fn run(api: Api, action: DeviceGroupAction) -> anyhow::Result<(
                     &json!({"name": name, "os": os, "ownership": ownership, "posture": posture}),
                 )
                 .await?;
-            if api.conn.json {
-                print_json(&created)
-            } else {
-                print_line(&format!(
+            api.report(&created, |created| {
+                format!(
                     "created device group {} ({}); {} device(s) match now",
                     text(&created["name"]),
                     text(&created["id"]),
                     text(&created["matching_devices"])
-                ))
-            }
+                )
+            });
         }
         DeviceGroupAction::Delete { group, force } => {
             let id = api.device_group_id(&group).await?;
             let answer = api
-                .call(
-                    Method::DELETE,
-                    &api.scoped(&format!("/device-groups/{id}{}", force_query(force)))?,
-                    None,
-                    None,
-                )
+                .delete(&api.scoped(&format!("/device-groups/{id}{}", force_query(force)))?)
                 .await?;
-            if api.conn.json {
-                print_json(&answer.body)
-            } else {
-                print_line(&format!(
+            api.report(&answer, |answer| {
+                format!(
                     "deleted device group {group}; still selected (matching nothing) by: {}",
-                    text(&answer.body["still_selected_by"])
-                ))
-            }
+                    text(&answer["still_selected_by"])
+                )
+            });
         }
     }
     Ok(())

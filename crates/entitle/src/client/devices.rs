@@ -142,49 +142,38 @@ pub(super) async fn run(api: Api, action: DeviceAction) -> anyhow::Result<()> {
             print_table(&["service", "state", "reason", "explanation"], rows);
         }
         DeviceAction::Delete { id } => {
-            api.call(
-                Method::DELETE,
-                &api.scoped(&format!("/devices/{}", encode(&id)))?,
-                None,
-                None,
-            )
-            .await?;
+            api.delete(&api.scoped(&format!("/devices/{}", encode(&id)))?)
+                .await?;
             print_line(&format!("removed device {id}; its token no longer works"));
         }
         DeviceAction::Approve { ids } => {
             let answer = api
                 .post(&api.scoped("/devices/approve")?, &json!({"ids": ids}))
                 .await?;
-            if api.conn.json {
-                print_json(&answer);
-            } else {
-                print_line(&format!(
+            api.report(&answer, |answer| {
+                format!(
                     "approved: {}; not found: {}",
                     text(&answer["approved"]),
                     text(&answer["not_found"])
-                ));
-            }
+                )
+            });
         }
         DeviceAction::SetOwnership { id, ownership } => {
             let answer = api
-                .call(
-                    Method::PATCH,
+                .patch(
                     &api.scoped(&format!("/devices/{}", encode(&id)))?,
-                    Some(&json!({"ownership": ownership})),
-                    None,
+                    &json!({"ownership": ownership}),
                 )
                 .await?;
-            if api.conn.json {
-                print_json(&answer.body);
-            } else {
-                print_line(&format!(
+            api.report(&answer, |answer| {
+                format!(
                     "{} is {} (attested by {}; reports {})",
-                    text(&answer.body["hostname"]),
-                    text(&answer.body["ownership"]),
-                    text(&answer.body["ownership_attested_by"]),
-                    text(&answer.body["reported_ownership"])
-                ));
-            }
+                    text(&answer["hostname"]),
+                    text(&answer["ownership"]),
+                    text(&answer["ownership_attested_by"]),
+                    text(&answer["reported_ownership"])
+                )
+            });
         }
         DeviceAction::Approval { mode } => {
             let path = api.scoped("/device-approval")?;
@@ -196,18 +185,16 @@ pub(super) async fn run(api: Api, action: DeviceAction) -> anyhow::Result<()> {
                 }
                 Some(other) => anyhow::bail!("approval mode is on or off, not {other:?}"),
             };
-            if api.conn.json {
-                print_json(&answer);
-            } else {
-                print_line(&format!(
+            api.report(&answer, |answer| {
+                format!(
                     "device approval is {}",
                     if answer["device_approval"] == true {
                         "on"
                     } else {
                         "off"
                     }
-                ));
-            }
+                )
+            });
         }
     }
     Ok(())

@@ -3,7 +3,6 @@
 
 use anyhow::bail;
 use clap::Subcommand;
-use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::{Api, encode, force_query, print_json, print_line, print_table, text};
@@ -115,34 +114,25 @@ pub(super) async fn groups(api: Api, action: GroupAction) -> anyhow::Result<()> 
                     &json!({"display_name": name, "member_groups": ids}),
                 )
                 .await?;
-            if api.conn.json {
-                print_json(&created)
-            } else {
-                print_line(&format!(
+            api.report(&created, |created| {
+                format!(
                     "created group {} ({})",
                     text(&created["display_name"]),
                     text(&created["id"])
-                ))
-            }
+                )
+            });
         }
         GroupAction::Delete { group, force } => {
             let id = api.group_id(&group).await?;
             let answer = api
-                .call(
-                    Method::DELETE,
-                    &api.scoped(&format!("/groups/{id}{}", force_query(force)))?,
-                    None,
-                    None,
-                )
+                .delete(&api.scoped(&format!("/groups/{id}{}", force_query(force)))?)
                 .await?;
-            if api.conn.json {
-                print_json(&answer.body)
-            } else {
-                print_line(&format!(
+            api.report(&answer, |answer| {
+                format!(
                     "deleted group {group}; still selected (matching nothing) by: {}",
-                    text(&answer.body["still_selected_by"])
-                ))
-            }
+                    text(&answer["still_selected_by"])
+                )
+            });
         }
     }
     Ok(())
@@ -213,10 +203,7 @@ pub(super) async fn status(api: Api) -> anyhow::Result<()> {
 
 async fn set_active(api: &Api, user_name: &str, active: bool) -> anyhow::Result<Value> {
     let path = api.scoped(&format!("/users/{}", encode(user_name)))?;
-    Ok(api
-        .call(Method::PATCH, &path, Some(&json!({"active": active})), None)
-        .await?
-        .body)
+    api.patch(&path, &json!({"active": active})).await
 }
 
 impl Api {

@@ -1,10 +1,9 @@
 //! `entitle enrollment-keys`: scoped enrollment keys.
 
 use clap::Subcommand;
-use reqwest::Method;
 use serde_json::json;
 
-use super::{Api, encode, print_json, print_line, print_table, text};
+use super::{Api, encode, print_json, print_table, text};
 
 /// What `entitle enrollment-keys` does.
 #[derive(Subcommand, Debug)]
@@ -75,31 +74,20 @@ pub(super) async fn run(api: Api, action: EnrollmentKeyAction) -> anyhow::Result
             let body = json!({"name": name, "ownership": ownership,
                               "expires_in_days": expires_in_days, "max_uses": max_uses});
             let created = api.post(&api.scoped("/enrollment-keys")?, &body).await?;
-            if api.conn.json {
-                print_json(&created);
-            } else {
-                print_line(&format!(
+            api.report(&created, |created| {
+                format!(
                     "enrollment key {} ({}): {}\nshown once; agents present it as --enrollment-key",
                     text(&created["name"]),
                     text(&created["id"]),
                     text(&created["enrollment_key"])
-                ));
-            }
+                )
+            });
         }
         EnrollmentKeyAction::Revoke { id } => {
             let answer = api
-                .call(
-                    Method::DELETE,
-                    &api.scoped(&format!("/enrollment-keys/{}", encode(&id)))?,
-                    None,
-                    None,
-                )
+                .delete(&api.scoped(&format!("/enrollment-keys/{}", encode(&id)))?)
                 .await?;
-            if api.conn.json {
-                print_json(&answer.body);
-            } else {
-                print_line(&format!("revoked enrollment key {id}"));
-            }
+            api.report(&answer, |_| format!("revoked enrollment key {id}"));
         }
     }
     Ok(())

@@ -107,16 +107,11 @@ pub(super) async fn run(api: Api, action: EntitlementAction) -> anyhow::Result<(
             let answer = api
                 .call(Method::PUT, &path, Some(&settings), etag.as_deref())
                 .await?;
-            if api.conn.json {
-                print_json(&answer.body)
-            } else {
-                let version = answer.etag.unwrap_or_default();
-                print_line(&format!(
-                    "saved {} as config version {}",
-                    change.service,
-                    version.trim_matches('"')
-                ));
-            }
+            // The new config version comes in the ETag, not in the settings.
+            let version = answer.etag.as_deref().unwrap_or_default().trim_matches('"');
+            api.report(&answer.body, |_| {
+                format!("saved {} as config version {version}", change.service)
+            });
             debug_assert_eq!(answer.status, StatusCode::OK);
         }
         EntitlementAction::Preview(change) => {
@@ -178,15 +173,13 @@ pub(super) async fn run(api: Api, action: EntitlementAction) -> anyhow::Result<(
                     &json!({"config_version": config_version}),
                 )
                 .await?;
-            if api.conn.json {
-                print_json(&result)
-            } else {
-                print_line(&format!(
+            api.report(&result, |result| {
+                format!(
                     "restored {} as it was in version {config_version}: new config version {}",
                     text(&result["service"]),
                     text(&result["config_version"])
-                ))
-            }
+                )
+            });
         }
     }
     Ok(())

@@ -223,6 +223,24 @@ impl Api {
         Ok(self.call(Method::POST, path, Some(body), None).await?.body)
     }
 
+    async fn patch(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        Ok(self.call(Method::PATCH, path, Some(body), None).await?.body)
+    }
+
+    async fn delete(&self, path: &str) -> anyhow::Result<Value> {
+        Ok(self.call(Method::DELETE, path, None, None).await?.body)
+    }
+
+    /// Prints an answer: the API's JSON under `--json`, else the sentence `line`
+    /// makes of it.
+    fn report(&self, answer: &Value, line: impl FnOnce(&Value) -> String) {
+        if self.conn.json {
+            print_json(answer);
+        } else {
+            print_line(&line(answer));
+        }
+    }
+
     fn scoped(&self, rest: &str) -> anyhow::Result<String> {
         Ok(format!("/api/v1/tenants/{}{rest}", self.tenant()?))
     }

@@ -1,10 +1,9 @@
 //! `entitle tokens`: a tenant's API tokens, or the super admin tokens.
 
 use clap::Subcommand;
-use reqwest::Method;
 use serde_json::json;
 
-use super::{Api, encode, print_json, print_line, print_table, text};
+use super::{Api, encode, print_json, print_table, text};
 
 /// What `entitle tokens` does.
 #[derive(Subcommand, Debug)]
@@ -111,21 +110,19 @@ pub(super) async fn run(api: Api, action: TokenAction) -> anyhow::Result<()> {
                 api.scoped("/tokens")?
             };
             let created = api.post(&path, &body).await?;
-            if api.conn.json {
-                print_json(&created);
-            } else {
+            api.report(&created, |created| {
                 let expiry = match created["expires_at"].as_str() {
                     Some(at) => format!(", expires {at}"),
                     None => String::new(),
                 };
-                print_line(&format!(
+                format!(
                     "{} token {} (id {}{expiry}), shown only now: {}",
                     text(&created["role"]),
                     text(&created["name"]),
                     text(&created["id"]),
                     text(&created["token"])
-                ));
-            }
+                )
+            });
         }
         TokenAction::Revoke { id, super_admin } => {
             let path = if super_admin {
@@ -133,16 +130,14 @@ pub(super) async fn run(api: Api, action: TokenAction) -> anyhow::Result<()> {
             } else {
                 api.scoped(&format!("/tokens/{}", encode(&id)))?
             };
-            let revoked = api.call(Method::DELETE, &path, None, None).await?.body;
-            if api.conn.json {
-                print_json(&revoked);
-            } else {
-                print_line(&format!(
+            let revoked = api.delete(&path).await?;
+            api.report(&revoked, |revoked| {
+                format!(
                     "revoked token {} ({})",
                     text(&revoked["name"]),
                     text(&revoked["id"])
-                ));
-            }
+                )
+            });
         }
     }
     Ok(())
