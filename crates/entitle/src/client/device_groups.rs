@@ -5,7 +5,7 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use serde_json::{Value, json};
 
-use super::{Api, force_query, print_json, print_table, text};
+use super::{Api, delete_group, print_json, print_table, text};
 
 /// What `entitle device-groups` does.
 #[derive(Subcommand, Debug)]
@@ -115,15 +115,13 @@ pub(super) async fn run(api: Api, action: DeviceGroupAction) -> anyhow::Result<(
         }
         DeviceGroupAction::Delete { group, force } => {
             let id = api.device_group_id(&group).await?;
-            let answer = api
-                .delete(&api.scoped(&format!("/device-groups/{id}{}", force_query(force)))?)
-                .await?;
-            api.report(&answer, |answer| {
-                format!(
-                    "deleted device group {group}; still selected (matching nothing) by: {}",
-                    text(&answer["still_selected_by"])
-                )
-            });
+            delete_group(
+                &api,
+                &format!("/device-groups/{id}"),
+                &format!("device group {group}"),
+                force,
+            )
+            .await?;
         }
     }
     Ok(())
@@ -146,6 +144,18 @@ fn posture_rule(text: &str) -> anyhow::Result<Value> {
 }
 
 impl Api {
+    /// Device group ids from names or ids, in their order.
+    pub(super) async fn device_group_ids(
+        &self,
+        names_or_ids: &[String],
+    ) -> anyhow::Result<Vec<String>> {
+        let mut ids = Vec::new();
+        for name_or_id in names_or_ids {
+            ids.push(self.device_group_id(name_or_id).await?);
+        }
+        Ok(ids)
+    }
+
     /// A device group id from a name or an id.
     pub(super) async fn device_group_id(&self, name_or_id: &str) -> anyhow::Result<String> {
         let list = self.get(&self.scoped("/device-groups")?).await?;

@@ -5,7 +5,7 @@ use anyhow::bail;
 use clap::Subcommand;
 use serde_json::{Value, json};
 
-use super::{Api, encode, force_query, print_json, print_line, print_table, text};
+use super::{Api, delete_group, encode, print_json, print_line, print_table, text};
 
 /// What `entitle groups` does.
 #[derive(Subcommand, Debug)]
@@ -104,10 +104,7 @@ pub(super) async fn groups(api: Api, action: GroupAction) -> anyhow::Result<()> 
             name,
             member_groups,
         } => {
-            let mut ids = Vec::new();
-            for group in &member_groups {
-                ids.push(api.group_id(group).await?);
-            }
+            let ids = api.group_ids(&member_groups).await?;
             let created = api
                 .post(
                     &api.scoped("/groups")?,
@@ -124,15 +121,13 @@ pub(super) async fn groups(api: Api, action: GroupAction) -> anyhow::Result<()> 
         }
         GroupAction::Delete { group, force } => {
             let id = api.group_id(&group).await?;
-            let answer = api
-                .delete(&api.scoped(&format!("/groups/{id}{}", force_query(force)))?)
-                .await?;
-            api.report(&answer, |answer| {
-                format!(
-                    "deleted group {group}; still selected (matching nothing) by: {}",
-                    text(&answer["still_selected_by"])
-                )
-            });
+            delete_group(
+                &api,
+                &format!("/groups/{id}"),
+                &format!("group {group}"),
+                force,
+            )
+            .await?;
         }
     }
     Ok(())
@@ -146,10 +141,7 @@ pub(super) async fn users(api: Api, action: UserAction) -> anyhow::Result<()> {
             display_name,
             groups,
         } => {
-            let mut ids = Vec::new();
-            for group in &groups {
-                ids.push(api.group_id(group).await?);
-            }
+            let ids = api.group_ids(&groups).await?;
             api.post(
                 &api.scoped("/users")?,
                 &json!({"user_name": user_name, "display_name": display_name, "groups": ids}),
@@ -207,6 +199,15 @@ async fn set_active(api: &Api, user_name: &str, active: bool) -> anyhow::Result<
 }
 
 impl Api {
+    /// Group ids from names or ids, in their order.
+    pub(super) async fn group_ids(&self, names_or_ids: &[String]) -> anyhow::Result<Vec<String>> {
+        let mut ids = Vec::new();
+        for name_or_id in names_or_ids {
+            ids.push(self.group_id(name_or_id).await?);
+        }
+        Ok(ids)
+    }
+
     /// A group id from a name or an id.
     pub(super) async fn group_id(&self, name_or_id: &str) -> anyhow::Result<String> {
         let path = self.scoped(&format!("/groups?limit=200&search={}", encode(name_or_id)))?;

@@ -199,20 +199,12 @@ async fn changed_settings(
     if change.no_user_groups {
         settings["user_groups"] = json!([]);
     } else if !change.user_groups.is_empty() {
-        let mut ids = Vec::new();
-        for group in &change.user_groups {
-            ids.push(api.group_id(group).await?);
-        }
-        settings["user_groups"] = json!(ids);
+        settings["user_groups"] = json!(api.group_ids(&change.user_groups).await?);
     }
     if change.no_device_groups {
         settings["device_groups"] = json!([]);
     } else if !change.device_groups.is_empty() {
-        let mut ids = Vec::new();
-        for group in &change.device_groups {
-            ids.push(api.device_group_id(group).await?);
-        }
-        settings["device_groups"] = json!(ids);
+        settings["device_groups"] = json!(api.device_group_ids(&change.device_groups).await?);
     }
     if let Some(logout) = change.logout_on_enable {
         settings["logout_on_enable"] = Value::Bool(logout);

@@ -293,7 +293,16 @@ fn text(value: &Value) -> String {
     }
 }
 
-/// The query that asks to delete a group that entitlements still select.
-fn force_query(force: bool) -> &'static str {
-    if force { "?force=true" } else { "" }
+/// Deletes a directory or device group at `path`; with `force`, also one that
+/// entitlements still select, where it stays as a deleted group that matches nothing.
+async fn delete_group(api: &Api, path: &str, what: &str, force: bool) -> anyhow::Result<()> {
+    let query = if force { "?force=true" } else { "" };
+    let answer = api.delete(&api.scoped(&format!("{path}{query}"))?).await?;
+    api.report(&answer, |answer| {
+        format!(
+            "deleted {what}; still selected (matching nothing) by: {}",
+            text(&answer["still_selected_by"])
+        )
+    });
+    Ok(())
 }
