@@ -4,7 +4,7 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use serde_json::json;
 
-use super::{Api, encode, print_json, print_line, print_table, text};
+use super::{Api, array, encode, print_line, text};
 
 /// What `entitle accounts` does.
 #[derive(Subcommand, Debug)]
@@ -48,32 +48,19 @@ pub(super) async fn run(api: Api, action: AccountAction) -> anyhow::Result<()> {
     let (account, body) = match action {
         AccountAction::List => {
             let list = api.get(&api.scoped("/accounts")?).await?;
-            if api.conn.json {
-                print_json(&list);
-                return Ok(());
-            }
-            let rows = list["items"]
-                .as_array()
-                .map(|items| {
-                    items
-                        .iter()
-                        .map(|a| {
-                            vec![
-                                text(&a["id"]),
-                                text(&a["email"]),
-                                text(&a["role"]),
-                                if a["disabled"] == json!(true) {
-                                    format!("disabled {}", text(&a["disabled_at"]))
-                                } else {
-                                    "enabled".to_owned()
-                                },
-                                text(&a["created_at"]),
-                            ]
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            print_table(&["id", "email", "role", "state", "created"], rows);
+            api.report_items(&list, &["id", "email", "role", "state", "created"], |a| {
+                vec![
+                    text(&a["id"]),
+                    text(&a["email"]),
+                    text(&a["role"]),
+                    if a["disabled"] == json!(true) {
+                        format!("disabled {}", text(&a["disabled_at"]))
+                    } else {
+                        "enabled".to_owned()
+                    },
+                    text(&a["created_at"]),
+                ]
+            });
             return Ok(());
         }
         AccountAction::Create { email, role } => {
@@ -147,10 +134,8 @@ fn password_from_stdin() -> anyhow::Result<String> {
 /// An account id from an email or an id.
 async fn account_id(api: &Api, email_or_id: &str) -> anyhow::Result<String> {
     let list = api.get(&api.scoped("/accounts")?).await?;
-    list["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    array(&list["items"])
+        .iter()
         .find(|a| {
             a["id"].as_str() == Some(email_or_id)
                 || a["email"]

@@ -5,7 +5,7 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use serde_json::{Value, json};
 
-use super::{Api, delete_group, print_json, print_table, text};
+use super::{Api, array, delete_group, text};
 
 /// What `entitle device-groups` does.
 #[derive(Subcommand, Debug)]
@@ -42,20 +42,18 @@ pub(super) async fn run(api: Api, action: DeviceGroupAction) -> anyhow::Result<(
     match action {
         DeviceGroupAction::List => {
             let list = api.get(&api.scoped("/device-groups")?).await?;
-            if api.conn.json {
-                print_json(&list);
-                return Ok(());
-            }
-            let rows = list["items"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .iter()
-                .map(|g| {
-                    let posture: Vec<String> = g["posture"]
-                        .as_array()
-                        .cloned()
-                        .unwrap_or_default()
+            api.report_items(
+                &list,
+                &[
+                    "device group",
+                    "id",
+                    "os",
+                    "ownership",
+                    "posture",
+                    "devices",
+                ],
+                |g| {
+                    let posture: Vec<String> = array(&g["posture"])
                         .iter()
                         .map(|r| {
                             format!(
@@ -74,18 +72,7 @@ pub(super) async fn run(api: Api, action: DeviceGroupAction) -> anyhow::Result<(
                         posture.join(", "),
                         text(&g["matching_devices"]),
                     ]
-                })
-                .collect();
-            print_table(
-                &[
-                    "device group",
-                    "id",
-                    "os",
-                    "ownership",
-                    "posture",
-                    "devices",
-                ],
-                rows,
+                },
             );
         }
         DeviceGroupAction::Create {
@@ -159,7 +146,7 @@ impl Api {
     /// A device group id from a name or an id.
     pub(super) async fn device_group_id(&self, name_or_id: &str) -> anyhow::Result<String> {
         let list = self.get(&self.scoped("/device-groups")?).await?;
-        let items = list["items"].as_array().cloned().unwrap_or_default();
+        let items = array(&list["items"]);
         items
             .iter()
             .find(|g| g["id"].as_str() == Some(name_or_id) || g["name"].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name_or_id)))

@@ -6,7 +6,7 @@ use clap::Subcommand;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::{Api, encode, print_json, print_line, print_table, text};
+use super::{Api, array, encode, print_json, print_line, print_table, text};
 
 /// What `entitle devices` does.
 #[derive(Subcommand, Debug)]
@@ -69,28 +69,8 @@ pub(super) async fn run(api: Api, action: DeviceAction) -> anyhow::Result<()> {
                 path.push_str(&format!("&search={}", encode(&search)));
             }
             let page = api.get(&path).await?;
-            if api.conn.json {
-                print_json(&page);
-                return Ok(());
-            }
-            let rows = page["items"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .iter()
-                .map(|d| {
-                    vec![
-                        text(&d["id"]),
-                        text(&d["user_name"]),
-                        text(&d["hostname"]),
-                        text(&d["os"]),
-                        text(&d["ownership"]),
-                        text(&d["client_version"]),
-                        text(&d["last_sync_at"]),
-                    ]
-                })
-                .collect();
-            print_table(
+            api.report_items(
+                &page,
                 &[
                     "id",
                     "user",
@@ -100,9 +80,19 @@ pub(super) async fn run(api: Api, action: DeviceAction) -> anyhow::Result<()> {
                     "client",
                     "last sync",
                 ],
-                rows,
+                |d| {
+                    vec![
+                        text(&d["id"]),
+                        text(&d["user_name"]),
+                        text(&d["hostname"]),
+                        text(&d["os"]),
+                        text(&d["ownership"]),
+                        text(&d["client_version"]),
+                        text(&d["last_sync_at"]),
+                    ]
+                },
             );
-            if page["next_cursor"].is_string() {
+            if !api.conn.json && page["next_cursor"].is_string() {
                 print_line("(more devices: raise --limit or filter with --user)");
             }
         }
@@ -210,8 +200,7 @@ async fn device_by_id_or_hostname(api: &Api, id: &str) -> anyhow::Result<Value> 
     let page = api
         .get(&api.scoped(&format!("/devices?hostname={}", encode(id)))?)
         .await?;
-    let items = page["items"].as_array().cloned().unwrap_or_default();
-    match items.as_slice() {
+    match array(&page["items"]) {
         [only] => {
             api.get(&api.scoped(&format!("/devices/{}", encode(&text(&only["id"]))))?)
                 .await

@@ -5,7 +5,7 @@ use anyhow::bail;
 use clap::Subcommand;
 use serde_json::{Value, json};
 
-use super::{Api, delete_group, encode, print_json, print_line, print_table, text};
+use super::{Api, array, delete_group, encode, print_json, print_line, print_table, text};
 
 /// What `entitle groups` does.
 #[derive(Subcommand, Debug)]
@@ -77,26 +77,15 @@ pub(super) async fn groups(api: Api, action: GroupAction) -> anyhow::Result<()> 
                 path.push_str(&format!("&search={}", encode(&search)));
             }
             let page = api.get(&path).await?;
-            if api.conn.json {
-                print_json(&page);
-                return Ok(());
-            }
-            let rows = page["items"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .iter()
-                .map(|g| {
-                    vec![
-                        text(&g["display_name"]),
-                        text(&g["id"]),
-                        text(&g["member_count"]),
-                        text(&g["source"]),
-                    ]
-                })
-                .collect();
-            print_table(&["group", "id", "members", "source"], rows);
-            if page["next_cursor"].is_string() {
+            api.report_items(&page, &["group", "id", "members", "source"], |g| {
+                vec![
+                    text(&g["display_name"]),
+                    text(&g["id"]),
+                    text(&g["member_count"]),
+                    text(&g["source"]),
+                ]
+            });
+            if !api.conn.json && page["next_cursor"].is_string() {
                 print_line("(more groups: narrow with --search or raise --limit)");
             }
         }
@@ -212,7 +201,7 @@ impl Api {
     pub(super) async fn group_id(&self, name_or_id: &str) -> anyhow::Result<String> {
         let path = self.scoped(&format!("/groups?limit=200&search={}", encode(name_or_id)))?;
         let page = self.get(&path).await?;
-        let items = page["items"].as_array().cloned().unwrap_or_default();
+        let items = array(&page["items"]);
         if let Some(found) = items.iter().find(|g| {
             g["display_name"]
                 .as_str()

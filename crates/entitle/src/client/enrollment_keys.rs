@@ -3,7 +3,7 @@
 use clap::Subcommand;
 use serde_json::json;
 
-use super::{Api, encode, print_json, print_table, text};
+use super::{Api, encode, text};
 
 /// What `entitle enrollment-keys` does.
 #[derive(Subcommand, Debug)]
@@ -36,16 +36,10 @@ pub(super) async fn run(api: Api, action: EnrollmentKeyAction) -> anyhow::Result
     match action {
         EnrollmentKeyAction::List => {
             let list = api.get(&api.scoped("/enrollment-keys")?).await?;
-            if api.conn.json {
-                print_json(&list);
-                return Ok(());
-            }
-            let rows = list["items"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .iter()
-                .map(|k| {
+            api.report_items(
+                &list,
+                &["id", "name", "ownership", "uses", "expires", "usable"],
+                |k| {
                     vec![
                         text(&k["id"]),
                         text(&k["name"]),
@@ -58,11 +52,7 @@ pub(super) async fn run(api: Api, action: EnrollmentKeyAction) -> anyhow::Result
                             "no".into()
                         },
                     ]
-                })
-                .collect();
-            print_table(
-                &["id", "name", "ownership", "uses", "expires", "usable"],
-                rows,
+                },
             );
         }
         EnrollmentKeyAction::Create {

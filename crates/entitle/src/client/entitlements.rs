@@ -5,7 +5,7 @@ use clap::{Args, Subcommand};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::{Api, encode, print_json, print_line, print_table, text};
+use super::{Api, array, encode, print_json, print_line, print_table, text};
 
 /// Changes to settings, shared by `set` and `preview`.
 #[derive(Args, Debug)]
@@ -149,10 +149,7 @@ pub(super) async fn run(api: Api, action: EntitlementAction) -> anyhow::Result<(
                 return Ok(());
             }
             let names = group_names(&api).await?;
-            let rows = history["items"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
+            let rows = array(&history["items"])
                 .iter()
                 .map(|v| {
                     vec![
@@ -213,38 +210,25 @@ async fn changed_settings(
 }
 
 fn sample_lines(sample: &Value) -> String {
-    let lines: Vec<String> = sample
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(text)
-        .collect();
+    let lines: Vec<String> = array(sample).iter().map(text).collect();
     lines.join("\n")
 }
 
 async fn group_names(api: &Api) -> anyhow::Result<std::collections::HashMap<String, String>> {
     let mut names = std::collections::HashMap::new();
     let groups = api.get(&api.scoped("/groups?limit=200")?).await?;
-    for g in groups["items"].as_array().cloned().unwrap_or_default() {
+    for g in array(&groups["items"]) {
         names.insert(text(&g["id"]), text(&g["display_name"]));
     }
     let device_groups = api.get(&api.scoped("/device-groups")?).await?;
-    for g in device_groups["items"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-    {
+    for g in array(&device_groups["items"]) {
         names.insert(text(&g["id"]), text(&g["name"]));
     }
     Ok(names)
 }
 
 fn named(ids: &Value, names: &std::collections::HashMap<String, String>) -> String {
-    let mut list: Vec<String> = ids
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    let mut list: Vec<String> = array(ids)
         .iter()
         .map(|id| {
             let id = text(id);

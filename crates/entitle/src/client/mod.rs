@@ -241,6 +241,16 @@ impl Api {
         }
     }
 
+    /// Prints a list answer: the API's JSON under `--json`, else a table with
+    /// `row` of each item.
+    fn report_items(&self, answer: &Value, header: &[&str], row: impl Fn(&Value) -> Vec<String>) {
+        if self.conn.json {
+            print_json(answer);
+        } else {
+            print_table(header, array(&answer["items"]).iter().map(row).collect());
+        }
+    }
+
     fn scoped(&self, rest: &str) -> anyhow::Result<String> {
         Ok(format!("/api/v1/tenants/{}{rest}", self.tenant()?))
     }
@@ -282,6 +292,11 @@ fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
 #[allow(clippy::print_stdout)]
 fn print_line(text: &str) {
     println!("{text}");
+}
+
+/// The elements of a JSON array; none when the value is not an array.
+fn array(value: &Value) -> &[Value] {
+    value.as_array().map_or(&[], Vec::as_slice)
 }
 
 fn text(value: &Value) -> String {

@@ -24,14 +24,16 @@ pub enum TenantAction {
 
 /// Runs `entitle tenants`.
 pub(super) async fn run(api: Api, action: TenantAction) -> anyhow::Result<()> {
-    let body = match action {
+    match action {
         TenantAction::Create { name, created_at } => {
             let mut body = json!({"name": name});
             if let Some(at) = created_at {
                 body["created_at"] = Value::String(at);
             }
             let created = api.post("/api/v1/tenants", &body).await?;
-            if !api.conn.json {
+            if api.conn.json {
+                print_json(&created);
+            } else {
                 print_table(
                     &["field", "value"],
                     ["id", "name", "created_at", "enrollment_key", "scim_token"]
@@ -40,34 +42,25 @@ pub(super) async fn run(api: Api, action: TenantAction) -> anyhow::Result<()> {
                         .collect(),
                 );
                 print_line("The enrollment key and SCIM token are shown only now: keep them.");
-                return Ok(());
             }
-            created
         }
         TenantAction::List => {
             let list = api.get("/api/v1/tenants").await?;
-            if !api.conn.json {
-                let rows = list["items"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|t| {
-                        vec![
-                            text(&t["name"]),
-                            text(&t["id"]),
-                            text(&t["created_at"]),
-                            text(&t["config_version"]),
-                        ]
-                    })
-                    .collect();
-                print_table(&["name", "id", "created_at", "config_version"], rows);
-                return Ok(());
-            }
-            list
+            api.report_items(
+                &list,
+                &["name", "id", "created_at", "config_version"],
+                |t| {
+                    vec![
+                        text(&t["name"]),
+                        text(&t["id"]),
+                        text(&t["created_at"]),
+                        text(&t["config_version"]),
+                    ]
+                },
+            );
         }
-        TenantAction::Show => api.get(&api.scoped("")?).await?,
-    };
-    print_json(&body);
+        // `show` prints JSON with or without --json.
+        TenantAction::Show => print_json(&api.get(&api.scoped("")?).await?),
+    }
     Ok(())
 }

@@ -3,7 +3,7 @@
 use clap::Subcommand;
 use serde_json::json;
 
-use super::{Api, encode, print_json, print_table, text};
+use super::{Api, encode, text};
 
 /// What `entitle tokens` does.
 #[derive(Subcommand, Debug)]
@@ -49,34 +49,8 @@ pub(super) async fn run(api: Api, action: TokenAction) -> anyhow::Result<()> {
                 api.scoped("/tokens")?
             };
             let list = api.get(&path).await?;
-            if api.conn.json {
-                print_json(&list);
-                return Ok(());
-            }
-            let rows = list["items"]
-                .as_array()
-                .map(|items| {
-                    items
-                        .iter()
-                        .map(|t| {
-                            [
-                                "id",
-                                "name",
-                                "role",
-                                "status",
-                                "created_at",
-                                "created_by",
-                                "expires_at",
-                                "last_used_at",
-                            ]
-                            .iter()
-                            .map(|field| text(&t[*field]))
-                            .collect()
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            print_table(
+            api.report_items(
+                &list,
                 &[
                     "id",
                     "name",
@@ -87,7 +61,21 @@ pub(super) async fn run(api: Api, action: TokenAction) -> anyhow::Result<()> {
                     "expires",
                     "last used",
                 ],
-                rows,
+                |t| {
+                    [
+                        "id",
+                        "name",
+                        "role",
+                        "status",
+                        "created_at",
+                        "created_by",
+                        "expires_at",
+                        "last_used_at",
+                    ]
+                    .iter()
+                    .map(|field| text(&t[*field]))
+                    .collect()
+                },
             );
         }
         TokenAction::Create {
