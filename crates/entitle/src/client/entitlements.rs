@@ -1,0 +1,274 @@
+//! `entitle entitlements`: settings per service, the preview of a change, the history of
+//! config versions and rollback.
+
+use clap::{Args, Subcommand};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use super::{Api, array, encode, print_json, print_line, print_table, text};
+
+/// Changes to settings, shared by `set` and `preview`.
+#[derive(Args, Debug)]
+pub struct SettingsChange {
+    /// Service: internet_access, private_access or digital_experience.
+    service: String,
+    /// Turn "Enabled by Default" on or off.
+    #[arg(long)]
+    enabled_by_default: Option<bool>,
+    /// Select this user group (name or id); repeatable; replaces the list.
+    #[arg(long = "user-group")]
+    user_groups: Vec<String>,
+    /// Select this device group (name or id); repeatable; replaces the list.
+    #[arg(long = "device-group")]
+    device_groups: Vec<String>,
+    /// Clear the user group list.
+    #[arg(long, conflicts_with = "user_groups")]
+    no_user_groups: bool,
+    /// Clear the device group list.
+    #[arg(long, conflicts_with = "device_groups")]
+    no_device_groups: bool,
+    /// Log users out when the service becomes entitled.
+    #[arg(long)]
+    logout_on_enable: Option<bool>,
+}
+
+/// What `entitle entitlements` does.
+#[derive(Subcommand, Debug)]
+pub enum EntitlementAction {
+    /// Show every service's settings, or one service's.
+    Show {
+        /// Only this service.
+        service: Option<String>,
+    },
+    /// Change a service's settings (reads them, applies the flags, saves with If-Match).
+    Set(SettingsChange),
+    /// Show who would gain and lose a service under the changed settings, without saving.
+    Preview(SettingsChange),
+    /// Config versions, newest first.
+    History {
+        /// Only this service.
+        #[arg(long)]
+        service: Option<String>,
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Restore the settings of a config version (as a new version).
+    Rollback {
+        /// The config version to restore.
+        config_version: i64,
+    },
+}
+
+/// Runs `entitle entitlements`.
+pub(super) async fn run(api: Api, action: EntitlementAction) -> anyhow::Result<()> {
+    match action {
+        EntitlementAction::Show { service } => {
+            let all = api.get(&api.scoped("/entitlements")?).await?;
+            if api.conn.json {
+                match service {
+                    Some(id) => print_json(&all["services"][&id]),
+                    None => print_json(&all),
+                }
+                return Ok(());
+            }
+            let names = group_names(&api).await?;
+            let rows = all["services"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .filter(|(id, _)| service.as_deref().is_none_or(|s| s == id.as_str()))
+                .map(|(id, s)| {
+                    vec![
+                        id.clone(),
+                        text(&s["enabled_by_default"]),
+                        named(&s["user_groups"], &names),
+                        named(&s["device_groups"], &names),
+                        text(&s["logout_on_enable"]),
+                    ]
+                })
+                .collect();
+            print_table(
+                &[
+                    "service",
+                    "enabled_by_default",
+                    "user_groups",
+                    "device_groups",
+                    "logout_on_enable",
+                ],
+                rows,
+            );
+            print_line(&format!("config version {}", text(&all["config_version"])));
+        }
+        EntitlementAction::Set(change) => {
+            let (settings, etag) = changed_settings(&api, &change).await?;
+            let path = api.scoped(&format!("/entitlements/{}", change.service))?;
+            let answer = api
+                .call(Method::PUT, &path, Some(&settings), etag.as_deref())
+                .await?;
+            // The new config version comes in the ETag, not in the settings.
+            let version = answer.etag.as_deref().unwrap_or_default().trim_matches('"');
+            api.report(&answer.body, |_| {
+                format!("saved {} as config version {version}", change.service)
+            });
+            debug_assert_eq!(answer.status, StatusCode::OK);
+        }
+        EntitlementAction::Preview(change) => {
+            let (settings, _) = changed_settings(&api, &change).await?;
+            let path = api.scoped(&format!("/entitlements/{}/preview", change.service))?;
+            let impact = api.post(&path, &settings).await?;
+            if api.conn.json {
+                print_json(&impact);
+                return Ok(());
+            }
+            let rows = ["gaining", "losing", "legacy_clients"]
+                .iter()
+                .map(|side| {
+                    vec![
+                        (*side).to_owned(),
+                        text(&impact[*side]["users"]),
+                        text(&impact[*side]["devices"]),
+                        sample_lines(&impact[*side]["sample"]),
+                    ]
+                })
+                .collect();
+            print_table(&["", "users", "devices", "sample"], rows);
+            print_line(
+                "nothing saved: run `entitle entitlements set` with the same flags to apply",
+            );
+        }
+        EntitlementAction::History { service, limit } => {
+            let mut path = api.scoped(&format!("/entitlements/history?limit={limit}"))?;
+            if let Some(service) = service {
+                path.push_str(&format!("&service={}", encode(&service)));
+            }
+            let history = api.get(&path).await?;
+            if api.conn.json {
+                print_json(&history);
+                return Ok(());
+            }
+            let names = group_names(&api).await?;
+            let rows = array(&history["items"])
+                .iter()
+                .map(|v| {
+                    vec![
+                        text(&v["config_version"]),
+                        text(&v["service"]),
+                        text(&v["actor"]),
+                        text(&v["at"]),
+                        diff(&v["before"], &v["after"], &names),
+                    ]
+                })
+                .collect();
+            print_table(&["version", "service", "actor", "at", "change"], rows);
+        }
+        EntitlementAction::Rollback { config_version } => {
+            let result = api
+                .post(
+                    &api.scoped("/entitlements/rollback")?,
+                    &json!({"config_version": config_version}),
+                )
+                .await?;
+            api.report(&result, |result| {
+                format!(
+                    "restored {} as it was in version {config_version}: new config version {}",
+                    text(&result["service"]),
+                    text(&result["config_version"])
+                )
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Applies the flags of `set`/`preview` to the current settings.
+async fn changed_settings(
+    api: &Api,
+    change: &SettingsChange,
+) -> anyhow::Result<(Value, Option<String>)> {
+    let path = api.scoped(&format!("/entitlements/{}", change.service))?;
+    let answer = api.call(Method::GET, &path, None, None).await?;
+    let mut settings = answer.body;
+    if let Some(on) = change.enabled_by_default {
+        settings["enabled_by_default"] = Value::Bool(on);
+    }
+    if change.no_user_groups {
+        settings["user_groups"] = json!([]);
+    } else if !change.user_groups.is_empty() {
+        settings["user_groups"] = json!(api.group_ids(&change.user_groups).await?);
+    }
+    if change.no_device_groups {
+        settings["device_groups"] = json!([]);
+    } else if !change.device_groups.is_empty() {
+        settings["device_groups"] = json!(api.device_group_ids(&change.device_groups).await?);
+    }
+    if let Some(logout) = change.logout_on_enable {
+        settings["logout_on_enable"] = Value::Bool(logout);
+    }
+    Ok((settings, answer.etag))
+}
+
+fn sample_lines(sample: &Value) -> String {
+    let lines: Vec<String> = array(sample).iter().map(text).collect();
+    lines.join("\n")
+}
+
+async fn group_names(api: &Api) -> anyhow::Result<std::collections::HashMap<String, String>> {
+    let mut names = std::collections::HashMap::new();
+    let groups = api.get(&api.scoped("/groups?limit=200")?).await?;
+    for g in array(&groups["items"]) {
+        names.insert(text(&g["id"]), text(&g["display_name"]));
+    }
+    let device_groups = api.get(&api.scoped("/device-groups")?).await?;
+    for g in array(&device_groups["items"]) {
+        names.insert(text(&g["id"]), text(&g["name"]));
+    }
+    Ok(names)
+}
+
+fn named(ids: &Value, names: &std::collections::HashMap<String, String>) -> String {
+    let mut list: Vec<String> = array(ids)
+        .iter()
+        .map(|id| {
+            let id = text(id);
+            names.get(&id).cloned().unwrap_or(id)
+        })
+        .collect();
+    list.sort();
+    if list.is_empty() {
+        "-".into()
+    } else {
+        list.join(", ")
+    }
+}
+
+fn diff(
+    before: &Value,
+    after: &Value,
+    names: &std::collections::HashMap<String, String>,
+) -> String {
+    let keys = [
+        "enabled_by_default",
+        "user_groups",
+        "device_groups",
+        "logout_on_enable",
+    ];
+    let show = |value: &Value| {
+        if value.is_array() {
+            format!("[{}]", named(value, names).trim_matches('-'))
+        } else {
+            text(value)
+        }
+    };
+    let changes: Vec<String> = keys
+        .iter()
+        .filter(|k| before[**k] != after[**k])
+        .map(|k| format!("{k}: {} -> {}", show(&before[*k]), show(&after[*k])))
+        .collect();
+    if changes.is_empty() {
+        "(no change)".into()
+    } else {
+        changes.join("; ")
+    }
+}
