@@ -321,11 +321,7 @@ impl Conn<'_> {
         } else {
             "SELECT 1 FROM tenants WHERE id = $1"
         };
-        query(sql)
-            .id(tenant_id)
-            .fetch_one(self)
-            .await
-            .map_err(crate::sql::not_found("tenant"))?;
+        query(sql).id(tenant_id).find(self, "tenant").await?;
         Ok(())
     }
 
@@ -583,6 +579,17 @@ impl Query {
             On::PostgresPool(pool) => rows(self.postgres()?.fetch_all(pool).await?, Row::Postgres),
             On::Postgres(conn) => rows(self.postgres()?.fetch_all(conn).await?, Row::Postgres),
         })
+    }
+
+    /// The one row the query selects, or `NotFound { what }` when there is none.
+    pub(crate) async fn find<'c>(
+        self,
+        on: impl Into<On<'c>>,
+        what: &'static str,
+    ) -> StoreResult<Row> {
+        self.fetch_one(on)
+            .await
+            .map_err(crate::sql::not_found(what))
     }
 
     /// The first column of the one row.

@@ -128,39 +128,79 @@ macro_rules! tenant_select {
     };
 }
 
-async fn insert_audit(
-    conn: &mut Conn<'_>,
-    tenant_id: Option<&str>,
-    actor: &Actor,
-    action: &str,
-    target: &str,
-    before: Option<&Value>,
-    after: Option<&Value>,
-) -> StoreResult<()> {
-    query(
-        "INSERT INTO audit_log (tenant_id, at, actor, actor_kind, actor_id, action, target, before_json, after_json)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .opt_id(tenant_id)
-    .time(conn.now())
-    .bind(&actor.name)
-    .bind(actor.kind.as_str())
-    .bind(&actor.id)
-    .bind(action)
-    .bind(target)
-    .opt_json(before.map(Value::to_string))
-    .opt_json(after.map(Value::to_string))
-    .execute(conn)
-    .await?;
-    Ok(())
+/// An audit entry, written in the transaction of the change it records so
+/// that both land or neither does.
+struct Audit<'a> {
+    tenant_id: Option<&'a str>,
+    actor: &'a Actor,
+    action: &'a str,
+    target: &'a str,
+    before: Option<&'a Value>,
+    after: Option<&'a Value>,
+}
+
+impl<'a> Audit<'a> {
+    fn new(tenant_id: Option<&'a str>, actor: &'a Actor, action: &'a str, target: &'a str) -> Self {
+        Self {
+            tenant_id,
+            actor,
+            action,
+            target,
+            before: None,
+            after: None,
+        }
+    }
+
+    /// What the change replaced.
+    fn before(mut self, before: impl Into<Option<&'a Value>>) -> Self {
+        self.before = before.into();
+        self
+    }
+
+    /// What the change left.
+    fn after(mut self, after: impl Into<Option<&'a Value>>) -> Self {
+        self.after = after.into();
+        self
+    }
+
+    /// Writes the entry and commits the change.
+    async fn commit(self, mut tx: Conn<'_>) -> StoreResult<()> {
+        self.write(&mut tx).await?;
+        tx.commit().await
+    }
+
+    /// Commits a change that decisions depend on: with the entry, the
+    /// tenant's data version moves on, so that every node rebuilds.
+    async fn commit_bumping(self, mut tx: Conn<'_>, tenant_id: &str) -> StoreResult<()> {
+        bump_data_version(&mut tx, tenant_id).await?;
+        self.commit(tx).await
+    }
+
+    async fn write(self, conn: &mut Conn<'_>) -> StoreResult<()> {
+        query(
+            "INSERT INTO audit_log (tenant_id, at, actor, actor_kind, actor_id, action, target, before_json, after_json)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .opt_id(self.tenant_id)
+        .time(conn.now())
+        .bind(&self.actor.name)
+        .bind(self.actor.kind.as_str())
+        .bind(&self.actor.id)
+        .bind(self.action)
+        .bind(self.target)
+        .opt_json(self.before.map(Value::to_string))
+        .opt_json(self.after.map(Value::to_string))
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
 }
 
 async fn tenant_row(conn: &mut Conn<'_>, tenant_id: &str) -> StoreResult<Tenant> {
     let row = query(tenant_select!("WHERE id = $1"))
         .id(tenant_id)
-        .fetch_one(conn)
-        .await
-        .map_err(not_found("tenant"))?;
+        .find(conn, "tenant")
+        .await?;
     tenant_from_row(&row)
 }
 
@@ -272,16 +312,11 @@ async fn write_settings_version(
     .json(after_json.to_string())
     .execute(&mut *conn)
     .await?;
-    insert_audit(
-        conn,
-        Some(&tenant.id),
-        actor,
-        action,
-        service.id,
-        Some(&before_json),
-        Some(&after_json),
-    )
-    .await?;
+    Audit::new(Some(&tenant.id), actor, action, service.id)
+        .before(&before_json)
+        .after(&after_json)
+        .write(conn)
+        .await?;
     Ok(version)
 }
 
@@ -341,19 +376,20 @@ impl SqlStore {
         query(delete).id(group_id).execute(&mut tx).await?;
         let before = json!({"id": group_id, name_key: name});
         let after = (!selected_by.is_empty()).then(|| json!({"tombstone_in": selected_by}));
-        bump_data_version(&mut tx, tenant_id).await?;
-        insert_audit(
-            &mut tx,
-            Some(tenant_id),
-            actor,
-            action,
-            &name,
-            Some(&before),
-            after.as_ref(),
-        )
-        .await?;
-        tx.commit().await?;
+        Audit::new(Some(tenant_id), actor, action, &name)
+            .before(&before)
+            .after(after.as_ref())
+            .commit_bumping(tx, tenant_id)
+            .await?;
         Ok(selected_by)
+    }
+}
+
+impl SqlStore {
+    /// The tenant a secret's hash opens.
+    async fn tenant_by_secret(&self, sql: &'static str, hash: &str) -> StoreResult<Tenant> {
+        let row = query(sql).bind(hash).find(&self.db, "tenant").await?;
+        tenant_from_row(&row)
     }
 }
 
@@ -436,6 +472,27 @@ async fn existing_ids(
         }
     }
     Ok(found)
+}
+
+/// Fails with `UnknownGroups` naming every id that is not a group of the tenant.
+async fn require_groups(conn: &mut Conn<'_>, tenant_id: &str, ids: &[String]) -> StoreResult<()> {
+    let found = existing_ids(
+        conn,
+        IdTable::Groups,
+        tenant_id,
+        ids.iter().map(String::as_str),
+    )
+    .await?;
+    let unknown: Vec<String> = ids
+        .iter()
+        .filter(|id| !found.contains(*id))
+        .cloned()
+        .collect();
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::UnknownGroups { ids: unknown })
+    }
 }
 
 async fn user_groups(conn: &mut Conn<'_>, user_id: &str) -> StoreResult<Vec<String>> {
@@ -535,9 +592,8 @@ async fn device_row(conn: &mut Conn<'_>, tenant_id: &str, device_id: &str) -> St
     let row = query(device_select!("WHERE d.tenant_id = $1 AND d.id = $2"))
         .id(tenant_id)
         .id(device_id)
-        .fetch_one(conn)
-        .await
-        .map_err(not_found("device"))?;
+        .find(conn, "device")
+        .await?;
     device_from_row(&row)
 }
 
@@ -645,17 +701,10 @@ impl TenantStore for SqlStore {
             .await?;
         }
         let after = json!({"id": tenant.id, "name": tenant.name});
-        insert_audit(
-            &mut tx,
-            Some(&tenant.id),
-            actor,
-            "tenant.create",
-            &tenant.name,
-            None,
-            Some(&after),
-        )
-        .await?;
-        tx.commit().await?;
+        Audit::new(Some(&tenant.id), actor, "tenant.create", &tenant.name)
+            .after(&after)
+            .commit(tx)
+            .await?;
         Ok(tenant)
     }
 
@@ -663,9 +712,8 @@ impl TenantStore for SqlStore {
         let row = query(tenant_select!("WHERE id = $1 OR name = $2"))
             .id(id_or_name)
             .bind(id_or_name)
-            .fetch_one(&self.db)
-            .await
-            .map_err(not_found("tenant"))?;
+            .find(&self.db, "tenant")
+            .await?;
         tenant_from_row(&row)
     }
 
@@ -677,21 +725,13 @@ impl TenantStore for SqlStore {
     }
 
     async fn tenant_by_enrollment_key(&self, key_hash: &str) -> StoreResult<Tenant> {
-        let row = query(tenant_select!("WHERE enrollment_key_hash = $1"))
-            .bind(key_hash)
-            .fetch_one(&self.db)
+        self.tenant_by_secret(tenant_select!("WHERE enrollment_key_hash = $1"), key_hash)
             .await
-            .map_err(not_found("tenant"))?;
-        tenant_from_row(&row)
     }
 
     async fn tenant_by_scim_token(&self, token_hash: &str) -> StoreResult<Tenant> {
-        let row = query(tenant_select!("WHERE scim_token_hash = $1"))
-            .bind(token_hash)
-            .fetch_one(&self.db)
+        self.tenant_by_secret(tenant_select!("WHERE scim_token_hash = $1"), token_hash)
             .await
-            .map_err(not_found("tenant"))?;
-        tenant_from_row(&row)
     }
 
     async fn enrollment_grant(&self, key_hash: &str) -> StoreResult<EnrollmentGrant> {
@@ -700,9 +740,8 @@ impl TenantStore for SqlStore {
         }
         let row = query(enrollment_key_select!("WHERE key_hash = $1"))
             .bind(key_hash)
-            .fetch_one(&self.db)
-            .await
-            .map_err(not_found("enrollment key"))?;
+            .find(&self.db, "enrollment key")
+            .await?;
         let key = enrollment_key_from_row(&row)?;
         let mut conn = self.db.read().await?;
         let tenant = tenant_row(&mut conn, &key.tenant_id).await?;
@@ -746,17 +785,10 @@ impl TenantStore for SqlStore {
             revoked_at: None,
             created_at,
         };
-        insert_audit(
-            &mut tx,
-            Some(tenant_id),
-            actor,
-            "enrollment_key.create",
-            &key.name,
-            None,
-            Some(&enrollment_key_audit(&key)),
-        )
-        .await?;
-        tx.commit().await?;
+        Audit::new(Some(tenant_id), actor, "enrollment_key.create", &key.name)
+            .after(&enrollment_key_audit(&key))
+            .commit(tx)
+            .await?;
         Ok(key)
     }
 
@@ -790,21 +822,13 @@ impl TenantStore for SqlStore {
         let row = query(enrollment_key_select!("WHERE tenant_id = $1 AND id = $2"))
             .id(tenant_id)
             .id(key_id)
-            .fetch_one(&mut tx)
-            .await
-            .map_err(not_found("enrollment key"))?;
+            .find(&mut tx, "enrollment key")
+            .await?;
         let key = enrollment_key_from_row(&row)?;
-        insert_audit(
-            &mut tx,
-            Some(tenant_id),
-            actor,
-            "enrollment_key.revoke",
-            &key.name,
-            None,
-            Some(&enrollment_key_audit(&key)),
-        )
-        .await?;
-        tx.commit().await?;
+        Audit::new(Some(tenant_id), actor, "enrollment_key.revoke", &key.name)
+            .after(&enrollment_key_audit(&key))
+            .commit(tx)
+            .await?;
         Ok(key)
     }
 
@@ -821,15 +845,15 @@ impl TenantStore for SqlStore {
             .id(tenant_id)
             .execute(&mut tx)
             .await?;
-        insert_audit(
-            &mut tx,
+        Audit::new(
             Some(tenant_id),
             actor,
             "tenant.device_approval",
             &before.name,
-            Some(&json!({"device_approval": before.device_approval})),
-            Some(&json!({"device_approval": on})),
         )
+        .before(&json!({"device_approval": before.device_approval}))
+        .after(&json!({"device_approval": on}))
+        .write(&mut tx)
         .await?;
         let after = tenant_row(&mut tx, tenant_id).await?;
         tx.commit().await?;
@@ -851,17 +875,9 @@ impl TenantStore for SqlStore {
         if done == 0 {
             return Err(StoreError::NotFound { what: "tenant" });
         }
-        insert_audit(
-            &mut tx,
-            Some(tenant_id),
-            actor,
-            "scim_token.rotate",
-            tenant_id,
-            None,
-            None,
-        )
-        .await?;
-        tx.commit().await?;
+        Audit::new(Some(tenant_id), actor, "scim_token.rotate", tenant_id)
+            .commit(tx)
+            .await?;
         Ok(())
     }
 
@@ -891,17 +907,15 @@ impl TenantStore for SqlStore {
             .await?;
         let token = token_from_row(&row)?;
         let after = token_audit_json(&token);
-        insert_audit(
-            &mut tx,
+        Audit::new(
             grant.tenant_id.as_deref(),
             actor,
             "token.create",
             &grant.name,
-            None,
-            Some(&after),
         )
+        .after(&after)
+        .commit(tx)
         .await?;
-        tx.commit().await?;
         Ok(token)
     }
 
@@ -909,9 +923,8 @@ impl TenantStore for SqlStore {
         let sql = format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE token_hash = $1");
         let row = query_built(sql)
             .bind(token_hash)
-            .fetch_one(&self.db)
-            .await
-            .map_err(not_found("token"))?;
+            .find(&self.db, "token")
+            .await?;
         token_from_row(&row)
     }
 
@@ -955,9 +968,8 @@ impl TenantStore for SqlStore {
             let row = query_built(sql)
                 .id(token_id)
                 .opt_id(tenant_id)
-                .fetch_one(&mut tx)
-                .await
-                .map_err(not_found("token"))?;
+                .find(&mut tx, "token")
+                .await?;
             return token_from_row(&row);
         };
         let after = token_from_row(&row)?;
@@ -965,17 +977,11 @@ impl TenantStore for SqlStore {
             revoked_at: None,
             ..after.clone()
         };
-        insert_audit(
-            &mut tx,
-            tenant_id,
-            actor,
-            "token.revoke",
-            &after.grant.name,
-            Some(&token_audit_json(&before)),
-            Some(&token_audit_json(&after)),
-        )
-        .await?;
-        tx.commit().await?;
+        Audit::new(tenant_id, actor, "token.revoke", &after.grant.name)
+            .before(&token_audit_json(&before))
+            .after(&token_audit_json(&after))
+            .commit(tx)
+            .await?;
         Ok(after)
     }
 
@@ -1024,21 +1030,7 @@ impl DirectoryStore for SqlStore {
                 name: display_name.to_owned(),
             });
         }
-        let found = existing_ids(
-            &mut tx,
-            IdTable::Groups,
-            tenant_id,
-            member_groups.iter().map(String::as_str),
-        )
-        .await?;
-        let unknown: Vec<String> = member_groups
-            .iter()
-            .filter(|id| !found.contains(*id))
-            .cloned()
-            .collect();
-        if !unknown.is_empty() {
-            return Err(StoreError::UnknownGroups { ids: unknown });
-        }
+        require_groups(&mut tx, tenant_id, member_groups).await?;
         let id = new_id();
         let at = self.db.now();
         query(
@@ -1064,18 +1056,10 @@ impl DirectoryStore for SqlStore {
             .await?;
         }
         let after = json!({"id": id, "display_name": display_name, "member_groups": member_groups});
-        bump_data_version(&mut tx, tenant_id).await?;
-        insert_audit(
-            &mut tx,
-            Some(tenant_id),
-            actor,
-            "group.create",
-            display_name,
-            None,
-            Some(&after),
-        )
-        .await?;
-        tx.commit().await?;
+        Audit::new(Some(tenant_id), actor, "group.create", display_name)
+            .after(&after)
+            .commit_bumping(tx, tenant_id)
+            .await?;
         self.group(tenant_id, &id).await
     }
 
@@ -1138,9 +1122,8 @@ impl DirectoryStore for SqlStore {
             query("SELECT id, display_name, source FROM groups WHERE tenant_id = $1 AND id = $2")
                 .id(tenant_id)
                 .id(group_id)
-                .fetch_one(&mut conn)
-                .await
-                .map_err(not_found("group"))?;
+                .find(&mut conn, "group")
+                .await?;
         group_from_row(&mut conn, &row).await
     }
 
@@ -1151,22 +1134,7 @@ impl DirectoryStore for SqlStore {
         actor: &Actor,
     ) -> StoreResult<User> {
         let mut tx = self.db.write_tenant(tenant_id).await?;
-        let found = existing_ids(
-            &mut tx,
-            IdTable::Groups,
-            tenant_id,
-            user.groups.iter().map(String::as_str),
-        )
-        .await?;
-        let unknown: Vec<String> = user
-            .groups
-            .iter()
-            .filter(|id| !found.contains(*id))
-            .cloned()
-            .collect();
-        if !unknown.is_empty() {
-            return Err(StoreError::UnknownGroups { ids: unknown });
-        }
+        require_groups(&mut tx, tenant_id, &user.groups).await?;
         let id = new_id();
         let at = self.db.now();
         query(
@@ -1191,18 +1159,10 @@ impl DirectoryStore for SqlStore {
                 .await?;
         }
         let after = json!({"id": id, "user_name": user.user_name, "groups": user.groups});
-        bump_data_version(&mut tx, tenant_id).await?;
-        insert_audit(
-            &mut tx,
-            Some(tenant_id),
-            actor,
-            "user.create",
-            &user.user_name,
-            None,
-            Some(&after),
-        )
-        .await?;
-        tx.commit().await?;
+        Audit::new(Some(tenant_id), actor, "user.create", &user.user_name)
+            .after(&after)
+            .commit_bumping(tx, tenant_id)
+            .await?;
         self.user_by_name(tenant_id, &user.user_name).await
     }
 
@@ -1213,9 +1173,7 @@ impl DirectoryStore for SqlStore {
         )
         .id(tenant_id)
         .bind(user_name.to_lowercase())
-        .fetch_one(&mut conn)
-        .await
-        .map_err(not_found("user"))?;
+        .find(&mut conn, "user").await?;
         user_from_row(&mut conn, &row).await
     }
 
@@ -1248,18 +1206,9 @@ impl DirectoryStore for SqlStore {
         } else {
             "user.deactivate"
         };
-        bump_data_version(&mut tx, tenant_id).await?;
-        insert_audit(
-            &mut tx,
-            Some(tenant_id),
-            actor,
-            action,
-            &user.user_name,
-            None,
-            None,
-        )
-        .await?;
-        tx.commit().await?;
+        Audit::new(Some(tenant_id), actor, action, &user.user_name)
+            .commit_bumping(tx, tenant_id)
+            .await?;
         Ok(user)
     }
 
@@ -1403,18 +1352,10 @@ impl DeviceStore for SqlStore {
         .await
         .map_err(|e| duplicate(e, "device group", &group.name))?;
         let after = crate::device_group_to_json(&group);
-        bump_data_version(&mut tx, tenant_id).await?;
-        insert_audit(
-            &mut tx,
-            Some(tenant_id),
-            actor,
-            "device_group.create",
-            &group.name,
-            None,
-            Some(&after),
-        )
-        .await?;
-        tx.commit().await?;
+        Audit::new(Some(tenant_id), actor, "device_group.create", &group.name)
+            .after(&after)
+            .commit_bumping(tx, tenant_id)
+            .await?;
         Ok(group)
     }
 
@@ -1445,18 +1386,11 @@ impl DeviceStore for SqlStore {
             crate::device_group_to_json(&before),
             crate::device_group_to_json(&group),
         );
-        bump_data_version(&mut tx, tenant_id).await?;
-        insert_audit(
-            &mut tx,
-            Some(tenant_id),
-            actor,
-            "device_group.update",
-            &group.name,
-            Some(&before),
-            Some(&after),
-        )
-        .await?;
-        tx.commit().await?;
+        Audit::new(Some(tenant_id), actor, "device_group.update", &group.name)
+            .before(&before)
+            .after(&after)
+            .commit_bumping(tx, tenant_id)
+            .await?;
         Ok(group)
     }
 
@@ -1496,9 +1430,7 @@ impl DeviceStore for SqlStore {
                      RETURNING id, tenant_id, name, ownership, expires_at, max_uses, uses, revoked_at, created_at",
                 )
                 .id(&key.id)
-                .fetch_one(&mut tx)
-                .await
-                .map_err(not_found("enrollment key"))?;
+                .find(&mut tx, "enrollment key").await?;
                 let mut current = enrollment_key_from_row(&row)?;
                 current.uses -= 1;
                 if let Some(reason) = current.unusable(at) {
@@ -1534,17 +1466,15 @@ impl DeviceStore for SqlStore {
         .await?;
         let after = json!({"id": id, "user_name": user.user_name, "device": report_json,
                            "enrollment_key": key.map(|k| &k.name), "pending_approval": pending_approval});
-        insert_audit(
-            &mut tx,
+        Audit::new(
             Some(tenant_id),
             &Actor::new(ActorKind::Device, id.as_str(), report.hostname.as_str()),
             "device.enroll",
             &report.hostname,
-            None,
-            Some(&after),
         )
+        .after(&after)
+        .commit(tx)
         .await?;
-        tx.commit().await?;
         Ok(Device {
             id,
             tenant_id: tenant_id.to_owned(),
@@ -1568,9 +1498,7 @@ impl DeviceStore for SqlStore {
              WHERE d.token_hash = $1",
         )
         .bind(token_hash)
-        .fetch_one(&self.db)
-        .await
-        .map_err(not_found("device"))?;
+        .find(&self.db, "device").await?;
         Ok(AuthenticatedDevice {
             device: device_from_row(&row)?,
             tenant_data_version: row.get("data_version")?,
@@ -1581,9 +1509,8 @@ impl DeviceStore for SqlStore {
         let row = query(device_select!("WHERE d.tenant_id = $1 AND d.id = $2"))
             .id(tenant_id)
             .id(device_id)
-            .fetch_one(&self.db)
-            .await
-            .map_err(not_found("device"))?;
+            .find(&self.db, "device")
+            .await?;
         device_from_row(&row)
     }
 
@@ -1614,15 +1541,15 @@ impl DeviceStore for SqlStore {
         .execute(&mut tx)
         .await?;
         if let Some(moved) = moved {
-            insert_audit(
-                &mut tx,
+            Audit::new(
                 Some(&moved.tenant_id),
                 &moved.actor,
                 "device.groups_changed",
                 &report.hostname,
-                Some(&json!({"device_groups": moved.before})),
-                Some(&json!({"device_groups": moved.after})),
             )
+            .before(&json!({"device_groups": moved.before}))
+            .after(&json!({"device_groups": moved.after}))
+            .write(&mut tx)
             .await?;
         }
         tx.commit().await?;
@@ -1660,18 +1587,16 @@ impl DeviceStore for SqlStore {
             return Ok(after);
         }
         // Decisions depend on both, so every node's snapshot must notice.
-        bump_data_version(&mut tx, tenant_id).await?;
-        insert_audit(
-            &mut tx,
+        Audit::new(
             Some(tenant_id),
             actor,
             device_change_action(change),
             &after.report.hostname,
-            Some(&device_trust_json(&before)),
-            Some(&device_trust_json(&after)),
         )
+        .before(&device_trust_json(&before))
+        .after(&device_trust_json(&after))
+        .commit_bumping(tx, tenant_id)
         .await?;
-        tx.commit().await?;
         Ok(after)
     }
 
@@ -1732,27 +1657,23 @@ impl DeviceStore for SqlStore {
         let row = query(device_select!("WHERE d.tenant_id = $1 AND d.id = $2"))
             .id(tenant_id)
             .id(device_id)
-            .fetch_one(&mut tx)
-            .await
-            .map_err(not_found("device"))?;
+            .find(&mut tx, "device")
+            .await?;
         let device = device_from_row(&row)?;
         query("DELETE FROM devices WHERE id = $1")
             .id(device_id)
             .execute(&mut tx)
             .await?;
         let before = json!({"id": device.id, "user_name": device.user_name, "device": report_to_json(&device.report)});
-        bump_data_version(&mut tx, tenant_id).await?;
-        insert_audit(
-            &mut tx,
+        Audit::new(
             Some(tenant_id),
             actor,
             "device.delete",
             &device.report.hostname,
-            Some(&before),
-            None,
         )
+        .before(&before)
+        .commit_bumping(tx, tenant_id)
         .await?;
-        tx.commit().await?;
         Ok(())
     }
 }
@@ -1839,9 +1760,7 @@ impl ConfigStore for SqlStore {
         )
         .id(tenant_id)
         .bind(version)
-        .fetch_one(&self.db)
-        .await
-        .map_err(not_found("config version"))?;
+        .find(&self.db, "config version").await?;
         config_version_from_row(&row)
     }
 
@@ -1915,7 +1834,11 @@ impl ConfigStore for SqlStore {
     ) -> StoreResult<()> {
         let _turn = self.db.single_write().await;
         let mut conn = self.db.read().await?;
-        insert_audit(&mut conn, tenant_id, actor, action, target, before, after).await
+        Audit::new(tenant_id, actor, action, target)
+            .before(before)
+            .after(after)
+            .write(&mut conn)
+            .await
     }
 
     async fn touch_scim(&self, tenant_id: &str, at: OffsetDateTime) -> StoreResult<()> {
@@ -1990,9 +1913,8 @@ async fn account_row(
     let row = query_built(sql)
         .id(account_id)
         .opt_id(tenant_id)
-        .fetch_one(conn)
-        .await
-        .map_err(not_found("account"))?;
+        .find(conn, "account")
+        .await?;
     account_from_row(&row)
 }
 
@@ -2024,17 +1946,15 @@ impl AccountStore for SqlStore {
         .await
         .map_err(|e| duplicate(e, "account", &new.email))?;
         let account = account_row(&mut tx, new.tenant_id.as_deref(), &id, false).await?;
-        insert_audit(
-            &mut tx,
+        Audit::new(
             new.tenant_id.as_deref(),
             actor,
             "account.create",
             &new.email,
-            None,
-            Some(&account_audit_json(&account)),
         )
+        .after(&account_audit_json(&account))
+        .commit(tx)
         .await?;
-        tx.commit().await?;
         Ok(account)
     }
 
@@ -2108,16 +2028,11 @@ impl AccountStore for SqlStore {
         }
         let after = account_row(&mut tx, tenant_id, account_id, false).await?;
         for action in actions {
-            insert_audit(
-                &mut tx,
-                tenant_id,
-                actor,
-                action,
-                &after.email,
-                Some(&account_audit_json(&before)),
-                Some(&account_audit_json(&after)),
-            )
-            .await?;
+            Audit::new(tenant_id, actor, action, &after.email)
+                .before(&account_audit_json(&before))
+                .after(&account_audit_json(&after))
+                .write(&mut tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(after)
@@ -2146,17 +2061,10 @@ impl AccountStore for SqlStore {
         } else {
             0
         };
-        insert_audit(
-            &mut tx,
-            tenant_id,
-            actor,
-            "account.password",
-            &account.email,
-            None,
-            Some(&json!({"id": account.id, "sessions_ended": ended})),
-        )
-        .await?;
-        tx.commit().await?;
+        Audit::new(tenant_id, actor, "account.password", &account.email)
+            .after(&json!({"id": account.id, "sessions_ended": ended}))
+            .commit(tx)
+            .await?;
         Ok(())
     }
 
@@ -2169,17 +2077,10 @@ impl AccountStore for SqlStore {
         let mut tx = self.db.write().await?;
         let account = account_row(&mut tx, tenant_id, account_id, true).await?;
         let ended = delete_sessions(&mut tx, account_id).await?;
-        insert_audit(
-            &mut tx,
-            tenant_id,
-            actor,
-            "account.sessions_end",
-            &account.email,
-            None,
-            Some(&json!({"id": account.id, "sessions_ended": ended})),
-        )
-        .await?;
-        tx.commit().await?;
+        Audit::new(tenant_id, actor, "account.sessions_end", &account.email)
+            .after(&json!({"id": account.id, "sessions_ended": ended}))
+            .commit(tx)
+            .await?;
         Ok(ended)
     }
 
@@ -2216,9 +2117,8 @@ impl AccountStore for SqlStore {
         let row = query_built(sql)
             .bind(token_hash)
             .time(self.db.now())
-            .fetch_one(&self.db)
-            .await
-            .map_err(not_found("session"))?;
+            .find(&self.db, "session")
+            .await?;
         Ok(Session {
             account: account_from_row(&row)?,
             csrf_token: row.get("csrf_token")?,

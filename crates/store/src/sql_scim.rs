@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use entitle_core::{GroupGraph, GroupId};
 use serde_json::{Value, json};
 
-use super::{SqlStore, bump_data_version, duplicate, insert_audit, new_id, not_found};
+use super::{Audit, SqlStore, bump_data_version, duplicate, new_id, not_found};
 use crate::dialect::{Conn, Param, Row, query, query_built};
 use crate::{
     Actor, Counted, MemberKind, ScimGroup, ScimGroupWrite, ScimLookup, ScimMember, ScimStore,
@@ -191,34 +191,61 @@ async fn insert_members(
 }
 
 async fn members_of(conn: &mut Conn<'_>, group_id: &str) -> StoreResult<Vec<ScimMember>> {
-    let mut members = Vec::new();
-    let users = query(
-        "SELECT u.id, u.user_name FROM user_memberships m JOIN users u ON u.id = m.user_id WHERE m.group_id = $1 ORDER BY u.id",
+    // Users first, then groups, each by id.
+    let rows = query(
+        "SELECT u.id, u.user_name AS display, 'user' AS kind
+           FROM user_memberships m JOIN users u ON u.id = m.user_id WHERE m.group_id = $1
+         UNION ALL
+         SELECT g.id, g.display_name AS display, 'group' AS kind
+           FROM group_nesting n JOIN groups g ON g.id = n.member_id WHERE n.container_id = $1
+         ORDER BY kind DESC, id",
     )
     .id(group_id)
-    .fetch_all(&mut *conn)
+    .fetch_all(conn)
     .await?;
-    for row in &users {
-        members.push(ScimMember {
-            id: row.id("id")?,
-            kind: MemberKind::User,
-            display: row.get("user_name")?,
-        });
-    }
-    let groups = query(
-        "SELECT g.id, g.display_name FROM group_nesting n JOIN groups g ON g.id = n.member_id WHERE n.container_id = $1 ORDER BY g.id",
-    )
-    .id(group_id)
-    .fetch_all(&mut *conn)
+    rows.iter()
+        .map(|row| {
+            let kind: String = row.get("kind")?;
+            Ok(ScimMember {
+                id: row.id("id")?,
+                kind: if kind == "user" {
+                    MemberKind::User
+                } else {
+                    MemberKind::Group
+                },
+                display: row.get("display")?,
+            })
+        })
+        .collect()
+}
+
+/// One page of a list, ordered by creation, and how many rows match in all.
+/// `from` is static SQL (`FROM … WHERE tenant_id = $1 …`) whose one other
+/// parameter, `$2`, is `value`.
+async fn list_page(
+    store: &SqlStore,
+    columns: &str,
+    from: &str,
+    tenant_id: &str,
+    value: Param,
+    page: Option<(usize, usize)>,
+) -> StoreResult<(usize, Vec<Row>)> {
+    let total: i64 = query_built(format!("SELECT COUNT(*) {from}"))
+        .id(tenant_id)
+        .bind(&value)
+        .fetch_scalar(&store.db)
+        .await?;
+    let (offset, limit) = page.unwrap_or((0, usize::MAX >> 1));
+    let rows = query_built(format!(
+        "SELECT {columns} {from} ORDER BY created_at, id LIMIT $3 OFFSET $4"
+    ))
+    .id(tenant_id)
+    .bind(value)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+    .fetch_all(&store.db)
     .await?;
-    for row in &groups {
-        members.push(ScimMember {
-            id: row.id("id")?,
-            kind: MemberKind::Group,
-            display: row.get("display_name")?,
-        });
-    }
-    Ok(members)
+    Ok((usize::try_from(total).unwrap_or(0), rows))
 }
 
 #[async_trait]
@@ -248,18 +275,15 @@ impl ScimStore for SqlStore {
         .execute(&mut tx)
         .await
         .map_err(|e| duplicate(e, "user", &user.user_name))?;
-        bump_data_version(&mut tx, tenant_id).await?;
-        insert_audit(
-            &mut tx,
+        Audit::new(
             Some(tenant_id),
             &Actor::directory(),
             "user.create",
             &user.user_name,
-            None,
-            Some(&json!({"id": id, "active": user.active})),
         )
+        .after(&json!({"id": id, "active": user.active}))
+        .commit_bumping(tx, tenant_id)
         .await?;
-        tx.commit().await?;
         self.scim_user(tenant_id, &id).await
     }
 
@@ -270,9 +294,8 @@ impl ScimStore for SqlStore {
         let row = query_built(sql)
             .id(tenant_id)
             .id(id)
-            .fetch_one(&self.db)
-            .await
-            .map_err(not_found("user"))?;
+            .find(&self.db, "user")
+            .await?;
         user_from_row(&row)
     }
 
@@ -316,15 +339,15 @@ impl ScimStore for SqlStore {
         .map_err(|e| duplicate(e, "user", &user.user_name))?;
         bump_data_version(&mut tx, tenant_id).await?;
         if let Some((action, before, after)) = change {
-            insert_audit(
-                &mut tx,
+            Audit::new(
                 Some(tenant_id),
                 &Actor::directory(),
                 action,
                 &user.user_name,
-                Some(&before),
-                Some(&after),
             )
+            .before(&before)
+            .after(&after)
+            .write(&mut tx)
             .await?;
         }
         tx.commit().await?;
@@ -354,18 +377,10 @@ impl ScimStore for SqlStore {
             .id(id)
             .execute(&mut tx)
             .await?;
-        bump_data_version(&mut tx, tenant_id).await?;
-        insert_audit(
-            &mut tx,
-            Some(tenant_id),
-            &Actor::directory(),
-            "user.delete",
-            &name,
-            Some(&json!({"id": id})),
-            None,
-        )
-        .await?;
-        tx.commit().await?;
+        Audit::new(Some(tenant_id), &Actor::directory(), "user.delete", &name)
+            .before(&json!({"id": id}))
+            .commit_bumping(tx, tenant_id)
+            .await?;
         Ok(())
     }
 
@@ -376,28 +391,11 @@ impl ScimStore for SqlStore {
         page: Option<(usize, usize)>,
     ) -> StoreResult<Counted<ScimUser>> {
         let (clause, value) = condition(lookup, true);
-        let count_sql = format!(
-            "SELECT COUNT(*) FROM users WHERE tenant_id = $1 AND deleted_at IS NULL{clause}"
-        );
-        let total: i64 = query_built(count_sql)
-            .id(tenant_id)
-            .bind(&value)
-            .fetch_scalar(&self.db)
-            .await?;
-        let (offset, limit) = page.unwrap_or((0, usize::MAX >> 1));
-        let rows_sql = format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND deleted_at IS NULL{clause} ORDER BY created_at, id LIMIT $3 OFFSET $4"
-        );
-        let rows = query_built(rows_sql)
-            .id(tenant_id)
-            .bind(&value)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .bind(i64::try_from(offset).unwrap_or(i64::MAX))
-            .fetch_all(&self.db)
-            .await?;
+        let from = format!("FROM users WHERE tenant_id = $1 AND deleted_at IS NULL{clause}");
+        let (total, rows) = list_page(self, USER_COLUMNS, &from, tenant_id, value, page).await?;
         Ok(Counted {
             items: rows.iter().map(user_from_row).collect::<StoreResult<_>>()?,
-            total: total as usize,
+            total,
         })
     }
 
@@ -425,18 +423,15 @@ impl ScimStore for SqlStore {
         .execute(&mut tx)
         .await?;
         insert_members(&mut tx, &id, &users, &groups).await?;
-        bump_data_version(&mut tx, tenant_id).await?;
-        insert_audit(
-            &mut tx,
+        Audit::new(
             Some(tenant_id),
             &Actor::directory(),
             "group.create",
             &group.display_name,
-            None,
-            Some(&json!({"id": id, "members": group.members.len()})),
         )
+        .after(&json!({"id": id, "members": group.members.len()}))
+        .commit_bumping(tx, tenant_id)
         .await?;
-        tx.commit().await?;
         self.scim_group(tenant_id, &id, true).await
     }
 
@@ -451,9 +446,8 @@ impl ScimStore for SqlStore {
         let row = query_built(sql)
             .id(tenant_id)
             .id(id)
-            .fetch_one(&mut conn)
-            .await
-            .map_err(not_found("group"))?;
+            .find(&mut conn, "group")
+            .await?;
         let mut group = group_from_row(&row)?;
         if with_members {
             group.members = members_of(&mut conn, id).await?;
@@ -501,21 +495,19 @@ impl ScimStore for SqlStore {
             .execute(&mut tx)
             .await?;
         insert_members(&mut tx, id, &users, &groups).await?;
-        bump_data_version(&mut tx, tenant_id).await?;
-        insert_audit(
-            &mut tx,
+        Audit::new(
             Some(tenant_id),
             &Actor::directory(),
             "group.replace",
             &group.display_name,
-            Some(&json!({"display_name": previous_name})),
-            Some(&json!({
-                "display_name": group.display_name,
-                "members": member_changes(&previous_members, &group.members),
-            })),
         )
+        .before(&json!({"display_name": previous_name}))
+        .after(&json!({
+            "display_name": group.display_name,
+            "members": member_changes(&previous_members, &group.members),
+        }))
+        .commit_bumping(tx, tenant_id)
         .await?;
-        tx.commit().await?;
         self.scim_group(tenant_id, id, true).await
     }
 
@@ -549,22 +541,14 @@ impl ScimStore for SqlStore {
             .id(id)
             .execute(&mut tx)
             .await?;
-        bump_data_version(&mut tx, tenant_id).await?;
         let name: String = query("SELECT display_name FROM groups WHERE id = $1")
             .id(id)
             .fetch_scalar(&mut tx)
             .await?;
-        insert_audit(
-            &mut tx,
-            Some(tenant_id),
-            &Actor::directory(),
-            "group.members",
-            &name,
-            None,
-            Some(&json!({"added": add, "removed": remove})),
-        )
-        .await?;
-        tx.commit().await?;
+        Audit::new(Some(tenant_id), &Actor::directory(), "group.members", &name)
+            .after(&json!({"added": add, "removed": remove}))
+            .commit_bumping(tx, tenant_id)
+            .await?;
         Ok(())
     }
 
@@ -589,23 +573,8 @@ impl ScimStore for SqlStore {
         with_members: bool,
     ) -> StoreResult<Counted<ScimGroup>> {
         let (clause, value) = condition(lookup, false);
-        let count_sql = format!("SELECT COUNT(*) FROM groups WHERE tenant_id = $1{clause}");
-        let total: i64 = query_built(count_sql)
-            .id(tenant_id)
-            .bind(&value)
-            .fetch_scalar(&self.db)
-            .await?;
-        let (offset, limit) = page.unwrap_or((0, usize::MAX >> 1));
-        let rows_sql = format!(
-            "SELECT {GROUP_COLUMNS} FROM groups WHERE tenant_id = $1{clause} ORDER BY created_at, id LIMIT $3 OFFSET $4"
-        );
-        let rows = query_built(rows_sql)
-            .id(tenant_id)
-            .bind(&value)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .bind(i64::try_from(offset).unwrap_or(i64::MAX))
-            .fetch_all(&self.db)
-            .await?;
+        let from = format!("FROM groups WHERE tenant_id = $1{clause}");
+        let (total, rows) = list_page(self, GROUP_COLUMNS, &from, tenant_id, value, page).await?;
         let mut conn = self.db.read().await?;
         let mut items = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -615,9 +584,6 @@ impl ScimStore for SqlStore {
             }
             items.push(group);
         }
-        Ok(Counted {
-            items,
-            total: total as usize,
-        })
+        Ok(Counted { items, total })
     }
 }
