@@ -36,6 +36,7 @@ use std::time::Duration;
 
 use sqlx::error::BoxDynError;
 use sqlx::pool::PoolConnection;
+use sqlx::postgres::types::Oid;
 use sqlx::postgres::{
     PgArgumentBuffer, PgArguments, PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow,
     PgTypeInfo, PgValueFormat, PgValueRef, Postgres,
@@ -779,12 +780,17 @@ impl Row {
 /// parse once.
 struct Jsonb(String);
 
+/// `jsonb`'s type OID (`pg_type.oid`, the same on every server).
+const JSONB_OID: u32 = 3802;
+
 /// `jsonb`'s binary form: a version byte, then the document's text.
 const JSONB_VERSION: u8 = 1;
 
 impl Type<Postgres> for Jsonb {
     fn type_info() -> PgTypeInfo {
-        PgTypeInfo::with_name("jsonb")
+        // By OID, which PostgreSQL fixes for its built-in types: by name, each
+        // new connection would look the type up before its first write.
+        PgTypeInfo::with_oid(Oid(JSONB_OID))
     }
 
     fn compatible(ty: &PgTypeInfo) -> bool {
