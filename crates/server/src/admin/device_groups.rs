@@ -9,7 +9,7 @@ use entitle_core::{DeviceGroupId, IMPACT_SAMPLE_SIZE, Settings};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{DeleteQuery, Deleted, selections};
+use super::{DeleteQuery, Deleted, GroupKind, delete_group_of_kind, selections};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, QueryParams};
@@ -142,13 +142,7 @@ pub(crate) async fn delete_device_group(
     Path((tenant, id)): Path<(String, String)>,
     QueryParams(query): QueryParams<DeleteQuery>,
 ) -> ApiResult<Json<Deleted>> {
-    let tenant = caller.tenant_for_write(&state, &tenant).await?;
-    let still_selected_by = state
-        .store
-        .delete_device_group(&tenant.id, &id, &caller.actor, query.force.unwrap_or(false))
-        .await?;
-    state.snapshots.refresh(&tenant.id).await?;
-    Ok(Json(Deleted { still_selected_by }))
+    delete_group_of_kind(&state, &caller, &tenant, GroupKind::Device, &id, query).await
 }
 
 /// Which enrolled devices a rule would hold.

@@ -11,7 +11,7 @@ use entitle_store::{NewUser, User, secrets};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{DeleteQuery, Deleted, page_limit, selections};
+use super::{DeleteQuery, Deleted, GroupKind, delete_group_of_kind, page_limit, selections};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, QueryParams};
@@ -197,13 +197,7 @@ pub(crate) async fn delete_group(
     Path((tenant, id)): Path<(String, String)>,
     QueryParams(query): QueryParams<DeleteQuery>,
 ) -> ApiResult<Json<Deleted>> {
-    let tenant = caller.tenant_for_write(&state, &tenant).await?;
-    let still_selected_by = state
-        .store
-        .delete_group(&tenant.id, &id, &caller.actor, query.force.unwrap_or(false))
-        .await?;
-    state.snapshots.refresh(&tenant.id).await?;
-    Ok(Json(Deleted { still_selected_by }))
+    delete_group_of_kind(&state, &caller, &tenant, GroupKind::Directory, &id, query).await
 }
 
 /// Body of `POST …/users`.

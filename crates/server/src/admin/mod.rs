@@ -9,11 +9,12 @@ pub(crate) mod directory;
 pub(crate) mod entitlements;
 pub(crate) mod tenants;
 
-use axum::Router;
+use axum::{Json, Router};
 use entitle_core::{SERVICES, Settings};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::auth::Caller;
 use crate::error::ApiResult;
 use crate::state::AppState;
 
@@ -64,4 +65,41 @@ pub struct DeleteQuery {
     /// Delete even when entitlements select the group; it stays in them as a
     /// deleted group that matches nothing, so no one gains access.
     pub force: Option<bool>,
+}
+
+/// The two kinds of group an entitlement selects.
+pub(crate) enum GroupKind {
+    /// A directory group of users.
+    Directory,
+    /// A device group.
+    Device,
+}
+
+/// Deletes a group of either kind and refreshes the snapshot, so that no
+/// device keeps a decision that rested on it.
+pub(crate) async fn delete_group_of_kind(
+    state: &AppState,
+    caller: &Caller,
+    tenant: &str,
+    kind: GroupKind,
+    id: &str,
+    query: DeleteQuery,
+) -> ApiResult<Json<Deleted>> {
+    let tenant = caller.tenant_for_write(state, tenant).await?;
+    let force = query.force.unwrap_or(false);
+    let store = &state.store;
+    let still_selected_by = match kind {
+        GroupKind::Directory => {
+            store
+                .delete_group(&tenant.id, id, &caller.actor, force)
+                .await?
+        }
+        GroupKind::Device => {
+            store
+                .delete_device_group(&tenant.id, id, &caller.actor, force)
+                .await?
+        }
+    };
+    state.snapshots.refresh(&tenant.id).await?;
+    Ok(Json(Deleted { still_selected_by }))
 }
