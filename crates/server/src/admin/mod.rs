@@ -11,11 +11,12 @@ pub(crate) mod tenants;
 
 use axum::{Json, Router};
 use entitle_core::{SERVICES, Settings};
+use entitle_store::Role;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
 /// The admin API's routes.
@@ -32,6 +33,17 @@ pub fn router() -> Router<AppState> {
 /// Page sizes: default 50, at most 200.
 fn page_limit(limit: Option<u32>) -> u32 {
     limit.unwrap_or(50).clamp(1, 200)
+}
+
+/// The role of a tenant's token or account: admin or viewer, never super admin.
+fn tenant_role(text: &str) -> ApiResult<Role> {
+    match Role::parse(text) {
+        Some(role @ (Role::Admin | Role::Viewer)) => Ok(role),
+        _ => Err(ApiError::unprocessable(
+            "invalid_role",
+            "role must be \"admin\" or \"viewer\"",
+        )),
+    }
 }
 
 /// Each service's stored settings, in table order: which groups each
