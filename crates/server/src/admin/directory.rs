@@ -13,6 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{DeleteQuery, Deleted, GroupKind, delete_group_of_kind, page_limit, selections};
 use crate::auth::Caller;
+use crate::directory::SyncError;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, QueryParams};
 use crate::state::AppState;
@@ -339,6 +340,17 @@ pub struct SyncErrorJson {
     pub detail: String,
 }
 
+impl From<SyncError> for SyncErrorJson {
+    fn from(error: SyncError) -> Self {
+        Self {
+            at: rfc3339(error.at),
+            request: error.request,
+            status: error.status,
+            detail: error.detail,
+        }
+    }
+}
+
 /// Shows the directory's sync status.
 #[utoipa::path(get, path = "/api/v1/tenants/{tenant}/directory/status", tag = "directory",
     params(("tenant" = String, Path)), responses((status = 200, body = DirectoryStatus)))]
@@ -358,12 +370,7 @@ pub(crate) async fn directory_status(
             .directory
             .recent_errors(&tenant.id)
             .into_iter()
-            .map(|e| SyncErrorJson {
-                at: rfc3339(e.at),
-                request: e.request,
-                status: e.status,
-                detail: e.detail,
-            })
+            .map(SyncErrorJson::from)
             .collect(),
     }))
 }
