@@ -17,7 +17,7 @@ use crate::directory::SyncError;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, QueryParams};
 use crate::state::AppState;
-use crate::wire::rfc3339;
+use crate::wire::{MAX_NAME, rfc3339};
 
 /// The directory routes.
 pub(crate) fn router() -> Router<AppState> {
@@ -108,13 +108,7 @@ pub(crate) async fn create_group(
     JsonBody(body): JsonBody<CreateGroup>,
 ) -> ApiResult<Response> {
     let tenant = caller.tenant_for_write(&state, &tenant).await?;
-    let name = body.display_name.trim();
-    if name.is_empty() || name.chars().count() > 256 {
-        return Err(ApiError::unprocessable(
-            "invalid_name",
-            "display_name must be 1 to 256 characters",
-        ));
-    }
+    let name = directory_name("display_name", "invalid_name", &body.display_name)?;
     let group = state
         .store
         .create_group(&tenant.id, name, &body.member_groups, &caller.actor)
@@ -251,13 +245,7 @@ pub(crate) async fn create_user(
     JsonBody(body): JsonBody<CreateUser>,
 ) -> ApiResult<Response> {
     let tenant = caller.tenant_for_write(&state, &tenant).await?;
-    let user_name = body.user_name.trim();
-    if user_name.is_empty() || user_name.chars().count() > 256 {
-        return Err(ApiError::unprocessable(
-            "invalid_user_name",
-            "user_name must be 1 to 256 characters",
-        ));
-    }
+    let user_name = directory_name("user_name", "invalid_user_name", &body.user_name)?;
     let new = NewUser {
         user_name: user_name.to_owned(),
         display_name: body.display_name,
@@ -402,6 +390,18 @@ pub(crate) async fn rotate_scim_token(
         scim_token: token,
         scim_base_path: format!("/scim/v2/{}/", tenant.name),
     }))
+}
+
+/// A local group's or user's name: trimmed, 1 to [`MAX_NAME`] characters.
+fn directory_name<'a>(field: &str, code: &'static str, value: &'a str) -> ApiResult<&'a str> {
+    let value = value.trim();
+    if value.is_empty() || value.chars().count() > MAX_NAME {
+        return Err(ApiError::unprocessable(
+            code,
+            format!("{field} must be 1 to {MAX_NAME} characters"),
+        ));
+    }
+    Ok(value)
 }
 
 /// The ids of the services whose entitlement selects user group `group`.
