@@ -133,6 +133,8 @@ struct Scim {
     tenant: Tenant,
     base_url: String,
     request: String,
+    /// The request's `If-Match`, read by the writes that honour it.
+    if_match: Option<HeaderValue>,
 }
 
 impl Scim {
@@ -207,7 +209,13 @@ impl Scim {
             tenant,
             base_url,
             request: format!("{method} {uri}"),
+            if_match: headers.get(IF_MATCH).cloned(),
         })
+    }
+
+    /// The version the request's `If-Match` names, if any.
+    fn if_match(&self) -> Result<Option<i64>, Failure> {
+        expected_version(self.if_match.as_ref())
     }
 
     fn remember(&self, failure: &Failure) {
@@ -308,14 +316,22 @@ fn with_etag(mut response: Response, version: i64) -> Response {
     response
 }
 
+/// The answer to a creation: 201 with the resource, its ETag and its `Location`.
+fn created_answer(body: Value, version: i64) -> Response {
+    let location = body["meta"]["location"]
+        .as_str()
+        .and_then(|l| HeaderValue::from_str(l).ok());
+    let mut response = with_etag(scim_response(StatusCode::CREATED, body), version);
+    if let Some(location) = location {
+        response.headers_mut().insert(LOCATION, location);
+    }
+    response
+}
+
 /// The version an `If-Match` names; `*` or none means any. A tag this server
 /// never issued is stale.
-fn if_match(headers: &HeaderMap) -> Result<Option<i64>, Failure> {
-    let Some(value) = headers
-        .get(IF_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-    else {
+fn expected_version(if_match: Option<&HeaderValue>) -> Result<Option<i64>, Failure> {
+    let Some(value) = if_match.and_then(|v| v.to_str().ok()).map(str::trim) else {
         return Ok(None);
     };
     if value == "*" {
@@ -388,14 +404,18 @@ fn check_name(attribute: &str, value: &str) -> Result<(), Failure> {
 /// The form with a body reads it only after the token has been checked.
 macro_rules! scim {
     ($state:expr, $tenant:expr, $request:expr, |$scim:ident, $bytes:ident| $body:expr) => {{
-        let (parts, body) = $request;
-        scim!($state, $tenant, (parts, ()), |$scim| {
+        let (parts, body) = Request::into_parts($request);
+        scim!(@parts $state, $tenant, parts, |$scim| {
             let $bytes = read_body(body).await?;
             $body
         })
     }};
     ($state:expr, $tenant:expr, $request:expr, |$scim:ident| $body:expr) => {{
-        let (parts, _) = $request;
+        let (parts, _) = Request::into_parts($request);
+        scim!(@parts $state, $tenant, parts, |$scim| $body)
+    }};
+    (@parts $state:expr, $tenant:expr, $parts:expr, |$scim:ident| $body:expr) => {{
+        let parts = $parts;
         let address = client_address(&parts);
         let uri = parts.uri.path().to_owned();
         match Scim::authenticate(
@@ -434,6 +454,43 @@ struct ListQuery {
     excluded_attributes: Option<String>,
 }
 
+impl ListQuery {
+    /// The filter, if the query has one that is not blank.
+    fn filter(&self) -> Result<Option<Filter>, Failure> {
+        Ok(self
+            .filter
+            .as_deref()
+            .filter(|f| !f.trim().is_empty())
+            .map(Filter::parse)
+            .transpose()?)
+    }
+
+    /// (offset, count, start index) from `startIndex` and `count`; values that are
+    /// not numbers are read as the defaults, as RFC 7644 §3.4.2.4 allows.
+    fn paging(&self) -> (usize, usize, usize) {
+        let start = self
+            .start_index
+            .as_deref()
+            .and_then(|s| s.parse::<i64>().ok())
+            .unwrap_or(1)
+            .max(1) as usize;
+        let count = self
+            .count
+            .as_deref()
+            .and_then(|s| s.parse::<i64>().ok())
+            .unwrap_or(100)
+            .clamp(0, MAX_RESULTS as i64) as usize;
+        (start - 1, count, start)
+    }
+
+    fn projection(&self) -> Projection<'_> {
+        Projection {
+            attributes: self.attributes.as_deref(),
+            excluded: self.excluded_attributes.as_deref(),
+        }
+    }
+}
+
 #[derive(Deserialize, Default)]
 struct ShowQuery {
     attributes: Option<String>,
@@ -441,22 +498,45 @@ struct ShowQuery {
     excluded_attributes: Option<String>,
 }
 
-/// (offset, count, start index) from `startIndex` and `count`; values that are
-/// not numbers are read as the defaults, as RFC 7644 §3.4.2.4 allows.
-fn paging(query: &ListQuery) -> (usize, usize, usize) {
-    let start = query
-        .start_index
-        .as_deref()
-        .and_then(|s| s.parse::<i64>().ok())
-        .unwrap_or(1)
-        .max(1) as usize;
-    let count = query
-        .count
-        .as_deref()
-        .and_then(|s| s.parse::<i64>().ok())
-        .unwrap_or(100)
-        .clamp(0, MAX_RESULTS as i64) as usize;
-    (start - 1, count, start)
+impl ShowQuery {
+    fn projection(&self) -> Projection<'_> {
+        Projection {
+            attributes: self.attributes.as_deref(),
+            excluded: self.excluded_attributes.as_deref(),
+        }
+    }
+}
+
+/// The `attributes` and `excludedAttributes` of a read (RFC 7644 §3.9).
+struct Projection<'a> {
+    attributes: Option<&'a str>,
+    excluded: Option<&'a str>,
+}
+
+impl Projection<'_> {
+    /// The resource with only the attributes asked for.
+    fn apply(&self, resource: &Value) -> Value {
+        project(resource, self.attributes, self.excluded)
+    }
+
+    /// Whether a group's members are part of the answer: reading them is the
+    /// costly part of a large group, so they are read only when asked for.
+    fn wants_members(&self) -> bool {
+        let names = |text: &str| {
+            text.split(',')
+                .map(|s| s.trim().to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        };
+        let mentions = |list: &[String]| {
+            list.iter()
+                .any(|a| a == "members" || a.starts_with("members.") || a.ends_with(":members"))
+        };
+        match (self.attributes, self.excluded) {
+            (Some(a), _) if !a.trim().is_empty() => mentions(&names(a)),
+            (_, Some(e)) => !mentions(&names(e)),
+            _ => true,
+        }
+    }
 }
 
 fn to_store_lookup(lookup: Lookup) -> ScimLookup {
@@ -468,34 +548,15 @@ fn to_store_lookup(lookup: Lookup) -> ScimLookup {
     }
 }
 
-fn wants_members(attributes: Option<&str>, excluded: Option<&str>) -> bool {
-    let names = |text: &str| {
-        text.split(',')
-            .map(|s| s.trim().to_ascii_lowercase())
-            .collect::<Vec<_>>()
-    };
-    let mentions = |list: &[String]| {
-        list.iter()
-            .any(|a| a == "members" || a.starts_with("members.") || a.ends_with(":members"))
-    };
-    match (attributes, excluded) {
-        (Some(a), _) if !a.trim().is_empty() => mentions(&names(a)),
-        (_, Some(e)) => !mentions(&names(e)),
-        _ => true,
-    }
-}
-
 async fn service_provider_config(
     State(state): State<AppState>,
     Path(tenant): Path<String>,
     request: Request,
 ) -> Response {
-    scim!(state, tenant, request.into_parts(), |scim| Ok(
-        scim_response(
-            StatusCode::OK,
-            entitle_scim_protocol::service_provider_config(&scim.base_url)
-        )
-    ))
+    scim!(state, tenant, request, |scim| Ok(scim_response(
+        StatusCode::OK,
+        entitle_scim_protocol::service_provider_config(&scim.base_url)
+    )))
 }
 
 async fn resource_types(
@@ -503,7 +564,7 @@ async fn resource_types(
     Path(tenant): Path<String>,
     request: Request,
 ) -> Response {
-    scim!(state, tenant, request.into_parts(), |scim| discovery_list(
+    scim!(state, tenant, request, |scim| discovery_list(
         entitle_scim_protocol::resource_types(&scim.base_url)
     ))
 }
@@ -513,7 +574,7 @@ async fn resource_type(
     Path((tenant, name)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    scim!(state, tenant, request.into_parts(), |scim| {
+    scim!(state, tenant, request, |scim| {
         discovery_item(
             entitle_scim_protocol::resource_types(&scim.base_url),
             &name,
@@ -527,7 +588,7 @@ async fn schemas(
     Path(tenant): Path<String>,
     request: Request,
 ) -> Response {
-    scim!(state, tenant, request.into_parts(), |scim| discovery_list(
+    scim!(state, tenant, request, |scim| discovery_list(
         entitle_scim_protocol::schemas(&scim.base_url)
     ))
 }
@@ -537,7 +598,7 @@ async fn schema(
     Path((tenant, id)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    scim!(state, tenant, request.into_parts(), |scim| {
+    scim!(state, tenant, request, |scim| {
         discovery_item(
             entitle_scim_protocol::schemas(&scim.base_url),
             &id,
@@ -574,57 +635,99 @@ async fn list_users(
     QueryParams(query): QueryParams<ListQuery>,
     request: Request,
 ) -> Response {
-    scim!(state, tenant, request.into_parts(), |scim| users_page(
-        &scim, query
-    )
-    .await)
+    scim!(state, tenant, request, |scim| users_page(&scim, query)
+        .await)
 }
 
 async fn users_page(scim: &Scim, query: ListQuery) -> ScimResult {
-    let filter = query
-        .filter
-        .as_deref()
-        .filter(|f| !f.trim().is_empty())
-        .map(Filter::parse)
-        .transpose()?;
-    let (offset, count, start) = paging(&query);
-    let store = &scim.state.store;
-    let (items, total) = match filter.as_ref().map(|f| f.lookup("userName")) {
-        None => {
-            let page = store
-                .scim_users(&scim.tenant.id, &ScimLookup::All, Some((offset, count)))
-                .await?;
-            (
-                page.items
-                    .iter()
-                    .map(|u| scim.user_json(u))
-                    .collect::<Vec<_>>(),
-                page.total,
-            )
+    let listing = Listing::indexed(&query, "userName")?;
+    let users = scim
+        .state
+        .store
+        .scim_users(&scim.tenant.id, listing.lookup(), listing.page())
+        .await?;
+    let resources = users.items.iter().map(|u| scim.user_json(u)).collect();
+    listing.answer(resources, users.total)
+}
+
+/// How a listing reads its resources: a page the store finds by an index, or
+/// every resource with the filter evaluated here.
+struct Listing<'q> {
+    query: &'q ListQuery,
+    reading: Reading,
+    offset: usize,
+    count: usize,
+    start: usize,
+}
+
+enum Reading {
+    /// The store finds the page itself: by an index, or unfiltered.
+    Indexed(ScimLookup),
+    /// The store reads every resource; the filter, if any, is evaluated here.
+    Here(Option<Filter>),
+}
+
+impl<'q> Listing<'q> {
+    /// A listing of one resource type, whose name attribute the store finds by
+    /// an index, like `id`, `externalId` and a group's member.
+    fn indexed(query: &'q ListQuery, name_attribute: &str) -> Result<Self, Failure> {
+        let filter = query.filter()?;
+        let reading = match filter.as_ref().map(|f| f.lookup(name_attribute)) {
+            None => Reading::Indexed(ScimLookup::All),
+            Some(Some(lookup)) => Reading::Indexed(to_store_lookup(lookup)),
+            Some(None) => Reading::Here(filter),
+        };
+        Ok(Self::new(query, reading))
+    }
+
+    /// A listing no index serves: every filter is evaluated here.
+    fn unindexed(query: &'q ListQuery) -> Result<Self, Failure> {
+        Ok(Self::new(query, Reading::Here(query.filter()?)))
+    }
+
+    fn new(query: &'q ListQuery, reading: Reading) -> Self {
+        let (offset, count, start) = query.paging();
+        Self {
+            query,
+            reading,
+            offset,
+            count,
+            start,
         }
-        Some(Some(lookup)) => {
-            let page = store
-                .scim_users(
-                    &scim.tenant.id,
-                    &to_store_lookup(lookup),
-                    Some((offset, count)),
-                )
-                .await?;
-            (
-                page.items.iter().map(|u| scim.user_json(u)).collect(),
-                page.total,
-            )
+    }
+
+    /// What the store is asked to find.
+    fn lookup(&self) -> &ScimLookup {
+        match &self.reading {
+            Reading::Indexed(lookup) => lookup,
+            Reading::Here(_) => &ScimLookup::All,
         }
-        Some(None) => {
-            // Filters without an index are evaluated over every user.
-            let all = store
-                .scim_users(&scim.tenant.id, &ScimLookup::All, None)
-                .await?;
-            let resources = all.items.iter().map(|u| scim.user_json(u)).collect();
-            filtered_page(resources, filter.as_ref(), offset, count)
+    }
+
+    /// The page the store is asked for; none when it reads every resource.
+    fn page(&self) -> Option<(usize, usize)> {
+        match self.reading {
+            Reading::Indexed(_) => Some((self.offset, self.count)),
+            Reading::Here(_) => None,
         }
-    };
-    list_answer(items, total, start, &query)
+    }
+
+    /// A ListResponse of the resources the store read (`total` matching in
+    /// all), with `attributes` / `excludedAttributes` applied.
+    fn answer(self, resources: Vec<Value>, total: usize) -> ScimResult {
+        let (items, total) = match &self.reading {
+            Reading::Indexed(_) => (resources, total),
+            Reading::Here(filter) => {
+                filtered_page(resources, filter.as_ref(), self.offset, self.count)
+            }
+        };
+        let projection = self.query.projection();
+        let projected = items.iter().map(|r| projection.apply(r)).collect();
+        Ok(scim_response(
+            StatusCode::OK,
+            list_response(projected, total, self.start),
+        ))
+    }
 }
 
 /// Resources that meet the filter (all of them without one), and one page of them,
@@ -644,24 +747,6 @@ fn filtered_page(
         matching.into_iter().skip(offset).take(count).collect(),
         total,
     )
-}
-
-/// A ListResponse of a page, with `attributes` / `excludedAttributes` applied.
-fn list_answer(items: Vec<Value>, total: usize, start: usize, query: &ListQuery) -> ScimResult {
-    let projected = items
-        .iter()
-        .map(|r| {
-            project(
-                r,
-                query.attributes.as_deref(),
-                query.excluded_attributes.as_deref(),
-            )
-        })
-        .collect();
-    Ok(scim_response(
-        StatusCode::OK,
-        list_response(projected, total, start),
-    ))
 }
 
 /// The body of `POST …/.search` (RFC 7644 §3.4.3), read as list parameters.
@@ -699,11 +784,7 @@ async fn search_users(
     Path(tenant): Path<String>,
     request: Request,
 ) -> Response {
-    let (parts, body) = request.into_parts();
-    scim!(state, tenant, (parts, body), |scim, bytes| {
-        let query = search_query(&body_json(&bytes)?)?;
-        users_page(&scim, query).await
-    })
+    search(state, tenant, request, Searched::Users).await
 }
 
 async fn search_groups(
@@ -711,11 +792,7 @@ async fn search_groups(
     Path(tenant): Path<String>,
     request: Request,
 ) -> Response {
-    let (parts, body) = request.into_parts();
-    scim!(state, tenant, (parts, body), |scim, bytes| {
-        let query = search_query(&body_json(&bytes)?)?;
-        groups_page(&scim, query).await
-    })
+    search(state, tenant, request, Searched::Groups).await
 }
 
 /// `POST /.search` at the root: users and groups together (RFC 7644 §3.4.3).
@@ -724,32 +801,45 @@ async fn search_all(
     Path(tenant): Path<String>,
     request: Request,
 ) -> Response {
-    let (parts, body) = request.into_parts();
-    scim!(state, tenant, (parts, body), |scim, bytes| {
+    search(state, tenant, request, Searched::Everything).await
+}
+
+/// The resources a search lists.
+enum Searched {
+    Users,
+    Groups,
+    Everything,
+}
+
+/// A search: a listing whose parameters come in the body (RFC 7644 §3.4.3).
+async fn search(state: AppState, tenant: String, request: Request, searched: Searched) -> Response {
+    scim!(state, tenant, request, |scim, bytes| {
         let query = search_query(&body_json(&bytes)?)?;
-        let filter = query
-            .filter
-            .as_deref()
-            .filter(|f| !f.trim().is_empty())
-            .map(Filter::parse)
-            .transpose()?;
-        let (offset, count, start) = paging(&query);
-        let store = &scim.state.store;
-        let users = store
-            .scim_users(&scim.tenant.id, &ScimLookup::All, None)
-            .await?;
-        let groups = store
-            .scim_groups(&scim.tenant.id, &ScimLookup::All, None, true)
-            .await?;
-        let resources = users
-            .items
-            .iter()
-            .map(|u| scim.user_json(u))
-            .chain(groups.items.iter().map(|g| scim.group_json(g, true)))
-            .collect();
-        let (page, total) = filtered_page(resources, filter.as_ref(), offset, count);
-        list_answer(page, total, start, &query)
+        match searched {
+            Searched::Users => users_page(&scim, query).await,
+            Searched::Groups => groups_page(&scim, query).await,
+            Searched::Everything => everything_page(&scim, query).await,
+        }
     })
+}
+
+/// A page of users and groups together, which no index serves.
+async fn everything_page(scim: &Scim, query: ListQuery) -> ScimResult {
+    let listing = Listing::unindexed(&query)?;
+    let store = &scim.state.store;
+    let users = store
+        .scim_users(&scim.tenant.id, &ScimLookup::All, None)
+        .await?;
+    let groups = store
+        .scim_groups(&scim.tenant.id, &ScimLookup::All, None, true)
+        .await?;
+    let resources = users
+        .items
+        .iter()
+        .map(|u| scim.user_json(u))
+        .chain(groups.items.iter().map(|g| scim.group_json(g, true)))
+        .collect();
+    listing.answer(resources, users.total + groups.total)
 }
 
 /// Anything else under a tenant's SCIM base: a SCIM 404 (recorded, since it
@@ -759,7 +849,7 @@ async fn unknown_endpoint(
     Path((tenant, rest)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    scim!(state, tenant, request.into_parts(), |scim| {
+    scim!(state, tenant, request, |scim| {
         let _ = &scim;
         Err(Failure(ScimError::not_found(format!(
             "no SCIM endpoint at /{rest}; the base URL ends in /scim/v2/{tenant}"
@@ -772,8 +862,7 @@ async fn create_user(
     Path(tenant): Path<String>,
     request: Request,
 ) -> Response {
-    let (parts, body) = request.into_parts();
-    scim!(state, tenant, (parts, body), |scim, bytes| {
+    scim!(state, tenant, request, |scim, bytes| {
         let user = User::from_json(&body_json(&bytes)?)?;
         let created = scim
             .state
@@ -781,18 +870,7 @@ async fn create_user(
             .scim_create_user(&scim.tenant.id, write_user(user)?)
             .await?;
         scim.changed();
-        let body = scim.user_json(&created);
-        let mut response = with_etag(
-            scim_response(StatusCode::CREATED, body.clone()),
-            created.version,
-        );
-        if let Some(location) = body["meta"]["location"]
-            .as_str()
-            .and_then(|l| HeaderValue::from_str(l).ok())
-        {
-            response.headers_mut().insert(LOCATION, location);
-        }
-        Ok(response)
+        Ok(created_answer(scim.user_json(&created), created.version))
     })
 }
 
@@ -810,6 +888,18 @@ fn write_user(user: User) -> Result<ScimUserWrite, Failure> {
     })
 }
 
+/// A group to store, once its names are within the limits.
+fn write_group(group: Group) -> Result<ScimGroupWrite, Failure> {
+    check_name("displayName", &group.display_name)?;
+    check_optional_name("externalId", group.external_id.as_deref())?;
+    Ok(ScimGroupWrite {
+        display_name: group.display_name,
+        external_id: group.external_id,
+        attributes: json!({}),
+        members: group.members,
+    })
+}
+
 fn check_optional_name(attribute: &str, value: Option<&str>) -> Result<(), Failure> {
     value.map_or(Ok(()), |value| check_name(attribute, value))
 }
@@ -820,13 +910,9 @@ async fn get_user(
     QueryParams(query): QueryParams<ShowQuery>,
     request: Request,
 ) -> Response {
-    scim!(state, tenant, request.into_parts(), |scim| {
+    scim!(state, tenant, request, |scim| {
         let user = scim.state.store.scim_user(&scim.tenant.id, &id).await?;
-        let body = project(
-            &scim.user_json(&user),
-            query.attributes.as_deref(),
-            query.excluded_attributes.as_deref(),
-        );
+        let body = query.projection().apply(&scim.user_json(&user));
         Ok(with_etag(scim_response(StatusCode::OK, body), user.version))
     })
 }
@@ -836,10 +922,8 @@ async fn replace_user(
     Path((tenant, id)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    let (parts, body) = request.into_parts();
-    let headers = parts.headers.clone();
-    scim!(state, tenant, (parts, body), |scim, bytes| {
-        let expected = if_match(&headers)?;
+    scim!(state, tenant, request, |scim, bytes| {
+        let expected = scim.if_match()?;
         let user = User::from_json(&body_json(&bytes)?)?;
         let replaced = scim
             .state
@@ -859,13 +943,11 @@ async fn patch_user(
     Path((tenant, id)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    let (parts, body) = request.into_parts();
-    let headers = parts.headers.clone();
-    scim!(state, tenant, (parts, body), |scim, bytes| {
+    scim!(state, tenant, request, |scim, bytes| {
         let patch = PatchRequest::from_json(&body_json(&bytes)?)?;
         let store = &scim.state.store;
         let current = store.scim_user(&scim.tenant.id, &id).await?;
-        let expected = if_match(&headers)?.unwrap_or(current.version);
+        let expected = scim.if_match()?.unwrap_or(current.version);
         let mut resource = scim.user_json(&current);
         patch.apply(&mut resource)?;
         let user = User::from_json(&resource)?;
@@ -886,11 +968,10 @@ async fn delete_user(
     Path((tenant, id)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    let headers = request.headers().clone();
-    scim!(state, tenant, request.into_parts(), |scim| {
+    scim!(state, tenant, request, |scim| {
         scim.state
             .store
-            .scim_delete_user(&scim.tenant.id, &id, if_match(&headers)?)
+            .scim_delete_user(&scim.tenant.id, &id, scim.if_match()?)
             .await?;
         scim.changed();
         Ok(StatusCode::NO_CONTENT.into_response())
@@ -903,69 +984,26 @@ async fn list_groups(
     QueryParams(query): QueryParams<ListQuery>,
     request: Request,
 ) -> Response {
-    scim!(state, tenant, request.into_parts(), |scim| groups_page(
-        &scim, query
-    )
-    .await)
+    scim!(state, tenant, request, |scim| groups_page(&scim, query)
+        .await)
 }
 
 async fn groups_page(scim: &Scim, query: ListQuery) -> ScimResult {
-    let filter = query
-        .filter
-        .as_deref()
-        .filter(|f| !f.trim().is_empty())
-        .map(Filter::parse)
-        .transpose()?;
-    let (offset, count, start) = paging(&query);
-    let members = wants_members(
-        query.attributes.as_deref(),
-        query.excluded_attributes.as_deref(),
-    );
-    let store = &scim.state.store;
-    let (items, total) = match filter.as_ref().map(|f| f.lookup("displayName")) {
-        None => {
-            let page = store
-                .scim_groups(
-                    &scim.tenant.id,
-                    &ScimLookup::All,
-                    Some((offset, count)),
-                    members,
-                )
-                .await?;
-            (
-                page.items
-                    .iter()
-                    .map(|g| scim.group_json(g, members))
-                    .collect::<Vec<_>>(),
-                page.total,
-            )
-        }
-        Some(Some(lookup)) => {
-            let page = store
-                .scim_groups(
-                    &scim.tenant.id,
-                    &to_store_lookup(lookup),
-                    Some((offset, count)),
-                    members,
-                )
-                .await?;
-            (
-                page.items
-                    .iter()
-                    .map(|g| scim.group_json(g, members))
-                    .collect(),
-                page.total,
-            )
-        }
-        Some(None) => {
-            let all = store
-                .scim_groups(&scim.tenant.id, &ScimLookup::All, None, true)
-                .await?;
-            let resources = all.items.iter().map(|g| scim.group_json(g, true)).collect();
-            filtered_page(resources, filter.as_ref(), offset, count)
-        }
-    };
-    list_answer(items, total, start, &query)
+    let listing = Listing::indexed(&query, "displayName")?;
+    // A filter evaluated here may name members, so every group is then read
+    // with its members.
+    let members = query.projection().wants_members() || listing.page().is_none();
+    let groups = scim
+        .state
+        .store
+        .scim_groups(&scim.tenant.id, listing.lookup(), listing.page(), members)
+        .await?;
+    let resources = groups
+        .items
+        .iter()
+        .map(|g| scim.group_json(g, members))
+        .collect();
+    listing.answer(resources, groups.total)
 }
 
 async fn create_group(
@@ -973,35 +1011,18 @@ async fn create_group(
     Path(tenant): Path<String>,
     request: Request,
 ) -> Response {
-    let (parts, body) = request.into_parts();
-    scim!(state, tenant, (parts, body), |scim, bytes| {
+    scim!(state, tenant, request, |scim, bytes| {
         let group = Group::from_json(&body_json(&bytes)?)?;
-        check_name("displayName", &group.display_name)?;
-        check_optional_name("externalId", group.external_id.as_deref())?;
-        let write = ScimGroupWrite {
-            display_name: group.display_name,
-            external_id: group.external_id,
-            attributes: json!({}),
-            members: group.members,
-        };
         let created = scim
             .state
             .store
-            .scim_create_group(&scim.tenant.id, write)
+            .scim_create_group(&scim.tenant.id, write_group(group)?)
             .await?;
         scim.changed();
-        let body = scim.group_json(&created, true);
-        let mut response = with_etag(
-            scim_response(StatusCode::CREATED, body.clone()),
+        Ok(created_answer(
+            scim.group_json(&created, true),
             created.version,
-        );
-        if let Some(location) = body["meta"]["location"]
-            .as_str()
-            .and_then(|l| HeaderValue::from_str(l).ok())
-        {
-            response.headers_mut().insert(LOCATION, location);
-        }
-        Ok(response)
+        ))
     })
 }
 
@@ -1011,21 +1032,15 @@ async fn get_group(
     QueryParams(query): QueryParams<ShowQuery>,
     request: Request,
 ) -> Response {
-    scim!(state, tenant, request.into_parts(), |scim| {
-        let members = wants_members(
-            query.attributes.as_deref(),
-            query.excluded_attributes.as_deref(),
-        );
+    scim!(state, tenant, request, |scim| {
+        let projection = query.projection();
+        let members = projection.wants_members();
         let group = scim
             .state
             .store
             .scim_group(&scim.tenant.id, &id, members)
             .await?;
-        let body = project(
-            &scim.group_json(&group, members),
-            query.attributes.as_deref(),
-            query.excluded_attributes.as_deref(),
-        );
+        let body = projection.apply(&scim.group_json(&group, members));
         Ok(with_etag(
             scim_response(StatusCode::OK, body),
             group.version,
@@ -1038,23 +1053,13 @@ async fn replace_group(
     Path((tenant, id)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    let (parts, body) = request.into_parts();
-    let headers = parts.headers.clone();
-    scim!(state, tenant, (parts, body), |scim, bytes| {
-        let expected = if_match(&headers)?;
+    scim!(state, tenant, request, |scim, bytes| {
+        let expected = scim.if_match()?;
         let group = Group::from_json(&body_json(&bytes)?)?;
-        check_name("displayName", &group.display_name)?;
-        check_optional_name("externalId", group.external_id.as_deref())?;
-        let write = ScimGroupWrite {
-            display_name: group.display_name,
-            external_id: group.external_id,
-            attributes: json!({}),
-            members: group.members,
-        };
         let replaced = scim
             .state
             .store
-            .scim_replace_group(&scim.tenant.id, &id, write, expected)
+            .scim_replace_group(&scim.tenant.id, &id, write_group(group)?, expected)
             .await?;
         scim.changed();
         Ok(with_etag(
@@ -1130,12 +1135,10 @@ async fn patch_group(
     Path((tenant, id)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    let (parts, body) = request.into_parts();
-    let headers = parts.headers.clone();
-    scim!(state, tenant, (parts, body), |scim, bytes| {
+    scim!(state, tenant, request, |scim, bytes| {
         let patch = PatchRequest::from_json(&body_json(&bytes)?)?;
         let store = &scim.state.store;
-        let expected = if_match(&headers)?;
+        let expected = scim.if_match()?;
         if let Some((add, remove)) = member_changes(&patch) {
             store
                 .scim_change_members(&scim.tenant.id, &id, &add, &remove, expected)
@@ -1152,19 +1155,11 @@ async fn patch_group(
         let mut resource = scim.group_json(&current, true);
         patch.apply(&mut resource)?;
         let group = Group::from_json(&resource)?;
-        check_name("displayName", &group.display_name)?;
-        check_optional_name("externalId", group.external_id.as_deref())?;
-        let write = ScimGroupWrite {
-            display_name: group.display_name,
-            external_id: group.external_id,
-            attributes: json!({}),
-            members: group.members,
-        };
         let patched = store
             .scim_replace_group(
                 &scim.tenant.id,
                 &id,
-                write,
+                write_group(group)?,
                 Some(expected.unwrap_or(current.version)),
             )
             .await?;
@@ -1181,12 +1176,11 @@ async fn delete_group(
     Path((tenant, id)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    let headers = request.headers().clone();
-    scim!(state, tenant, request.into_parts(), |scim| {
+    scim!(state, tenant, request, |scim| {
         let removed = scim
             .state
             .store
-            .scim_delete_group(&scim.tenant.id, &id, if_match(&headers)?)
+            .scim_delete_group(&scim.tenant.id, &id, scim.if_match()?)
             .await?;
         if !removed.is_empty() {
             tracing::info!(tenant = %scim.tenant.id, services = ?removed, "deleted group removed from entitlements");

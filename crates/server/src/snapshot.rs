@@ -318,13 +318,9 @@ impl Snapshots {
     /// writes come in bursts): held long-polls are woken by one refresh shortly
     /// after, and syncs meanwhile rebuild through the data version check.
     pub fn invalidate(self: &Arc<Self>, tenant_id: &str) {
-        let known = self
-            .tenants
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(tenant_id)
-            .cloned();
-        let Some(entry) = known else { return };
+        let Some(entry) = self.loaded(tenant_id) else {
+            return;
+        };
         if entry.changed.receiver_count() == 0 || entry.refresh_pending.swap(true, Ordering::SeqCst)
         {
             return;
@@ -349,13 +345,7 @@ impl Snapshots {
                 tenant_id,
                 data_version,
             } => {
-                let known = self
-                    .tenants
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get(tenant_id)
-                    .cloned();
-                if let Some(entry) = known
+                if let Some(entry) = self.loaded(tenant_id)
                     && read(&entry.current).tenant.data_version < *data_version
                 {
                     self.refresh(tenant_id).await?;
@@ -377,14 +367,18 @@ impl Snapshots {
         Ok(())
     }
 
-    async fn entry(&self, tenant_id: &str) -> StoreResult<Arc<TenantEntry>> {
-        if let Some(entry) = self
-            .tenants
+    /// The tenant's entry if this node holds one, without loading it.
+    fn loaded(&self, tenant_id: &str) -> Option<Arc<TenantEntry>> {
+        self.tenants
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(tenant_id)
-        {
-            return Ok(entry.clone());
+            .cloned()
+    }
+
+    async fn entry(&self, tenant_id: &str) -> StoreResult<Arc<TenantEntry>> {
+        if let Some(entry) = self.loaded(tenant_id) {
+            return Ok(entry);
         }
         let data = self.store.tenant_data(tenant_id).await?;
         let fresh = Arc::new(TenantEntry {

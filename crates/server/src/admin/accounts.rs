@@ -9,6 +9,7 @@ use entitle_store::{Account, AccountChange, Role};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::tenant_role;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::JsonBody;
@@ -88,15 +89,7 @@ pub(crate) async fn create_account(
     JsonBody(body): JsonBody<CreateAccount>,
 ) -> ApiResult<Response> {
     let tenant = caller.tenant_for_write(&state, &tenant).await?;
-    let role = match Role::parse(&body.role) {
-        Some(role @ (Role::Admin | Role::Viewer)) => role,
-        _ => {
-            return Err(ApiError::unprocessable(
-                "invalid_role",
-                "role must be \"admin\" or \"viewer\"",
-            ));
-        }
-    };
+    let role = tenant_role(&body.role)?;
     let email = body.email.trim();
     if !email.contains('@') || email.len() > 254 || email.contains(char::is_whitespace) {
         return Err(ApiError::unprocessable(
@@ -159,16 +152,7 @@ pub(crate) async fn update_account(
     JsonBody(body): JsonBody<UpdateAccount>,
 ) -> ApiResult<Json<AccountJson>> {
     let tenant = caller.tenant_for_write(&state, &tenant).await?;
-    let role = match body.role.as_deref().map(Role::parse) {
-        None => None,
-        Some(Some(role @ (Role::Admin | Role::Viewer))) => Some(role),
-        Some(_) => {
-            return Err(ApiError::unprocessable(
-                "invalid_role",
-                "role must be \"admin\" or \"viewer\"",
-            ));
-        }
-    };
+    let role = body.role.as_deref().map(tenant_role).transpose()?;
     // An admin who disables or demotes their own account could leave the
     // tenant with nobody able to undo it.
     let own = crate::auth::session_account_id(&parts, &state).await? == Some(id.clone());

@@ -5,11 +5,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use entitle_core::{DeviceGroupId, IMPACT_SAMPLE_SIZE, Settings};
+use entitle_core::{DeviceGroup, DeviceGroupId, IMPACT_SAMPLE_SIZE, Settings};
+use entitle_store::Device;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{DeleteQuery, Deleted, selections};
+use super::{DeleteQuery, Deleted, GroupKind, delete_group_of_kind, selections};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, QueryParams};
@@ -71,24 +72,12 @@ pub(crate) async fn list_device_groups(
     Path(tenant): Path<String>,
 ) -> ApiResult<Json<DeviceGroupList>> {
     let tenant = caller.tenant(&state, &tenant).await?;
-    let groups = state.store.device_groups(&tenant.id).await?;
     let devices = state.store.all_devices(&tenant.id).await?;
-    let selections = selections(&state, &tenant.id).await?;
-    let items = groups
-        .iter()
-        .map(|g| {
-            DeviceGroupJson::new(g, devices.iter().filter(|d| g.matches(&d.report)).count())
-                .used_by(device_group_used_by(&selections, &g.id))
-        })
-        .collect();
+    let items = device_group_list(&state, &tenant.id, &devices).await?;
     Ok(Json(DeviceGroupList { items }))
 }
 
-async fn find_device_group(
-    state: &AppState,
-    tenant_id: &str,
-    id: &str,
-) -> ApiResult<entitle_core::DeviceGroup> {
+async fn find_device_group(state: &AppState, tenant_id: &str, id: &str) -> ApiResult<DeviceGroup> {
     state
         .store
         .device_groups(tenant_id)
@@ -142,13 +131,7 @@ pub(crate) async fn delete_device_group(
     Path((tenant, id)): Path<(String, String)>,
     QueryParams(query): QueryParams<DeleteQuery>,
 ) -> ApiResult<Json<Deleted>> {
-    let tenant = caller.tenant_for_write(&state, &tenant).await?;
-    let still_selected_by = state
-        .store
-        .delete_device_group(&tenant.id, &id, &caller.actor, query.force.unwrap_or(false))
-        .await?;
-    state.snapshots.refresh(&tenant.id).await?;
-    Ok(Json(Deleted { still_selected_by }))
+    delete_group_of_kind(&state, &caller, &tenant, GroupKind::Device, &id, query).await
 }
 
 /// Which enrolled devices a rule would hold.
@@ -175,7 +158,7 @@ pub(crate) async fn preview_device_group(
     devices.sort_by(|a, b| {
         (&a.user_name, &a.report.hostname).cmp(&(&b.user_name, &b.report.hostname))
     });
-    let matching: Vec<_> = devices.iter().filter(|d| rule.matches(&d.report)).collect();
+    let matching: Vec<_> = held_devices(&rule, &devices).collect();
     let sample = matching
         .iter()
         .take(IMPACT_SAMPLE_SIZE)
@@ -187,15 +170,48 @@ pub(crate) async fn preview_device_group(
     }))
 }
 
+/// Every device group of the tenant as answered; `devices` are the tenant's.
+pub(crate) async fn device_group_list(
+    state: &AppState,
+    tenant_id: &str,
+    devices: &[Device],
+) -> ApiResult<Vec<DeviceGroupJson>> {
+    let groups = state.store.device_groups(tenant_id).await?;
+    let selections = selections(state, tenant_id).await?;
+    Ok(groups
+        .iter()
+        .map(|g| answer(g, devices, &selections))
+        .collect())
+}
+
 async fn device_group_json(
     state: &AppState,
     tenant_id: &str,
-    group: &entitle_core::DeviceGroup,
+    group: &DeviceGroup,
 ) -> ApiResult<DeviceGroupJson> {
     let devices = state.store.all_devices(tenant_id).await?;
-    let matching = devices.iter().filter(|d| group.matches(&d.report)).count();
     let selections = selections(state, tenant_id).await?;
-    Ok(DeviceGroupJson::new(group, matching).used_by(device_group_used_by(&selections, &group.id)))
+    Ok(answer(group, &devices, &selections))
+}
+
+/// A device group as answered: how many of `devices` it holds, and which
+/// services select it.
+fn answer(
+    group: &DeviceGroup,
+    devices: &[Device],
+    selections: &[(&'static str, Settings)],
+) -> DeviceGroupJson {
+    DeviceGroupJson::new(group, held_devices(group, devices).count())
+        .used_by(device_group_used_by(selections, &group.id))
+}
+
+/// The devices a rule holds by what each device reports, as member counts and
+/// previews show them.
+pub(crate) fn held_devices<'a>(
+    rule: &'a DeviceGroup,
+    devices: &'a [Device],
+) -> impl Iterator<Item = &'a Device> {
+    devices.iter().filter(|d| rule.matches(&d.report))
 }
 
 /// The ids of the services whose entitlement selects device group `group`.

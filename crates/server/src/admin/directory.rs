@@ -11,12 +11,13 @@ use entitle_store::{NewUser, User, secrets};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{DeleteQuery, Deleted, page_limit, selections};
+use super::{DeleteQuery, Deleted, GroupKind, delete_group_of_kind, page_limit, selections};
 use crate::auth::Caller;
+use crate::directory::SyncError;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, QueryParams};
 use crate::state::AppState;
-use crate::wire::rfc3339;
+use crate::wire::{MAX_NAME, rfc3339};
 
 /// The directory routes.
 pub(crate) fn router() -> Router<AppState> {
@@ -107,13 +108,7 @@ pub(crate) async fn create_group(
     JsonBody(body): JsonBody<CreateGroup>,
 ) -> ApiResult<Response> {
     let tenant = caller.tenant_for_write(&state, &tenant).await?;
-    let name = body.display_name.trim();
-    if name.is_empty() || name.chars().count() > 256 {
-        return Err(ApiError::unprocessable(
-            "invalid_name",
-            "display_name must be 1 to 256 characters",
-        ));
-    }
+    let name = directory_name("display_name", "invalid_name", &body.display_name)?;
     let group = state
         .store
         .create_group(&tenant.id, name, &body.member_groups, &caller.actor)
@@ -197,13 +192,7 @@ pub(crate) async fn delete_group(
     Path((tenant, id)): Path<(String, String)>,
     QueryParams(query): QueryParams<DeleteQuery>,
 ) -> ApiResult<Json<Deleted>> {
-    let tenant = caller.tenant_for_write(&state, &tenant).await?;
-    let still_selected_by = state
-        .store
-        .delete_group(&tenant.id, &id, &caller.actor, query.force.unwrap_or(false))
-        .await?;
-    state.snapshots.refresh(&tenant.id).await?;
-    Ok(Json(Deleted { still_selected_by }))
+    delete_group_of_kind(&state, &caller, &tenant, GroupKind::Directory, &id, query).await
 }
 
 /// Body of `POST …/users`.
@@ -256,13 +245,7 @@ pub(crate) async fn create_user(
     JsonBody(body): JsonBody<CreateUser>,
 ) -> ApiResult<Response> {
     let tenant = caller.tenant_for_write(&state, &tenant).await?;
-    let user_name = body.user_name.trim();
-    if user_name.is_empty() || user_name.chars().count() > 256 {
-        return Err(ApiError::unprocessable(
-            "invalid_user_name",
-            "user_name must be 1 to 256 characters",
-        ));
-    }
+    let user_name = directory_name("user_name", "invalid_user_name", &body.user_name)?;
     let new = NewUser {
         user_name: user_name.to_owned(),
         display_name: body.display_name,
@@ -345,6 +328,17 @@ pub struct SyncErrorJson {
     pub detail: String,
 }
 
+impl From<SyncError> for SyncErrorJson {
+    fn from(error: SyncError) -> Self {
+        Self {
+            at: rfc3339(error.at),
+            request: error.request,
+            status: error.status,
+            detail: error.detail,
+        }
+    }
+}
+
 /// Shows the directory's sync status.
 #[utoipa::path(get, path = "/api/v1/tenants/{tenant}/directory/status", tag = "directory",
     params(("tenant" = String, Path)), responses((status = 200, body = DirectoryStatus)))]
@@ -364,12 +358,7 @@ pub(crate) async fn directory_status(
             .directory
             .recent_errors(&tenant.id)
             .into_iter()
-            .map(|e| SyncErrorJson {
-                at: rfc3339(e.at),
-                request: e.request,
-                status: e.status,
-                detail: e.detail,
-            })
+            .map(SyncErrorJson::from)
             .collect(),
     }))
 }
@@ -401,6 +390,18 @@ pub(crate) async fn rotate_scim_token(
         scim_token: token,
         scim_base_path: format!("/scim/v2/{}/", tenant.name),
     }))
+}
+
+/// A local group's or user's name: trimmed, 1 to [`MAX_NAME`] characters.
+fn directory_name<'a>(field: &str, code: &'static str, value: &'a str) -> ApiResult<&'a str> {
+    let value = value.trim();
+    if value.is_empty() || value.chars().count() > MAX_NAME {
+        return Err(ApiError::unprocessable(
+            code,
+            format!("{field} must be 1 to {MAX_NAME} characters"),
+        ));
+    }
+    Ok(value)
 }
 
 /// The ids of the services whose entitlement selects user group `group`.

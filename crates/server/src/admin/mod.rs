@@ -9,12 +9,14 @@ pub(crate) mod directory;
 pub(crate) mod entitlements;
 pub(crate) mod tenants;
 
-use axum::Router;
+use axum::{Json, Router};
 use entitle_core::{SERVICES, Settings};
+use entitle_store::Role;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::error::ApiResult;
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
 /// The admin API's routes.
@@ -31,6 +33,17 @@ pub fn router() -> Router<AppState> {
 /// Page sizes: default 50, at most 200.
 fn page_limit(limit: Option<u32>) -> u32 {
     limit.unwrap_or(50).clamp(1, 200)
+}
+
+/// The role of a tenant's token or account: admin or viewer, never super admin.
+fn tenant_role(text: &str) -> ApiResult<Role> {
+    match Role::parse(text) {
+        Some(role @ (Role::Admin | Role::Viewer)) => Ok(role),
+        _ => Err(ApiError::unprocessable(
+            "invalid_role",
+            "role must be \"admin\" or \"viewer\"",
+        )),
+    }
 }
 
 /// Each service's stored settings, in table order: which groups each
@@ -64,4 +77,41 @@ pub struct DeleteQuery {
     /// Delete even when entitlements select the group; it stays in them as a
     /// deleted group that matches nothing, so no one gains access.
     pub force: Option<bool>,
+}
+
+/// The two kinds of group an entitlement selects.
+pub(crate) enum GroupKind {
+    /// A directory group of users.
+    Directory,
+    /// A device group.
+    Device,
+}
+
+/// Deletes a group of either kind and refreshes the snapshot, so that no
+/// device keeps a decision that rested on it.
+pub(crate) async fn delete_group_of_kind(
+    state: &AppState,
+    caller: &Caller,
+    tenant: &str,
+    kind: GroupKind,
+    id: &str,
+    query: DeleteQuery,
+) -> ApiResult<Json<Deleted>> {
+    let tenant = caller.tenant_for_write(state, tenant).await?;
+    let force = query.force.unwrap_or(false);
+    let store = &state.store;
+    let still_selected_by = match kind {
+        GroupKind::Directory => {
+            store
+                .delete_group(&tenant.id, id, &caller.actor, force)
+                .await?
+        }
+        GroupKind::Device => {
+            store
+                .delete_device_group(&tenant.id, id, &caller.actor, force)
+                .await?
+        }
+    };
+    state.snapshots.refresh(&tenant.id).await?;
+    Ok(Json(Deleted { still_selected_by }))
 }

@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use utoipa::ToSchema;
 
+use super::tenant_role;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::JsonBody;
@@ -209,15 +210,7 @@ pub(crate) async fn create_token(
     JsonBody(body): JsonBody<CreateToken>,
 ) -> ApiResult<Response> {
     let tenant = caller.tenant_for_write(&state, &tenant).await?;
-    let role = match Role::parse(&body.role) {
-        Some(role @ (Role::Admin | Role::Viewer)) => role,
-        _ => {
-            return Err(ApiError::unprocessable(
-                "invalid_role",
-                "role must be \"admin\" or \"viewer\"",
-            ));
-        }
-    };
+    let role = tenant_role(&body.role)?;
     issue_token(&state, &caller, Some(tenant.id), role, &body).await
 }
 

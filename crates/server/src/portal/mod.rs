@@ -33,8 +33,8 @@ use sign_in::{DUMMY_HASH, SignInGuard};
 use time::OffsetDateTime;
 
 use crate::admin;
-use crate::admin::device_groups::device_group_used_by;
-use crate::admin::directory::user_group_used_by;
+use crate::admin::device_groups::{device_group_list, held_devices};
+use crate::admin::directory::{SyncErrorJson, user_group_used_by};
 use crate::auth::{Caller, SESSION_COOKIE, session};
 use crate::enrollment::KeyJson;
 use crate::error::{ApiError, ApiResult};
@@ -603,9 +603,7 @@ async fn entitlements_page(
         let device_groups: Vec<DeviceGroupJson> = snapshot
             .device_groups()
             .iter()
-            .map(|g| {
-                DeviceGroupJson::new(g, devices.iter().filter(|d| g.matches(&d.report)).count())
-            })
+            .map(|g| DeviceGroupJson::new(g, held_devices(g, &devices).count()))
             .collect();
         let counts = state.store.directory_counts(&tenant.id).await?;
         Ok::<_, StoreError>(json!({
@@ -783,18 +781,10 @@ async fn device_groups_page(
 ) -> Result<Response, Response> {
     let tenant = signed_in.tenant(&state, &tenant).await?;
     let load = async {
-        let groups = state.store.device_groups(&tenant.id).await?;
         let devices = state.store.all_devices(&tenant.id).await?;
         // Each row names the entitlements that select its group, so that a
         // deletion is never a surprise.
-        let selections = admin::selections(&state, &tenant.id).await?;
-        let items: Vec<DeviceGroupJson> = groups
-            .iter()
-            .map(|g| {
-                DeviceGroupJson::new(g, devices.iter().filter(|d| g.matches(&d.report)).count())
-                    .used_by(device_group_used_by(&selections, &g.id))
-            })
-            .collect();
+        let items = device_group_list(&state, &tenant.id, &devices).await?;
         Ok::<_, ApiError>(json!({
             "items": items,
             "device_count": devices.len(),
@@ -842,9 +832,7 @@ async fn directory_page(
             "users": counts.users, "groups": counts.groups, "group_items": groups, "more_groups": page.next_cursor.is_some(),
             "last_scim_request_at": tenant.last_scim_request_at.map(rfc3339),
             "scim_base_path": format!("/scim/v2/{}/", tenant.name),
-            "recent_errors": state.directory.recent_errors(&tenant.id).iter().map(|e| json!({
-                "at": rfc3339(e.at), "request": e.request, "status": e.status, "detail": e.detail,
-            })).collect::<Vec<_>>(),
+            "recent_errors": state.directory.recent_errors(&tenant.id).into_iter().map(SyncErrorJson::from).collect::<Vec<_>>(),
         }))
     };
     let data = load.await.map_err(IntoResponse::into_response)?;
