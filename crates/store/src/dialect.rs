@@ -593,6 +593,15 @@ impl Query {
             .map_err(crate::sql::not_found(what))
     }
 
+    /// Every row, each read by `read`.
+    pub(crate) async fn fetch_all_as<'c, T>(
+        self,
+        on: impl Into<On<'c>>,
+        read: impl Fn(&Row) -> StoreResult<T>,
+    ) -> StoreResult<Vec<T>> {
+        self.fetch_all(on).await?.iter().map(read).collect()
+    }
+
     /// The first column of the one row.
     pub(crate) async fn fetch_scalar<'c, T: Value>(self, on: impl Into<On<'c>>) -> StoreResult<T> {
         self.fetch_one(on).await?.get(0)

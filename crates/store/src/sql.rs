@@ -718,10 +718,9 @@ impl TenantStore for SqlStore {
     }
 
     async fn tenants(&self) -> StoreResult<Vec<Tenant>> {
-        let rows = query(tenant_select!("ORDER BY name"))
-            .fetch_all(&self.db)
-            .await?;
-        rows.iter().map(tenant_from_row).collect()
+        query(tenant_select!("ORDER BY name"))
+            .fetch_all_as(&self.db, tenant_from_row)
+            .await
     }
 
     async fn tenant_by_enrollment_key(&self, key_hash: &str) -> StoreResult<Tenant> {
@@ -797,11 +796,8 @@ impl TenantStore for SqlStore {
             "WHERE tenant_id = $1 ORDER BY created_at DESC, id"
         ))
         .id(tenant_id)
-        .fetch_all(&self.db)
-        .await?
-        .iter()
-        .map(enrollment_key_from_row)
-        .collect()
+        .fetch_all_as(&self.db, enrollment_key_from_row)
+        .await
     }
 
     async fn revoke_enrollment_key(
@@ -933,11 +929,10 @@ impl TenantStore for SqlStore {
             "SELECT {TOKEN_COLUMNS} FROM api_tokens
              WHERE tenant_id IS NOT DISTINCT FROM $1 ORDER BY created_at, id"
         );
-        let rows = query_built(sql)
+        query_built(sql)
             .opt_id(tenant_id)
-            .fetch_all(&self.db)
-            .await?;
-        rows.iter().map(token_from_row).collect()
+            .fetch_all_as(&self.db, token_from_row)
+            .await
     }
 
     async fn revoke_api_token(
@@ -1640,11 +1635,10 @@ impl DeviceStore for SqlStore {
     }
 
     async fn all_devices(&self, tenant_id: &str) -> StoreResult<Vec<Device>> {
-        let rows = query(device_select!("WHERE d.tenant_id = $1 ORDER BY d.id"))
+        query(device_select!("WHERE d.tenant_id = $1 ORDER BY d.id"))
             .id(tenant_id)
-            .fetch_all(&self.db)
-            .await?;
-        rows.iter().map(device_from_row).collect()
+            .fetch_all_as(&self.db, device_from_row)
+            .await
     }
 
     async fn delete_device(
@@ -1770,7 +1764,7 @@ impl ConfigStore for SqlStore {
         service: Option<&str>,
         limit: u32,
     ) -> StoreResult<Vec<ConfigVersion>> {
-        let rows = query(
+        query(
             "SELECT version, service, actor, actor_kind, actor_id, at, before_json, after_json FROM config_versions
              WHERE tenant_id = $1 AND ($2 IS NULL OR service = $3) ORDER BY version DESC LIMIT $4",
         )
@@ -1778,9 +1772,7 @@ impl ConfigStore for SqlStore {
         .bind(service)
         .bind(service)
         .bind(i64::from(limit))
-        .fetch_all(&self.db)
-        .await?;
-        rows.iter().map(config_version_from_row).collect()
+        .fetch_all_as(&self.db, config_version_from_row).await
     }
 
     async fn audit(
@@ -1963,11 +1955,10 @@ impl AccountStore for SqlStore {
             "SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.email_key = $1
              ORDER BY a.created_at, a.id"
         );
-        let rows = query_built(sql)
+        query_built(sql)
             .bind(email.trim().to_lowercase())
-            .fetch_all(&self.db)
-            .await?;
-        rows.iter().map(account_from_row).collect()
+            .fetch_all_as(&self.db, account_from_row)
+            .await
     }
 
     async fn accounts(&self, tenant_id: &str) -> StoreResult<Vec<Account>> {
@@ -1975,8 +1966,10 @@ impl AccountStore for SqlStore {
             "SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.tenant_id = $1
              ORDER BY a.email_key, a.id"
         );
-        let rows = query_built(sql).id(tenant_id).fetch_all(&self.db).await?;
-        rows.iter().map(account_from_row).collect()
+        query_built(sql)
+            .id(tenant_id)
+            .fetch_all_as(&self.db, account_from_row)
+            .await
     }
 
     async fn account(&self, tenant_id: Option<&str>, account_id: &str) -> StoreResult<Account> {
