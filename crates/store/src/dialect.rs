@@ -473,11 +473,15 @@ impl From<Option<bool>> for Param {
     }
 }
 
+/// Room for the parameters of most queries, so that binding them does not
+/// grow the list several times on the sync path.
+const PARAMS_USUALLY: usize = 8;
+
 /// Starts a query from static SQL.
 pub(crate) fn query(sql: &'static str) -> Query {
     Query {
         sql: Sql::Static(sql),
-        params: Vec::new(),
+        params: Vec::with_capacity(PARAMS_USUALLY),
     }
 }
 
@@ -486,7 +490,7 @@ pub(crate) fn query(sql: &'static str) -> Query {
 pub(crate) fn query_built(sql: String) -> Query {
     Query {
         sql: Sql::Built(sql),
-        params: Vec::new(),
+        params: Vec::with_capacity(PARAMS_USUALLY),
     }
 }
 
