@@ -1824,12 +1824,10 @@ impl ConfigStore for SqlStore {
         before: Option<&Value>,
         after: Option<&Value>,
     ) -> StoreResult<()> {
-        let _turn = self.db.single_write().await;
-        let mut conn = self.db.read().await?;
         Audit::new(tenant_id, actor, action, target)
             .before(before)
             .after(after)
-            .write(&mut conn)
+            .commit(self.db.write().await?)
             .await
     }
 
