@@ -1,5 +1,5 @@
 //! Storage for entitle: the records the server keeps, the traits it reads and
-//! writes them through, and the SQLite implementation.
+//! writes them through, and their one implementation, `SqlStore`, for SQLite and PostgreSQL.
 //!
 //! The traits are split by capability so that a handler's signature shows what it
 //! may touch. Every write that the spec calls "a save" is one transaction.

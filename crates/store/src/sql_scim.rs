@@ -111,8 +111,9 @@ async fn resolve_members(
     if ids.is_empty() {
         return Ok((Vec::new(), Vec::new()));
     }
-    // One query for the whole list: a member at a time held the tenant's row
-    // lock for seconds on large groups.
+    // One query for the whole list: a member at a time held the write lock
+    // for seconds on large groups. `id IN (…)` lets SQLite use the primary
+    // key; a join on `json_each` walked every user of the tenant.
     let ids_in = conn.id_set(2);
     let rows = query_built(format!(
         "SELECT id, 'user' AS kind FROM users
