@@ -707,7 +707,8 @@ pub struct SaveRequest {
 pub struct Saved {
     /// The stored settings and their new version.
     pub stored: StoredSettings,
-    /// The new tenant-wide config version.
+    /// The tenant-wide config version after the save; unchanged when the save
+    /// changed nothing.
     pub config_version: i64,
 }
 
@@ -1035,6 +1036,7 @@ pub trait ConfigStore {
         service: &'static ServiceDef,
     ) -> StoreResult<StoredSettings>;
     /// Saves one service's settings: settings, version and audit entry in one transaction.
+    /// Settings equal to the stored ones write nothing and answer the stored version.
     async fn save_settings(&self, tenant_id: &str, request: SaveRequest) -> StoreResult<Saved>;
     /// One config version.
     async fn config_version(&self, tenant_id: &str, version: i64) -> StoreResult<ConfigVersion>;
@@ -1044,6 +1046,15 @@ pub trait ConfigStore {
         tenant_id: &str,
         service: Option<&str>,
         limit: u32,
+    ) -> StoreResult<Vec<ConfigVersion>>;
+    /// Config versions older than `before` (all when `None`), newest first,
+    /// optionally of one service: one page of the history, by keyset.
+    async fn history_before(
+        &self,
+        tenant_id: &str,
+        service: Option<&str>,
+        limit: u32,
+        before: Option<i64>,
     ) -> StoreResult<Vec<ConfigVersion>>;
     /// Audit entries, newest first.
     async fn audit(

@@ -1727,6 +1727,15 @@ impl ConfigStore for SqlStore {
             |id| known_users.contains(id.as_str()),
             |id| known_devices.contains(id.as_str()),
         )?;
+        // A save that changes nothing is answered with the current version: a new
+        // version, audit entry and data-version bump would only be noise that
+        // wakes every held long-poll for nothing.
+        if *proposed == current.settings {
+            return Ok(Saved {
+                config_version: tenant.config_version,
+                stored: current,
+            });
+        }
         let version = write_settings_version(
             &mut tx,
             &tenant,
@@ -1771,6 +1780,26 @@ impl ConfigStore for SqlStore {
         .id(tenant_id)
         .bind(service)
         .bind(service)
+        .bind(i64::from(limit))
+        .fetch_all_as(&self.db, config_version_from_row).await
+    }
+
+    async fn history_before(
+        &self,
+        tenant_id: &str,
+        service: Option<&str>,
+        limit: u32,
+        before: Option<i64>,
+    ) -> StoreResult<Vec<ConfigVersion>> {
+        query(
+            "SELECT version, service, actor, actor_kind, actor_id, at, before_json, after_json FROM config_versions
+             WHERE tenant_id = $1 AND ($2 IS NULL OR service = $3) AND version < $4
+             ORDER BY version DESC LIMIT $5",
+        )
+        .id(tenant_id)
+        .bind(service)
+        .bind(service)
+        .bind(before.unwrap_or(i64::MAX))
         .bind(i64::from(limit))
         .fetch_all_as(&self.db, config_version_from_row).await
     }
