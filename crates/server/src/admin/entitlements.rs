@@ -10,7 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use entitle_core::{
-    IMPACT_SAMPLE_SIZE, PopulationEntry, SERVICES, ServiceDef, Settings, impact, service,
+    DeviceGroupId, GroupId, GroupNames, IMPACT_SAMPLE_SIZE, PopulationEntry, SERVICES, ServiceDef,
+    Settings, impact, service,
 };
 use entitle_store::{SaveRequest, StoreError};
 use serde::{Deserialize, Serialize};
@@ -20,8 +21,9 @@ use super::page_limit;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, QueryParams};
+use crate::snapshot::TenantSnapshot;
 use crate::state::AppState;
-use crate::wire::{ImpactJson, PrincipalJson, SettingsJson, rfc3339};
+use crate::wire::{ErrorDetailJson, ImpactJson, PrincipalJson, SettingsJson, rfc3339};
 
 /// The entitlement routes.
 pub(crate) fn router() -> Router<AppState> {
@@ -102,8 +104,9 @@ pub(crate) async fn get_settings(
     Ok(with_etag(stored.version, &stored.settings))
 }
 
-/// The version an `If-Match` header names; `*` and absence mean "any".
-fn expected_version(headers: &HeaderMap) -> ApiResult<Option<i64>> {
+/// The version an `If-Match` header names; `*` and absence mean "any". An
+/// `Err` is the message of the 412 for an ETag this server never issued.
+fn expected_version(headers: &HeaderMap) -> Result<Option<i64>, String> {
     let Some(value) = headers.get(IF_MATCH) else {
         return Ok(None);
     };
@@ -114,18 +117,42 @@ fn expected_version(headers: &HeaderMap) -> ApiResult<Option<i64>> {
     let bare = text.trim_start_matches("W/").trim_matches('"');
     // An ETag this server never issued cannot be current.
     bare.parse::<i64>().map(Some).map_err(|_| {
-        ApiError::new(
-            StatusCode::PRECONDITION_FAILED,
-            "stale_version",
-            format!("If-Match {text} does not name a version of these settings; read them again to get the current ETag"),
-        )
+        format!("If-Match {text} does not name a version of these settings; read them again to get the current ETag")
     })
 }
 
-/// Saves one service's settings as a new config version.
+/// The answer to a stale save: the error, and what the caller needs to merge
+/// their change into the current settings without a second request.
+#[derive(Serialize, ToSchema)]
+pub struct StaleJson {
+    /// `stale_version`, and what to do.
+    pub error: ErrorDetailJson,
+    /// The settings as they are now, and who made them so.
+    pub current: CurrentSettingsJson,
+}
+
+/// The current settings of a service and the version that made them so.
+#[derive(Serialize, ToSchema)]
+pub struct CurrentSettingsJson {
+    /// SETTINGS as stored now.
+    pub settings: SettingsJson,
+    /// Their version; `If-Match` of a save on top of them sends it as the ETag.
+    pub version: i64,
+    /// The ETag to send as `If-Match`.
+    pub etag: String,
+    /// Who saved this version (absent for a tenant's defaults, never saved).
+    pub changed_by: Option<PrincipalJson>,
+    /// When, RFC 3339 (absent for a tenant's defaults).
+    pub changed_at: Option<String>,
+    /// Names of the groups the settings select, by id; deleted groups are marked.
+    pub names: BTreeMap<String, String>,
+}
+
+/// Saves one service's settings as a new config version; settings equal to the
+/// stored ones are answered with the stored version and write nothing.
 #[utoipa::path(put, path = "/api/v1/tenants/{tenant}/entitlements/{service}", tag = "entitlements", request_body = SettingsJson,
     params(("tenant" = String, Path), ("service" = String, Path), ("If-Match" = Option<String>, Header)),
-    responses((status = 200, body = SettingsJson, headers(("ETag" = String))), (status = 403), (status = 412), (status = 422)))]
+    responses((status = 200, body = SettingsJson, headers(("ETag" = String))), (status = 403), (status = 412, body = StaleJson), (status = 422)))]
 pub(crate) async fn put_settings(
     State(state): State<AppState>,
     caller: Caller,
@@ -135,18 +162,109 @@ pub(crate) async fn put_settings(
 ) -> ApiResult<Response> {
     let tenant = caller.tenant_for_write(&state, &tenant).await?;
     let service = service_or_404(&service_id)?;
+    let expected = match expected_version(&headers) {
+        Ok(expected) => expected,
+        Err(message) => return stale(&state, &tenant.id, service, message).await,
+    };
     let request = SaveRequest {
         service,
-        expected_version: expected_version(&headers)?,
+        expected_version: expected,
         settings: body.into(),
         actor: caller.actor.clone(),
         action: "entitlement.save",
         check_default_rule: true,
     };
-    let saved = state.store.save_settings(&tenant.id, request).await?;
-    state.snapshots.refresh(&tenant.id).await?;
-    tracing::info!(tenant = %tenant.id, service = service.id, config_version = saved.config_version, actor = %caller.name, "entitlement saved");
+    let saved = match state.store.save_settings(&tenant.id, request).await {
+        Ok(saved) => saved,
+        Err(error @ StoreError::Stale { .. }) => {
+            return stale(&state, &tenant.id, service, error.to_string()).await;
+        }
+        Err(error) => return Err(error.into()),
+    };
+    if saved.config_version == tenant.config_version {
+        tracing::info!(tenant = %tenant.id, service = service.id, config_version = saved.config_version, actor = %caller.name, "entitlement saved without change");
+    } else {
+        state.snapshots.refresh(&tenant.id).await?;
+        tracing::info!(tenant = %tenant.id, service = service.id, config_version = saved.config_version, actor = %caller.name, "entitlement saved");
+    }
     Ok(with_etag(saved.stored.version, &saved.stored.settings))
+}
+
+/// The 412 of a stale save, carrying the current settings, their version and
+/// who saved it when.
+async fn stale(
+    state: &AppState,
+    tenant_id: &str,
+    service: &'static ServiceDef,
+    message: String,
+) -> ApiResult<Response> {
+    let stored = state.store.settings(tenant_id, service).await?;
+    let changed = if stored.version > 0 {
+        Some(
+            state
+                .store
+                .config_version(tenant_id, stored.version)
+                .await?,
+        )
+    } else {
+        None
+    };
+    // The snapshot at least as new as the tenant now is, so that a group the
+    // other administrator just created has its name.
+    let fresh = state.store.tenant(tenant_id).await?;
+    let snapshot = state
+        .snapshots
+        .at_least(tenant_id, fresh.data_version)
+        .await?;
+    let body = StaleJson {
+        error: ErrorDetailJson {
+            code: "stale_version".to_owned(),
+            message,
+        },
+        current: CurrentSettingsJson {
+            names: group_names(&snapshot, [&stored.settings]),
+            settings: SettingsJson::from(&stored.settings),
+            version: stored.version,
+            etag: format!("\"{}\"", stored.version),
+            changed_by: changed.as_ref().map(|v| PrincipalJson::from(&v.actor)),
+            changed_at: changed.as_ref().map(|v| rfc3339(v.at)),
+        },
+    };
+    let mut response = (StatusCode::PRECONDITION_FAILED, Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert(ETAG, settings_etag(stored.version));
+    Ok(response)
+}
+
+/// The names of every group the settings select, by id; a deleted group is
+/// named as it was, marked "(deleted)", and an id never known stays an id.
+fn group_names<'a>(
+    snapshot: &TenantSnapshot,
+    settings: impl IntoIterator<Item = &'a Settings>,
+) -> BTreeMap<String, String> {
+    let mut names = BTreeMap::new();
+    for settings in settings {
+        for id in &settings.user_groups {
+            let name = match snapshot.user_group(id) {
+                Some(name) => name.to_owned(),
+                None => snapshot
+                    .deleted_user_group(id)
+                    .map_or_else(|| id.0.clone(), |name| format!("{name} (deleted)")),
+            };
+            names.insert(id.0.clone(), name);
+        }
+        for id in &settings.device_groups {
+            let name = match snapshot.device_group(id) {
+                Some(name) => name.to_owned(),
+                None => snapshot
+                    .deleted_device_group(id)
+                    .map_or_else(|| id.0.clone(), |name| format!("{name} (deleted)")),
+            };
+            names.insert(id.0.clone(), name);
+        }
+    }
+    names
 }
 
 /// Shows who would gain and lose the service under the proposed settings.
@@ -212,6 +330,8 @@ pub struct HistoryQuery {
     pub service: Option<String>,
     /// How many versions (1–200, default 50).
     pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
 }
 
 /// One config version.
@@ -238,9 +358,14 @@ pub struct HistoryItem {
 pub struct HistoryJson {
     /// Versions, newest first.
     pub items: Vec<HistoryItem>,
+    /// Names of the groups the items select, by id; a group deleted since is
+    /// named as it was, marked "(deleted)".
+    pub names: BTreeMap<String, String>,
+    /// Opaque cursor of the next (older) page, if there is one.
+    pub next_cursor: Option<String>,
 }
 
-/// Lists config versions, newest first.
+/// Lists config versions, newest first, a page at a time.
 #[utoipa::path(get, path = "/api/v1/tenants/{tenant}/entitlements/history", tag = "entitlements",
     params(("tenant" = String, Path), HistoryQuery), responses((status = 200, body = HistoryJson)))]
 pub(crate) async fn history(
@@ -253,14 +378,37 @@ pub(crate) async fn history(
     if let Some(id) = &query.service {
         service_or_404(id)?;
     }
-    let versions = state
+    let before = query
+        .cursor
+        .as_deref()
+        .map(|cursor| {
+            decode_history_cursor(cursor).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_cursor",
+                    "cursor is not a next_cursor this server issued; start again without it",
+                )
+            })
+        })
+        .transpose()?;
+    let limit = page_limit(query.limit);
+    // One more than asked tells whether another page follows.
+    let mut versions = state
         .store
-        .history(
-            &tenant.id,
-            query.service.as_deref(),
-            page_limit(query.limit),
-        )
+        .history_before(&tenant.id, query.service.as_deref(), limit + 1, before)
         .await?;
+    let more = versions.len() > limit as usize;
+    versions.truncate(limit as usize);
+    let next_cursor = more
+        .then(|| versions.last().map(|v| encode_history_cursor(v.version)))
+        .flatten();
+    let snapshot = state
+        .snapshots
+        .at_least(&tenant.id, tenant.data_version)
+        .await?;
+    let names = group_names(
+        &snapshot,
+        versions.iter().flat_map(|v| [&v.before, &v.after]),
+    );
     let items = versions
         .into_iter()
         .map(|v| HistoryItem {
@@ -273,7 +421,23 @@ pub(crate) async fn history(
             after: SettingsJson::from(&v.after),
         })
         .collect();
-    Ok(Json(HistoryJson { items }))
+    Ok(Json(HistoryJson {
+        items,
+        names,
+        next_cursor,
+    }))
+}
+
+/// The cursor after version `version`: opaque to callers, so that its form
+/// can change.
+fn encode_history_cursor(version: i64) -> String {
+    hex::encode(format!("v{version}"))
+}
+
+fn decode_history_cursor(cursor: &str) -> Option<i64> {
+    let bytes = hex::decode(cursor).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    text.strip_prefix('v')?.parse().ok()
 }
 
 /// Body of a rollback.
@@ -282,12 +446,18 @@ pub(crate) async fn history(
 pub struct RollbackBody {
     /// The version whose settings to restore.
     pub config_version: i64,
+    /// Restore the version without the groups deleted since. Without it, a
+    /// version that selects a deleted group is refused (422), since dropping
+    /// a group can widen who gets the service: preview the result first.
+    #[serde(default)]
+    pub without_deleted: bool,
 }
 
 /// The result of a rollback.
 #[derive(Serialize, ToSchema)]
 pub struct RollbackResult {
-    /// The new config version created by the rollback.
+    /// The config version after the rollback: a new one, or the current one
+    /// when the settings already equal the restored ones.
     pub config_version: i64,
     /// The service it restored.
     pub service: String,
@@ -310,21 +480,75 @@ pub(crate) async fn rollback(
         .config_version(&tenant.id, body.config_version)
         .await?;
     let service = service_or_404(&version.service)?;
+    let snapshot = state
+        .snapshots
+        .at_least(&tenant.id, tenant.data_version)
+        .await?;
+    let mut settings = version.after.clone();
+    let deleted = deleted_groups(&snapshot, &settings);
+    if !deleted.is_empty() {
+        if !body.without_deleted {
+            return Err(ApiError::unprocessable(
+                "restore_selects_deleted_groups",
+                format!(
+                    "version {} selects {} deleted since; restore it without {} (\"without_deleted\": true), after checking the preview: without {} the service may reach more people",
+                    version.version,
+                    deleted.join(", "),
+                    if deleted.len() == 1 { "it" } else { "them" },
+                    if deleted.len() == 1 { "it" } else { "them" },
+                ),
+            ));
+        }
+        settings
+            .user_groups
+            .retain(|id| snapshot.user_group(id).is_some());
+        settings
+            .device_groups
+            .retain(|id| snapshot.device_group(id).is_some());
+    }
     let request = SaveRequest {
         service,
         expected_version: None,
-        settings: version.after.clone(),
+        settings,
         actor: caller.actor.clone(),
         action: "entitlement.rollback",
         check_default_rule: false,
     };
     let saved = state.store.save_settings(&tenant.id, request).await?;
-    state.snapshots.refresh(&tenant.id).await?;
+    if saved.config_version != tenant.config_version {
+        state.snapshots.refresh(&tenant.id).await?;
+    }
     Ok(Json(RollbackResult {
         config_version: saved.config_version,
         service: service.id.to_owned(),
         settings: SettingsJson::from(&saved.stored.settings),
     }))
+}
+
+/// The groups `settings` select that no longer exist, as `user group "Name"`.
+fn deleted_groups(snapshot: &TenantSnapshot, settings: &Settings) -> Vec<String> {
+    let name = |deleted: Option<&str>, id: &str| deleted.unwrap_or(id).to_owned();
+    let users = settings
+        .user_groups
+        .iter()
+        .filter(|id: &&GroupId| snapshot.user_group(id).is_none())
+        .map(|id| {
+            format!(
+                "user group {:?}",
+                name(snapshot.deleted_user_group(id), &id.0)
+            )
+        });
+    let devices = settings
+        .device_groups
+        .iter()
+        .filter(|id: &&DeviceGroupId| snapshot.device_group(id).is_none())
+        .map(|id| {
+            format!(
+                "device group {:?}",
+                name(snapshot.deleted_device_group(id), &id.0)
+            )
+        });
+    users.chain(devices).collect()
 }
 
 fn service_or_404(id: &str) -> ApiResult<&'static ServiceDef> {
