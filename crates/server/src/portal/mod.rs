@@ -556,6 +556,9 @@ fn service_json(def: &ServiceDef) -> Value {
         "short": def.short,
         "label": def.enabled_by_default_label,
         "min_version": def.min_version.to_string(),
+        // Whether clients too old for the settings ignore "Enabled by Default"
+        // as well as the groups, for the preview's "client too old" block.
+        "legacy_ignores_default": matches!(def.legacy, entitle_core::LegacyBehaviour::AlwaysEnabled),
     })
 }
 
