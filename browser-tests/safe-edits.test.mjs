@@ -219,3 +219,37 @@ test('the picker says a match is already selected, its focused option shows, and
   assert.ok(ratio >= 4.5, 'contrast ' + ratio.toFixed(2));
   await context.close();
 });
+
+test('restoring a version that selects a deleted group names it and offers a previewed restore without it', async () => {
+  const ZPA = '/api/v1/tenants/acme/entitlements/private_access';
+  const original = await api('GET', ZPA, ADMIN);
+  const temp = await api('POST', '/api/v1/tenants/acme/device-groups', ADMIN, { name: 'Temp laptops', os: ['macos'], ownership: [], posture: [] });
+  assert.equal(temp.status, 201);
+  const withTemp = { ...original.body, user_groups: original.body.user_groups.slice(0, 1), device_groups: [...original.body.device_groups, temp.body.id] };
+  await reset(ZPA, withTemp);
+  const version = Number((await api('GET', ZPA, ADMIN)).etag.replaceAll('"', ''));
+  await reset(ZPA, original.body);
+  const removed = await api('DELETE', '/api/v1/tenants/acme/device-groups/' + temp.body.id, ADMIN);
+  assert.ok(removed.status < 300, JSON.stringify(removed.body));
+
+  const { context, page } = await session();
+  await signIn(page, 'admin@acme.example');
+  await page.goto(base + '/t/acme/audit?service=private_access');
+  const row = page.locator('#versions tr').filter({ has: page.getByRole('cell', { name: String(version), exact: true }) });
+  assert.match(await row.textContent(), /\+Temp laptops \(deleted\)/, 'history names the deleted group');
+  await row.getByRole('button', { name: 'Restore without deleted groups…' }).click();
+  const offer = page.locator('[data-restore="' + version + '"]');
+  await offer.waitFor();
+  const text = await offer.textContent();
+  assert.match(text, /selects Temp laptops \(deleted\), deleted since/);
+  assert.match(text, /Gain the service: \d+ users on \d+ devices/);
+  await page.screenshot({ path: join(shots, 'restore-without-deleted.png'), fullPage: true });
+  await offer.getByRole('button', { name: 'Restore without the deleted groups' }).click();
+  await page.waitForLoadState('load');
+  await page.locator('#versions tr').first().waitFor();
+  const now = await api('GET', ZPA, ADMIN);
+  assert.deepEqual(now.body.user_groups, withTemp.user_groups);
+  assert.deepEqual(now.body.device_groups, original.body.device_groups);
+  await reset(ZPA, original.body);
+  await context.close();
+});

@@ -894,6 +894,9 @@ async fn audit_page(
             .at_least(&tenant.id, tenant.data_version)
             .await?;
         let mut names: BTreeMap<String, String> = BTreeMap::new();
+        // Groups deleted since: named as they were, and listed so that a
+        // restore of a version selecting them is offered without them.
+        let mut deleted: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
         for version in &history {
             for id in version
                 .before
@@ -901,12 +904,17 @@ async fn audit_page(
                 .iter()
                 .chain(&version.after.user_groups)
             {
-                names.insert(
-                    id.0.clone(),
-                    entitle_core::GroupNames::user_group(&*snapshot, id)
-                        .unwrap_or("(deleted group)")
-                        .to_owned(),
-                );
+                let name = match entitle_core::GroupNames::user_group(&*snapshot, id) {
+                    Some(name) => name.to_owned(),
+                    None => {
+                        deleted.insert(id.0.clone());
+                        entitle_core::GroupNames::deleted_user_group(&*snapshot, id).map_or_else(
+                            || "(deleted group)".to_owned(),
+                            |n| format!("{n} (deleted)"),
+                        )
+                    }
+                };
+                names.insert(id.0.clone(), name);
             }
             for id in version
                 .before
@@ -914,16 +922,21 @@ async fn audit_page(
                 .iter()
                 .chain(&version.after.device_groups)
             {
-                names.insert(
-                    id.0.clone(),
-                    entitle_core::GroupNames::device_group(&*snapshot, id)
-                        .unwrap_or("(deleted device group)")
-                        .to_owned(),
-                );
+                let name = match entitle_core::GroupNames::device_group(&*snapshot, id) {
+                    Some(name) => name.to_owned(),
+                    None => {
+                        deleted.insert(id.0.clone());
+                        entitle_core::GroupNames::deleted_device_group(&*snapshot, id).map_or_else(
+                            || "(deleted device group)".to_owned(),
+                            |n| format!("{n} (deleted)"),
+                        )
+                    }
+                };
+                names.insert(id.0.clone(), name);
             }
         }
         Ok::<_, StoreError>(json!({
-            "versions": versions, "audit": audit, "names": names,
+            "versions": versions, "audit": audit, "names": names, "deleted": deleted,
             "service": service_filter, "actor": query.actor,
             "services": SERVICES.iter().map(service_json).collect::<Vec<_>>(),
         }))

@@ -23,14 +23,43 @@ for (const v of PAGE.versions) {
   $('versions').append(el('tr', {},
     el('td', {}, String(v.config_version)), el('td', {}, serviceName[v.service] || v.service), el('td', {}, v.actor), el('td', {}, when(v.at)),
     el('td', {}, diff(v.before, v.after)),
-    el('td', {}, COMMON.can_write ? el('button', { type: 'button', onclick: () => rollback(v) }, 'Restore this version') : '')));
+    el('td', {}, COMMON.can_write ? el('button', { type: 'button', onclick: () => rollback(v) }, deletedIn(v).length ? 'Restore without deleted groups…' : 'Restore this version') : '')));
 }
 if (PAGE.versions.length === 0) $('versions').append(el('tr', {}, el('td', { colspan: 6, class: 'hint' }, 'No entitlement change matches.')));
 for (const e of PAGE.audit) $('audit').append(el('tr', {}, el('td', {}, when(e.at)), el('td', {}, e.actor), el('td', {}, e.action), el('td', {}, e.target)));
 
+/** The groups a version selects that have been deleted since. */
+function deletedIn(v) {
+  return [...v.after.user_groups, ...v.after.device_groups].filter((id) => (PAGE.deleted || []).includes(id));
+}
+
 async function rollback(v) {
+  if (deletedIn(v).length) { await offerWithoutDeleted(v); return; }
   if (!confirm('Restore ' + (serviceName[v.service] || v.service) + ' as it was after version ' + v.config_version + '? This is saved as a new version.')) return;
   const answer = await api('POST', tenantApi('/entitlements/rollback'), { config_version: v.config_version });
   if (answer.ok) { location.reload(); return; }
   $('rollback-status').replaceChildren(el('span', { class: 'error' }, errorText(answer)));
+}
+
+// A version that selects a deleted group cannot come back as it was; without
+// the group the service may reach more people, so the restore is previewed.
+async function offerWithoutDeleted(v) {
+  const gone = deletedIn(v);
+  const settings = { ...v.after, user_groups: v.after.user_groups.filter((id) => !gone.includes(id)), device_groups: v.after.device_groups.filter((id) => !gone.includes(id)) };
+  const status = $('rollback-status');
+  status.replaceChildren(el('span', { class: 'hint' }, 'Previewing…'));
+  const preview = await api('POST', tenantApi('/entitlements/' + v.service + '/preview'), settings);
+  if (!preview.ok) { status.replaceChildren(el('span', { class: 'error' }, errorText(preview))); return; }
+  const side = (label, data) => el('li', {}, label + ': ' + data.users + ' users on ' + data.devices + ' devices');
+  const restore = async () => {
+    const answer = await api('POST', tenantApi('/entitlements/rollback'), { config_version: v.config_version, without_deleted: true });
+    if (answer.ok) { location.reload(); return; }
+    status.replaceChildren(el('span', { class: 'error' }, errorText(answer)));
+  };
+  status.replaceChildren(el('div', { class: 'warning', 'data-restore': v.config_version },
+    el('p', {}, 'Version ' + v.config_version + ' of ' + (serviceName[v.service] || v.service) + ' selects ' + gone.map(name).join(', ') + ', deleted since, so it cannot be restored as it was. Restored without ' + (gone.length === 1 ? 'it' : 'them') + ', compared with the current settings:'),
+    el('ul', {}, side('Gain the service', preview.body.gaining), side('Lose the service', preview.body.losing)),
+    el('div', { class: 'actions' },
+      el('button', { type: 'button', class: 'primary', onclick: restore }, 'Restore without the deleted groups'),
+      el('button', { type: 'button', onclick: () => status.replaceChildren() }, 'Cancel'))));
 }
