@@ -246,7 +246,7 @@ test('restoring a version that selects a deleted group names it and offers a pre
   await page.screenshot({ path: join(shots, 'restore-without-deleted.png'), fullPage: true });
   await offer.getByRole('button', { name: 'Restore without the deleted groups' }).click();
   await page.waitForLoadState('load');
-  await page.locator('#versions tr').first().waitFor();
+  await page.locator('#versions tr').first().filter({ hasText: 'Restored from v' + version }).waitFor();
   const now = await api('GET', ZPA, ADMIN);
   assert.deepEqual(now.body.user_groups, withTemp.user_groups);
   assert.deepEqual(now.body.device_groups, original.body.device_groups);

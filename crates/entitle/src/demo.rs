@@ -570,6 +570,7 @@ pub async fn seed(store: &dyn Store) -> anyhow::Result<bool> {
             actor: Actor::system(),
             action: "entitlement.save",
             check_default_rule: true,
+            restored_from: None,
         };
         store.save_settings(t, request).await?;
     }

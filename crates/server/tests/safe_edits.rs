@@ -301,4 +301,16 @@ async fn a_restore_that_names_a_deleted_group_is_refused_or_done_without_it(db: 
     assert_eq!(restored.body["settings"]["user_groups"], json!([eng]));
     assert_eq!(restored.body["settings"]["device_groups"], json!([]));
     assert_eq!(restored.body["config_version"], json!(3), "a new version");
+
+    // The history and the audit log say which version it restored.
+    let history = app.get(&t.path("/entitlements/history"), &t.admin).await;
+    assert_eq!(history.body["items"][0]["config_version"], json!(3));
+    assert_eq!(history.body["items"][0]["restored_from"], json!(1));
+    assert_eq!(history.body["items"][1]["restored_from"], Value::Null);
+    let audit = app.get(&t.path("/audit"), &t.admin).await;
+    let entry = audit.body["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|e| e["action"] == "entitlement.rollback"))
+        .expect("the rollback is audited");
+    assert_eq!(entry["after"]["restored_from"], json!(1), "{entry}");
 }

@@ -700,6 +700,8 @@ pub struct SaveRequest {
     /// Rollbacks restore a version verbatim, even group lists stored while
     /// "Enabled by Default" was on, so they skip that one rule.
     pub check_default_rule: bool,
+    /// The version a rollback restores, recorded with the new version.
+    pub restored_from: Option<i64>,
 }
 
 /// The result of a save.
@@ -727,6 +729,8 @@ pub struct ConfigVersion {
     pub before: Settings,
     /// Settings after.
     pub after: Settings,
+    /// The version this one restored, when it is a rollback.
+    pub restored_from: Option<i64>,
 }
 
 /// One entry of the audit log.

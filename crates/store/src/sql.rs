@@ -262,6 +262,7 @@ async fn write_settings_version(
     after: &Settings,
     actor: &Actor,
     action: &str,
+    restored_from: Option<i64>,
 ) -> StoreResult<i64> {
     let version = tenant.config_version + 1;
     let at = conn.now();
@@ -298,8 +299,8 @@ async fn write_settings_version(
     let before_json = settings_to_json(before);
     let after_json = settings_to_json(after);
     query(
-        "INSERT INTO config_versions (tenant_id, version, service, actor, actor_kind, actor_id, at, before_json, after_json)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO config_versions (tenant_id, version, service, actor, actor_kind, actor_id, at, before_json, after_json, restored_from)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .id(&tenant.id)
     .bind(version)
@@ -310,11 +311,17 @@ async fn write_settings_version(
     .time(at)
     .json(before_json.to_string())
     .json(after_json.to_string())
+    .bind(restored_from)
     .execute(&mut *conn)
     .await?;
+    // The audit entry of a rollback names the version it restored.
+    let mut audit_after = after_json;
+    if let (Some(from), Some(fields)) = (restored_from, audit_after.as_object_mut()) {
+        fields.insert("restored_from".to_owned(), json!(from));
+    }
     Audit::new(Some(&tenant.id), actor, action, service.id)
         .before(&before_json)
-        .after(&after_json)
+        .after(&audit_after)
         .write(conn)
         .await?;
     Ok(version)
@@ -1744,6 +1751,7 @@ impl ConfigStore for SqlStore {
             proposed,
             &request.actor,
             request.action,
+            request.restored_from,
         )
         .await?;
         tx.commit().await?;
@@ -1758,7 +1766,7 @@ impl ConfigStore for SqlStore {
 
     async fn config_version(&self, tenant_id: &str, version: i64) -> StoreResult<ConfigVersion> {
         let row = query(
-            "SELECT version, service, actor, actor_kind, actor_id, at, before_json, after_json FROM config_versions
+            "SELECT version, service, actor, actor_kind, actor_id, at, before_json, after_json, restored_from FROM config_versions
              WHERE tenant_id = $1 AND version = $2",
         )
         .id(tenant_id)
@@ -1774,7 +1782,7 @@ impl ConfigStore for SqlStore {
         limit: u32,
     ) -> StoreResult<Vec<ConfigVersion>> {
         query(
-            "SELECT version, service, actor, actor_kind, actor_id, at, before_json, after_json FROM config_versions
+            "SELECT version, service, actor, actor_kind, actor_id, at, before_json, after_json, restored_from FROM config_versions
              WHERE tenant_id = $1 AND ($2 IS NULL OR service = $3) ORDER BY version DESC LIMIT $4",
         )
         .id(tenant_id)
@@ -1792,7 +1800,7 @@ impl ConfigStore for SqlStore {
         before: Option<i64>,
     ) -> StoreResult<Vec<ConfigVersion>> {
         query(
-            "SELECT version, service, actor, actor_kind, actor_id, at, before_json, after_json FROM config_versions
+            "SELECT version, service, actor, actor_kind, actor_id, at, before_json, after_json, restored_from FROM config_versions
              WHERE tenant_id = $1 AND ($2 IS NULL OR service = $3) AND version < $4
              ORDER BY version DESC LIMIT $5",
         )
@@ -1888,6 +1896,7 @@ fn config_version_from_row(row: &Row) -> StoreResult<ConfigVersion> {
         at: row.time("at")?,
         before: settings_from_json(&row.json("before_json")?)?,
         after: settings_from_json(&row.json("after_json")?)?,
+        restored_from: row.get("restored_from")?,
     })
 }
 

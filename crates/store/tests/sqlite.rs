@@ -42,6 +42,7 @@ async fn sqlite_keeps_everything_across_a_reopen() {
             actor: entitle_store::Actor::system(),
             action: "entitlement.save",
             check_default_rule: true,
+            restored_from: None,
         };
         store
             .save_settings(&tenant.id, request)

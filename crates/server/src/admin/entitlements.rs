@@ -173,6 +173,7 @@ pub(crate) async fn put_settings(
         actor: caller.actor.clone(),
         action: "entitlement.save",
         check_default_rule: true,
+        restored_from: None,
     };
     let saved = match state.store.save_settings(&tenant.id, request).await {
         Ok(saved) => saved,
@@ -351,6 +352,8 @@ pub struct HistoryItem {
     pub before: SettingsJson,
     /// SETTINGS after.
     pub after: SettingsJson,
+    /// The version this one restored, when it is a rollback.
+    pub restored_from: Option<i64>,
 }
 
 /// Config versions, newest first.
@@ -419,6 +422,7 @@ pub(crate) async fn history(
             at: rfc3339(v.at),
             before: SettingsJson::from(&v.before),
             after: SettingsJson::from(&v.after),
+            restored_from: v.restored_from,
         })
         .collect();
     Ok(Json(HistoryJson {
@@ -513,6 +517,7 @@ pub(crate) async fn rollback(
         actor: caller.actor.clone(),
         action: "entitlement.rollback",
         check_default_rule: false,
+        restored_from: Some(version.version),
     };
     let saved = state.store.save_settings(&tenant.id, request).await?;
     if saved.config_version != tenant.config_version {

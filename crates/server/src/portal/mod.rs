@@ -879,7 +879,7 @@ async fn audit_page(
             .filter(|v| actor_filter.as_ref().is_none_or(|a| v.actor.display().to_lowercase().contains(a)))
             .map(|v| json!({
                 "config_version": v.version, "service": v.service, "actor": v.actor.display(), "at": rfc3339(v.at),
-                "before": SettingsJson::from(&v.before), "after": SettingsJson::from(&v.after),
+                "before": SettingsJson::from(&v.before), "after": SettingsJson::from(&v.after), "restored_from": v.restored_from,
             }))
             .collect();
         let entries = state.store.audit(&tenant.id, 200, None).await?;

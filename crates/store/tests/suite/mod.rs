@@ -41,6 +41,7 @@ fn save(service_id: &str, expected: Option<i64>, settings: Settings) -> SaveRequ
         actor: tester(),
         action: "entitlement.save",
         check_default_rule: true,
+        restored_from: None,
     }
 }
 

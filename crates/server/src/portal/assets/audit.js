@@ -15,14 +15,14 @@ function diff(before, after) {
       lines.push(el('div', {}, label + ': ', ...added.map((g) => el('ins', {}, '+' + name(g) + ' ')), ...removed.map((g) => el('del', {}, '−' + name(g) + ' '))));
     }
   }
-  if (before.logout_on_enable !== after.logout_on_enable) lines.push(el('div', {}, 'Logout on enable: ', el('del', {}, String(before.logout_on_enable)), ' → ', el('ins', {}, String(after.logout_on_enable))));
+  if (before.logout_on_enable !== after.logout_on_enable) lines.push(el('div', {}, 'Logout on enable: ', el('del', {}, before.logout_on_enable ? 'on' : 'off'), ' → ', el('ins', {}, after.logout_on_enable ? 'on' : 'off')));
   return lines.length ? el('div', { class: 'diff' }, lines) : el('span', { class: 'hint' }, 'saved without change');
 }
 
 for (const v of PAGE.versions) {
   $('versions').append(el('tr', {},
     el('td', {}, String(v.config_version)), el('td', {}, serviceName[v.service] || v.service), el('td', {}, v.actor), el('td', {}, when(v.at)),
-    el('td', {}, diff(v.before, v.after)),
+    el('td', {}, v.restored_from ? el('div', { class: 'hint' }, 'Restored from v' + v.restored_from) : null, diff(v.before, v.after)),
     el('td', {}, COMMON.can_write ? el('button', { type: 'button', onclick: () => rollback(v) }, deletedIn(v).length ? 'Restore without deleted groups…' : 'Restore this version') : '')));
 }
 if (PAGE.versions.length === 0) $('versions').append(el('tr', {}, el('td', { colspan: 6, class: 'hint' }, 'No entitlement change matches.')));
