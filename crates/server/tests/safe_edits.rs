@@ -85,6 +85,7 @@ async fn a_saved_no_op_writes_nothing(db: Database) {
         .await;
     assert_eq!(rollback.status, StatusCode::OK, "{:?}", rollback.body);
     assert_eq!(rollback.body["config_version"], json!(before.2));
+    assert_eq!(rollback.body["changed"], json!(false));
     assert_eq!(counts(&app, &t).await, before);
 }
 
@@ -301,6 +302,7 @@ async fn a_restore_that_names_a_deleted_group_is_refused_or_done_without_it(db: 
     assert_eq!(restored.body["settings"]["user_groups"], json!([eng]));
     assert_eq!(restored.body["settings"]["device_groups"], json!([]));
     assert_eq!(restored.body["config_version"], json!(3), "a new version");
+    assert_eq!(restored.body["changed"], json!(true));
 
     // The history and the audit log say which version it restored.
     let history = app.get(&t.path("/entitlements/history"), &t.admin).await;

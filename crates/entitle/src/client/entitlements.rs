@@ -57,6 +57,10 @@ pub enum EntitlementAction {
     Rollback {
         /// The config version to restore.
         config_version: i64,
+        /// Restore it without the groups deleted since (preview the result
+        /// first: without them the service may reach more people).
+        #[arg(long)]
+        without_deleted: bool,
     },
 }
 
@@ -107,10 +111,19 @@ pub(super) async fn run(api: Api, action: EntitlementAction) -> anyhow::Result<(
             let answer = api
                 .call(Method::PUT, &path, Some(&settings), etag.as_deref())
                 .await?;
-            // The new config version comes in the ETag, not in the settings.
+            // The new config version comes in the ETag, not in the settings;
+            // a save that changed nothing answers the version it read.
             let version = answer.etag.as_deref().unwrap_or_default().trim_matches('"');
+            let unchanged = answer.etag.is_some() && answer.etag == etag;
             api.report(&answer.body, |_| {
-                format!("saved {} as config version {version}", change.service)
+                if unchanged {
+                    format!(
+                        "nothing to change: {} stays config version {version}",
+                        change.service
+                    )
+                } else {
+                    format!("saved {} as config version {version}", change.service)
+                }
             });
             debug_assert_eq!(answer.status, StatusCode::OK);
         }
@@ -148,34 +161,59 @@ pub(super) async fn run(api: Api, action: EntitlementAction) -> anyhow::Result<(
                 print_json(&history);
                 return Ok(());
             }
-            let names = group_names(&api).await?;
+            // The history names every group its page selects, deleted ones too.
+            let names: std::collections::HashMap<String, String> = history["names"]
+                .as_object()
+                .map(|names| {
+                    names
+                        .iter()
+                        .map(|(id, name)| (id.clone(), text(name)))
+                        .collect()
+                })
+                .unwrap_or_default();
             let rows = array(&history["items"])
                 .iter()
                 .map(|v| {
+                    let change = diff(&v["before"], &v["after"], &names);
+                    let change = match v["restored_from"].as_i64() {
+                        Some(from) => format!("restored from v{from}; {change}"),
+                        None => change,
+                    };
                     vec![
                         text(&v["config_version"]),
                         text(&v["service"]),
                         text(&v["actor"]),
                         text(&v["at"]),
-                        diff(&v["before"], &v["after"], &names),
+                        change,
                     ]
                 })
                 .collect();
             print_table(&["version", "service", "actor", "at", "change"], rows);
         }
-        EntitlementAction::Rollback { config_version } => {
+        EntitlementAction::Rollback {
+            config_version,
+            without_deleted,
+        } => {
             let result = api
                 .post(
                     &api.scoped("/entitlements/rollback")?,
-                    &json!({"config_version": config_version}),
+                    &json!({"config_version": config_version, "without_deleted": without_deleted}),
                 )
                 .await?;
             api.report(&result, |result| {
-                format!(
-                    "restored {} as it was in version {config_version}: new config version {}",
-                    text(&result["service"]),
-                    text(&result["config_version"])
-                )
+                if result["changed"] == Value::Bool(false) {
+                    format!(
+                        "{} is already as it was in version {config_version}: config version {} unchanged",
+                        text(&result["service"]),
+                        text(&result["config_version"])
+                    )
+                } else {
+                    format!(
+                        "restored {} as it was in version {config_version}: new config version {}",
+                        text(&result["service"]),
+                        text(&result["config_version"])
+                    )
+                }
             });
         }
     }

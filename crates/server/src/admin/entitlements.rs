@@ -467,6 +467,9 @@ pub struct RollbackResult {
     pub service: String,
     /// The restored settings.
     pub settings: SettingsJson,
+    /// Whether a new version was written; false when the settings already
+    /// equal the restored ones.
+    pub changed: bool,
 }
 
 /// Restores the settings of a config version, as a new version.
@@ -495,7 +498,7 @@ pub(crate) async fn rollback(
             return Err(ApiError::unprocessable(
                 "restore_selects_deleted_groups",
                 format!(
-                    "version {} selects {} deleted since; restore it without {} (\"without_deleted\": true), after checking the preview: without {} the service may reach more people",
+                    "version {} selects {} deleted since; restore it without {} (\"without_deleted\": true; --without-deleted in the CLI), after checking the preview: without {} the service may reach more people",
                     version.version,
                     deleted.join(", "),
                     if deleted.len() == 1 { "it" } else { "them" },
@@ -520,13 +523,15 @@ pub(crate) async fn rollback(
         restored_from: Some(version.version),
     };
     let saved = state.store.save_settings(&tenant.id, request).await?;
-    if saved.config_version != tenant.config_version {
+    let changed = saved.config_version != tenant.config_version;
+    if changed {
         state.snapshots.refresh(&tenant.id).await?;
     }
     Ok(Json(RollbackResult {
         config_version: saved.config_version,
         service: service.id.to_owned(),
         settings: SettingsJson::from(&saved.stored.settings),
+        changed,
     }))
 }
 
