@@ -241,7 +241,7 @@ test('restoring a version that selects a deleted group names it and offers a pre
   const offer = page.locator('[data-restore="' + version + '"]');
   await offer.waitFor();
   const text = await offer.textContent();
-  assert.match(text, /selects Temp laptops \(deleted\), deleted since/);
+  assert.match(text, /selects Temp laptops, deleted since/);
   assert.match(text, /Gain the service: \d+ users on \d+ devices/);
   await page.screenshot({ path: join(shots, 'restore-without-deleted.png'), fullPage: true });
   await offer.getByRole('button', { name: 'Restore without the deleted groups' }).click();

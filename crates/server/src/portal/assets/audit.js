@@ -57,7 +57,7 @@ async function offerWithoutDeleted(v) {
     status.replaceChildren(el('span', { class: 'error' }, errorText(answer)));
   };
   status.replaceChildren(el('div', { class: 'warning', 'data-restore': v.config_version },
-    el('p', {}, 'Version ' + v.config_version + ' of ' + (serviceName[v.service] || v.service) + ' selects ' + gone.map(name).join(', ') + ', deleted since, so it cannot be restored as it was. Restored without ' + (gone.length === 1 ? 'it' : 'them') + ', compared with the current settings:'),
+    el('p', {}, 'Version ' + v.config_version + ' of ' + (serviceName[v.service] || v.service) + ' selects ' + gone.map((id) => name(id).replace(/ \(deleted\)$/, '')).join(', ') + ', deleted since, so it cannot be restored as it was. Restored without ' + (gone.length === 1 ? 'it' : 'them') + ', compared with the current settings:'),
     el('ul', {}, side('Gain the service', preview.body.gaining), side('Lose the service', preview.body.losing)),
     el('div', { class: 'actions' },
       el('button', { type: 'button', class: 'primary', onclick: restore }, 'Restore without the deleted groups'),
