@@ -253,3 +253,32 @@ test('restoring a version that selects a deleted group names it and offers a pre
   await reset(ZPA, original.body);
   await context.close();
 });
+
+test('the audit page shows older entitlement versions page by page', async () => {
+  const LOGOUT = '/api/v1/tenants/acme/entitlements/digital_experience';
+  const start = await api('GET', LOGOUT, ADMIN);
+  // 205 more versions: more than the audit page shows at first.
+  let etag = start.etag;
+  for (let i = 0; i < 205; i++) {
+    const answer = await api('PUT', LOGOUT, ADMIN, { ...start.body, logout_on_enable: i % 2 === 0 ? !start.body.logout_on_enable : start.body.logout_on_enable }, { 'If-Match': etag });
+    assert.equal(answer.status, 200);
+    etag = answer.etag;
+  }
+  const all = [];
+  for (let cursor = ''; ;) {
+    const page = await api('GET', '/api/v1/tenants/acme/entitlements/history?limit=200' + (cursor ? '&cursor=' + cursor : ''), ADMIN);
+    all.push(...page.body.items.map((v) => v.config_version));
+    if (!page.body.next_cursor) break;
+    cursor = page.body.next_cursor;
+  }
+  const { context, page } = await session();
+  await signIn(page, 'admin@acme.example');
+  await page.goto(base + '/t/acme/audit');
+  assert.equal(await page.locator('#versions tr').count(), 200);
+  await page.getByRole('button', { name: 'Show older versions' }).click();
+  await page.waitForFunction((n) => document.querySelectorAll('#versions tr').length === n, all.length);
+  const shown = (await page.locator('#versions tr td:first-child').allTextContents()).map(Number);
+  assert.deepEqual(shown, all, 'every version once, newest first');
+  assert.equal(await page.getByRole('button', { name: 'Show older versions' }).count(), 0);
+  await context.close();
+});

@@ -202,6 +202,7 @@ async fn history_pages_by_cursor_and_names_deleted_groups(db: Database) {
     assert_eq!(whole.body["next_cursor"], Value::Null);
     assert_eq!(whole.body["names"][&temp], "Temp laptops (deleted)");
     assert_eq!(whole.body["names"][&eng], "Engineering");
+    assert_eq!(whole.body["deleted"], json!([temp]));
 
     let mut paged = Vec::new();
     let mut cursor: Option<String> = None;

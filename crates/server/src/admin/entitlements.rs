@@ -364,6 +364,9 @@ pub struct HistoryJson {
     /// Names of the groups the items select, by id; a group deleted since is
     /// named as it was, marked "(deleted)".
     pub names: BTreeMap<String, String>,
+    /// Ids among them of groups deleted since: a restore of a version that
+    /// selects one needs `without_deleted`.
+    pub deleted: Vec<String>,
     /// Opaque cursor of the next (older) page, if there is one.
     pub next_cursor: Option<String>,
 }
@@ -412,6 +415,16 @@ pub(crate) async fn history(
         &snapshot,
         versions.iter().flat_map(|v| [&v.before, &v.after]),
     );
+    let deleted = names
+        .keys()
+        .filter(|id| {
+            snapshot.user_group(&GroupId((*id).clone())).is_none()
+                && snapshot
+                    .device_group(&DeviceGroupId((*id).clone()))
+                    .is_none()
+        })
+        .cloned()
+        .collect();
     let items = versions
         .into_iter()
         .map(|v| HistoryItem {
@@ -428,13 +441,14 @@ pub(crate) async fn history(
     Ok(Json(HistoryJson {
         items,
         names,
+        deleted,
         next_cursor,
     }))
 }
 
 /// The cursor after version `version`: opaque to callers, so that its form
 /// can change.
-fn encode_history_cursor(version: i64) -> String {
+pub(crate) fn encode_history_cursor(version: i64) -> String {
     hex::encode(format!("v{version}"))
 }
 

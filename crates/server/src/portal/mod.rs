@@ -850,6 +850,9 @@ async fn directory_page(
     Ok(render(&DirectoryPage { frame }))
 }
 
+/// Config versions the audit page shows at first; older ones load on demand.
+const HISTORY_PAGE: usize = 200;
+
 #[derive(Deserialize)]
 struct AuditQuery {
     service: Option<String>,
@@ -872,7 +875,7 @@ async fn audit_page(
     let load = async {
         let history = state
             .store
-            .history(&tenant.id, service_filter.as_deref(), 200)
+            .history(&tenant.id, service_filter.as_deref(), HISTORY_PAGE as u32)
             .await?;
         let versions: Vec<Value> = history
             .iter()
@@ -937,6 +940,10 @@ async fn audit_page(
         }
         Ok::<_, StoreError>(json!({
             "versions": versions, "audit": audit, "names": names, "deleted": deleted,
+            // Older versions are fetched from the API's history, page by page.
+            "history_next_cursor": (history.len() == HISTORY_PAGE)
+                .then(|| history.last().map(|v| admin::entitlements::encode_history_cursor(v.version)))
+                .flatten(),
             "service": service_filter, "actor": query.actor,
             "services": SERVICES.iter().map(service_json).collect::<Vec<_>>(),
         }))

@@ -19,11 +19,32 @@ function diff(before, after) {
   return lines.length ? el('div', { class: 'diff' }, lines) : el('span', { class: 'hint' }, 'saved without change');
 }
 
-for (const v of PAGE.versions) {
-  $('versions').append(el('tr', {},
+function versionRow(v) {
+  return el('tr', {},
     el('td', {}, String(v.config_version)), el('td', {}, serviceName[v.service] || v.service), el('td', {}, v.actor), el('td', {}, when(v.at)),
     el('td', {}, v.restored_from ? el('div', { class: 'hint' }, 'Restored from v' + v.restored_from) : null, diff(v.before, v.after)),
-    el('td', {}, COMMON.can_write ? el('button', { type: 'button', onclick: () => rollback(v) }, deletedIn(v).length ? 'Restore without deleted groups…' : 'Restore this version') : '')));
+    el('td', {}, COMMON.can_write ? el('button', { type: 'button', onclick: () => rollback(v) }, deletedIn(v).length ? 'Restore without deleted groups…' : 'Restore this version') : ''));
+}
+for (const v of PAGE.versions) $('versions').append(versionRow(v));
+// Older versions come from the API's history a page at a time (keyset cursor),
+// with the page's actor filter applied the way the server applies it.
+let historyCursor = PAGE.history_next_cursor;
+if (historyCursor) {
+  const older = el('button', { type: 'button', id: 'older-versions' }, 'Show older versions');
+  older.addEventListener('click', async () => {
+    older.disabled = true;
+    const query = '?limit=200&cursor=' + encodeURIComponent(historyCursor) + (PAGE.service ? '&service=' + encodeURIComponent(PAGE.service) : '');
+    const answer = await api('GET', tenantApi('/entitlements/history' + query));
+    older.disabled = false;
+    if (!answer.ok) { $('rollback-status').replaceChildren(el('span', { class: 'error' }, errorText(answer))); return; }
+    Object.assign(PAGE.names, answer.body.names);
+    PAGE.deleted = [...(PAGE.deleted || []), ...answer.body.deleted];
+    const actor = (PAGE.actor || '').trim().toLowerCase();
+    for (const v of answer.body.items.filter((v) => !actor || v.actor.toLowerCase().includes(actor))) $('versions').append(versionRow(v));
+    historyCursor = answer.body.next_cursor;
+    if (!historyCursor) older.remove();
+  });
+  $('versions').closest('section').append(older);
 }
 if (PAGE.versions.length === 0) $('versions').append(el('tr', {}, el('td', { colspan: 6, class: 'hint' }, 'No entitlement change matches.')));
 for (const e of PAGE.audit) $('audit').append(el('tr', {}, el('td', {}, when(e.at)), el('td', {}, e.actor), el('td', {}, e.action), el('td', {}, e.target)));
