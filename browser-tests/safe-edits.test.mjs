@@ -101,6 +101,15 @@ test('unsaved changes are not lost by a link or a reload, and a save names its v
   await page.goto(base + '/t/acme/entitlements/digital_experience');
   await page.getByLabel(/Logout client when/).check();
 
+  // The skip link stays on the page: no question, and the edit stays guarded.
+  let early = null;
+  page.once('dialog', (dialog) => { early = dialog.message(); dialog.dismiss(); });
+  await page.locator('a.skip').focus();
+  await page.keyboard.press('Enter');
+  assert.equal(early, null);
+  page.removeAllListeners('dialog');
+  assert.equal(await page.locator('#dirty-hint').textContent(), 'Unsaved changes');
+
   // An in-portal link asks; staying keeps the edit.
   let asked = null;
   page.once('dialog', (dialog) => { asked = dialog.message(); dialog.dismiss(); });

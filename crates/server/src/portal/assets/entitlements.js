@@ -391,7 +391,8 @@ window.addEventListener('beforeunload', (e) => {
 });
 document.addEventListener('click', (e) => {
   const link = e.target.closest && e.target.closest('a[href]');
-  if (!link || !isDirty() || e.defaultPrevented || link.target === '_blank') return;
+  // Links within the page (the skip link) leave nothing behind.
+  if (!link || !isDirty() || e.defaultPrevented || link.target === '_blank' || link.getAttribute('href').startsWith('#')) return;
   if (confirm('You have unsaved changes to ' + service.display_name + '. Leave this page and lose them?')) {
     // The person chose to leave; the browser's own warning would ask twice.
     saved = structuredClone(form);
