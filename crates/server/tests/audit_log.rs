@@ -397,6 +397,33 @@ async fn export_streams_the_filtered_view(db: Database) {
             assert_eq!(records[2][5], "Group, \"three\"\r\non two lines");
         }
     }
+    // The body is streamed (chunked, no length known up front), and a viewer,
+    // who may read the log, may export it.
+    let viewer = app
+        .post(
+            &t.path("/tokens"),
+            &t.admin,
+            json!({"name": "auditor", "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(viewer.status, StatusCode::CREATED, "{:?}", viewer.body);
+    let response = app
+        .client
+        .get(format!(
+            "{}{}",
+            app.base,
+            t.path("/audit/export?format=json")
+        ))
+        .bearer_auth(viewer.body["token"].as_str().expect("token"))
+        .send()
+        .await
+        .expect("export");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers().get("content-length").is_none());
+    assert_eq!(response.headers()["transfer-encoding"], "chunked");
+    let all: Value = response.json().await.expect("a JSON array");
+    assert!(all.as_array().expect("array").len() > SEEDED);
+
     // The target starting with a dash is neutralised too.
     let text = app
         .client
@@ -416,8 +443,9 @@ async fn export_streams_the_filtered_view(db: Database) {
 
     // Each export is audited with the principal who asked and its filter.
     let exports = all_pages(&app, &t, "&action=audit.export", 200).await;
-    assert_eq!(exports.len(), 9);
+    assert_eq!(exports.len(), 10);
     assert_eq!(exports[0]["principal"]["kind"], "api_token");
+    assert_eq!(exports[1]["principal"]["name"], "auditor");
     assert_eq!(exports[0]["target"], "csv");
     assert_eq!(exports[0]["after"]["target"], "-rm -rf");
 }
