@@ -17,6 +17,9 @@ use tokio::net::TcpListener;
 use crate::demo;
 use crate::serve::Database;
 
+#[path = "bench_audit.rs"]
+mod audit_export;
+
 /// Flags of `entitle bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -56,6 +59,13 @@ pub struct BenchArgs {
     /// Decisions evaluated for the evaluate() measurement.
     #[arg(long, default_value_t = 2_000_000)]
     decisions: u64,
+    /// Measure the audit export instead: seed `--rows` audit entries through
+    /// the store, then stream them as CSV and JSON over HTTP.
+    #[arg(long)]
+    audit_export: bool,
+    /// Audit entries seeded by `--audit-export`.
+    #[arg(long, default_value_t = 1_000_000)]
+    rows: usize,
 }
 
 #[allow(clippy::print_stdout)]
@@ -67,6 +77,9 @@ fn report(name: &str, value: String) {
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.scim {
         return bench_scim(&args).await;
+    }
+    if args.audit_export {
+        return audit_export::run(&args).await;
     }
     report(
         "machine",

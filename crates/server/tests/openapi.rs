@@ -1044,6 +1044,27 @@ async fn real_answers_match_the_document(db: Database) {
     )
     .await;
     c.get(
+        &format!("{T}/audit"),
+        "/api/v1/tenants/acme/audit?limit=5&action=device.&actor=admin&q=a&from=2020-01-01T00:00:00Z",
+        admin,
+        S::OK,
+    )
+    .await;
+    c.get(
+        &format!("{T}/audit"),
+        "/api/v1/tenants/acme/audit?from=yesterday",
+        admin,
+        S::BAD_REQUEST,
+    )
+    .await;
+    c.get(
+        &format!("{T}/audit/export"),
+        "/api/v1/tenants/acme/audit/export?format=json&action=device.",
+        admin,
+        S::OK,
+    )
+    .await;
+    c.get(
         &format!("{T}/directory/status"),
         "/api/v1/tenants/acme/directory/status",
         admin,

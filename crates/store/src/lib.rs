@@ -750,6 +750,29 @@ pub struct AuditEntry {
     pub after: Option<serde_json::Value>,
 }
 
+/// Which audit entries to read. Every field that is set narrows the log; an
+/// empty filter reads all of it. Text matches are case-insensitive for ASCII
+/// letters on both back ends (`lower(…) LIKE`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuditFilter {
+    /// The actor's principal id, exactly, or text found in its display name.
+    pub actor: Option<String>,
+    /// The action: exact (`device.delete`), or every action under a prefix
+    /// when it ends with `.` or `*` (`device.`, `entitlement*`).
+    pub action: Option<String>,
+    /// The target, exactly (a service id, a host name, an email).
+    pub target: Option<String>,
+    /// Changes to one service's entitlement settings (`entitlement.*` with
+    /// that service as target).
+    pub service: Option<String>,
+    /// Entries at or after this time.
+    pub from: Option<OffsetDateTime>,
+    /// Entries strictly before this time.
+    pub to: Option<OffsetDateTime>,
+    /// Text found in the target, action, actor name or the before/after states.
+    pub text: Option<String>,
+}
+
 /// A user as the decision needs it.
 #[derive(Debug, Clone)]
 pub struct DirectoryUser {
@@ -1064,6 +1087,15 @@ pub trait ConfigStore {
     async fn audit(
         &self,
         tenant_id: &str,
+        limit: u32,
+        before_id: Option<i64>,
+    ) -> StoreResult<Vec<(i64, AuditEntry)>>;
+    /// Audit entries that match a filter, newest first, with ids below
+    /// `before_id` (keyset paging: pass the last id of the previous page).
+    async fn audit_filtered(
+        &self,
+        tenant_id: &str,
+        filter: &AuditFilter,
         limit: u32,
         before_id: Option<i64>,
     ) -> StoreResult<Vec<(i64, AuditEntry)>>;

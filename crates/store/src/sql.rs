@@ -30,16 +30,19 @@ use crate::codec::{
 use crate::dialect::{Conn, Db, PostgresOptions, Row, query, query_built};
 use crate::{
     Account, AccountChange, AccountStore, Actor, ActorKind, ApiToken, Attested, AttestedBy,
-    AuditEntry, AuthenticatedDevice, ChangeFeed, ConfigStore, ConfigVersion, Device, DeviceChange,
-    DeviceFilter, DeviceMove, DeviceStore, DirectoryCounts, DirectoryStore, DirectoryUser,
-    EnrollmentGrant, EnrollmentKey, Group, LAST_USED_RESOLUTION, NewAccount, NewEnrollmentKey,
-    NewTenant, NewUser, Page, Role, SaveRequest, Saved, Session, StoreError, StoreResult,
-    StoredSettings, Tenant, TenantData, TenantStore, TokenGrant, User, device_change_action,
-    device_trust_json, enrollment_key_audit,
+    AuditEntry, AuditFilter, AuthenticatedDevice, ChangeFeed, ConfigStore, ConfigVersion, Device,
+    DeviceChange, DeviceFilter, DeviceMove, DeviceStore, DirectoryCounts, DirectoryStore,
+    DirectoryUser, EnrollmentGrant, EnrollmentKey, Group, LAST_USED_RESOLUTION, NewAccount,
+    NewEnrollmentKey, NewTenant, NewUser, Page, Role, SaveRequest, Saved, Session, StoreError,
+    StoreResult, StoredSettings, Tenant, TenantData, TenantStore, TokenGrant, User,
+    device_change_action, device_trust_json, enrollment_key_audit,
 };
 
 #[path = "sql_scim.rs"]
 mod scim;
+
+#[path = "sql_audit.rs"]
+mod audit_log;
 
 /// Storage in one SQLite file, or in a PostgreSQL database shared by every node.
 pub struct SqlStore {
@@ -1818,38 +1821,18 @@ impl ConfigStore for SqlStore {
         limit: u32,
         before_id: Option<i64>,
     ) -> StoreResult<Vec<(i64, AuditEntry)>> {
-        let rows = query(
-            "SELECT id, at, actor, actor_kind, actor_id, action, target, before_json, after_json FROM audit_log
-             WHERE tenant_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
-        )
-        .id(tenant_id)
-        .bind(before_id.unwrap_or(i64::MAX))
-        .bind(i64::from(limit))
-        .fetch_all(&self.db)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let parse = |column: &str| -> StoreResult<Option<Value>> {
-                    let text = row.opt_json(column)?;
-                    text.map(|t| {
-                        serde_json::from_str(&t)
-                            .map_err(|e| StoreError::Corrupt(format!("audit {column}: {e}")))
-                    })
-                    .transpose()
-                };
-                Ok((
-                    row.get("id")?,
-                    AuditEntry {
-                        at: row.time("at")?,
-                        actor: actor_from_row(row)?,
-                        action: row.get("action")?,
-                        target: row.get("target")?,
-                        before: parse("before_json")?,
-                        after: parse("after_json")?,
-                    },
-                ))
-            })
-            .collect()
+        self.audit_page(tenant_id, &AuditFilter::default(), limit, before_id)
+            .await
+    }
+
+    async fn audit_filtered(
+        &self,
+        tenant_id: &str,
+        filter: &AuditFilter,
+        limit: u32,
+        before_id: Option<i64>,
+    ) -> StoreResult<Vec<(i64, AuditEntry)>> {
+        self.audit_page(tenant_id, filter, limit, before_id).await
     }
 
     async fn append_audit(

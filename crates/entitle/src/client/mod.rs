@@ -114,6 +114,8 @@ pub enum ClientCommand {
         /// How many entries.
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        #[command(flatten)]
+        filters: audit::AuditFilters,
     },
     /// The directory's sync status.
     Directory {
@@ -140,7 +142,11 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::EnrollmentKeys { conn, action } => {
             enrollment_keys::run(Api::new(conn), action).await
         }
-        ClientCommand::Audit { conn, limit } => audit::run(Api::new(conn), limit).await,
+        ClientCommand::Audit {
+            conn,
+            limit,
+            filters,
+        } => audit::run(Api::new(conn), limit, filters).await,
         ClientCommand::Directory { conn } => directory::status(Api::new(conn)).await,
     }
 }

@@ -885,13 +885,8 @@ async fn audit_page(
                 "before": SettingsJson::from(&v.before), "after": SettingsJson::from(&v.after), "restored_from": v.restored_from,
             }))
             .collect();
-        let entries = state.store.audit(&tenant.id, 200, None).await?;
-        let audit: Vec<Value> = entries
-            .iter()
-            .filter(|(_, e)| actor_filter.as_ref().is_none_or(|a| e.actor.display().to_lowercase().contains(a)))
-            .filter(|(_, e)| service_filter.as_ref().is_none_or(|s| &e.target == s))
-            .map(|(_, e)| json!({"at": rfc3339(e.at), "actor": e.actor.display(), "action": e.action, "target": e.target}))
-            .collect();
+        // All activity is read by the page's script through the API, which
+        // filters and pages over the whole log.
         let snapshot = state
             .snapshots
             .at_least(&tenant.id, tenant.data_version)
@@ -939,7 +934,7 @@ async fn audit_page(
             }
         }
         Ok::<_, StoreError>(json!({
-            "versions": versions, "audit": audit, "names": names, "deleted": deleted,
+            "versions": versions, "names": names, "deleted": deleted,
             // Older versions are fetched from the API's history, page by page.
             "history_next_cursor": (history.len() == HISTORY_PAGE)
                 .then(|| history.last().map(|v| admin::entitlements::encode_history_cursor(v.version)))

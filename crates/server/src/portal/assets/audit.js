@@ -47,7 +47,6 @@ if (historyCursor) {
   $('versions').closest('section').append(older);
 }
 if (PAGE.versions.length === 0) $('versions').append(el('tr', {}, el('td', { colspan: 6, class: 'hint' }, 'No entitlement change matches.')));
-for (const e of PAGE.audit) $('audit').append(el('tr', {}, el('td', {}, when(e.at)), el('td', {}, e.actor), el('td', {}, e.action), el('td', {}, e.target)));
 
 /** The groups a version selects that have been deleted since. */
 function deletedIn(v) {
@@ -84,3 +83,117 @@ async function offerWithoutDeleted(v) {
       el('button', { type: 'button', class: 'primary', onclick: restore }, 'Restore without the deleted groups'),
       el('button', { type: 'button', onclick: () => status.replaceChildren() }, 'Cancel'))));
 }
+
+// All activity: filtered by the API over the whole log, a page at a time
+// ("Load more" follows next_cursor); the export links carry the same filter.
+const FILTERS = ['service', 'actor', 'action', 'target', 'from', 'to', 'q'];
+const KNOWN_ACTIONS = ['device.', 'device.enroll', 'device.delete', 'device.groups_changed', 'entitlement.', 'entitlement.save',
+  'entitlement.rollback', 'user.', 'group.', 'group.members', 'device_group.', 'token.', 'account.', 'enrollment_key.', 'tenant.',
+  'sign_in.', 'sign_out', 'audit.export'];
+for (const action of KNOWN_ACTIONS) $('known-actions').append(el('option', { value: action }));
+
+const query = new URLSearchParams(location.search);
+const filter = new URLSearchParams();
+for (const name of FILTERS) {
+  const value = (query.get(name) || '').trim();
+  if (value) filter.set(name, value);
+}
+for (const name of ['action', 'target', 'q']) $(name).value = filter.get(name) || '';
+for (const name of ['from', 'to']) $(name).value = localInput(filter.get(name));
+
+const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+$('time-zone').textContent = 'Times are in your time zone' + (zone ? ' (' + zone + ')' : '') + '.';
+
+/** An RFC 3339 time as a datetime-local value, in the viewer's zone. */
+function localInput(iso) {
+  if (!iso) return '';
+  const date = new Date(iso);
+  if (isNaN(date)) return '';
+  const pad = (n) => String(n).padStart(2, '0');
+  return date.getFullYear() + '-' + pad(date.getMonth() + 1) + '-' + pad(date.getDate()) + 'T' +
+    pad(date.getHours()) + ':' + pad(date.getMinutes()) + ':' + pad(date.getSeconds());
+}
+
+// dateStyle cannot be combined with timeZoneName, hence the parts.
+const ZONED = { year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit', timeZoneName: 'short' };
+
+/** A time in the viewer's zone, with the zone named. */
+function whenZoned(iso) {
+  const date = new Date(iso);
+  if (isNaN(date)) return iso;
+  return date.toLocaleString(undefined, ZONED);
+}
+
+// The form's times are local; the address and the API carry them as UTC.
+document.querySelector('form[role="search"]').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const next = new URLSearchParams();
+  for (const name of FILTERS) {
+    let value = ($(name).value || '').trim();
+    if (value && (name === 'from' || name === 'to')) {
+      const date = new Date(value);
+      value = isNaN(date) ? '' : date.toISOString();
+    }
+    if (value) next.set(name, value);
+  }
+  location.search = next.toString();
+});
+
+function pageLink(name, value) {
+  const params = new URLSearchParams();
+  params.set(name, value);
+  return '?' + params.toString();
+}
+
+function exportLink(format) {
+  const params = new URLSearchParams(filter);
+  params.set('format', format);
+  return tenantApi('/audit/export?' + params.toString());
+}
+$('export-csv').href = exportLink('csv');
+$('export-json').href = exportLink('json');
+
+function details(e) {
+  if (e.before == null && e.after == null) return '';
+  const parts = [];
+  if (e.before != null) parts.push(el('div', {}, el('strong', {}, 'Before: '), el('code', {}, JSON.stringify(e.before))));
+  if (e.after != null) parts.push(el('div', {}, el('strong', {}, 'After: '), el('code', {}, JSON.stringify(e.after))));
+  return el('details', {}, el('summary', {}, 'Show'), parts);
+}
+
+function row(e) {
+  const who = e.principal && e.principal.id ? e.principal.id : e.actor;
+  return el('tr', {},
+    el('td', { title: e.at }, whenZoned(e.at)),
+    el('td', {}, el('a', { href: pageLink('actor', who), title: 'Only ' + e.actor }, e.actor)),
+    el('td', {}, el('a', { href: pageLink('action', e.action), title: 'Only ' + e.action }, e.action)),
+    el('td', {}, el('a', { href: pageLink('target', e.target), title: 'Only ' + e.target }, e.target)),
+    el('td', {}, details(e)));
+}
+
+let cursor = null;
+let shown = 0;
+async function loadActivity() {
+  $('load-more').disabled = true;
+  const params = new URLSearchParams(filter);
+  params.set('limit', '50');
+  if (cursor) params.set('cursor', cursor);
+  const answer = await api('GET', tenantApi('/audit?' + params.toString()));
+  $('load-more').disabled = false;
+  if (!answer.ok) {
+    $('audit-status').replaceChildren(el('span', { class: 'error' }, errorText(answer)));
+    show($('load-more'), false);
+    return;
+  }
+  for (const e of answer.body.items) $('audit').append(row(e));
+  shown += answer.body.items.length;
+  cursor = answer.body.next_cursor || null;
+  show($('load-more'), cursor !== null);
+  const filtered = [...filter.keys()].length > 0;
+  let status;
+  if (shown === 0) status = filtered ? 'No event matches these filters.' : 'No events yet.';
+  else status = shown + (shown === 1 ? ' event' : ' events') + (cursor ? ' shown, newest first; more are older.' : (filtered ? ', every one that matches.' : ', the whole log.'));
+  $('audit-status').textContent = status;
+}
+$('load-more').addEventListener('click', loadActivity);
+loadActivity();
