@@ -154,6 +154,8 @@ pub struct OidcSettings {
     pub display_name: String,
     /// The claim that lists groups (`groups` for Okta and Entra ID).
     pub groups_claim: String,
+    /// `<public URL>/portal/oidc/callback`, registered at the provider.
+    pub redirect_uri: String,
     /// Claims to tenants and roles; the first that matches wins.
     pub rules: Vec<MappingRule>,
 }
@@ -166,6 +168,7 @@ impl fmt::Debug for OidcSettings {
             .field("client_secret", &"***")
             .field("display_name", &self.display_name)
             .field("groups_claim", &self.groups_claim)
+            .field("redirect_uri", &self.redirect_uri)
             .field("rules", &self.rules)
             .finish()
     }
@@ -373,18 +376,14 @@ impl Oidc {
     }
 
     /// The provider's authorization URL for this sign-in.
-    pub async fn authorization_url(
-        &self,
-        pending: &Pending,
-        redirect_uri: &str,
-    ) -> Result<String, OidcError> {
+    pub async fn authorization_url(&self, pending: &Pending) -> Result<String, OidcError> {
         let discovery = self.discovery().await?;
         let mut url = reqwest::Url::parse(&discovery.authorization_endpoint)
             .map_err(|e| OidcError::Provider(format!("authorization_endpoint: {e}")))?;
         url.query_pairs_mut()
             .append_pair("response_type", "code")
             .append_pair("client_id", &self.settings.client_id)
-            .append_pair("redirect_uri", redirect_uri)
+            .append_pair("redirect_uri", &self.settings.redirect_uri)
             .append_pair("scope", "openid email profile")
             .append_pair("state", &pending.state)
             .append_pair("nonce", &pending.nonce)
@@ -394,12 +393,7 @@ impl Oidc {
     }
 
     /// Exchanges the code for tokens and checks the ID token.
-    pub async fn finish(
-        &self,
-        code: &str,
-        pending: &Pending,
-        redirect_uri: &str,
-    ) -> Result<Identity, OidcError> {
+    pub async fn finish(&self, code: &str, pending: &Pending) -> Result<Identity, OidcError> {
         let discovery = self.discovery().await?;
         // client_secret_basic (RFC 6749 §2.3.1: each part form-encoded first),
         // the method every provider accepts by default.
@@ -413,7 +407,7 @@ impl Oidc {
             .form(&[
                 ("grant_type", "authorization_code"),
                 ("code", code),
-                ("redirect_uri", redirect_uri),
+                ("redirect_uri", &self.settings.redirect_uri),
                 ("code_verifier", &pending.verifier),
             ])
             .send()
