@@ -666,5 +666,11 @@ pub fn account_marker(issuer: &str, subject: &str) -> String {
     format!("oidc${}", hex::encode(digest))
 }
 
+/// Whether a stored password hash is `account_marker`'s: the account signs in
+/// only through the provider.
+pub fn is_account_marker(stored: &str) -> bool {
+    stored.starts_with("oidc$")
+}
+
 #[cfg(test)]
 mod tests;

@@ -274,6 +274,27 @@ async fn sign_in_through_the_provider(db: Database) {
         .expect("audited");
     assert_eq!(signed_in["target"], "ada@acme.example", "{signed_in}");
 
+    // The account has no password: a password sign-in is refused like any wrong one.
+    let password = app
+        .call(
+            reqwest::Method::POST,
+            "/portal/login",
+            None,
+            Some(json!({"email": "ada@acme.example", "password": "oidc$anything at all"})),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        password.status,
+        StatusCode::UNAUTHORIZED,
+        "{:?}",
+        password.body
+    );
+    assert_eq!(
+        password.body["error"]["message"],
+        "the email or the password is wrong"
+    );
+
     // Out of the group: the same account, now a viewer.
     let again = sign_in(
         &app,

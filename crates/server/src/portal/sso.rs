@@ -28,7 +28,7 @@ use time::OffsetDateTime;
 use super::{SESSION_HOURS, render, secure_attribute};
 use crate::auth::{Caller, SESSION_COOKIE, cookie};
 use crate::extract::{ClientAddress, QueryParams};
-use crate::oidc::{Identity, Oidc, OidcError, Pending, account_marker};
+use crate::oidc::{Identity, Oidc, OidcError, Pending, account_marker, is_account_marker};
 use crate::state::AppState;
 
 /// The cookie that carries a sign-in under way (state, nonce, PKCE verifier).
@@ -310,7 +310,7 @@ async fn sign_in(
             .await
             .map_err(internal)?,
         Some(account) if account.password_hash != marker => {
-            return Err(forbidden(if account.password_hash.starts_with("oidc$") {
+            return Err(forbidden(if is_account_marker(&account.password_hash) {
                 format!(
                     "The entitle account {email} belongs to another person at the identity provider. Ask an entitle administrator."
                 )
