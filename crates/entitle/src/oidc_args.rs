@@ -112,3 +112,64 @@ fn read_bounded(path: &std::path::Path, limit: u64) -> anyhow::Result<String> {
     }
     Ok(std::fs::read_to_string(path)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(dir: &std::path::Path) -> OidcArgs {
+        let secret = dir.join("secret");
+        std::fs::write(&secret, "s3cret\n").expect("written");
+        OidcArgs {
+            oidc_issuer: Some("https://login.example.com/tenant/v2.0".into()),
+            oidc_client_id: Some("client".into()),
+            oidc_client_secret_file: Some(secret),
+            oidc_name: "Entra ID".into(),
+            oidc_groups_claim: "groups".into(),
+            oidc_map: vec!["group:Admins=acme:admin".into()],
+            oidc_map_file: None,
+        }
+    }
+
+    #[test]
+    fn a_complete_configuration_gives_the_redirect_uri_and_a_trimmed_secret() {
+        let dir = tempfile::tempdir().expect("dir");
+        let map = dir.path().join("map");
+        std::fs::write(&map, "# comment\n\ndomain:acme.example=acme:viewer\n").expect("written");
+        let mut args = args(dir.path());
+        args.oidc_map_file = Some(map);
+        let oidc = args
+            .build(Some("https://entitle.example.com/"))
+            .expect("valid")
+            .expect("configured");
+        assert_eq!(
+            oidc.settings.redirect_uri,
+            "https://entitle.example.com/portal/oidc/callback"
+        );
+        assert_eq!(oidc.settings.client_secret, "s3cret");
+        assert_eq!(oidc.settings.rules.len(), 2);
+        assert!(!format!("{oidc:?}").contains("s3cret"), "never in logs");
+    }
+
+    #[test]
+    fn incomplete_or_unsafe_configurations_are_refused_at_start() {
+        let dir = tempfile::tempdir().expect("dir");
+        assert!(OidcArgs::default().build(None).expect("fine").is_none());
+        let public = Some("https://entitle.example.com");
+        let stray = OidcArgs {
+            oidc_client_id: Some("client".into()),
+            ..OidcArgs::default()
+        };
+        assert!(stray.build(public).is_err(), "flags without an issuer");
+        assert!(args(dir.path()).build(None).is_err(), "no public URL");
+        let mut no_rules = args(dir.path());
+        no_rules.oidc_map.clear();
+        assert!(no_rules.build(public).is_err(), "nobody could sign in");
+        let mut plain = args(dir.path());
+        plain.oidc_issuer = Some("http://idp.example.com".into());
+        assert!(plain.build(public).is_err(), "http off loopback");
+        let mut bad_rule = args(dir.path());
+        bad_rule.oidc_map = vec!["group:x=acme:super_admin".into()];
+        assert!(bad_rule.build(public).is_err(), "no super_admin by mapping");
+    }
+}
