@@ -32,6 +32,9 @@ pub struct DemoArgs {
     /// Log format.
     #[arg(long, env = "ENTITLE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Sign-in through an identity provider (the demo's public URL is its listen address).
+    #[command(flatten)]
+    pub oidc: crate::oidc_args::OidcArgs,
 }
 
 /// The demo's well-known credentials. They are printed on start and only ever
@@ -88,8 +91,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             );
         }
     }
+    let public_url = format!("http://{address}");
+    let config = ServerConfig {
+        oidc: args.oidc.build(Some(&public_url))?,
+        ..ServerConfig::default()
+    };
     print_welcome(address, &data_dir, seeded);
-    Server::new(store, ServerConfig::default())
+    Server::new(store, config)
         .run(listener, shutdown_signal())
         .await?;
     Ok(())

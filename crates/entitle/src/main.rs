@@ -5,6 +5,7 @@ mod agent;
 mod bench;
 mod client;
 mod demo;
+mod oidc_args;
 mod serve;
 
 use clap::{Parser, Subcommand};

@@ -60,6 +60,9 @@ pub struct ServeArgs {
     /// Enrollments allowed per minute per enrollment key and client address.
     #[arg(long, env = "ENTITLE_ENROLLMENTS_PER_MINUTE", default_value_t = 60)]
     pub enrollments_per_minute: u32,
+    /// Sign-in through the company's identity provider.
+    #[command(flatten)]
+    pub oidc: crate::oidc_args::OidcArgs,
 }
 
 impl ServeArgs {
@@ -228,7 +231,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             "--public-url must start with https:// (or http:// without TLS), not {url:?}"
         );
     }
-    let config = args.server_config();
+    let mut config = args.server_config();
+    config.oidc = args.oidc.build(args.public_url.as_deref())?;
     tracing::info!(address = %listener.local_addr()?, "entitle is serving");
     Server::new(store, config)
         .run(listener, shutdown_signal())

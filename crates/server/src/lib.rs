@@ -16,6 +16,7 @@ mod fuzz;
 mod lane;
 mod limit;
 mod metrics;
+pub mod oidc;
 mod ops;
 pub mod password;
 mod portal;

@@ -33,6 +33,8 @@ pub struct ServerConfig {
     pub max_body_bytes_in_flight: usize,
     /// Enrollments allowed per minute per enrollment key and client address.
     pub enrollments_per_minute: u32,
+    /// Sign-in through the company's identity provider, when configured.
+    pub oidc: Option<Arc<crate::oidc::Oidc>>,
 }
 
 impl ServerConfig {
@@ -58,6 +60,7 @@ impl Default for ServerConfig {
             max_connections: 20_000,
             max_body_bytes_in_flight: 64 * 1024 * 1024,
             enrollments_per_minute: 60,
+            oidc: None,
         }
     }
 }

@@ -9,6 +9,7 @@
 //! nothing leaves the machine (no CDN).
 
 mod sign_in;
+mod sso;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -86,6 +87,7 @@ pub fn router() -> Router<AppState> {
         .route("/t/{tenant}/device-groups", get(device_groups_page))
         .route("/t/{tenant}/directory", get(directory_page))
         .route("/t/{tenant}/audit", get(audit_page))
+        .merge(sso::router())
         .layer(axum::middleware::map_response(page_headers))
         // One guard per server: its throttle and hashing permits are shared by
         // every sign-in this server answers.
@@ -269,7 +271,10 @@ struct AuditPage {
 
 #[derive(Template)]
 #[template(path = "login.html")]
-struct LoginPage;
+struct LoginPage {
+    /// The identity provider's name when sign-in through it is configured.
+    sso: Option<String>,
+}
 
 /// A heading and a sentence: error pages and the server without tenants.
 #[derive(Template)]
@@ -372,8 +377,14 @@ async fn tenant_home(Path(tenant): Path<String>) -> Redirect {
     Redirect::to(&format!("/t/{tenant}/entitlements/private_access"))
 }
 
-async fn login_page() -> Response {
-    render(&LoginPage)
+async fn login_page(State(state): State<AppState>) -> Response {
+    render(&LoginPage {
+        sso: state
+            .config
+            .oidc
+            .as_ref()
+            .map(|o| o.settings.display_name.clone()),
+    })
 }
 
 #[derive(Deserialize)]
@@ -427,10 +438,14 @@ async fn login(
             .await;
     }
     for account in &candidates {
-        if guard
-            .verify(body.password.clone(), account.password_hash.clone())
-            .await
-        {
+        // An account of the identity provider has no password; it costs the
+        // same work as any other, so its answer says nothing about it.
+        let stored = if crate::oidc::is_account_marker(&account.password_hash) {
+            DUMMY_HASH
+        } else {
+            &account.password_hash
+        };
+        if guard.verify(body.password.clone(), stored.to_owned()).await {
             signed_in = Some(account.clone());
             break;
         }
