@@ -61,6 +61,7 @@ pub use state::{AppState, ServerConfig};
         admin::entitlements::put_settings, admin::entitlements::preview,
         admin::entitlements::history, admin::entitlements::rollback,
         admin::devices::list_devices, admin::devices::get_device, admin::devices::delete_device,
+        admin::devices::export_devices, admin::devices::resync_device,
         admin::audit::audit, admin::directory::directory_status,
         enrollment::create_key, enrollment::list_keys, enrollment::revoke_key,
         enrollment::change_device, enrollment::approve_devices, enrollment::get_approval,

@@ -27,15 +27,15 @@ use crate::codec::{
     ownership_from_column, report_from_json, report_to_json, rule_to_json, settings_from_json,
     settings_to_json,
 };
-use crate::dialect::{Conn, Db, PostgresOptions, Row, query, query_built};
+use crate::dialect::{Conn, Db, PostgresOptions, Query, Row, query, query_built};
 use crate::{
     Account, AccountChange, AccountStore, Actor, ActorKind, ApiToken, Attested, AttestedBy,
     AuditEntry, AuthenticatedDevice, ChangeFeed, ConfigStore, ConfigVersion, Device, DeviceChange,
-    DeviceFilter, DeviceMove, DeviceStore, DirectoryCounts, DirectoryStore, DirectoryUser,
-    EnrollmentGrant, EnrollmentKey, Group, LAST_USED_RESOLUTION, NewAccount, NewEnrollmentKey,
-    NewTenant, NewUser, Page, Role, SaveRequest, Saved, Session, StoreError, StoreResult,
-    StoredSettings, Tenant, TenantData, TenantStore, TokenGrant, User, device_change_action,
-    device_trust_json, enrollment_key_audit,
+    DeviceFilter, DeviceMove, DeviceSort, DeviceStore, DirectoryCounts, DirectoryStore,
+    DirectoryUser, EnrollmentGrant, EnrollmentKey, Group, LAST_USED_RESOLUTION, NewAccount,
+    NewEnrollmentKey, NewTenant, NewUser, Page, Role, SaveRequest, Saved, Session, StoreError,
+    StoreResult, StoredSettings, Tenant, TenantData, TenantStore, TokenGrant, User,
+    device_change_action, device_trust_json, enrollment_key_audit,
 };
 
 #[path = "sql_scim.rs"]
@@ -606,6 +606,74 @@ fn decode_cursor(cursor: &str, expected_parts: usize) -> Option<Vec<String>> {
     let text = String::from_utf8(bytes).ok()?;
     let parts: Vec<String> = text.split('\u{1f}').map(str::to_owned).collect();
     (parts.len() == expected_parts).then_some(parts)
+}
+
+/// The filter of a device listing, parameters `$1`–`$9` (see
+/// [`bind_device_filter`]); each is skipped when NULL.
+fn device_where(db: &Db) -> String {
+    let os = db.json_text("d.report_json", "os");
+    let reported = db.json_text("d.report_json", "ownership");
+    format!(
+        "WHERE d.tenant_id = $1
+           AND ($2 IS NULL OR u.user_name_key = $2)
+           AND ($3 IS NULL OR d.hostname_key = $3)
+           AND ($4 IS NULL OR u.user_name_key LIKE $4 ESCAPE '\\' OR d.hostname_key LIKE $4 ESCAPE '\\')
+           AND ($5 IS NULL OR {os} = $5)
+           AND ($6 IS NULL OR COALESCE(d.attested_ownership, {reported}) = $6)
+           AND ($7 IS NULL OR d.last_sync_at < $7)
+           AND ($8 IS NULL OR d.last_sync_at >= $8)
+           AND ($9 IS NULL OR d.pending_approval = $9)"
+    )
+}
+
+fn bind_device_filter(q: Query, tenant_id: &str, filter: &DeviceFilter) -> Query {
+    let lower = |text: &Option<String>| text.as_deref().map(str::to_lowercase);
+    q.id(tenant_id)
+        .bind(lower(&filter.user_name))
+        .bind(lower(&filter.hostname))
+        .bind(filter.search.as_deref().map(like_pattern))
+        .bind(filter.os.map(|o| o.as_str()))
+        .bind(filter.ownership.map(|o| o.as_str()))
+        .opt_time(filter.last_seen_before)
+        .opt_time(filter.last_seen_after)
+        .bind(filter.pending)
+}
+
+/// The SQL of a device listing's sort key, as `DeviceSort::cursor_after` writes it.
+fn device_sort_key(db: &Db, sort: DeviceSort) -> String {
+    match sort {
+        DeviceSort::Hostname => "d.hostname_key".to_owned(),
+        DeviceSort::UserName => "u.user_name_key".to_owned(),
+        DeviceSort::LastSeen => "d.last_sync_at".to_owned(),
+        DeviceSort::Os => db.json_text("d.report_json", "os"),
+    }
+}
+
+/// A device cursor's sort key, typed as its column.
+enum DeviceKey {
+    Text(String),
+    Time(OffsetDateTime),
+}
+
+fn decode_device_cursor(cursor: &str, filter: &DeviceFilter) -> StoreResult<(DeviceKey, String)> {
+    let mut parts = decode_cursor(cursor, 4).ok_or(StoreError::BadCursor)?;
+    let id = parts.pop().unwrap_or_default();
+    let key = parts.pop().unwrap_or_default();
+    let direction = if filter.descending { "desc" } else { "asc" };
+    if parts[0] != filter.sort.as_str() || parts[1] != direction || id.len() > 64 {
+        return Err(StoreError::BadCursor);
+    }
+    let key = match filter.sort {
+        DeviceSort::LastSeen => {
+            let nanos: i128 = key.parse().map_err(|_| StoreError::BadCursor)?;
+            DeviceKey::Time(
+                OffsetDateTime::from_unix_timestamp_nanos(nanos)
+                    .map_err(|_| StoreError::BadCursor)?,
+            )
+        }
+        _ => DeviceKey::Text(key),
+    };
+    Ok((key, id))
 }
 
 fn like_pattern(search: &str) -> String {
@@ -1602,36 +1670,63 @@ impl DeviceStore for SqlStore {
         limit: u32,
         cursor: Option<&str>,
     ) -> StoreResult<Page<Device>> {
-        let lower = |text: &Option<String>| text.as_deref().map(str::to_lowercase);
-        let search = filter.search.as_deref().map(like_pattern);
-        let after_id = cursor
-            .and_then(|c| decode_cursor(c, 1))
-            .map(|mut p| p.remove(0))
-            .unwrap_or_default();
-        let rows = query(device_select!(
-            "WHERE d.tenant_id = $1 AND d.id > $2
-               AND ($3 IS NULL OR u.user_name_key = $3)
-               AND ($4 IS NULL OR d.hostname_key = $4)
-               AND ($5 IS NULL OR u.user_name_key LIKE $5 ESCAPE '\\' OR d.hostname_key LIKE $5 ESCAPE '\\')
-             ORDER BY d.id LIMIT $6"
-        ))
-        .id(tenant_id)
-        .id(&after_id)
-        .bind(lower(&filter.user_name))
-        .bind(lower(&filter.hostname))
-        .bind(search)
-        .bind(i64::from(limit) + 1)
-        .fetch_all(&self.db)
-        .await?;
+        let key = device_sort_key(&self.db, filter.sort);
+        let after = match cursor {
+            Some(cursor) => Some(decode_device_cursor(cursor, filter)?),
+            None => None,
+        };
+        let (compare, order) = if filter.descending {
+            ("<", "DESC")
+        } else {
+            (">", "ASC")
+        };
+        // Keyset: rows strictly after (key, id) in the listing's order, so that
+        // inserts and deletes between pages neither repeat nor skip a row.
+        let (keyset, limit_at) = if after.is_some() {
+            (
+                format!(" AND ({key} {compare} $10 OR ({key} = $10 AND d.id {compare} $11))"),
+                "$12",
+            )
+        } else {
+            (String::new(), "$10")
+        };
+        let sql = format!(
+            "{}{}{keyset} ORDER BY {key} {order}, d.id {order} LIMIT {limit_at}",
+            device_select!(""),
+            device_where(&self.db)
+        );
+        let mut q = bind_device_filter(query_built(sql), tenant_id, filter);
+        q = match &after {
+            Some((DeviceKey::Text(text), id)) => q.bind(text.as_str()).id(id),
+            Some((DeviceKey::Time(at), id)) => q.time(*at).id(id),
+            None => q,
+        };
+        let rows = q.bind(i64::from(limit) + 1).fetch_all(&self.db).await?;
         let items: Vec<Device> = rows
             .iter()
             .take(limit as usize)
             .map(device_from_row)
             .collect::<StoreResult<_>>()?;
         let next_cursor = (rows.len() > limit as usize)
-            .then(|| items.last().map(|d| encode_cursor(&[&d.id])))
+            .then(|| {
+                items
+                    .last()
+                    .map(|d| filter.sort.cursor_after(filter.descending, d))
+            })
             .flatten();
         Ok(Page { items, next_cursor })
+    }
+
+    async fn count_devices(&self, tenant_id: &str, filter: &DeviceFilter) -> StoreResult<u64> {
+        let sql = format!(
+            "SELECT COUNT(*) AS n FROM devices d JOIN users u ON u.id = d.user_id {}",
+            device_where(&self.db)
+        );
+        let row = bind_device_filter(query_built(sql), tenant_id, filter)
+            .find(&self.db, "device count")
+            .await?;
+        let n: i64 = row.get("n")?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     async fn all_devices(&self, tenant_id: &str) -> StoreResult<Vec<Device>> {
