@@ -629,7 +629,7 @@ async fn entitlements_page(
 }
 
 /// Devices a portal page shows at once.
-const DEVICE_PAGE_SIZE: u32 = 50;
+const DEVICE_PAGE_SIZE: u32 = 100;
 
 async fn devices_page(
     State(state): State<AppState>,

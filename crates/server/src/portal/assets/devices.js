@@ -13,12 +13,15 @@ $('order').value = PAGE.order;
 function listParams(changes) {
   const params = new URLSearchParams(location.search);
   params.delete('cursor');
+  params.delete('removed');
   for (const [k, v] of Object.entries(changes || {})) {
     if (v === null) params.delete(k); else params.set(k, v);
   }
   return params;
 }
 $('export').href = tenantApi('/devices/export.csv') + '?' + listParams();
+const removed = new URLSearchParams(location.search).get('removed');
+if (removed) $('list-actions').prepend(el('span', { class: 'success', role: 'status' }, 'Removed ' + removed + '.'));
 
 /** "personal (attested by key)", "corporate (attested by admin)" or "corporate (reported)". */
 function ownershipText(o) {
