@@ -203,6 +203,15 @@ impl Db {
         }
     }
 
+    /// For the bench's bulk seeding: the SQL of a new row id, and the type of
+    /// a JSON column.
+    pub(crate) fn bench_sql(&self) -> (&'static str, &'static str) {
+        match self {
+            Db::Sqlite { .. } => ("lower(hex(randomblob(16)))", "TEXT"),
+            Db::Postgres { .. } => ("gen_random_uuid()", "jsonb"),
+        }
+    }
+
     /// Begins a read transaction, one consistent view of the data; it waits
     /// for no writer.
     pub(crate) async fn read_transaction(&self) -> StoreResult<Conn<'_>> {

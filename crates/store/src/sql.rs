@@ -67,6 +67,57 @@ impl SqlStore {
         })
     }
 
+    /// For `entitle bench` only: enrolls `count` synthetic devices (numbered
+    /// from `first`, spread over the users `user0@bench.test` to
+    /// `user{users - 1}@bench.test`, which must exist; a third each Windows,
+    /// macOS and Linux) with one statement per 100,000, then refreshes the
+    /// planner's statistics. No audit entries and no data-version bump: this
+    /// is seeding a measurement, not an administrator's change.
+    pub async fn seed_bench_devices(
+        &self,
+        tenant_id: &str,
+        users: i64,
+        first: i64,
+        count: i64,
+        at: OffsetDateTime,
+    ) -> StoreResult<()> {
+        let (new_id, json_type) = self.db.bench_sql();
+        let sql = format!(
+            "WITH RECURSIVE n(i) AS (SELECT $2 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < $3)
+             INSERT INTO devices (id, tenant_id, user_id, token_hash, hostname_key, report_json,
+                                  enrolled_at, last_sync_at, pending_approval)
+             SELECT {new_id}, $1,
+                    (SELECT id FROM users WHERE tenant_id = $1 AND deleted_at IS NULL
+                        AND user_name_key = 'user' || (n.i % $5) || '@bench.test'),
+                    'bench-token-' || n.i, 'bench-' || n.i,
+                    CAST('{{\"hostname\":\"bench-' || n.i || '\",\"os\":\"'
+                         || CASE n.i % 3 WHEN 0 THEN 'windows' WHEN 1 THEN 'macos' ELSE 'linux' END
+                         || '\",\"client_version\":\"4.' || (n.i % 5) || '.0\",\"ownership\":\"'
+                         || CASE WHEN n.i % 4 = 0 THEN 'personal' ELSE 'corporate' END
+                         || '\",\"posture\":{{}}}}' AS {json_type}),
+                    $4, $4, FALSE
+             FROM n"
+        );
+        let mut start = first;
+        let end = first + count;
+        while start < end {
+            let stop = (start + 100_000).min(end);
+            let mut tx = self.db.write().await?;
+            query_built(sql.clone())
+                .id(tenant_id)
+                .bind(start)
+                .bind(stop)
+                .time(at)
+                .bind(users)
+                .execute(&mut tx)
+                .await?;
+            tx.commit().await?;
+            start = stop;
+        }
+        query("ANALYZE").execute(&self.db).await?;
+        Ok(())
+    }
+
     /// Applies pending migrations.
     pub async fn migrate(&self) -> StoreResult<()> {
         self.db.migrate().await

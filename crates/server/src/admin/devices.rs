@@ -109,8 +109,9 @@ pub struct DevicePage {
     pub next_cursor: Option<String>,
     /// Whether there may be more devices after this page.
     pub more: bool,
-    /// How many devices match, when the store alone can count them (not
-    /// with `service`/`state` or `client_version_below`).
+    /// How many devices match, on the first page (no `cursor`), when the
+    /// store alone can count them (not with `service`/`state` or
+    /// `client_version_below`).
     pub total: Option<u64>,
 }
 
@@ -350,7 +351,11 @@ pub(crate) async fn list_devices(
             query.cursor.as_deref(),
         )
         .await?;
-    let total = listing.total(&state, &tenant.id).await?;
+    // Counted once, on the first page: later pages would count the same set again.
+    let total = match query.cursor {
+        None => listing.total(&state, &tenant.id).await?,
+        Some(_) => None,
+    };
     let items = page
         .items
         .iter()
