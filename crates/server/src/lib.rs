@@ -52,6 +52,7 @@ pub use state::{AppState, ServerConfig};
         admin::tenants::create_token, admin::accounts::create_account,
         admin::directory::rotate_scim_token, admin::device_groups::preview_device_group,
         admin::directory::create_group, admin::directory::list_groups, admin::directory::get_group,
+        admin::directory::list_users,
         admin::directory::delete_group, admin::directory::create_user, admin::directory::get_user,
         admin::directory::update_user,
         admin::device_groups::create_device_group, admin::device_groups::list_device_groups,

@@ -338,6 +338,62 @@ async fn paging_over_a_fleet(db: Database) {
         assert!(unique.contains(id), "device {id} skipped");
     }
 
+    // Users: the 5,000 in pages, by login name, stable while users are added.
+    let users_path = tenant.path("/users");
+    let first = app.get(&format!("{users_path}?limit=10"), &token).await;
+    assert_eq!(first.body["total"], json!(USERS));
+    let mut listed = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut added = 0;
+    loop {
+        let url = match &cursor {
+            Some(c) => format!("{users_path}?limit=170&cursor={c}"),
+            None => format!("{users_path}?limit=170"),
+        };
+        let answer = app.get(&url, &token).await;
+        assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+        for user in answer.body["items"].as_array().expect("items") {
+            listed.push(user["user_name"].as_str().expect("name").to_owned());
+        }
+        // A user whose name sorts into the pages already read, and one after.
+        for name in [
+            format!("user00000-{added}@acme.test"),
+            format!("zz{added}@acme.test"),
+        ] {
+            let user = NewUser {
+                user_name: name,
+                display_name: None,
+                groups: Vec::new(),
+            };
+            store
+                .create_user(&tenant.id, user, &Actor::system())
+                .await
+                .expect("user");
+        }
+        added += 1;
+        match answer.body["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    let originals: Vec<&String> = listed
+        .iter()
+        .filter(|n| n.starts_with("user") && !n.contains('-'))
+        .collect();
+    assert_eq!(
+        originals.len(),
+        USERS,
+        "every user that existed at the start, once"
+    );
+    let unique: BTreeSet<&String> = listed.iter().collect();
+    assert_eq!(unique.len(), listed.len(), "no user on two pages");
+    assert!(listed.windows(2).all(|w| w[0] < w[1]), "by login name");
+    let found = app
+        .get(&format!("{users_path}?search=%20USER0001%20"), &token)
+        .await;
+    assert_eq!(found.body["total"], json!(10));
+    assert_eq!(found.body["items"].as_array().map(Vec::len), Some(10));
+
     // A cursor belongs to its order, and bad filters are a clear 400.
     let first = app.get(&format!("{devices}?limit=5"), &token).await;
     let cursor = first.body["next_cursor"].as_str().expect("cursor");
@@ -478,3 +534,67 @@ async fn the_device_list_parameters_are_optional_query_parameters() {
     }
     app.stop().await;
 }
+
+/// Groups and device groups page with a keyset cursor and report a total.
+async fn group_lists_page(db: Database) {
+    let mut app = TestApp::start(&db).await;
+    let tenant = app.tenant("acme").await;
+    let store = db.open().await;
+    for i in 0..230 {
+        store
+            .create_group(&tenant.id, &format!("Team {i:03}"), &[], &Actor::system())
+            .await
+            .expect("group");
+    }
+    for name in ["Macs", "Windows", "Linux", "Phones"] {
+        tenant
+            .device_group(&app, json!({"name": name, "os": ["macos"]}))
+            .await;
+    }
+    for (path, expected, limit) in [
+        (tenant.path("/groups"), 230, 40),
+        (tenant.path("/groups?search=%20team%2001"), 10, 3),
+        (tenant.path("/device-groups"), 4, 1),
+        (tenant.path("/device-groups?search=%20WIN%20"), 1, 1),
+    ] {
+        let first = app
+            .get(
+                &format!(
+                    "{path}{}limit=5",
+                    if path.contains('?') { '&' } else { '?' }
+                ),
+                &tenant.admin,
+            )
+            .await;
+        assert_eq!(first.body["total"], json!(expected), "{path}");
+        let items = all_pages(&app, &tenant.admin, &path, limit).await;
+        assert_eq!(items.len(), expected, "{path}");
+        let names: Vec<String> = items
+            .iter()
+            .map(|g| {
+                g["display_name"]
+                    .as_str()
+                    .or(g["name"].as_str())
+                    .expect("name")
+                    .to_lowercase()
+            })
+            .collect();
+        assert!(names.windows(2).all(|w| w[0] <= w[1]), "{path}: by name");
+    }
+    for bad in [
+        tenant.path("/groups?cursor=zz"),
+        tenant.path("/device-groups?cursor=zz"),
+        tenant.path("/users?cursor=00"),
+    ] {
+        let answer = app.get(&bad, &tenant.admin).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{bad}: {:?}",
+            answer.body
+        );
+    }
+    app.stop().await;
+}
+
+on_both_backends!(group_lists_page);

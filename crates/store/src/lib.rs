@@ -997,6 +997,19 @@ pub trait DirectoryStore {
         limit: u32,
         cursor: Option<&str>,
     ) -> StoreResult<Page<Group>>;
+    /// How many groups' names contain `search`.
+    async fn count_groups(&self, tenant_id: &str, search: &str) -> StoreResult<u64>;
+    /// Users (not deleted) whose login or display name contains `search`, by
+    /// login name, a keyset page at a time.
+    async fn search_users(
+        &self,
+        tenant_id: &str,
+        search: &str,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> StoreResult<Page<User>>;
+    /// How many users `search_users` finds in all.
+    async fn count_users(&self, tenant_id: &str, search: &str) -> StoreResult<u64>;
     /// One group.
     async fn group(&self, tenant_id: &str, group_id: &str) -> StoreResult<Group>;
     /// Creates a local user with direct memberships.

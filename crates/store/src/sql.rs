@@ -1195,8 +1195,11 @@ impl DirectoryStore for SqlStore {
         limit: u32,
         cursor: Option<&str>,
     ) -> StoreResult<Page<Group>> {
-        let (after_key, after_id) = match cursor.and_then(|c| decode_cursor(c, 2)) {
-            Some(parts) => (parts[0].clone(), parts[1].clone()),
+        let (after_key, after_id) = match cursor {
+            Some(c) => {
+                let parts = decode_cursor(c, 2).ok_or(StoreError::BadCursor)?;
+                (parts[0].clone(), parts[1].clone())
+            }
             None => (String::new(), String::new()),
         };
         let rows = query(
@@ -1228,6 +1231,77 @@ impl DirectoryStore for SqlStore {
             None
         };
         Ok(Page { items, next_cursor })
+    }
+
+    async fn count_groups(&self, tenant_id: &str, search: &str) -> StoreResult<u64> {
+        let row = query(
+            "SELECT COUNT(*) AS n FROM groups WHERE tenant_id = $1 AND name_key LIKE $2 ESCAPE '\\'",
+        )
+        .id(tenant_id)
+        .bind(like_pattern(search))
+        .find(&self.db, "group count")
+        .await?;
+        Ok(u64::try_from(row.get::<i64>("n")?).unwrap_or(0))
+    }
+
+    async fn search_users(
+        &self,
+        tenant_id: &str,
+        search: &str,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> StoreResult<Page<User>> {
+        // Login names are unique per tenant (case-insensitively), so the key
+        // alone orders the keyset; the id is kept as a tie-break all the same.
+        let (after_key, after_id) = match cursor {
+            Some(c) => {
+                let parts = decode_cursor(c, 2).ok_or(StoreError::BadCursor)?;
+                (parts[0].clone(), parts[1].clone())
+            }
+            None => (String::new(), String::new()),
+        };
+        let rows = query(
+            "SELECT id, user_name, user_name_key, display_name, active FROM users
+             WHERE tenant_id = $1 AND deleted_at IS NULL
+               AND (user_name_key LIKE $2 ESCAPE '\\' OR LOWER(COALESCE(display_name, '')) LIKE $2 ESCAPE '\\')
+               AND (user_name_key > $3 OR (user_name_key = $3 AND id > $4))
+             ORDER BY user_name_key, id LIMIT $5",
+        )
+        .id(tenant_id)
+        .bind(like_pattern(search))
+        .bind(&after_key)
+        .id(&after_id)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.db)
+        .await?;
+        let mut conn = self.db.read().await?;
+        let mut items = Vec::with_capacity(rows.len());
+        for row in rows.iter().take(limit as usize) {
+            items.push(user_from_row(&mut conn, row).await?);
+        }
+        let next_cursor = if rows.len() > limit as usize {
+            let last = &rows[limit as usize - 1];
+            Some(encode_cursor(&[
+                &last.get::<String>("user_name_key")?,
+                &last.id("id")?,
+            ]))
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn count_users(&self, tenant_id: &str, search: &str) -> StoreResult<u64> {
+        let row = query(
+            "SELECT COUNT(*) AS n FROM users
+             WHERE tenant_id = $1 AND deleted_at IS NULL
+               AND (user_name_key LIKE $2 ESCAPE '\\' OR LOWER(COALESCE(display_name, '')) LIKE $2 ESCAPE '\\')",
+        )
+        .id(tenant_id)
+        .bind(like_pattern(search))
+        .find(&self.db, "user count")
+        .await?;
+        Ok(u64::try_from(row.get::<i64>("n")?).unwrap_or(0))
     }
 
     async fn group(&self, tenant_id: &str, group_id: &str) -> StoreResult<Group> {
