@@ -1809,7 +1809,8 @@ impl DeviceStore for SqlStore {
         // inserts and deletes between pages neither repeat nor skip a row.
         let (keyset, limit_at) = if after.is_some() {
             (
-                format!(" AND ({key} {compare} $10 OR ({key} = $10 AND d.id {compare} $11))"),
+                // A row value, which both back ends match to the (key, id) index.
+                format!(" AND ({key}, d.id) {compare} ($10, $11)"),
                 "$12",
             )
         } else {
