@@ -56,6 +56,10 @@ pub struct BenchArgs {
     /// Concurrent SCIM clients.
     #[arg(long, default_value_t = 10)]
     clients: usize,
+    /// Measure one page of the device list instead, filtered by service
+    /// state, with this many devices enrolled (seeded in bulk).
+    #[arg(long, default_value_t = 0)]
+    device_list: i64,
     /// Decisions evaluated for the evaluate() measurement.
     #[arg(long, default_value_t = 2_000_000)]
     decisions: u64,
@@ -80,6 +84,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.audit_export {
         return audit_export::run(&args).await;
+    }
+    if args.device_list > 0 {
+        return bench_device_list(&args).await;
     }
     report(
         "machine",
@@ -645,4 +652,153 @@ fn slowest_parse() -> String {
         slowest.as_secs_f64() * 1e3,
         inputs.len()
     )
+}
+
+/// One page (50 rows) of `GET /devices` filtered by service state, over
+/// `--device-list` devices: Digital Experience is on for the Windows third of
+/// the fleet, so "on" keeps one device in three and "off" two in three.
+async fn bench_device_list(args: &BenchArgs) -> anyhow::Result<()> {
+    use entitle_store::{
+        Actor, ConfigStore, DeviceStore, DirectoryStore, NewTenant, NewUser, Role, SaveRequest,
+        SqlStore, TenantStore, TokenGrant, secrets,
+    };
+    let dir = tempfile::tempdir()?;
+    let store = match &args.database_url {
+        Some(url) => {
+            let fresh = entitle_store::testing::fresh_postgres_database(url).await?;
+            SqlStore::connect_postgres(&fresh, entitle_store::PostgresOptions::default()).await?
+        }
+        None => SqlStore::open_sqlite(&dir.path().join("entitle.db")).await?,
+    };
+    let store = Arc::new(store);
+    let actor = Actor::system();
+    let now = time::OffsetDateTime::now_utc();
+    let tenant = store
+        .create_tenant(
+            NewTenant {
+                name: "bench".into(),
+                created_at: now,
+                enrollment_key_hash: secrets::hash_secret("bench-enroll"),
+                scim_token_hash: secrets::hash_secret("bench-scim"),
+            },
+            &actor,
+        )
+        .await?;
+    let grant = TokenGrant {
+        role: Role::Admin,
+        tenant_id: Some(tenant.id.clone()),
+        name: "bench".into(),
+    };
+    store
+        .create_api_token(&secrets::hash_secret("bench-admin"), &grant, &actor)
+        .await?;
+    for i in 0..1000 {
+        let user = NewUser {
+            user_name: format!("user{i}@bench.test"),
+            display_name: None,
+            groups: Vec::new(),
+        };
+        store.create_user(&tenant.id, user, &actor).await?;
+    }
+    let rule = entitle_core::DeviceGroup {
+        id: DeviceGroupId(String::new()),
+        name: "Windows".into(),
+        os: [entitle_core::Os::Windows].into(),
+        ownership: BTreeSet::new(),
+        posture: Vec::new(),
+    };
+    let windows = store.create_device_group(&tenant.id, rule, &actor).await?;
+    let zdx = service("digital_experience").map_err(|e| anyhow::anyhow!(e.to_string()))?;
+    store
+        .save_settings(
+            &tenant.id,
+            SaveRequest {
+                service: zdx,
+                expected_version: None,
+                settings: Settings {
+                    enabled_by_default: false,
+                    user_groups: BTreeSet::new(),
+                    device_groups: [windows.id.clone()].into(),
+                    logout_on_enable: false,
+                },
+                actor: actor.clone(),
+                action: "entitlement.save",
+                check_default_rule: false,
+                restored_from: None,
+            },
+        )
+        .await?;
+    let seeding = Instant::now();
+    store
+        .seed_bench_devices(&tenant.id, 1000, 0, args.device_list, now)
+        .await?;
+    report(
+        "devices seeded",
+        format!(
+            "{} in {:.1} s",
+            args.device_list,
+            seeding.elapsed().as_secs_f64()
+        ),
+    );
+
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        Server::new(store, ServerConfig::default()).run(listener, async {
+            let _ = stop_rx.await;
+        }),
+    );
+    let client = reqwest::Client::new();
+    let list = format!("{base}/api/v1/tenants/bench/devices?limit=50");
+    // The first request builds the tenant's snapshot; it is not measured.
+    client
+        .get(&list)
+        .bearer_auth("bench-admin")
+        .send()
+        .await?
+        .error_for_status()?;
+    for (name, query) in [
+        ("ZDX on", "&service=digital_experience&state=on"),
+        ("ZDX off", "&service=digital_experience&state=off"),
+        ("state on (any service)", "&state=on"),
+        ("no filter (first page counts the total)", ""),
+    ] {
+        let mut times = Vec::new();
+        let mut cursor: Option<String> = None;
+        // Twenty pages in a row, each from the previous page's cursor.
+        for _ in 0..20 {
+            let url = match &cursor {
+                Some(c) => format!("{list}{query}&cursor={c}"),
+                None => format!("{list}{query}"),
+            };
+            let started = Instant::now();
+            let page: Value = client
+                .get(&url)
+                .bearer_auth("bench-admin")
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            times.push(started.elapsed());
+            anyhow::ensure!(
+                page["items"].as_array().map(Vec::len) == Some(50),
+                "a page of 50 devices: {page}"
+            );
+            cursor = page["next_cursor"].as_str().map(str::to_owned);
+        }
+        times.sort_unstable();
+        report(
+            &format!("devices page of 50: {name}"),
+            format!(
+                "median {:.1} ms, max {:.1} ms (20 consecutive pages)",
+                times[times.len() / 2].as_secs_f64() * 1000.0,
+                times[times.len() - 1].as_secs_f64() * 1000.0
+            ),
+        );
+    }
+    let _ = stop_tx.send(());
+    server.await.context("server task")??;
+    Ok(())
 }

@@ -267,6 +267,9 @@ pub(crate) enum SyncStep {
 /// A sync waiting for a change. It keeps only what it needs to answer later,
 /// because thousands wait at once.
 pub(crate) struct HeldSync {
+    device_id: String,
+    /// The snapshot generation the held policy was computed from.
+    generation: u64,
     token_hash: String,
     held_etag: Option<String>,
     report: DeviceReport,
@@ -329,7 +332,9 @@ pub(crate) async fn begin_sync(
     device.report = report;
 
     let mut changes = state.snapshots.subscribe(&device.tenant_id).await?;
-    changes.borrow_and_update();
+    let generation = *changes.borrow_and_update();
+    // This sync answers an earlier "sync now"; one asked from here on wakes the hold.
+    state.snapshots.take_nudge(&device.id);
     let policy = current_policy(state, &device, data_version).await?;
     if !same_etag(request.held_etag.as_deref(), &policy.etag) {
         state.metrics.sync("policy");
@@ -343,6 +348,8 @@ pub(crate) async fn begin_sync(
         }));
     }
     Ok(SyncStep::Hold(HeldSync {
+        device_id: device.id,
+        generation,
         token_hash: request.token_hash,
         held_etag: request.held_etag,
         report: device.report,
@@ -363,6 +370,17 @@ impl HeldSync {
                     if changed.is_err() {
                         break;
                     }
+                    // An administrator asked this device to sync now: answer
+                    // (below), so that it syncs again with a fresh report.
+                    if state.snapshots.take_nudge(&self.device_id) {
+                        break;
+                    }
+                    // Another device's "sync now" leaves the snapshot as it was.
+                    let generation = *self.changes.borrow_and_update();
+                    if generation == self.generation {
+                        continue;
+                    }
+                    self.generation = generation;
                     // Boxed so that the thousands of waiting futures stay small.
                     let policy = Box::pin(reauthenticated_policy(state, &self.token_hash, &self.report)).await?;
                     if !same_etag(self.held_etag.as_deref(), &policy.etag) {

@@ -127,6 +127,9 @@ impl From<StoreError> for ApiError {
                 error.to_string(),
             ),
             StoreError::Cycle { .. } => ApiError::unprocessable("group_cycle", error.to_string()),
+            StoreError::BadCursor => {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_cursor", error.to_string())
+            }
             StoreError::Corrupt(_) | StoreError::Database(_) | StoreError::Migrate(_) => {
                 // Internals stay in the log; the caller learns only that it was not their fault.
                 tracing::error!(error = %error, "storage failure");

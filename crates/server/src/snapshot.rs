@@ -251,7 +251,14 @@ struct TenantEntry {
 pub struct Snapshots {
     store: Arc<dyn Store>,
     tenants: RwLock<HashMap<String, Arc<TenantEntry>>>,
+    /// Devices an administrator asked to sync now, with when they asked.
+    nudged: std::sync::Mutex<HashMap<String, std::time::Instant>>,
 }
+
+/// The most outstanding "sync now" requests kept; older ones are dropped first.
+const MAX_NUDGES: usize = 100_000;
+/// How long a "sync now" waits for a device that holds no long-poll.
+const NUDGE_TTL: std::time::Duration = std::time::Duration::from_secs(600);
 
 impl Snapshots {
     /// An empty set of snapshots over a store.
@@ -259,7 +266,34 @@ impl Snapshots {
         Self {
             store,
             tenants: RwLock::new(HashMap::new()),
+            nudged: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Asks one device to sync now: wakes the tenant's held long-polls, and
+    /// the device's own answers at once (the others see no change and wait on).
+    pub async fn nudge(&self, tenant_id: &str, device_id: &str) -> StoreResult<()> {
+        {
+            let mut nudged = self.nudged.lock().unwrap_or_else(|e| e.into_inner());
+            if nudged.len() >= MAX_NUDGES {
+                nudged.retain(|_, at| at.elapsed() < NUDGE_TTL);
+            }
+            if nudged.len() < MAX_NUDGES {
+                nudged.insert(device_id.to_owned(), std::time::Instant::now());
+            }
+        }
+        // The value is unchanged: receivers wake, see no new snapshot, and
+        // only the nudged device answers.
+        self.entry(tenant_id).await?.changed.send_modify(|_| {});
+        Ok(())
+    }
+
+    /// Whether the device was asked to sync now (and forgets the request).
+    pub fn take_nudge(&self, device_id: &str) -> bool {
+        let mut nudged = self.nudged.lock().unwrap_or_else(|e| e.into_inner());
+        nudged
+            .remove(device_id)
+            .is_some_and(|at| at.elapsed() < NUDGE_TTL)
     }
 
     /// The current snapshot of a tenant, loading it on first use.

@@ -194,6 +194,24 @@ impl Db {
         })
     }
 
+    /// The SQL of a JSON column's top-level text field (both names are
+    /// static SQL, never input).
+    pub(crate) fn json_text(&self, column: &'static str, key: &'static str) -> String {
+        match self {
+            Db::Sqlite { .. } => format!("json_extract({column}, '$.{key}')"),
+            Db::Postgres { .. } => format!("({column} ->> '{key}')"),
+        }
+    }
+
+    /// For the bench's bulk seeding: the SQL of a new row id, and the type of
+    /// a JSON column.
+    pub(crate) fn bench_sql(&self) -> (&'static str, &'static str) {
+        match self {
+            Db::Sqlite { .. } => ("lower(hex(randomblob(16)))", "TEXT"),
+            Db::Postgres { .. } => ("gen_random_uuid()", "jsonb"),
+        }
+    }
+
     /// Begins a read transaction, one consistent view of the data; it waits
     /// for no writer.
     pub(crate) async fn read_transaction(&self) -> StoreResult<Conn<'_>> {

@@ -115,6 +115,9 @@ pub enum StoreError {
         /// The ids that were not found.
         ids: Vec<String>,
     },
+    /// A listing's cursor was not made by this listing in this order.
+    #[error("the cursor is not one this listing gave in this order; start again without it")]
+    BadCursor,
     /// Data in the database could not be decoded.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
@@ -663,6 +666,75 @@ pub struct DeviceFilter {
     pub hostname: Option<String>,
     /// Only devices whose user name or host name contains this text.
     pub search: Option<String>,
+    /// Only devices that report this operating system.
+    pub os: Option<entitle_core::Os>,
+    /// Only devices with this effective ownership (attested, else reported).
+    pub ownership: Option<Ownership>,
+    /// Only devices last seen before this time.
+    pub last_seen_before: Option<OffsetDateTime>,
+    /// Only devices last seen at or after this time.
+    pub last_seen_after: Option<OffsetDateTime>,
+    /// `Some(true)`: only devices pending approval; `Some(false)`: only approved ones.
+    pub pending: Option<bool>,
+    /// The order of the listing; the cursor carries its key.
+    pub sort: DeviceSort,
+    /// Newest, or last, first.
+    pub descending: bool,
+}
+
+/// What a device listing is ordered by; ties are broken by id, so that the
+/// keyset cursor (sort key + id) is total.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DeviceSort {
+    /// Host name (case-insensitive).
+    #[default]
+    Hostname,
+    /// User name (case-insensitive).
+    UserName,
+    /// Time of the last sync.
+    LastSeen,
+    /// Operating system.
+    Os,
+}
+
+impl DeviceSort {
+    /// Every order, by wire name.
+    pub const ALL: &'static [(&'static str, DeviceSort)] = &[
+        ("hostname", DeviceSort::Hostname),
+        ("user_name", DeviceSort::UserName),
+        ("last_seen", DeviceSort::LastSeen),
+        ("os", DeviceSort::Os),
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        DeviceSort::ALL
+            .iter()
+            .find(|(_, s)| *s == self)
+            .map_or("hostname", |(name, _)| name)
+    }
+
+    /// Parses a wire name.
+    pub fn parse(name: &str) -> Option<DeviceSort> {
+        DeviceSort::ALL
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, s)| *s)
+    }
+
+    /// The cursor of the page that starts after `device` in this order: the
+    /// order, its direction, the sort key and the id, so a cursor is never
+    /// read in another order than the one it was made for.
+    pub fn cursor_after(self, descending: bool, device: &Device) -> String {
+        let key = match self {
+            DeviceSort::Hostname => device.report.hostname.to_lowercase(),
+            DeviceSort::UserName => device.user_name.to_lowercase(),
+            DeviceSort::LastSeen => device.last_sync_at.unix_timestamp_nanos().to_string(),
+            DeviceSort::Os => device.report.os.as_str().to_owned(),
+        };
+        let direction = if descending { "desc" } else { "asc" };
+        hex::encode([self.as_str(), direction, &key, &device.id].join("\u{1f}"))
+    }
 }
 
 /// A device found by its token, with its tenant's current data version, so that
@@ -953,6 +1025,19 @@ pub trait DirectoryStore {
         limit: u32,
         cursor: Option<&str>,
     ) -> StoreResult<Page<Group>>;
+    /// How many groups' names contain `search`.
+    async fn count_groups(&self, tenant_id: &str, search: &str) -> StoreResult<u64>;
+    /// Users (not deleted) whose login or display name contains `search`, by
+    /// login name, a keyset page at a time.
+    async fn search_users(
+        &self,
+        tenant_id: &str,
+        search: &str,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> StoreResult<Page<User>>;
+    /// How many users `search_users` finds in all.
+    async fn count_users(&self, tenant_id: &str, search: &str) -> StoreResult<u64>;
     /// One group.
     async fn group(&self, tenant_id: &str, group_id: &str) -> StoreResult<Group>;
     /// Creates a local user with direct memberships.
@@ -1042,6 +1127,8 @@ pub trait DeviceStore {
         limit: u32,
         cursor: Option<&str>,
     ) -> StoreResult<Page<Device>>;
+    /// How many devices of a tenant the filter keeps (its order is ignored).
+    async fn count_devices(&self, tenant_id: &str, filter: &DeviceFilter) -> StoreResult<u64>;
     /// Every device of a tenant (for previews and reports).
     async fn all_devices(&self, tenant_id: &str) -> StoreResult<Vec<Device>>;
     /// Removes a device, revoking its token.

@@ -27,14 +27,14 @@ use crate::codec::{
     ownership_from_column, report_from_json, report_to_json, rule_to_json, settings_from_json,
     settings_to_json,
 };
-use crate::dialect::{Conn, Db, PostgresOptions, Row, query, query_built};
+use crate::dialect::{Conn, Db, PostgresOptions, Query, Row, query, query_built};
 use crate::{
     Account, AccountChange, AccountStore, Actor, ActorKind, ApiToken, Attested, AttestedBy,
     AuditEntry, AuditFilter, AuthenticatedDevice, ChangeFeed, ConfigStore, ConfigVersion, Device,
-    DeviceChange, DeviceFilter, DeviceMove, DeviceStore, DirectoryCounts, DirectoryStore,
-    DirectoryUser, EnrollmentGrant, EnrollmentKey, Group, LAST_USED_RESOLUTION, NewAccount,
-    NewEnrollmentKey, NewTenant, NewUser, Page, Role, SaveRequest, Saved, Session, StoreError,
-    StoreResult, StoredSettings, Tenant, TenantData, TenantStore, TokenGrant, User,
+    DeviceChange, DeviceFilter, DeviceMove, DeviceSort, DeviceStore, DirectoryCounts,
+    DirectoryStore, DirectoryUser, EnrollmentGrant, EnrollmentKey, Group, LAST_USED_RESOLUTION,
+    NewAccount, NewEnrollmentKey, NewTenant, NewUser, Page, Role, SaveRequest, Saved, Session,
+    StoreError, StoreResult, StoredSettings, Tenant, TenantData, TenantStore, TokenGrant, User,
     device_change_action, device_trust_json, enrollment_key_audit,
 };
 
@@ -68,6 +68,57 @@ impl SqlStore {
         Ok(Self {
             db: Db::connect_postgres(url, &options).await?,
         })
+    }
+
+    /// For `entitle bench` only: enrolls `count` synthetic devices (numbered
+    /// from `first`, spread over the users `user0@bench.test` to
+    /// `user{users - 1}@bench.test`, which must exist; a third each Windows,
+    /// macOS and Linux) with one statement per 100,000, then refreshes the
+    /// planner's statistics. No audit entries and no data-version bump: this
+    /// is seeding a measurement, not an administrator's change.
+    pub async fn seed_bench_devices(
+        &self,
+        tenant_id: &str,
+        users: i64,
+        first: i64,
+        count: i64,
+        at: OffsetDateTime,
+    ) -> StoreResult<()> {
+        let (new_id, json_type) = self.db.bench_sql();
+        let sql = format!(
+            "WITH RECURSIVE n(i) AS (SELECT $2 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < $3)
+             INSERT INTO devices (id, tenant_id, user_id, token_hash, hostname_key, report_json,
+                                  enrolled_at, last_sync_at, pending_approval)
+             SELECT {new_id}, $1,
+                    (SELECT id FROM users WHERE tenant_id = $1 AND deleted_at IS NULL
+                        AND user_name_key = 'user' || (n.i % $5) || '@bench.test'),
+                    'bench-token-' || n.i, 'bench-' || n.i,
+                    CAST('{{\"hostname\":\"bench-' || n.i || '\",\"os\":\"'
+                         || CASE n.i % 3 WHEN 0 THEN 'windows' WHEN 1 THEN 'macos' ELSE 'linux' END
+                         || '\",\"client_version\":\"4.' || (n.i % 5) || '.0\",\"ownership\":\"'
+                         || CASE WHEN n.i % 4 = 0 THEN 'personal' ELSE 'corporate' END
+                         || '\",\"posture\":{{}}}}' AS {json_type}),
+                    $4, $4, FALSE
+             FROM n"
+        );
+        let mut start = first;
+        let end = first + count;
+        while start < end {
+            let stop = (start + 100_000).min(end);
+            let mut tx = self.db.write().await?;
+            query_built(sql.clone())
+                .id(tenant_id)
+                .bind(start)
+                .bind(stop)
+                .time(at)
+                .bind(users)
+                .execute(&mut tx)
+                .await?;
+            tx.commit().await?;
+            start = stop;
+        }
+        query("ANALYZE").execute(&self.db).await?;
+        Ok(())
     }
 
     /// Applies pending migrations.
@@ -618,6 +669,74 @@ fn decode_cursor(cursor: &str, expected_parts: usize) -> Option<Vec<String>> {
     (parts.len() == expected_parts).then_some(parts)
 }
 
+/// The filter of a device listing, parameters `$1`–`$9` (see
+/// [`bind_device_filter`]); each is skipped when NULL.
+fn device_where(db: &Db) -> String {
+    let os = db.json_text("d.report_json", "os");
+    let reported = db.json_text("d.report_json", "ownership");
+    format!(
+        "WHERE d.tenant_id = $1
+           AND ($2 IS NULL OR u.user_name_key = $2)
+           AND ($3 IS NULL OR d.hostname_key = $3)
+           AND ($4 IS NULL OR u.user_name_key LIKE $4 ESCAPE '\\' OR d.hostname_key LIKE $4 ESCAPE '\\')
+           AND ($5 IS NULL OR {os} = $5)
+           AND ($6 IS NULL OR COALESCE(d.attested_ownership, {reported}) = $6)
+           AND ($7 IS NULL OR d.last_sync_at < $7)
+           AND ($8 IS NULL OR d.last_sync_at >= $8)
+           AND ($9 IS NULL OR d.pending_approval = $9)"
+    )
+}
+
+fn bind_device_filter(q: Query, tenant_id: &str, filter: &DeviceFilter) -> Query {
+    let lower = |text: &Option<String>| text.as_deref().map(str::to_lowercase);
+    q.id(tenant_id)
+        .bind(lower(&filter.user_name))
+        .bind(lower(&filter.hostname))
+        .bind(filter.search.as_deref().map(like_pattern))
+        .bind(filter.os.map(|o| o.as_str()))
+        .bind(filter.ownership.map(|o| o.as_str()))
+        .opt_time(filter.last_seen_before)
+        .opt_time(filter.last_seen_after)
+        .bind(filter.pending)
+}
+
+/// The SQL of a device listing's sort key, as `DeviceSort::cursor_after` writes it.
+fn device_sort_key(db: &Db, sort: DeviceSort) -> String {
+    match sort {
+        DeviceSort::Hostname => "d.hostname_key".to_owned(),
+        DeviceSort::UserName => "u.user_name_key".to_owned(),
+        DeviceSort::LastSeen => "d.last_sync_at".to_owned(),
+        DeviceSort::Os => db.json_text("d.report_json", "os"),
+    }
+}
+
+/// A device cursor's sort key, typed as its column.
+enum DeviceKey {
+    Text(String),
+    Time(OffsetDateTime),
+}
+
+fn decode_device_cursor(cursor: &str, filter: &DeviceFilter) -> StoreResult<(DeviceKey, String)> {
+    let mut parts = decode_cursor(cursor, 4).ok_or(StoreError::BadCursor)?;
+    let id = parts.pop().unwrap_or_default();
+    let key = parts.pop().unwrap_or_default();
+    let direction = if filter.descending { "desc" } else { "asc" };
+    if parts[0] != filter.sort.as_str() || parts[1] != direction || id.len() > 64 {
+        return Err(StoreError::BadCursor);
+    }
+    let key = match filter.sort {
+        DeviceSort::LastSeen => {
+            let nanos: i128 = key.parse().map_err(|_| StoreError::BadCursor)?;
+            DeviceKey::Time(
+                OffsetDateTime::from_unix_timestamp_nanos(nanos)
+                    .map_err(|_| StoreError::BadCursor)?,
+            )
+        }
+        _ => DeviceKey::Text(key),
+    };
+    Ok((key, id))
+}
+
 fn like_pattern(search: &str) -> String {
     let escaped = search
         .to_lowercase()
@@ -1086,8 +1205,11 @@ impl DirectoryStore for SqlStore {
         limit: u32,
         cursor: Option<&str>,
     ) -> StoreResult<Page<Group>> {
-        let (after_key, after_id) = match cursor.and_then(|c| decode_cursor(c, 2)) {
-            Some(parts) => (parts[0].clone(), parts[1].clone()),
+        let (after_key, after_id) = match cursor {
+            Some(c) => {
+                let parts = decode_cursor(c, 2).ok_or(StoreError::BadCursor)?;
+                (parts[0].clone(), parts[1].clone())
+            }
             None => (String::new(), String::new()),
         };
         let rows = query(
@@ -1119,6 +1241,77 @@ impl DirectoryStore for SqlStore {
             None
         };
         Ok(Page { items, next_cursor })
+    }
+
+    async fn count_groups(&self, tenant_id: &str, search: &str) -> StoreResult<u64> {
+        let row = query(
+            "SELECT COUNT(*) AS n FROM groups WHERE tenant_id = $1 AND name_key LIKE $2 ESCAPE '\\'",
+        )
+        .id(tenant_id)
+        .bind(like_pattern(search))
+        .find(&self.db, "group count")
+        .await?;
+        Ok(u64::try_from(row.get::<i64>("n")?).unwrap_or(0))
+    }
+
+    async fn search_users(
+        &self,
+        tenant_id: &str,
+        search: &str,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> StoreResult<Page<User>> {
+        // Login names are unique per tenant (case-insensitively), so the key
+        // alone orders the keyset; the id is kept as a tie-break all the same.
+        let (after_key, after_id) = match cursor {
+            Some(c) => {
+                let parts = decode_cursor(c, 2).ok_or(StoreError::BadCursor)?;
+                (parts[0].clone(), parts[1].clone())
+            }
+            None => (String::new(), String::new()),
+        };
+        let rows = query(
+            "SELECT id, user_name, user_name_key, display_name, active FROM users
+             WHERE tenant_id = $1 AND deleted_at IS NULL
+               AND (user_name_key LIKE $2 ESCAPE '\\' OR LOWER(COALESCE(display_name, '')) LIKE $2 ESCAPE '\\')
+               AND (user_name_key > $3 OR (user_name_key = $3 AND id > $4))
+             ORDER BY user_name_key, id LIMIT $5",
+        )
+        .id(tenant_id)
+        .bind(like_pattern(search))
+        .bind(&after_key)
+        .id(&after_id)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.db)
+        .await?;
+        let mut conn = self.db.read().await?;
+        let mut items = Vec::with_capacity(rows.len());
+        for row in rows.iter().take(limit as usize) {
+            items.push(user_from_row(&mut conn, row).await?);
+        }
+        let next_cursor = if rows.len() > limit as usize {
+            let last = &rows[limit as usize - 1];
+            Some(encode_cursor(&[
+                &last.get::<String>("user_name_key")?,
+                &last.id("id")?,
+            ]))
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn count_users(&self, tenant_id: &str, search: &str) -> StoreResult<u64> {
+        let row = query(
+            "SELECT COUNT(*) AS n FROM users
+             WHERE tenant_id = $1 AND deleted_at IS NULL
+               AND (user_name_key LIKE $2 ESCAPE '\\' OR LOWER(COALESCE(display_name, '')) LIKE $2 ESCAPE '\\')",
+        )
+        .id(tenant_id)
+        .bind(like_pattern(search))
+        .find(&self.db, "user count")
+        .await?;
+        Ok(u64::try_from(row.get::<i64>("n")?).unwrap_or(0))
     }
 
     async fn group(&self, tenant_id: &str, group_id: &str) -> StoreResult<Group> {
@@ -1612,36 +1805,64 @@ impl DeviceStore for SqlStore {
         limit: u32,
         cursor: Option<&str>,
     ) -> StoreResult<Page<Device>> {
-        let lower = |text: &Option<String>| text.as_deref().map(str::to_lowercase);
-        let search = filter.search.as_deref().map(like_pattern);
-        let after_id = cursor
-            .and_then(|c| decode_cursor(c, 1))
-            .map(|mut p| p.remove(0))
-            .unwrap_or_default();
-        let rows = query(device_select!(
-            "WHERE d.tenant_id = $1 AND d.id > $2
-               AND ($3 IS NULL OR u.user_name_key = $3)
-               AND ($4 IS NULL OR d.hostname_key = $4)
-               AND ($5 IS NULL OR u.user_name_key LIKE $5 ESCAPE '\\' OR d.hostname_key LIKE $5 ESCAPE '\\')
-             ORDER BY d.id LIMIT $6"
-        ))
-        .id(tenant_id)
-        .id(&after_id)
-        .bind(lower(&filter.user_name))
-        .bind(lower(&filter.hostname))
-        .bind(search)
-        .bind(i64::from(limit) + 1)
-        .fetch_all(&self.db)
-        .await?;
+        let key = device_sort_key(&self.db, filter.sort);
+        let after = match cursor {
+            Some(cursor) => Some(decode_device_cursor(cursor, filter)?),
+            None => None,
+        };
+        let (compare, order) = if filter.descending {
+            ("<", "DESC")
+        } else {
+            (">", "ASC")
+        };
+        // Keyset: rows strictly after (key, id) in the listing's order, so that
+        // inserts and deletes between pages neither repeat nor skip a row.
+        let (keyset, limit_at) = if after.is_some() {
+            (
+                // A row value, which both back ends match to the (key, id) index.
+                format!(" AND ({key}, d.id) {compare} ($10, $11)"),
+                "$12",
+            )
+        } else {
+            (String::new(), "$10")
+        };
+        let sql = format!(
+            "{}{}{keyset} ORDER BY {key} {order}, d.id {order} LIMIT {limit_at}",
+            device_select!(""),
+            device_where(&self.db)
+        );
+        let mut q = bind_device_filter(query_built(sql), tenant_id, filter);
+        q = match &after {
+            Some((DeviceKey::Text(text), id)) => q.bind(text.as_str()).id(id),
+            Some((DeviceKey::Time(at), id)) => q.time(*at).id(id),
+            None => q,
+        };
+        let rows = q.bind(i64::from(limit) + 1).fetch_all(&self.db).await?;
         let items: Vec<Device> = rows
             .iter()
             .take(limit as usize)
             .map(device_from_row)
             .collect::<StoreResult<_>>()?;
         let next_cursor = (rows.len() > limit as usize)
-            .then(|| items.last().map(|d| encode_cursor(&[&d.id])))
+            .then(|| {
+                items
+                    .last()
+                    .map(|d| filter.sort.cursor_after(filter.descending, d))
+            })
             .flatten();
         Ok(Page { items, next_cursor })
+    }
+
+    async fn count_devices(&self, tenant_id: &str, filter: &DeviceFilter) -> StoreResult<u64> {
+        let sql = format!(
+            "SELECT COUNT(*) AS n FROM devices d JOIN users u ON u.id = d.user_id {}",
+            device_where(&self.db)
+        );
+        let row = bind_device_filter(query_built(sql), tenant_id, filter)
+            .find(&self.db, "device count")
+            .await?;
+        let n: i64 = row.get("n")?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     async fn all_devices(&self, tenant_id: &str) -> StoreResult<Vec<Device>> {

@@ -41,6 +41,12 @@ pub(crate) fn router() -> Router<AppState> {
 pub struct DeviceGroupList {
     /// Device groups by name.
     pub items: Vec<DeviceGroupJson>,
+    /// Cursor of the next page.
+    pub next_cursor: Option<String>,
+    /// Whether there are more device groups after this page.
+    pub more: bool,
+    /// How many device groups match, on the first page (no `cursor`).
+    pub total: Option<u64>,
 }
 
 /// Creates a device group.
@@ -65,16 +71,66 @@ pub(crate) async fn create_device_group(
 
 /// Lists device groups with their current member counts.
 #[utoipa::path(get, path = "/api/v1/tenants/{tenant}/device-groups", tag = "device-groups",
-    params(("tenant" = String, Path)), responses((status = 200, body = DeviceGroupList)))]
+    params(("tenant" = String, Path), super::directory::ListQuery),
+    responses((status = 200, body = DeviceGroupList), (status = 400)))]
 pub(crate) async fn list_device_groups(
     State(state): State<AppState>,
     caller: Caller,
     Path(tenant): Path<String>,
+    crate::extract::QueryParams(query): crate::extract::QueryParams<super::directory::ListQuery>,
 ) -> ApiResult<Json<DeviceGroupList>> {
     let tenant = caller.tenant(&state, &tenant).await?;
+    // A tenant has tens of device groups, not thousands: they are read whole
+    // and paged here, with the same keyset cursor (name, id) as the other lists.
+    let search = query.search().to_lowercase();
+    let mut groups: Vec<DeviceGroup> = state
+        .store
+        .device_groups(&tenant.id)
+        .await?
+        .into_iter()
+        .filter(|g| g.name.to_lowercase().contains(&search))
+        .collect();
+    groups.sort_by_cached_key(|g| (g.name.to_lowercase(), g.id.0.clone()));
+    let total = groups.len() as u64;
+    let start = match query.cursor.as_deref() {
+        None => 0,
+        Some(cursor) => {
+            let (key, id) = decode_group_cursor(cursor)?;
+            groups.partition_point(|g| {
+                (g.name.to_lowercase(), g.id.0.clone()) <= (key.clone(), id.clone())
+            })
+        }
+    };
+    let limit = super::page_limit(query.limit) as usize;
+    let page: Vec<DeviceGroup> = groups.iter().skip(start).take(limit).cloned().collect();
+    let more = start + page.len() < groups.len();
+    let next_cursor = more
+        .then(|| page.last())
+        .flatten()
+        .map(|g| hex::encode(format!("{}\u{1f}{}", g.name.to_lowercase(), g.id.0)));
     let devices = state.store.all_devices(&tenant.id).await?;
-    let items = device_group_list(&state, &tenant.id, &devices).await?;
-    Ok(Json(DeviceGroupList { items }))
+    let selections = selections(&state, &tenant.id).await?;
+    let items = page
+        .iter()
+        .map(|g| answer(g, &devices, &selections))
+        .collect();
+    Ok(Json(DeviceGroupList {
+        items,
+        more,
+        next_cursor,
+        total: query.cursor.is_none().then_some(total),
+    }))
+}
+
+fn decode_group_cursor(cursor: &str) -> ApiResult<(String, String)> {
+    hex::decode(cursor)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| {
+            text.split_once('\u{1f}')
+                .map(|(k, i)| (k.to_owned(), i.to_owned()))
+        })
+        .ok_or_else(|| entitle_store::StoreError::BadCursor.into())
 }
 
 async fn find_device_group(state: &AppState, tenant_id: &str, id: &str) -> ApiResult<DeviceGroup> {

@@ -34,7 +34,10 @@ pub(crate) fn router() -> Router<AppState> {
             "/api/v1/tenants/{tenant}/groups/{id}",
             get(get_group).delete(delete_group),
         )
-        .route("/api/v1/tenants/{tenant}/users", post(create_user))
+        .route(
+            "/api/v1/tenants/{tenant}/users",
+            post(create_user).get(list_users),
+        )
         .route(
             "/api/v1/tenants/{tenant}/users/{user}",
             get(get_user).patch(update_user),
@@ -121,12 +124,22 @@ pub(crate) async fn create_group(
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Case-insensitive part of the name.
+    /// Case-insensitive part of the name (trimmed).
+    #[param(required = false)]
     pub search: Option<String>,
     /// Page size (1–200, default 50).
+    #[param(required = false)]
     pub limit: Option<u32>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page, asked with the same search.
+    #[param(required = false)]
     pub cursor: Option<String>,
+}
+
+impl ListQuery {
+    /// The search, trimmed (an empty one finds everything).
+    pub(crate) fn search(&self) -> &str {
+        self.search.as_deref().map_or("", str::trim)
+    }
 }
 
 /// A page of groups.
@@ -136,6 +149,55 @@ pub struct GroupPage {
     pub items: Vec<GroupJson>,
     /// Cursor of the next page.
     pub next_cursor: Option<String>,
+    /// Whether there are more groups after this page.
+    pub more: bool,
+    /// How many groups match, on the first page (no `cursor`).
+    pub total: Option<u64>,
+}
+
+/// A page of users.
+#[derive(Serialize, ToSchema)]
+pub struct UserPage {
+    /// Users by login name.
+    pub items: Vec<UserJson>,
+    /// Cursor of the next page.
+    pub next_cursor: Option<String>,
+    /// Whether there are more users after this page.
+    pub more: bool,
+    /// How many users match, on the first page (no `cursor`).
+    pub total: Option<u64>,
+}
+
+/// Lists directory users (not deleted) whose login or display name contains
+/// the search, by login name, a keyset page at a time.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/users", tag = "directory",
+    params(("tenant" = String, Path), ListQuery), responses((status = 200, body = UserPage), (status = 400)))]
+pub(crate) async fn list_users(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+    QueryParams(query): QueryParams<ListQuery>,
+) -> ApiResult<Json<UserPage>> {
+    let tenant = caller.tenant(&state, &tenant).await?;
+    let page = state
+        .store
+        .search_users(
+            &tenant.id,
+            query.search(),
+            page_limit(query.limit),
+            query.cursor.as_deref(),
+        )
+        .await?;
+    let total = match query.cursor {
+        None => Some(state.store.count_users(&tenant.id, query.search()).await?),
+        Some(_) => None,
+    };
+    Ok(Json(UserPage {
+        items: page.items.into_iter().map(UserJson::from).collect(),
+        more: page.next_cursor.is_some(),
+        next_cursor: page.next_cursor,
+        total,
+    }))
 }
 
 /// Searches groups by name.
@@ -152,11 +214,15 @@ pub(crate) async fn list_groups(
         .store
         .search_groups(
             &tenant.id,
-            query.search.as_deref().unwrap_or(""),
+            query.search(),
             page_limit(query.limit),
             query.cursor.as_deref(),
         )
         .await?;
+    let total = match query.cursor {
+        None => Some(state.store.count_groups(&tenant.id, query.search()).await?),
+        Some(_) => None,
+    };
     let selections = selections(&state, &tenant.id).await?;
     Ok(Json(GroupPage {
         items: page
@@ -164,7 +230,9 @@ pub(crate) async fn list_groups(
             .into_iter()
             .map(|g| GroupJson::with_used_by(g, &selections))
             .collect(),
+        more: page.next_cursor.is_some(),
         next_cursor: page.next_cursor,
+        total,
     }))
 }
 

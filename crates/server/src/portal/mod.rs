@@ -25,9 +25,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use entitle_core::{SERVICES, ServiceDef, service};
-use entitle_store::{
-    Account, Actor, ActorKind, DeviceFilter, Role, Session, StoreError, Tenant, secrets,
-};
+use entitle_store::{Account, Actor, ActorKind, Role, Session, StoreError, Tenant, secrets};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sign_in::{DUMMY_HASH, SignInGuard};
@@ -648,36 +646,33 @@ async fn entitlements_page(
     Ok(render(&EntitlementsPage { frame }))
 }
 
-#[derive(Deserialize)]
-struct DeviceListQuery {
-    search: Option<String>,
-    service: Option<String>,
-    state: Option<String>,
-}
+/// Devices a portal page shows at once.
+const DEVICE_PAGE_SIZE: u32 = 100;
 
 async fn devices_page(
     State(state): State<AppState>,
     signed_in: SignedIn,
     Path(tenant): Path<String>,
-    QueryParams(query): QueryParams<DeviceListQuery>,
+    QueryParams(query): QueryParams<crate::admin::devices::DeviceQuery>,
 ) -> Result<Response, Response> {
     let tenant = signed_in.tenant(&state, &tenant).await?;
-    let search = query.search.clone().filter(|s| !s.trim().is_empty());
-    let wanted_service = query.service.as_deref().and_then(|id| service(id).ok());
-    let wanted_state = query
-        .state
-        .as_deref()
-        .filter(|s| matches!(*s, "on" | "off"));
+    // The same listing as `GET /devices`: every filter over the whole set, then paged.
+    let listing = query.listing().map_err(|e| error_page(&e))?;
     let load = async {
         let snapshot = state
             .snapshots
             .at_least(&tenant.id, tenant.data_version)
             .await?;
-        let filter = DeviceFilter {
-            search: search.clone(),
-            ..DeviceFilter::default()
-        };
-        let page = state.store.devices(&tenant.id, &filter, 200, None).await?;
+        let page = listing
+            .page(
+                &state,
+                &tenant.id,
+                &snapshot,
+                DEVICE_PAGE_SIZE,
+                query.cursor.as_deref(),
+            )
+            .await?;
+        let total = listing.total(&state, &tenant.id).await?;
         let mut items = Vec::new();
         for device in &page.items {
             let decisions = snapshot.decide(device);
@@ -691,15 +686,6 @@ async fn devices_page(
                     )
                 })
                 .collect();
-            if let (Some(service), Some(state)) = (wanted_service, wanted_state) {
-                let enabled = services
-                    .get(service.id)
-                    .and_then(|v| v["enabled"].as_bool())
-                    .unwrap_or(false);
-                if enabled != (state == "on") {
-                    continue;
-                }
-            }
             let report = report_json(&device.report);
             items.push(json!({
                 "id": device.id, "user_name": device.user_name, "hostname": report.hostname, "os": report.os,
@@ -709,18 +695,43 @@ async fn devices_page(
             }));
         }
         let keys = state.store.enrollment_keys(&tenant.id).await?;
-        Ok::<_, StoreError>(json!({
+        let f = &listing.filter;
+        let filtered = query.cursor.is_some()
+            || [
+                &query.search,
+                &query.user_name,
+                &query.hostname,
+                &query.os,
+                &query.ownership,
+                &query.state,
+                &query.client_version_below,
+                &query.last_seen_before,
+                &query.last_seen_after,
+            ]
+            .iter()
+            .any(|v| v.as_deref().is_some_and(|v| !v.trim().is_empty()))
+            || query.pending.is_some();
+        Ok::<_, crate::error::ApiError>(json!({
             "device_approval": tenant.device_approval,
             "keys": keys.iter().map(KeyJson::from).collect::<Vec<_>>(),
             "items": items,
             "more": page.next_cursor.is_some(),
-            "search": search,
-            "service": wanted_service.map(|s| s.id),
-            "state": wanted_state,
+            "next_cursor": page.next_cursor,
+            "total": total,
+            "filtered": filtered,
+            "first_page": query.cursor.is_none(),
+            "search": f.search,
+            "os": f.os.map(|o| o.as_str()),
+            "ownership": f.ownership.map(|o| o.as_str()),
+            "client_version_below": query.client_version_below.as_deref().map(str::trim),
+            "service": query.service.as_deref().map(str::trim).filter(|s| !s.is_empty()),
+            "state": query.state.as_deref().map(str::trim).filter(|s| !s.is_empty()),
+            "sort": f.sort.as_str(),
+            "order": if f.descending { "desc" } else { "asc" },
             "services": SERVICES.iter().map(service_json).collect::<Vec<_>>(),
         }))
     };
-    let data = load.await.map_err(|e| ApiError::from(e).into_response())?;
+    let data = load.await.map_err(|e| e.into_response())?;
     let frame = frame(
         &signed_in,
         &tenant,

@@ -52,3 +52,21 @@ if (COMMON.can_write) {
   if (o.ownership_attested_by) buttons.push(el('button', { type: 'button', onclick: () => change({ ownership: 'reported' }) }, 'Back to reported (' + o.reported_ownership + ')'));
   $('trust-actions').replaceChildren(...buttons);
 }
+
+// Device actions, for admins: ask the agent to sync now, or remove the device
+// (its token is revoked at once; the agent stops its services and must enroll again).
+if (COMMON.can_write) {
+  show($('device-actions'), true);
+  const status = (cls, text) => $('device-action-status').replaceChildren(el('span', { class: cls }, text));
+  $('resync').addEventListener('click', async () => {
+    const answer = await api('POST', tenantApi('/devices/' + encodeURIComponent(d.id) + '/resync'));
+    if (answer.ok) status('success', 'Asked ' + d.report.hostname + ' to sync now. If its agent is connected it reports within seconds; else at its next sync.');
+    else status('error', errorText(answer));
+  });
+  $('remove').addEventListener('click', async () => {
+    if (!confirm('Remove ' + d.report.hostname + ' (' + d.user_name + ')? Its token stops working at once and the device must enroll again.')) return;
+    const answer = await api('DELETE', tenantApi('/devices/' + encodeURIComponent(d.id)));
+    if (answer.ok || answer.status === 404) { location.href = tenantPage('/devices') + '?removed=' + encodeURIComponent(d.report.hostname); return; }
+    status('error', errorText(answer));
+  });
+}

@@ -3,6 +3,25 @@ const $ = (id) => document.getElementById(id);
 $('search').value = PAGE.search || '';
 for (const s of PAGE.services) $('service').append(el('option', { value: s.id, selected: s.id === PAGE.service }, s.display_name));
 $('state').value = PAGE.state || '';
+$('os').value = PAGE.os || '';
+$('ownership').value = PAGE.ownership || '';
+$('client_version_below').value = PAGE.client_version_below || '';
+$('sort').value = PAGE.sort;
+$('order').value = PAGE.order;
+
+/** This page's filters and order as query parameters, without the cursor. */
+function listParams(changes) {
+  const params = new URLSearchParams(location.search);
+  params.delete('cursor');
+  params.delete('removed');
+  for (const [k, v] of Object.entries(changes || {})) {
+    if (v === null) params.delete(k); else params.set(k, v);
+  }
+  return params;
+}
+$('export').href = tenantApi('/devices/export.csv') + '?' + listParams();
+const removed = new URLSearchParams(location.search).get('removed');
+if (removed) $('list-actions').prepend(el('span', { class: 'success', role: 'status' }, 'Removed ' + removed + '.'));
 
 /** "personal (attested by key)", "corporate (attested by admin)" or "corporate (reported)". */
 function ownershipText(o) {
@@ -20,9 +39,17 @@ function updateBulk() {
 }
 show($('bulk'), selectable);
 
+/** A column heading that orders the list by it; a second click reverses it. */
+function sortable(label, key) {
+  const current = PAGE.sort === key;
+  const order = current && PAGE.order === 'asc' ? 'desc' : 'asc';
+  const mark = current ? (PAGE.order === 'asc' ? ' ▲' : ' ▼') : '';
+  return el('th', { scope: 'col', 'aria-sort': current ? (PAGE.order === 'asc' ? 'ascending' : 'descending') : null },
+    el('a', { href: '?' + listParams({ sort: key, order }), 'data-sort': key }, label + mark));
+}
 $('head').append(el('tr', {}, selectable ? el('th', { scope: 'col' }, el('span', { class: 'hint' }, 'Select')) : null,
-  el('th', { scope: 'col' }, 'Host'), el('th', { scope: 'col' }, 'User'), el('th', { scope: 'col' }, 'OS'), el('th', { scope: 'col' }, 'Ownership'),
-  el('th', { scope: 'col' }, 'Client'), ...PAGE.services.map((s) => el('th', { scope: 'col', title: s.display_name }, s.short)), el('th', { scope: 'col' }, 'Last sync')));
+  sortable('Host', 'hostname'), sortable('User', 'user_name'), sortable('OS', 'os'), el('th', { scope: 'col' }, 'Ownership'),
+  el('th', { scope: 'col' }, 'Client'), ...PAGE.services.map((s) => el('th', { scope: 'col', title: s.display_name }, s.short)), sortable('Last sync', 'last_seen')));
 for (const d of PAGE.items) {
   const o = d.ownership;
   const box = selectable && o.pending_approval
@@ -40,9 +67,19 @@ for (const d of PAGE.items) {
     ...PAGE.services.map((s) => el('td', {}, badge(d.services[s.id] && d.services[s.id].enabled))),
     el('td', {}, when(d.last_sync_at))));
 }
-$('caption').textContent = PAGE.items.length
-  ? PAGE.items.length + ' device(s)' + (PAGE.more ? ' (the first 200; narrow the search to see others)' : '')
-  : 'No device matches. Devices appear here once their agent enrolls.';
+// "No device matches" only when filters hide devices; an empty tenant says how devices arrive.
+let caption;
+if (PAGE.items.length) {
+  caption = (PAGE.total !== null ? PAGE.total + ' device(s)' : PAGE.items.length + ' device(s) on this page' + (PAGE.more ? '; more on the next pages' : ''))
+    + (PAGE.total !== null && PAGE.more ? ', ' + PAGE.items.length + ' on this page' : '');
+} else if (PAGE.filtered) {
+  caption = PAGE.more ? 'No device matches on this page; the next page goes on looking.' : 'No device matches these filters.';
+} else {
+  caption = 'No devices yet. Devices appear here once their agent enrolls.';
+}
+$('caption').textContent = caption;
+if (!PAGE.first_page) $('pager').append(el('a', { href: '?' + listParams(), id: 'first-page' }, '« First page'));
+if (PAGE.next_cursor) $('pager').append(el('a', { href: '?' + listParams({ cursor: PAGE.next_cursor }), id: 'next-page', rel: 'next' }, 'Next page »'));
 updateBulk();
 
 $('approve-selected').addEventListener('click', async () => {
