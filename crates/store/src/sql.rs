@@ -737,6 +737,36 @@ fn decode_device_cursor(cursor: &str, filter: &DeviceFilter) -> StoreResult<(Dev
     Ok((key, id))
 }
 
+/// The (key, id) a list's keyset cursor resumes after; no cursor starts at
+/// the beginning, and one this store did not issue is refused.
+fn keyset_after(cursor: Option<&str>) -> StoreResult<(String, String)> {
+    match cursor {
+        Some(c) => {
+            let mut parts = decode_cursor(c, 2).ok_or(StoreError::BadCursor)?;
+            let id = parts.pop().unwrap_or_default();
+            let key = parts.pop().unwrap_or_default();
+            Ok((key, id))
+        }
+        None => Ok((String::new(), String::new())),
+    }
+}
+
+/// The cursor after a page read with one row more than `limit`, if there is
+/// more: the last shown row's `key_column` and id.
+fn keyset_next(rows: &[Row], limit: u32, key_column: &str) -> StoreResult<Option<String>> {
+    let shown = (limit as usize).min(rows.len());
+    let Some(last) = shown.checked_sub(1).and_then(|i| rows.get(i)) else {
+        return Ok(None);
+    };
+    if rows.len() <= limit as usize {
+        return Ok(None);
+    }
+    Ok(Some(encode_cursor(&[
+        &last.get::<String>(key_column)?,
+        &last.id("id")?,
+    ])))
+}
+
 fn like_pattern(search: &str) -> String {
     let escaped = search
         .to_lowercase()
@@ -1205,13 +1235,7 @@ impl DirectoryStore for SqlStore {
         limit: u32,
         cursor: Option<&str>,
     ) -> StoreResult<Page<Group>> {
-        let (after_key, after_id) = match cursor {
-            Some(c) => {
-                let parts = decode_cursor(c, 2).ok_or(StoreError::BadCursor)?;
-                (parts[0].clone(), parts[1].clone())
-            }
-            None => (String::new(), String::new()),
-        };
+        let (after_key, after_id) = keyset_after(cursor)?;
         let rows = query(
             "SELECT id, display_name, name_key, source FROM groups
              WHERE tenant_id = $1 AND name_key LIKE $2 ESCAPE '\\'
@@ -1231,15 +1255,7 @@ impl DirectoryStore for SqlStore {
         for row in rows.iter().take(limit as usize) {
             items.push(group_from_row(&mut conn, row).await?);
         }
-        let next_cursor = if rows.len() > limit as usize {
-            let last = &rows[limit as usize - 1];
-            Some(encode_cursor(&[
-                &last.get::<String>("name_key")?,
-                &last.id("id")?,
-            ]))
-        } else {
-            None
-        };
+        let next_cursor = keyset_next(&rows, limit, "name_key")?;
         Ok(Page { items, next_cursor })
     }
 
@@ -1263,13 +1279,7 @@ impl DirectoryStore for SqlStore {
     ) -> StoreResult<Page<User>> {
         // Login names are unique per tenant (case-insensitively), so the key
         // alone orders the keyset; the id is kept as a tie-break all the same.
-        let (after_key, after_id) = match cursor {
-            Some(c) => {
-                let parts = decode_cursor(c, 2).ok_or(StoreError::BadCursor)?;
-                (parts[0].clone(), parts[1].clone())
-            }
-            None => (String::new(), String::new()),
-        };
+        let (after_key, after_id) = keyset_after(cursor)?;
         let rows = query(
             "SELECT id, user_name, user_name_key, display_name, active FROM users
              WHERE tenant_id = $1 AND deleted_at IS NULL
@@ -1289,15 +1299,7 @@ impl DirectoryStore for SqlStore {
         for row in rows.iter().take(limit as usize) {
             items.push(user_from_row(&mut conn, row).await?);
         }
-        let next_cursor = if rows.len() > limit as usize {
-            let last = &rows[limit as usize - 1];
-            Some(encode_cursor(&[
-                &last.get::<String>("user_name_key")?,
-                &last.id("id")?,
-            ]))
-        } else {
-            None
-        };
+        let next_cursor = keyset_next(&rows, limit, "user_name_key")?;
         Ok(Page { items, next_cursor })
     }
 
