@@ -598,3 +598,31 @@ async fn group_lists_page(db: Database) {
 }
 
 on_both_backends!(group_lists_page);
+
+/// A bad cursor on the export is a 400 with a body, not a download cut short
+/// (Schemathesis found the connection closed without an answer).
+async fn export_refuses_a_bad_cursor_before_answering(db: Database) {
+    let mut app = TestApp::start(&db).await;
+    let tenant = app.tenant("acme").await;
+    for cursor in ["", "not-a-cursor"] {
+        let response = app
+            .client
+            .get(format!(
+                "{}{}",
+                app.base,
+                tenant.path(&format!("/devices/export.csv?cursor={cursor}"))
+            ))
+            .bearer_auth(&tenant.admin)
+            .send()
+            .await
+            .expect("an answer, not a closed connection");
+        assert_eq!(
+            response.status(),
+            StatusCode::BAD_REQUEST,
+            "cursor {cursor:?}"
+        );
+        let body: Value = response.json().await.expect("a JSON error");
+        assert_eq!(body["error"]["code"], "bad_cursor");
+    }
+}
+on_both_backends!(export_refuses_a_bad_cursor_before_answering);

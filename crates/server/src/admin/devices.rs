@@ -404,7 +404,21 @@ pub(crate) async fn export_devices(
         "last_seen",
     ];
     head.extend(entitle_core::SERVICES.iter().map(|s| s.id));
-    let first = csv_line(head.into_iter().map(str::to_owned));
+    let mut first = csv_line(head.into_iter().map(str::to_owned));
+    // The first batch is read before answering, so that a bad cursor or a
+    // store failure is a status, not a download cut short.
+    let page = listing
+        .page(
+            &state,
+            &tenant.id,
+            &snapshot,
+            EXPORT_BATCH,
+            query.cursor.as_deref(),
+        )
+        .await?;
+    for device in &page.items {
+        first.push_str(&device_csv(&snapshot, device));
+    }
     struct Export {
         state: AppState,
         tenant_id: String,
@@ -418,8 +432,8 @@ pub(crate) async fn export_devices(
         tenant_id: tenant.id,
         snapshot,
         listing,
-        cursor: query.cursor.clone(),
-        done: false,
+        done: page.next_cursor.is_none(),
+        cursor: page.next_cursor,
     };
     let rows = futures_util::stream::unfold(export, |mut export| async move {
         if export.done {
