@@ -602,7 +602,7 @@ on_both_backends!(group_lists_page);
 /// A bad cursor on the export is a 400 with a body, not a download cut short
 /// (Schemathesis found the connection closed without an answer).
 async fn export_refuses_a_bad_cursor_before_answering(db: Database) {
-    let mut app = TestApp::start(&db).await;
+    let app = TestApp::start(&db).await;
     let tenant = app.tenant("acme").await;
     for cursor in ["", "not-a-cursor"] {
         let response = app
