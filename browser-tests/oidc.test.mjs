@@ -47,6 +47,19 @@ test('an admin of the IdP group signs in through the whole redirect flow with th
   await context.close();
 });
 
+test('a page opened while signed out is where the IdP sign-in lands', async () => {
+  await provider();
+  const { context, page } = await session();
+  await page.goto(base + '/t/acme/audit?action=device.');
+  await page.waitForURL(/\/login\?next=/);
+  await page.getByRole('link', { name: 'Sign in with Test IdP' }).click();
+  await page.getByLabel('Username').fill('sso-admin');
+  await page.getByLabel('Password').fill(PASSWORD);
+  await page.getByRole('button', { name: 'Sign in to Test IdP' }).click();
+  await page.waitForURL(/\/t\/acme\/audit\?action=device\.$/);
+  await context.close();
+});
+
 test('a person of the company domain outside the admin group gets the viewer role', async () => {
   const { context, page } = await session();
   await signInThroughIdp(page, 'sso-viewer');

@@ -164,6 +164,7 @@ impl Server {
             .merge(ops::router())
             .merge(portal::router())
             .merge(scim::router())
+            .fallback(portal::not_found)
             .layer(axum::middleware::from_fn_with_state(
                 state.clone(),
                 metrics::track,

@@ -109,6 +109,11 @@ impl From<StoreError> for Failure {
     }
 }
 
+/// The SCIM error for an address under `/scim/` that no route answers.
+pub(crate) fn unrouted() -> Response {
+    Failure(ScimError::not_found("no such SCIM endpoint")).into_response()
+}
+
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
         scim_response(

@@ -521,3 +521,112 @@ async fn portal_assets_are_served_as_what_they_are() {
         assert_eq!(answer.body["error"]["code"], "not_found", "{missing}");
     }
 }
+
+/// A page opened while signed out sends the browser to sign in with the page
+/// remembered; anything that is not one of this server's tenant pages is
+/// forgotten, so a sign-in link can never forward to another site.
+#[tokio::test]
+async fn sign_in_remembers_only_this_servers_pages() {
+    let db = Database::sqlite();
+    let app = TestApp::start(&db).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let location = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let signed_out = client
+        .get(format!("{}/t/acme/devices?q=ada&sort=os", app.base))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(signed_out.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        location(&signed_out),
+        "/login?next=%2Ft%2Facme%2Fdevices%3Fq%3Dada%26sort%3Dos"
+    );
+
+    let page = |next: &str| {
+        let client = client.clone();
+        let url = format!("{}/login?next={next}", app.base);
+        async move {
+            client
+                .get(url)
+                .send()
+                .await
+                .expect("sent")
+                .text()
+                .await
+                .expect("body")
+        }
+    };
+    let kept = page("%2Ft%2Facme%2Fdevices%3Fq%3Dada").await;
+    assert!(
+        kept.contains(r#"data-next="/t/acme/devices?q=ada""#),
+        "{kept}"
+    );
+    for hostile in [
+        "%2F%2Fevil.example%2Ft%2F",
+        "https%3A%2F%2Fevil.example%2Ft%2Facme",
+        "%2Ft%2F..%5C%5Cevil.example",
+        "%2Ft%2Facme%2F%2F%2Fevil.example",
+        "%2Fapi%2Fv1%2Ftenants",
+        "%2Ft%2Facme%0d%0aSet-Cookie%3A%20x",
+    ] {
+        // Refused as an empty `next`, or for control characters at the edge
+        // before any page is built.
+        let refused = page(hostile).await;
+        assert!(!refused.contains(r#"data-next="/"#), "{hostile}: {refused}");
+        assert!(
+            !refused.contains("evil.example") && !refused.contains("/api/v1"),
+            "{hostile}"
+        );
+    }
+}
+
+/// An address no route answers gets an answer in the caller's language: a
+/// page with a way back for people, JSON for the API, a SCIM error for SCIM.
+#[tokio::test]
+async fn unknown_addresses_answer_in_the_callers_language() {
+    let db = Database::sqlite();
+    let app = TestApp::start(&db).await;
+    let page = app
+        .client
+        .get(format!("{}/t/acme/no-such-page/here", app.base))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(page.status(), StatusCode::NOT_FOUND);
+    let csp = page
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    let html = page.text().await.expect("body");
+    assert!(
+        html.contains("Page not found") && html.contains(r#"href="/""#),
+        "{html}"
+    );
+
+    let api = app.get("/api/v1/no-such-thing", ROOT).await;
+    assert_eq!(api.status, StatusCode::NOT_FOUND);
+    assert_eq!(api.body["error"]["code"], "not_found", "{}", api.body);
+
+    let scim = app
+        .call(reqwest::Method::GET, "/scim/v1/Users", None, None, &[])
+        .await;
+    assert_eq!(scim.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        scim.body["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error",
+        "{}",
+        scim.body
+    );
+}

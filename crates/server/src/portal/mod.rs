@@ -123,10 +123,56 @@ impl FromRequestParts<AppState> for SignedIn {
     ) -> Result<Self, Self::Rejection> {
         match session(parts, state).await {
             Ok(Some(session)) => Ok(SignedIn(session)),
-            Ok(None) => Err(Redirect::to("/login").into_response()),
+            Ok(None) => Err(Redirect::to(&login_address(parts)).into_response()),
             Err(error) => Err(error.into_response()),
         }
     }
+}
+
+/// The sign-in page, remembering the portal page that was asked for so that
+/// the person lands on it once signed in.
+fn login_address(parts: &Parts) -> String {
+    let asked = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or_default();
+    match return_path(asked) {
+        Some(next) => format!("/login?next={}", encode_component(next)),
+        None => "/login".to_owned(),
+    }
+}
+
+/// A page a sign-in may send the browser back to: one of this server's tenant
+/// pages, never another site (`//host`, `/\host`) nor an API address.
+pub(crate) fn return_path(raw: &str) -> Option<&str> {
+    let safe = raw.len() <= 2048
+        && raw.starts_with("/t/")
+        && !raw.contains("//")
+        && !raw.contains('\\')
+        && !raw.chars().any(char::is_control);
+    safe.then_some(raw)
+}
+
+/// `next` of a query string, when it is a page [`return_path`] accepts.
+pub(crate) fn next_from_query(parts: &Parts) -> Option<String> {
+    let query = parts.uri.query()?;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(key, _)| key == "next")
+        .and_then(|(_, value)| return_path(&value).map(str::to_owned))
+}
+
+/// A cookie's percent-encoded return path, checked again after decoding.
+pub(crate) fn decode_return_path(raw: &str) -> Option<String> {
+    let decoded: String = form_urlencoded::parse(format!("next={raw}").as_bytes())
+        .find(|(key, _)| key == "next")
+        .map(|(_, value)| value.into_owned())?;
+    return_path(&decoded).map(str::to_owned)
+}
+
+/// Percent-encodes a query value or cookie value.
+pub(crate) fn encode_component(value: &str) -> String {
+    form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
 impl SignedIn {
@@ -272,6 +318,10 @@ struct AuditPage {
 struct LoginPage {
     /// The identity provider's name when sign-in through it is configured.
     sso: Option<String>,
+    /// Where the provider's sign-in starts, carrying the page to return to.
+    sso_start: String,
+    /// The page to return to after signing in, or empty.
+    next: String,
 }
 
 /// A heading and a sentence: error pages and the server without tenants.
@@ -371,17 +421,54 @@ async fn home(State(state): State<AppState>, parts: Parts) -> Response {
     }
 }
 
+/// What an address no route answers gets: API and agent callers a JSON error,
+/// SCIM clients a SCIM error, people a page with a way back.
+pub async fn not_found(uri: axum::http::Uri) -> Response {
+    let path = uri.path();
+    if path.starts_with("/scim/") {
+        return crate::scim::unrouted();
+    }
+    if ["/api/", "/agent/", "/portal/"]
+        .iter()
+        .any(|prefix| path.starts_with(prefix))
+    {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such endpoint; the API is described at /api/v1/openapi.json",
+        )
+        .into_response();
+    }
+    let mut response = render(&MessagePage {
+        title: "Page not found".to_owned(),
+        heading: "Page not found",
+        text: "There is no page at this address. It may have moved, or the link may be mistyped.",
+        code: "",
+        back: true,
+    });
+    *response.status_mut() = StatusCode::NOT_FOUND;
+    page_headers(response).await
+}
+
 async fn tenant_home(Path(tenant): Path<String>) -> Redirect {
     Redirect::to(&format!("/t/{tenant}/entitlements/private_access"))
 }
 
-async fn login_page(State(state): State<AppState>) -> Response {
+async fn login_page(State(state): State<AppState>, parts: Parts) -> Response {
+    let next = next_from_query(&parts).unwrap_or_default();
+    let sso_start = if next.is_empty() {
+        "/portal/oidc/start".to_owned()
+    } else {
+        format!("/portal/oidc/start?next={}", encode_component(&next))
+    };
     render(&LoginPage {
         sso: state
             .config
             .oidc
             .as_ref()
             .map(|o| o.settings.display_name.clone()),
+        sso_start,
+        next,
     })
 }
 

@@ -33,6 +33,8 @@ use crate::state::AppState;
 
 /// The cookie that carries a sign-in under way (state, nonce, PKCE verifier).
 const PENDING_COOKIE: &str = "entitle_oidc";
+/// The cookie that carries the portal page to return to after the sign-in.
+const NEXT_COOKIE: &str = "entitle_oidc_next";
 /// Seconds a person has to finish signing in at the provider.
 const PENDING_SECONDS: u32 = 600;
 /// Longest authorization code or provider error text accepted.
@@ -74,7 +76,7 @@ fn not_configured() -> Response {
 }
 
 /// Sends the browser to the provider, remembering the sign-in in a cookie.
-async fn start(State(state): State<AppState>) -> Response {
+async fn start(State(state): State<AppState>, parts: Parts) -> Response {
     let Some(oidc) = state.config.oidc.clone() else {
         return not_configured();
     };
@@ -94,10 +96,22 @@ async fn start(State(state): State<AppState>) -> Response {
         pending.to_cookie(),
         secure_attribute(&state),
     );
-    match (HeaderValue::from_str(&url), HeaderValue::from_str(&cookie)) {
-        (Ok(location), Ok(cookie)) => {
+    // The page the person opened while signed out, checked again at the end.
+    let next = super::next_from_query(&parts).unwrap_or_default();
+    let next_cookie = format!(
+        "{NEXT_COOKIE}={}; Path=/portal/oidc; HttpOnly; SameSite=Lax; Max-Age={PENDING_SECONDS}{}",
+        super::encode_component(&next),
+        secure_attribute(&state),
+    );
+    match (
+        HeaderValue::from_str(&url),
+        HeaderValue::from_str(&cookie),
+        HeaderValue::from_str(&next_cookie),
+    ) {
+        (Ok(location), Ok(cookie), Ok(next_cookie)) => {
             response.headers_mut().insert(LOCATION, location);
             response.headers_mut().insert(SET_COOKIE, cookie);
+            response.headers_mut().append(SET_COOKIE, next_cookie);
             response
         }
         _ => refused(
@@ -143,7 +157,8 @@ async fn callback(
             "The identity provider's answer does not belong to the sign-in started in this browser. Start again.",
         );
     }
-    let mut response = match finish(&state, &oidc, &pending, &query, address).await {
+    let next = cookie(&parts, NEXT_COOKIE).and_then(super::decode_return_path);
+    let mut response = match finish(&state, &oidc, &pending, &query, address, next).await {
         Ok(response) => response,
         Err((status, error)) => {
             tracing::warn!(%error, "sign-in through the identity provider refused");
@@ -151,12 +166,14 @@ async fn callback(
         }
     };
     // The pending sign-in is used up either way.
-    let cleared = format!(
-        "{PENDING_COOKIE}=; Path=/portal/oidc; HttpOnly; SameSite=Lax; Max-Age=0{}",
-        secure_attribute(&state)
-    );
-    if let Ok(value) = HeaderValue::from_str(&cleared) {
-        response.headers_mut().append(SET_COOKIE, value);
+    for name in [PENDING_COOKIE, NEXT_COOKIE] {
+        let cleared = format!(
+            "{name}=; Path=/portal/oidc; HttpOnly; SameSite=Lax; Max-Age=0{}",
+            secure_attribute(&state)
+        );
+        if let Ok(value) = HeaderValue::from_str(&cleared) {
+            response.headers_mut().append(SET_COOKIE, value);
+        }
     }
     response
 }
@@ -169,6 +186,7 @@ async fn finish(
     pending: &Pending,
     query: &CallbackQuery,
     address: Option<std::net::IpAddr>,
+    next: Option<String>,
 ) -> Result<Response, Refusal> {
     if let Some(error) = &query.error {
         let description = query.error_description.as_deref().unwrap_or("");
@@ -235,9 +253,12 @@ async fn finish(
         .await
         .map_err(store_error)?;
     tracing::info!(account = %account.email, "signed in through the identity provider");
-    let mut response = render(&ContinuePage {
-        target: format!("/t/{}/entitlements/private_access", tenant.name),
-    });
+    // Back to the page opened while signed out, when it is one of this tenant's.
+    let home = format!("/t/{}/", tenant.name);
+    let target = next
+        .filter(|next| next.starts_with(&home))
+        .unwrap_or_else(|| format!("/t/{}/entitlements/private_access", tenant.name));
+    let mut response = render(&ContinuePage { target });
     let cookie = format!(
         "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
         SESSION_HOURS * 3600,

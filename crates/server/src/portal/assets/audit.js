@@ -114,16 +114,6 @@ function localInput(iso) {
     pad(date.getHours()) + ':' + pad(date.getMinutes()) + ':' + pad(date.getSeconds());
 }
 
-// dateStyle cannot be combined with timeZoneName, hence the parts.
-const ZONED = { year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit', timeZoneName: 'short' };
-
-/** A time in the viewer's zone, with the zone named. */
-function whenZoned(iso) {
-  const date = new Date(iso);
-  if (isNaN(date)) return iso;
-  return date.toLocaleString(undefined, ZONED);
-}
-
 // The form's times are local; the address and the API carry them as UTC.
 document.querySelector('form[role="search"]').addEventListener('submit', (event) => {
   event.preventDefault();
@@ -153,18 +143,32 @@ function exportLink(format) {
 $('export-csv').href = exportLink('csv');
 $('export-json').href = exportLink('json');
 
+// Settings saves and rollbacks read as the history above does: what changed,
+// and which version a rollback restored; the raw record stays one click away.
+function isSettings(value) {
+  return value != null && Array.isArray(value.user_groups) && Array.isArray(value.device_groups);
+}
+
+function summary(e) {
+  const lines = [];
+  if (e.after && e.after.restored_from) lines.push(el('div', { class: 'hint' }, 'Restored from v' + e.after.restored_from));
+  if (isSettings(e.before) && isSettings(e.after)) lines.push(diff(e.before, e.after));
+  else if (e.before === null && isSettings(e.after)) lines.push(diff({ enabled_by_default: false, user_groups: [], device_groups: [], logout_on_enable: false }, e.after));
+  return lines;
+}
+
 function details(e) {
   if (e.before == null && e.after == null) return '';
   const parts = [];
   if (e.before != null) parts.push(el('div', {}, el('strong', {}, 'Before: '), el('code', {}, JSON.stringify(e.before))));
   if (e.after != null) parts.push(el('div', {}, el('strong', {}, 'After: '), el('code', {}, JSON.stringify(e.after))));
-  return el('details', {}, el('summary', {}, 'Show'), parts);
+  return [...summary(e), el('details', {}, el('summary', {}, 'Show'), parts)];
 }
 
 function row(e) {
   const who = e.principal && e.principal.id ? e.principal.id : e.actor;
   return el('tr', {},
-    el('td', { title: e.at }, whenZoned(e.at)),
+    el('td', { title: e.at }, when(e.at)),
     el('td', {}, el('a', { href: pageLink('actor', who), title: 'Only ' + e.actor }, e.actor)),
     el('td', {}, el('a', { href: pageLink('action', e.action), title: 'Only ' + e.action }, e.action)),
     el('td', {}, el('a', { href: pageLink('target', e.target), title: 'Only ' + e.target }, e.target)),

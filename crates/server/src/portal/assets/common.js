@@ -59,10 +59,14 @@ function debounce(fn, ms) {
 
 function show(node, visible) { node.hidden = !visible; }
 
+// dateStyle cannot be combined with timeZoneName, hence the parts.
+const ZONED = { year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit', timeZoneName: 'short' };
+
+/** A time in the viewer's time zone, with the zone named ("Nov 30, 2026, 07:05:09 GMT+1"). */
 function when(iso) {
   if (!iso) return 'never';
   const date = new Date(iso);
-  return isNaN(date) ? iso : date.toLocaleString();
+  return isNaN(date) ? iso : date.toLocaleString(undefined, ZONED);
 }
 
 function badge(enabled) {

@@ -24,7 +24,8 @@ document.getElementById('login').addEventListener('submit', async (event) => {
   }
   const body = await response.json().catch(() => ({}));
   if (response.ok) {
-    location.href = body.redirect || '/';
+    // The page opened while signed out (checked by the server), else home.
+    location.href = document.getElementById('login').dataset.next || body.redirect || '/';
   } else {
     error.textContent = (body.error && body.error.message) || 'Sign-in failed.';
     error.hidden = false;
