@@ -3,11 +3,13 @@
 //! `machine` decides (sans-IO: it never reads a clock, a socket or a disk; time
 //! and randomness are parameters), `protocol` makes the two calls to the
 //! server, `runtime` is one agent's loop (sync, long-poll, polling, backoff),
-//! `lkg` keeps the last-known-good policy on disk, `driver` is the real agent
+//! `lkg` keeps the last-known-good policy on disk, `facts` reads what the
+//! device is (host name, OS, disk encryption, posture commands), `driver` is the real agent
 //! (state directory, control socket, JSON lines) and `fleet` runs thousands of
 //! simulated agents in one process, both over the same runtime.
 
 pub mod driver;
+pub mod facts;
 pub mod fleet;
 pub mod lkg;
 pub mod machine;
