@@ -186,11 +186,7 @@ impl ScimTokenStore for SqlStore {
             .after(&after)
             .commit(tx)
             .await?;
-        Ok(ScimRotation {
-            token,
-            kept,
-            ended,
-        })
+        Ok(ScimRotation { token, kept, ended })
     }
 
     async fn revoke_scim_token(
