@@ -200,8 +200,17 @@ mod tests {
         );
         assert_eq!(identity_provider("Okta SCIM Client 1.0.0"), Some("Okta"));
         assert_eq!(identity_provider("curl/8.5.0"), None);
-        let kept = LastRequest::new("GET", "/scim/v2/acme/Users\u{0}", 200, Some(&"a\n".repeat(300)));
-        assert!(kept.user_agent.as_deref().is_some_and(|ua| ua.len() == MAX_SHOWN && !ua.contains('\n')));
+        let kept = LastRequest::new(
+            "GET",
+            "/scim/v2/acme/Users\u{0}",
+            200,
+            Some(&"a\n".repeat(300)),
+        );
+        assert!(
+            kept.user_agent
+                .as_deref()
+                .is_some_and(|ua| ua.len() == MAX_SHOWN && !ua.contains('\n'))
+        );
         assert!(!kept.path.contains('\u{0}'));
     }
 }

@@ -165,11 +165,7 @@ impl Scim {
         else {
             return Err(refused(Refusal::NoBearer, None).await);
         };
-        let grant = match state
-            .store
-            .scim_grant(&secrets::hash_secret(token))
-            .await
-        {
+        let grant = match state.store.scim_grant(&secrets::hash_secret(token)).await {
             Ok(grant) => grant,
             Err(StoreError::NotFound { .. }) => return Err(refused(Refusal::Unknown, None).await),
             Err(other) => return Err(other.into()),

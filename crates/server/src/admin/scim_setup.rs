@@ -29,7 +29,10 @@ pub(crate) fn router() -> Router<AppState> {
             "/api/v1/tenants/{tenant}/scim-token",
             post(rotate_scim_token),
         )
-        .route("/api/v1/tenants/{tenant}/scim-tokens", get(list_scim_tokens))
+        .route(
+            "/api/v1/tenants/{tenant}/scim-tokens",
+            get(list_scim_tokens),
+        )
         .route(
             "/api/v1/tenants/{tenant}/scim-tokens/{id}",
             delete(revoke_scim_token),
