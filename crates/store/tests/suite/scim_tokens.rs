@@ -196,8 +196,12 @@ async fn a_second_rotation_keeps_the_token_used_last(store: &dyn Store) {
         .expect("rotated a third time");
     assert_eq!(third.kept.map(|k| k.id), Some(c.id));
     assert_eq!(
-        third.ended.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
-        [a.id.clone()]
+        third
+            .ended
+            .iter()
+            .map(|e| e.id.as_str())
+            .collect::<Vec<_>>(),
+        [a.id.as_str()]
     );
     let revokes = store
         .audit_filtered(
