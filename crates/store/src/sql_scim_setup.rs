@@ -170,6 +170,21 @@ impl ScimTokenStore for SqlStore {
             }
         }
         let token = insert_scim_token(&mut tx, tenant_id, token_hash, now).await?;
+        // Ended tokens beyond the newest few are forgotten, so rotations
+        // cannot grow the table without bound; a forgotten token is then
+        // refused as unknown rather than as expired.
+        query(
+            "DELETE FROM scim_tokens
+             WHERE tenant_id = $1
+               AND (revoked_at IS NOT NULL OR expires_at <= $3)
+               AND id NOT IN (SELECT id FROM scim_tokens WHERE tenant_id = $1
+                              ORDER BY created_at DESC, id DESC LIMIT $2)",
+        )
+        .id(tenant_id)
+        .bind(SCIM_TOKENS_LISTED)
+        .time(now)
+        .execute(&mut tx)
+        .await?;
         // Kept equal to the newest token for the schema's sake; nothing reads it.
         query("UPDATE tenants SET scim_token_hash = $1 WHERE id = $2")
             .bind(token_hash)

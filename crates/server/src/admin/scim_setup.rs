@@ -125,10 +125,11 @@ pub(crate) async fn rotate_scim_token(
     // The caller is known before the body is read.
     let tenant = caller.tenant_for_write(&state, &tenant).await?;
     let bytes = body_bytes(request, &state).await?;
+    // An empty body (as before grace periods existed) and `null` mean the default.
     let body: RotateScimToken = if bytes.iter().all(u8::is_ascii_whitespace) {
         RotateScimToken::default()
     } else {
-        json_from_slice(&bytes)?
+        json_from_slice::<Option<RotateScimToken>>(&bytes)?.unwrap_or_default()
     };
     let hours = body.grace_period_hours.unwrap_or(DEFAULT_GRACE_HOURS);
     let grace = time::Duration::hours(i64::from(hours));

@@ -16,6 +16,34 @@ pub async fn run_all(store: &dyn Store) {
     a_second_rotation_keeps_the_token_used_last(store).await;
     a_zero_grace_and_a_revocation_end_old_tokens_now(store).await;
     the_last_use_is_written_once_a_minute(store).await;
+    rotations_forget_old_ended_tokens(store).await;
+}
+
+async fn rotations_forget_old_ended_tokens(store: &dyn Store) {
+    let t = tenant_with_token(store, "scimtok-many", "many-0").await;
+    for i in 1..=15 {
+        store
+            .rotate_scim_token_with_grace(
+                &t,
+                &hash(&format!("many-{i}")),
+                Duration::ZERO,
+                &tester(),
+            )
+            .await
+            .expect("rotated");
+    }
+    let listed = store.scim_tokens(&t).await.expect("listed");
+    assert_eq!(listed.len(), 10);
+    let mut kept = 0;
+    for i in 0..=15 {
+        match store.scim_grant(&hash(&format!("many-{i}"))).await {
+            Ok(_) => kept += 1,
+            Err(StoreError::NotFound { .. }) => {}
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert_eq!(kept, 10, "the newest ten are kept, the rest forgotten");
+    assert_eq!(state_of(store, "many-15").await, ScimTokenState::Current);
 }
 
 async fn tenant_with_token(store: &dyn Store, name: &str, token: &str) -> String {
