@@ -313,6 +313,25 @@ async fn refused_tokens_are_recent_errors_and_a_flood_stays_bounded(db: Database
         remembered >= 1 && remembered <= elapsed + 2,
         "{remembered} remembered in {elapsed} s: {flooded}"
     );
+    // Never two refusals remembered within a second of each other.
+    let mut times: Vec<time::OffsetDateTime> = flooded["recent_errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter_map(|e| e["at"].as_str())
+        .filter_map(|at| {
+            time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()
+        })
+        .collect();
+    times.sort();
+    for pair in times.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= time::Duration::milliseconds(990),
+            "{:?} then {:?}: {flooded}",
+            pair[0],
+            pair[1]
+        );
+    }
     assert!(!flooded.to_string().contains("flood-"), "never the token");
     // A valid token still passes from the flooding address.
     assert_eq!(status_of(&app, &t, &t.scim_token).await, 200);
