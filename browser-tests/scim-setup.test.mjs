@@ -3,7 +3,8 @@
 // values on the clipboard, a rotation with a grace period shows the new token
 // once while the old one keeps working, and a SCIM request made by the test
 // appears as the last request without a reload; a refused token appears in
-// the recent errors. Viewers see no rotation and no secret.
+// the recent errors. Viewers see no rotation and no secret; without the
+// clipboard API a copy button selects the value.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -87,6 +88,9 @@ test('an administrator sets up SCIM: tabs, copy buttons, rotation with grace, li
 
 test('a viewer sees the setup without rotation or secrets, on a phone', async () => {
   const { context, page } = await session(390);
+  // A browser without the clipboard API (plain http on a remote host) gets
+  // the value selected instead.
+  await page.addInitScript(() => Object.defineProperty(navigator, 'clipboard', { value: undefined }));
   await signIn(page, 'viewer@acme.example');
   await page.goto(base + '/t/acme/scim-setup');
   await page.getByRole('heading', { name: 'SCIM setup', level: 1 }).waitFor();
@@ -97,6 +101,9 @@ test('a viewer sees the setup without rotation or secrets, on a phone', async ()
   // Nothing wider than the phone's screen.
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 0, 'no horizontal scroll: ' + overflow + ' px');
+  await page.getByRole('button', { name: 'Copy the SCIM base URL' }).click();
+  assert.equal(await page.evaluate(() => window.getSelection().toString()), base + '/scim/v2/acme');
+  assert.match(await page.locator('#copy-status').textContent(), /press Ctrl\+C/);
   await page.getByRole('tab', { name: 'Okta' }).click();
   await page.screenshot({ path: join(shots, 'scim-setup-phone.png'), fullPage: true });
   await context.close();
