@@ -51,7 +51,7 @@ pub use state::{AppState, ServerConfig};
     paths(
         admin::tenants::create_tenant, admin::tenants::list_tenants, admin::tenants::get_tenant,
         admin::tenants::create_token, admin::accounts::create_account,
-        admin::directory::rotate_scim_token, admin::device_groups::preview_device_group,
+        admin::scim_setup::rotate_scim_token, admin::device_groups::preview_device_group,
         admin::directory::create_group, admin::directory::list_groups, admin::directory::get_group,
         admin::directory::list_users,
         admin::directory::delete_group, admin::directory::create_user, admin::directory::get_user,
@@ -73,6 +73,8 @@ pub use state::{AppState, ServerConfig};
         admin::tenants::revoke_super_token,
         admin::accounts::list_accounts, admin::accounts::update_account,
         admin::accounts::set_password, admin::accounts::end_sessions,
+        admin::scim_setup::list_scim_tokens, admin::scim_setup::revoke_scim_token,
+        admin::scim_setup::scim_setup, admin::scim_setup::check_scim_setup,
         agent::enroll, agent::sync,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),

@@ -6,7 +6,7 @@
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
-use axum::http::header::{CONTENT_TYPE, ETAG, IF_MATCH, LOCATION};
+use axum::http::header::{CONTENT_TYPE, ETAG, IF_MATCH, LOCATION, USER_AGENT};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
@@ -14,14 +14,14 @@ use entitle_scim_protocol::{
     Filter, Group, Lookup, PatchOp, PatchRequest, ScimError, User, list_response, project,
 };
 use entitle_store::{
-    MemberKind, ScimGroup, ScimGroupWrite, ScimLookup, ScimUser, ScimUserWrite, StoreError, Tenant,
-    secrets,
+    LAST_USED_RESOLUTION, MemberKind, ScimGroup, ScimGroupWrite, ScimLookup, ScimTokenState,
+    ScimUser, ScimUserWrite, StoreError, Tenant, secrets,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use crate::directory::SyncError;
+use crate::directory::{LastRequest, SyncError};
 use crate::extract::{QueryParams, client_address, first_control_string};
 use crate::state::AppState;
 use crate::wire::rfc3339;
@@ -138,6 +138,9 @@ struct Scim {
     tenant: Tenant,
     base_url: String,
     request: String,
+    method: String,
+    path: String,
+    user_agent: Option<String>,
     /// The request's `If-Match`, read by the writes that honour it.
     if_match: Option<HeaderValue>,
 }
@@ -153,44 +156,48 @@ impl Scim {
     ) -> Result<Self, Failure> {
         // The token is checked first: only a caller whose token fails is
         // counted, and only such a caller is ever refused with 429.
-        let refused = || {
-            let error = state.failures.fail(
-                address,
-                crate::error::ApiError::unauthorized("bad SCIM token"),
-            );
-            if error.status() == axum::http::StatusCode::TOO_MANY_REQUESTS {
-                Failure(ScimError::new(
-                    429,
-                    None,
-                    "too many failed attempts from this address; try again in a minute",
-                ))
-            } else {
-                Failure(ScimError::new(
-                    401,
-                    None,
-                    "send the tenant's SCIM token as 'Authorization: Bearer <token>'",
-                ))
-            }
+        let request = format!("{method} {uri}");
+        let refused = |refusal: Refusal, tenant_id: Option<String>| {
+            refuse(state, tenant_path, tenant_id, &request, address, refusal)
         };
-        let token = headers
+        let Some(token) = headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split_once(' '))
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim())
-            .ok_or_else(refused)?;
-        let tenant = match state
-            .store
-            .tenant_by_scim_token(&secrets::hash_secret(token))
-            .await
-        {
-            Ok(tenant) => tenant,
-            Err(StoreError::NotFound { .. }) => return Err(refused()),
+            .filter(|token| !token.is_empty())
+        else {
+            return Err(refused(Refusal::NoBearer, None).await);
+        };
+        let grant = match state.store.scim_grant(&secrets::hash_secret(token)).await {
+            Ok(grant) => grant,
+            Err(StoreError::NotFound { .. }) => return Err(refused(Refusal::Unknown, None).await),
             Err(other) => return Err(other.into()),
         };
         // Another tenant's token opens nothing here, and says nothing about this tenant.
-        if tenant.name != tenant_path && tenant.id != tenant_path {
-            return Err(refused());
+        if grant.tenant.name != tenant_path && grant.tenant.id != tenant_path {
+            return Err(refused(Refusal::Unknown, None).await);
+        }
+        let now = OffsetDateTime::now_utc();
+        match grant.token.state(now) {
+            ScimTokenState::Expired(at) => {
+                return Err(refused(Refusal::Expired(at), Some(grant.tenant.id)).await);
+            }
+            ScimTokenState::Revoked(at) => {
+                return Err(refused(Refusal::Revoked(at), Some(grant.tenant.id)).await);
+            }
+            ScimTokenState::Current | ScimTokenState::Grace(_) => {}
+        }
+        let tenant = grant.tenant;
+        // The token's last use is written at most once a minute, so that
+        // ordinary requests read the token and write nothing.
+        let stale = grant
+            .token
+            .last_used_at
+            .is_none_or(|last| now - last >= LAST_USED_RESOLUTION);
+        if stale && let Err(error) = state.store.touch_scim_token(&grant.token.id, now).await {
+            tracing::warn!(%error, "could not record the SCIM token's last use");
         }
         if state.directory.should_touch(&tenant.id)
             && let Err(error) = state
@@ -213,9 +220,28 @@ impl Scim {
             state: state.clone(),
             tenant,
             base_url,
-            request: format!("{method} {uri}"),
+            request,
+            method: method.to_string(),
+            path: uri.to_owned(),
+            user_agent: headers
+                .get(USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
             if_match: headers.get(IF_MATCH).cloned(),
         })
+    }
+
+    /// Remembers the request and its answer as the tenant's last one.
+    fn seen(&self, status: StatusCode) {
+        self.state.directory.record_request(
+            &self.tenant.id,
+            LastRequest::new(
+                &self.method,
+                &self.path,
+                status.as_u16(),
+                self.user_agent.as_deref(),
+            ),
+        );
     }
 
     /// The version the request's `If-Match` names, if any.
@@ -308,6 +334,114 @@ impl Scim {
             ),
         )
     }
+}
+
+/// Why a SCIM token was refused.
+#[derive(Clone, Copy)]
+enum Refusal {
+    NoBearer,
+    Unknown,
+    Expired(OffsetDateTime),
+    Revoked(OffsetDateTime),
+}
+
+impl Refusal {
+    /// What the caller is told, which never says whether another tenant's
+    /// token was presented.
+    fn answer(self) -> String {
+        match self {
+            Refusal::NoBearer | Refusal::Unknown => {
+                "send the tenant's SCIM token as 'Authorization: Bearer <token>'".to_owned()
+            }
+            Refusal::Expired(at) => format!(
+                "this SCIM token was replaced and its grace period ended at {}; use the tenant's current SCIM token",
+                rfc3339(at)
+            ),
+            Refusal::Revoked(at) => format!(
+                "this SCIM token was revoked at {}; use the tenant's current SCIM token",
+                rfc3339(at)
+            ),
+        }
+    }
+
+    /// What the tenant's administrators see in the recent errors.
+    fn detail(self) -> String {
+        match self {
+            Refusal::NoBearer => {
+                "no bearer token: the request had no 'Authorization: Bearer …' header".to_owned()
+            }
+            Refusal::Unknown => {
+                "unknown token: not a SCIM token of this tenant (mistyped, or replaced long ago)"
+                    .to_owned()
+            }
+            Refusal::Expired(at) => format!(
+                "expired old token: replaced, and its grace period ended at {}",
+                rfc3339(at)
+            ),
+            Refusal::Revoked(at) => format!("revoked token: revoked at {}", rfc3339(at)),
+        }
+    }
+}
+
+/// Answers a refused SCIM token (401, or 429 once the address failed too
+/// often) and remembers it among the recent errors of the tenant named in the
+/// URL, if it exists: at most once a second per tenant, and never the token.
+async fn refuse(
+    state: &AppState,
+    tenant_path: &str,
+    tenant_id: Option<String>,
+    request: &str,
+    address: Option<std::net::IpAddr>,
+    refusal: Refusal,
+) -> Failure {
+    let limited = state.failures.fail(
+        address,
+        crate::error::ApiError::unauthorized("bad SCIM token"),
+    );
+    let (failure, detail) = if limited.status() == StatusCode::TOO_MANY_REQUESTS {
+        (
+            Failure(ScimError::new(
+                429,
+                None,
+                "too many failed attempts from this address; try again in a minute",
+            )),
+            format!(
+                "too many failed attempts from this address; the last one: {}",
+                refusal.detail()
+            ),
+        )
+    } else {
+        (
+            Failure(ScimError::new(401, None, refusal.answer())),
+            refusal.detail(),
+        )
+    };
+    if !state.directory.should_record_auth_failure(tenant_path) {
+        return failure;
+    }
+    let tenant_id = match tenant_id {
+        Some(id) => Some(id),
+        None => match state.store.tenant(tenant_path).await {
+            Ok(tenant) => Some(tenant.id),
+            Err(StoreError::NotFound { .. }) => None,
+            Err(error) => {
+                tracing::warn!(%error, "could not find the tenant of a refused SCIM token");
+                None
+            }
+        },
+    };
+    if let Some(tenant_id) = tenant_id {
+        state.directory.record_error(
+            &tenant_id,
+            SyncError {
+                at: OffsetDateTime::now_utc(),
+                request: request.chars().take(200).collect(),
+                status: failure.0.status,
+                detail,
+            },
+        );
+    }
+    failure
 }
 
 fn etag(version: i64) -> String {
@@ -436,13 +570,15 @@ macro_rules! scim {
             Err(failure) => failure.into_response(),
             Ok($scim) => {
                 let result: ScimResult = async { $body }.await;
-                match result {
+                let response = match result {
                     Ok(response) => response,
                     Err(failure) => {
                         $scim.remember(&failure);
                         failure.into_response()
                     }
-                }
+                };
+                $scim.seen(response.status());
+                response
             }
         }
     }};

@@ -632,7 +632,14 @@ async fn the_scim_token_can_be_rotated(db: Database) {
     let t = app.tenant("acme").await;
     let scim = Scim { app: &app, t: &t };
     assert_eq!(scim.get("/Users").await.status, StatusCode::OK);
-    let rotated = app.post(&t.path("/scim-token"), &t.admin, json!({})).await;
+    // A grace period of 0 ends the old token at once (the default keeps it 24 hours).
+    let rotated = app
+        .post(
+            &t.path("/scim-token"),
+            &t.admin,
+            json!({"grace_period_hours": 0}),
+        )
+        .await;
     assert_eq!(rotated.status, StatusCode::OK);
     let new_token = rotated.body["scim_token"].as_str().expect("token");
     assert_scim_error(&scim.get("/Users").await, 401, None);

@@ -6,6 +6,7 @@
 
 mod codec;
 mod dialect;
+mod scim_tokens;
 pub mod secrets;
 mod sql;
 pub mod testing;
@@ -18,11 +19,23 @@ use time::OffsetDateTime;
 
 pub use codec::{device_group_to_json, report_to_json, settings_to_json};
 pub use dialect::PostgresOptions;
+pub use scim_tokens::{
+    MAX_SCIM_GRACE, SCIM_TOKENS_LISTED, ScimGrant, ScimRotation, ScimToken, ScimTokenState,
+    ScimTokenStore,
+};
 pub use sql::SqlStore;
 
 /// Everything the server needs from storage.
 pub trait Store:
-    TenantStore + DirectoryStore + DeviceStore + ConfigStore + AccountStore + ScimStore + Send + Sync
+    TenantStore
+    + DirectoryStore
+    + DeviceStore
+    + ConfigStore
+    + AccountStore
+    + ScimStore
+    + ScimTokenStore
+    + Send
+    + Sync
 {
 }
 impl<T> Store for T where
@@ -32,6 +45,7 @@ impl<T> Store for T where
         + ConfigStore
         + AccountStore
         + ScimStore
+        + ScimTokenStore
         + Send
         + Sync
 {
@@ -950,9 +964,11 @@ pub trait TenantStore {
         on: bool,
         actor: &Actor,
     ) -> StoreResult<Tenant>;
-    /// The tenant whose SCIM token has this hash.
+    /// The tenant whose working (current, or replaced but in its grace
+    /// period) SCIM token has this hash.
     async fn tenant_by_scim_token(&self, token_hash: &str) -> StoreResult<Tenant>;
-    /// Replaces the SCIM token hash.
+    /// Replaces the SCIM tokens with this one at once, with no grace period
+    /// (see [`ScimTokenStore::rotate_scim_token_with_grace`]).
     async fn rotate_scim_token(
         &self,
         tenant_id: &str,

@@ -44,6 +44,9 @@ mod scim;
 #[path = "sql_audit.rs"]
 mod audit_log;
 
+#[path = "sql_scim_setup.rs"]
+mod scim_setup;
+
 /// Storage in one SQLite file, or in a PostgreSQL database shared by every node.
 pub struct SqlStore {
     db: Db,
@@ -844,6 +847,8 @@ impl TenantStore for SqlStore {
         .execute(&mut tx)
         .await
         .map_err(|e| duplicate(e, "tenant", &new.name))?;
+        let token_at = tx.now();
+        scim_setup::insert_scim_token(&mut tx, &tenant.id, &new.scim_token_hash, token_at).await?;
         for service in SERVICES {
             let defaults =
                 Settings::new_tenant_default(service, tenant.created_at.unix_timestamp());
@@ -888,8 +893,7 @@ impl TenantStore for SqlStore {
     }
 
     async fn tenant_by_scim_token(&self, token_hash: &str) -> StoreResult<Tenant> {
-        self.tenant_by_secret(tenant_select!("WHERE scim_token_hash = $1"), token_hash)
-            .await
+        self.tenant_by_working_scim_token(token_hash).await
     }
 
     async fn enrollment_grant(&self, key_hash: &str) -> StoreResult<EnrollmentGrant> {
@@ -1021,19 +1025,10 @@ impl TenantStore for SqlStore {
         token_hash: &str,
         actor: &Actor,
     ) -> StoreResult<()> {
-        let mut tx = self.db.write_tenant(tenant_id).await?;
-        let done = query("UPDATE tenants SET scim_token_hash = $1 WHERE id = $2")
-            .bind(token_hash)
-            .id(tenant_id)
-            .execute(&mut tx)
-            .await?;
-        if done == 0 {
-            return Err(StoreError::NotFound { what: "tenant" });
-        }
-        Audit::new(Some(tenant_id), actor, "scim_token.rotate", tenant_id)
-            .commit(tx)
-            .await?;
-        Ok(())
+        use crate::ScimTokenStore;
+        self.rotate_scim_token_with_grace(tenant_id, token_hash, time::Duration::ZERO, actor)
+            .await
+            .map(|_| ())
     }
 
     async fn issue_api_token(

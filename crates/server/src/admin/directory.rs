@@ -1,5 +1,5 @@
-//! The directory as the admin API shows it: local groups and users, the
-//! identity provider's sync status and the tenant's SCIM token.
+//! The directory as the admin API shows it: local groups and users and the
+//! identity provider's sync status (the SCIM token is `scim_setup.rs`).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use entitle_core::Settings;
-use entitle_store::{NewUser, User, secrets};
+use entitle_store::{NewUser, User};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -22,10 +22,6 @@ use crate::wire::{MAX_NAME, rfc3339};
 /// The directory routes.
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
-        .route(
-            "/api/v1/tenants/{tenant}/scim-token",
-            post(rotate_scim_token),
-        )
         .route(
             "/api/v1/tenants/{tenant}/groups",
             post(create_group).get(list_groups),
@@ -428,35 +424,6 @@ pub(crate) async fn directory_status(
             .into_iter()
             .map(SyncErrorJson::from)
             .collect(),
-    }))
-}
-
-/// A new SCIM token, shown once.
-#[derive(Serialize, ToSchema)]
-pub struct RotatedScimToken {
-    /// The bearer token the identity provider must use from now on.
-    pub scim_token: String,
-    /// Where the identity provider sends SCIM requests.
-    pub scim_base_path: String,
-}
-
-/// Replaces the tenant's SCIM token; the old one stops working at once.
-#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/scim-token", tag = "directory",
-    params(("tenant" = String, Path)), responses((status = 200, body = RotatedScimToken), (status = 403)))]
-pub(crate) async fn rotate_scim_token(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(tenant): Path<String>,
-) -> ApiResult<Json<RotatedScimToken>> {
-    let tenant = caller.tenant_for_write(&state, &tenant).await?;
-    let token = secrets::new_secret("ent_scim");
-    state
-        .store
-        .rotate_scim_token(&tenant.id, &secrets::hash_secret(&token), &caller.actor)
-        .await?;
-    Ok(Json(RotatedScimToken {
-        scim_token: token,
-        scim_base_path: format!("/scim/v2/{}/", tenant.name),
     }))
 }
 

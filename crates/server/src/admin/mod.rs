@@ -7,6 +7,7 @@ pub(crate) mod device_groups;
 pub(crate) mod devices;
 pub(crate) mod directory;
 pub(crate) mod entitlements;
+pub(crate) mod scim_setup;
 pub(crate) mod tenants;
 
 use axum::{Json, Router};
@@ -28,6 +29,7 @@ pub fn router() -> Router<AppState> {
         .merge(entitlements::router())
         .merge(devices::router())
         .merge(audit::router())
+        .merge(scim_setup::router())
 }
 
 /// Page sizes: default 50, at most 200.

@@ -8,6 +8,7 @@
 //! `/portal/assets/`, so the page's CSP allows no inline script or style and
 //! nothing leaves the machine (no CDN).
 
+mod scim_setup;
 mod sign_in;
 mod sso;
 
@@ -64,6 +65,12 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ),
     ("directory.js", JS, include_str!("assets/directory.js")),
     ("audit.js", JS, include_str!("assets/audit.js")),
+    ("scim_setup.js", JS, include_str!("assets/scim_setup.js")),
+    (
+        "scim_setup.css",
+        "text/css; charset=utf-8",
+        include_str!("assets/scim_setup.css"),
+    ),
 ];
 const JS: &str = "text/javascript; charset=utf-8";
 
@@ -85,6 +92,7 @@ pub fn router() -> Router<AppState> {
         .route("/t/{tenant}/device-groups", get(device_groups_page))
         .route("/t/{tenant}/directory", get(directory_page))
         .route("/t/{tenant}/audit", get(audit_page))
+        .route("/t/{tenant}/scim-setup", get(scim_setup::scim_setup_page))
         .merge(sso::router())
         .layer(axum::middleware::map_response(page_headers))
         // One guard per server: its throttle and hashing permits are shared by
@@ -361,6 +369,11 @@ fn frame(
             "directory",
             "Directory",
             format!("/t/{}/directory", tenant.name),
+        ),
+        (
+            "scim-setup",
+            "SCIM setup",
+            format!("/t/{}/scim-setup", tenant.name),
         ),
         ("audit", "Audit log", format!("/t/{}/audit", tenant.name)),
     ]

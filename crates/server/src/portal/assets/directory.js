@@ -4,14 +4,6 @@ $('last').textContent = PAGE.last_scim_request_at ? when(PAGE.last_scim_request_
 $('users').textContent = String(PAGE.users);
 $('groups').textContent = String(PAGE.groups);
 $('scim-url').textContent = location.origin + PAGE.scim_base_path;
-if (!COMMON.can_write) $('rotate').remove();
-$('rotate')?.addEventListener('click', async () => {
-  if (!confirm('Create a new SCIM token? The current one stops working at once, so your identity provider must be given the new one.')) return;
-  const answer = await api('POST', tenantApi('/scim-token'));
-  $('rotate-result').replaceChildren(answer.ok
-    ? el('span', {}, 'New SCIM token (shown only now): ', el('code', {}, answer.body.scim_token))
-    : el('span', { class: 'error' }, errorText(answer)));
-});
 const serviceName = Object.fromEntries(PAGE.services.map((s) => [s.id, s.display_name]));
 for (const g of PAGE.group_items) {
   $('rows').append(el('tr', { 'data-group': g.id }, el('td', {}, g.display_name), el('td', {}, String(g.member_count)), el('td', {}, g.nested.join(', ') || '—'), el('td', {}, g.source),
