@@ -73,6 +73,8 @@ pub use state::{AppState, ServerConfig};
         admin::tenants::revoke_super_token,
         admin::accounts::list_accounts, admin::accounts::update_account,
         admin::accounts::set_password, admin::accounts::end_sessions,
+        admin::invitations::create_invitation, admin::sessions::list_sessions,
+        admin::sessions::end_session, admin::sessions::sign_out_everywhere,
         agent::enroll, agent::sync,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),

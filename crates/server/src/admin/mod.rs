@@ -7,6 +7,8 @@ pub(crate) mod device_groups;
 pub(crate) mod devices;
 pub(crate) mod directory;
 pub(crate) mod entitlements;
+pub(crate) mod invitations;
+pub(crate) mod sessions;
 pub(crate) mod tenants;
 
 use axum::{Json, Router};
@@ -28,6 +30,8 @@ pub fn router() -> Router<AppState> {
         .merge(entitlements::router())
         .merge(devices::router())
         .merge(audit::router())
+        .merge(invitations::router())
+        .merge(sessions::router())
 }
 
 /// Page sizes: default 50, at most 200.

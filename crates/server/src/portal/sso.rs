@@ -26,6 +26,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use super::{SESSION_HOURS, render, secure_attribute};
+use crate::admin::invitations::is_invitation_placeholder;
 use crate::auth::{Caller, SESSION_COOKIE, cookie};
 use crate::extract::{ClientAddress, QueryParams};
 use crate::oidc::{Identity, Oidc, OidcError, Pending, account_marker, is_account_marker};
@@ -309,6 +310,38 @@ async fn sign_in(
             )
             .await
             .map_err(internal)?,
+        // An invitee may sign in through the provider instead of opening the
+        // link: the invited account is bound to this subject, and its role
+        // then follows the mapping like any account of the provider.
+        Some(account) if is_invitation_placeholder(&account.password_hash) => {
+            if account.disabled_at.is_some() {
+                return Err(forbidden(format!(
+                    "The entitle account {email} is disabled. Ask an entitle administrator."
+                )));
+            }
+            let claimed = state
+                .store
+                .claim_invitation(&tenant.id, &account.id, &marker, &provider)
+                .await
+                .map_err(internal)?;
+            if claimed.role == rule.role {
+                claimed
+            } else {
+                state
+                    .store
+                    .update_account(
+                        Some(&tenant.id),
+                        &claimed.id,
+                        AccountChange {
+                            role: Some(rule.role),
+                            ..AccountChange::default()
+                        },
+                        &provider,
+                    )
+                    .await
+                    .map_err(internal)?
+            }
+        }
         Some(account) if account.password_hash != marker => {
             return Err(forbidden(if is_account_marker(&account.password_hash) {
                 format!(
