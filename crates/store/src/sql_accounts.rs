@@ -191,7 +191,7 @@ impl AccountAdminStore for SqlStore {
                 return Err(StoreError::Refused {
                     code: "last_admin",
                     message: format!(
-                        "{} is the last active admin account of this tenant; make another account an admin (and let it sign in once) before you {} this one",
+                        "{} is the last active admin account of this tenant; make another account an admin first (an invited admin counts once the invitation is accepted), then {} this one",
                         before.email,
                         if disabled { "disable" } else { "demote" }
                     ),

@@ -108,6 +108,11 @@ pub(crate) async fn create_invitation(
         .as_deref()
         .map(|base| format!("{}{invitation_path}", base.trim_end_matches('/')));
     tracing::info!(tenant = %tenant.id, account = %invited.summary.account.id, "account invited");
+    // The stored time, at the back end's precision, is the one listings show.
+    let expires_at = invited
+        .summary
+        .pending_invitation()
+        .map_or(expires_at, |i| i.expires_at);
     let body = CreatedInvitation {
         account: AccountJson::from(invited.summary),
         invitation_url,
