@@ -291,8 +291,10 @@ async fn invitation_is_accepted_once_and_signs_in(db: Database) {
 }
 
 async fn expired_replaced_and_unknown_links_are_refused(db: Database) {
-    let mut config = entitle_server::ServerConfig::default();
-    config.public_url = Some("https://entitle.acme.test/".into());
+    let config = entitle_server::ServerConfig {
+        public_url: Some("https://entitle.acme.test/".into()),
+        ..entitle_server::ServerConfig::default()
+    };
     let app = TestApp::start_with(&db, config).await;
     let t = app.tenant("acme").await;
 
