@@ -144,7 +144,8 @@ async fn callback(
             "The identity provider's answer does not belong to the sign-in started in this browser. Start again.",
         );
     }
-    let mut response = match finish(&state, &oidc, &pending, &query, address).await {
+    let client = super::admins::session_client(address, &parts.headers);
+    let mut response = match finish(&state, &oidc, &pending, &query, address, client).await {
         Ok(response) => response,
         Err((status, error)) => {
             tracing::warn!(%error, "sign-in through the identity provider refused");
@@ -170,6 +171,7 @@ async fn finish(
     pending: &Pending,
     query: &CallbackQuery,
     address: Option<std::net::IpAddr>,
+    client: entitle_store::SessionClient,
 ) -> Result<Response, Refusal> {
     if let Some(error) = &query.error {
         let description = query.error_description.as_deref().unwrap_or("");
@@ -228,13 +230,14 @@ async fn finish(
         .await
         .map_err(store_error)?;
     let token = secrets::new_secret("ent_session");
-    let csrf = secrets::new_secret("csrf");
-    let expires = OffsetDateTime::now_utc() + time::Duration::hours(SESSION_HOURS);
-    state
-        .store
-        .create_session(&secrets::hash_secret(&token), &account.id, &csrf, expires)
-        .await
-        .map_err(store_error)?;
+    let new = entitle_store::NewSession {
+        token_hash: secrets::hash_secret(&token),
+        account_id: account.id.clone(),
+        csrf_token: secrets::new_secret("csrf"),
+        expires_at: OffsetDateTime::now_utc() + time::Duration::hours(SESSION_HOURS),
+        client,
+    };
+    state.store.start_session(new).await.map_err(store_error)?;
     tracing::info!(account = %account.email, "signed in through the identity provider");
     let mut response = render(&ContinuePage {
         target: format!("/t/{}/entitlements/private_access", tenant.name),
