@@ -5,7 +5,8 @@ use axum::http::Method;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use entitle_store::{
-    Account, Actor, ActorKind, LAST_USED_RESOLUTION, Role, Session, StoreError, Tenant, secrets,
+    Account, Actor, ActorKind, LAST_SEEN_RESOLUTION, LAST_USED_RESOLUTION, Role, Session,
+    StoreError, Tenant, secrets,
 };
 use time::OffsetDateTime;
 
@@ -61,7 +62,17 @@ pub async fn session(parts: &Parts, state: &AppState) -> Result<Option<Session>,
         return Ok(None);
     };
     match state.store.session(&secrets::hash_secret(token)).await {
-        Ok(session) => Ok(Some(session)),
+        Ok(session) => {
+            // Like a token's last use: written at most once a minute, so that
+            // ordinary page loads read the session and write nothing.
+            let now = OffsetDateTime::now_utc();
+            if now - session.last_seen_at >= LAST_SEEN_RESOLUTION
+                && let Err(error) = state.store.touch_session(&session.id, now).await
+            {
+                tracing::warn!(error = %error, "could not record the session's last use");
+            }
+            Ok(Some(session))
+        }
         Err(StoreError::NotFound { .. }) => Ok(None),
         Err(other) => Err(other.into()),
     }

@@ -127,6 +127,9 @@ impl From<StoreError> for ApiError {
                 error.to_string(),
             ),
             StoreError::Cycle { .. } => ApiError::unprocessable("group_cycle", error.to_string()),
+            StoreError::Refused { code, ref message } => {
+                ApiError::new(StatusCode::CONFLICT, code, message.clone())
+            }
             StoreError::BadCursor => {
                 ApiError::new(StatusCode::BAD_REQUEST, "bad_cursor", error.to_string())
             }

@@ -75,6 +75,8 @@ pub use state::{AppState, ServerConfig};
         admin::accounts::set_password, admin::accounts::end_sessions,
         admin::scim_setup::list_scim_tokens, admin::scim_setup::revoke_scim_token,
         admin::scim_setup::scim_setup, admin::scim_setup::check_scim_setup,
+        admin::invitations::create_invitation, admin::sessions::list_sessions,
+        admin::sessions::end_session, admin::sessions::sign_out_everywhere,
         agent::enroll, agent::sync,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),

@@ -102,6 +102,7 @@ fn add_error_responses(path: &str, writes: bool, operation: &mut utoipa::openapi
 
     let authenticated = path.starts_with("/api/v1/tenants")
         || path.starts_with("/api/v1/tokens")
+        || path.starts_with("/api/v1/me/")
         || path.starts_with("/agent/v1/");
     let parameters = operation.parameters.as_deref().unwrap_or_default();
     let in_path = parameters

@@ -395,7 +395,65 @@ async fn sign_in_through_the_provider(db: Database) {
     assert!(account(&app, "u@acme.example").await.is_none());
 }
 
-on_both_backends!(sign_in_through_the_provider);
+/// An invited account (issue 12) may be taken by the provider's sign-in: it is
+/// bound to the subject, its link is used up, and the mapping gives its role.
+async fn an_invitee_may_sign_in_through_the_provider(db: Database) {
+    let idp = start_idp().await;
+    let app = TestApp::start_with(&db, config(&idp, &["domain:acme.example=acme:viewer"])).await;
+    app.tenant("acme").await;
+    let invited = app
+        .post(
+            "/api/v1/tenants/acme/invitations",
+            ROOT,
+            json!({"email": "bea@acme.example", "role": "admin"}),
+        )
+        .await;
+    assert_eq!(invited.status, StatusCode::CREATED, "{:?}", invited.body);
+    let id = invited.body["account"]["id"].clone();
+    let signed_in = sign_in(
+        &app,
+        &idp,
+        json!({"sub": "bea-1", "email": "Bea@Acme.Example"}),
+    )
+    .await;
+    assert_eq!(signed_in.status, StatusCode::OK, "{}", signed_in.page);
+    assert!(signed_in.session.is_some());
+    let bea = account(&app, "bea@acme.example").await.expect("kept");
+    assert_eq!(bea["id"], id, "the invited account, not a new one");
+    assert_eq!(bea["status"], "active");
+    assert_eq!(bea["role"], "viewer", "the mapping decides");
+    let path = invited.body["invitation_path"].as_str().expect("path");
+    let token = path.split_once('#').expect("fragment").1;
+    let used = app
+        .call(
+            reqwest::Method::POST,
+            "/portal/invitation/check",
+            None,
+            Some(json!({"token": token})),
+            &[],
+        )
+        .await;
+    assert_eq!(used.status, StatusCode::GONE, "{:?}", used.body);
+    let again = sign_in(
+        &app,
+        &idp,
+        json!({"sub": "bea-1", "email": "bea@acme.example"}),
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.page);
+    let other = sign_in(
+        &app,
+        &idp,
+        json!({"sub": "impostor", "email": "bea@acme.example"}),
+    )
+    .await;
+    assert_eq!(other.status, StatusCode::FORBIDDEN);
+}
+
+on_both_backends!(
+    sign_in_through_the_provider,
+    an_invitee_may_sign_in_through_the_provider
+);
 
 #[tokio::test]
 async fn without_a_provider_there_is_no_button_and_no_route() {

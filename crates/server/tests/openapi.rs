@@ -593,6 +593,116 @@ async fn real_answers_match_the_document(db: Database) {
     )
     .await;
 
+    // Accounts, invitations and sessions (the Admins page's API).
+    let accounts = format!("{T}/accounts");
+    let ada = c
+        .send(
+            M::POST,
+            &accounts,
+            "/api/v1/tenants/acme/accounts",
+            admin,
+            json!({"email": "ada@acme.test", "password": "correct horse battery", "role": "admin"}),
+            S::CREATED,
+        )
+        .await;
+    let ada_id = ada.body["id"].as_str().expect("id").to_owned();
+    let invitations = format!("{T}/invitations");
+    c.send(
+        M::POST,
+        &invitations,
+        "/api/v1/tenants/acme/invitations",
+        admin,
+        json!({"email": "bea@acme.test", "role": "viewer"}),
+        S::CREATED,
+    )
+    .await;
+    for (body, status) in [
+        (
+            json!({"email": "ada@acme.test", "role": "viewer"}),
+            S::CONFLICT,
+        ),
+        (
+            json!({"email": "not an email", "role": "viewer"}),
+            S::UNPROCESSABLE_ENTITY,
+        ),
+    ] {
+        c.send(
+            M::POST,
+            &invitations,
+            "/api/v1/tenants/acme/invitations",
+            admin,
+            body,
+            status,
+        )
+        .await;
+    }
+    c.get(&accounts, "/api/v1/tenants/acme/accounts", admin, S::OK)
+        .await;
+    c.send(
+        M::PATCH,
+        &format!("{accounts}/{{id}}"),
+        &format!("/api/v1/tenants/acme/accounts/{ada_id}"),
+        admin,
+        json!({"role": "viewer"}),
+        S::CONFLICT,
+    )
+    .await;
+    let signed_in = c
+        .app
+        .client
+        .post(format!("{}/portal/login", c.app.base))
+        .json(&json!({"email": "ada@acme.test", "password": "correct horse battery"}))
+        .send()
+        .await
+        .expect("signed in");
+    let cookie = signed_in
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .expect("cookie")
+        .to_owned();
+    let sessions = format!("{T}/sessions");
+    let listed = c
+        .call(
+            M::GET,
+            &sessions,
+            "/api/v1/tenants/acme/sessions",
+            None,
+            None,
+            &[("cookie", cookie.as_str())],
+            S::OK,
+        )
+        .await;
+    assert_eq!(listed.body["items"][0]["current"], true);
+    c.get(
+        &sessions,
+        "/api/v1/tenants/acme/sessions",
+        &viewer,
+        S::FORBIDDEN,
+    )
+    .await;
+    c.call(
+        M::DELETE,
+        &format!("{sessions}/{{id}}"),
+        "/api/v1/tenants/acme/sessions/nope",
+        Some(admin),
+        None,
+        &[],
+        S::NOT_FOUND,
+    )
+    .await;
+    c.call(
+        M::DELETE,
+        "/api/v1/me/sessions",
+        "/api/v1/me/sessions",
+        Some(admin),
+        None,
+        &[],
+        S::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+
     // Groups and users.
     let groups = format!("{T}/groups");
     let group = c

@@ -4,6 +4,7 @@
 //! The traits are split by capability so that a handler's signature shows what it
 //! may touch. Every write that the spec calls "a save" is one transaction.
 
+mod account_admin;
 mod codec;
 mod dialect;
 mod scim_tokens;
@@ -17,6 +18,11 @@ use async_trait::async_trait;
 use entitle_core::{DeviceGroup, DeviceReport, Ownership, SaveError, ServiceDef, Settings};
 use time::OffsetDateTime;
 
+pub use account_admin::{
+    AccountAdminStore, AccountStatus, AccountSummary, InvitationLookup, InvitationState, Invited,
+    LAST_SEEN_RESOLUTION, MAX_SESSIONS_LISTED, NewInvitation, NewSession, SessionClient,
+    SessionInfo,
+};
 pub use codec::{device_group_to_json, report_to_json, settings_to_json};
 pub use dialect::PostgresOptions;
 pub use scim_tokens::{
@@ -34,6 +40,8 @@ pub trait Store:
     + AccountStore
     + ScimStore
     + ScimTokenStore
+    + AccountAdminStore
+    + ScimStore
     + Send
     + Sync
 {
@@ -44,6 +52,7 @@ impl<T> Store for T where
         + DeviceStore
         + ConfigStore
         + AccountStore
+        + AccountAdminStore
         + ScimStore
         + ScimTokenStore
         + Send
@@ -128,6 +137,15 @@ pub enum StoreError {
     UnknownGroups {
         /// The ids that were not found.
         ids: Vec<String>,
+    },
+    /// A change that would break a rule about accounts (the last admin, a used
+    /// invitation); `code` is the API's stable error code.
+    #[error("{message}")]
+    Refused {
+        /// Stable code, e.g. `last_admin`.
+        code: &'static str,
+        /// What is wrong and how to fix it.
+        message: String,
     },
     /// A listing's cursor was not made by this listing in this order.
     #[error("the cursor is not one this listing gave in this order; start again without it")]
@@ -1260,6 +1278,10 @@ pub struct NewAccount {
 /// A signed-in session.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Session {
+    /// Public id, to list and end it without its secret.
+    pub id: String,
+    /// When it was last used, to the minute.
+    pub last_seen_at: OffsetDateTime,
     /// Whose session.
     pub account: Account,
     /// The token state-changing requests must echo.

@@ -44,6 +44,8 @@ mod scim;
 #[path = "sql_audit.rs"]
 mod audit_log;
 
+#[path = "sql_accounts.rs"]
+mod accounts;
 #[path = "sql_scim_setup.rs"]
 mod scim_setup;
 
@@ -2155,6 +2157,60 @@ async fn delete_sessions(conn: &mut Conn<'_>, account_id: &str) -> StoreResult<u
     Ok(done)
 }
 
+/// Applies an account change in a write transaction and audits each part of
+/// it; `before` is the account as locked by the caller.
+async fn update_account_in(
+    tx: &mut Conn<'_>,
+    tenant_id: Option<&str>,
+    before: Account,
+    change: AccountChange,
+    actor: &Actor,
+) -> StoreResult<Account> {
+    let account_id = before.id.as_str();
+    let mut actions = Vec::new();
+    if let Some(role) = change.role
+        && role != before.role
+    {
+        query("UPDATE accounts SET role = $1 WHERE id = $2")
+            .bind(role.as_str())
+            .id(account_id)
+            .execute(&mut *tx)
+            .await?;
+        actions.push("account.role");
+    }
+    match change.disabled {
+        Some(true) if before.disabled_at.is_none() => {
+            query("UPDATE accounts SET disabled_at = $1 WHERE id = $2")
+                .time(tx.now())
+                .id(account_id)
+                .execute(&mut *tx)
+                .await?;
+            delete_sessions(tx, account_id).await?;
+            actions.push("account.disable");
+        }
+        Some(false) if before.disabled_at.is_some() => {
+            query(
+                "UPDATE accounts SET disabled_at = NULL
+                     WHERE id = $1",
+            )
+            .id(account_id)
+            .execute(&mut *tx)
+            .await?;
+            actions.push("account.enable");
+        }
+        _ => {}
+    }
+    let after = account_row(tx, tenant_id, account_id, false).await?;
+    for action in actions {
+        Audit::new(tenant_id, actor, action, &after.email)
+            .before(&account_audit_json(&before))
+            .after(&account_audit_json(&after))
+            .write(tx)
+            .await?;
+    }
+    Ok(after)
+}
+
 #[async_trait]
 impl AccountStore for SqlStore {
     async fn create_account(&self, new: NewAccount, actor: &Actor) -> StoreResult<Account> {
@@ -2223,47 +2279,7 @@ impl AccountStore for SqlStore {
     ) -> StoreResult<Account> {
         let mut tx = self.db.write().await?;
         let before = account_row(&mut tx, tenant_id, account_id, true).await?;
-        let mut actions = Vec::new();
-        if let Some(role) = change.role
-            && role != before.role
-        {
-            query("UPDATE accounts SET role = $1 WHERE id = $2")
-                .bind(role.as_str())
-                .id(account_id)
-                .execute(&mut tx)
-                .await?;
-            actions.push("account.role");
-        }
-        match change.disabled {
-            Some(true) if before.disabled_at.is_none() => {
-                query("UPDATE accounts SET disabled_at = $1 WHERE id = $2")
-                    .time(self.db.now())
-                    .id(account_id)
-                    .execute(&mut tx)
-                    .await?;
-                delete_sessions(&mut tx, account_id).await?;
-                actions.push("account.disable");
-            }
-            Some(false) if before.disabled_at.is_some() => {
-                query(
-                    "UPDATE accounts SET disabled_at = NULL
-                     WHERE id = $1",
-                )
-                .id(account_id)
-                .execute(&mut tx)
-                .await?;
-                actions.push("account.enable");
-            }
-            _ => {}
-        }
-        let after = account_row(&mut tx, tenant_id, account_id, false).await?;
-        for action in actions {
-            Audit::new(tenant_id, actor, action, &after.email)
-                .before(&account_audit_json(&before))
-                .after(&account_audit_json(&after))
-                .write(&mut tx)
-                .await?;
-        }
+        let after = update_account_in(&mut tx, tenant_id, before, change, actor).await?;
         tx.commit().await?;
         Ok(after)
     }
@@ -2321,26 +2337,22 @@ impl AccountStore for SqlStore {
         csrf_token: &str,
         expires_at: OffsetDateTime,
     ) -> StoreResult<()> {
-        let _turn = self.db.single_write().await;
-        // Expired sessions are swept whenever a new one starts.
-        query("DELETE FROM sessions WHERE expires_at < $1")
-            .time(self.db.now())
-            .execute(&self.db)
-            .await?;
-        query("INSERT INTO sessions (token_hash, account_id, csrf_token, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(token_hash)
-            .id(account_id)
-            .bind(csrf_token)
-            .time(self.db.now())
-            .time(expires_at)
-            .execute(&self.db)
-            .await?;
+        use crate::AccountAdminStore;
+        let new = crate::NewSession {
+            token_hash: token_hash.to_owned(),
+            account_id: account_id.to_owned(),
+            csrf_token: csrf_token.to_owned(),
+            expires_at,
+            client: crate::SessionClient::default(),
+        };
+        self.start_session(new).await?;
         Ok(())
     }
 
     async fn session(&self, token_hash: &str) -> StoreResult<Session> {
         let sql = format!(
-            "SELECT {ACCOUNT_COLUMNS}, s.csrf_token, s.expires_at
+            "SELECT {ACCOUNT_COLUMNS}, s.id AS session_id, s.csrf_token, s.expires_at,
+                    s.created_at AS session_created_at, s.last_seen_at
              FROM sessions s JOIN accounts a ON a.id = s.account_id
              WHERE s.token_hash = $1 AND s.expires_at > $2 AND a.disabled_at IS NULL"
         );
@@ -2350,6 +2362,11 @@ impl AccountStore for SqlStore {
             .find(&self.db, "session")
             .await?;
         Ok(Session {
+            id: row.id("session_id")?,
+            last_seen_at: match row.opt_time("last_seen_at")? {
+                Some(at) => at,
+                None => row.time("session_created_at")?,
+            },
             account: account_from_row(&row)?,
             csrf_token: row.get("csrf_token")?,
             expires_at: row.time("expires_at")?,

@@ -1,4 +1,5 @@
-//! `entitle accounts`: a tenant's portal accounts, their passwords and sessions.
+//! `entitle accounts`: a tenant's portal accounts (invitations, roles,
+//! passwords) and the sessions signed in to it.
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
@@ -19,6 +20,30 @@ pub enum AccountAction {
         /// admin or viewer.
         #[arg(long, default_value = "viewer")]
         role: String,
+    },
+    /// Invite an email: an account without a password, and a link (shown
+    /// once, valid 72 hours, single use) with which the invitee chooses one.
+    Invite {
+        /// The invitee's email.
+        #[arg(long)]
+        email: String,
+        /// admin or viewer.
+        #[arg(long, default_value = "viewer")]
+        role: String,
+    },
+    /// Change an account's role (the tenant's last active admin stays admin).
+    Role {
+        /// The account's email or id.
+        account: String,
+        /// admin or viewer.
+        role: String,
+    },
+    /// List the portal sessions open in the tenant.
+    Sessions,
+    /// End one portal session, by the id `entitle accounts sessions` shows.
+    EndSession {
+        /// The session's id.
+        id: String,
     },
     /// Disable an account: sign-in is refused and its sessions end.
     Disable {
@@ -48,21 +73,69 @@ pub(super) async fn run(api: Api, action: AccountAction) -> anyhow::Result<()> {
     let (account, body) = match action {
         AccountAction::List => {
             let list = api.get(&api.scoped("/accounts")?).await?;
-            api.report_items(&list, &["id", "email", "role", "state", "created"], |a| {
+            let header = ["id", "email", "role", "state", "created", "last sign-in"];
+            api.report_items(&list, &header, |a| {
                 vec![
                     text(&a["id"]),
                     text(&a["email"]),
                     text(&a["role"]),
-                    if a["disabled"] == json!(true) {
-                        format!("disabled {}", text(&a["disabled_at"]))
-                    } else {
-                        "enabled".to_owned()
+                    match a["status"].as_str() {
+                        Some("disabled") => format!("disabled {}", text(&a["disabled_at"])),
+                        Some("invited") => {
+                            format!("invited, link until {}", text(&a["invitation_expires_at"]))
+                        }
+                        _ => "enabled".to_owned(),
                     },
                     text(&a["created_at"]),
+                    text(&a["last_sign_in_at"]),
                 ]
             });
             return Ok(());
         }
+        AccountAction::Invite { email, role } => {
+            let invited = api
+                .post(
+                    &api.scoped("/invitations")?,
+                    &json!({"email": email, "role": role}),
+                )
+                .await?;
+            let server = api.conn.server.trim_end_matches('/').to_owned();
+            api.report(&invited, |invited| {
+                let link = invited["invitation_url"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| format!("{server}{}", text(&invited["invitation_path"])));
+                format!(
+                    "invited {} as {}; send them this link, valid once until {}:\n{link}",
+                    text(&invited["account"]["email"]),
+                    text(&invited["account"]["role"]),
+                    text(&invited["expires_at"]),
+                )
+            });
+            return Ok(());
+        }
+        AccountAction::Sessions => {
+            let list = api.get(&api.scoped("/sessions")?).await?;
+            let header = ["id", "email", "signed in", "last seen", "expires", "from"];
+            api.report_items(&list, &header, |s| {
+                vec![
+                    text(&s["id"]),
+                    text(&s["email"]),
+                    text(&s["created_at"]),
+                    text(&s["last_seen_at"]),
+                    text(&s["expires_at"]),
+                    text(&s["address"]),
+                ]
+            });
+            return Ok(());
+        }
+        AccountAction::EndSession { id } => {
+            let path = api.scoped(&format!("/sessions/{}", encode(&id)))?;
+            api.delete(&path).await?;
+            print_line(&format!("session {id} ended"));
+            return Ok(());
+        }
+        AccountAction::Role { account, role } => (account, json!({"role": role})),
         AccountAction::Create { email, role } => {
             let password = password_from_stdin()?;
             let created = api
@@ -112,7 +185,11 @@ pub(super) async fn run(api: Api, action: AccountAction) -> anyhow::Result<()> {
         } else {
             "enabled"
         };
-        format!("{} is {state}", text(&changed["email"]))
+        format!(
+            "{} is {state}, {}",
+            text(&changed["email"]),
+            text(&changed["role"])
+        )
     });
     Ok(())
 }

@@ -58,7 +58,7 @@ pub enum ClientCommand {
         #[command(subcommand)]
         action: tokens::TokenAction,
     },
-    /// Portal accounts of a tenant: list, create, disable, enable, passwords, sessions.
+    /// Portal accounts of a tenant: list, invite, create, role, disable, enable, passwords, sessions.
     Accounts {
         #[command(flatten)]
         conn: Conn,

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, patch, post};
 use axum::{Json, Router};
-use entitle_store::{Account, AccountChange, Role};
+use entitle_store::{AccountChange, AccountSummary, Role};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -58,24 +58,84 @@ pub struct AccountJson {
     pub email: String,
     /// Role.
     pub role: String,
+    /// `active`, `disabled` or `invited` (waiting for its invitee to choose a
+    /// password or sign in through the identity provider).
+    pub status: String,
     /// Whether the account is disabled (cannot sign in, has no sessions).
     pub disabled: bool,
     /// When it was disabled (RFC 3339).
     pub disabled_at: Option<String>,
     /// When it was created (RFC 3339).
     pub created_at: String,
+    /// When it last signed in (RFC 3339).
+    pub last_sign_in_at: Option<String>,
+    /// While invited: when its invitation link stops working (RFC 3339).
+    pub invitation_expires_at: Option<String>,
+    /// How many sessions it has open.
+    pub sessions: i64,
 }
 
-impl From<Account> for AccountJson {
-    fn from(account: Account) -> Self {
+impl From<AccountSummary> for AccountJson {
+    fn from(summary: AccountSummary) -> Self {
+        let status = summary.status().as_str().to_owned();
+        let invitation_expires_at = summary.pending_invitation().map(|i| rfc3339(i.expires_at));
+        let account = summary.account;
         Self {
             id: account.id,
             email: account.email,
             role: account.role.as_str().to_owned(),
+            status,
             disabled: account.disabled_at.is_some(),
             disabled_at: account.disabled_at.map(rfc3339),
             created_at: rfc3339(account.created_at),
+            last_sign_in_at: summary.last_sign_in_at.map(rfc3339),
+            invitation_expires_at,
+            sessions: summary.sessions,
         }
+    }
+}
+
+/// The longest email accepted (RFC 5321's path limit).
+const MAX_EMAIL_BYTES: usize = 254;
+
+/// Checks an email's syntax: one `@`, a local part of at most 64 bytes
+/// without spaces, quotes or brackets, and a domain of dot-separated labels
+/// of letters, digits and dashes. Returns it trimmed.
+pub(crate) fn valid_email(text: &str) -> ApiResult<&str> {
+    let email = text.trim();
+    let refused = || {
+        ApiError::unprocessable(
+            "invalid_email",
+            format!("email must look like name@example.com (at most {MAX_EMAIL_BYTES} bytes)"),
+        )
+    };
+    if email.len() > MAX_EMAIL_BYTES {
+        return Err(refused());
+    }
+    let Some((local, domain)) = email.split_once('@') else {
+        return Err(refused());
+    };
+    let local_ok = !local.is_empty()
+        && local.len() <= 64
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
+        && local
+            .chars()
+            .all(|c| !c.is_control() && !c.is_whitespace() && !"\"(),:;<>@[]\\".contains(c));
+    let labels: Vec<&str> = domain.split('.').collect();
+    let domain_ok = labels.len() >= 2
+        && labels.iter().all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+        });
+    if local_ok && domain_ok {
+        Ok(email)
+    } else {
+        Err(refused())
     }
 }
 
@@ -90,13 +150,7 @@ pub(crate) async fn create_account(
 ) -> ApiResult<Response> {
     let tenant = caller.tenant_for_write(&state, &tenant).await?;
     let role = tenant_role(&body.role)?;
-    let email = body.email.trim();
-    if !email.contains('@') || email.len() > 254 || email.contains(char::is_whitespace) {
-        return Err(ApiError::unprocessable(
-            "invalid_email",
-            "email must look like name@example.com",
-        ));
-    }
+    let email = valid_email(&body.email)?;
     let password_hash = hash_password(body.password).await?;
     let new = entitle_store::NewAccount {
         tenant_id: Some(tenant.id.clone()),
@@ -105,7 +159,8 @@ pub(crate) async fn create_account(
         role,
     };
     let account = state.store.create_account(new, &caller.actor).await?;
-    Ok((StatusCode::CREATED, Json(AccountJson::from(account))).into_response())
+    let summary = state.store.account_summary(&tenant.id, &account.id).await?;
+    Ok((StatusCode::CREATED, Json(AccountJson::from(summary))).into_response())
 }
 
 /// A list of accounts.
@@ -124,7 +179,7 @@ pub(crate) async fn list_accounts(
     Path(tenant): Path<String>,
 ) -> ApiResult<Json<AccountList>> {
     let tenant = caller.tenant_for_write(&state, &tenant).await?;
-    let accounts = state.store.accounts(&tenant.id).await?;
+    let accounts = state.store.account_summaries(&tenant.id).await?;
     Ok(Json(AccountList {
         items: accounts.into_iter().map(AccountJson::from).collect(),
     }))
@@ -141,9 +196,11 @@ pub struct UpdateAccount {
 }
 
 /// Disables, enables or changes the role of a portal account; admins only.
+/// Nobody disables or demotes the account they are signed in with, nor the
+/// tenant's last active admin account (409).
 #[utoipa::path(patch, path = "/api/v1/tenants/{tenant}/accounts/{id}", tag = "tenants", request_body = UpdateAccount,
     params(("tenant" = String, Path), ("id" = String, Path)),
-    responses((status = 200, body = AccountJson), (status = 403), (status = 404), (status = 422)))]
+    responses((status = 200, body = AccountJson), (status = 403), (status = 404), (status = 409), (status = 422)))]
 pub(crate) async fn update_account(
     State(state): State<AppState>,
     caller: Caller,
@@ -157,9 +214,10 @@ pub(crate) async fn update_account(
     // tenant with nobody able to undo it.
     let own = crate::auth::session_account_id(&parts, &state).await? == Some(id.clone());
     if own && (body.disabled == Some(true) || role == Some(Role::Viewer)) {
-        return Err(ApiError::unprocessable(
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
             "own_account",
-            "you cannot disable or demote the account you are signed in with",
+            "you cannot disable or demote the account you are signed in with; ask another admin",
         ));
     }
     let change = AccountChange {
@@ -168,9 +226,10 @@ pub(crate) async fn update_account(
     };
     let account = state
         .store
-        .update_account(Some(&tenant.id), &id, change, &caller.actor)
+        .change_account(&tenant.id, &id, change, &caller.actor)
         .await?;
-    Ok(Json(AccountJson::from(account)))
+    let summary = state.store.account_summary(&tenant.id, &account.id).await?;
+    Ok(Json(AccountJson::from(summary)))
 }
 
 /// Body of `POST …/accounts/{id}/password`.
@@ -252,7 +311,7 @@ const MAX_PASSWORD_BYTES: usize = 1024;
 
 /// Checks a new password's length and hashes it off the async workers, since
 /// argon2 takes tens of milliseconds of CPU.
-async fn hash_password(password: String) -> ApiResult<String> {
+pub(crate) async fn hash_password(password: String) -> ApiResult<String> {
     if password.chars().count() < MIN_PASSWORD_CHARS || password.len() > MAX_PASSWORD_BYTES {
         return Err(ApiError::unprocessable(
             "invalid_password",

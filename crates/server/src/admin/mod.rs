@@ -7,7 +7,9 @@ pub(crate) mod device_groups;
 pub(crate) mod devices;
 pub(crate) mod directory;
 pub(crate) mod entitlements;
+pub(crate) mod invitations;
 pub(crate) mod scim_setup;
+pub(crate) mod sessions;
 pub(crate) mod tenants;
 
 use axum::{Json, Router};
@@ -30,6 +32,8 @@ pub fn router() -> Router<AppState> {
         .merge(devices::router())
         .merge(audit::router())
         .merge(scim_setup::router())
+        .merge(invitations::router())
+        .merge(sessions::router())
 }
 
 /// Page sizes: default 50, at most 200.

@@ -427,7 +427,7 @@ pub struct TokenJson {
 }
 
 impl TokenJson {
-    fn new(token: ApiToken, now: OffsetDateTime) -> Self {
+    pub(crate) fn new(token: ApiToken, now: OffsetDateTime) -> Self {
         let status = if token.revoked_at.is_some() {
             "revoked"
         } else if token.expires_at.is_some_and(|at| at <= now) {

@@ -8,6 +8,7 @@
 //! `/portal/assets/`, so the page's CSP allows no inline script or style and
 //! nothing leaves the machine (no CDN).
 
+mod admins;
 mod scim_setup;
 mod sign_in;
 mod sso;
@@ -71,6 +72,8 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "text/css; charset=utf-8",
         include_str!("assets/scim_setup.css"),
     ),
+    ("admins.js", JS, include_str!("assets/admins.js")),
+    ("invitation.js", JS, include_str!("assets/invitation.js")),
 ];
 const JS: &str = "text/javascript; charset=utf-8";
 
@@ -94,6 +97,7 @@ pub fn router() -> Router<AppState> {
         .route("/t/{tenant}/audit", get(audit_page))
         .route("/t/{tenant}/scim-setup", get(scim_setup::scim_setup_page))
         .merge(sso::router())
+        .merge(admins::router())
         .layer(axum::middleware::map_response(page_headers))
         // One guard per server: its throttle and hashing permits are shared by
         // every sign-in this server answers.
@@ -376,6 +380,7 @@ fn frame(
             format!("/t/{}/scim-setup", tenant.name),
         ),
         ("audit", "Audit log", format!("/t/{}/audit", tenant.name)),
+        ("admins", "Admins", format!("/t/{}/admins", tenant.name)),
     ]
     .into_iter()
     .map(|(key, label, href)| NavLink {
@@ -538,7 +543,9 @@ async fn login(
     for account in &candidates {
         // An account of the identity provider has no password; it costs the
         // same work as any other, so its answer says nothing about it.
-        let stored = if crate::oidc::is_account_marker(&account.password_hash) {
+        let stored = if crate::oidc::is_account_marker(&account.password_hash)
+            || crate::admin::invitations::is_invitation_placeholder(&account.password_hash)
+        {
             DUMMY_HASH
         } else {
             &account.password_hash
@@ -586,12 +593,14 @@ async fn login(
         )
         .await?;
     let token = secrets::new_secret("ent_session");
-    let csrf = secrets::new_secret("csrf");
-    let expires = OffsetDateTime::now_utc() + time::Duration::hours(SESSION_HOURS);
-    state
-        .store
-        .create_session(&secrets::hash_secret(&token), &account.id, &csrf, expires)
-        .await?;
+    let new = entitle_store::NewSession {
+        token_hash: secrets::hash_secret(&token),
+        account_id: account.id.clone(),
+        csrf_token: secrets::new_secret("csrf"),
+        expires_at: OffsetDateTime::now_utc() + time::Duration::hours(SESSION_HOURS),
+        client: admins::session_client(address, &headers),
+    };
+    state.store.start_session(new).await?;
     let redirect = match &account.tenant_id {
         Some(tenant_id) => format!(
             "/t/{}/entitlements/private_access",

@@ -26,6 +26,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use super::{SESSION_HOURS, render, secure_attribute};
+use crate::admin::invitations::is_invitation_placeholder;
 use crate::auth::{Caller, SESSION_COOKIE, cookie};
 use crate::extract::{ClientAddress, QueryParams};
 use crate::oidc::{Identity, Oidc, OidcError, Pending, account_marker, is_account_marker};
@@ -158,7 +159,13 @@ async fn callback(
         );
     }
     let next = cookie(&parts, NEXT_COOKIE).and_then(super::decode_return_path);
-    let mut response = match finish(&state, &oidc, &pending, &query, address, next).await {
+    let client = super::admins::session_client(address, &parts.headers);
+    let sign_in = SignIn {
+        address,
+        client,
+        next,
+    };
+    let mut response = match finish(&state, &oidc, &pending, &query, sign_in).await {
         Ok(response) => response,
         Err((status, error)) => {
             tracing::warn!(%error, "sign-in through the identity provider refused");
@@ -180,13 +187,24 @@ async fn callback(
 
 type Refusal = (StatusCode, OidcError);
 
+/// Where a sign-in comes from and where it goes back to.
+struct SignIn {
+    address: Option<std::net::IpAddr>,
+    client: entitle_store::SessionClient,
+    /// The portal page opened while signed out, already checked.
+    next: Option<String>,
+}
+
 async fn finish(
     state: &AppState,
     oidc: &Oidc,
     pending: &Pending,
     query: &CallbackQuery,
-    address: Option<std::net::IpAddr>,
-    next: Option<String>,
+    SignIn {
+        address,
+        client,
+        next,
+    }: SignIn,
 ) -> Result<Response, Refusal> {
     if let Some(error) = &query.error {
         let description = query.error_description.as_deref().unwrap_or("");
@@ -245,13 +263,14 @@ async fn finish(
         .await
         .map_err(store_error)?;
     let token = secrets::new_secret("ent_session");
-    let csrf = secrets::new_secret("csrf");
-    let expires = OffsetDateTime::now_utc() + time::Duration::hours(SESSION_HOURS);
-    state
-        .store
-        .create_session(&secrets::hash_secret(&token), &account.id, &csrf, expires)
-        .await
-        .map_err(store_error)?;
+    let new = entitle_store::NewSession {
+        token_hash: secrets::hash_secret(&token),
+        account_id: account.id.clone(),
+        csrf_token: secrets::new_secret("csrf"),
+        expires_at: OffsetDateTime::now_utc() + time::Duration::hours(SESSION_HOURS),
+        client,
+    };
+    state.store.start_session(new).await.map_err(store_error)?;
     tracing::info!(account = %account.email, "signed in through the identity provider");
     // Back to the page opened while signed out, when it is one of this tenant's.
     let home = format!("/t/{}/", tenant.name);
@@ -330,6 +349,38 @@ async fn sign_in(
             )
             .await
             .map_err(internal)?,
+        // An invitee may sign in through the provider instead of opening the
+        // link: the invited account is bound to this subject, and its role
+        // then follows the mapping like any account of the provider.
+        Some(account) if is_invitation_placeholder(&account.password_hash) => {
+            if account.disabled_at.is_some() {
+                return Err(forbidden(format!(
+                    "The entitle account {email} is disabled. Ask an entitle administrator."
+                )));
+            }
+            let claimed = state
+                .store
+                .claim_invitation(&tenant.id, &account.id, &marker, &provider)
+                .await
+                .map_err(internal)?;
+            if claimed.role == rule.role {
+                claimed
+            } else {
+                state
+                    .store
+                    .update_account(
+                        Some(&tenant.id),
+                        &claimed.id,
+                        AccountChange {
+                            role: Some(rule.role),
+                            ..AccountChange::default()
+                        },
+                        &provider,
+                    )
+                    .await
+                    .map_err(internal)?
+            }
+        }
         Some(account) if account.password_hash != marker => {
             return Err(forbidden(if is_account_marker(&account.password_hash) {
                 format!(

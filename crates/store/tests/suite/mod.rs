@@ -12,6 +12,7 @@ use entitle_store::{
 };
 use time::OffsetDateTime;
 
+mod admins;
 mod credentials;
 mod scim_tokens;
 
@@ -69,6 +70,7 @@ pub async fn run_all(store: &dyn Store) {
     scoped_keys_attest_and_approval_holds(store).await;
     credentials::run_all(store).await;
     scim_tokens::run_all(store).await;
+    admins::run_all(store).await;
 }
 
 async fn scoped_keys_attest_and_approval_holds(store: &dyn Store) {
