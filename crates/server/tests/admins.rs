@@ -643,7 +643,10 @@ async fn disabling_ends_sessions_and_sign_in(db: Database) {
     );
     assert_eq!(
         page(&app, "/t/acme/admins", &who.cookie).await,
-        (StatusCode::SEE_OTHER, "/login".to_owned())
+        (
+            StatusCode::SEE_OTHER,
+            "/login?next=%2Ft%2Facme%2Fadmins".to_owned()
+        )
     );
     assert_eq!(
         sign_in(&app, "vic@acme.test", PASSWORD).await.err(),
@@ -815,7 +818,10 @@ async fn sessions_are_listed_and_signed_out_everywhere(db: Database) {
         );
         assert_eq!(
             page(&app, "/t/acme/admins", &gone.cookie).await,
-            (StatusCode::SEE_OTHER, "/login".to_owned())
+            (
+                StatusCode::SEE_OTHER,
+                "/login?next=%2Ft%2Facme%2Fadmins".to_owned()
+            )
         );
     }
     assert_eq!(
