@@ -133,7 +133,7 @@ test('sign out everywhere signs out a second browser of the same account', async
   first.page.once('dialog', (dialog) => dialog.accept());
   await Promise.all([first.page.waitForURL(/\/login$/), first.page.getByRole('button', { name: 'Sign out everywhere' }).click()]);
   await second.page.goto(base + '/t/acme/admins');
-  await second.page.waitForURL(/\/login$/);
+  await second.page.waitForURL(/\/login\?next=%2Ft%2Facme%2Fadmins$/);
   await first.context.close();
   await second.context.close();
 });
