@@ -44,6 +44,9 @@ mod scim;
 #[path = "sql_audit.rs"]
 mod audit_log;
 
+#[path = "sql_directory_views.rs"]
+mod directory_views;
+
 /// Storage in one SQLite file, or in a PostgreSQL database shared by every node.
 pub struct SqlStore {
     db: Db,
