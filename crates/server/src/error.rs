@@ -12,6 +12,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// The request field the error concerns, when it is one field.
+    field: Option<String>,
 }
 
 impl ApiError {
@@ -21,7 +23,15 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            field: None,
         }
+    }
+
+    /// The same error, naming the request field it concerns (e.g. `name`,
+    /// `posture.0.value`), so that a form can show it beside that field.
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
     }
 
     /// 400: the request is malformed.
@@ -58,9 +68,15 @@ impl ApiError {
         self.status
     }
 
-    /// The JSON body: `{"error": {"code", "message"}}`.
+    /// The JSON body: `{"error": {"code", "message"}}`, plus `field` when
+    /// the error concerns one field of the request.
     pub fn body(&self) -> serde_json::Value {
-        json!({"error": {"code": self.code, "message": self.message}})
+        match &self.field {
+            Some(field) => {
+                json!({"error": {"code": self.code, "message": self.message, "field": field}})
+            }
+            None => json!({"error": {"code": self.code, "message": self.message}}),
+        }
     }
 }
 

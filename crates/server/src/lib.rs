@@ -74,6 +74,8 @@ pub use state::{AppState, ServerConfig};
         admin::accounts::list_accounts, admin::accounts::update_account,
         admin::accounts::set_password, admin::accounts::end_sessions,
         agent::enroll, agent::sync,
+        admin::directory_views::user_access, admin::directory_views::group_members,
+        admin::directory_views::group_nesting, admin::device_group_impact::preview_change,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
     components(schemas(wire::ErrorJson, wire::ErrorDetailJson)),

@@ -10,6 +10,7 @@
 
 mod sign_in;
 mod sso;
+mod users;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -64,6 +65,9 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ),
     ("directory.js", JS, include_str!("assets/directory.js")),
     ("audit.js", JS, include_str!("assets/audit.js")),
+    ("users.js", JS, include_str!("assets/users.js")),
+    ("user.js", JS, include_str!("assets/user.js")),
+    ("group.js", JS, include_str!("assets/group.js")),
 ];
 const JS: &str = "text/javascript; charset=utf-8";
 
@@ -86,6 +90,7 @@ pub fn router() -> Router<AppState> {
         .route("/t/{tenant}/directory", get(directory_page))
         .route("/t/{tenant}/audit", get(audit_page))
         .merge(sso::router())
+        .merge(users::router())
         .layer(axum::middleware::map_response(page_headers))
         // One guard per server: its throttle and hashing permits are shared by
         // every sign-in this server answers.

@@ -1,7 +1,7 @@
 'use strict';
 const $ = (id) => document.getElementById(id);
 $('last').textContent = PAGE.last_scim_request_at ? when(PAGE.last_scim_request_at) : 'never';
-$('users').textContent = String(PAGE.users);
+$('users').replaceChildren(el('a', { href: tenantPage('/users'), id: 'users-link' }, String(PAGE.users)), ' ', el('a', { href: tenantPage('/users'), class: 'hint' }, 'See every user'));
 $('groups').textContent = String(PAGE.groups);
 $('scim-url').textContent = location.origin + PAGE.scim_base_path;
 if (!COMMON.can_write) $('rotate').remove();
@@ -14,7 +14,7 @@ $('rotate')?.addEventListener('click', async () => {
 });
 const serviceName = Object.fromEntries(PAGE.services.map((s) => [s.id, s.display_name]));
 for (const g of PAGE.group_items) {
-  $('rows').append(el('tr', { 'data-group': g.id }, el('td', {}, g.display_name), el('td', {}, String(g.member_count)), el('td', {}, g.nested.join(', ') || '—'), el('td', {}, g.source),
+  $('rows').append(el('tr', { 'data-group': g.id }, el('td', {}, el('a', { href: tenantPage('/groups/' + encodeURIComponent(g.id)) }, g.display_name)), el('td', {}, String(g.member_count)), el('td', {}, g.nested.join(', ') || '—'), el('td', {}, g.source),
     el('td', { class: 'used-by' }, g.used_by.length ? g.used_by.map((id) => serviceName[id] || id).join(', ') : el('span', { class: 'hint' }, 'Not used'))));
 }
 if (PAGE.group_items.length === 0) $('rows').append(el('tr', {}, el('td', { colspan: 5, class: 'hint' }, 'No groups yet: they appear as soon as your identity provider pushes them.')));
