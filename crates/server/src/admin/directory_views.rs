@@ -14,10 +14,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use entitle_core::{GroupId, GroupNames, SERVICES};
 use entitle_store::{DeviceFilter, GroupMember, StoreError, User};
-use serde::Serialize;
-use utoipa::ToSchema;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::directory::ListQuery;
 use super::{page_limit, selections};
 use crate::auth::Caller;
 use crate::error::ApiResult;
@@ -274,17 +273,29 @@ pub struct GroupMembersPage {
     pub active: Option<u64>,
 }
 
+/// Paging parameters of a member listing.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MembersQuery {
+    /// Page size (1–200, default 50).
+    #[param(required = false)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    #[param(required = false)]
+    pub cursor: Option<String>,
+}
+
 /// Lists a group's members: users in it directly or through groups nested
 /// inside it (each once, by login name, deleted users left out), with `via`
-/// naming the nesting. `search` is not supported here and is ignored.
+/// naming the nesting.
 #[utoipa::path(get, path = "/api/v1/tenants/{tenant}/groups/{id}/members", tag = "directory",
-    params(("tenant" = String, Path), ("id" = String, Path), ListQuery),
-    responses((status = 200, body = GroupMembersPage), (status = 404)))]
+    params(("tenant" = String, Path), ("id" = String, Path), MembersQuery),
+    responses((status = 200, body = GroupMembersPage), (status = 400, description = "a cursor this listing did not give"), (status = 404)))]
 pub(crate) async fn group_members(
     State(state): State<AppState>,
     caller: Caller,
     Path((tenant, id)): Path<(String, String)>,
-    QueryParams(query): QueryParams<ListQuery>,
+    QueryParams(query): QueryParams<MembersQuery>,
 ) -> ApiResult<Json<GroupMembersPage>> {
     let tenant = caller.tenant(&state, &tenant).await?;
     let page = state

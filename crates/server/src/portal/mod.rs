@@ -852,11 +852,16 @@ async fn directory_page(
             .map(|g| (g.id.clone(), g.display_name.clone()))
             .collect();
         let selections = admin::selections(&state, &tenant.id).await?;
+        let snapshot = state
+            .snapshots
+            .at_least(&tenant.id, tenant.data_version)
+            .await?;
         let groups: Vec<Value> = page
             .items
             .iter()
             .map(|g| json!({
                 "id": g.id, "display_name": g.display_name, "source": g.source, "member_count": g.member_count,
+                "effective_members": snapshot.active_members(&entitle_core::GroupId(g.id.clone())),
                 "used_by": user_group_used_by(&selections, &g.id),
                 "nested": g.member_groups.iter().map(|id| names.get(id).cloned().unwrap_or_else(|| id.clone())).collect::<Vec<_>>(),
             }))

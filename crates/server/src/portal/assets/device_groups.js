@@ -59,15 +59,17 @@ async function loadImpact(run, sent) {
   return answer.body;
 }
 
+const plural = (n, one, many) => (n === 1 ? one : many);
+
 /** Per service that uses the group: who gains and who loses it, with samples and "and N more". */
 function impactNodes(impact) {
-  const nodes = [el('p', {}, 'The group holds ' + impact.devices_before + ' devices now; ' + (impact.delete ? 'deleted, it holds none.' : 'after saving, ' + impact.devices_after + '.'))];
+  const nodes = [el('p', {}, 'The group holds ' + impact.devices_before + plural(impact.devices_before, ' device', ' devices') + ' now; ' + (impact.delete ? 'deleted, it holds none.' : 'after saving, ' + impact.devices_after + '.'))];
   for (const s of impact.services) {
     const name = serviceName[s.service] || s.service;
     const side = (verb, data, kind) => {
       if (data.devices === 0) return [];
       const more = data.devices - data.sample.length;
-      return [el('p', { 'data-impact': s.service + ':' + kind }, el('strong', {}, String(data.devices)), ' devices (' + data.users + ' users) would ' + verb + ' ' + name + ':'),
+      return [el('p', { 'data-impact': s.service + ':' + kind }, el('strong', {}, String(data.devices)), plural(data.devices, ' device', ' devices') + ' (' + data.users + plural(data.users, ' user', ' users') + ') would ' + verb + ' ' + name + ':'),
         el('ul', { class: 'sample' }, ...data.sample.map((x) => el('li', {}, x)), more > 0 ? el('li', { 'data-more': kind }, 'and ' + more + ' more') : null)];
     };
     const lines = [...side('lose', s.losing, 'losing'), ...side('gain', s.gaining, 'gaining')];
@@ -193,7 +195,6 @@ function confirmChange(title, text, nodes, go) {
 // selected the group since this page was loaded.
 async function remove(g) {
   show($('delete-error'), false);
-  const used = usedBy(g);
   const answer = await api('POST', tenantApi('/device-groups/' + encodeURIComponent(g.id) + '/preview'), { delete: true });
   if (!answer.ok) { $('delete-error').textContent = errorText(answer); show($('delete-error'), true); return; }
   const impact = answer.body;
@@ -202,7 +203,9 @@ async function remove(g) {
       'Deleting fails closed: it stays selected there as a deleted group that matches nothing, so its devices lose what it gave them and nobody gains access, until you change those entitlements.'
     : 'No entitlement uses it, so no device gains or loses a service.';
   if (!await confirmChange('Delete device group “' + g.name + '”?', text, impact.used_by.length ? impactNodes(impact) : [], 'Delete')) return;
-  const path = tenantApi('/device-groups/' + encodeURIComponent(g.id)) + (used.length || impact.used_by.length ? '?force=true' : '');
+  // Forced only when the administrator confirmed the group's use; one
+  // selected since is refused by the API (409) and its message shown.
+  const path = tenantApi('/device-groups/' + encodeURIComponent(g.id)) + (impact.used_by.length ? '?force=true' : '');
   const deleted = await api('DELETE', path);
   if (deleted.ok) { location.reload(); return; }
   $('delete-error').textContent = errorText(deleted);
@@ -217,7 +220,7 @@ $('editor')?.addEventListener('submit', async (e) => {
   if (editing && editing.used_by.length) {
     const impact = lastImpact && lastImpact.rule === JSON.stringify(sent.rule) ? lastImpact.impact : await loadImpact(undefined, sent);
     if (impact && impact.devices_losing > 0) {
-      const go = await confirmChange('Take services from ' + impact.devices_losing + ' devices?',
+      const go = await confirmChange('Take services from ' + impact.devices_losing + plural(impact.devices_losing, ' device?', ' devices?'),
         'Saving “' + sent.rule.name.trim() + '” changes which devices the group holds, and entitlements use it:', impactNodes(impact), 'Save anyway');
       if (!go) return;
     }
