@@ -11,8 +11,15 @@ use serde_json::json;
 pub struct ApiError {
     status: StatusCode,
     code: &'static str,
+    // Boxed, so that an error stays small: the agent lane keeps two results
+    // in every parsed request head.
+    detail: Box<Detail>,
+}
+
+/// What an error says, and the request field it concerns, if it is one field.
+#[derive(Debug, Clone)]
+struct Detail {
     message: String,
-    /// The request field the error concerns, when it is one field.
     field: Option<String>,
 }
 
@@ -22,15 +29,17 @@ impl ApiError {
         Self {
             status,
             code,
-            message: message.into(),
-            field: None,
+            detail: Box::new(Detail {
+                message: message.into(),
+                field: None,
+            }),
         }
     }
 
     /// The same error, naming the request field it concerns (e.g. `name`,
     /// `posture.0.value`), so that a form can show it beside that field.
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
-        self.field = Some(field.into());
+        self.detail.field = Some(field.into());
         self
     }
 
@@ -71,11 +80,12 @@ impl ApiError {
     /// The JSON body: `{"error": {"code", "message"}}`, plus `field` when
     /// the error concerns one field of the request.
     pub fn body(&self) -> serde_json::Value {
-        match &self.field {
+        let Detail { message, field } = &*self.detail;
+        match field {
             Some(field) => {
-                json!({"error": {"code": self.code, "message": self.message, "field": field}})
+                json!({"error": {"code": self.code, "message": message, "field": field}})
             }
-            None => json!({"error": {"code": self.code, "message": self.message}}),
+            None => json!({"error": {"code": self.code, "message": message}}),
         }
     }
 }

@@ -380,7 +380,9 @@ impl DeviceGroupBody {
     /// Parses the rule into the core type; problems of meaning are 422.
     pub fn parse(self, id: DeviceGroupId) -> Result<DeviceGroup, ApiError> {
         let invalid = |field: String| {
-            move |message: String| ApiError::unprocessable("invalid_rule", message).with_field(field)
+            move |message: String| {
+                ApiError::unprocessable("invalid_rule", message).with_field(field)
+            }
         };
         let name = single_line("name", &self.name, MAX_NAME).map_err(invalid("name".into()))?;
         if self.posture.len() > MAX_POSTURE_RULES {

@@ -41,7 +41,11 @@ async fn preview_of_an_edit_and_a_delete(db: Database) {
         .save(&app, "private_access", settings(false, &[], &[&managed]))
         .await;
     let (_, mac_token, _) = tenant
-        .enroll(&app, "ada", report("ada-mac", "macos", "4.3", "corporate", true))
+        .enroll(
+            &app,
+            "ada",
+            report("ada-mac", "macos", "4.3", "corporate", true),
+        )
         .await;
     for i in 0..12 {
         tenant
@@ -53,7 +57,11 @@ async fn preview_of_an_edit_and_a_delete(db: Database) {
             .await;
     }
     tenant
-        .enroll(&app, "ada", report("ada-linux", "linux", "4.3", "corporate", true))
+        .enroll(
+            &app,
+            "ada",
+            report("ada-linux", "linux", "4.3", "corporate", true),
+        )
         .await;
     let path = tenant.path(&format!("/device-groups/{managed}/preview"));
 
@@ -104,12 +112,18 @@ async fn preview_of_an_edit_and_a_delete(db: Database) {
     assert_eq!(delete.status, StatusCode::OK, "{:?}", delete.body);
     assert_eq!(delete.body["delete"], true);
     assert_eq!(delete.body["devices_after"], 0);
-    assert_eq!(service(&delete.body, "private_access")["losing"]["devices"], 13);
+    assert_eq!(
+        service(&delete.body, "private_access")["losing"]["devices"],
+        13
+    );
     assert_eq!(delete.body["devices_losing"], 13);
 
     // A preview changes nothing: the group, and the device's policy, stay.
     let group = app
-        .get(&tenant.path(&format!("/device-groups/{managed}")), &tenant.admin)
+        .get(
+            &tenant.path(&format!("/device-groups/{managed}")),
+            &tenant.admin,
+        )
         .await;
     assert_eq!(group.body["os"], json!(["windows", "macos"]));
     let policy = sync(
@@ -164,7 +178,9 @@ async fn preview_of_an_edit_and_a_delete(db: Database) {
         let refused = app.post(&path, &tenant.admin, body.clone()).await;
         assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     }
-    let gone = app.post(&path, &tenant.admin, json!({"delete": true})).await;
+    let gone = app
+        .post(&path, &tenant.admin, json!({"delete": true}))
+        .await;
     assert_eq!(gone.status, StatusCode::NOT_FOUND, "deleted above");
     let other = app.tenant("other").await;
     let across = app
@@ -209,8 +225,12 @@ async fn refused_rules_name_their_field(db: Database) {
         for answer in [
             app.post(&tenant.path("/device-groups"), &tenant.admin, body.clone())
                 .await,
-            app.post(&tenant.path("/device-groups/preview"), &tenant.admin, body.clone())
-                .await,
+            app.post(
+                &tenant.path("/device-groups/preview"),
+                &tenant.admin,
+                body.clone(),
+            )
+            .await,
             app.post(
                 &tenant.path(&format!("/device-groups/{first}/preview")),
                 &tenant.admin,
@@ -219,7 +239,11 @@ async fn refused_rules_name_their_field(db: Database) {
             .await,
         ] {
             assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-            assert_eq!(answer.body["error"]["field"], field, "{body}: {:?}", answer.body);
+            assert_eq!(
+                answer.body["error"]["field"], field,
+                "{body}: {:?}",
+                answer.body
+            );
             assert_eq!(answer.body["error"]["code"], code);
         }
     }

@@ -58,20 +58,38 @@ async fn user_access_shows_nesting_devices_and_decisions(db: Database) {
         .save(&app, "private_access", settings(false, &[&finance], &[]))
         .await;
     tenant
-        .save(&app, "digital_experience", settings(false, &[], &[&managed]))
+        .save(
+            &app,
+            "digital_experience",
+            settings(false, &[], &[&managed]),
+        )
         .await;
     let (ada_mac, ..) = tenant
-        .enroll(&app, "ada", report("ada-mac", "macos", "4.3", "corporate", true))
+        .enroll(
+            &app,
+            "ada",
+            report("ada-mac", "macos", "4.3", "corporate", true),
+        )
         .await;
     tenant
-        .enroll(&app, "ada", report("ada-home", "windows", "4.3", "personal", true))
+        .enroll(
+            &app,
+            "ada",
+            report("ada-home", "windows", "4.3", "personal", true),
+        )
         .await;
     tenant
-        .enroll(&app, "carl", report("carl-pc", "windows", "4.3", "corporate", true))
+        .enroll(
+            &app,
+            "carl",
+            report("carl-pc", "windows", "4.3", "corporate", true),
+        )
         .await;
     deactivate(&app, &tenant, "carl").await;
 
-    let ada = app.get(&tenant.path("/users/ada/access"), &tenant.admin).await;
+    let ada = app
+        .get(&tenant.path("/users/ada/access"), &tenant.admin)
+        .await;
     assert_eq!(ada.status, StatusCode::OK, "{:?}", ada.body);
     assert_eq!(ada.body["active"], true);
     let groups = ada.body["groups"].as_array().expect("groups");
@@ -124,7 +142,9 @@ async fn user_access_shows_nesting_devices_and_decisions(db: Database) {
     assert_eq!(ada.body["user_side"]["private_access"]["enabled"], true);
 
     // A deprovisioned user: shown inactive, every device decision says so.
-    let carl = app.get(&tenant.path("/users/carl/access"), &tenant.admin).await;
+    let carl = app
+        .get(&tenant.path("/users/carl/access"), &tenant.admin)
+        .await;
     assert_eq!(carl.status, StatusCode::OK, "{:?}", carl.body);
     assert_eq!(carl.body["active"], false);
     let carl_pc = &carl.body["devices"][0];
@@ -140,7 +160,9 @@ async fn user_access_shows_nesting_devices_and_decisions(db: Database) {
     );
 
     // A user without devices: none listed, the user's side still decided.
-    let dora = app.get(&tenant.path("/users/dora/access"), &tenant.admin).await;
+    let dora = app
+        .get(&tenant.path("/users/dora/access"), &tenant.admin)
+        .await;
     assert_eq!(dora.body["devices"], json!([]));
     assert_eq!(dora.body["groups"], json!([]));
     assert_eq!(dora.body["user_side"]["private_access"]["enabled"], false);
@@ -148,18 +170,30 @@ async fn user_access_shows_nesting_devices_and_decisions(db: Database) {
         dora.body["user_side"]["private_access"]["reason"],
         "not_in_user_groups"
     );
-    let bob = app.get(&tenant.path("/users/BOB/access"), &tenant.admin).await;
+    let bob = app
+        .get(&tenant.path("/users/BOB/access"), &tenant.admin)
+        .await;
     assert_eq!(bob.body["user_name"], "bob", "login names ignore case");
     assert_eq!(bob.body["user_side"]["private_access"]["enabled"], true);
 
     // Unknown users, and another tenant's, are 404.
-    let unknown = app.get(&tenant.path("/users/nobody/access"), &tenant.admin).await;
+    let unknown = app
+        .get(&tenant.path("/users/nobody/access"), &tenant.admin)
+        .await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
     let other = app.tenant("other").await;
-    let across = app.get(&tenant.path("/users/ada/access"), &other.admin).await;
+    let across = app
+        .get(&tenant.path("/users/ada/access"), &other.admin)
+        .await;
     assert_eq!(across.status, StatusCode::NOT_FOUND);
     let no_token = app
-        .call(Method::GET, &tenant.path("/users/ada/access"), None, None, &[])
+        .call(
+            Method::GET,
+            &tenant.path("/users/ada/access"),
+            None,
+            None,
+            &[],
+        )
         .await;
     assert_eq!(no_token.status, StatusCode::UNAUTHORIZED);
 }
@@ -233,7 +267,10 @@ async fn members_page_across_nested_groups_of_5000(db: Database) {
             assert_eq!(answer.body["total"], json!(USERS));
             assert_eq!(answer.body["active"], json!(USERS - USERS / 50));
         } else {
-            assert!(answer.body["total"].is_null(), "counts on the first page only");
+            assert!(
+                answer.body["total"].is_null(),
+                "counts on the first page only"
+            );
         }
         for item in answer.body["items"].as_array().expect("items") {
             let name = item["user_name"].as_str().expect("name").to_owned();
@@ -262,12 +299,17 @@ async fn members_page_across_nested_groups_of_5000(db: Database) {
         }
     }
     assert_eq!(pages, USERS.div_ceil(200));
-    let expected: Vec<String> = (0..USERS).map(|i| format!("user{i:05}@acme.test")).collect();
+    let expected: Vec<String> = (0..USERS)
+        .map(|i| format!("user{i:05}@acme.test"))
+        .collect();
     assert_eq!(listed, expected, "every member once, by login name");
 
     // EU holds its own users and Paris's (and the tenth users also in Paris).
     let eu_first = app
-        .get(&tenant.path(&format!("/groups/{eu}/members?limit=1")), &tenant.admin)
+        .get(
+            &tenant.path(&format!("/groups/{eu}/members?limit=1")),
+            &tenant.admin,
+        )
         .await;
     let in_eu = (0..USERS)
         .filter(|i| i % 4 == 1 || i % 4 == 2 || i.is_multiple_of(10))
@@ -281,13 +323,23 @@ async fn members_page_across_nested_groups_of_5000(db: Database) {
     let group = &picked.body["items"][0];
     assert_eq!(group["display_name"], "All");
     assert_eq!(group["effective_members"], json!(USERS - USERS / 50));
-    assert_eq!(group["member_count"], json!(USERS / 4 + 2), "direct: users and groups");
+    assert_eq!(
+        group["member_count"],
+        json!(USERS / 4 + 2),
+        "direct: users and groups"
+    );
     let nesting = app
-        .get(&tenant.path(&format!("/groups/{paris}/nesting")), &tenant.admin)
+        .get(
+            &tenant.path(&format!("/groups/{paris}/nesting")),
+            &tenant.admin,
+        )
         .await;
     assert_eq!(nesting.status, StatusCode::OK, "{:?}", nesting.body);
     assert_eq!(names(&nesting.body["around"][0]["path"]), ["Paris", "EU"]);
-    assert_eq!(names(&nesting.body["around"][1]["path"]), ["Paris", "EU", "All"]);
+    assert_eq!(
+        names(&nesting.body["around"][1]["path"]),
+        ["Paris", "EU", "All"]
+    );
 
     // A cursor this listing never gave is a 400, an unknown group a 404.
     let bad = app.get(&format!("{path}?cursor=zz"), &tenant.admin).await;
@@ -309,7 +361,9 @@ async fn picker_counts_are_effective_active_members(db: Database) {
     tenant.user(&app, "dan", &[&outer]).await;
     deactivate(&app, &tenant, "dan").await;
 
-    let listed = app.get(&tenant.path("/groups?search=er"), &tenant.admin).await;
+    let listed = app
+        .get(&tenant.path("/groups?search=er"), &tenant.admin)
+        .await;
     let count = |name: &str, field: &str| {
         listed.body["items"]
             .as_array()
@@ -321,7 +375,11 @@ async fn picker_counts_are_effective_active_members(db: Database) {
     };
     // Outer: ana (through Inner), ben (both, once), cyd; dan is deactivated.
     assert_eq!(count("Outer", "effective_members"), json!(3));
-    assert_eq!(count("Outer", "member_count"), json!(4), "direct: ben, cyd, dan, Inner");
+    assert_eq!(
+        count("Outer", "member_count"),
+        json!(4),
+        "direct: ben, cyd, dan, Inner"
+    );
     assert_eq!(count("Inner", "effective_members"), json!(2));
 
     let one = app
@@ -329,7 +387,10 @@ async fn picker_counts_are_effective_active_members(db: Database) {
         .await;
     assert_eq!(one.body["effective_members"], json!(3));
     let members = app
-        .get(&tenant.path(&format!("/groups/{outer}/members")), &tenant.admin)
+        .get(
+            &tenant.path(&format!("/groups/{outer}/members")),
+            &tenant.admin,
+        )
         .await;
     assert_eq!(members.body["active"], json!(3), "the members page agrees");
     assert_eq!(members.body["total"], json!(4));
@@ -351,8 +412,10 @@ async fn picker_counts_are_effective_active_members(db: Database) {
             Method::PATCH,
             &format!("/scim/v2/{}/Groups/{inner}", tenant.name),
             Some(&tenant.scim_token),
-            Some(json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-                "Operations": [{"op": "add", "path": "members", "value": [{"value": eve}]}]})),
+            Some(
+                json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "add", "path": "members", "value": [{"value": eve}]}]}),
+            ),
             &[],
         )
         .await;

@@ -1549,6 +1549,9 @@ pub trait DirectoryViewStore {
         cursor: Option<&str>,
     ) -> StoreResult<Page<GroupMember>>;
     /// How many users `group_members` lists in all, and how many are active.
-    async fn count_group_members(&self, tenant_id: &str, group_id: &str)
-    -> StoreResult<MemberCounts>;
+    async fn count_group_members(
+        &self,
+        tenant_id: &str,
+        group_id: &str,
+    ) -> StoreResult<MemberCounts>;
 }

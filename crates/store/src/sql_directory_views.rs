@@ -73,7 +73,11 @@ impl DirectoryViewStore for SqlStore {
         let root = GroupId(group_id.to_owned());
         let mut items = Vec::with_capacity(shown.len());
         for (row, user_id) in shown.iter().zip(user_ids) {
-            let via = via(&inside, &root, direct.get(&user_id).map_or(&[], Vec::as_slice));
+            let via = via(
+                &inside,
+                &root,
+                direct.get(&user_id).map_or(&[], Vec::as_slice),
+            );
             items.push(GroupMember {
                 user_id,
                 user_name: row.get("user_name")?,

@@ -131,7 +131,10 @@ pub(crate) async fn preview_change(
     let used_by = device_group_used_by(&selections, &group_id);
     let mut services = Vec::new();
     let mut losing_devices: BTreeSet<usize> = BTreeSet::new();
-    for service in SERVICES.iter().filter(|s| used_by.iter().any(|u| u == s.id)) {
+    for service in SERVICES
+        .iter()
+        .filter(|s| used_by.iter().any(|u| u == s.id))
+    {
         let Some(stored) = snapshot.settings(service) else {
             continue;
         };

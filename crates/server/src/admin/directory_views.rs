@@ -136,7 +136,9 @@ pub(crate) async fn user_access(
         .snapshots
         .at_least(&tenant.id, tenant.data_version)
         .await?;
-    Ok(Json(access_json(&state, &tenant.id, &snapshot, user).await?))
+    Ok(Json(
+        access_json(&state, &tenant.id, &snapshot, user).await?,
+    ))
 }
 
 /// The access of a user read from the store, decided with `snapshot`.

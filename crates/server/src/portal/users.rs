@@ -79,12 +79,7 @@ async fn users_page(
     let load = async {
         let page = state
             .store
-            .search_users(
-                &tenant.id,
-                &search,
-                USER_PAGE_SIZE,
-                query.cursor.as_deref(),
-            )
+            .search_users(&tenant.id, &search, USER_PAGE_SIZE, query.cursor.as_deref())
             .await?;
         let total = state.store.count_users(&tenant.id, &search).await?;
         let snapshot = state
@@ -140,7 +135,10 @@ async fn user_page(
         }))
     };
     let data = load.await.map_err(IntoResponse::into_response)?;
-    let title = data["user"]["user_name"].as_str().unwrap_or("User").to_owned();
+    let title = data["user"]["user_name"]
+        .as_str()
+        .unwrap_or("User")
+        .to_owned();
     let frame = frame(&signed_in, &tenant, "directory", &title, data, "user.js");
     Ok(render(&UserPage { frame }))
 }

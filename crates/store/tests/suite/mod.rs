@@ -13,6 +13,7 @@ use entitle_store::{
 use time::OffsetDateTime;
 
 mod credentials;
+mod directory_views;
 
 async fn tenant(store: &dyn Store, name: &str) -> String {
     let new = NewTenant {
@@ -67,6 +68,7 @@ pub async fn run_all(store: &dyn Store) {
     scim_users_groups_and_memberships(store).await;
     scoped_keys_attest_and_approval_holds(store).await;
     credentials::run_all(store).await;
+    directory_views::run_all(store).await;
 }
 
 async fn scoped_keys_attest_and_approval_holds(store: &dyn Store) {
