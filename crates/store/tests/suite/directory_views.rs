@@ -71,7 +71,11 @@ async fn members_are_paged_once_across_nesting(store: &dyn Store) {
     );
     let via = |i: usize| -> Vec<String> { listed[i].via.clone() };
     assert_eq!(via(0), [paris.clone(), eu.clone()], "ana: Paris, then EU");
-    assert_eq!(via(1), std::slice::from_ref(&eu), "ben: the shortest way in");
+    assert_eq!(
+        via(1),
+        std::slice::from_ref(&eu),
+        "ben: the shortest way in"
+    );
     assert!(via(2).is_empty(), "cyd is a direct member");
     assert!(!listed[3].active);
     assert_eq!(

@@ -4,7 +4,8 @@
 const $ = (id) => document.getElementById(id);
 $('back').href = tenantPage('/directory');
 $('search').value = PAGE.search;
-$('caption').textContent = PAGE.total + (PAGE.total === 1 ? ' user' : ' users') + (PAGE.search ? ' match “' + PAGE.search + '”' : ' in the directory') + '.';
+const one = PAGE.total === 1;
+$('caption').textContent = PAGE.total + (one ? ' user' : ' users') + (PAGE.search ? (one ? ' matches “' : ' match “') + PAGE.search + '”' : ' in the directory') + '.';
 
 function status(active) {
   return active ? el('span', { class: 'badge on' }, 'Active') : el('span', { class: 'badge off' }, 'Deactivated');
