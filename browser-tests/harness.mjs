@@ -71,7 +71,7 @@ export async function session(width = 1280, options = {}) {
   const page = await context.newPage();
   // Refusals the tests provoke on purpose (wrong password, stale save, forged
   // save) are logged by Chromium as failed loads; anything else is an error.
-  const provoked = /Failed to load resource: the server responded with a status of (401|403|404|409|412)/;
+  const provoked = /Failed to load resource: the server responded with a status of (401|403|404|409|412|422)/;
   page.on('console', (message) => { if (message.type() === 'error' && !provoked.test(message.text())) consoleErrors.push(page.url() + ': ' + message.text()); });
   page.on('pageerror', (error) => consoleErrors.push(page.url() + ': ' + error.message));
   page.on('request', (request) => { const url = new URL(request.url()); if (url.hostname !== '127.0.0.1' && url.protocol !== 'data:') outsideRequests.push(request.url()); });

@@ -287,18 +287,20 @@ test('deleting a device group in use names its entitlements and keeps it as a de
   const row = page.locator('tr[data-group="' + group.body.id + '"]');
   assert.equal(await row.locator('.used-by').textContent(), 'Used by: Private Applications');
 
-  // Dismissed, nothing happens; accepted, the group goes with ?force=true.
-  const dialogs = [];
-  page.once('dialog', async (dialog) => { dialogs.push(dialog.message()); await dialog.dismiss(); });
+  // The confirmation shows the impact first. Cancelled, nothing happens;
+  // confirmed, the group goes with ?force=true.
+  const confirmation = page.locator('#confirm-change');
   await row.getByRole('button', { name: 'Delete' }).click();
-  assert.equal(dialogs.length, 1);
-  assert.match(dialogs[0], /Temp laptops.*used by the entitlements of Private Applications/);
-  assert.match(dialogs[0], /stay selected there as a deleted group that matches nothing/);
-  assert.equal(await row.count(), 1, 'dismissed: still there');
+  await confirmation.waitFor();
+  const question = await confirmation.textContent();
+  assert.match(question, /Temp laptops[\s\S]*used by the entitlements of Private Applications/);
+  assert.match(question, /stays selected there as a deleted group that matches nothing/);
+  await confirmation.getByRole('button', { name: 'Cancel' }).click();
+  assert.equal(await row.count(), 1, 'cancelled: still there');
   await page.screenshot({ path: join(shots, 'device-groups-used-by.png'), fullPage: true });
 
-  page.once('dialog', (dialog) => dialog.accept());
-  await Promise.all([page.waitForEvent('load'), row.getByRole('button', { name: 'Delete' }).click()]);
+  await row.getByRole('button', { name: 'Delete' }).click();
+  await Promise.all([page.waitForEvent('load'), confirmation.getByRole('button', { name: 'Delete' }).click()]);
   assert.equal(await page.locator('tr[data-group="' + group.body.id + '"]').count(), 0, 'the row is gone');
   const after = await api('GET', '/api/v1/tenants/acme/entitlements/private_access', 'demo-acme-admin');
   assert.ok(after.body.device_groups.includes(group.body.id), 'still selected, as a tombstone');
@@ -309,23 +311,25 @@ test('deleting a device group in use names its entitlements and keeps it as a de
   const unused = await api('POST', '/api/v1/tenants/acme/device-groups', 'demo-acme-admin', { name: 'Unused group', os: ['linux'], ownership: [], posture: [] });
   assert.equal(unused.status, 201);
   await page.goto(base + '/t/acme/device-groups');
-  const plain = [];
-  page.once('dialog', (dialog) => { plain.push(dialog.message()); dialog.accept(); });
-  await Promise.all([page.waitForEvent('load'), page.locator('tr[data-group="' + unused.body.id + '"]').getByRole('button', { name: 'Delete' }).click()]);
-  assert.match(plain[0], /No entitlement uses it/);
+  await page.locator('tr[data-group="' + unused.body.id + '"]').getByRole('button', { name: 'Delete' }).click();
+  await confirmation.waitFor();
+  assert.match(await confirmation.textContent(), /No entitlement uses it/);
+  await Promise.all([page.waitForEvent('load'), confirmation.getByRole('button', { name: 'Delete' }).click()]);
   assert.equal((await api('GET', '/api/v1/tenants/acme/device-groups/' + unused.body.id, 'demo-acme-admin')).status, 404);
 
-  // A group an entitlement selected after the page loaded: the API refuses
-  // the plain delete with 409, and its message is shown.
+  // A group an entitlement selected after the confirmation showed it unused:
+  // the API refuses the plain delete with 409, and its message is shown.
   const late = await api('POST', '/api/v1/tenants/acme/device-groups', 'demo-acme-admin', { name: 'Selected meanwhile', os: ['ios'], ownership: [], posture: [] });
   assert.equal(late.status, 201);
   await page.goto(base + '/t/acme/device-groups');
+  await page.locator('tr[data-group="' + late.body.id + '"]').getByRole('button', { name: 'Delete' }).click();
+  await confirmation.waitFor();
+  assert.match(await confirmation.textContent(), /No entitlement uses it/);
   const dx = await api('GET', '/api/v1/tenants/acme/entitlements/digital_experience', 'demo-acme-admin');
   const selected = await api('PUT', '/api/v1/tenants/acme/entitlements/digital_experience', 'demo-acme-admin',
     { ...dx.body, device_groups: [...dx.body.device_groups, late.body.id] }, { 'If-Match': dx.etag });
   assert.equal(selected.status, 200, JSON.stringify(selected.body));
-  page.once('dialog', (dialog) => dialog.accept());
-  await page.locator('tr[data-group="' + late.body.id + '"]').getByRole('button', { name: 'Delete' }).click();
+  await confirmation.getByRole('button', { name: 'Delete' }).click();
   await page.locator('#delete-error').filter({ hasText: 'still selected by the entitlements of Digital Experience Monitoring' }).waitFor();
   assert.equal((await api('GET', '/api/v1/tenants/acme/device-groups/' + late.body.id, 'demo-acme-admin')).status, 200, 'not deleted');
 

@@ -45,19 +45,66 @@ pub fn impact<'a>(
     population: impl IntoIterator<Item = PopulationEntry<'a>>,
     names: &dyn GroupNames,
 ) -> Impact {
+    compare(
+        service,
+        (before, after),
+        population
+            .into_iter()
+            .map(|entry| (entry.hostname, entry.subject.clone(), entry.subject)),
+        names,
+    )
+}
+
+/// One device as it is and as a proposed change would make it: a device
+/// group's rule edited or deleted moves devices in or out of the group.
+#[derive(Debug, Clone)]
+pub struct MovedEntry<'a> {
+    /// The device's host name, for the sample.
+    pub hostname: &'a str,
+    /// The user and device as they are.
+    pub before: Subject<'a>,
+    /// The same with the device groups the change gives the device.
+    pub after: Subject<'a>,
+}
+
+/// Who gains and who loses the service under unchanged `settings` when the
+/// devices of `population` change as described, with [`evaluate`].
+pub fn impact_of_moves<'a>(
+    service: &ServiceDef,
+    settings: &Settings,
+    population: impl IntoIterator<Item = MovedEntry<'a>>,
+    names: &dyn GroupNames,
+) -> Impact {
+    compare(
+        service,
+        (settings, settings),
+        population
+            .into_iter()
+            .map(|entry| (entry.hostname, entry.before, entry.after)),
+        names,
+    )
+}
+
+/// The one comparison behind both previews: each device decided before and after.
+fn compare<'a>(
+    service: &ServiceDef,
+    (before, after): (&Settings, &Settings),
+    population: impl Iterator<Item = (&'a str, Subject<'a>, Subject<'a>)>,
+    names: &dyn GroupNames,
+) -> Impact {
     let mut gaining = Tally::default();
     let mut losing = Tally::default();
     let mut legacy = Tally::default();
-    for entry in population {
-        let old: Decision = evaluate(service, before, &entry.subject, names);
-        let new: Decision = evaluate(service, after, &entry.subject, names);
+    for (hostname, old_subject, new_subject) in population {
+        let old: Decision = evaluate(service, before, &old_subject, names);
+        let new: Decision = evaluate(service, after, &new_subject, names);
         if !old.enabled && new.enabled {
-            gaining.add(&entry);
+            gaining.add(hostname, &new_subject);
         } else if old.enabled && !new.enabled {
-            losing.add(&entry);
+            losing.add(hostname, &new_subject);
         }
         if new.reason == Reason::LegacyClient {
-            legacy.add(&entry);
+            legacy.add(hostname, &new_subject);
         }
     }
     Impact {
@@ -75,12 +122,12 @@ struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, entry: &PopulationEntry<'_>) {
-        self.users.insert(entry.subject.user_name.to_owned());
+    fn add(&mut self, hostname: &str, subject: &Subject<'_>) {
+        self.users.insert(subject.user_name.to_owned());
         self.devices += 1;
         if self.sample.len() < IMPACT_SAMPLE_SIZE {
             self.sample
-                .push(format!("{} on {}", entry.subject.user_name, entry.hostname));
+                .push(format!("{} on {}", subject.user_name, hostname));
         }
     }
 
@@ -151,5 +198,47 @@ mod tests {
         let reverse = impact(zpa, &after, &before, population, &NoNames);
         assert_eq!(reverse.gaining.devices, 1);
         assert_eq!(reverse.losing.devices, 0);
+    }
+
+    #[test]
+    fn moves_out_of_a_selected_device_group_lose_the_service() {
+        let none_g: BTreeSet<GroupId> = BTreeSet::new();
+        let managed: BTreeSet<DeviceGroupId> = [DeviceGroupId("managed".into())].into();
+        let outside: BTreeSet<DeviceGroupId> = BTreeSet::new();
+        let new = ClientVersion::parse("4.0").expect("version");
+        let subject = |device_groups| Subject {
+            user_name: "ada",
+            user_active: true,
+            user_groups: &none_g,
+            device_groups,
+            client_version: new,
+            pending_approval: false,
+        };
+        let settings = Settings {
+            device_groups: managed.clone(),
+            ..Settings::default()
+        };
+        let zpa = service("private_access").expect("zpa");
+        let moves = vec![
+            MovedEntry {
+                hostname: "ada-mac",
+                before: subject(&managed),
+                after: subject(&outside),
+            },
+            MovedEntry {
+                hostname: "ada-pc",
+                before: subject(&managed),
+                after: subject(&managed),
+            },
+            MovedEntry {
+                hostname: "ada-phone",
+                before: subject(&outside),
+                after: subject(&managed),
+            },
+        ];
+        let result = impact_of_moves(zpa, &settings, moves, &NoNames);
+        assert_eq!(result.losing.devices, 1);
+        assert_eq!(result.losing.sample, vec!["ada on ada-mac".to_owned()]);
+        assert_eq!(result.gaining.sample, vec!["ada on ada-phone".to_owned()]);
     }
 }

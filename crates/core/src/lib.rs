@@ -18,7 +18,9 @@ pub use device::{
     PostureValue, RuleError, effective_device_groups,
 };
 pub use groups::{GroupGraph, GroupId};
-pub use impact::{IMPACT_SAMPLE_SIZE, Impact, ImpactSide, PopulationEntry, impact};
+pub use impact::{
+    IMPACT_SAMPLE_SIZE, Impact, ImpactSide, MovedEntry, PopulationEntry, impact, impact_of_moves,
+};
 pub use service::{LegacyBehaviour, SERVICES, ServiceDef, UnknownService, service};
 pub use settings::{SaveError, Settings, check_group_ids, validate_save};
 pub use version::{ClientVersion, VersionError};

@@ -11,7 +11,16 @@ use serde_json::json;
 pub struct ApiError {
     status: StatusCode,
     code: &'static str,
+    // Boxed, so that an error stays small: the agent lane keeps two results
+    // in every parsed request head.
+    detail: Box<Detail>,
+}
+
+/// What an error says, and the request field it concerns, if it is one field.
+#[derive(Debug, Clone)]
+struct Detail {
     message: String,
+    field: Option<String>,
 }
 
 impl ApiError {
@@ -20,8 +29,18 @@ impl ApiError {
         Self {
             status,
             code,
-            message: message.into(),
+            detail: Box::new(Detail {
+                message: message.into(),
+                field: None,
+            }),
         }
+    }
+
+    /// The same error, naming the request field it concerns (e.g. `name`,
+    /// `posture.0.value`), so that a form can show it beside that field.
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.detail.field = Some(field.into());
+        self
     }
 
     /// 400: the request is malformed.
@@ -58,9 +77,16 @@ impl ApiError {
         self.status
     }
 
-    /// The JSON body: `{"error": {"code", "message"}}`.
+    /// The JSON body: `{"error": {"code", "message"}}`, plus `field` when
+    /// the error concerns one field of the request.
     pub fn body(&self) -> serde_json::Value {
-        json!({"error": {"code": self.code, "message": self.message}})
+        let Detail { message, field } = &*self.detail;
+        match field {
+            Some(field) => {
+                json!({"error": {"code": self.code, "message": message, "field": field}})
+            }
+            None => json!({"error": {"code": self.code, "message": message}}),
+        }
     }
 }
 

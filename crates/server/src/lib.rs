@@ -78,6 +78,8 @@ pub use state::{AppState, ServerConfig};
         admin::invitations::create_invitation, admin::sessions::list_sessions,
         admin::sessions::end_session, admin::sessions::sign_out_everywhere,
         agent::enroll, agent::sync,
+        admin::directory_views::user_access, admin::directory_views::group_members,
+        admin::directory_views::group_nesting, admin::device_group_impact::preview_change,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
     components(schemas(wire::ErrorJson, wire::ErrorDetailJson)),

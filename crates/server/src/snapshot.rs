@@ -40,6 +40,10 @@ pub struct TenantSnapshot {
     device_group_names: HashMap<DeviceGroupId, String>,
     deleted_group_names: HashMap<GroupId, String>,
     deleted_device_group_names: HashMap<DeviceGroupId, String>,
+    /// Nesting, for the paths through which a user belongs to a group.
+    graph: GroupGraph,
+    /// Per group, the active users in it directly or through nesting.
+    active_members: HashMap<GroupId, usize>,
 }
 
 /// Every service's decision for one device.
@@ -70,7 +74,15 @@ impl TenantSnapshot {
                 };
                 (user.id, entry)
             })
-            .collect();
+            .collect::<HashMap<String, SnapshotUser>>();
+        // What the group pickers count: each active user once per group it
+        // belongs to, however deep, exactly as decisions see membership.
+        let mut active_members: HashMap<GroupId, usize> = HashMap::new();
+        for user in users.values().filter(|u| u.active) {
+            for group in &user.effective_groups {
+                *active_members.entry(group.clone()).or_default() += 1;
+            }
+        }
         let settings = SERVICES
             .iter()
             .map(|service| {
@@ -113,7 +125,57 @@ impl TenantSnapshot {
                 .into_iter()
                 .map(|(id, name)| (DeviceGroupId(id), name))
                 .collect(),
+            graph,
+            active_members,
         }
+    }
+
+    /// Active users in a group directly or through groups nested inside it,
+    /// each counted once (the number the group pickers show).
+    pub fn active_members(&self, group: &GroupId) -> usize {
+        self.active_members.get(group).copied().unwrap_or(0)
+    }
+
+    /// Every group a user with these direct groups is in, with the shortest
+    /// path from a direct group up to it.
+    pub fn group_paths(&self, direct: &[GroupId]) -> BTreeMap<GroupId, Vec<GroupId>> {
+        self.graph.effective_paths(direct)
+    }
+
+    /// Every group nested inside `group` (itself included), with its path down.
+    pub fn nested_inside(&self, group: &GroupId) -> BTreeMap<GroupId, Vec<GroupId>> {
+        self.graph.nested_inside(group)
+    }
+
+    /// What a device of this user would get from each service if it ran a
+    /// client recent enough for group entitlement and met the rule of every
+    /// device group the service selects: the user's side of each decision.
+    /// `None` for a user this snapshot does not hold.
+    pub fn user_side(&self, user_id: &str) -> Option<Vec<(&'static ServiceDef, Decision)>> {
+        let user = self.users.get(user_id)?;
+        let services = SERVICES
+            .iter()
+            .filter_map(|service| {
+                let stored = self.settings.get(service.id)?;
+                let device_groups: BTreeSet<DeviceGroupId> = stored
+                    .settings
+                    .device_groups
+                    .iter()
+                    .filter(|id| self.device_group_names.contains_key(id))
+                    .cloned()
+                    .collect();
+                let subject = Subject {
+                    user_name: &user.user_name,
+                    user_active: user.active,
+                    user_groups: &user.effective_groups,
+                    device_groups: &device_groups,
+                    client_version: service.min_version,
+                    pending_approval: false,
+                };
+                Some((service, evaluate(service, &stored.settings, &subject, self)))
+            })
+            .collect();
+        Some(services)
     }
 
     /// The stored settings of a service.

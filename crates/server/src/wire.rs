@@ -30,6 +30,10 @@ pub struct ErrorDetailJson {
     pub code: String,
     /// What is wrong and how to fix it, for a person.
     pub message: String,
+    /// The request field the error concerns, when it is one field (e.g.
+    /// `name`, `posture.0.value`), so that a form can show it beside it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 /// A posture fact's value as the document describes it. Reports and rules
@@ -375,10 +379,14 @@ pub struct DeviceGroupBody {
 impl DeviceGroupBody {
     /// Parses the rule into the core type; problems of meaning are 422.
     pub fn parse(self, id: DeviceGroupId) -> Result<DeviceGroup, ApiError> {
-        let invalid = |message: String| ApiError::unprocessable("invalid_rule", message);
-        let name = single_line("name", &self.name, MAX_NAME).map_err(invalid)?;
+        let invalid = |field: String| {
+            move |message: String| {
+                ApiError::unprocessable("invalid_rule", message).with_field(field)
+            }
+        };
+        let name = single_line("name", &self.name, MAX_NAME).map_err(invalid("name".into()))?;
         if self.posture.len() > MAX_POSTURE_RULES {
-            return Err(invalid(format!(
+            return Err(invalid("posture".into())(format!(
                 "a rule may require at most {MAX_POSTURE_RULES} posture facts"
             )));
         }
@@ -387,27 +395,33 @@ impl DeviceGroupBody {
             .iter()
             .map(|o| Os::parse(o))
             .collect::<Result<_, _>>()
-            .map_err(|e| invalid(e.to_string()))?;
+            .map_err(|e| invalid("os".into())(e.to_string()))?;
         let ownership = self
             .ownership
             .iter()
             .map(|o| Ownership::parse(o))
             .collect::<Result<_, _>>()
-            .map_err(|e| invalid(e.to_string()))?;
+            .map_err(|e| invalid("ownership".into())(e.to_string()))?;
         let mut posture = Vec::with_capacity(self.posture.len());
-        for rule in &self.posture {
-            check_posture(&rule.key, &rule.value).map_err(invalid)?;
-            let op = PostureOp::parse(&rule.op).map_err(|e| invalid(e.to_string()))?;
+        for (i, rule) in self.posture.iter().enumerate() {
+            let at = |part: &str| format!("posture.{i}.{part}");
+            single_line("a posture key", &rule.key, MAX_POSTURE_KEY).map_err(invalid(at("key")))?;
+            check_posture(&rule.key, &rule.value).map_err(invalid(at("value")))?;
+            let op = PostureOp::parse(&rule.op).map_err(|e| invalid(at("op"))(e.to_string()))?;
             let value = posture_value(&rule.value).ok_or_else(|| {
-                invalid(format!(
+                invalid(at("value"))(format!(
                     "posture value of {:?} must be a boolean, number or string",
                     rule.key
                 ))
             })?;
-            posture.push(
-                PostureRequirement::new(&rule.key, op, value)
-                    .map_err(|e| invalid(e.to_string()))?,
-            );
+            let requirement = PostureRequirement::new(&rule.key, op, value).map_err(|e| {
+                let part = match e {
+                    entitle_core::RuleError::EmptyPostureKey => "key",
+                    _ => "value",
+                };
+                invalid(at(part))(e.to_string())
+            })?;
+            posture.push(requirement);
         }
         Ok(DeviceGroup {
             id,

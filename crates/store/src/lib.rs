@@ -35,13 +35,13 @@ pub use sql::SqlStore;
 pub trait Store:
     TenantStore
     + DirectoryStore
+    + DirectoryViewStore
     + DeviceStore
     + ConfigStore
     + AccountStore
-    + ScimStore
-    + ScimTokenStore
     + AccountAdminStore
     + ScimStore
+    + ScimTokenStore
     + Send
     + Sync
 {
@@ -49,6 +49,7 @@ pub trait Store:
 impl<T> Store for T where
     T: TenantStore
         + DirectoryStore
+        + DirectoryViewStore
         + DeviceStore
         + ConfigStore
         + AccountStore
@@ -1535,4 +1536,52 @@ pub trait ScimStore {
         page: Option<(usize, usize)>,
         with_members: bool,
     ) -> StoreResult<Counted<ScimGroup>>;
+}
+
+/// A user in a group's effective membership.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupMember {
+    /// The user's id.
+    pub user_id: String,
+    /// Login name.
+    pub user_name: String,
+    /// Display name.
+    pub display_name: Option<String>,
+    /// Active in the directory.
+    pub active: bool,
+    /// Ids of the groups through which the user belongs, from the user's own
+    /// group up to the one directly inside the group listed; empty for a
+    /// direct member.
+    pub via: Vec<String>,
+}
+
+/// The size of a group's effective membership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberCounts {
+    /// Users (not deleted) in the group directly or through nested groups, each once.
+    pub members: u64,
+    /// Those of them the directory has active.
+    pub active: u64,
+    /// Groups nested inside, directly or deeper.
+    pub nested_groups: u64,
+}
+
+/// Read-only views of the directory for people: who is in a group, however deep.
+#[async_trait]
+pub trait DirectoryViewStore {
+    /// Users (not deleted) in a group directly or through groups nested inside
+    /// it, each once, by login name, a keyset page at a time.
+    async fn group_members(
+        &self,
+        tenant_id: &str,
+        group_id: &str,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> StoreResult<Page<GroupMember>>;
+    /// How many users `group_members` lists in all, and how many are active.
+    async fn count_group_members(
+        &self,
+        tenant_id: &str,
+        group_id: &str,
+    ) -> StoreResult<MemberCounts>;
 }

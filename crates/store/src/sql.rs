@@ -46,6 +46,8 @@ mod audit_log;
 
 #[path = "sql_accounts.rs"]
 mod accounts;
+#[path = "sql_directory_views.rs"]
+mod directory_views;
 #[path = "sql_scim_setup.rs"]
 mod scim_setup;
 

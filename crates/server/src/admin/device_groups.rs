@@ -63,7 +63,8 @@ pub(crate) async fn create_device_group(
     let group = state
         .store
         .create_device_group(&tenant.id, group, &caller.actor)
-        .await?;
+        .await
+        .map_err(name_taken)?;
     state.snapshots.refresh(&tenant.id).await?;
     let json = device_group_json(&state, &tenant.id, &group).await?;
     Ok((StatusCode::CREATED, Json(json)).into_response())
@@ -122,6 +123,17 @@ pub(crate) async fn list_device_groups(
     }))
 }
 
+/// A taken name is the `name` field's problem, so a form shows it there.
+fn name_taken(error: entitle_store::StoreError) -> ApiError {
+    let duplicate = matches!(error, entitle_store::StoreError::Duplicate { .. });
+    let error = ApiError::from(error);
+    if duplicate {
+        error.with_field("name")
+    } else {
+        error
+    }
+}
+
 fn decode_group_cursor(cursor: &str) -> ApiResult<(String, String)> {
     hex::decode(cursor)
         .ok()
@@ -172,7 +184,8 @@ pub(crate) async fn update_device_group(
     let group = state
         .store
         .update_device_group(&tenant.id, group, &caller.actor)
-        .await?;
+        .await
+        .map_err(name_taken)?;
     state.snapshots.refresh(&tenant.id).await?;
     Ok(Json(device_group_json(&state, &tenant.id, &group).await?))
 }

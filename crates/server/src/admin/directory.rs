@@ -71,6 +71,10 @@ pub struct GroupJson {
     /// Ids of the services whose entitlements select the group, so that a
     /// deletion (by an admin or by the directory) is never a surprise.
     pub used_by: Vec<String>,
+    /// Active users in the group directly or through groups nested inside
+    /// it, each counted once: the people an entitlement selecting the group
+    /// reaches (what the group pickers show).
+    pub effective_members: usize,
 }
 
 impl From<entitle_store::Group> for GroupJson {
@@ -82,6 +86,7 @@ impl From<entitle_store::Group> for GroupJson {
             member_count: group.member_count,
             member_groups: group.member_groups,
             used_by: Vec::new(),
+            effective_members: 0,
         }
     }
 }
@@ -94,6 +99,12 @@ impl GroupJson {
             used_by,
             ..Self::from(group)
         }
+    }
+
+    /// The same, with its effective membership as decisions see it.
+    fn counted(mut self, snapshot: &crate::snapshot::TenantSnapshot) -> Self {
+        self.effective_members = snapshot.active_members(&entitle_core::GroupId(self.id.clone()));
+        self
     }
 }
 
@@ -113,7 +124,9 @@ pub(crate) async fn create_group(
         .create_group(&tenant.id, name, &body.member_groups, &caller.actor)
         .await?;
     state.snapshots.refresh(&tenant.id).await?;
-    Ok((StatusCode::CREATED, Json(GroupJson::from(group))).into_response())
+    let snapshot = state.snapshots.get(&tenant.id).await?;
+    let json = GroupJson::from(group).counted(&snapshot);
+    Ok((StatusCode::CREATED, Json(json)).into_response())
 }
 
 /// Listing parameters.
@@ -220,11 +233,15 @@ pub(crate) async fn list_groups(
         Some(_) => None,
     };
     let selections = selections(&state, &tenant.id).await?;
+    let snapshot = state
+        .snapshots
+        .at_least(&tenant.id, tenant.data_version)
+        .await?;
     Ok(Json(GroupPage {
         items: page
             .items
             .into_iter()
-            .map(|g| GroupJson::with_used_by(g, &selections))
+            .map(|g| GroupJson::with_used_by(g, &selections).counted(&snapshot))
             .collect(),
         more: page.next_cursor.is_some(),
         next_cursor: page.next_cursor,
@@ -243,7 +260,13 @@ pub(crate) async fn get_group(
     let tenant = caller.tenant(&state, &tenant).await?;
     let group = state.store.group(&tenant.id, &id).await?;
     let selections = selections(&state, &tenant.id).await?;
-    Ok(Json(GroupJson::with_used_by(group, &selections)))
+    let snapshot = state
+        .snapshots
+        .at_least(&tenant.id, tenant.data_version)
+        .await?;
+    Ok(Json(
+        GroupJson::with_used_by(group, &selections).counted(&snapshot),
+    ))
 }
 
 /// Deletes a group; refused with 409 while entitlements select it, unless forced.

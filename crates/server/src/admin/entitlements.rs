@@ -221,6 +221,7 @@ async fn stale(
         error: ErrorDetailJson {
             code: "stale_version".to_owned(),
             message,
+            field: None,
         },
         current: CurrentSettingsJson {
             names: group_names(&snapshot, [&stored.settings]),

@@ -3,9 +3,11 @@
 
 pub(crate) mod accounts;
 pub(crate) mod audit;
+pub(crate) mod device_group_impact;
 pub(crate) mod device_groups;
 pub(crate) mod devices;
 pub(crate) mod directory;
+pub(crate) mod directory_views;
 pub(crate) mod entitlements;
 pub(crate) mod invitations;
 pub(crate) mod scim_setup;
@@ -27,7 +29,9 @@ pub fn router() -> Router<AppState> {
     tenants::router()
         .merge(accounts::router())
         .merge(directory::router())
+        .merge(directory_views::router())
         .merge(device_groups::router())
+        .merge(device_group_impact::router())
         .merge(entitlements::router())
         .merge(devices::router())
         .merge(audit::router())

@@ -12,6 +12,7 @@ mod admins;
 mod scim_setup;
 mod sign_in;
 mod sso;
+mod users;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -74,6 +75,9 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ),
     ("admins.js", JS, include_str!("assets/admins.js")),
     ("invitation.js", JS, include_str!("assets/invitation.js")),
+    ("users.js", JS, include_str!("assets/users.js")),
+    ("user.js", JS, include_str!("assets/user.js")),
+    ("group.js", JS, include_str!("assets/group.js")),
 ];
 const JS: &str = "text/javascript; charset=utf-8";
 
@@ -98,6 +102,7 @@ pub fn router() -> Router<AppState> {
         .route("/t/{tenant}/scim-setup", get(scim_setup::scim_setup_page))
         .merge(sso::router())
         .merge(admins::router())
+        .merge(users::router())
         .layer(axum::middleware::map_response(page_headers))
         // One guard per server: its throttle and hashing permits are shared by
         // every sign-in this server answers.
@@ -956,11 +961,16 @@ async fn directory_page(
             .map(|g| (g.id.clone(), g.display_name.clone()))
             .collect();
         let selections = admin::selections(&state, &tenant.id).await?;
+        let snapshot = state
+            .snapshots
+            .at_least(&tenant.id, tenant.data_version)
+            .await?;
         let groups: Vec<Value> = page
             .items
             .iter()
             .map(|g| json!({
                 "id": g.id, "display_name": g.display_name, "source": g.source, "member_count": g.member_count,
+                "effective_members": snapshot.active_members(&entitle_core::GroupId(g.id.clone())),
                 "used_by": user_group_used_by(&selections, &g.id),
                 "nested": g.member_groups.iter().map(|id| names.get(id).cloned().unwrap_or_else(|| id.clone())).collect::<Vec<_>>(),
             }))

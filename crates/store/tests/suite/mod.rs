@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 
 mod admins;
 mod credentials;
+mod directory_views;
 mod scim_tokens;
 
 async fn tenant(store: &dyn Store, name: &str) -> String {
@@ -71,6 +72,7 @@ pub async fn run_all(store: &dyn Store) {
     credentials::run_all(store).await;
     scim_tokens::run_all(store).await;
     admins::run_all(store).await;
+    directory_views::run_all(store).await;
 }
 
 async fn scoped_keys_attest_and_approval_holds(store: &dyn Store) {

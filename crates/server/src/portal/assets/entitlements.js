@@ -86,6 +86,9 @@ function nothingToAdd(text, matched, selectedLabels) {
   return el('li', { class: 'hint' }, 'No group matches “' + text + '”.');
 }
 
+/** What a group reaches: its active users, directly or through nested groups, each once. */
+function memberText(n) { return n + (n === 1 ? ' active member' : ' active members'); }
+
 // User-group picker: the server searches, so it stays fast with thousands of groups.
 const searchUserGroups = debounce(async (text) => {
   const results = $('ug-results');
@@ -97,7 +100,7 @@ const searchUserGroups = debounce(async (text) => {
   results.replaceChildren(...(items.length ? items.map((g) => el('li', {}, el('button', {
     type: 'button',
     onclick: () => { names[g.id] = g.display_name; form.user_groups.push(g.id); $('ug-search').value = ''; results.replaceChildren(); show(results, false); changed(); $('ug-search').focus(); },
-  }, g.display_name + ' (' + g.member_count + ' members)'))) : [nothingToAdd(text.trim(), already.length > 0, already)]));
+  }, g.display_name + ' (' + memberText(g.effective_members) + ')'))) : [nothingToAdd(text.trim(), already.length > 0, already)]));
   show(results, true);
 }, 150);
 $('ug-search').addEventListener('input', (e) => searchUserGroups(e.target.value));

@@ -1,0 +1,176 @@
+//! The impact of editing or deleting a device group, before it is done: per
+//! service that selects the group, which devices would gain or lose it.
+//!
+//! The same core `impact` comparison as the entitlement preview, over the
+//! tenant's devices as they are and as the change would move them; the
+//! settings stay as saved (a deleted group stays selected as a tombstone that
+//! matches nothing, so its devices lose what it gave them: access fails closed).
+
+use std::collections::BTreeSet;
+
+use axum::extract::{Path, State};
+use axum::routing::post;
+use axum::{Json, Router};
+use entitle_core::{DeviceGroupId, MovedEntry, SERVICES, impact_of_moves};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::device_groups::device_group_used_by;
+use super::selections;
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::JsonBody;
+use crate::state::AppState;
+use crate::wire::{DeviceGroupBody, ImpactSideJson};
+
+/// The route of the change preview.
+pub(crate) fn router() -> Router<AppState> {
+    Router::new().route(
+        "/api/v1/tenants/{tenant}/device-groups/{id}/preview",
+        post(preview_change),
+    )
+}
+
+/// A proposed change of a device group: its new rule, or its deletion.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceGroupChange {
+    /// The rule (and name) the group would have; give this or `delete`.
+    pub rule: Option<DeviceGroupBody>,
+    /// `true` to preview deleting the group; give this or `rule`.
+    pub delete: Option<bool>,
+}
+
+/// What a change would do to one service that selects the group.
+#[derive(Serialize, ToSchema)]
+pub struct ServiceImpactJson {
+    /// Service id.
+    pub service: String,
+    /// Devices that would get the service.
+    pub gaining: ImpactSideJson,
+    /// Devices that would lose it.
+    pub losing: ImpactSideJson,
+}
+
+/// The impact of a device-group change, before it is made.
+#[derive(Serialize, ToSchema)]
+pub struct DeviceGroupImpactJson {
+    /// The group's id.
+    pub id: String,
+    /// Whether this previews a deletion.
+    pub delete: bool,
+    /// Devices in the group now.
+    pub devices_before: usize,
+    /// Devices in the group after the change (0 for a deletion).
+    pub devices_after: usize,
+    /// Ids of the services whose entitlements select the group.
+    pub used_by: Vec<String>,
+    /// Per service that selects the group, in the table's order.
+    pub services: Vec<ServiceImpactJson>,
+    /// Devices that would lose at least one service.
+    pub devices_losing: usize,
+}
+
+/// Shows, per service that selects the device group, which devices would
+/// gain or lose the service if the group's rule changed as proposed or the
+/// group were deleted. Nothing is changed.
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/device-groups/{id}/preview", tag = "device-groups",
+    request_body = DeviceGroupChange, params(("tenant" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = DeviceGroupImpactJson), (status = 404), (status = 422)))]
+pub(crate) async fn preview_change(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, id)): Path<(String, String)>,
+    JsonBody(body): JsonBody<DeviceGroupChange>,
+) -> ApiResult<Json<DeviceGroupImpactJson>> {
+    let tenant = caller.tenant(&state, &tenant).await?;
+    let group_id = DeviceGroupId(id);
+    let delete = body.delete.unwrap_or(false);
+    let proposed = match (body.rule, delete) {
+        (Some(rule), false) => Some(rule.parse(group_id.clone())?),
+        (None, true) => None,
+        _ => {
+            return Err(ApiError::unprocessable(
+                "invalid_change",
+                "give either the proposed \"rule\" or \"delete\": true",
+            ));
+        }
+    };
+    let snapshot = state
+        .snapshots
+        .at_least(&tenant.id, tenant.data_version)
+        .await?;
+    if !snapshot.device_groups().iter().any(|g| g.id == group_id) {
+        return Err(ApiError::not_found("device group"));
+    }
+    let mut devices = state.store.all_devices(&tenant.id).await?;
+    // A stable order makes the samples the same from one preview to the next.
+    devices.sort_by(|a, b| {
+        (&a.user_name, &a.report.hostname).cmp(&(&b.user_name, &b.report.hostname))
+    });
+    let before: Vec<BTreeSet<DeviceGroupId>> = devices
+        .iter()
+        .map(|d| snapshot.device_groups_of(d))
+        .collect();
+    let after: Vec<BTreeSet<DeviceGroupId>> = devices
+        .iter()
+        .zip(&before)
+        .map(|(device, groups)| {
+            let mut moved = groups.clone();
+            moved.remove(&group_id);
+            if proposed
+                .as_ref()
+                .is_some_and(|rule| rule.matches(&device.decision_report()))
+            {
+                moved.insert(group_id.clone());
+            }
+            moved
+        })
+        .collect();
+    let selections = selections(&state, &tenant.id).await?;
+    let used_by = device_group_used_by(&selections, &group_id);
+    let mut services = Vec::new();
+    let mut losing_devices: BTreeSet<usize> = BTreeSet::new();
+    for service in SERVICES
+        .iter()
+        .filter(|s| used_by.iter().any(|u| u == s.id))
+    {
+        let Some(stored) = snapshot.settings(service) else {
+            continue;
+        };
+        let population = devices.iter().enumerate().map(|(i, device)| MovedEntry {
+            hostname: &device.report.hostname,
+            before: snapshot.subject(device, &before[i]),
+            after: snapshot.subject(device, &after[i]),
+        });
+        let result = impact_of_moves(service, &stored.settings, population, &*snapshot);
+        // Which moved devices lose it, for the count over every service.
+        for i in (0..devices.len()).filter(|&i| before[i] != after[i]) {
+            let entry = [MovedEntry {
+                hostname: &devices[i].report.hostname,
+                before: snapshot.subject(&devices[i], &before[i]),
+                after: snapshot.subject(&devices[i], &after[i]),
+            }];
+            let moved = impact_of_moves(service, &stored.settings, entry, &*snapshot);
+            if moved.losing.devices > 0 {
+                losing_devices.insert(i);
+            }
+        }
+        services.push(ServiceImpactJson {
+            service: service.id.to_owned(),
+            gaining: result.gaining.into(),
+            losing: result.losing.into(),
+        });
+    }
+    let devices_before = before.iter().filter(|g| g.contains(&group_id)).count();
+    let devices_after = after.iter().filter(|g| g.contains(&group_id)).count();
+    Ok(Json(DeviceGroupImpactJson {
+        id: group_id.0,
+        delete,
+        devices_before,
+        devices_after,
+        used_by,
+        services,
+        devices_losing: losing_devices.len(),
+    }))
+}
