@@ -57,6 +57,29 @@ pub struct SqlStore {
 }
 
 impl SqlStore {
+    /// Records a token's use at most once per [`LAST_USED_RESOLUTION`], so that
+    /// ordinary calls write nothing. `table` is one of this crate's token tables.
+    async fn touch_last_used(
+        &self,
+        table: &'static str,
+        token_id: &str,
+        at: OffsetDateTime,
+    ) -> StoreResult<()> {
+        let _turn = self.db.single_write().await;
+        query_built(format!(
+            "UPDATE {table} SET last_used_at = $2
+             WHERE id = $1 AND (last_used_at IS NULL OR last_used_at <= $3)"
+        ))
+        .id(token_id)
+        .time(at)
+        .time(at - LAST_USED_RESOLUTION)
+        .execute(&self.db)
+        .await?;
+        Ok(())
+    }
+}
+
+impl SqlStore {
     /// Opens (creating if needed) a SQLite database file and applies migrations.
     pub async fn open_sqlite(path: &Path) -> StoreResult<Self> {
         Self::open_sqlite_with(path, true).await
@@ -1139,17 +1162,7 @@ impl TenantStore for SqlStore {
     }
 
     async fn touch_api_token(&self, token_id: &str, at: OffsetDateTime) -> StoreResult<()> {
-        let _turn = self.db.single_write().await;
-        query(
-            "UPDATE api_tokens SET last_used_at = $2
-             WHERE id = $1 AND (last_used_at IS NULL OR last_used_at <= $3)",
-        )
-        .id(token_id)
-        .time(at)
-        .time(at - LAST_USED_RESOLUTION)
-        .execute(&self.db)
-        .await?;
-        Ok(())
+        self.touch_last_used("api_tokens", token_id, at).await
     }
 
     async fn has_super_admin(&self) -> StoreResult<bool> {

@@ -10,8 +10,8 @@ use time::format_description::well_known::Rfc3339;
 use super::{Audit, SqlStore, new_id, tenant_from_row};
 use crate::dialect::{Conn, Row, query, query_built};
 use crate::{
-    Actor, LAST_USED_RESOLUTION, SCIM_TOKENS_LISTED, ScimGrant, ScimRotation, ScimToken,
-    ScimTokenStore, StoreError, StoreResult,
+    Actor, SCIM_TOKENS_LISTED, ScimGrant, ScimRotation, ScimToken, ScimTokenStore, StoreError,
+    StoreResult,
 };
 
 const TOKEN_COLUMNS: &str = "id, tenant_id, created_at, last_used_at, expires_at, revoked_at";
@@ -252,17 +252,7 @@ impl ScimTokenStore for SqlStore {
     }
 
     async fn touch_scim_token(&self, token_id: &str, at: OffsetDateTime) -> StoreResult<()> {
-        let _turn = self.db.single_write().await;
-        query(
-            "UPDATE scim_tokens SET last_used_at = $2
-             WHERE id = $1 AND (last_used_at IS NULL OR last_used_at <= $3)",
-        )
-        .id(token_id)
-        .time(at)
-        .time(at - LAST_USED_RESOLUTION)
-        .execute(&self.db)
-        .await?;
-        Ok(())
+        self.touch_last_used("scim_tokens", token_id, at).await
     }
 }
 

@@ -171,19 +171,7 @@ async fn accept(
     headers: HeaderMap,
     JsonBody(body): JsonBody<AcceptBody>,
 ) -> ApiResult<Response> {
-    // As at sign-in: a form on another site cannot send JSON, so it cannot
-    // sign a browser in to an account of its choosing.
-    let json = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if !json {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "json_required",
-            "send a JSON body (Content-Type: application/json)",
-        ));
-    }
+    super::require_json(&headers)?;
     let found = open(&state, address, &body.token).await?;
     if let Some(refusal) = found.refusal(OffsetDateTime::now_utc()) {
         return Err(gone(refusal));

@@ -501,6 +501,24 @@ struct LoginBody {
     password: String,
 }
 
+/// Refuses a sign-in body that is not JSON: a form on another site cannot send
+/// JSON, so it cannot sign a browser in to an account of its choosing.
+pub(crate) fn require_json(headers: &HeaderMap) -> ApiResult<()> {
+    let json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if json {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "json_required",
+            "send a JSON body (Content-Type: application/json)",
+        ))
+    }
+}
+
 /// Signs in with email and password; sets the session cookie.
 ///
 /// A wrong password and an unknown email get the same answer after the same
@@ -513,19 +531,7 @@ async fn login(
     headers: HeaderMap,
     JsonBody(body): JsonBody<LoginBody>,
 ) -> ApiResult<Response> {
-    // A form on another site cannot send JSON, so it cannot sign a browser in
-    // to an account of its choosing.
-    let json = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if !json {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "json_required",
-            "sign in with a JSON body (Content-Type: application/json)",
-        ));
-    }
+    require_json(&headers)?;
     guard.check(&body.email, address)?;
     // Emails are unique per tenant only, so several enabled accounts may share
     // one; the account signed in to is the first whose password verifies. An
