@@ -5,7 +5,8 @@
 //! server, `runtime` is one agent's loop (sync, long-poll, polling, backoff),
 //! `lkg` keeps the last-known-good policy on disk, `driver` is the real agent
 //! (state directory, control socket, JSON lines) and `fleet` runs thousands of
-//! simulated agents in one process, both over the same runtime.
+//! simulated agents in one process, both over the same runtime. `transport`
+//! builds the HTTPS client every entitle command uses.
 
 pub mod driver;
 pub mod fleet;
@@ -13,3 +14,4 @@ pub mod lkg;
 pub mod machine;
 pub mod protocol;
 pub mod runtime;
+pub mod transport;
