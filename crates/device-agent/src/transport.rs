@@ -91,6 +91,14 @@ pub fn describe(error: &reqwest::Error) -> String {
     if error.is_connect() {
         return format!("cannot reach the server: {}", chain(error));
     }
+    // A TLS server answers plain HTTP with a TLS alert, which reads as a
+    // malformed response.
+    if error.is_request() && error.url().is_some_and(|url| url.scheme() == "http") {
+        return format!(
+            "{} (if the server serves HTTPS, use an https:// URL)",
+            chain(error)
+        );
+    }
     chain(error)
 }
 
