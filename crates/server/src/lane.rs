@@ -187,7 +187,9 @@ async fn handshake_then_serve(
             }
         }
     };
-    Box::pin(serve_connection(lane, stream, address, slot, alive)).await;
+    // Not boxed: the serving future lives in the task itself, as one
+    // allocation, which is what a held connection costs.
+    serve_connection(lane, stream, address, slot, alive).await;
 }
 
 /// Serves syncs on one connection until it closes, the server shuts down, or a
