@@ -667,24 +667,18 @@ fn plain_http_beyond_this_machine_is_refused_before_any_connection() {
     }
     let files = Files::new();
     let state_dir = files.path("agent");
-    let started = Instant::now();
-    let output = Command::new("unshare")
+    let mut agent = Command::new("unshare");
+    agent
         .arg("-n")
         .arg(env!("CARGO_BIN_EXE_entitle"))
         .args(["agent", "run", "--server", "http://192.0.2.10:8080"])
-        .args([
-            "--enrollment-key",
-            "ent_enroll_x",
-            "--user-name",
-            "ada@tls.test",
-        ])
+        .args(["--enrollment-key", "ent_enroll_x"])
+        .args(["--user-name", "ada@tls.test"])
         .arg("--state-dir")
         .arg(&state_dir)
-        .env_remove("ENTITLE_INSECURE_HTTP")
-        .output()
-        .expect("runs");
+        .env_remove("ENTITLE_INSECURE_HTTP");
+    let output = within_seconds(agent, 10);
     assert!(!output.status.success());
-    assert!(started.elapsed() < Duration::from_secs(10));
     let message = String::from_utf8_lossy(&output.stderr);
     assert!(
         message.contains("refusing to send the device's credentials over plain http://")
@@ -693,7 +687,8 @@ fn plain_http_beyond_this_machine_is_refused_before_any_connection() {
     );
     assert!(!String::from_utf8_lossy(&output.stdout).contains("enroll_retry"));
 
-    let fleet = Command::new("unshare")
+    let mut fleet = Command::new("unshare");
+    fleet
         .arg("-n")
         .arg(env!("CARGO_BIN_EXE_entitle"))
         .args(["fleet", "--server", "http://192.0.2.10:8080"])
@@ -703,11 +698,33 @@ fn plain_http_beyond_this_machine_is_refused_before_any_connection() {
             "--users",
             "ada@tls.test",
         ])
-        .env_remove("ENTITLE_INSECURE_HTTP")
-        .output()
-        .expect("runs");
+        .env_remove("ENTITLE_INSECURE_HTTP");
+    let fleet = within_seconds(fleet, 10);
     assert!(!fleet.status.success());
     assert!(String::from_utf8_lossy(&fleet.stderr).contains("--insecure-http"));
+}
+
+/// Runs `command` to its end; one still running after `seconds` (an agent
+/// retrying forever) is killed and fails the test.
+fn within_seconds(mut command: Command, seconds: u64) -> Output {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while child.try_wait().expect("status").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("output");
+            panic!(
+                "still running after {seconds} s: {}",
+                String::from_utf8_lossy(&output.stdout)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("output")
 }
 
 #[test]
