@@ -41,6 +41,9 @@ pub enum AgentError {
     /// The HTTP client could not be built.
     #[error("HTTP client: {0}")]
     Client(String),
+    /// The server's URL would carry the device's credentials in clear.
+    #[error("{0}")]
+    InsecureHttp(String),
     /// A fleet was asked to enroll devices for nobody.
     #[error("the fleet's devices need at least one user")]
     NoUsers,
@@ -62,6 +65,10 @@ pub struct AgentConfig {
     pub report: Value,
     /// Long-poll, backoff and request timeout.
     pub timing: Timing,
+    /// A private CA (PEM) trusted beside the platform's, for an `https://` server.
+    pub ca_file: Option<PathBuf>,
+    /// Allow plain `http://` to an address other than this machine.
+    pub insecure_http: bool,
 }
 
 /// Runs the agent until `shutdown` completes. A refused enrollment stops it
@@ -72,9 +79,11 @@ pub async fn run(
     out: mpsc::UnboundedSender<Value>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
+    // Refused before any connection: a token must never leave in clear.
+    crate::transport::check_plain_http(&config.server, config.insecure_http)
+        .map_err(AgentError::InsecureHttp)?;
     let state = StateDir::open(state_dir)?;
-    let client = reqwest::Client::builder()
-        .build()
+    let client = crate::transport::build_client(config.ca_file.as_deref(), |builder| builder)
         .map_err(|e| AgentError::Client(e.to_string()))?;
     let mut shutdown = std::pin::pin!(shutdown);
 
@@ -112,6 +121,9 @@ pub async fn run(
             enrollment
         }
     };
+    // The enrollment remembers its server, which is where the token goes.
+    crate::transport::check_plain_http(&enrollment.server, config.insecure_http)
+        .map_err(AgentError::InsecureHttp)?;
     let (agent, actions) = match first_policy {
         Some(policy) => Agent::enrolled(
             &enrollment.tenant,

@@ -6,7 +6,8 @@
 //! `lkg` keeps the last-known-good policy on disk, `facts` reads what the
 //! device is (host name, OS, disk encryption, posture commands), `driver` is the real agent
 //! (state directory, control socket, JSON lines) and `fleet` runs thousands of
-//! simulated agents in one process, both over the same runtime.
+//! simulated agents in one process, both over the same runtime. `transport`
+//! builds the HTTPS client every entitle command uses.
 
 pub mod driver;
 pub mod facts;
@@ -15,3 +16,4 @@ pub mod lkg;
 pub mod machine;
 pub mod protocol;
 pub mod runtime;
+pub mod transport;

@@ -60,10 +60,9 @@ pub async fn sync_once(
     }
     let response = match request.send().await {
         Ok(response) => response,
-        Err(error) if error.is_timeout() => {
-            return SyncOutcome::Failed("the server did not answer in time".to_owned());
-        }
-        Err(error) => return SyncOutcome::Failed(format!("cannot reach the server: {error}")),
+        // TLS failures say which and how to fix them; the machine treats them
+        // like any transport error (the last-known-good policy stays).
+        Err(error) => return SyncOutcome::Failed(crate::transport::describe(&error)),
     };
     match response.status().as_u16() {
         304 => SyncOutcome::Unchanged,
@@ -132,7 +131,7 @@ pub async fn enroll(
         .timeout(timeout)
         .send()
         .await
-        .map_err(|error| EnrollError::Unavailable(format!("cannot reach the server: {error}")))?;
+        .map_err(|error| EnrollError::Unavailable(crate::transport::describe(&error)))?;
     let status = response.status();
     let text = response.text().await.unwrap_or_default();
     let parsed: Value = serde_json::from_str(&text).unwrap_or(Value::Null);

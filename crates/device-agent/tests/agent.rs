@@ -140,6 +140,8 @@ fn config(server: &str, key: &str) -> AgentConfig {
             long_poll_s: 20,
             ..Timing::default()
         },
+        ca_file: None,
+        insecure_http: false,
     }
 }
 

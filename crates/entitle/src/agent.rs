@@ -14,6 +14,8 @@ use entitle_server::ProcessFigures;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
+use crate::tls_args::CaArgs;
+
 /// `entitle agent …`.
 #[derive(Subcommand, Debug)]
 pub enum AgentCommand {
@@ -82,6 +84,12 @@ pub struct RunArgs {
     long_poll: u64,
     #[command(flatten)]
     pacing: PacingArgs,
+    #[command(flatten)]
+    ca: CaArgs,
+    /// Allow a plain `http://` server other than this machine: the device's
+    /// token and the enrollment key then cross the network in clear.
+    #[arg(long, env = "ENTITLE_INSECURE_HTTP")]
+    insecure_http: bool,
 }
 
 /// Retries and timeouts, shared by `agent run` and `fleet`.
@@ -167,6 +175,8 @@ async fn run_agent(args: RunArgs) -> anyhow::Result<()> {
         user_name: args.user_name,
         report,
         timing: args.pacing.timing(args.long_poll.min(60))?,
+        ca_file: args.ca.ca_file,
+        insecure_http: args.insecure_http,
     };
     let (out, mut lines) = tokio::sync::mpsc::unbounded_channel::<Value>();
     let printer = tokio::spawn(async move {
@@ -238,6 +248,12 @@ pub struct FleetArgs {
     duration: u64,
     #[command(flatten)]
     pacing: PacingArgs,
+    #[command(flatten)]
+    ca: CaArgs,
+    /// Allow a plain `http://` server other than this machine (enrollment
+    /// keys and device tokens then cross the network in clear).
+    #[arg(long, env = "ENTITLE_INSECURE_HTTP")]
+    insecure_http: bool,
 }
 
 fn progress(length: u64, message: &str) -> ProgressBar {
@@ -307,9 +323,12 @@ fn report(name: &str, value: String) {
 pub async fn fleet(args: FleetArgs) -> anyhow::Result<()> {
     let server = args.server.trim_end_matches('/').to_owned();
     let timing = args.pacing.timing(args.long_poll.min(60))?;
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.agents + 16)
-        .build()?;
+    entitle_device_agent::transport::check_plain_http(&server, args.insecure_http)
+        .map_err(anyhow::Error::msg)?;
+    let agents = args.agents;
+    let client = args
+        .ca
+        .client(|builder| builder.pool_max_idle_per_host(agents + 16))?;
     let admin = |path: &str| {
         format!(
             "{server}/api/v1/tenants/{}{path}",

@@ -70,6 +70,15 @@ pub struct BenchArgs {
     /// Audit entries seeded by `--audit-export`.
     #[arg(long, default_value_t = 1_000_000)]
     rows: usize,
+    /// Serve the sync measurements over HTTPS with this certificate (its
+    /// names must include `localhost`); needs --tls-key and --ca-file.
+    #[arg(long, requires_all = ["tls_key", "ca_file"])]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    ca: crate::tls_args::CaArgs,
 }
 
 #[allow(clippy::print_stdout)]
@@ -170,10 +179,30 @@ async fn bench_http(args: &BenchArgs) -> anyhow::Result<()> {
     let mut bases = Vec::new();
     let mut stops = Vec::new();
     let mut servers = Vec::new();
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(Arc::new(
+            entitle_server::ServerTls::load(cert, key).context("--tls-cert and --tls-key")?,
+        )),
+        _ => None,
+    };
+    report(
+        "transport",
+        if tls.is_some() {
+            "HTTPS (rustls, TLS 1.3)"
+        } else {
+            "plain HTTP"
+        }
+        .to_owned(),
+    );
     for _ in 0..args.nodes.max(1) {
         let store = database.open(false).await?;
         let listener = TcpListener::bind("127.0.0.1:0").await?;
-        bases.push(format!("http://{}", listener.local_addr()?));
+        let port = listener.local_addr()?.port();
+        // Over TLS the name must be one the certificate lists.
+        bases.push(match tls {
+            Some(_) => format!("https://localhost:{port}"),
+            None => format!("http://127.0.0.1:{port}"),
+        });
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         stops.push(stop_tx);
         // The whole simulated fleet enrolls from one loopback address.
@@ -181,16 +210,18 @@ async fn bench_http(args: &BenchArgs) -> anyhow::Result<()> {
             enrollments_per_minute: u32::MAX,
             ..ServerConfig::default()
         };
-        servers.push(tokio::spawn(Server::new(store, config).run(
-            listener,
-            async {
-                let _ = stop_rx.await;
-            },
-        )));
+        let mut server = Server::new(store, config);
+        if let Some(tls) = &tls {
+            server = server.with_tls(tls.clone());
+        }
+        servers.push(tokio::spawn(server.run(listener, async {
+            let _ = stop_rx.await;
+        })));
     }
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.concurrency * 2)
-        .build()?;
+    let concurrency = args.concurrency;
+    let client = args
+        .ca
+        .client(|builder| builder.pool_max_idle_per_host(concurrency * 2))?;
 
     let devices = enroll(&client, &bases[0], args.devices).await?;
     report("devices enrolled", devices.len().to_string());

@@ -7,6 +7,7 @@ mod client;
 mod demo;
 mod oidc_args;
 mod serve;
+mod tls_args;
 
 use clap::{Parser, Subcommand};
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
-use entitle_server::{Server, ServerConfig, TrustedProxies};
+use entitle_server::{Server, ServerConfig, ServerTls, TrustedProxies};
 use entitle_store::{Actor, PostgresOptions, Role, SqlStore, Store, TokenGrant, secrets};
 use tokio::net::TcpListener;
 
@@ -63,6 +63,13 @@ pub struct ServeArgs {
     /// Sign-in through the company's identity provider.
     #[command(flatten)]
     pub oidc: crate::oidc_args::OidcArgs,
+    /// Serve HTTPS with this certificate chain (PEM, server certificate first);
+    /// reloaded on SIGHUP and when the file changes. Needs --tls-key.
+    #[arg(long, env = "ENTITLE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, SEC1 or PKCS#1).
+    #[arg(long, env = "ENTITLE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -233,10 +240,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let mut config = args.server_config();
     config.oidc = args.oidc.build(args.public_url.as_deref())?;
-    tracing::info!(address = %listener.local_addr()?, "entitle is serving");
-    Server::new(store, config)
-        .run(listener, shutdown_signal())
-        .await?;
+    let mut server = Server::new(store, config);
+    let address = listener.local_addr()?;
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls = ServerTls::load(cert, key).context("cannot use --tls-cert and --tls-key")?;
+            server = server.with_tls(Arc::new(tls));
+            tracing::info!(
+                %address,
+                url = %format!("https://{address}"),
+                cert = %cert.display(),
+                "entitle is serving HTTPS (certificate reloaded on SIGHUP or when its files change)"
+            );
+        }
+        _ => tracing::info!(
+            %address,
+            url = %format!("http://{address}"),
+            "entitle is serving plain HTTP, without TLS (give --tls-cert and --tls-key for HTTPS)"
+        ),
+    }
+    server.run(listener, shutdown_signal()).await?;
     Ok(())
 }
 

@@ -15,6 +15,9 @@
 //! is handed to axum with the bytes already read, through [`LaneListener`],
 //! which axum accepts from as from a TCP listener. A connection handed over
 //! stays with hyper.
+//!
+//! Over HTTPS the lane also does the TLS handshake, in each connection's task;
+//! everything after it reads and writes the decrypted stream ([`Conn`]).
 
 use std::io;
 use std::net::SocketAddr;
@@ -26,6 +29,8 @@ use std::time::{Duration, Instant, SystemTime};
 use axum::http::StatusCode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+
+use crate::conn::Conn;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::agent::{
@@ -72,6 +77,8 @@ impl LaneConnections {
 struct Lane {
     state: AppState,
     hand_over: mpsc::Sender<(Rewound, SocketAddr)>,
+    /// The TLS handshake every connection goes through first, when serving HTTPS.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// Accepts on `listener` until the server shuts down. Returns the listener
@@ -79,10 +86,15 @@ struct Lane {
 pub(crate) fn start(
     listener: TcpListener,
     state: AppState,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> io::Result<(LaneListener, LaneConnections)> {
     let (hand_over, handed_over) = mpsc::channel(256);
     let (alive, alive_rx) = watch::channel(());
-    let lane = Arc::new(Lane { state, hand_over });
+    let lane = Arc::new(Lane {
+        state,
+        hand_over,
+        tls,
+    });
     tokio::spawn(accept_loop(listener, lane, alive_rx));
     Ok((LaneListener { handed_over }, LaneConnections(alive)))
 }
@@ -115,7 +127,7 @@ async fn accept_loop(listener: TcpListener, lane: Arc<Lane>, alive: watch::Recei
                 if let Err(error) = stream.set_nodelay(true) {
                     tracing::debug!(%error, "could not set TCP_NODELAY");
                 }
-                tokio::spawn(serve_connection(
+                tokio::spawn(handshake_then_serve(
                     lane.clone(),
                     stream,
                     address,
@@ -143,11 +155,48 @@ fn is_connection_error(error: &io::Error) -> bool {
     )
 }
 
+/// Completes the TLS handshake, if the server speaks TLS, in the connection's
+/// own task (so that a slow client never holds up the accept loop) and under
+/// the header-read timeout, then serves the connection.
+async fn handshake_then_serve(
+    lane: Arc<Lane>,
+    stream: TcpStream,
+    address: SocketAddr,
+    slot: OwnedSemaphorePermit,
+    alive: watch::Receiver<()>,
+) {
+    let stream = match &lane.tls {
+        None => Conn::Plain(stream),
+        Some(acceptor) => {
+            let timeout = lane.state.config.header_read_timeout;
+            let mut shutdown = lane.state.shutdown.clone();
+            let handshake = Box::pin(tokio::time::timeout(timeout, acceptor.accept(stream)));
+            tokio::select! {
+                done = handshake => match done {
+                    Ok(Ok(stream)) => Conn::Tls(Box::new(stream)),
+                    Ok(Err(error)) => {
+                        tracing::debug!(%error, %address, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%address, "TLS handshake timed out");
+                        return;
+                    }
+                },
+                () = stopping(&mut shutdown) => return,
+            }
+        }
+    };
+    // Not boxed: the serving future lives in the task itself, as one
+    // allocation, which is what a held connection costs.
+    serve_connection(lane, stream, address, slot, alive).await;
+}
+
 /// Serves syncs on one connection until it closes, the server shuts down, or a
 /// request comes that is not for the lane.
 async fn serve_connection(
     lane: Arc<Lane>,
-    mut stream: TcpStream,
+    mut stream: Conn,
     address: SocketAddr,
     slot: OwnedSemaphorePermit,
     _alive: watch::Receiver<()>,
@@ -247,7 +296,8 @@ async fn serve_connection(
         let mut close = head.close;
         let answered = match first_look {
             Ok(SyncStep::Hold(held)) => {
-                match hold(&lane.state, held, &stream, buffer.is_empty()).await {
+                let watch_client = buffer.is_empty() && !stream.has_buffered();
+                match hold(&lane.state, held, &stream, watch_client).await {
                     Held::Answer(answer) => answer,
                     Held::HalfClosed(answer) => {
                         // The client sends nothing more, but waits for this answer.
@@ -277,7 +327,7 @@ async fn serve_connection(
 /// Writes an answer and records it.
 async fn answer(
     lane: &Lane,
-    stream: &mut TcpStream,
+    stream: &mut Conn,
     answer: ApiResult<SyncAnswer>,
     close: bool,
     started: Instant,
@@ -290,7 +340,12 @@ async fn answer(
         started.elapsed().as_secs_f64(),
     );
     tracing::debug!(status = status.as_u16(), "sync answered by the agent lane");
-    Box::pin(stream.write_all(&response)).await
+    Box::pin(async {
+        stream.write_all(&response).await?;
+        // TLS may keep what the socket did not take yet.
+        stream.flush().await
+    })
+    .await
 }
 
 /// How a hold ended.
@@ -306,7 +361,7 @@ enum Held {
 /// Waits for the held sync's answer. A client that closes its sending side
 /// (`SHUT_WR`) after its request still gets the answer; a connection that
 /// fails is given up.
-async fn hold(state: &AppState, held: HeldSync, stream: &TcpStream, watch_client: bool) -> Held {
+async fn hold(state: &AppState, held: HeldSync, stream: &Conn, watch_client: bool) -> Held {
     let finish = held.finish(state);
     tokio::pin!(finish);
     let mut watch_client = watch_client;
@@ -384,7 +439,7 @@ impl SyncHead {
 }
 
 /// Reads until a whole head is in the buffer (and some of the body, perhaps).
-async fn read_head(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> io::Result<Incoming> {
+async fn read_head(stream: &mut Conn, buffer: &mut Vec<u8>) -> io::Result<Incoming> {
     loop {
         if !buffer.is_empty() {
             match parse_head(buffer) {
@@ -404,7 +459,7 @@ async fn read_head(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> io::Result<I
 /// socket, reading what has not arrived yet into a small scratch buffer;
 /// false if the client closed first.
 async fn skip_body(
-    stream: &mut TcpStream,
+    stream: &mut Conn,
     buffer: &mut Vec<u8>,
     request_end: usize,
 ) -> io::Result<bool> {
@@ -424,7 +479,7 @@ async fn skip_body(
 
 /// Reads until the buffer holds `request_end` bytes; false if the client closed first.
 async fn read_body(
-    stream: &mut TcpStream,
+    stream: &mut Conn,
     buffer: &mut Vec<u8>,
     request_end: usize,
 ) -> io::Result<bool> {
@@ -436,11 +491,7 @@ async fn read_body(
     Ok(true)
 }
 
-async fn read_some(
-    stream: &mut TcpStream,
-    buffer: &mut Vec<u8>,
-    wanted: usize,
-) -> io::Result<usize> {
+async fn read_some(stream: &mut Conn, buffer: &mut Vec<u8>, wanted: usize) -> io::Result<usize> {
     buffer.reserve(wanted);
     stream.read_buf(buffer).await
 }
@@ -592,13 +643,13 @@ fn render(answer: ApiResult<SyncAnswer>, close: bool) -> (StatusCode, Vec<u8>) {
 pub(crate) struct Rewound {
     prefix: Vec<u8>,
     consumed: usize,
-    stream: TcpStream,
+    stream: Conn,
     /// The connection's place under the cap, given back when hyper drops it.
     _slot: OwnedSemaphorePermit,
 }
 
 impl Rewound {
-    fn new(prefix: Vec<u8>, stream: TcpStream, slot: OwnedSemaphorePermit) -> Self {
+    fn new(prefix: Vec<u8>, stream: Conn, slot: OwnedSemaphorePermit) -> Self {
         Self {
             prefix,
             consumed: 0,

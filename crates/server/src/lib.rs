@@ -6,6 +6,7 @@
 mod admin;
 mod agent;
 mod auth;
+mod conn;
 mod directory;
 mod edge;
 mod enrollment;
@@ -23,6 +24,7 @@ mod portal;
 mod scim;
 mod snapshot;
 mod state;
+pub mod tls;
 pub mod wire;
 
 use std::future::Future;
@@ -42,6 +44,7 @@ pub use metrics::{Metrics, ProcessFigures};
 use ops::ErrorResponses;
 pub use snapshot::{Snapshots, TenantSnapshot};
 pub use state::{AppState, ServerConfig};
+pub use tls::{ServerTls, TlsError};
 
 /// The OpenAPI document of the admin API and the agent protocol, generated from
 /// the handlers and wire types.
@@ -146,6 +149,7 @@ pub struct Server {
     router: Router,
     state: AppState,
     shutdown: watch::Sender<bool>,
+    tls: Option<Arc<ServerTls>>,
 }
 
 impl Server {
@@ -190,7 +194,16 @@ impl Server {
             router,
             state,
             shutdown,
+            tls: None,
         }
+    }
+
+    /// Serves HTTPS with this certificate instead of plain HTTP, on the same
+    /// listener for every surface; the certificate is reloaded on SIGHUP and
+    /// when its files change.
+    pub fn with_tls(mut self, tls: Arc<ServerTls>) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// The shared state (for in-process callers such as benchmarks).
@@ -215,7 +228,12 @@ impl Server {
             tokio::spawn(follow_changes(feed, self.state.snapshots.clone()));
         }
         let shutdown = self.shutdown;
-        let (mut handed_over, lane_connections) = lane::start(listener, self.state.clone())?;
+        let acceptor = self.tls.as_ref().map(|tls| tls.acceptor());
+        if let Some(tls) = &self.tls {
+            tokio::spawn(tls.clone().watch(self.state.shutdown.clone()));
+        }
+        let (mut handed_over, lane_connections) =
+            lane::start(listener, self.state.clone(), acceptor)?;
         let mut http1 = hyper::server::conn::http1::Builder::new();
         http1
             .timer(hyper_util::rt::TokioTimer::new())

@@ -39,6 +39,10 @@ pub struct Conn {
     /// Print the API's JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
+    /// A private CA's certificate (PEM), trusted beside the system's CAs, for
+    /// an `https://` server whose certificate it signed.
+    #[arg(long, env = "ENTITLE_CA_FILE", global = true)]
+    ca_file: Option<std::path::PathBuf>,
 }
 
 /// The client commands.
@@ -127,27 +131,27 @@ pub enum ClientCommand {
 /// Runs a client command.
 pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
     match command {
-        ClientCommand::Tenants { conn, action } => tenants::run(Api::new(conn), action).await,
-        ClientCommand::Tokens { conn, action } => tokens::run(Api::new(conn), action).await,
-        ClientCommand::Accounts { conn, action } => accounts::run(Api::new(conn), action).await,
-        ClientCommand::Groups { conn, action } => directory::groups(Api::new(conn), action).await,
-        ClientCommand::Users { conn, action } => directory::users(Api::new(conn), action).await,
+        ClientCommand::Tenants { conn, action } => tenants::run(Api::new(conn)?, action).await,
+        ClientCommand::Tokens { conn, action } => tokens::run(Api::new(conn)?, action).await,
+        ClientCommand::Accounts { conn, action } => accounts::run(Api::new(conn)?, action).await,
+        ClientCommand::Groups { conn, action } => directory::groups(Api::new(conn)?, action).await,
+        ClientCommand::Users { conn, action } => directory::users(Api::new(conn)?, action).await,
         ClientCommand::DeviceGroups { conn, action } => {
-            device_groups::run(Api::new(conn), action).await
+            device_groups::run(Api::new(conn)?, action).await
         }
         ClientCommand::Entitlements { conn, action } => {
-            entitlements::run(Api::new(conn), action).await
+            entitlements::run(Api::new(conn)?, action).await
         }
-        ClientCommand::Devices { conn, action } => devices::run(Api::new(conn), action).await,
+        ClientCommand::Devices { conn, action } => devices::run(Api::new(conn)?, action).await,
         ClientCommand::EnrollmentKeys { conn, action } => {
-            enrollment_keys::run(Api::new(conn), action).await
+            enrollment_keys::run(Api::new(conn)?, action).await
         }
         ClientCommand::Audit {
             conn,
             limit,
             filters,
-        } => audit::run(Api::new(conn), limit, filters).await,
-        ClientCommand::Directory { conn } => directory::status(Api::new(conn)).await,
+        } => audit::run(Api::new(conn)?, limit, filters).await,
+        ClientCommand::Directory { conn } => directory::status(Api::new(conn)?).await,
     }
 }
 
@@ -163,11 +167,11 @@ struct Answer {
 }
 
 impl Api {
-    fn new(conn: Conn) -> Self {
-        Self {
-            client: reqwest::Client::new(),
+    fn new(conn: Conn) -> anyhow::Result<Self> {
+        Ok(Self {
+            client: crate::tls_args::client(conn.ca_file.as_deref(), |builder| builder)?,
             conn,
-        }
+        })
     }
 
     fn tenant(&self) -> anyhow::Result<&str> {
@@ -198,7 +202,7 @@ impl Api {
         let response = request
             .send()
             .await
-            .with_context(|| format!("cannot reach {url}; is `entitle serve` running?"))?;
+            .map_err(|error| crate::tls_args::request_failed(&url, &error))?;
         let status = response.status();
         let etag = response
             .headers()
