@@ -470,34 +470,6 @@ impl Local {
         self.hook_errors.push_back(line);
     }
 
-    /// What the agent applied, as the sync body's `applied` carries it:
-    /// none before the first policy.
-    fn applied(&self, agent: &Agent) -> Option<Value> {
-        let policy = agent.policy()?;
-        let mut services = Map::new();
-        for id in policy.services.keys() {
-            let entry = match agent.service(id) {
-                ServiceState::Running => match self.services.get(id).map(|s| &s.applied) {
-                    Some(Applied::Running) => json!({"state": "running"}),
-                    Some(Applied::Failed(failure)) => {
-                        let mut failed = json!({"state": "failed", "output": failure.output});
-                        if let Some(status) = failure.exit_status {
-                            failed["exit_status"] = json!(status);
-                        }
-                        failed
-                    }
-                    // Its start hook has not succeeded yet.
-                    _ => json!({"state": "stopped"}),
-                },
-                ServiceState::Stopped => json!({"state": "stopped"}),
-                ServiceState::PendingLogin => json!({"state": "pending_login"}),
-                ServiceState::PendingReauth => json!({"state": "pending_reauth"}),
-            };
-            services.insert(id.clone(), entry);
-        }
-        Some(json!({"config_version": policy.config_version, "services": services}))
-    }
-
     fn rebuild_report(&mut self) {
         let mut report = self.posture.report(&self.base);
         if let Some(applied) = &self.applied {
@@ -601,7 +573,7 @@ impl Host for Local {
     }
 
     fn settled(&mut self, agent: &Agent, now_ms: u64) {
-        let applied = self.applied(agent);
+        let applied = applied(agent, &self.services);
         if applied != self.applied {
             self.applied = applied;
             self.rebuild_report();
@@ -706,6 +678,35 @@ impl Host for Local {
     }
 }
 
+/// What the agent applied, as the sync body's `applied` carries it: the
+/// config version acted on and each service's state, `failed` with the start
+/// hook's exit status and last output; none before the first policy.
+fn applied(agent: &Agent, records: &BTreeMap<String, ServiceHooks>) -> Option<Value> {
+    let policy = agent.policy()?;
+    let mut services = Map::new();
+    for id in policy.services.keys() {
+        let entry = match agent.service(id) {
+            ServiceState::Running => match records.get(id).map(|s| &s.applied) {
+                Some(Applied::Running) => json!({"state": "running"}),
+                Some(Applied::Failed(failure)) => {
+                    let mut failed = json!({"state": "failed", "output": failure.output});
+                    if let Some(status) = failure.exit_status {
+                        failed["exit_status"] = json!(status);
+                    }
+                    failed
+                }
+                // Its start hook has not succeeded yet.
+                _ => json!({"state": "stopped"}),
+            },
+            ServiceState::Stopped => json!({"state": "stopped"}),
+            ServiceState::PendingLogin => json!({"state": "pending_login"}),
+            ServiceState::PendingReauth => json!({"state": "pending_reauth"}),
+        };
+        services.insert(id.clone(), entry);
+    }
+    Some(json!({"config_version": policy.config_version, "services": services}))
+}
+
 /// The control socket while the agent runs: stops answering and disappears with it.
 struct ControlSocket {
     path: PathBuf,
@@ -808,4 +809,70 @@ pub async fn control(state_dir: &Path, command: &str) -> Result<Value, AgentErro
             source,
         })?;
     serde_json::from_str(&line).map_err(|_| AgentError::NotRunning(shown))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::{Policy, ServicePolicy};
+
+    fn decision(enabled: bool) -> ServicePolicy {
+        ServicePolicy {
+            enabled,
+            reason: "enabled_by_default".into(),
+            explanation: String::new(),
+            logout_on_enable: false,
+        }
+    }
+
+    fn record(applied: Applied) -> ServiceHooks {
+        ServiceHooks {
+            applied,
+            generation: 1,
+            failures: 0,
+        }
+    }
+
+    #[test]
+    fn applied_says_what_the_hooks_did_and_nothing_before_a_policy() {
+        let (agent, _) = Agent::new("t", "d", None, Backoff::default());
+        assert_eq!(applied(&agent, &BTreeMap::new()), None);
+        let policy = Policy {
+            etag: "\"e\"".into(),
+            config_version: 9,
+            poll_interval_s: 60,
+            tenant: "t".into(),
+            device_id: "d".into(),
+            services: BTreeMap::from([
+                ("internet_access".to_owned(), decision(true)),
+                ("private_access".to_owned(), decision(true)),
+                ("digital_experience".to_owned(), decision(false)),
+            ]),
+        };
+        let (agent, _) = Agent::enrolled("t", "d", policy, Backoff::default(), 0, 0.0);
+        let failure = HookFailure {
+            exit_status: Some(3),
+            reason: "exited with status 3".into(),
+            output: "no route".into(),
+        };
+        let records = BTreeMap::from([
+            ("internet_access".to_owned(), record(Applied::Running)),
+            (
+                "private_access".to_owned(),
+                record(Applied::Failed(failure)),
+            ),
+        ]);
+        assert_eq!(
+            applied(&agent, &records),
+            Some(json!({"config_version": 9, "services": {
+                "internet_access": {"state": "running"},
+                "private_access": {"state": "failed", "exit_status": 3, "output": "no route"},
+                "digital_experience": {"state": "stopped"},
+            }}))
+        );
+        // A start hook still running has not started its service.
+        let starting = BTreeMap::from([("internet_access".to_owned(), record(Applied::Starting))]);
+        let body = applied(&agent, &starting).expect("a policy is held");
+        assert_eq!(body["services"]["internet_access"]["state"], "stopped");
+    }
 }
