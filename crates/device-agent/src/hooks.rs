@@ -174,6 +174,7 @@ pub async fn run_hook(command: &str, env: &HookEnv, timeout: Duration) -> Result
                 Ok(n) => tail.push(&buffer[..n]),
             },
             () = tokio::time::sleep_until(deadline) => {
+                kill_group(child.id()).await;
                 let _ = child.kill().await;
                 return Err(failure(None, format!("timed out after {} s and was killed", timeout.as_secs_f64()), &tail.bytes));
             }
@@ -204,6 +205,23 @@ pub async fn run_hook(command: &str, env: &HookEnv, timeout: Duration) -> Result
     })
 }
 
+/// Kills the hook's process group: what a hung hook started hangs with it.
+/// (A hook that ends in time may leave daemons behind; that is how it starts one.)
+async fn kill_group(pid: Option<u32>) {
+    #[cfg(unix)]
+    if let Some(pid) = pid {
+        // The `kill` program, since the workspace forbids the unsafe call.
+        let _ = tokio::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{pid}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await;
+    }
+    #[cfg(not(unix))]
+    let _ = pid;
+}
+
 fn shell(command: &str) -> tokio::process::Command {
     if cfg!(windows) {
         let mut shell = tokio::process::Command::new("cmd");
@@ -213,6 +231,9 @@ fn shell(command: &str) -> tokio::process::Command {
         let mut shell = tokio::process::Command::new("sh");
         // Standard error joins the one pipe read, so failures show their messages.
         shell.arg("-c").arg(format!("exec 2>&1\n{command}"));
+        // Its own process group, so that a timeout kills what it started too.
+        #[cfg(unix)]
+        shell.process_group(0);
         shell
     }
 }
@@ -286,6 +307,20 @@ mod tests {
         assert!(kept.len() <= KEPT_BYTES && kept.len() >= KEPT_BYTES - 1);
     }
 
+    /// Whether the process of a `/proc` entry runs (a zombie does not).
+    fn alive(proc: &std::path::Path) -> bool {
+        std::fs::read_to_string(proc.join("stat"))
+            .map(|stat| {
+                !stat
+                    .rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+            .unwrap_or(false)
+    }
+
     #[tokio::test]
     async fn a_hook_sees_its_environment_and_fails_with_its_status_and_output() {
         let env = HookEnv {
@@ -312,6 +347,23 @@ mod tests {
             .expect_err("killed");
         assert_eq!(slow.exit_status, None);
         assert!(slow.reason.contains("timed out"), "{}", slow.reason);
+        // What a hung hook started dies with it.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pid_file = dir.path().join("pid");
+        let hung = format!("sleep 30 & echo $! > {}; wait", pid_file.display());
+        run_hook(&hung, &env, Duration::from_millis(500))
+            .await
+            .expect_err("killed");
+        let pid = std::fs::read_to_string(&pid_file).expect("pid written");
+        let proc = std::path::PathBuf::from(format!("/proc/{}", pid.trim()));
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while alive(&proc) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the hook's child lives on"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         // A daemon left holding the pipe does not make a start hang.
         let started = tokio::time::timeout(
             Duration::from_secs(3),
