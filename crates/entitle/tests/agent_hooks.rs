@@ -111,8 +111,8 @@ async fn seed(base: &str) -> String {
         .to_owned()
 }
 
-/// Turns a service on or off for everyone.
-async fn entitle_everyone(base: &str, service: &str, enabled: bool) {
+/// Turns a service on or off for everyone; `logout` signs the user out when it turns on.
+async fn entitle_everyone(base: &str, service: &str, enabled: bool, logout: bool) {
     let url = format!("{base}/api/v1/tenants/hooks/entitlements/{service}");
     let client = reqwest::Client::new();
     let current = client
@@ -131,7 +131,7 @@ async fn entitle_everyone(base: &str, service: &str, enabled: bool) {
         .put(&url)
         .bearer_auth(ROOT)
         .header("If-Match", etag)
-        .json(&json!({"enabled_by_default": enabled, "user_groups": [], "device_groups": [], "logout_on_enable": false}))
+        .json(&json!({"enabled_by_default": enabled, "user_groups": [], "device_groups": [], "logout_on_enable": logout}))
         .send()
         .await
         .expect("answered");
@@ -208,12 +208,17 @@ impl Agent {
     }
 
     fn status(&self) -> Value {
+        self.control("status").unwrap_or(Value::Null)
+    }
+
+    /// Sends a control command; its answer.
+    fn control(&self, command: &str) -> Option<Value> {
         let output = entitle()
-            .args(["agent", "status", "--state-dir"])
+            .args(["agent", command, "--state-dir"])
             .arg(&self.state_dir)
             .output()
             .expect("entitle runs");
-        serde_json::from_slice(&output.stdout).unwrap_or(Value::Null)
+        serde_json::from_slice(&output.stdout).ok()
     }
 
     /// Polls `agent status` until `wanted` holds, for up to 30 s.
@@ -258,7 +263,9 @@ async fn hooks_drive_services_and_posture_commands_reach_the_server_on_both_back
         let (_server, base) = serve(files, database_url.as_deref());
         let key = seed(&base).await;
         // Private Applications on for everyone, with a start hook that fails.
-        entitle_everyone(&base, "private_access", true).await;
+        entitle_everyone(&base, "private_access", true, false).await;
+        // Off at first, so that turning it on later is a change.
+        entitle_everyone(&base, "digital_experience", false, false).await;
         let marker = |name: &str| files.join(name);
         std::fs::write(marker("firewall"), "on\n").expect("write");
         let record = |file: &str| {
@@ -294,6 +301,8 @@ async fn hooks_drive_services_and_posture_commands_reach_the_server_on_both_back
             ),
             "--posture-command=broken=echo nope; exit 5".into(),
             "--posture=pinned=yes".into(),
+            format!("--on-logout={}", record("logged-out")),
+            format!("--on-reauth-required={}", record("reauth")),
         ];
         let state_dir = files.join("agent");
         let agent = Agent::start(&state_dir, &args);
@@ -386,7 +395,7 @@ async fn hooks_drive_services_and_posture_commands_reach_the_server_on_both_back
         assert_eq!(lines(&marker("zia-started")).len(), 1, "the hook ran again");
 
         // Revoked: the stop hook runs.
-        entitle_everyone(&base, "internet_access", false).await;
+        entitle_everyone(&base, "internet_access", false, false).await;
         wait_for("the stop hook ran", || {
             lines(&marker("zia-stopped"))
                 .first()
@@ -394,6 +403,26 @@ async fn hooks_drive_services_and_posture_commands_reach_the_server_on_both_back
         });
         agent.status_until("internet_access stopped", |s| {
             s["applied"]["services"]["internet_access"]["state"] == "stopped"
+        });
+
+        // A newly entitled service that signs the user out runs the logout hook.
+        entitle_everyone(&base, "digital_experience", true, true).await;
+        wait_for("the logout hook ran", || {
+            lines(&marker("logged-out"))
+                .first()
+                .is_some_and(|l| l.starts_with("|logout_on_enable|"))
+        });
+        assert!(agent.control("login").is_some());
+        // A change that "Update Policy" applies asks for re-authentication.
+        entitle_everyone(&base, "internet_access", true, false).await;
+        agent.status_until("internet_access waiting for the next login", |s| {
+            s["applied"]["services"]["internet_access"]["state"] == "pending_login"
+        });
+        assert!(agent.control("update-policy").is_some());
+        wait_for("the re-authentication hook ran", || {
+            lines(&marker("reauth"))
+                .first()
+                .is_some_and(|l| l.starts_with("internet_access|enabled_by_default|"))
         });
     }
 }
