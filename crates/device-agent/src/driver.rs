@@ -366,8 +366,11 @@ enum Applied {
     Stopped,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct ServiceHooks {
+    /// The service's last hook: the next one waits for it, so that a stop
+    /// hook never runs before the start hook it undoes has ended.
+    last: Option<tokio::task::JoinHandle<()>>,
     applied: Applied,
     /// Bumped at each start and stop, so that a late hook outcome is ignored.
     generation: u64,
@@ -425,15 +428,21 @@ impl Local {
         self.services
             .entry(service.to_owned())
             .or_insert(ServiceHooks {
+                last: None,
                 applied: Applied::Stopped,
                 generation: 0,
                 failures: 0,
             })
     }
 
-    fn spawn_service_hook(&self, command: String, env: HookEnv, generation: u64, start: bool) {
+    fn spawn_service_hook(&mut self, command: String, env: HookEnv, generation: u64, start: bool) {
         let (wakes, timeout) = (self.wakes.clone(), self.hooks.timeout);
-        tokio::spawn(async move {
+        let record = self.record(&env.service);
+        let previous = record.last.take();
+        record.last = Some(tokio::spawn(async move {
+            if let Some(previous) = previous {
+                let _ = previous.await;
+            }
             let result = run_hook(&command, &env, timeout).await;
             let _ = wakes.send(Wake::Service {
                 service: env.service,
@@ -441,7 +450,7 @@ impl Local {
                 start,
                 result,
             });
-        });
+        }));
     }
 
     fn spawn_other_hook(&self, hook: &'static str, command: Option<&String>, env: HookEnv) {
@@ -827,6 +836,7 @@ mod tests {
 
     fn record(applied: Applied) -> ServiceHooks {
         ServiceHooks {
+            last: None,
             applied,
             generation: 1,
             failures: 0,

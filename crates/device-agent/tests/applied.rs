@@ -73,12 +73,12 @@ async fn recording_server() -> (String, Arc<Mutex<Vec<Value>>>) {
     (base, bodies)
 }
 
-#[tokio::test]
-async fn every_sync_says_what_was_applied_with_a_failed_hooks_status_and_output() {
-    let (base, bodies) = recording_server().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let hook = |text: &str| text.parse::<ServiceHook>().expect("valid hook");
-    let config = AgentConfig {
+fn hook(text: &str) -> ServiceHook {
+    text.parse().expect("valid hook")
+}
+
+fn config(base: String, hooks: Hooks) -> AgentConfig {
+    AgentConfig {
         server: base,
         enrollment_key: Some("key".into()),
         user_name: Some("ada".into()),
@@ -87,14 +87,7 @@ async fn every_sync_says_what_was_applied_with_a_failed_hooks_status_and_output(
         posture_timeout: Duration::from_secs(5),
         posture_interval: Duration::from_secs(20),
         posture_overrides: serde_json::Map::new(),
-        hooks: Hooks::new(
-            vec![
-                hook("internet_access=true"),
-                hook("private_access=echo starting; echo 'broker unreachable' >&2; exit 4"),
-            ],
-            Vec::new(),
-            Duration::from_secs(5),
-        ),
+        hooks,
         timing: Timing {
             long_poll_s: 20,
             backoff: Backoff::new(100, 500).expect("backoff"),
@@ -102,7 +95,22 @@ async fn every_sync_says_what_was_applied_with_a_failed_hooks_status_and_output(
         },
         ca_file: None,
         insecure_http: false,
-    };
+    }
+}
+
+#[tokio::test]
+async fn every_sync_says_what_was_applied_with_a_failed_hooks_status_and_output() {
+    let (base, bodies) = recording_server().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let hooks = Hooks::new(
+        vec![
+            hook("internet_access=true"),
+            hook("private_access=echo starting; echo 'broker unreachable' >&2; exit 4"),
+        ],
+        Vec::new(),
+        Duration::from_secs(5),
+    );
+    let config = config(base, hooks);
     let (out, _lines) = mpsc::unbounded_channel();
     let (stop, stopped) = oneshot::channel::<()>();
     let state = dir.path().to_owned();
@@ -133,6 +141,72 @@ async fn every_sync_says_what_was_applied_with_a_failed_hooks_status_and_output(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let _ = stop.send(());
+    let _ = task.await;
+}
+
+#[tokio::test]
+async fn a_stop_hook_waits_for_the_start_hook_it_undoes() {
+    let (base, _bodies) = recording_server().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let order = dir.path().join("order");
+    let hooks = Hooks::new(
+        vec![hook(&format!(
+            "internet_access=sleep 1; echo start >> {}",
+            order.display()
+        ))],
+        vec![hook(&format!(
+            "internet_access=echo stop >> {}",
+            order.display()
+        ))],
+        Duration::from_secs(5),
+    );
+    let config = config(base, hooks);
+    let (out, mut lines) = mpsc::unbounded_channel();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let state = dir.path().join("agent");
+    let agent_state = state.clone();
+    let task = tokio::spawn(async move {
+        driver::run(config, &agent_state, out, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    // Signed out while the start hook still runs: the service stops.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(line) = lines.recv().await {
+            if line["event"] == "service_starting" {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the start hook began");
+    let mut answer = Value::Null;
+    for _ in 0..50 {
+        match driver::control(&state, "logout").await {
+            Ok(reply) => {
+                answer = reply;
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    assert_eq!(answer["ok"], true, "{answer}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&order)
+        .unwrap_or_default()
+        .lines()
+        .count()
+        < 2
+    {
+        assert!(Instant::now() < deadline, "the hooks did not both run");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        std::fs::read_to_string(&order).expect("order"),
+        "start\nstop\n"
+    );
     let _ = stop.send(());
     let _ = task.await;
 }
