@@ -2,7 +2,9 @@
 //! every simulated device of the `fleet`: sync at start, keep a long-poll open
 //! while the server answers, poll on the policy's interval (±10 %), back off
 //! (capped, exponential, with jitter) after failures, and carry out what the
-//! machine decides. What differs between the two is a [`Host`].
+//! machine decides. What differs between the two is a [`Host`], which may also
+//! supply each sync's report: one that changed is sent at once, replacing a
+//! held long-poll, so the server need not wait for the hold to end.
 
 use std::future::Future;
 use std::str::FromStr;
