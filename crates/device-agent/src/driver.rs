@@ -284,7 +284,9 @@ impl Posture {
     /// `base` with these posture facts.
     fn report(&self, base: &Value) -> Value {
         let mut report = base.clone();
-        report["posture"] = Value::Object(self.facts());
+        if let Some(fields) = report.as_object_mut() {
+            fields.insert("posture".to_owned(), Value::Object(self.facts()));
+        }
         report
     }
 }
@@ -481,8 +483,8 @@ impl Local {
 
     fn rebuild_report(&mut self) {
         let mut report = self.posture.report(&self.base);
-        if let Some(applied) = &self.applied {
-            report["applied"] = applied.clone();
+        if let (Some(applied), Some(fields)) = (&self.applied, report.as_object_mut()) {
+            fields.insert("applied".to_owned(), applied.clone());
         }
         if *self.report != report {
             self.report = Arc::new(report);
