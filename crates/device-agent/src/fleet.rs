@@ -206,7 +206,7 @@ impl Fleet {
                     // Also ends when the fleet is dropped.
                     let _ = stopped.wait_for(|stop| *stop).await;
                 };
-                runtime::run(device, agent, actions, &mut counter, None, shutdown).await;
+                runtime::run(device, agent, actions, &mut counter, None, None, shutdown).await;
             });
         }
         Self { held, stop }
@@ -270,7 +270,9 @@ struct Counter {
 }
 
 impl Host for Counter {
-    fn act(&mut self, _action: Action) {}
+    type Wake = ();
+
+    fn act(&mut self, _action: Action, _agent: &Agent) {}
 
     fn settled(&mut self, agent: &Agent, _now_ms: u64) {
         let version = agent.policy().map_or(NO_POLICY, |p| p.config_version);

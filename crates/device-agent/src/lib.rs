@@ -12,6 +12,7 @@
 pub mod driver;
 pub mod facts;
 pub mod fleet;
+pub mod hooks;
 pub mod lkg;
 pub mod machine;
 pub mod protocol;

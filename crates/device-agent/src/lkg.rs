@@ -3,6 +3,7 @@
 //! restores), each written atomically (temporary file, fsync, rename, fsync of the folder),
 //! so a crash or power loss leaves either the old file or the new one.
 
+use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,14 @@ pub enum StateError {
 
 /// The last-known-good policy's file name.
 const POLICY: &str = "policy.json";
+
+/// The file of the services the hooks started.
+const STARTED: &str = "services.json";
+
+#[derive(Serialize, Deserialize)]
+struct StartedServices {
+    running: BTreeSet<String>,
+}
 
 /// This device's enrollment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +125,27 @@ impl StateDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(source) => Err(StateError::Io { path, source }),
         }
+    }
+
+    /// The services whose start hook succeeded and that were not stopped
+    /// since: a restart does not start them again. A damaged or missing file
+    /// reads as none, so their start hooks run again.
+    pub fn started_services(&self) -> BTreeSet<String> {
+        self.read::<StartedServices>(STARTED)
+            .ok()
+            .flatten()
+            .map(|file| file.running)
+            .unwrap_or_default()
+    }
+
+    /// Saves the services whose start hook succeeded.
+    pub fn save_started_services(&self, running: &BTreeSet<String>) -> Result<(), StateError> {
+        self.write(
+            STARTED,
+            &StartedServices {
+                running: running.clone(),
+            },
+        )
     }
 
     fn read<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, StateError> {
@@ -262,6 +292,18 @@ mod tests {
         let text = fs::read_to_string(state.path().join(POLICY)).expect("read");
         assert!(text.contains("\"session\": \"logged_out\""), "{text}");
         assert!(text.contains("\"zpa\": \"pending_login\""), "{text}");
+    }
+
+    #[test]
+    fn started_services_survive_and_a_damaged_file_reads_as_none() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let state = StateDir::open(dir.path()).expect("open");
+        assert!(state.started_services().is_empty());
+        let running = BTreeSet::from(["private_access".to_owned()]);
+        state.save_started_services(&running).expect("saved");
+        assert_eq!(state.started_services(), running);
+        fs::write(dir.path().join(STARTED), b"{\"runn").expect("write");
+        assert!(state.started_services().is_empty());
     }
 
     #[test]

@@ -2,10 +2,13 @@
 //! every simulated device of the `fleet`: sync at start, keep a long-poll open
 //! while the server answers, poll on the policy's interval (±10 %), back off
 //! (capped, exponential, with jitter) after failures, and carry out what the
-//! machine decides. What differs between the two is a [`Host`].
+//! machine decides. What differs between the two is a [`Host`], which may also
+//! supply each sync's report: one that changed is sent at once, replacing a
+//! held long-poll, so the server need not wait for the hold to end.
 
 use std::future::Future;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
@@ -45,13 +48,30 @@ pub trait Host {
     /// Carries out an action other than syncing (which the runtime does itself):
     /// start or stop a service, sign the user out, ask for re-authentication,
     /// keep or forget the policy, report a refused policy.
-    fn act(&mut self, action: Action);
+    /// `agent` is the machine that decided it.
+    fn act(&mut self, action: Action, agent: &Agent);
 
     /// Hears what the server answered to a sync, before the machine does.
     fn answered(&mut self, _outcome: &SyncOutcome) {}
 
     /// Sees the machine once an event and its actions are dealt with.
     fn settled(&mut self, _agent: &Agent, _now_ms: u64) {}
+
+    /// What the next sync reports, when it is not the device's fixed report.
+    /// A report that differs from the one last sent is sent at once.
+    fn report(&self) -> Option<Arc<Value>> {
+        None
+    }
+
+    /// Adds the host's own fields to `agent status`.
+    fn describe(&self, _status: &mut serde_json::Map<String, Value>) {}
+
+    /// Something the host learned on its own (a hook ended, a posture fact
+    /// changed), delivered through the receiver given to [`run`].
+    fn woke(&mut self, _wake: Self::Wake, _agent: &Agent) {}
+
+    /// What [`Host::woke`] hears.
+    type Wake;
 }
 
 /// A command of the local control interface.
@@ -99,7 +119,7 @@ pub struct Device<'a> {
     pub client: &'a reqwest::Client,
     /// Where and who the device is.
     pub enrollment: &'a Enrollment,
-    /// What it reports at each sync.
+    /// What it reports at each sync, unless its [`Host::report`] says otherwise.
     pub report: &'a Value,
     /// Its pacing.
     pub timing: Timing,
@@ -113,6 +133,7 @@ pub async fn run<H: Host>(
     mut actions: Vec<Action>,
     host: &mut H,
     mut commands: Option<&mut mpsc::Receiver<Request>>,
+    mut wakes: Option<&mut mpsc::UnboundedReceiver<H::Wake>>,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut shutdown = std::pin::pin!(shutdown);
@@ -120,32 +141,54 @@ pub async fn run<H: Host>(
     // a fleet holds one per device at all times.
     let mut sync = std::pin::pin!(None);
     let mut timer: Option<Instant> = None;
+    // The report of the sync in flight (or the last one), and whether that sync is held.
+    let mut sent: Option<Arc<Value>> = None;
+    let mut held = false;
     loop {
         for action in std::mem::take(&mut actions) {
             match action {
                 // Asked for now (start, timer, "Update Policy"): ask without
                 // waiting for a change. It replaces a held long-poll.
                 Action::SyncNow { manual } => {
-                    sync.set(Some(request(device, etag(&agent), 0, manual)));
+                    sent = host.report();
+                    held = false;
+                    sync.set(Some(request(device, sent.clone(), etag(&agent), 0, manual)));
                     timer = None;
                 }
                 Action::ScheduleSync { at_ms } => {
                     let delay = at_ms.saturating_sub(now_ms());
                     timer = Some(Instant::now() + Duration::from_millis(delay));
                 }
-                other => host.act(other),
+                other => host.act(other, &agent),
             }
         }
         host.settled(&agent, now_ms());
+        let usable = agent.server_reachable() && !agent.revoked();
+        // A changed report (posture, what was applied) is sent at once rather
+        // than when a held long-poll ends; a sync that is not held answers
+        // soon and the next one carries it. After failures the backoff timer
+        // decides.
+        if usable && (sync.is_none() || held) {
+            let report = host.report();
+            let changed = match (&report, &sent) {
+                (Some(now), Some(before)) => !Arc::ptr_eq(now, before) && now != before,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            if changed && (sync.is_some() || device.timing.long_poll_s == 0) {
+                sent = report;
+                held = false;
+                sync.set(Some(request(device, sent.clone(), etag(&agent), 0, false)));
+            }
+        }
         // While the server answers, keep a long-poll open; after failures the
         // backoff timer decides, and a revoked device asks no more.
-        if sync.is_none()
-            && device.timing.long_poll_s > 0
-            && agent.server_reachable()
-            && !agent.revoked()
-        {
+        if sync.is_none() && device.timing.long_poll_s > 0 && usable {
+            sent = host.report();
+            held = true;
             sync.set(Some(request(
                 device,
+                sent.clone(),
                 etag(&agent),
                 device.timing.long_poll_s,
                 false,
@@ -157,7 +200,11 @@ pub async fn run<H: Host>(
                 let event = match command {
                     Command::Status => {
                         let enrollment = device.enrollment;
-                        let _ = reply.send(json!({"tenant": enrollment.tenant, "device_id": enrollment.device_id, "server": enrollment.server, "status": agent.status(now_ms())}));
+                        let mut status = json!({"tenant": enrollment.tenant, "device_id": enrollment.device_id, "server": enrollment.server, "status": agent.status(now_ms())});
+                        if let Some(fields) = status.as_object_mut() {
+                            host.describe(fields);
+                        }
+                        let _ = reply.send(status);
                         continue;
                     }
                     Command::UpdatePolicy => Event::UpdatePolicyPressed,
@@ -178,6 +225,7 @@ pub async fn run<H: Host>(
                 host.answered(&outcome);
                 actions.extend(agent.handle(outcome.event(manual), now_ms(), jitter()));
             }
+            Some(wake) = next_wake(&mut wakes) => host.woke(wake, &agent),
             () = tokio::time::sleep_until(timer.unwrap_or_else(Instant::now)), if timer.is_some() => {
                 timer = None;
                 // A sync in flight answers sooner than a new one would.
@@ -209,6 +257,7 @@ fn etag(agent: &Agent) -> Option<String> {
 
 async fn request(
     device: Device<'_>,
+    report: Option<Arc<Value>>,
     etag: Option<String>,
     wait_s: u64,
     manual: bool,
@@ -216,13 +265,20 @@ async fn request(
     let outcome = sync_once(
         device.client,
         device.enrollment,
-        device.report,
+        report.as_deref().unwrap_or(device.report),
         etag.as_deref(),
         wait_s,
         device.timing.request_timeout,
     )
     .await;
     (outcome, manual)
+}
+
+async fn next_wake<W>(wakes: &mut Option<&mut mpsc::UnboundedReceiver<W>>) -> Option<W> {
+    match wakes {
+        Some(receiver) => receiver.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn next_command(commands: &mut Option<&mut mpsc::Receiver<Request>>) -> Option<Request> {

@@ -142,6 +142,11 @@ fn config(server: &str, key: &str) -> AgentConfig {
         },
         ca_file: None,
         insecure_http: false,
+        posture_commands: Vec::new(),
+        posture_timeout: Duration::from_secs(10),
+        posture_interval: Duration::from_secs(20),
+        posture_overrides: serde_json::Map::new(),
+        hooks: Default::default(),
     }
 }
 

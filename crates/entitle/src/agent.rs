@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use entitle_device_agent::driver::{self, AgentConfig};
+use entitle_device_agent::facts::{DeviceFacts, PostureCommand};
 use entitle_device_agent::fleet::{Fleet, FleetPlan, enroll_fleet};
+use entitle_device_agent::hooks::{Hooks, ServiceHook};
 use entitle_device_agent::machine::Backoff;
 use entitle_device_agent::runtime::Timing;
 use entitle_server::ProcessFigures;
@@ -31,18 +33,30 @@ pub enum AgentCommand {
     Logout(StateDirArg),
     /// The user re-authenticates.
     Reauth(StateDirArg),
+    /// Write a systemd unit that runs the agent as a service.
+    Install(crate::agent_install::InstallArgs),
 }
 
 /// Where the agent keeps its state.
 #[derive(Args, Debug)]
 pub struct StateDirArg {
-    /// The agent's state directory.
-    #[arg(
-        long,
-        env = "ENTITLE_AGENT_STATE_DIR",
-        default_value = "./entitle-agent"
-    )]
-    state_dir: PathBuf,
+    /// The agent's state directory (default: systemd's $STATE_DIRECTORY, else ./entitle-agent).
+    #[arg(long, env = "ENTITLE_AGENT_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+/// The state directory: the flag, else the one systemd made for the service
+/// (`StateDirectory=`), else `./entitle-agent`.
+fn state_dir(given: Option<PathBuf>) -> PathBuf {
+    given
+        .or_else(|| {
+            // systemd lists one path per StateDirectory= entry, colon-separated.
+            std::env::var("STATE_DIRECTORY")
+                .ok()
+                .and_then(|dirs| dirs.split(':').next().map(PathBuf::from))
+                .filter(|dir| !dir.as_os_str().is_empty())
+        })
+        .unwrap_or_else(|| PathBuf::from("./entitle-agent"))
 }
 
 /// Flags of `entitle agent run`.
@@ -57,19 +71,16 @@ pub struct RunArgs {
     /// The user's login name in the directory (first run only).
     #[arg(long, env = "ENTITLE_USER_NAME")]
     user_name: Option<String>,
-    /// The agent's state directory (enrollment, last-known-good policy, control socket).
-    #[arg(
-        long,
-        env = "ENTITLE_AGENT_STATE_DIR",
-        default_value = "./entitle-agent"
-    )]
-    state_dir: PathBuf,
-    /// Host name reported.
-    #[arg(long, default_value = "this-device")]
-    hostname: String,
-    /// windows, macos, linux, ios or android.
-    #[arg(long, default_value = "linux")]
-    os: String,
+    /// The agent's state directory (enrollment, last-known-good policy, control socket;
+    /// default: systemd's $STATE_DIRECTORY, else ./entitle-agent).
+    #[arg(long, env = "ENTITLE_AGENT_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Host name reported (default: this machine's).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// windows, macos, linux, ios or android (default: this machine's).
+    #[arg(long)]
+    os: Option<String>,
     /// Client version reported.
     #[arg(long, default_value = "4.3.0.120")]
     client_version: String,
@@ -77,8 +88,34 @@ pub struct RunArgs {
     #[arg(long, default_value = "corporate")]
     ownership: String,
     /// A posture fact, `key=value` (true, false, a number or text); repeatable.
+    /// It wins over a detected or command fact of the same key.
     #[arg(long)]
     posture: Vec<String>,
+    /// A posture fact read by a command, `KEY=COMMAND`: its trimmed output
+    /// (true, false, a number or text); re-run every long-poll wait; repeatable.
+    #[arg(long)]
+    posture_command: Vec<PostureCommand>,
+    /// Seconds each posture command may run before it is killed.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    posture_timeout_s: u64,
+    /// Seconds between runs of the posture commands (default: the long-poll's wait, or 60).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    posture_interval_s: Option<u64>,
+    /// Start a service: `SERVICE=COMMAND`; the service runs once it exits 0; repeatable.
+    #[arg(long)]
+    on_start: Vec<ServiceHook>,
+    /// Stop a service: `SERVICE=COMMAND`; repeatable.
+    #[arg(long)]
+    on_stop: Vec<ServiceHook>,
+    /// Run when a newly entitled service signs the user out.
+    #[arg(long)]
+    on_logout: Option<String>,
+    /// Run when a service waits for the user to re-authenticate (e.g. to show a notification).
+    #[arg(long)]
+    on_reauth_required: Option<String>,
+    /// Seconds each hook may run before it is killed (and counts as failed).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    hook_timeout_s: u64,
     /// Seconds the server may hold a sync (0: poll on the policy's interval only).
     #[arg(long, default_value_t = 30)]
     long_poll: u64,
@@ -121,7 +158,7 @@ impl PacingArgs {
     }
 }
 
-fn posture(facts: &[String]) -> anyhow::Result<Value> {
+fn posture(facts: &[String]) -> anyhow::Result<serde_json::Map<String, Value>> {
     let mut map = serde_json::Map::new();
     for fact in facts {
         let Some((key, value)) = fact.split_once('=') else {
@@ -138,7 +175,7 @@ fn posture(facts: &[String]) -> anyhow::Result<Value> {
         };
         map.insert(key.trim().to_owned(), value);
     }
-    Ok(Value::Object(map))
+    Ok(map)
 }
 
 /// Runs an agent command.
@@ -146,13 +183,14 @@ fn posture(facts: &[String]) -> anyhow::Result<Value> {
 pub async fn run(command: AgentCommand) -> anyhow::Result<()> {
     let (state_dir, name) = match command {
         AgentCommand::Run(args) => return run_agent(*args).await,
+        AgentCommand::Install(args) => return crate::agent_install::install(args),
         AgentCommand::Status(a) => (a.state_dir, "status"),
         AgentCommand::UpdatePolicy(a) => (a.state_dir, "update-policy"),
         AgentCommand::Login(a) => (a.state_dir, "login"),
         AgentCommand::Logout(a) => (a.state_dir, "logout"),
         AgentCommand::Reauth(a) => (a.state_dir, "reauth"),
     };
-    let answer = driver::control(&state_dir, name).await?;
+    let answer = driver::control(&self::state_dir(state_dir), name).await?;
     println!(
         "{}",
         serde_json::to_string_pretty(&answer).unwrap_or_default()
@@ -165,16 +203,52 @@ pub async fn run(command: AgentCommand) -> anyhow::Result<()> {
 
 #[allow(clippy::print_stdout)]
 async fn run_agent(args: RunArgs) -> anyhow::Result<()> {
+    let facts = DeviceFacts::detect();
+    let Some(os) = args.os.clone().or(facts.os.map(str::to_owned)) else {
+        bail!(
+            "this machine's OS ({}) is not one the server knows; say which to report with --os windows|macos|linux|ios|android",
+            std::env::consts::OS
+        )
+    };
+    let Some(hostname) = args.hostname.clone().or(facts.hostname.clone()) else {
+        bail!("this machine's host name cannot be read; give --hostname")
+    };
+    let mut detected = serde_json::Map::new();
+    if let Some(version) = &facts.os_version {
+        detected.insert("os_version".into(), Value::String(version.clone()));
+    }
+    if let Some(encrypted) = facts.disk_encrypted {
+        detected.insert("disk_encrypted".into(), Value::Bool(encrypted));
+    }
+    let overrides = posture(&args.posture)?;
+    // The given facts win over detected ones from the very first report.
+    detected.extend(overrides.clone());
     let report = json!({
-        "hostname": args.hostname, "os": args.os, "client_version": args.client_version,
-        "ownership": args.ownership, "posture": posture(&args.posture)?,
+        "hostname": hostname, "os": os, "client_version": args.client_version,
+        "ownership": args.ownership, "posture": detected,
     });
+    let long_poll = args.long_poll.min(60);
+    let mut hooks = Hooks::new(
+        args.on_start,
+        args.on_stop,
+        Duration::from_secs(args.hook_timeout_s),
+    );
+    hooks.on_logout = args.on_logout;
+    hooks.on_reauth_required = args.on_reauth_required;
     let config = AgentConfig {
         server: args.server.trim_end_matches('/').to_owned(),
         enrollment_key: args.enrollment_key,
         user_name: args.user_name,
         report,
-        timing: args.pacing.timing(args.long_poll.min(60))?,
+        posture_commands: args.posture_command,
+        posture_timeout: Duration::from_secs(args.posture_timeout_s),
+        posture_interval: Duration::from_secs(
+            args.posture_interval_s
+                .unwrap_or(if long_poll > 0 { long_poll } else { 60 }),
+        ),
+        posture_overrides: overrides,
+        hooks,
+        timing: args.pacing.timing(long_poll)?,
         ca_file: args.ca.ca_file,
         insecure_http: args.insecure_http,
     };
@@ -197,7 +271,7 @@ async fn run_agent(args: RunArgs) -> anyhow::Result<()> {
     });
     let result = driver::run(
         config,
-        &args.state_dir,
+        &state_dir(args.state_dir),
         out,
         crate::serve::shutdown_signal(),
     )

@@ -2,6 +2,7 @@
 //! admin API resource as a client, and measures itself (`bench`).
 
 mod agent;
+mod agent_install;
 mod bench;
 mod client;
 mod demo;
