@@ -602,6 +602,27 @@ impl Host for Local {
     }
 
     fn describe(&self, status: &mut Map<String, Value>) {
+        // The machine says `running` once a service is entitled and allowed;
+        // the device runs it only once its start hook succeeded, so the
+        // states shown are the applied ones.
+        if let (Some(applied), Some(machine)) = (
+            self.applied.as_ref().and_then(|a| a.get("services")),
+            status
+                .get_mut("status")
+                .and_then(|s| s.get_mut("services"))
+                .and_then(Value::as_object_mut),
+        ) {
+            for (id, shown) in machine.iter_mut() {
+                if let Some(state) = applied.get(id).and_then(|a| a.get("state")) {
+                    match shown {
+                        Value::Object(fields) => {
+                            fields.insert("state".to_owned(), state.clone());
+                        }
+                        other => *other = state.clone(),
+                    }
+                }
+            }
+        }
         status.insert(
             "applied".to_owned(),
             self.applied.clone().unwrap_or(Value::Null),

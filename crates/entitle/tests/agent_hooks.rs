@@ -327,6 +327,10 @@ async fn hooks_drive_services_and_posture_commands_reach_the_server_on_both_back
         assert_eq!(failed["exit_status"], 3, "{status:#}");
         assert_eq!(failed["output"], "tunnel: no route to broker", "{status:#}");
         assert_eq!(
+            status["status"]["services"]["private_access"], "failed",
+            "the service states shown are the applied ones: {status:#}"
+        );
+        assert_eq!(
             status["applied"]["services"]["internet_access"]["state"], "running",
             "{status:#}"
         );
