@@ -14,6 +14,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use utoipa::ToSchema;
 
+use entitle_store::{Applied, RunState, ServiceState};
+
 use crate::error::ApiError;
 
 /// The body of every error answer (SPEC §10): `{"error": {"code", "message"}}`.
@@ -171,6 +173,193 @@ pub struct ReportJson {
     #[serde(default)]
     #[schema(value_type = BTreeMap<String, PostureFactJson>)]
     pub posture: BTreeMap<String, Value>,
+    /// What the agent applied: sent with syncs by agents that report it,
+    /// ignored in an enrollment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<AppliedReportJson>,
+}
+
+/// Longest output of a failed service's hook, in bytes.
+pub const MAX_APPLIED_OUTPUT: usize = 1024;
+/// Most lines of a failed service's hook output.
+pub const MAX_APPLIED_OUTPUT_LINES: usize = 32;
+
+/// What an agent applied: the config version of the policy it acts on and
+/// each service's state.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppliedReportJson {
+    /// The config version of the policy the agent applied (at most the
+    /// tenant's current one; a greater one is ignored).
+    #[schema(minimum = 0)]
+    pub config_version: i64,
+    /// Each service's state, by service id (known services only).
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceStateJson>,
+}
+
+/// One service's state on a device.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceStateJson {
+    /// Whether it runs, and if not, why.
+    pub state: RunStateJson,
+    /// The exit status of the failed start (`failed` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_status: Option<i64>,
+    /// The last lines of the failed hook's output (`failed` only; at most
+    /// 1 KiB and 32 lines, no control characters but newline and tab).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 1024)]
+    pub output: Option<String>,
+}
+
+/// A service's state on a device.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStateJson {
+    /// Running.
+    Running,
+    /// Stopped (not entitled).
+    Stopped,
+    /// Entitled, waiting for the next login.
+    PendingLogin,
+    /// Entitled, waiting for the user to re-authenticate.
+    PendingReauth,
+    /// Its start failed.
+    Failed,
+}
+
+impl From<RunStateJson> for RunState {
+    fn from(state: RunStateJson) -> Self {
+        match state {
+            RunStateJson::Running => RunState::Running,
+            RunStateJson::Stopped => RunState::Stopped,
+            RunStateJson::PendingLogin => RunState::PendingLogin,
+            RunStateJson::PendingReauth => RunState::PendingReauth,
+            RunStateJson::Failed => RunState::Failed,
+        }
+    }
+}
+
+impl From<RunState> for RunStateJson {
+    fn from(state: RunState) -> Self {
+        match state {
+            RunState::Running => RunStateJson::Running,
+            RunState::Stopped => RunStateJson::Stopped,
+            RunState::PendingLogin => RunStateJson::PendingLogin,
+            RunState::PendingReauth => RunStateJson::PendingReauth,
+            RunState::Failed => RunStateJson::Failed,
+        }
+    }
+}
+
+/// An `applied` report, parsed: the version and each known service's state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppliedReport {
+    /// The config version the agent applied.
+    pub config_version: i64,
+    /// Each service's state, by service id.
+    pub services: BTreeMap<String, ServiceState>,
+}
+
+impl AppliedReportJson {
+    /// Parses the report; every problem is a 400 that names its field.
+    pub fn parse(&self) -> Result<AppliedReport, ApiError> {
+        let bad = |field: String, message: String| {
+            ApiError::bad_request("invalid_applied", message).with_field(field)
+        };
+        if self.config_version < 0 {
+            return Err(bad(
+                "applied.config_version".to_owned(),
+                "applied.config_version must be 0 or more".to_owned(),
+            ));
+        }
+        let mut services = BTreeMap::new();
+        for (id, reported) in &self.services {
+            let field = format!("applied.services.{id}");
+            let service = entitle_core::service(id).map_err(|e| bad(field.clone(), e.to_string()))?;
+            let failed = reported.state == RunStateJson::Failed;
+            if !failed && (reported.exit_status.is_some() || reported.output.is_some()) {
+                return Err(bad(
+                    field,
+                    format!("{id}: exit_status and output are only for a failed service"),
+                ));
+            }
+            if let Some(output) = &reported.output {
+                check_output(output).map_err(|m| bad(format!("{field}.output"), format!("{id}: {m}")))?;
+            }
+            services.insert(
+                service.id.to_owned(),
+                ServiceState {
+                    state: reported.state.into(),
+                    exit_status: reported.exit_status,
+                    output: reported.output.clone(),
+                },
+            );
+        }
+        Ok(AppliedReport {
+            config_version: self.config_version,
+            services,
+        })
+    }
+}
+
+/// A failed hook's output: bounded in bytes and lines, and no control
+/// character but newline and tab (a carriage return could hide a line).
+fn check_output(output: &str) -> Result<(), String> {
+    if output.len() > MAX_APPLIED_OUTPUT {
+        return Err(format!("output must be at most {MAX_APPLIED_OUTPUT} bytes"));
+    }
+    if output.lines().count() > MAX_APPLIED_OUTPUT_LINES {
+        return Err(format!("output must be at most {MAX_APPLIED_OUTPUT_LINES} lines"));
+    }
+    if output.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err("output may not contain control characters other than newline and tab".to_owned());
+    }
+    Ok(())
+}
+
+/// APPLIED: what a device's agent last reported it applied.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AppliedJson {
+    /// The config version of the policy it applied.
+    pub config_version: i64,
+    /// When the server first heard of that version from it (RFC 3339).
+    pub applied_at: String,
+    /// Milliseconds from the save of that version to `applied_at`, when the
+    /// history keeps the save (version 0, the defaults, has none).
+    pub after_save_ms: Option<i64>,
+    /// Whether that is the tenant's current config version.
+    pub current: bool,
+    /// Each reported service's state, by service id.
+    pub services: BTreeMap<String, ServiceStateJson>,
+}
+
+/// A device's applied state as JSON, against the tenant's current version.
+pub fn applied_json(applied: &Applied, current_version: i64) -> AppliedJson {
+    AppliedJson {
+        config_version: applied.config_version,
+        applied_at: rfc3339(applied.at),
+        after_save_ms: applied.saved_at.map(|saved| {
+            i64::try_from((applied.at - saved).whole_milliseconds()).unwrap_or(i64::MAX)
+        }),
+        current: applied.config_version >= current_version,
+        services: applied
+            .services
+            .iter()
+            .map(|(id, s)| {
+                (
+                    id.clone(),
+                    ServiceStateJson {
+                        state: s.state.into(),
+                        exit_status: s.exit_status,
+                        output: s.output.clone(),
+                    },
+                )
+            })
+            .collect(),
+    }
 }
 
 impl ReportJson {
@@ -240,6 +429,7 @@ pub fn report_json(report: &DeviceReport) -> ReportJson {
             .iter()
             .map(|(k, v)| (k.clone(), posture_json(v)))
             .collect(),
+        applied: None,
     }
 }
 
@@ -341,6 +531,8 @@ pub struct DeviceJson {
     pub enrolled_at: String,
     /// When it last synced.
     pub last_sync_at: String,
+    /// What its agent last reported it applied; null until it reports it.
+    pub applied: Option<AppliedJson>,
     /// Decision per service (device detail only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub entitlements: Option<BTreeMap<String, DecisionJson>>,

@@ -824,7 +824,7 @@ async fn users_groups_and_devices(store: &dyn Store) {
     let mut moved = report("ada-mac");
     moved.client_version = entitle_core::ClientVersion::parse("4.2").expect("version");
     store
-        .record_sync(&device.id, Some(&moved), at, None)
+        .record_sync(&device.id, Some(&moved), None, at, None)
         .await
         .expect("synced");
     assert_eq!(
