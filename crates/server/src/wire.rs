@@ -334,16 +334,21 @@ pub struct AppliedJson {
     pub current: bool,
     /// Each reported service's state, by service id.
     pub services: BTreeMap<String, ServiceStateJson>,
+    /// One line a person can read, e.g. "policy of config version 12 applied
+    /// 0.8 s after the save; Private Applications failed to start (exit 3)".
+    pub summary: String,
 }
 
 /// A device's applied state as JSON, against the tenant's current version.
 pub fn applied_json(applied: &Applied, current_version: i64) -> AppliedJson {
+    let after_save_ms = applied.saved_at.map(|saved| {
+        i64::try_from((applied.at - saved).whole_milliseconds()).unwrap_or(i64::MAX)
+    });
     AppliedJson {
+        summary: applied_summary(applied, after_save_ms, current_version),
         config_version: applied.config_version,
         applied_at: rfc3339(applied.at),
-        after_save_ms: applied.saved_at.map(|saved| {
-            i64::try_from((applied.at - saved).whole_milliseconds()).unwrap_or(i64::MAX)
-        }),
+        after_save_ms,
         current: applied.config_version >= current_version,
         services: applied
             .services
@@ -359,6 +364,50 @@ pub fn applied_json(applied: &Applied, current_version: i64) -> AppliedJson {
                 )
             })
             .collect(),
+    }
+}
+
+/// The sentence of [`AppliedJson::summary`], the one the CLI and the portal show.
+fn applied_summary(applied: &Applied, after_save_ms: Option<i64>, current_version: i64) -> String {
+    let mut text = format!("policy of config version {} applied", applied.config_version);
+    if let Some(ms) = after_save_ms {
+        text.push_str(&format!(" {} after the save", duration_text(ms.max(0))));
+    }
+    if applied.config_version < current_version {
+        text.push_str(&format!(
+            " (the current version, {current_version}, is not applied yet)"
+        ));
+    }
+    for (id, service) in &applied.services {
+        let name = entitle_core::service(id).map_or(id.as_str(), |s| s.display_name);
+        match service.state {
+            RunState::Failed => {
+                text.push_str(&format!("; {name} failed to start"));
+                if let Some(status) = service.exit_status {
+                    text.push_str(&format!(" (exit {status})"));
+                }
+            }
+            RunState::PendingLogin => {
+                text.push_str(&format!("; {name} waits for the next login"));
+            }
+            RunState::PendingReauth => {
+                text.push_str(&format!("; {name} waits for the user to re-authenticate"));
+            }
+            RunState::Running | RunState::Stopped => {}
+        }
+    }
+    text
+}
+
+/// A duration for a person: tenths of a second below 10 s, then seconds,
+/// minutes, hours and days.
+fn duration_text(ms: i64) -> String {
+    match ms {
+        ..10_000 => format!("{}.{} s", ms / 1000, (ms % 1000) / 100),
+        ..120_000 => format!("{} s", ms / 1000),
+        ..7_200_000 => format!("{} min", ms / 60_000),
+        ..172_800_000 => format!("{} h", ms / 3_600_000),
+        _ => format!("{} days", ms / 86_400_000),
     }
 }
 
