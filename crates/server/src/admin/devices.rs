@@ -80,6 +80,7 @@ pub struct DeviceQuery {
     /// `current`: only devices whose agent applied the tenant's current config
     /// version; `stale`: only those behind it or that never reported one.
     #[param(required = false, inline)]
+    #[serde(default, deserialize_with = "empty_as_none")]
     pub applied: Option<AppliedFilter>,
     /// With `state`: only devices in that state for this service. Without
     /// `service`, `state` keeps devices in that state for any service.
@@ -110,6 +111,20 @@ pub enum AppliedFilter {
     Current,
     /// Behind it, or never reported.
     Stale,
+}
+
+/// An empty value, as a portal form's "Any" sends it, is no filter.
+fn empty_as_none<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<AppliedFilter>, D::Error> {
+    let text = Option::<String>::deserialize(deserializer)?;
+    match text.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(value) => {
+            AppliedFilter::deserialize(serde::de::value::StrDeserializer::<D::Error>::new(value))
+                .map(Some)
+        }
+    }
 }
 
 /// A page of devices.
