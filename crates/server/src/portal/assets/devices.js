@@ -34,9 +34,9 @@ function ownershipText(o) {
 function appliedBadge(a) {
   if (!a) return el('span', { class: 'badge pending', title: 'Its agent has not reported what it applied.' }, 'Not reported');
   const failed = Object.values(a.services).some((s) => s.state === 'failed');
-  return [el('span', { class: 'badge ' + (a.current ? 'on' : 'pending'), title: a.summary },
-    a.current ? 'v' + a.config_version : 'v' + a.config_version + ', behind'),
-  failed ? [' ', el('span', { class: 'warn-mark', title: a.summary }, '⚠ failed')] : null];
+  const version = el('span', { class: 'badge ' + (a.current ? 'on' : 'pending'), title: a.summary },
+    a.current ? 'v' + a.config_version : 'v' + a.config_version + ', behind');
+  return failed ? [version, ' ', el('span', { class: 'warn-mark', title: a.summary }, '⚠ failed')] : [version];
 }
 
 // Admins tick pending devices and approve them in one request; viewers see
