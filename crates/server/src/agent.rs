@@ -11,7 +11,8 @@ use axum::{Json, Router};
 use entitle_core::DeviceReport;
 use entitle_core::GroupNames;
 use entitle_store::{
-    Actor, ActorKind, Applied, AuthenticatedDevice, Device, DeviceMove, EnrollmentGrant, StoreError, secrets,
+    Actor, ActorKind, Applied, AuthenticatedDevice, Device, DeviceMove, EnrollmentGrant,
+    StoreError, secrets,
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;

@@ -278,7 +278,8 @@ impl AppliedReportJson {
         let mut services = BTreeMap::new();
         for (id, reported) in &self.services {
             let field = format!("applied.services.{id}");
-            let service = entitle_core::service(id).map_err(|e| bad(field.clone(), e.to_string()))?;
+            let service =
+                entitle_core::service(id).map_err(|e| bad(field.clone(), e.to_string()))?;
             let failed = reported.state == RunStateJson::Failed;
             if !failed && (reported.exit_status.is_some() || reported.output.is_some()) {
                 return Err(bad(
@@ -287,7 +288,8 @@ impl AppliedReportJson {
                 ));
             }
             if let Some(output) = &reported.output {
-                check_output(output).map_err(|m| bad(format!("{field}.output"), format!("{id}: {m}")))?;
+                check_output(output)
+                    .map_err(|m| bad(format!("{field}.output"), format!("{id}: {m}")))?;
             }
             services.insert(
                 service.id.to_owned(),
@@ -312,10 +314,17 @@ fn check_output(output: &str) -> Result<(), String> {
         return Err(format!("output must be at most {MAX_APPLIED_OUTPUT} bytes"));
     }
     if output.lines().count() > MAX_APPLIED_OUTPUT_LINES {
-        return Err(format!("output must be at most {MAX_APPLIED_OUTPUT_LINES} lines"));
+        return Err(format!(
+            "output must be at most {MAX_APPLIED_OUTPUT_LINES} lines"
+        ));
     }
-    if output.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
-        return Err("output may not contain control characters other than newline and tab".to_owned());
+    if output
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(
+            "output may not contain control characters other than newline and tab".to_owned(),
+        );
     }
     Ok(())
 }
@@ -341,9 +350,9 @@ pub struct AppliedJson {
 
 /// A device's applied state as JSON, against the tenant's current version.
 pub fn applied_json(applied: &Applied, current_version: i64) -> AppliedJson {
-    let after_save_ms = applied.saved_at.map(|saved| {
-        i64::try_from((applied.at - saved).whole_milliseconds()).unwrap_or(i64::MAX)
-    });
+    let after_save_ms = applied
+        .saved_at
+        .map(|saved| i64::try_from((applied.at - saved).whole_milliseconds()).unwrap_or(i64::MAX));
     AppliedJson {
         summary: applied_summary(applied, after_save_ms, current_version),
         config_version: applied.config_version,
@@ -369,7 +378,10 @@ pub fn applied_json(applied: &Applied, current_version: i64) -> AppliedJson {
 
 /// The sentence of [`AppliedJson::summary`], the one the CLI and the portal show.
 fn applied_summary(applied: &Applied, after_save_ms: Option<i64>, current_version: i64) -> String {
-    let mut text = format!("policy of config version {} applied", applied.config_version);
+    let mut text = format!(
+        "policy of config version {} applied",
+        applied.config_version
+    );
     if let Some(ms) = after_save_ms {
         text.push_str(&format!(" {} after the save", duration_text(ms.max(0))));
     }
@@ -402,12 +414,16 @@ fn applied_summary(applied: &Applied, after_save_ms: Option<i64>, current_versio
 /// A duration for a person: tenths of a second below 10 s, then seconds,
 /// minutes, hours and days.
 fn duration_text(ms: i64) -> String {
-    match ms {
-        ..10_000 => format!("{}.{} s", ms / 1000, (ms % 1000) / 100),
-        ..120_000 => format!("{} s", ms / 1000),
-        ..7_200_000 => format!("{} min", ms / 60_000),
-        ..172_800_000 => format!("{} h", ms / 3_600_000),
-        _ => format!("{} days", ms / 86_400_000),
+    if ms < 10_000 {
+        format!("{}.{} s", ms / 1000, (ms % 1000) / 100)
+    } else if ms < 120_000 {
+        format!("{} s", ms / 1000)
+    } else if ms < 7_200_000 {
+        format!("{} min", ms / 60_000)
+    } else if ms < 172_800_000 {
+        format!("{} h", ms / 3_600_000)
+    } else {
+        format!("{} days", ms / 86_400_000)
     }
 }
 
@@ -762,5 +778,73 @@ impl From<Impact> for ImpactJson {
             losing: impact.losing.into(),
             legacy_clients: impact.legacy_clients.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_duration(ms: i64, expected: &str) {
+        assert_eq!(duration_text(ms), expected, "{ms} ms");
+    }
+
+    #[test]
+    fn durations_read_like_a_person_would_say_them() {
+        check_duration(0, "0.0 s");
+        check_duration(812, "0.8 s");
+        check_duration(9_999, "9.9 s");
+        check_duration(10_000, "10 s");
+        check_duration(119_999, "119 s");
+        check_duration(120_000, "2 min");
+        check_duration(7_200_000, "2 h");
+        check_duration(172_800_000, "2 days");
+    }
+
+    #[test]
+    fn the_summary_names_the_version_the_delay_and_failed_services() {
+        let at = OffsetDateTime::UNIX_EPOCH + time::Duration::milliseconds(10_800);
+        let failed = ServiceState {
+            state: RunState::Failed,
+            exit_status: Some(3),
+            output: None,
+        };
+        let running = ServiceState {
+            state: RunState::Running,
+            exit_status: None,
+            output: None,
+        };
+        let applied = Applied {
+            config_version: 12,
+            at,
+            saved_at: Some(OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(10)),
+            services: BTreeMap::from([
+                ("internet_access".to_owned(), running),
+                ("private_access".to_owned(), failed),
+            ]),
+        };
+        let json = applied_json(&applied, 12);
+        assert_eq!(json.after_save_ms, Some(800));
+        assert!(json.current);
+        assert_eq!(
+            json.summary,
+            "policy of config version 12 applied 0.8 s after the save; Private Applications failed to start (exit 3)"
+        );
+        let behind = applied_json(&applied, 13);
+        assert!(!behind.current);
+        assert!(
+            behind
+                .summary
+                .contains("the current version, 13, is not applied yet")
+        );
+    }
+
+    #[test]
+    fn output_allows_newlines_and_tabs_only() {
+        assert!(check_output("a\n\tb").is_ok());
+        assert!(check_output("a\rb").is_err());
+        assert!(check_output("a\u{1b}b").is_err());
+        assert!(check_output(&"x".repeat(MAX_APPLIED_OUTPUT + 1)).is_err());
+        assert!(check_output(&"x\n".repeat(MAX_APPLIED_OUTPUT_LINES + 1)).is_err());
     }
 }

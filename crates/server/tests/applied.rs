@@ -60,7 +60,11 @@ async fn stored_and_shown(db: Database) {
     let tenant = app.tenant("applied").await;
     tenant.user(&app, "ada", &[]).await;
     let (id, token, _) = tenant
-        .enroll(&app, "ada", report("ada-mac", "macos", "4.2", "corporate", true))
+        .enroll(
+            &app,
+            "ada",
+            report("ada-mac", "macos", "4.2", "corporate", true),
+        )
         .await;
     // An old agent says nothing of what it applied.
     assert_eq!(device(&app, &tenant, &id).await["applied"], Value::Null);
@@ -82,7 +86,10 @@ async fn stored_and_shown(db: Database) {
     assert_eq!(applied["current"], json!(true));
     let after = applied["after_save_ms"].as_i64().expect("after_save_ms");
     assert!((0..60_000).contains(&after), "{after}");
-    assert_eq!(applied["services"]["internet_access"], json!({"state": "running"}));
+    assert_eq!(
+        applied["services"]["internet_access"],
+        json!({"state": "running"})
+    );
     assert_eq!(
         applied["services"]["private_access"],
         json!({"state": "failed", "exit_status": 3,
@@ -114,7 +121,11 @@ async fn unchanged_applied_writes_nothing(db: Database) {
     let tenant = app.tenant("quiet").await;
     tenant.user(&app, "ada", &[]).await;
     let (id, token, _) = tenant
-        .enroll(&app, "ada", report("ada-mac", "macos", "4.2", "corporate", true))
+        .enroll(
+            &app,
+            "ada",
+            report("ada-mac", "macos", "4.2", "corporate", true),
+        )
         .await;
     let body = with_applied("ada-mac", failed_private_access(0));
     let first = sync(&app, &token, &body, None, None).await;
@@ -151,7 +162,11 @@ async fn invalid_applied_is_refused(db: Database) {
     let tenant = app.tenant("strict").await;
     tenant.user(&app, "ada", &[]).await;
     let (id, token, _) = tenant
-        .enroll(&app, "ada", report("ada-mac", "macos", "4.2", "corporate", true))
+        .enroll(
+            &app,
+            "ada",
+            report("ada-mac", "macos", "4.2", "corporate", true),
+        )
         .await;
     let long = "x".repeat(1025);
     let many_lines = "line\n".repeat(40);
@@ -171,15 +186,28 @@ async fn invalid_applied_is_refused(db: Database) {
         json!({"services": {}}),
     ];
     for applied in cases {
-        let answer = sync(&app, &token, &with_applied("ada-mac", applied.clone()), None, None).await;
-        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{applied}: {:?}", answer.body);
+        let answer = sync(
+            &app,
+            &token,
+            &with_applied("ada-mac", applied.clone()),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{applied}: {:?}",
+            answer.body
+        );
     }
     assert_eq!(device(&app, &tenant, &id).await["applied"], Value::Null);
     assert_eq!(sync_writes(&app, "applied").await, 0);
 
     // A version the tenant has not reached is ignored, not refused: the
     // device still gets its policy.
-    let ahead = json!({"config_version": 99, "services": {"internet_access": {"state": "running"}}});
+    let ahead =
+        json!({"config_version": 99, "services": {"internet_access": {"state": "running"}}});
     let answer = sync(&app, &token, &with_applied("ada-mac", ahead), None, None).await;
     assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
     assert_eq!(device(&app, &tenant, &id).await["applied"], Value::Null);
@@ -207,7 +235,11 @@ async fn stale_filter_pages_with_totals(db: Database) {
     for n in 0..7 {
         let hostname = format!("host-{n:02}");
         let (id, token, _) = tenant
-            .enroll(&app, "ada", report(&hostname, "macos", "4.2", "corporate", true))
+            .enroll(
+                &app,
+                "ada",
+                report(&hostname, "macos", "4.2", "corporate", true),
+            )
             .await;
         tokens.push((hostname, id, token));
     }
@@ -249,7 +281,10 @@ async fn stale_filter_pages_with_totals(db: Database) {
     assert_eq!(stale, ["host-05", "host-06"]);
     assert_eq!(total, Some(2));
     let (current, total) = listed("current").await;
-    assert_eq!(current, ["host-00", "host-01", "host-02", "host-03", "host-04"]);
+    assert_eq!(
+        current,
+        ["host-00", "host-01", "host-02", "host-03", "host-04"]
+    );
     assert_eq!(total, Some(5));
 
     // A save bumps the version: every device is behind until it applies it.

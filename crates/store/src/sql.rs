@@ -30,13 +30,13 @@ use crate::codec::{
 };
 use crate::dialect::{Conn, Db, PostgresOptions, Query, Row, query, query_built};
 use crate::{
-    Account, AccountChange, AccountStore, Actor, ActorKind, Applied, ApiToken, Attested, AttestedBy,
-    AuditEntry, AuditFilter, AuthenticatedDevice, ChangeFeed, ConfigStore, ConfigVersion, Device,
-    DeviceChange, DeviceFilter, DeviceMove, DeviceSort, DeviceStore, DirectoryCounts,
-    DirectoryStore, DirectoryUser, EnrollmentGrant, EnrollmentKey, Group, LAST_USED_RESOLUTION,
-    NewAccount, NewEnrollmentKey, NewTenant, NewUser, Page, Role, SaveRequest, Saved, Session,
-    StoreError, StoreResult, StoredSettings, Tenant, TenantData, TenantStore, TokenGrant, User,
-    device_change_action, device_trust_json, enrollment_key_audit,
+    Account, AccountChange, AccountStore, Actor, ActorKind, ApiToken, Applied, Attested,
+    AttestedBy, AuditEntry, AuditFilter, AuthenticatedDevice, ChangeFeed, ConfigStore,
+    ConfigVersion, Device, DeviceChange, DeviceFilter, DeviceMove, DeviceSort, DeviceStore,
+    DirectoryCounts, DirectoryStore, DirectoryUser, EnrollmentGrant, EnrollmentKey, Group,
+    LAST_USED_RESOLUTION, NewAccount, NewEnrollmentKey, NewTenant, NewUser, Page, Role,
+    SaveRequest, Saved, Session, StoreError, StoreResult, StoredSettings, Tenant, TenantData,
+    TenantStore, TokenGrant, User, device_change_action, device_trust_json, enrollment_key_audit,
 };
 
 #[path = "sql_scim.rs"]
