@@ -11,7 +11,8 @@ use axum::{Json, Router};
 use entitle_core::DeviceReport;
 use entitle_core::GroupNames;
 use entitle_store::{
-    Actor, ActorKind, AuthenticatedDevice, Device, DeviceMove, EnrollmentGrant, StoreError, secrets,
+    Actor, ActorKind, Applied, AuthenticatedDevice, Device, DeviceMove, EnrollmentGrant,
+    StoreError, secrets,
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -22,7 +23,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ClientAddress, JsonBody, body_bytes, json_from_slice, query_from_str};
 use crate::state::AppState;
-use crate::wire::{PolicyJson, ReportJson};
+use crate::wire::{AppliedReport, PolicyJson, ReportJson};
 
 /// The agent protocol's routes.
 pub fn router() -> Router<AppState> {
@@ -316,18 +317,47 @@ pub(crate) async fn begin_sync(
 ) -> ApiResult<SyncStep> {
     let mut device = authenticated.device;
     let data_version = authenticated.tenant_data_version;
+    let applied = match &request.report.applied {
+        Some(applied) => Some(applied.parse()?),
+        None => None,
+    };
     let report = request.report.parse()?;
     let now = OffsetDateTime::now_utc();
+    let applied = match applied {
+        Some(applied) => changed_applied(state, &device, data_version, applied, now).await?,
+        None => None,
+    };
     // Writes only what changed, and the sync time at most every minute, so that a
     // fleet of unchanged devices does not turn every poll into a disk write.
-    if report != device.report {
-        let moved = device_move(state, &device, &report, data_version).await?;
+    let report_changed = report != device.report;
+    if report_changed || applied.is_some() {
+        let moved = if report_changed {
+            device_move(state, &device, &report, data_version).await?
+        } else {
+            None
+        };
         state
             .store
-            .record_sync(&device.id, Some(&report), now, moved.as_ref())
+            .record_sync(
+                &device.id,
+                report_changed.then_some(&report),
+                applied.as_ref(),
+                now,
+                moved.as_ref(),
+            )
             .await?;
+        if report_changed {
+            state.metrics.sync_write("report");
+        }
+        if applied.is_some() {
+            state.metrics.sync_write("applied");
+        }
     } else if now - device.last_sync_at > time::Duration::minutes(1) {
-        state.store.record_sync(&device.id, None, now, None).await?;
+        state
+            .store
+            .record_sync(&device.id, None, None, now, None)
+            .await?;
+        state.metrics.sync_write("last_seen");
     }
     device.report = report;
 
@@ -460,6 +490,45 @@ async fn authenticate(state: &AppState, token_hash: &str) -> ApiResult<Authentic
             ),
             other => other.into(),
         })
+}
+
+/// The applied state to write for a sync's `applied` report: `None` when it
+/// is what the device last reported (nothing to write), or when it names a
+/// config version the tenant has not reached (a tenant restored from a
+/// backup), which is ignored rather than refused so that the device still
+/// gets its policy. `applied_at` stays the time the version was first heard of.
+async fn changed_applied(
+    state: &AppState,
+    device: &Device,
+    data_version: i64,
+    reported: AppliedReport,
+    now: OffsetDateTime,
+) -> ApiResult<Option<Applied>> {
+    let stored = device.applied.as_ref();
+    if stored.is_some_and(|s| {
+        s.config_version == reported.config_version && s.services == reported.services
+    }) {
+        return Ok(None);
+    }
+    let snapshot = state
+        .snapshots
+        .at_least(&device.tenant_id, data_version)
+        .await?;
+    if reported.config_version > snapshot.tenant.config_version {
+        tracing::debug!(tenant = %device.tenant_id, device_id = %device.id,
+            config_version = reported.config_version, "applied version ahead of the tenant's; ignored");
+        return Ok(None);
+    }
+    let at = match stored {
+        Some(s) if s.config_version == reported.config_version => s.at,
+        _ => now,
+    };
+    Ok(Some(Applied {
+        config_version: reported.config_version,
+        at,
+        saved_at: None,
+        services: reported.services,
+    }))
 }
 
 /// The audit record of a new report that moves the device between device

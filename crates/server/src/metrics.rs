@@ -33,6 +33,11 @@ struct SyncLabels {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SyncWriteLabels {
+    what: &'static str,
+}
+
 /// The server's metrics and their registry.
 pub struct Metrics {
     registry: Registry,
@@ -41,6 +46,7 @@ pub struct Metrics {
     /// Long-polls held right now.
     pub held_long_polls: Gauge<i64, AtomicI64Compat>,
     syncs: Family<SyncLabels, Counter>,
+    sync_writes: Family<SyncWriteLabels, Counter>,
     /// Held long-polls answered with a changed policy.
     pub policy_changes_pushed: Counter,
     resident_memory_bytes: Gauge<i64, AtomicI64Compat>,
@@ -78,6 +84,12 @@ impl Metrics {
         );
         let syncs = Family::<SyncLabels, Counter>::default();
         registry.register("syncs", "Agent syncs answered, by outcome", syncs.clone());
+        let sync_writes = Family::<SyncWriteLabels, Counter>::default();
+        registry.register(
+            "sync_writes",
+            "Database writes of agent syncs, by what changed (report, applied, last_seen)",
+            sync_writes.clone(),
+        );
         let policy_changes_pushed = Counter::<u64, AtomicU64>::default();
         registry.register(
             "policy_changes_pushed",
@@ -104,6 +116,7 @@ impl Metrics {
             latency,
             held_long_polls,
             syncs,
+            sync_writes,
             policy_changes_pushed,
             resident_memory_bytes,
             cpu_seconds,
@@ -113,6 +126,13 @@ impl Metrics {
     /// Counts a sync answered with `outcome` (`policy`, `not_modified`).
     pub fn sync(&self, outcome: &'static str) {
         self.syncs.get_or_create(&SyncLabels { outcome }).inc();
+    }
+
+    /// Counts a sync's database write of `what` (`report`, `applied`, `last_seen`).
+    pub fn sync_write(&self, what: &'static str) {
+        self.sync_writes
+            .get_or_create(&SyncWriteLabels { what })
+            .inc();
     }
 
     /// Counts and times one answered request by its route template.

@@ -14,6 +14,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use utoipa::ToSchema;
 
+use entitle_store::{Applied, RunState, ServiceState};
+
 use crate::error::ApiError;
 
 /// The body of every error answer (SPEC §10): `{"error": {"code", "message"}}`.
@@ -171,6 +173,258 @@ pub struct ReportJson {
     #[serde(default)]
     #[schema(value_type = BTreeMap<String, PostureFactJson>)]
     pub posture: BTreeMap<String, Value>,
+    /// What the agent applied: sent with syncs by agents that report it,
+    /// ignored in an enrollment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<AppliedReportJson>,
+}
+
+/// Longest output of a failed service's hook, in bytes.
+pub const MAX_APPLIED_OUTPUT: usize = 1024;
+/// Most lines of a failed service's hook output.
+pub const MAX_APPLIED_OUTPUT_LINES: usize = 32;
+
+/// What an agent applied: the config version of the policy it acts on and
+/// each service's state.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppliedReportJson {
+    /// The config version of the policy the agent applied (at most the
+    /// tenant's current one; a greater one is ignored).
+    #[schema(minimum = 0)]
+    pub config_version: i64,
+    /// Each service's state, by service id (known services only).
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceStateJson>,
+}
+
+/// One service's state on a device.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceStateJson {
+    /// Whether it runs, and if not, why.
+    pub state: RunStateJson,
+    /// The exit status of the failed start (`failed` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_status: Option<i64>,
+    /// The last lines of the failed hook's output (`failed` only; at most
+    /// 1 KiB and 32 lines, no control characters but newline and tab).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 1024)]
+    pub output: Option<String>,
+}
+
+/// A service's state on a device.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStateJson {
+    /// Running.
+    Running,
+    /// Stopped (not entitled).
+    Stopped,
+    /// Entitled, waiting for the next login.
+    PendingLogin,
+    /// Entitled, waiting for the user to re-authenticate.
+    PendingReauth,
+    /// Its start failed.
+    Failed,
+}
+
+impl From<RunStateJson> for RunState {
+    fn from(state: RunStateJson) -> Self {
+        match state {
+            RunStateJson::Running => RunState::Running,
+            RunStateJson::Stopped => RunState::Stopped,
+            RunStateJson::PendingLogin => RunState::PendingLogin,
+            RunStateJson::PendingReauth => RunState::PendingReauth,
+            RunStateJson::Failed => RunState::Failed,
+        }
+    }
+}
+
+impl From<RunState> for RunStateJson {
+    fn from(state: RunState) -> Self {
+        match state {
+            RunState::Running => RunStateJson::Running,
+            RunState::Stopped => RunStateJson::Stopped,
+            RunState::PendingLogin => RunStateJson::PendingLogin,
+            RunState::PendingReauth => RunStateJson::PendingReauth,
+            RunState::Failed => RunStateJson::Failed,
+        }
+    }
+}
+
+/// An `applied` report, parsed: the version and each known service's state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppliedReport {
+    /// The config version the agent applied.
+    pub config_version: i64,
+    /// Each service's state, by service id.
+    pub services: BTreeMap<String, ServiceState>,
+}
+
+impl AppliedReportJson {
+    /// Parses the report; every problem is a 400 that names its field.
+    pub fn parse(&self) -> Result<AppliedReport, ApiError> {
+        let bad = |field: String, message: String| {
+            ApiError::bad_request("invalid_applied", message).with_field(field)
+        };
+        if self.config_version < 0 {
+            return Err(bad(
+                "applied.config_version".to_owned(),
+                "applied.config_version must be 0 or more".to_owned(),
+            ));
+        }
+        let mut services = BTreeMap::new();
+        for (id, reported) in &self.services {
+            let field = format!("applied.services.{id}");
+            let service =
+                entitle_core::service(id).map_err(|e| bad(field.clone(), e.to_string()))?;
+            let failed = reported.state == RunStateJson::Failed;
+            if !failed && (reported.exit_status.is_some() || reported.output.is_some()) {
+                return Err(bad(
+                    field,
+                    format!("{id}: exit_status and output are only for a failed service"),
+                ));
+            }
+            if let Some(output) = &reported.output {
+                check_output(output)
+                    .map_err(|m| bad(format!("{field}.output"), format!("{id}: {m}")))?;
+            }
+            services.insert(
+                service.id.to_owned(),
+                ServiceState {
+                    state: reported.state.into(),
+                    exit_status: reported.exit_status,
+                    output: reported.output.clone(),
+                },
+            );
+        }
+        Ok(AppliedReport {
+            config_version: self.config_version,
+            services,
+        })
+    }
+}
+
+/// A failed hook's output: bounded in bytes and lines, and no control
+/// character but newline and tab (a carriage return could hide a line).
+fn check_output(output: &str) -> Result<(), String> {
+    if output.len() > MAX_APPLIED_OUTPUT {
+        return Err(format!("output must be at most {MAX_APPLIED_OUTPUT} bytes"));
+    }
+    if output.lines().count() > MAX_APPLIED_OUTPUT_LINES {
+        return Err(format!(
+            "output must be at most {MAX_APPLIED_OUTPUT_LINES} lines"
+        ));
+    }
+    if output
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(
+            "output may not contain control characters other than newline and tab".to_owned(),
+        );
+    }
+    Ok(())
+}
+
+/// APPLIED: what a device's agent last reported it applied.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AppliedJson {
+    /// The config version of the policy it applied.
+    pub config_version: i64,
+    /// When the server first heard of that version from it (RFC 3339).
+    pub applied_at: String,
+    /// Milliseconds from the save of that version to `applied_at`, when the
+    /// history keeps the save (version 0, the defaults, has none).
+    pub after_save_ms: Option<i64>,
+    /// Whether that is the tenant's current config version.
+    pub current: bool,
+    /// Each reported service's state, by service id.
+    pub services: BTreeMap<String, ServiceStateJson>,
+    /// One line a person can read, e.g. "policy of config version 12 applied
+    /// 0.8 s after the save; Private Applications failed to start (exit 3)".
+    pub summary: String,
+}
+
+/// A device's applied state as JSON, against the tenant's current version.
+pub fn applied_json(applied: &Applied, current_version: i64) -> AppliedJson {
+    let after_save_ms = applied
+        .saved_at
+        .map(|saved| i64::try_from((applied.at - saved).whole_milliseconds()).unwrap_or(i64::MAX));
+    AppliedJson {
+        summary: applied_summary(applied, after_save_ms, current_version),
+        config_version: applied.config_version,
+        applied_at: rfc3339(applied.at),
+        after_save_ms,
+        current: applied.config_version >= current_version,
+        services: applied
+            .services
+            .iter()
+            .map(|(id, s)| {
+                (
+                    id.clone(),
+                    ServiceStateJson {
+                        state: s.state.into(),
+                        exit_status: s.exit_status,
+                        output: s.output.clone(),
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
+/// The sentence of [`AppliedJson::summary`], the one the CLI and the portal show.
+fn applied_summary(applied: &Applied, after_save_ms: Option<i64>, current_version: i64) -> String {
+    let mut text = format!(
+        "policy of config version {} applied",
+        applied.config_version
+    );
+    if let Some(ms) = after_save_ms {
+        text.push_str(&format!(" {} after the save", duration_text(ms.max(0))));
+    }
+    if applied.config_version < current_version {
+        text.push_str(&format!(
+            " (the current version, {current_version}, is not applied yet)"
+        ));
+    }
+    for (id, service) in &applied.services {
+        let name = entitle_core::service(id).map_or(id.as_str(), |s| s.display_name);
+        match service.state {
+            RunState::Failed => {
+                text.push_str(&format!("; {name} failed to start"));
+                if let Some(status) = service.exit_status {
+                    text.push_str(&format!(" (exit {status})"));
+                }
+            }
+            RunState::PendingLogin => {
+                text.push_str(&format!("; {name} waits for the next login"));
+            }
+            RunState::PendingReauth => {
+                text.push_str(&format!("; {name} waits for the user to re-authenticate"));
+            }
+            RunState::Running | RunState::Stopped => {}
+        }
+    }
+    text
+}
+
+/// A duration for a person: tenths of a second below 10 s, then seconds,
+/// minutes, hours and days.
+fn duration_text(ms: i64) -> String {
+    if ms < 10_000 {
+        format!("{}.{} s", ms / 1000, (ms % 1000) / 100)
+    } else if ms < 120_000 {
+        format!("{} s", ms / 1000)
+    } else if ms < 7_200_000 {
+        format!("{} min", ms / 60_000)
+    } else if ms < 172_800_000 {
+        format!("{} h", ms / 3_600_000)
+    } else {
+        format!("{} days", ms / 86_400_000)
+    }
 }
 
 impl ReportJson {
@@ -240,6 +494,7 @@ pub fn report_json(report: &DeviceReport) -> ReportJson {
             .iter()
             .map(|(k, v)| (k.clone(), posture_json(v)))
             .collect(),
+        applied: None,
     }
 }
 
@@ -341,6 +596,8 @@ pub struct DeviceJson {
     pub enrolled_at: String,
     /// When it last synced.
     pub last_sync_at: String,
+    /// What its agent last reported it applied; null until it reports it.
+    pub applied: Option<AppliedJson>,
     /// Decision per service (device detail only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub entitlements: Option<BTreeMap<String, DecisionJson>>,
@@ -521,5 +778,73 @@ impl From<Impact> for ImpactJson {
             losing: impact.losing.into(),
             legacy_clients: impact.legacy_clients.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_duration(ms: i64, expected: &str) {
+        assert_eq!(duration_text(ms), expected, "{ms} ms");
+    }
+
+    #[test]
+    fn durations_read_like_a_person_would_say_them() {
+        check_duration(0, "0.0 s");
+        check_duration(812, "0.8 s");
+        check_duration(9_999, "9.9 s");
+        check_duration(10_000, "10 s");
+        check_duration(119_999, "119 s");
+        check_duration(120_000, "2 min");
+        check_duration(7_200_000, "2 h");
+        check_duration(172_800_000, "2 days");
+    }
+
+    #[test]
+    fn the_summary_names_the_version_the_delay_and_failed_services() {
+        let at = OffsetDateTime::UNIX_EPOCH + time::Duration::milliseconds(10_800);
+        let failed = ServiceState {
+            state: RunState::Failed,
+            exit_status: Some(3),
+            output: None,
+        };
+        let running = ServiceState {
+            state: RunState::Running,
+            exit_status: None,
+            output: None,
+        };
+        let applied = Applied {
+            config_version: 12,
+            at,
+            saved_at: Some(OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(10)),
+            services: BTreeMap::from([
+                ("internet_access".to_owned(), running),
+                ("private_access".to_owned(), failed),
+            ]),
+        };
+        let json = applied_json(&applied, 12);
+        assert_eq!(json.after_save_ms, Some(800));
+        assert!(json.current);
+        assert_eq!(
+            json.summary,
+            "policy of config version 12 applied 0.8 s after the save; Private Applications failed to start (exit 3)"
+        );
+        let behind = applied_json(&applied, 13);
+        assert!(!behind.current);
+        assert!(
+            behind
+                .summary
+                .contains("the current version, 13, is not applied yet")
+        );
+    }
+
+    #[test]
+    fn output_allows_newlines_and_tabs_only() {
+        assert!(check_output("a\n\tb").is_ok());
+        assert!(check_output("a\rb").is_err());
+        assert!(check_output("a\u{1b}b").is_err());
+        assert!(check_output(&"x".repeat(MAX_APPLIED_OUTPUT + 1)).is_err());
+        assert!(check_output(&"x\n".repeat(MAX_APPLIED_OUTPUT_LINES + 1)).is_err());
     }
 }

@@ -11,7 +11,7 @@ use entitle_core::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::StoreError;
+use crate::{RunState, ServiceState, StoreError};
 
 /// Settings as JSON, the same shape as the API's SETTINGS.
 pub fn settings_to_json(settings: &Settings) -> Value {
@@ -215,4 +215,52 @@ pub(crate) fn ownership_from_column(
             .map_err(|_| StoreError::Corrupt(format!("ownership {t:?}")))
     })
     .transpose()
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredServiceState {
+    state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    exit_status: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    output: Option<String>,
+}
+
+/// A device's service states as stored: `{"<service>": {"state", "exit_status"?, "output"?}}`.
+pub(crate) fn service_states_to_json(services: &BTreeMap<String, ServiceState>) -> String {
+    let stored: BTreeMap<&str, StoredServiceState> = services
+        .iter()
+        .map(|(id, s)| {
+            (
+                id.as_str(),
+                StoredServiceState {
+                    state: s.state.as_str().to_owned(),
+                    exit_status: s.exit_status,
+                    output: s.output.clone(),
+                },
+            )
+        })
+        .collect();
+    serde_json::to_string(&stored).unwrap_or_else(|_| "{}".to_owned())
+}
+
+pub(crate) fn service_states_from_json(
+    text: &str,
+) -> Result<BTreeMap<String, ServiceState>, StoreError> {
+    let stored: BTreeMap<String, StoredServiceState> = decode(text, "service states")?;
+    stored
+        .into_iter()
+        .map(|(id, s)| {
+            let state = RunState::parse(&s.state)
+                .ok_or_else(|| StoreError::Corrupt(format!("service state {:?}", s.state)))?;
+            Ok((
+                id,
+                ServiceState {
+                    state,
+                    exit_status: s.exit_status,
+                    output: s.output,
+                },
+            ))
+        })
+        .collect()
 }

@@ -542,6 +542,76 @@ pub struct Device {
     pub attested_ownership: Option<Attested>,
     /// Waiting for an administrator's approval (no group-based service).
     pub pending_approval: bool,
+    /// What the agent last said it applied; `None` until it reports it.
+    pub applied: Option<Applied>,
+}
+
+/// What a device's agent applied: the config version of the policy it acts on
+/// and each service's state. Device telemetry like the last sync time, so it is
+/// written only when it changes and never audited.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    /// The tenant config version of the policy the agent applied.
+    pub config_version: i64,
+    /// Server time of the first sync that reported this version.
+    pub at: OffsetDateTime,
+    /// When the tenant saved that version, if its history has it (read only).
+    pub saved_at: Option<OffsetDateTime>,
+    /// Each reported service's state, by service id.
+    pub services: BTreeMap<String, ServiceState>,
+}
+
+/// One service's state on a device, as its agent reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceState {
+    /// Whether it runs, and if not, why.
+    pub state: RunState,
+    /// The failed start's exit status.
+    pub exit_status: Option<i64>,
+    /// The last lines of the failed hook's output.
+    pub output: Option<String>,
+}
+
+/// A service's state on a device (SPEC §6, plus `failed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    /// Running.
+    Running,
+    /// Stopped (not entitled).
+    Stopped,
+    /// Entitled, waiting for the next login.
+    PendingLogin,
+    /// Entitled, waiting for the user to re-authenticate.
+    PendingReauth,
+    /// Its start failed.
+    Failed,
+}
+
+impl RunState {
+    /// Every state, by wire name.
+    pub const ALL: &'static [RunState] = &[
+        RunState::Running,
+        RunState::Stopped,
+        RunState::PendingLogin,
+        RunState::PendingReauth,
+        RunState::Failed,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Stopped => "stopped",
+            RunState::PendingLogin => "pending_login",
+            RunState::PendingReauth => "pending_reauth",
+            RunState::Failed => "failed",
+        }
+    }
+
+    /// The state of a wire name.
+    pub fn parse(name: &str) -> Option<RunState> {
+        RunState::ALL.iter().copied().find(|s| s.as_str() == name)
+    }
 }
 
 impl Device {
@@ -709,6 +779,9 @@ pub struct DeviceFilter {
     pub last_seen_after: Option<OffsetDateTime>,
     /// `Some(true)`: only devices pending approval; `Some(false)`: only approved ones.
     pub pending: Option<bool>,
+    /// `Some(true)`: only devices that applied the tenant's current config
+    /// version; `Some(false)`: only those behind it or that never reported one.
+    pub applied_current: Option<bool>,
     /// The order of the listing; the cursor carries its key.
     pub sort: DeviceSort,
     /// Newest, or last, first.
@@ -1145,12 +1218,14 @@ pub trait DeviceStore {
     async fn device_by_token(&self, token_hash: &str) -> StoreResult<AuthenticatedDevice>;
     /// One device.
     async fn device(&self, tenant_id: &str, device_id: &str) -> StoreResult<Device>;
-    /// Records a sync: the new report (if it changed) and the time; a report
-    /// that moves the device between device groups is audited with it.
+    /// Records a sync: the new report and applied state (each if it changed)
+    /// and the time; a report that moves the device between device groups is
+    /// audited with it.
     async fn record_sync(
         &self,
         device_id: &str,
         report: Option<&DeviceReport>,
+        applied: Option<&Applied>,
         at: OffsetDateTime,
         moved: Option<&DeviceMove>,
     ) -> StoreResult<()>;

@@ -11,6 +11,7 @@
 //! transaction and announces it (`Conn::announce`), which other PostgreSQL
 //! nodes turn into a snapshot refresh and long-poll wake-ups.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use async_trait::async_trait;
@@ -24,18 +25,18 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::codec::{
     attested_from_columns, device_group_from_row, id_list_from_json, id_list_to_json,
-    ownership_from_column, report_from_json, report_to_json, rule_to_json, settings_from_json,
-    settings_to_json,
+    ownership_from_column, report_from_json, report_to_json, rule_to_json,
+    service_states_from_json, service_states_to_json, settings_from_json, settings_to_json,
 };
 use crate::dialect::{Conn, Db, PostgresOptions, Query, Row, query, query_built};
 use crate::{
-    Account, AccountChange, AccountStore, Actor, ActorKind, ApiToken, Attested, AttestedBy,
-    AuditEntry, AuditFilter, AuthenticatedDevice, ChangeFeed, ConfigStore, ConfigVersion, Device,
-    DeviceChange, DeviceFilter, DeviceMove, DeviceSort, DeviceStore, DirectoryCounts,
-    DirectoryStore, DirectoryUser, EnrollmentGrant, EnrollmentKey, Group, LAST_USED_RESOLUTION,
-    NewAccount, NewEnrollmentKey, NewTenant, NewUser, Page, Role, SaveRequest, Saved, Session,
-    StoreError, StoreResult, StoredSettings, Tenant, TenantData, TenantStore, TokenGrant, User,
-    device_change_action, device_trust_json, enrollment_key_audit,
+    Account, AccountChange, AccountStore, Actor, ActorKind, ApiToken, Applied, Attested,
+    AttestedBy, AuditEntry, AuditFilter, AuthenticatedDevice, ChangeFeed, ConfigStore,
+    ConfigVersion, Device, DeviceChange, DeviceFilter, DeviceMove, DeviceSort, DeviceStore,
+    DirectoryCounts, DirectoryStore, DirectoryUser, EnrollmentGrant, EnrollmentKey, Group,
+    LAST_USED_RESOLUTION, NewAccount, NewEnrollmentKey, NewTenant, NewUser, Page, Role,
+    SaveRequest, Saved, Session, StoreError, StoreResult, StoredSettings, Tenant, TenantData,
+    TenantStore, TokenGrant, User, device_change_action, device_trust_json, enrollment_key_audit,
 };
 
 #[path = "sql_scim.rs"]
@@ -639,7 +640,27 @@ fn device_from_row(row: &Row) -> StoreResult<Device> {
             row.get("attested_by")?,
         )?,
         pending_approval: row.get("pending_approval")?,
+        applied: applied_from_row(row)?,
     })
+}
+
+fn applied_from_row(row: &Row) -> StoreResult<Option<Applied>> {
+    let Some(config_version) = row.get::<Option<i64>>("applied_config_version")? else {
+        return Ok(None);
+    };
+    let Some(at) = row.opt_time("applied_at")? else {
+        return Ok(None);
+    };
+    let services = match row.opt_json("service_states")? {
+        Some(text) => service_states_from_json(&text)?,
+        None => BTreeMap::new(),
+    };
+    Ok(Some(Applied {
+        config_version,
+        at,
+        saved_at: row.opt_time("applied_saved_at")?,
+        services,
+    }))
 }
 
 /// `SELECT` of a device with its user's name, followed by the given clause.
@@ -647,8 +668,10 @@ macro_rules! device_select {
     ($clause:literal) => {
         concat!(
             "SELECT d.id, d.tenant_id, d.user_id, u.user_name, d.report_json, d.enrolled_at, d.last_sync_at,
-                    d.attested_ownership, d.attested_by, d.pending_approval
-             FROM devices d JOIN users u ON u.id = d.user_id ",
+                    d.attested_ownership, d.attested_by, d.pending_approval,
+                    d.applied_config_version, d.applied_at, d.service_states, cv.at AS applied_saved_at
+             FROM devices d JOIN users u ON u.id = d.user_id
+             LEFT JOIN config_versions cv ON cv.tenant_id = d.tenant_id AND cv.version = d.applied_config_version ",
             $clause
         )
     };
@@ -699,7 +722,7 @@ fn decode_cursor(cursor: &str, expected_parts: usize) -> Option<Vec<String>> {
     (parts.len() == expected_parts).then_some(parts)
 }
 
-/// The filter of a device listing, parameters `$1`–`$9` (see
+/// The filter of a device listing, parameters `$1`–`$10` (see
 /// [`bind_device_filter`]); each is skipped when NULL.
 fn device_where(db: &Db) -> String {
     let os = db.json_text("d.report_json", "os");
@@ -713,7 +736,9 @@ fn device_where(db: &Db) -> String {
            AND ($6 IS NULL OR COALESCE(d.attested_ownership, {reported}) = $6)
            AND ($7 IS NULL OR d.last_sync_at < $7)
            AND ($8 IS NULL OR d.last_sync_at >= $8)
-           AND ($9 IS NULL OR d.pending_approval = $9)"
+           AND ($9 IS NULL OR d.pending_approval = $9)
+           AND ($10 IS NULL OR (COALESCE(d.applied_config_version, -1)
+                                >= (SELECT t.config_version FROM tenants t WHERE t.id = $1)) = $10)"
     )
 }
 
@@ -728,6 +753,7 @@ fn bind_device_filter(q: Query, tenant_id: &str, filter: &DeviceFilter) -> Query
         .opt_time(filter.last_seen_before)
         .opt_time(filter.last_seen_after)
         .bind(filter.pending)
+        .bind(filter.applied_current)
 }
 
 /// The SQL of a device listing's sort key, as `DeviceSort::cursor_after` writes it.
@@ -1697,6 +1723,7 @@ impl DeviceStore for SqlStore {
             last_sync_at: at,
             attested_ownership: attested,
             pending_approval,
+            applied: None,
         })
     }
 
@@ -1705,8 +1732,11 @@ impl DeviceStore for SqlStore {
         // node's snapshot of its tenant is current.
         let row = query(
             "SELECT d.id, d.tenant_id, d.user_id, u.user_name, d.report_json, d.enrolled_at,
-                    d.last_sync_at, d.attested_ownership, d.attested_by, d.pending_approval, t.data_version
+                    d.last_sync_at, d.attested_ownership, d.attested_by, d.pending_approval,
+                    d.applied_config_version, d.applied_at, d.service_states, cv.at AS applied_saved_at,
+                    t.data_version
              FROM devices d JOIN users u ON u.id = d.user_id JOIN tenants t ON t.id = d.tenant_id
+             LEFT JOIN config_versions cv ON cv.tenant_id = d.tenant_id AND cv.version = d.applied_config_version
              WHERE d.token_hash = $1",
         )
         .bind(token_hash)
@@ -1730,10 +1760,11 @@ impl DeviceStore for SqlStore {
         &self,
         device_id: &str,
         report: Option<&DeviceReport>,
+        applied: Option<&Applied>,
         at: OffsetDateTime,
         moved: Option<&DeviceMove>,
     ) -> StoreResult<()> {
-        let Some(report) = report else {
+        if report.is_none() && applied.is_none() {
             let _turn = self.db.single_write().await;
             query("UPDATE devices SET last_sync_at = $1 WHERE id = $2")
                 .time(at)
@@ -1741,8 +1772,27 @@ impl DeviceStore for SqlStore {
                 .execute(&self.db)
                 .await?;
             return Ok(());
-        };
+        }
         let mut tx = self.db.write().await?;
+        if let Some(applied) = applied {
+            // Telemetry, not a change of anyone's access: not audited, and no
+            // data-version bump, since no decision depends on it.
+            query(
+                "UPDATE devices SET applied_config_version = $1, applied_at = $2, service_states = $3,
+                                    last_sync_at = $4 WHERE id = $5",
+            )
+            .bind(applied.config_version)
+            .time(applied.at)
+            .json(service_states_to_json(&applied.services))
+            .time(at)
+            .id(device_id)
+            .execute(&mut tx)
+            .await?;
+        }
+        let Some(report) = report else {
+            tx.commit().await?;
+            return Ok(());
+        };
         query(
             "UPDATE devices SET report_json = $1, hostname_key = $2, last_sync_at = $3 WHERE id = $4",
         )
@@ -1834,11 +1884,11 @@ impl DeviceStore for SqlStore {
         let (keyset, limit_at) = if after.is_some() {
             (
                 // A row value, which both back ends match to the (key, id) index.
-                format!(" AND ({key}, d.id) {compare} ($10, $11)"),
-                "$12",
+                format!(" AND ({key}, d.id) {compare} ($11, $12)"),
+                "$13",
             )
         } else {
-            (String::new(), "$10")
+            (String::new(), "$11")
         };
         let sql = format!(
             "{}{}{keyset} ORDER BY {key} {order}, d.id {order} LIMIT {limit_at}",

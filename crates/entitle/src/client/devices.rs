@@ -19,6 +19,10 @@ pub enum DeviceAction {
         /// Only devices whose user or host name contains this text.
         #[arg(long)]
         search: Option<String>,
+        /// current: devices that applied the tenant's current config version;
+        /// stale: devices behind it or whose agent never reported one.
+        #[arg(long, value_parser = ["current", "stale"])]
+        applied: Option<String>,
         /// Page size.
         #[arg(long, default_value_t = 50)]
         limit: u32,
@@ -59,6 +63,7 @@ pub(super) async fn run(api: Api, action: DeviceAction) -> anyhow::Result<()> {
         DeviceAction::List {
             user,
             search,
+            applied,
             limit,
         } => {
             let mut path = api.scoped(&format!("/devices?limit={limit}"))?;
@@ -67,6 +72,9 @@ pub(super) async fn run(api: Api, action: DeviceAction) -> anyhow::Result<()> {
             }
             if let Some(search) = search {
                 path.push_str(&format!("&search={}", encode(&search)));
+            }
+            if let Some(applied) = applied {
+                path.push_str(&format!("&applied={}", encode(&applied)));
             }
             let page = api.get(&path).await?;
             api.report_items(
@@ -78,6 +86,7 @@ pub(super) async fn run(api: Api, action: DeviceAction) -> anyhow::Result<()> {
                     "os",
                     "ownership",
                     "client",
+                    "applied",
                     "last sync",
                 ],
                 |d| {
@@ -88,6 +97,7 @@ pub(super) async fn run(api: Api, action: DeviceAction) -> anyhow::Result<()> {
                         text(&d["os"]),
                         text(&d["ownership"]),
                         text(&d["client_version"]),
+                        applied_cell(&d["applied"]),
                         text(&d["last_sync_at"]),
                     ]
                 },
@@ -111,6 +121,10 @@ pub(super) async fn run(api: Api, action: DeviceAction) -> anyhow::Result<()> {
                 text(&device["os"]),
                 text(&device["client_version"])
             ));
+            match device["applied"].get("summary").and_then(Value::as_str) {
+                Some(summary) => print_line(summary),
+                None => print_line("its agent has not reported what it applied"),
+            }
             let rows = device["entitlements"]
                 .as_object()
                 .cloned()
@@ -130,6 +144,18 @@ pub(super) async fn run(api: Api, action: DeviceAction) -> anyhow::Result<()> {
                 })
                 .collect();
             print_table(&["service", "state", "reason", "explanation"], rows);
+            for (service, state) in device["applied"]["services"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default()
+            {
+                if let Some(output) = state["output"].as_str() {
+                    print_line(&format!("{service} output:"));
+                    for line in output.lines() {
+                        print_line(&format!("  {line}"));
+                    }
+                }
+            }
         }
         DeviceAction::Delete { id } => {
             api.delete(&api.scoped(&format!("/devices/{}", encode(&id)))?)
@@ -188,6 +214,19 @@ pub(super) async fn run(api: Api, action: DeviceAction) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The list's applied column: the version, marked when it is not the current one.
+fn applied_cell(applied: &Value) -> String {
+    if applied.is_null() {
+        return "-".to_owned();
+    }
+    let version = text(&applied["config_version"]);
+    if applied["current"] == true {
+        version
+    } else {
+        format!("{version} (stale)")
+    }
 }
 
 async fn device_by_id_or_hostname(api: &Api, id: &str) -> anyhow::Result<Value> {

@@ -23,7 +23,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::QueryParams;
 use crate::snapshot::TenantSnapshot;
 use crate::state::AppState;
-use crate::wire::{DecisionJson, DeviceJson, report_json, rfc3339};
+use crate::wire::{DecisionJson, DeviceJson, applied_json, report_json, rfc3339};
 
 /// The device routes; a device's PATCH is the enrollment module's.
 pub(crate) fn router() -> Router<AppState> {
@@ -77,6 +77,11 @@ pub struct DeviceQuery {
     /// `true`: only devices pending approval; `false`: only approved ones.
     #[param(required = false)]
     pub pending: Option<bool>,
+    /// `current`: only devices whose agent applied the tenant's current config
+    /// version; `stale`: only those behind it or that never reported one.
+    #[param(required = false, inline)]
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub applied: Option<AppliedFilter>,
     /// With `state`: only devices in that state for this service. Without
     /// `service`, `state` keeps devices in that state for any service.
     #[param(required = false)]
@@ -96,6 +101,30 @@ pub struct DeviceQuery {
     /// `next_cursor` of the previous page, asked with the same filters and order.
     #[param(required = false)]
     pub cursor: Option<String>,
+}
+
+/// The `applied` filter of a device listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AppliedFilter {
+    /// Applied the current config version.
+    Current,
+    /// Behind it, or never reported.
+    Stale,
+}
+
+/// An empty value, as a portal form's "Any" sends it, is no filter.
+fn empty_as_none<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<AppliedFilter>, D::Error> {
+    let text = Option::<String>::deserialize(deserializer)?;
+    match text.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(value) => {
+            AppliedFilter::deserialize(serde::de::value::StrDeserializer::<D::Error>::new(value))
+                .map(Some)
+        }
+    }
 }
 
 /// A page of devices.
@@ -181,6 +210,7 @@ impl DeviceQuery {
                 ));
             }
         };
+        let applied_current = self.applied.map(|a| a == AppliedFilter::Current);
         let sort = match text(&self.sort) {
             None => DeviceSort::default(),
             Some(name) => DeviceSort::parse(&name).ok_or_else(|| {
@@ -210,6 +240,7 @@ impl DeviceQuery {
                 last_seen_before: time("last_seen_before", &self.last_seen_before)?,
                 last_seen_after: time("last_seen_after", &self.last_seen_after)?,
                 pending: self.pending,
+                applied_current,
                 sort,
                 descending,
             },
@@ -361,7 +392,12 @@ pub(crate) async fn list_devices(
         .iter()
         .map(|d| {
             let groups = snapshot.device_groups_of(d);
-            device_json(d, groups.into_iter().map(|g| g.0).collect(), None)
+            device_json(
+                d,
+                groups.into_iter().map(|g| g.0).collect(),
+                None,
+                snapshot.tenant.config_version,
+            )
         })
         .collect();
     Ok(Json(DevicePage {
@@ -600,7 +636,12 @@ pub(crate) fn device_detail_json(
         .map(|(service, decision)| (service.id.to_owned(), DecisionJson::from(decision)))
         .collect();
     let groups = decisions.device_groups.into_iter().map(|g| g.0).collect();
-    device_json(device, groups, Some(entitlements))
+    device_json(
+        device,
+        groups,
+        Some(entitlements),
+        snapshot.tenant.config_version,
+    )
 }
 
 /// Removes a device and revokes its token at once.
@@ -625,6 +666,7 @@ fn device_json(
     device: &entitle_store::Device,
     device_groups: Vec<String>,
     entitlements: Option<BTreeMap<String, DecisionJson>>,
+    current_version: i64,
 ) -> DeviceJson {
     let report = report_json(&device.report);
     DeviceJson {
@@ -645,6 +687,10 @@ fn device_json(
         device_groups,
         enrolled_at: rfc3339(device.enrolled_at),
         last_sync_at: rfc3339(device.last_sync_at),
+        applied: device
+            .applied
+            .as_ref()
+            .map(|a| applied_json(a, current_version)),
         entitlements,
     }
 }

@@ -42,7 +42,9 @@ use crate::enrollment::KeyJson;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ClientAddress, JsonBody, QueryParams};
 use crate::state::AppState;
-use crate::wire::{DecisionJson, DeviceGroupJson, SettingsJson, report_json, rfc3339};
+use crate::wire::{
+    DecisionJson, DeviceGroupJson, SettingsJson, applied_json, report_json, rfc3339,
+};
 
 /// The styles and scripts of the pages, by file name, with their media type.
 const ASSETS: &[(&str, &str, &str)] = &[
@@ -812,6 +814,7 @@ async fn devices_page(
                 "client_version": report.client_version,
                 "last_sync_at": rfc3339(device.last_sync_at), "services": services,
                 "ownership": ownership_json(device),
+                "applied": device.applied.as_ref().map(|a| applied_json(a, snapshot.tenant.config_version)),
             }));
         }
         let keys = state.store.enrollment_keys(&tenant.id).await?;
@@ -830,7 +833,8 @@ async fn devices_page(
             ]
             .iter()
             .any(|v| v.as_deref().is_some_and(|v| !v.trim().is_empty()))
-            || query.pending.is_some();
+            || query.pending.is_some()
+            || query.applied.is_some();
         Ok::<_, crate::error::ApiError>(json!({
             "device_approval": tenant.device_approval,
             "keys": keys.iter().map(KeyJson::from).collect::<Vec<_>>(),
@@ -846,6 +850,7 @@ async fn devices_page(
             "client_version_below": query.client_version_below.as_deref().map(str::trim),
             "service": query.service.as_deref().map(str::trim).filter(|s| !s.is_empty()),
             "state": query.state.as_deref().map(str::trim).filter(|s| !s.is_empty()),
+            "applied": f.applied_current.map(|current| if current { "current" } else { "stale" }),
             "sort": f.sort.as_str(),
             "order": if f.descending { "desc" } else { "asc" },
             "services": SERVICES.iter().map(service_json).collect::<Vec<_>>(),
@@ -908,7 +913,8 @@ async fn device_page(
     let data = json!({
         "device": {"id": device.id, "user_name": device.user_name, "report": report_json(&device.report),
                    "enrolled_at": rfc3339(device.enrolled_at), "last_sync_at": rfc3339(device.last_sync_at),
-                   "ownership": ownership_json(&device)},
+                   "ownership": ownership_json(&device),
+                   "applied": device.applied.as_ref().map(|a| applied_json(a, snapshot.tenant.config_version))},
         "device_groups": groups,
         "services": services,
     });

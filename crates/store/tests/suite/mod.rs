@@ -13,6 +13,7 @@ use entitle_store::{
 use time::OffsetDateTime;
 
 mod admins;
+mod applied;
 mod credentials;
 mod directory_views;
 mod scim_tokens;
@@ -73,6 +74,7 @@ pub async fn run_all(store: &dyn Store) {
     scim_tokens::run_all(store).await;
     admins::run_all(store).await;
     directory_views::run_all(store).await;
+    applied::run_all(store).await;
 }
 
 async fn scoped_keys_attest_and_approval_holds(store: &dyn Store) {
@@ -824,7 +826,7 @@ async fn users_groups_and_devices(store: &dyn Store) {
     let mut moved = report("ada-mac");
     moved.client_version = entitle_core::ClientVersion::parse("4.2").expect("version");
     store
-        .record_sync(&device.id, Some(&moved), at, None)
+        .record_sync(&device.id, Some(&moved), None, at, None)
         .await
         .expect("synced");
     assert_eq!(

@@ -13,6 +13,21 @@ for (const { service, decision } of PAGE.services) {
 const rows = [['User', d.user_name], ['Operating system', d.report.os], ['Ownership (reported)', d.report.ownership], ['Client version', d.report.client_version],
   ...Object.entries(d.report.posture).map(([k, v]) => ['Posture: ' + k, String(v)]), ['Enrolled', when(d.enrolled_at)], ['Last sync', when(d.last_sync_at)]];
 for (const [k, v] of rows) $('report').append(el('tr', {}, el('th', { scope: 'row' }, k), el('td', {}, v)));
+// What the agent applied: the server's sentence, then each failed service's
+// exit status and the last lines of its hook's output.
+if (d.applied) {
+  $('applied-summary').replaceChildren(el('span', { class: 'badge ' + (d.applied.current ? 'on' : 'pending') },
+    d.applied.current ? 'Current' : 'Behind'), ' ', d.applied.summary + '.');
+  const names = Object.fromEntries(PAGE.services.map(({ service }) => [service.id, service.display_name]));
+  for (const [id, s] of Object.entries(d.applied.services)) {
+    if (s.state !== 'failed') continue;
+    $('applied-failures').append(el('div', { class: 'field', 'data-failed': id },
+      el('h3', {}, (names[id] || id) + ' failed to start', s.exit_status === undefined ? null : ' (exit ' + s.exit_status + ')'),
+      s.output ? el('pre', { class: 'output' }, s.output) : el('p', { class: 'hint' }, 'No output reported.')));
+  }
+} else {
+  $('applied-summary').replaceChildren(el('span', { class: 'hint' }, 'Its agent has not reported what it applied (agents before this feature never do).'));
+}
 if (PAGE.device_groups.length === 0) $('groups').append(el('li', { class: 'hint' }, 'In no device group.'));
 for (const g of PAGE.device_groups) $('groups').append(el('li', {}, g.name));
 

@@ -6,6 +6,7 @@ $('state').value = PAGE.state || '';
 $('os').value = PAGE.os || '';
 $('ownership').value = PAGE.ownership || '';
 $('client_version_below').value = PAGE.client_version_below || '';
+$('applied').value = PAGE.applied || '';
 $('sort').value = PAGE.sort;
 $('order').value = PAGE.order;
 
@@ -29,6 +30,15 @@ function ownershipText(o) {
   return o.ownership + ' (' + by + ')';
 }
 
+/** The config version a device applied, or why it is not the current one. */
+function appliedBadge(a) {
+  if (!a) return el('span', { class: 'badge pending', title: 'Its agent has not reported what it applied.' }, 'Not reported');
+  const failed = Object.values(a.services).some((s) => s.state === 'failed');
+  const version = el('span', { class: 'badge ' + (a.current ? 'on' : 'pending'), title: a.summary },
+    a.current ? 'v' + a.config_version : 'v' + a.config_version + ', behind');
+  return failed ? [version, ' ', el('span', { class: 'warn-mark', title: a.summary }, '⚠ failed')] : [version];
+}
+
 // Admins tick pending devices and approve them in one request; viewers see
 // neither the boxes nor the button.
 const selectable = COMMON.can_write && PAGE.items.some((d) => d.ownership.pending_approval);
@@ -49,7 +59,7 @@ function sortable(label, key) {
 }
 $('head').append(el('tr', {}, selectable ? el('th', { scope: 'col' }, el('span', { class: 'hint' }, 'Select')) : null,
   sortable('Host', 'hostname'), sortable('User', 'user_name'), sortable('OS', 'os'), el('th', { scope: 'col' }, 'Ownership'),
-  el('th', { scope: 'col' }, 'Client'), ...PAGE.services.map((s) => el('th', { scope: 'col', title: s.display_name }, s.short)), sortable('Last sync', 'last_seen')));
+  el('th', { scope: 'col' }, 'Client'), el('th', { scope: 'col' }, 'Applied'), ...PAGE.services.map((s) => el('th', { scope: 'col', title: s.display_name }, s.short)), sortable('Last sync', 'last_seen')));
 for (const d of PAGE.items) {
   const o = d.ownership;
   const box = selectable && o.pending_approval
@@ -64,6 +74,7 @@ for (const d of PAGE.items) {
     el('td', {}, ownershipText(o),
       o.ownership_conflict ? [' ', el('span', { class: 'warn-mark', title: 'The device reports ' + o.reported_ownership + '; the report is ignored.' }, '⚠ reports ' + o.reported_ownership)] : null),
     el('td', {}, d.client_version),
+    el('td', { 'data-applied': d.id }, appliedBadge(d.applied)),
     ...PAGE.services.map((s) => el('td', {}, badge(d.services[s.id] && d.services[s.id].enabled))),
     el('td', {}, when(d.last_sync_at))));
 }
