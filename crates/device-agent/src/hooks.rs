@@ -256,10 +256,27 @@ impl Tail {
     }
 }
 
-/// The last 8 lines of `output`, at most 1 KiB, as text.
+/// The last 8 lines of `output`, at most 1 KiB, as text. Control characters
+/// other than tab (a colour escape, a carriage return of a progress bar)
+/// become U+FFFD: the server refuses them, and a refused sync would cost the
+/// device its policy over a line of telemetry.
 pub fn last_lines(output: &[u8]) -> String {
     let text = String::from_utf8_lossy(output);
-    let lines: Vec<&str> = text.trim_end().lines().collect();
+    let lines: Vec<String> = text
+        .trim_end()
+        .lines()
+        .map(|line| {
+            line.chars()
+                .map(|c| {
+                    if c.is_control() && c != '\t' {
+                        '\u{FFFD}'
+                    } else {
+                        c
+                    }
+                })
+                .collect()
+        })
+        .collect();
     let start = lines.len().saturating_sub(KEPT_LINES);
     let mut kept = lines[start..].join("\n");
     if kept.len() > KEPT_BYTES {
@@ -301,6 +318,11 @@ mod tests {
                 .map(|i| format!("line {i}"))
                 .collect::<Vec<_>>()
                 .join("\n")
+        );
+        assert_eq!(
+            last_lines(b"\x1b[31merror\x1b[0m\rretry\r\n\tdone\r\n"),
+            "\u{FFFD}[31merror\u{FFFD}[0m\u{FFFD}retry\n\tdone",
+            "only tabs and line ends survive as themselves"
         );
         let long = "é".repeat(2000);
         let kept = last_lines(long.as_bytes());

@@ -362,6 +362,26 @@ async fn hooks_drive_services_and_posture_commands_reach_the_server_on_both_back
         assert_eq!(device["posture"]["firewall"], "on", "{device:#}");
         assert_eq!(device["posture"]["pinned"], "yes", "{device:#}");
         assert!(device["posture"].get("broken").is_none(), "{device:#}");
+        // The server keeps what the agent applied: the failed start hook with
+        // its exit status, shown in the device's sentence.
+        let mut applied = Value::Null;
+        for _ in 0..100 {
+            let (_, device) = call(reqwest::Method::GET, &device_url, None).await;
+            applied = device["applied"].clone();
+            if applied["services"]["private_access"]["state"] == "failed" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            applied["services"]["private_access"]["exit_status"], 3,
+            "{applied:#}"
+        );
+        let summary = applied["summary"].as_str().unwrap_or_default();
+        assert!(
+            summary.contains("Private Applications failed to start (exit 3)"),
+            "{summary}"
+        );
         let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .expect("host name")
             .trim()
