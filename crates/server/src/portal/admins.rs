@@ -16,24 +16,21 @@
 
 use askama::Template;
 use axum::extract::{Path, State};
-use axum::http::header::{SET_COOKIE, USER_AGENT};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::header::USER_AGENT;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use entitle_store::{
-    Actor, ActorKind, InvitationLookup, NewSession, Role, SessionClient, StoreError, secrets,
-};
+use entitle_store::{Actor, ActorKind, InvitationLookup, Role, SessionClient, StoreError, secrets};
 use serde::Deserialize;
 use serde_json::json;
 use time::OffsetDateTime;
 
-use super::{Frame, SESSION_HOURS, SignedIn, frame, render, secure_attribute};
+use super::{Frame, SignedIn, frame, render};
 use crate::admin::accounts::{AccountJson, hash_password};
 use crate::admin::invitations::INVITATION_HOURS;
 use crate::admin::sessions::SessionJson;
 use crate::admin::tenants::TokenJson;
-use crate::auth::SESSION_COOKIE;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ClientAddress, JsonBody};
 use crate::state::AppState;
@@ -199,27 +196,14 @@ async fn accept(
             Some(&json!({"address": address.map(|a| a.to_string()), "method": "invitation"})),
         )
         .await?;
-    let token = secrets::new_secret("ent_session");
-    let new = NewSession {
-        token_hash: secrets::hash_secret(&token),
-        account_id: account.id.clone(),
-        csrf_token: secrets::new_secret("csrf"),
-        expires_at: OffsetDateTime::now_utc() + time::Duration::hours(SESSION_HOURS),
-        client: session_client(address, &headers),
-    };
-    state.store.start_session(new).await?;
+    let cookie =
+        super::start_session(&state, &account.id, session_client(address, &headers)).await?;
     tracing::info!(account = %account.id, "invitation accepted");
     let redirect = format!("/t/{}/entitlements/private_access", found.tenant_name);
-    let cookie = format!(
-        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
-        SESSION_HOURS * 3600,
-        secure_attribute(&state),
-    );
-    let mut response = Json(json!({"redirect": redirect})).into_response();
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().insert(SET_COOKIE, value);
-    }
-    Ok(response)
+    Ok(super::with_session(
+        Json(json!({"redirect": redirect})).into_response(),
+        cookie,
+    ))
 }
 
 /// Where a sign-in comes from, bounded display text for the sessions list.

@@ -605,15 +605,12 @@ async fn login(
             Some(&json!({"address": address.map(|a| a.to_string())})),
         )
         .await?;
-    let token = secrets::new_secret("ent_session");
-    let new = entitle_store::NewSession {
-        token_hash: secrets::hash_secret(&token),
-        account_id: account.id.clone(),
-        csrf_token: secrets::new_secret("csrf"),
-        expires_at: OffsetDateTime::now_utc() + time::Duration::hours(SESSION_HOURS),
-        client: admins::session_client(address, &headers),
-    };
-    state.store.start_session(new).await?;
+    let cookie = start_session(
+        &state,
+        &account.id,
+        admins::session_client(address, &headers),
+    )
+    .await?;
     let redirect = match &account.tenant_id {
         Some(tenant_id) => format!(
             "/t/{}/entitlements/private_access",
@@ -621,16 +618,41 @@ async fn login(
         ),
         None => "/".to_owned(),
     };
-    let cookie = format!(
+    Ok(with_session(
+        Json(json!({"redirect": redirect})).into_response(),
+        cookie,
+    ))
+}
+
+/// Starts a portal session for the account (password, invitation or identity
+/// provider alike) and returns the `Set-Cookie` value that carries it.
+pub(crate) async fn start_session(
+    state: &AppState,
+    account_id: &str,
+    client: entitle_store::SessionClient,
+) -> Result<String, StoreError> {
+    let token = secrets::new_secret("ent_session");
+    let new = entitle_store::NewSession {
+        token_hash: secrets::hash_secret(&token),
+        account_id: account_id.to_owned(),
+        csrf_token: secrets::new_secret("csrf"),
+        expires_at: OffsetDateTime::now_utc() + time::Duration::hours(SESSION_HOURS),
+        client,
+    };
+    state.store.start_session(new).await?;
+    Ok(format!(
         "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
         SESSION_HOURS * 3600,
-        secure_attribute(&state),
-    );
-    let mut response = Json(json!({"redirect": redirect})).into_response();
+        secure_attribute(state),
+    ))
+}
+
+/// The response with the new session's cookie set.
+pub(crate) fn with_session(mut response: Response, cookie: String) -> Response {
     if let Ok(value) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().insert(SET_COOKIE, value);
+        response.headers_mut().append(SET_COOKIE, value);
     }
-    Ok(response)
+    response
 }
 
 /// Accounts that may share one email (one per tenant) tried at one sign-in;

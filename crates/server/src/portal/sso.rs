@@ -18,16 +18,13 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use entitle_store::{
-    Account, AccountChange, Actor, ActorKind, NewAccount, StoreError, Tenant, secrets,
-};
+use entitle_store::{Account, AccountChange, Actor, ActorKind, NewAccount, StoreError, Tenant};
 use serde::Deserialize;
 use serde_json::json;
-use time::OffsetDateTime;
 
-use super::{SESSION_HOURS, render, secure_attribute};
+use super::{render, secure_attribute};
 use crate::admin::invitations::is_invitation_placeholder;
-use crate::auth::{Caller, SESSION_COOKIE, cookie};
+use crate::auth::{Caller, cookie};
 use crate::extract::{ClientAddress, QueryParams};
 use crate::oidc::{Identity, Oidc, OidcError, Pending, account_marker, is_account_marker};
 use crate::state::AppState;
@@ -262,31 +259,19 @@ async fn finish(
         )
         .await
         .map_err(store_error)?;
-    let token = secrets::new_secret("ent_session");
-    let new = entitle_store::NewSession {
-        token_hash: secrets::hash_secret(&token),
-        account_id: account.id.clone(),
-        csrf_token: secrets::new_secret("csrf"),
-        expires_at: OffsetDateTime::now_utc() + time::Duration::hours(SESSION_HOURS),
-        client,
-    };
-    state.store.start_session(new).await.map_err(store_error)?;
+    let cookie = super::start_session(state, &account.id, client)
+        .await
+        .map_err(store_error)?;
     tracing::info!(account = %account.email, "signed in through the identity provider");
     // Back to the page opened while signed out, when it is one of this tenant's.
     let home = format!("/t/{}/", tenant.name);
     let target = next
         .filter(|next| next.starts_with(&home))
         .unwrap_or_else(|| format!("/t/{}/entitlements/private_access", tenant.name));
-    let mut response = render(&ContinuePage { target });
-    let cookie = format!(
-        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
-        SESSION_HOURS * 3600,
-        secure_attribute(state),
-    );
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().append(SET_COOKIE, value);
-    }
-    Ok(response)
+    Ok(super::with_session(
+        render(&ContinuePage { target }),
+        cookie,
+    ))
 }
 
 /// The tenant and account this identity signs in to, creating the account at
