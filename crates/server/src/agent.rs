@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use axum::extract::{Request, State};
-use axum::http::header::{AUTHORIZATION, ETAG, IF_NONE_MATCH};
+use std::sync::Arc;
+
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -11,8 +13,7 @@ use axum::{Json, Router};
 use entitle_core::DeviceReport;
 use entitle_core::GroupNames;
 use entitle_store::{
-    Actor, ActorKind, Applied, AuthenticatedDevice, Device, DeviceMove, EnrollmentGrant,
-    StoreError, secrets,
+    Actor, ActorKind, Applied, Device, DeviceMove, EnrollmentGrant, StoreError, secrets,
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -22,7 +23,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ClientAddress, JsonBody, body_bytes, json_from_slice, query_from_str};
+use crate::snapshot::{PreparedPolicy, TenantSnapshot};
 use crate::state::AppState;
+use crate::sync_cache::{KnownDevice, Remembered};
 use crate::wire::{AppliedReport, PolicyJson, ReportJson};
 
 /// The agent protocol's routes.
@@ -198,50 +201,42 @@ pub(crate) async fn sync(
         .get(IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim().to_owned());
-    let report: ReportJson = json_from_slice(&body_bytes(request, &state).await?)?;
+    let body = body_bytes(request, &state).await?;
     let request = SyncRequest {
-        token_hash: device.token_hash,
         held_etag,
         wait_s: query.wait.unwrap_or(0),
-        report,
+        body: body.to_vec(),
     };
-    let answer = match begin_sync(&state, device.device, request).await? {
+    let answer = match begin_sync(&state, device.known, request).await? {
         SyncStep::Answer(answer) => answer,
         SyncStep::Hold(held) => held.finish(&state).await?,
     };
     Ok(answer.into_response())
 }
 
-/// A sync as read off the wire.
 pub(crate) struct SyncRequest {
-    /// SHA-256 of the device token.
-    pub token_hash: String,
-    /// The `If-None-Match` header, if any.
     pub held_etag: Option<String>,
-    /// The `?wait=` asked for (capped by the server's maximum).
     pub wait_s: u64,
-    /// The device's report.
-    pub report: ReportJson,
+    /// The report as sent: parsed only when it differs from the device's
+    /// last one, or when the tenant changed since.
+    pub body: Vec<u8>,
 }
 
-/// What a sync answers.
 pub(crate) enum SyncAnswer {
-    /// The device's policy (200).
-    Policy(PolicyJson),
-    /// The policy the device holds is current (304).
-    NotModified {
-        /// Its ETag.
-        etag: String,
-    },
+    Policy(PreparedPolicy),
+    NotModified { etag: Arc<str> },
 }
 
 impl IntoResponse for SyncAnswer {
     fn into_response(self) -> Response {
         match self {
             SyncAnswer::Policy(policy) => {
-                let etag = HeaderValue::from_str(&policy.etag).ok();
-                let mut response = Json(policy).into_response();
-                if let Some(etag) = etag {
+                let mut response = (
+                    [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+                    policy.json,
+                )
+                    .into_response();
+                if let Ok(etag) = HeaderValue::from_str(&policy.etag) {
                     response.headers_mut().insert(ETAG, etag);
                 }
                 response
@@ -257,46 +252,37 @@ impl IntoResponse for SyncAnswer {
     }
 }
 
-/// Where a sync stands after its first look.
 pub(crate) enum SyncStep {
-    /// Answer now.
     Answer(SyncAnswer),
-    /// Nothing changed and the device asked to wait.
     Hold(HeldSync),
 }
 
-/// A sync waiting for a change. It keeps only what it needs to answer later,
-/// because thousands wait at once.
+/// A sync waiting for a change. It holds the device as the sync path knows it
+/// (shared with the cache), so that a wake-up decides from the snapshot
+/// without reading the store.
 pub(crate) struct HeldSync {
-    device_id: String,
-    /// The snapshot generation the held policy was computed from.
+    known: Arc<KnownDevice>,
     generation: u64,
-    token_hash: String,
-    held_etag: Option<String>,
-    report: DeviceReport,
+    /// The ETag of the policy the device holds (the current one when the
+    /// hold began).
+    etag: Arc<str>,
     changes: watch::Receiver<u64>,
     deadline: Instant,
 }
 
-/// A device that presented a valid token, before its request is read further.
 pub(crate) struct SyncingDevice {
-    /// SHA-256 of its token.
-    pub token_hash: String,
-    /// The device and its tenant's data version.
-    pub device: AuthenticatedDevice,
+    pub known: Arc<KnownDevice>,
 }
 
-/// Authenticates a sync's device token; a missing or wrong one counts as a
-/// failure of the client's address.
 pub(crate) async fn authenticate_sync(
     state: &AppState,
     token_hash: ApiResult<String>,
     address: Option<std::net::IpAddr>,
 ) -> ApiResult<SyncingDevice> {
     let checked = match token_hash {
-        Ok(token_hash) => authenticate(state, &token_hash)
+        Ok(token_hash) => authenticate(state, token_hash)
             .await
-            .map(|device| SyncingDevice { token_hash, device }),
+            .map(|known| SyncingDevice { known }),
         Err(error) => Err(error),
     };
     checked.map_err(|error| {
@@ -308,31 +294,87 @@ pub(crate) async fn authenticate_sync(
     })
 }
 
-/// Records the authenticated device's report and answers at once unless the
-/// policy it holds is current and it asked to wait.
 pub(crate) async fn begin_sync(
     state: &AppState,
-    authenticated: AuthenticatedDevice,
+    known: Arc<KnownDevice>,
     request: SyncRequest,
 ) -> ApiResult<SyncStep> {
-    let mut device = authenticated.device;
-    let data_version = authenticated.tenant_data_version;
-    let applied = match &request.report.applied {
+    let tenant_id = known.device.tenant_id.as_str();
+    // Subscribed before the snapshot is read, so that a change from here on
+    // wakes the hold.
+    let mut changes = state.snapshots.subscribe(tenant_id).await?;
+    let generation = *changes.borrow_and_update();
+    // This sync answers an earlier "sync now"; one asked from here on wakes the hold.
+    state.snapshots.take_nudge(&known.device.id);
+    let snapshot = state
+        .snapshots
+        .at_least(tenant_id, known.data_version)
+        .await?;
+    let now = OffsetDateTime::now_utc();
+    let seen_lately = now - known.device.last_sync_at <= time::Duration::minutes(1);
+    // The same body as the device's last sync, against the same snapshot, and
+    // nothing to write: what was prepared then is the answer.
+    let held = request.held_etag.as_deref();
+    let remembered = known
+        .memo(snapshot.build_id, &request.body)
+        .filter(|r| seen_lately && (r.json.is_some() || same_etag(held, &r.etag)));
+    let (known, etag) = match remembered {
+        Some(Remembered { etag, json }) => match json {
+            Some(json) if !same_etag(held, &etag) => {
+                state.metrics.sync("policy");
+                let policy = PreparedPolicy { etag, json };
+                return Ok(SyncStep::Answer(SyncAnswer::Policy(policy)));
+            }
+            _ => (known, etag),
+        },
+        None => {
+            let (known, policy) =
+                Box::pin(full_sync(state, known, &request.body, &snapshot, now, held)).await?;
+            if !same_etag(held, &policy.etag) {
+                state.metrics.sync("policy");
+                return Ok(SyncStep::Answer(SyncAnswer::Policy(policy)));
+            }
+            (known, policy.etag)
+        }
+    };
+    let wait = request.wait_s.min(state.config.max_wait_s);
+    if wait == 0 {
+        state.metrics.sync("not_modified");
+        return Ok(SyncStep::Answer(SyncAnswer::NotModified { etag }));
+    }
+    Ok(SyncStep::Hold(HeldSync {
+        known,
+        generation,
+        etag,
+        changes,
+        deadline: Instant::now() + Duration::from_secs(wait),
+    }))
+}
+
+/// A sync that cannot reuse the device's last answer: parses the report,
+/// writes what changed (the report, what was applied, the sync time at most
+/// every minute, so that a fleet of unchanged devices does not turn every
+/// poll into a disk write), decides, and remembers the policy.
+async fn full_sync(
+    state: &AppState,
+    known: Arc<KnownDevice>,
+    body: &[u8],
+    snapshot: &TenantSnapshot,
+    now: OffsetDateTime,
+    held_etag: Option<&str>,
+) -> ApiResult<(Arc<KnownDevice>, PreparedPolicy)> {
+    let sent: ReportJson = json_from_slice(body)?;
+    let applied = match &sent.applied {
         Some(applied) => Some(applied.parse()?),
         None => None,
     };
-    let report = request.report.parse()?;
-    let now = OffsetDateTime::now_utc();
-    let applied = match applied {
-        Some(applied) => changed_applied(state, &device, data_version, applied, now).await?,
-        None => None,
-    };
-    // Writes only what changed, and the sync time at most every minute, so that a
-    // fleet of unchanged devices does not turn every poll into a disk write.
+    let report = sent.parse()?;
+    let device = &known.device;
+    let applied = applied.and_then(|applied| changed_applied(device, snapshot, applied, now));
     let report_changed = report != device.report;
-    if report_changed || applied.is_some() {
+    let wrote = if report_changed || applied.is_some() {
         let moved = if report_changed {
-            device_move(state, &device, &report, data_version).await?
+            device_move(snapshot, device, &report)
         } else {
             None
         };
@@ -352,40 +394,54 @@ pub(crate) async fn begin_sync(
         if applied.is_some() {
             state.metrics.sync_write("applied");
         }
+        true
     } else if now - device.last_sync_at > time::Duration::minutes(1) {
         state
             .store
             .record_sync(&device.id, None, None, now, None)
             .await?;
         state.metrics.sync_write("last_seen");
-    }
-    device.report = report;
+        true
+    } else {
+        false
+    };
+    let known = if wrote {
+        let mut device = device.clone();
+        device.report = report;
+        device.last_sync_at = now;
+        if let Some(applied) = applied {
+            device.applied = Some(applied);
+        }
+        let updated = Arc::new(KnownDevice::new(
+            known.token_hash.clone(),
+            device,
+            known.data_version,
+        ));
+        state.sync_cache.insert(updated.clone());
+        updated
+    } else {
+        known
+    };
+    let policy = prepare(state, snapshot, &known.device)?;
+    let keep_json = !same_etag(held_etag, &policy.etag);
+    known.remember(snapshot.build_id, body, &policy, keep_json);
+    Ok((known, policy))
+}
 
-    let mut changes = state.snapshots.subscribe(&device.tenant_id).await?;
-    let generation = *changes.borrow_and_update();
-    // This sync answers an earlier "sync now"; one asked from here on wakes the hold.
-    state.snapshots.take_nudge(&device.id);
-    let policy = current_policy(state, &device, data_version).await?;
-    if !same_etag(request.held_etag.as_deref(), &policy.etag) {
-        state.metrics.sync("policy");
-        return Ok(SyncStep::Answer(SyncAnswer::Policy(policy)));
-    }
-    let wait = request.wait_s.min(state.config.max_wait_s);
-    if wait == 0 {
-        state.metrics.sync("not_modified");
-        return Ok(SyncStep::Answer(SyncAnswer::NotModified {
-            etag: policy.etag,
-        }));
-    }
-    Ok(SyncStep::Hold(HeldSync {
-        device_id: device.id,
-        generation,
-        token_hash: request.token_hash,
-        held_etag: request.held_etag,
-        report: device.report,
-        changes,
-        deadline: Instant::now() + Duration::from_secs(wait),
-    }))
+/// The policy of a device under a snapshot, serialised once.
+fn prepare(
+    state: &AppState,
+    snapshot: &TenantSnapshot,
+    device: &Device,
+) -> ApiResult<PreparedPolicy> {
+    PreparedPolicy::new(&snapshot.policy(device, state.config.poll_interval_s)).map_err(|error| {
+        tracing::error!(%error, "a policy could not be serialised");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the server could not complete the request; it has been logged",
+        )
+    })
 }
 
 impl HeldSync {
@@ -394,15 +450,17 @@ impl HeldSync {
     pub(crate) async fn finish(mut self, state: &AppState) -> ApiResult<SyncAnswer> {
         let _held = HeldPoll::new(state);
         let mut shutdown = state.shutdown.clone();
+        let mut nudged = false;
         loop {
             tokio::select! {
                 changed = self.changes.changed() => {
                     if changed.is_err() {
                         break;
                     }
-                    // An administrator asked this device to sync now: answer
-                    // (below), so that it syncs again with a fresh report.
-                    if state.snapshots.take_nudge(&self.device_id) {
+                    // An administrator asked this device to sync now, or changed
+                    // or removed it: answer (below) from a fresh read of it.
+                    if state.snapshots.take_nudge(&self.known.device.id) {
+                        nudged = true;
                         break;
                     }
                     // Another device's "sync now" leaves the snapshot as it was.
@@ -411,9 +469,9 @@ impl HeldSync {
                         continue;
                     }
                     self.generation = generation;
-                    // Boxed so that the thousands of waiting futures stay small.
-                    let policy = Box::pin(reauthenticated_policy(state, &self.token_hash, &self.report)).await?;
-                    if !same_etag(self.held_etag.as_deref(), &policy.etag) {
+                    // Decided from the snapshot alone: a change to the device
+                    // itself comes as a nudge (above), on every node.
+                    if let Some(policy) = Box::pin(self.changed_policy(state)).await? {
                         state.metrics.sync("policy");
                         state.metrics.policy_changes_pushed.inc();
                         return Ok(SyncAnswer::Policy(policy));
@@ -424,19 +482,46 @@ impl HeldSync {
             }
         }
         // A last look, so that a change whose wake-up raced the deadline is not lost.
-        let policy = Box::pin(reauthenticated_policy(
-            state,
-            &self.token_hash,
-            &self.report,
-        ))
-        .await?;
-        if !same_etag(self.held_etag.as_deref(), &policy.etag) {
+        let changed = if nudged {
+            let policy = Box::pin(reread_policy(state, &self.known)).await?;
+            (policy.etag != self.etag).then_some(policy)
+        } else {
+            Box::pin(self.changed_policy(state)).await?
+        };
+        if let Some(policy) = changed {
             state.metrics.sync("policy");
             return Ok(SyncAnswer::Policy(policy));
         }
         state.metrics.sync("not_modified");
-        Ok(SyncAnswer::NotModified { etag: policy.etag })
+        Ok(SyncAnswer::NotModified { etag: self.etag })
     }
+
+    /// The device's policy under this node's current snapshot if it differs
+    /// from the one the device holds; only then is a policy built and
+    /// serialised. The ETag is remembered for the device's next sync.
+    async fn changed_policy(&self, state: &AppState) -> ApiResult<Option<PreparedPolicy>> {
+        let snapshot = state.snapshots.get(&self.known.device.tenant_id).await?;
+        let poll_interval_s = state.config.poll_interval_s;
+        let etag: Arc<str> = snapshot
+            .policy_etag(&self.known.device, poll_interval_s)
+            .into();
+        self.known.remember_again(snapshot.build_id, etag.clone());
+        if etag == self.etag {
+            return Ok(None);
+        }
+        prepare(state, &snapshot, &self.known.device).map(Some)
+    }
+}
+
+/// The policy of a held device that was changed or asked to sync: the device
+/// is read again, since it may have been removed, which revokes its token.
+async fn reread_policy(state: &AppState, known: &KnownDevice) -> ApiResult<PreparedPolicy> {
+    let fresh = read_device(state, known.token_hash.clone()).await?;
+    let snapshot = state
+        .snapshots
+        .at_least(&fresh.device.tenant_id, fresh.data_version)
+        .await?;
+    prepare(state, &snapshot, &fresh.device)
 }
 
 /// Completes when the server starts shutting down.
@@ -477,19 +562,52 @@ pub(crate) fn device_token_hash(authorization: Option<&[u8]>) -> ApiResult<Strin
     Ok(secrets::hash_secret(token))
 }
 
-async fn authenticate(state: &AppState, token_hash: &str) -> ApiResult<AuthenticatedDevice> {
-    state
-        .store
-        .device_by_token(token_hash)
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound { .. } => ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_device_token",
-                "the device token is not valid (the device may have been removed); enroll again",
-            ),
-            other => other.into(),
-        })
+/// The device with this token: from the cache while its tenant's data version
+/// (read after this sync arrived) is the one it was read at, else from the store.
+async fn authenticate(state: &AppState, token_hash: String) -> ApiResult<Arc<KnownDevice>> {
+    if let Some(known) = state.sync_cache.device(&token_hash) {
+        let current = state
+            .sync_cache
+            .data_version(&*state.store, &known.device.tenant_id)
+            .await
+            .map_err(invalid_device_token)?;
+        if current == known.data_version {
+            return Ok(known);
+        }
+    }
+    read_device(state, token_hash).await
+}
+
+/// Reads the device from the store, and keeps it for its next syncs.
+async fn read_device(state: &AppState, token_hash: String) -> ApiResult<Arc<KnownDevice>> {
+    match state.store.device_by_token(&token_hash).await {
+        Ok(fresh) => {
+            let known = Arc::new(KnownDevice::new(
+                token_hash,
+                fresh.device,
+                fresh.tenant_data_version,
+            ));
+            state.sync_cache.insert(known.clone());
+            Ok(known)
+        }
+        Err(error) => {
+            if matches!(error, StoreError::NotFound { .. }) {
+                state.sync_cache.forget(&token_hash);
+            }
+            Err(invalid_device_token(error))
+        }
+    }
+}
+
+fn invalid_device_token(error: StoreError) -> ApiError {
+    match error {
+        StoreError::NotFound { .. } => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_device_token",
+            "the device token is not valid (the device may have been removed); enroll again",
+        ),
+        other => other.into(),
+    }
 }
 
 /// The applied state to write for a sync's `applied` report: `None` when it
@@ -497,71 +615,61 @@ async fn authenticate(state: &AppState, token_hash: &str) -> ApiResult<Authentic
 /// config version the tenant has not reached (a tenant restored from a
 /// backup), which is ignored rather than refused so that the device still
 /// gets its policy. `applied_at` stays the time the version was first heard of.
-async fn changed_applied(
-    state: &AppState,
+fn changed_applied(
     device: &Device,
-    data_version: i64,
+    snapshot: &TenantSnapshot,
     reported: AppliedReport,
     now: OffsetDateTime,
-) -> ApiResult<Option<Applied>> {
+) -> Option<Applied> {
     let stored = device.applied.as_ref();
     if stored.is_some_and(|s| {
         s.config_version == reported.config_version && s.services == reported.services
     }) {
-        return Ok(None);
+        return None;
     }
-    let snapshot = state
-        .snapshots
-        .at_least(&device.tenant_id, data_version)
-        .await?;
     if reported.config_version > snapshot.tenant.config_version {
         tracing::debug!(tenant = %device.tenant_id, device_id = %device.id,
             config_version = reported.config_version, "applied version ahead of the tenant's; ignored");
-        return Ok(None);
+        return None;
     }
     let at = match stored {
         Some(s) if s.config_version == reported.config_version => s.at,
         _ => now,
     };
-    Ok(Some(Applied {
+    Some(Applied {
         config_version: reported.config_version,
         at,
         saved_at: None,
         services: reported.services,
-    }))
+    })
 }
 
 /// The audit record of a new report that moves the device between device
 /// groups, which changes what it may get; `None` when its groups stay.
-async fn device_move(
-    state: &AppState,
+fn device_move(
+    snapshot: &TenantSnapshot,
     device: &Device,
     report: &DeviceReport,
-    data_version: i64,
-) -> ApiResult<Option<DeviceMove>> {
-    let snapshot = state
-        .snapshots
-        .at_least(&device.tenant_id, data_version)
-        .await?;
+) -> Option<DeviceMove> {
     let before = snapshot.device_groups_of(device);
     let after = snapshot.device_groups_of(&Device {
         report: report.clone(),
         ..device.clone()
     });
     if before == after {
-        return Ok(None);
+        return None;
     }
     let names = |groups: &std::collections::BTreeSet<entitle_core::DeviceGroupId>| {
         groups
             .iter()
             .map(|id| {
-                GroupNames::device_group(&*snapshot, id)
+                GroupNames::device_group(snapshot, id)
                     .unwrap_or(id.as_str())
                     .to_owned()
             })
             .collect()
     };
-    Ok(Some(DeviceMove {
+    Some(DeviceMove {
         tenant_id: device.tenant_id.clone(),
         actor: Actor::new(
             ActorKind::Device,
@@ -570,35 +678,7 @@ async fn device_move(
         ),
         before: names(&before),
         after: names(&after),
-    }))
-}
-
-/// The policy of a held device after a wake-up, for the report it sent. The
-/// device is read again because it may have been removed meanwhile, which
-/// revokes its token.
-async fn reauthenticated_policy(
-    state: &AppState,
-    token_hash: &str,
-    report: &DeviceReport,
-) -> ApiResult<PolicyJson> {
-    let fresh = authenticate(state, token_hash).await?;
-    let device = Device {
-        report: report.clone(),
-        ..fresh.device
-    };
-    current_policy(state, &device, fresh.tenant_data_version).await
-}
-
-async fn current_policy(
-    state: &AppState,
-    device: &Device,
-    data_version: i64,
-) -> ApiResult<PolicyJson> {
-    let snapshot = state
-        .snapshots
-        .at_least(&device.tenant_id, data_version)
-        .await?;
-    Ok(snapshot.policy(device, state.config.poll_interval_s))
+    })
 }
 
 fn same_etag(held: Option<&str>, current: &str) -> bool {

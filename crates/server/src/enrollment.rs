@@ -287,8 +287,8 @@ pub(crate) async fn change_device(
             &caller.actor,
         )
         .await?;
-    // Wakes the device's held long-poll with its new decisions.
-    state.snapshots.refresh(&tenant.id).await?;
+    // Answers the device's held long-poll with its new decisions.
+    state.snapshots.refresh_for_device(&tenant.id, &id).await?;
     let snapshot = state.snapshots.at_least(&tenant.id, 0).await?;
     Ok(Json(device_detail_json(&snapshot, &device)))
 }
@@ -348,6 +348,9 @@ pub(crate) async fn approve_devices(
         }
     }
     state.snapshots.refresh(&tenant.id).await?;
+    for id in &answer.approved {
+        state.snapshots.nudge(&tenant.id, id).await?;
+    }
     Ok(Json(answer))
 }
 

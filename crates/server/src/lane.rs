@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
+use axum::body::Bytes;
 use axum::http::StatusCode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -37,8 +38,8 @@ use crate::agent::{
     HeldSync, SyncAnswer, SyncQuery, SyncRequest, SyncStep, authenticate_sync, begin_sync,
     device_token_hash, stopping,
 };
-use crate::error::{ApiError, ApiResult};
-use crate::extract::{json_from_slice, query_from_str};
+use crate::error::ApiResult;
+use crate::extract::query_from_str;
 use crate::state::AppState;
 
 const SYNC_PATH: &str = "/agent/v1/sync";
@@ -290,7 +291,7 @@ async fn serve_connection(
             buffer = Vec::new();
         }
         let first_look = match request {
-            Ok(request) => Box::pin(begin_sync(&lane.state, device.device, request)).await,
+            Ok(request) => Box::pin(begin_sync(&lane.state, device.known, request)).await,
             Err(error) => Err(error),
         };
         let mut close = head.close;
@@ -423,17 +424,17 @@ impl SyncHead {
 
     /// The request of an authenticated device, or the first error in the
     /// order the axum handler finds them after the token: query, then body.
+    /// (The body is parsed by `begin_sync`, and only when the device's last
+    /// answer cannot be reused.)
     fn sync_request(&self, body: &[u8]) -> ApiResult<SyncRequest> {
         let wait_s = match &self.query {
             Ok(query) => query.wait.unwrap_or(0),
             Err(error) => return Err(error.clone()),
         };
-        let report = json_from_slice(body)?;
         Ok(SyncRequest {
-            token_hash: self.token_hash.clone()?,
             held_etag: self.held_etag.clone(),
             wait_s,
-            report,
+            body: body.to_vec(),
         })
     }
 }
@@ -584,28 +585,13 @@ fn parse_content_length(value: &[u8]) -> Option<usize> {
 
 /// The response's status and bytes.
 fn render(answer: ApiResult<SyncAnswer>, close: bool) -> (StatusCode, Vec<u8>) {
-    let (status, etag, body) = match answer {
-        Ok(SyncAnswer::Policy(policy)) => match serde_json::to_vec(&policy) {
-            Ok(body) => (StatusCode::OK, Some(policy.etag), Some(body)),
-            Err(error) => {
-                tracing::error!(%error, "a policy could not be serialised");
-                let error = ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "the server could not complete the request; it has been logged",
-                );
-                (
-                    error.status(),
-                    None,
-                    Some(error.body().to_string().into_bytes()),
-                )
-            }
-        },
+    let (status, etag, body): (_, Option<std::sync::Arc<str>>, Option<Bytes>) = match answer {
+        Ok(SyncAnswer::Policy(policy)) => (StatusCode::OK, Some(policy.etag), Some(policy.json)),
         Ok(SyncAnswer::NotModified { etag }) => (StatusCode::NOT_MODIFIED, Some(etag), None),
         Err(error) => (
             error.status(),
             None,
-            Some(error.body().to_string().into_bytes()),
+            Some(Bytes::from(error.body().to_string())),
         ),
     };
     // The same security headers as every answer of the router (see `edge`).
@@ -713,6 +699,7 @@ impl AsyncWrite for Rewound {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ApiError;
 
     fn sync_head(bytes: &[u8]) -> Option<SyncHead> {
         match parse_head(bytes) {
@@ -783,17 +770,18 @@ mod tests {
                 .expect("taken");
         let error = head.sync_request(b"{").err().expect("refused");
         assert_eq!(error.body()["error"]["code"], "invalid_query");
+        // The body is parsed later, by `begin_sync`, once the device is known.
         let head = sync_head(b"POST /agent/v1/sync HTTP/1.1\r\nContent-Length: 1\r\n\r\n{")
             .expect("taken");
-        let error = head.sync_request(b"{").err().expect("refused");
-        assert_eq!(error.body()["error"]["code"], "malformed_json");
+        let request = head.sync_request(b"{").expect("taken");
+        assert_eq!(request.body, b"{");
     }
 
     #[test]
     fn answers_are_well_formed() {
         let (status, bytes) = render(
             Ok(SyncAnswer::NotModified {
-                etag: "\"v7\"".to_owned(),
+                etag: "\"v7\"".into(),
             }),
             true,
         );
@@ -1025,7 +1013,7 @@ mod tests {
     fn an_etag_that_could_split_the_head_is_left_out() {
         let (_, bytes) = render(
             Ok(SyncAnswer::NotModified {
-                etag: "\"v7\"\r\nset-cookie: x".to_owned(),
+                etag: "\"v7\"\r\nset-cookie: x".into(),
             }),
             false,
         );

@@ -24,6 +24,7 @@ mod portal;
 mod scim;
 mod snapshot;
 mod state;
+mod sync_cache;
 pub mod tls;
 pub mod wire;
 
@@ -120,27 +121,43 @@ async fn follow_changes(mut feed: ChangeFeed, snapshots: Arc<Snapshots>) {
     }
 }
 
-/// One change per tenant (its latest version), or a single resync.
+/// One change per tenant (its latest version), then one per device a change
+/// was about (so that its held long-poll answers), or a single resync.
 fn coalesce(burst: Vec<Change>) -> Vec<Change> {
     let mut latest: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+    let mut devices: Vec<(String, String)> = Vec::new();
     for change in burst {
         match change {
             Change::Resync => return vec![Change::Resync],
             Change::Tenant {
                 tenant_id,
                 data_version,
+                device_id,
             } => {
+                if let Some(device_id) = device_id {
+                    devices.push((tenant_id.clone(), device_id));
+                }
                 let entry = latest.entry(tenant_id).or_insert(data_version);
                 *entry = (*entry).max(data_version);
             }
         }
     }
+    let device_changes: Vec<Change> = devices
+        .into_iter()
+        .map(|(tenant_id, device_id)| Change::Tenant {
+            data_version: latest.get(&tenant_id).copied().unwrap_or_default(),
+            tenant_id,
+            device_id: Some(device_id),
+        })
+        .collect();
     latest
         .into_iter()
         .map(|(tenant_id, data_version)| Change::Tenant {
             tenant_id,
             data_version,
+            device_id: None,
         })
+        .chain(device_changes)
         .collect()
 }
 
@@ -160,6 +177,7 @@ impl Server {
             snapshots: Arc::new(Snapshots::new(store.clone())),
             store,
             metrics: Arc::new(Metrics::new()),
+            sync_cache: Arc::new(sync_cache::SyncCache::new(config.sync_cache_devices)),
             failures: Arc::new(limit::FailureLimiter::default()),
             enrollments: Arc::new(limit::EnrollLimiter::new(config.enrollments_per_minute)),
             body_budget: limit::BodyBudget::new(config.max_body_bytes_in_flight),

@@ -33,6 +33,9 @@ struct SnapshotUser {
 pub struct TenantSnapshot {
     /// The tenant (its config version is the snapshot's version).
     pub tenant: Tenant,
+    /// Unique to this build, in every tenant: a policy prepared from this
+    /// snapshot may be reused while the id is the current snapshot's.
+    pub build_id: u64,
     settings: BTreeMap<&'static str, StoredSettings>,
     users: HashMap<String, SnapshotUser>,
     group_names: HashMap<GroupId, String>,
@@ -100,8 +103,10 @@ impl TenantSnapshot {
                 (service.id, stored)
             })
             .collect();
+        static BUILDS: AtomicU64 = AtomicU64::new(1);
         Self {
             tenant: data.tenant,
+            build_id: BUILDS.fetch_add(1, Ordering::Relaxed),
             settings,
             users,
             group_names: data
@@ -236,6 +241,27 @@ impl TenantSnapshot {
         }
     }
 
+    /// The ETag of the policy a device gets, without building the policy:
+    /// what a woken long-poll compares before it serialises anything.
+    pub fn policy_etag(&self, device: &Device, poll_interval_s: u64) -> String {
+        let decisions = self.decide(device);
+        let parts = decisions
+            .services
+            .iter()
+            .map(|(service, decision)| EtagPart {
+                id: service.id,
+                enabled: decision.enabled,
+                logout_on_enable: self
+                    .settings
+                    .get(service.id)
+                    .is_some_and(|s| s.settings.logout_on_enable),
+                reason: decision.reason.code(),
+                explanation: &decision.explanation,
+            })
+            .collect();
+        etag_of(parts, poll_interval_s)
+    }
+
     /// The policy a device gets.
     pub fn policy(&self, device: &Device, poll_interval_s: u64) -> PolicyJson {
         let decisions = self.decide(device);
@@ -256,14 +282,44 @@ impl TenantSnapshot {
                 )
             })
             .collect();
+        let parts = services
+            .iter()
+            .map(|(id, policy)| EtagPart {
+                id,
+                enabled: policy.decision.enabled,
+                logout_on_enable: policy.logout_on_enable,
+                reason: &policy.decision.reason,
+                explanation: &policy.decision.explanation,
+            })
+            .collect();
         PolicyJson {
-            etag: policy_etag(&services, poll_interval_s),
+            etag: etag_of(parts, poll_interval_s),
             config_version: self.tenant.config_version,
             poll_interval_s,
             tenant: self.tenant.id.clone(),
             device_id: device.id.clone(),
             services,
         }
+    }
+}
+
+/// A policy ready to send: its ETag and its JSON, shared by every answer that
+/// repeats it.
+#[derive(Debug, Clone)]
+pub struct PreparedPolicy {
+    /// What the device acts on, hashed (see [`TenantSnapshot::policy_etag`]).
+    pub etag: Arc<str>,
+    /// The policy document.
+    pub json: axum::body::Bytes,
+}
+
+impl PreparedPolicy {
+    /// Serialises a policy once.
+    pub fn new(policy: &PolicyJson) -> Result<Self, serde_json::Error> {
+        Ok(Self {
+            etag: Arc::from(policy.etag.as_str()),
+            json: axum::body::Bytes::from(serde_json::to_vec(policy)?),
+        })
     }
 }
 
@@ -282,19 +338,26 @@ impl GroupNames for TenantSnapshot {
     }
 }
 
+/// What a policy's ETag covers for one service.
+struct EtagPart<'a> {
+    id: &'a str,
+    enabled: bool,
+    logout_on_enable: bool,
+    reason: &'a str,
+    explanation: &'a str,
+}
+
 /// The ETag of a policy covers what the device acts on, not the config version,
 /// so that changes that do not concern a device answer 304.
-fn policy_etag(services: &BTreeMap<String, ServicePolicyJson>, poll_interval_s: u64) -> String {
+fn etag_of(mut parts: Vec<EtagPart<'_>>, poll_interval_s: u64) -> String {
+    parts.sort_by(|a, b| a.id.cmp(b.id));
     let mut hasher = Sha256::new();
     hasher.update(poll_interval_s.to_le_bytes());
-    for (id, policy) in services {
-        hasher.update(id.as_bytes());
-        hasher.update([
-            u8::from(policy.decision.enabled),
-            u8::from(policy.logout_on_enable),
-        ]);
-        hasher.update(policy.decision.reason.as_bytes());
-        hasher.update(policy.decision.explanation.as_bytes());
+    for part in parts {
+        hasher.update(part.id.as_bytes());
+        hasher.update([u8::from(part.enabled), u8::from(part.logout_on_enable)]);
+        hasher.update(part.reason.as_bytes());
+        hasher.update(part.explanation.as_bytes());
         hasher.update([0]);
     }
     format!("\"p-{}\"", &hex::encode(hasher.finalize())[..20])
@@ -315,6 +378,9 @@ pub struct Snapshots {
     tenants: RwLock<HashMap<String, Arc<TenantEntry>>>,
     /// Devices an administrator asked to sync now, with when they asked.
     nudged: std::sync::Mutex<HashMap<String, std::time::Instant>>,
+    /// Whether `nudged` may hold anything, so that syncs skip its lock when
+    /// nobody asked for anything.
+    any_nudged: std::sync::atomic::AtomicBool,
 }
 
 /// The most outstanding "sync now" requests kept; older ones are dropped first.
@@ -329,6 +395,7 @@ impl Snapshots {
             store,
             tenants: RwLock::new(HashMap::new()),
             nudged: std::sync::Mutex::new(HashMap::new()),
+            any_nudged: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -342,6 +409,7 @@ impl Snapshots {
             }
             if nudged.len() < MAX_NUDGES {
                 nudged.insert(device_id.to_owned(), std::time::Instant::now());
+                self.any_nudged.store(true, Ordering::SeqCst);
             }
         }
         // The value is unchanged: receivers wake, see no new snapshot, and
@@ -352,10 +420,25 @@ impl Snapshots {
 
     /// Whether the device was asked to sync now (and forgets the request).
     pub fn take_nudge(&self, device_id: &str) -> bool {
+        if !self.any_nudged.load(Ordering::SeqCst) {
+            return false;
+        }
         let mut nudged = self.nudged.lock().unwrap_or_else(|e| e.into_inner());
-        nudged
+        let taken = nudged
             .remove(device_id)
-            .is_some_and(|at| at.elapsed() < NUDGE_TTL)
+            .is_some_and(|at| at.elapsed() < NUDGE_TTL);
+        if nudged.is_empty() {
+            self.any_nudged.store(false, Ordering::SeqCst);
+        }
+        taken
+    }
+
+    /// Rebuilds a tenant's snapshot after a change to one device (removed,
+    /// approved, attested) and answers that device's held long-poll, which
+    /// then reads the device again.
+    pub async fn refresh_for_device(&self, tenant_id: &str, device_id: &str) -> StoreResult<()> {
+        self.refresh(tenant_id).await?;
+        self.nudge(tenant_id, device_id).await
     }
 
     /// The current snapshot of a tenant, loading it on first use.
@@ -440,11 +523,15 @@ impl Snapshots {
             Change::Tenant {
                 tenant_id,
                 data_version,
+                device_id,
             } => {
-                if let Some(entry) = self.loaded(tenant_id)
-                    && read(&entry.current).tenant.data_version < *data_version
-                {
-                    self.refresh(tenant_id).await?;
+                if let Some(entry) = self.loaded(tenant_id) {
+                    if read(&entry.current).tenant.data_version < *data_version {
+                        self.refresh(tenant_id).await?;
+                    }
+                    if let Some(device_id) = device_id {
+                        self.nudge(tenant_id, device_id).await?;
+                    }
                 }
             }
             Change::Resync => {

@@ -35,6 +35,9 @@ pub struct ServerConfig {
     pub enrollments_per_minute: u32,
     /// Sign-in through the company's identity provider, when configured.
     pub oidc: Option<Arc<crate::oidc::Oidc>>,
+    /// Devices the sync path keeps in memory between their syncs (about
+    /// 1 KiB each); a device not kept costs one indexed read per sync.
+    pub sync_cache_devices: usize,
 }
 
 impl ServerConfig {
@@ -61,6 +64,7 @@ impl Default for ServerConfig {
             max_body_bytes_in_flight: 64 * 1024 * 1024,
             enrollments_per_minute: 60,
             oidc: None,
+            sync_cache_devices: 200_000,
         }
     }
 }
@@ -74,6 +78,8 @@ pub struct AppState {
     pub snapshots: Arc<Snapshots>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// Devices that synced lately, and the shared data-version reads.
+    pub(crate) sync_cache: Arc<crate::sync_cache::SyncCache>,
     /// Settings.
     pub config: ServerConfig,
     /// Failed authentications per client address.

@@ -285,13 +285,14 @@ fn now_at_precision(postgres: bool) -> OffsetDateTime {
     now.replace_nanosecond(nanos - nanos % unit).unwrap_or(now)
 }
 
-/// Parses a notification payload, `<tenant id> <data version>`.
+/// Parses a notification payload, `<tenant id> <data version> [<device id>]`.
 fn parse_change(payload: &str) -> Change {
     let mut parts = payload.split(' ');
     match (parts.next(), parts.next().and_then(|v| v.parse().ok())) {
         (Some(tenant_id), Some(data_version)) => Change::Tenant {
             tenant_id: tenant_id.to_owned(),
             data_version,
+            device_id: parts.next().map(str::to_owned),
         },
         _ => Change::Resync,
     }
@@ -356,11 +357,20 @@ impl Conn<'_> {
     }
 
     /// Tells every node, at commit, that the tenant's data changed.
-    pub(crate) async fn announce(&mut self, tenant_id: &str, data_version: i64) -> StoreResult<()> {
+    pub(crate) async fn announce(
+        &mut self,
+        tenant_id: &str,
+        data_version: i64,
+        device_id: Option<&str>,
+    ) -> StoreResult<()> {
         if self.is_postgres() {
+            let payload = match device_id {
+                Some(device_id) => format!("{tenant_id} {data_version} {device_id}"),
+                None => format!("{tenant_id} {data_version}"),
+            };
             query("SELECT pg_notify($1, $2)")
                 .bind(CHANGES_CHANNEL)
-                .bind(format!("{tenant_id} {data_version}"))
+                .bind(payload)
                 .execute(self)
                 .await?;
         }

@@ -1004,6 +1004,9 @@ pub enum Change {
         tenant_id: String,
         /// Its `data_version` after the change.
         data_version: i64,
+        /// The one device the change was about (removed, approved, attested),
+        /// so that a node holding its long-poll answers it at once.
+        device_id: Option<String>,
     },
     /// Announcements may have been lost: check every tenant.
     Resync,
@@ -1022,6 +1025,9 @@ pub trait TenantStore {
     }
     /// Checks that the database answers (for readiness).
     async fn ping(&self) -> StoreResult<()>;
+    /// The tenant's current `data_version`: one small indexed read, which the
+    /// sync path shares between the syncs that arrived before it started.
+    async fn data_version(&self, tenant_id: &str) -> StoreResult<i64>;
     /// Creates a tenant with its default settings.
     async fn create_tenant(&self, new: NewTenant, actor: &Actor) -> StoreResult<Tenant>;
     /// Finds a tenant by id or by name.

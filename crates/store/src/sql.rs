@@ -257,7 +257,19 @@ impl<'a> Audit<'a> {
     /// Commits a change that decisions depend on: with the entry, the
     /// tenant's data version moves on, so that every node rebuilds.
     async fn commit_bumping(self, mut tx: Conn<'_>, tenant_id: &str) -> StoreResult<()> {
-        bump_data_version(&mut tx, tenant_id).await?;
+        bump_data_version(&mut tx, tenant_id, None).await?;
+        self.commit(tx).await
+    }
+
+    /// Like [`Audit::commit_bumping`], for a change to one device, which every
+    /// node answers at once if it holds the device's long-poll.
+    async fn commit_bumping_device(
+        self,
+        mut tx: Conn<'_>,
+        tenant_id: &str,
+        device_id: &str,
+    ) -> StoreResult<()> {
+        bump_data_version(&mut tx, tenant_id, Some(device_id)).await?;
         self.commit(tx).await
     }
 
@@ -327,14 +339,18 @@ fn settings_from_row(row: &Row) -> StoreResult<StoredSettings> {
 }
 
 /// Records that something decisions depend on changed in the tenant.
-async fn bump_data_version(conn: &mut Conn<'_>, tenant_id: &str) -> StoreResult<()> {
+async fn bump_data_version(
+    conn: &mut Conn<'_>,
+    tenant_id: &str,
+    device_id: Option<&str>,
+) -> StoreResult<()> {
     let version: i64 = query(
         "UPDATE tenants SET data_version = data_version + 1 WHERE id = $1 RETURNING data_version",
     )
     .id(tenant_id)
     .fetch_scalar(&mut *conn)
     .await?;
-    conn.announce(tenant_id, version).await
+    conn.announce(tenant_id, version, device_id).await
 }
 
 /// Writes new settings as the next config version, with its history row and audit entry.
@@ -356,7 +372,8 @@ async fn write_settings_version(
         .id(&tenant.id)
         .execute(&mut *conn)
         .await?;
-    conn.announce(&tenant.id, tenant.data_version + 1).await?;
+    conn.announce(&tenant.id, tenant.data_version + 1, None)
+        .await?;
     query(
         "INSERT INTO settings (tenant_id, service, enabled_by_default, user_groups_json,
                                device_groups_json, logout_on_enable, version)
@@ -875,6 +892,14 @@ impl TenantStore for SqlStore {
     async fn ping(&self) -> StoreResult<()> {
         query("SELECT 1").execute(&self.db).await?;
         Ok(())
+    }
+
+    async fn data_version(&self, tenant_id: &str) -> StoreResult<i64> {
+        query("SELECT data_version FROM tenants WHERE id = $1")
+            .id(tenant_id)
+            .find(&self.db, "tenant")
+            .await?
+            .get("data_version")
     }
 
     async fn create_tenant(&self, new: NewTenant, actor: &Actor) -> StoreResult<Tenant> {
@@ -1857,7 +1882,7 @@ impl DeviceStore for SqlStore {
         )
         .before(&device_trust_json(&before))
         .after(&device_trust_json(&after))
-        .commit_bumping(tx, tenant_id)
+        .commit_bumping_device(tx, tenant_id, device_id)
         .await?;
         Ok(after)
     }
@@ -1961,7 +1986,7 @@ impl DeviceStore for SqlStore {
             &device.report.hostname,
         )
         .before(&before)
-        .commit_bumping(tx, tenant_id)
+        .commit_bumping_device(tx, tenant_id, device_id)
         .await?;
         Ok(())
     }

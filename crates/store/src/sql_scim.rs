@@ -338,7 +338,7 @@ impl ScimStore for SqlStore {
         .execute(&mut tx)
         .await
         .map_err(|e| duplicate(e, "user", &user.user_name))?;
-        bump_data_version(&mut tx, tenant_id).await?;
+        bump_data_version(&mut tx, tenant_id, None).await?;
         if let Some((action, before, after)) = change {
             Audit::new(
                 Some(tenant_id),

@@ -657,8 +657,8 @@ pub(crate) async fn delete_device(
         .store
         .delete_device(&tenant.id, &id, &caller.actor)
         .await?;
-    // Wakes the device's held long-poll, which then finds its token revoked.
-    state.snapshots.refresh(&tenant.id).await?;
+    // Answers the device's held long-poll, which then finds its token revoked.
+    state.snapshots.refresh_for_device(&tenant.id, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
