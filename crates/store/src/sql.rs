@@ -49,6 +49,10 @@ mod audit_log;
 mod accounts;
 #[path = "sql_directory_views.rs"]
 mod directory_views;
+#[path = "sql_grants.rs"]
+mod grants;
+#[path = "sql_scheduled.rs"]
+mod scheduled;
 #[path = "sql_scim_setup.rs"]
 mod scim_setup;
 
@@ -410,6 +414,97 @@ async fn write_settings_version(
         .write(conn)
         .await?;
     Ok(version)
+}
+
+/// The checks of a save, in the save's transaction (which holds the tenant's
+/// write lock): `If-Match` and the spec's rules. Answers the tenant and the
+/// stored settings the save would replace. A scheduled change runs them when
+/// it is scheduled and again when it is applied.
+pub(crate) async fn check_save(
+    tx: &mut Conn<'_>,
+    tenant_id: &str,
+    request: &SaveRequest,
+) -> StoreResult<(Tenant, StoredSettings)> {
+    let tenant = tenant_row(tx, tenant_id).await?;
+    let current = load_settings(tx, &tenant, request.service).await?;
+    if let Some(expected) = request.expected_version
+        && expected != current.version
+    {
+        return Err(StoreError::Stale {
+            expected,
+            current: current.version,
+        });
+    }
+    let proposed = &request.settings;
+    let known_users = existing_ids(
+        tx,
+        IdTable::Groups,
+        tenant_id,
+        proposed.user_groups.iter().map(GroupId::as_str),
+    )
+    .await?;
+    let known_devices = existing_ids(
+        tx,
+        IdTable::DeviceGroups,
+        tenant_id,
+        proposed.device_groups.iter().map(DeviceGroupId::as_str),
+    )
+    .await?;
+    let baseline = if request.check_default_rule {
+        current.settings.clone()
+    } else {
+        Settings {
+            user_groups: proposed.user_groups.clone(),
+            device_groups: proposed.device_groups.clone(),
+            ..current.settings.clone()
+        }
+    };
+    validate_save(
+        request.service,
+        &baseline,
+        proposed,
+        |id| known_users.contains(id.as_str()),
+        |id| known_devices.contains(id.as_str()),
+    )?;
+    Ok((tenant, current))
+}
+
+/// A save in the caller's transaction: the checks, then the new version with
+/// its history row and audit entry. The caller commits.
+pub(crate) async fn save_in(
+    tx: &mut Conn<'_>,
+    tenant_id: &str,
+    request: &SaveRequest,
+) -> StoreResult<Saved> {
+    let (tenant, current) = check_save(tx, tenant_id, request).await?;
+    let proposed = &request.settings;
+    // A save that changes nothing is answered with the current version: a new
+    // version, audit entry and data-version bump would only be noise that
+    // wakes every held long-poll for nothing.
+    if *proposed == current.settings {
+        return Ok(Saved {
+            config_version: tenant.config_version,
+            stored: current,
+        });
+    }
+    let version = write_settings_version(
+        tx,
+        &tenant,
+        request.service,
+        &current.settings,
+        proposed,
+        &request.actor,
+        request.action,
+        request.restored_from,
+    )
+    .await?;
+    Ok(Saved {
+        stored: StoredSettings {
+            settings: proposed.clone(),
+            version,
+        },
+        config_version: version,
+    })
 }
 
 impl SqlStore {
@@ -1538,6 +1633,8 @@ impl DirectoryStore for SqlStore {
                 _ => deleted_device_groups.push(entry),
             }
         }
+        let as_of = tx.now();
+        let grants = grants::live_grants(&mut tx, tenant_id, as_of).await?;
         tx.commit().await?;
         Ok(TenantData {
             tenant,
@@ -1548,6 +1645,8 @@ impl DirectoryStore for SqlStore {
             device_groups,
             deleted_user_groups,
             deleted_device_groups,
+            grants,
+            as_of,
         })
     }
 }
@@ -1981,75 +2080,9 @@ impl ConfigStore for SqlStore {
 
     async fn save_settings(&self, tenant_id: &str, request: SaveRequest) -> StoreResult<Saved> {
         let mut tx = self.db.write_tenant(tenant_id).await?;
-        let tenant = tenant_row(&mut tx, tenant_id).await?;
-        let current = load_settings(&mut tx, &tenant, request.service).await?;
-        if let Some(expected) = request.expected_version
-            && expected != current.version
-        {
-            return Err(StoreError::Stale {
-                expected,
-                current: current.version,
-            });
-        }
-        let proposed = &request.settings;
-        let known_users = existing_ids(
-            &mut tx,
-            IdTable::Groups,
-            tenant_id,
-            proposed.user_groups.iter().map(GroupId::as_str),
-        )
-        .await?;
-        let known_devices = existing_ids(
-            &mut tx,
-            IdTable::DeviceGroups,
-            tenant_id,
-            proposed.device_groups.iter().map(DeviceGroupId::as_str),
-        )
-        .await?;
-        let baseline = if request.check_default_rule {
-            current.settings.clone()
-        } else {
-            Settings {
-                user_groups: proposed.user_groups.clone(),
-                device_groups: proposed.device_groups.clone(),
-                ..current.settings.clone()
-            }
-        };
-        validate_save(
-            request.service,
-            &baseline,
-            proposed,
-            |id| known_users.contains(id.as_str()),
-            |id| known_devices.contains(id.as_str()),
-        )?;
-        // A save that changes nothing is answered with the current version: a new
-        // version, audit entry and data-version bump would only be noise that
-        // wakes every held long-poll for nothing.
-        if *proposed == current.settings {
-            return Ok(Saved {
-                config_version: tenant.config_version,
-                stored: current,
-            });
-        }
-        let version = write_settings_version(
-            &mut tx,
-            &tenant,
-            request.service,
-            &current.settings,
-            proposed,
-            &request.actor,
-            request.action,
-            request.restored_from,
-        )
-        .await?;
+        let saved = save_in(&mut tx, tenant_id, &request).await?;
         tx.commit().await?;
-        Ok(Saved {
-            stored: StoredSettings {
-                settings: proposed.clone(),
-                version,
-            },
-            config_version: version,
-        })
+        Ok(saved)
     }
 
     async fn config_version(&self, tenant_id: &str, version: i64) -> StoreResult<ConfigVersion> {
