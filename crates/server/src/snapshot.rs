@@ -14,8 +14,11 @@ use entitle_core::{
     Decision, DeviceGroup, DeviceGroupId, GroupGraph, GroupId, GroupNames, SERVICES, ServiceDef,
     Subject, effective_device_groups, evaluate,
 };
-use entitle_store::{Change, Device, Store, StoreResult, StoredSettings, Tenant, TenantData};
+use entitle_store::{
+    Change, Device, Grant, Store, StoreResult, StoredSettings, Tenant, TenantData,
+};
 use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
 use tokio::sync::{Mutex, watch};
 
 use crate::wire::{DecisionJson, PolicyJson, ServicePolicyJson};
@@ -44,6 +47,9 @@ pub struct TenantSnapshot {
     graph: GroupGraph,
     /// Per group, the active users in it directly or through nesting.
     active_members: HashMap<GroupId, usize>,
+    /// The next grant boundary (a start or an end) after the snapshot was
+    /// read: past it, the snapshot must be rebuilt before it decides.
+    pub valid_until: Option<OffsetDateTime>,
 }
 
 /// Every service's decision for one device.
@@ -127,7 +133,13 @@ impl TenantSnapshot {
                 .collect(),
             graph,
             active_members,
+            valid_until: next_boundary(&data.grants, data.as_of),
         }
+    }
+
+    /// Whether the snapshot is past its `valid_until` at `now`.
+    pub fn expired(&self, now: OffsetDateTime) -> bool {
+        self.valid_until.is_some_and(|until| until <= now)
     }
 
     /// Active users in a group directly or through groups nested inside it,
@@ -282,6 +294,15 @@ impl GroupNames for TenantSnapshot {
     }
 }
 
+/// The earliest grant start or end after `as_of`.
+fn next_boundary(grants: &[Grant], as_of: OffsetDateTime) -> Option<OffsetDateTime> {
+    grants
+        .iter()
+        .flat_map(|g| [g.starts_at, g.ends_at])
+        .filter(|at| *at > as_of)
+        .min()
+}
+
 /// The ETag of a policy covers what the device acts on, not the config version,
 /// so that changes that do not concern a device answer 304.
 fn policy_etag(services: &BTreeMap<String, ServicePolicyJson>, poll_interval_s: u64) -> String {
@@ -358,10 +379,43 @@ impl Snapshots {
             .is_some_and(|at| at.elapsed() < NUDGE_TTL)
     }
 
-    /// The current snapshot of a tenant, loading it on first use.
+    /// The current snapshot of a tenant, loading it on first use, and
+    /// rebuilding it first when a grant started or ended since it was built.
     pub async fn get(&self, tenant_id: &str) -> StoreResult<Arc<TenantSnapshot>> {
         let entry = self.entry(tenant_id).await?;
+        let snapshot = read(&entry.current);
+        if !snapshot.expired(OffsetDateTime::now_utc()) {
+            return Ok(snapshot);
+        }
+        self.refresh(tenant_id).await?;
         Ok(read(&entry.current))
+    }
+
+    /// The earliest `valid_until` of the snapshots this node holds.
+    pub fn next_expiry(&self) -> Option<OffsetDateTime> {
+        let tenants = self.tenants.read().unwrap_or_else(|e| e.into_inner());
+        tenants
+            .values()
+            .filter_map(|entry| read(&entry.current).valid_until)
+            .min()
+    }
+
+    /// Rebuilds every snapshot past its `valid_until`, waking its held
+    /// long-polls: how a grant's start and end reach devices without a poll.
+    pub async fn refresh_expired(&self, now: OffsetDateTime) {
+        let expired: Vec<String> = self
+            .tenants
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, entry)| read(&entry.current).expired(now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for tenant_id in expired {
+            if let Err(error) = self.refresh(&tenant_id).await {
+                tracing::warn!(%error, tenant = %tenant_id, "could not refresh a snapshot at a grant boundary");
+            }
+        }
     }
 
     /// The snapshot of a tenant, rebuilt first if the database has seen a newer

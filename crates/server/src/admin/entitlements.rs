@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::page_limit;
+use super::scheduled_changes::{self, SaveBody, StoreOrApi};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, QueryParams};
@@ -149,16 +150,19 @@ pub struct CurrentSettingsJson {
 }
 
 /// Saves one service's settings as a new config version; settings equal to the
-/// stored ones are answered with the stored version and write nothing.
+/// stored ones are answered with the stored version and write nothing. With
+/// `"apply_at"` (RFC 3339, future) beside the settings, the save is checked now
+/// and scheduled (202): applied once at that time with `If-Match` = the
+/// version sent now (or, without `If-Match`, the version stored now).
 #[utoipa::path(put, path = "/api/v1/tenants/{tenant}/entitlements/{service}", tag = "entitlements", request_body = SettingsJson,
     params(("tenant" = String, Path), ("service" = String, Path), ("If-Match" = Option<String>, Header)),
-    responses((status = 200, body = SettingsJson, headers(("ETag" = String))), (status = 403), (status = 412, body = StaleJson), (status = 422)))]
+    responses((status = 200, body = SettingsJson, headers(("ETag" = String))), (status = 202, body = super::scheduled_changes::ScheduledChangeJson, description = "Scheduled: the body had \"apply_at\""), (status = 403), (status = 412, body = StaleJson), (status = 422)))]
 pub(crate) async fn put_settings(
     State(state): State<AppState>,
     caller: Caller,
     Path((tenant, service_id)): Path<(String, String)>,
     headers: HeaderMap,
-    JsonBody(body): JsonBody<SettingsJson>,
+    JsonBody(body): JsonBody<SaveBody>,
 ) -> ApiResult<Response> {
     let tenant = caller.tenant_for_write(&state, &tenant).await?;
     let service = service_or_404(&service_id)?;
@@ -166,6 +170,23 @@ pub(crate) async fn put_settings(
         Ok(expected) => expected,
         Err(message) => return stale(&state, &tenant.id, service, message).await,
     };
+    let SaveBody {
+        settings: body,
+        apply_at,
+    } = body;
+    if let Some(apply_at) = apply_at {
+        let scheduled = scheduled_changes::schedule(
+            &state, &caller, &tenant, service, expected, body, &apply_at,
+        );
+        return match scheduled.await {
+            Ok(response) => Ok(response),
+            Err(StoreOrApi::Store(error @ StoreError::Stale { .. })) => {
+                stale(&state, &tenant.id, service, error.to_string()).await
+            }
+            Err(StoreOrApi::Store(error)) => Err(error.into()),
+            Err(StoreOrApi::Api(error)) => Err(error),
+        };
+    }
     let request = SaveRequest {
         service,
         expected_version: expected,
