@@ -93,7 +93,7 @@ pub struct GrantJson {
 }
 
 impl GrantJson {
-    fn new(grant: &Grant, now: OffsetDateTime) -> Self {
+    pub(crate) fn new(grant: &Grant, now: OffsetDateTime) -> Self {
         GrantJson {
             id: grant.id.clone(),
             user_id: grant.user_id.clone(),
