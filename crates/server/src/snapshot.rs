@@ -166,13 +166,23 @@ impl TenantSnapshot {
                     .collect();
                 let subject = Subject {
                     user_name: &user.user_name,
+                    user_id,
+                    device_id: "",
+                    tenant_id: &self.tenant.id,
                     user_active: user.active,
                     user_groups: &user.effective_groups,
                     device_groups: &device_groups,
                     client_version: service.min_version,
                     pending_approval: false,
+                    grants: &[],
                 };
-                Some((service, evaluate(service, &stored.settings, &subject, self)))
+                // No device: as if the device were in the rollout (it is
+                // per device; the device's own page says which).
+                let settings = entitle_core::Settings {
+                    rollout_percent: entitle_core::FULL_ROLLOUT,
+                    ..stored.settings.clone()
+                };
+                Some((service, evaluate(service, &settings, &subject, self)))
             })
             .collect();
         Some(services)
@@ -228,11 +238,15 @@ impl TenantSnapshot {
         let user = self.users.get(&device.user_id);
         Subject {
             user_name: user.map_or(device.user_name.as_str(), |u| u.user_name.as_str()),
+            user_id: &device.user_id,
+            device_id: &device.id,
+            tenant_id: &self.tenant.id,
             user_active: user.is_some_and(|u| u.active),
             user_groups: user.map_or(&NO_GROUPS, |u| &u.effective_groups),
             device_groups,
             client_version: device.report.client_version,
             pending_approval: device.pending_approval,
+            grants: &[],
         }
     }
 
