@@ -2023,14 +2023,22 @@ impl ConfigStore for SqlStore {
             &mut tx,
             IdTable::Groups,
             tenant_id,
-            proposed.user_groups.iter().map(GroupId::as_str),
+            proposed
+                .user_groups
+                .iter()
+                .chain(&proposed.exclude_user_groups)
+                .map(GroupId::as_str),
         )
         .await?;
         let known_devices = existing_ids(
             &mut tx,
             IdTable::DeviceGroups,
             tenant_id,
-            proposed.device_groups.iter().map(DeviceGroupId::as_str),
+            proposed
+                .device_groups
+                .iter()
+                .chain(&proposed.exclude_device_groups)
+                .map(DeviceGroupId::as_str),
         )
         .await?;
         let baseline = if request.check_default_rule {
