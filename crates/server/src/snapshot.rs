@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use entitle_core::{
-    Decision, DeviceGroup, DeviceGroupId, GroupGraph, GroupId, GroupNames, SERVICES, ServiceDef,
-    Subject, effective_device_groups, evaluate,
+    ActiveGrant, Decision, DeviceGroup, DeviceGroupId, GroupGraph, GroupId, GroupNames, SERVICES,
+    ServiceDef, Subject, effective_device_groups, evaluate,
 };
 use entitle_store::{
     Change, Device, Grant, Store, StoreResult, StoredSettings, Tenant, TenantData,
@@ -47,6 +47,8 @@ pub struct TenantSnapshot {
     graph: GroupGraph,
     /// Per group, the active users in it directly or through nesting.
     active_members: HashMap<GroupId, usize>,
+    /// Per user id, the grants active when the snapshot was read.
+    grants: HashMap<String, Vec<ActiveGrant>>,
     /// The next grant boundary (a start or an end) after the snapshot was
     /// read: past it, the snapshot must be rebuilt before it decides.
     pub valid_until: Option<OffsetDateTime>,
@@ -133,6 +135,7 @@ impl TenantSnapshot {
                 .collect(),
             graph,
             active_members,
+            grants: active_grants(&data.grants, data.as_of),
             valid_until: next_boundary(&data.grants, data.as_of),
         }
     }
@@ -178,13 +181,23 @@ impl TenantSnapshot {
                     .collect();
                 let subject = Subject {
                     user_name: &user.user_name,
+                    user_id,
+                    device_id: "",
+                    tenant_id: &self.tenant.id,
                     user_active: user.active,
                     user_groups: &user.effective_groups,
                     device_groups: &device_groups,
                     client_version: service.min_version,
                     pending_approval: false,
+                    grants: self.grants_of(user_id),
                 };
-                Some((service, evaluate(service, &stored.settings, &subject, self)))
+                // No device: as if the device were in the rollout (it is
+                // per device; the device's own page says which).
+                let settings = entitle_core::Settings {
+                    rollout_percent: entitle_core::FULL_ROLLOUT,
+                    ..stored.settings.clone()
+                };
+                Some((service, evaluate(service, &settings, &subject, self)))
             })
             .collect();
         Some(services)
@@ -240,12 +253,21 @@ impl TenantSnapshot {
         let user = self.users.get(&device.user_id);
         Subject {
             user_name: user.map_or(device.user_name.as_str(), |u| u.user_name.as_str()),
+            user_id: &device.user_id,
+            device_id: &device.id,
+            tenant_id: &self.tenant.id,
             user_active: user.is_some_and(|u| u.active),
             user_groups: user.map_or(&NO_GROUPS, |u| &u.effective_groups),
             device_groups,
             client_version: device.report.client_version,
             pending_approval: device.pending_approval,
+            grants: self.grants_of(&device.user_id),
         }
+    }
+
+    /// The grants of a user active when the snapshot was read.
+    fn grants_of(&self, user_id: &str) -> &[ActiveGrant] {
+        self.grants.get(user_id).map_or(&[], Vec::as_slice)
     }
 
     /// The policy a device gets.
@@ -292,6 +314,24 @@ impl GroupNames for TenantSnapshot {
     fn deleted_device_group(&self, id: &DeviceGroupId) -> Option<&str> {
         self.deleted_device_group_names.get(id).map(String::as_str)
     }
+}
+
+/// The grants active at `as_of`, as core's `ActiveGrant`s per user id.
+fn active_grants(grants: &[Grant], as_of: OffsetDateTime) -> HashMap<String, Vec<ActiveGrant>> {
+    let mut by_user: HashMap<String, Vec<ActiveGrant>> = HashMap::new();
+    for grant in grants.iter().filter(|g| g.active_at(as_of)) {
+        by_user
+            .entry(grant.user_id.clone())
+            .or_default()
+            .push(ActiveGrant {
+                id: grant.id.clone(),
+                service_id: grant.service.clone(),
+                device_id: grant.device_id.clone(),
+                ends_at: crate::wire::rfc3339(grant.ends_at),
+                overrides_exclusions: grant.overrides_exclusions,
+            });
+    }
+    by_user
 }
 
 /// The earliest grant start or end after `as_of`.

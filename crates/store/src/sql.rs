@@ -299,7 +299,8 @@ async fn load_settings(
     service: &ServiceDef,
 ) -> StoreResult<StoredSettings> {
     let row = query(
-        "SELECT enabled_by_default, user_groups_json, device_groups_json, logout_on_enable, version
+        "SELECT enabled_by_default, user_groups_json, device_groups_json, logout_on_enable,
+                exclude_user_groups_json, exclude_device_groups_json, rollout_percent, version
          FROM settings WHERE tenant_id = $1 AND service = $2",
     )
     .id(&tenant.id)
@@ -319,12 +320,23 @@ async fn load_settings(
 fn settings_from_row(row: &Row) -> StoreResult<StoredSettings> {
     let user_groups = id_list_from_json(&row.json("user_groups_json")?)?;
     let device_groups = id_list_from_json(&row.json("device_groups_json")?)?;
+    let exclude_user_groups = id_list_from_json(&row.json("exclude_user_groups_json")?)?;
+    let exclude_device_groups = id_list_from_json(&row.json("exclude_device_groups_json")?)?;
+    let rollout_percent: i64 = row.get("rollout_percent")?;
     Ok(StoredSettings {
         settings: Settings {
             enabled_by_default: row.get("enabled_by_default")?,
             user_groups: user_groups.into_iter().map(GroupId).collect(),
             device_groups: device_groups.into_iter().map(DeviceGroupId).collect(),
             logout_on_enable: row.get("logout_on_enable")?,
+            exclude_user_groups: exclude_user_groups.into_iter().map(GroupId).collect(),
+            exclude_device_groups: exclude_device_groups
+                .into_iter()
+                .map(DeviceGroupId)
+                .collect(),
+            // The column's CHECK keeps it in 1..=100; anything else reads as
+            // the smallest rollout rather than everyone.
+            rollout_percent: u8::try_from(rollout_percent.clamp(1, 100)).unwrap_or(1),
         },
         version: row.get("version")?,
     })
@@ -363,14 +375,18 @@ async fn write_settings_version(
     conn.announce(&tenant.id, tenant.data_version + 1).await?;
     query(
         "INSERT INTO settings (tenant_id, service, enabled_by_default, user_groups_json,
-                               device_groups_json, logout_on_enable, version)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
+                               device_groups_json, logout_on_enable, version,
+                               exclude_user_groups_json, exclude_device_groups_json, rollout_percent)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
          ON CONFLICT (tenant_id, service) DO UPDATE SET
             enabled_by_default = excluded.enabled_by_default,
             user_groups_json = excluded.user_groups_json,
             device_groups_json = excluded.device_groups_json,
             logout_on_enable = excluded.logout_on_enable,
-            version = excluded.version",
+            version = excluded.version,
+            exclude_user_groups_json = excluded.exclude_user_groups_json,
+            exclude_device_groups_json = excluded.exclude_device_groups_json,
+            rollout_percent = excluded.rollout_percent",
     )
     .id(&tenant.id)
     .bind(service.id)
@@ -383,6 +399,13 @@ async fn write_settings_version(
     ))
     .bind(after.logout_on_enable)
     .bind(version)
+    .json(id_list_to_json(
+        after.exclude_user_groups.iter().map(GroupId::as_str),
+    ))
+    .json(id_list_to_json(
+        after.exclude_device_groups.iter().map(DeviceGroupId::as_str),
+    ))
+    .bind(i64::from(after.rollout_percent))
     .execute(&mut *conn)
     .await?;
     let before_json = settings_to_json(before);
@@ -440,14 +463,22 @@ pub(crate) async fn check_save(
         tx,
         IdTable::Groups,
         tenant_id,
-        proposed.user_groups.iter().map(GroupId::as_str),
+        proposed
+            .user_groups
+            .iter()
+            .chain(&proposed.exclude_user_groups)
+            .map(GroupId::as_str),
     )
     .await?;
     let known_devices = existing_ids(
         tx,
         IdTable::DeviceGroups,
         tenant_id,
-        proposed.device_groups.iter().map(DeviceGroupId::as_str),
+        proposed
+            .device_groups
+            .iter()
+            .chain(&proposed.exclude_device_groups)
+            .map(DeviceGroupId::as_str),
     )
     .await?;
     let baseline = if request.check_default_rule {
@@ -612,15 +643,19 @@ async fn services_selecting(
     let mut selecting = Vec::new();
     for service in SERVICES {
         let current = load_settings(conn, &tenant, service).await?;
+        // An excluded group counts too: deleting it must not widen access
+        // (its tombstone keeps the service off, see `entitle_core::evaluate`).
         let selected = match kind {
-            GroupKind::User => current
-                .settings
-                .user_groups
-                .contains(&GroupId(group_id.to_owned())),
-            GroupKind::Device => current
-                .settings
-                .device_groups
-                .contains(&DeviceGroupId(group_id.to_owned())),
+            GroupKind::User => {
+                let id = GroupId(group_id.to_owned());
+                current.settings.user_groups.contains(&id)
+                    || current.settings.exclude_user_groups.contains(&id)
+            }
+            GroupKind::Device => {
+                let id = DeviceGroupId(group_id.to_owned());
+                current.settings.device_groups.contains(&id)
+                    || current.settings.exclude_device_groups.contains(&id)
+            }
         };
         if selected {
             selecting.push(service.id.to_owned());
