@@ -501,3 +501,19 @@ async fn three_postgres_nodes_apply_each_change_once() {
         .collect();
     assert!(!appliers.is_empty());
 }
+
+/// The OpenAPI document shows `apply_at` in a save's body and its 202.
+#[tokio::test]
+async fn the_document_shows_apply_at_and_the_202() {
+    let db = Database::sqlite();
+    let app = TestApp::start(&db).await;
+    let doc = app
+        .call(Method::GET, "/api/v1/openapi.json", None, None, &[])
+        .await
+        .body;
+    let put = &doc["paths"]["/api/v1/tenants/{tenant}/entitlements/{service}"]["put"];
+    assert!(put["responses"]["202"].is_object(), "{put}");
+    let schema = &doc["components"]["schemas"]["SaveBodyJson"];
+    assert!(schema.to_string().contains("apply_at"), "{schema}");
+    assert!(schema.to_string().contains("SettingsJson"), "{schema}");
+}

@@ -154,7 +154,7 @@ pub struct CurrentSettingsJson {
 /// `"apply_at"` (RFC 3339, future) beside the settings, the save is checked now
 /// and scheduled (202): applied once at that time with `If-Match` = the
 /// version sent now (or, without `If-Match`, the version stored now).
-#[utoipa::path(put, path = "/api/v1/tenants/{tenant}/entitlements/{service}", tag = "entitlements", request_body = SettingsJson,
+#[utoipa::path(put, path = "/api/v1/tenants/{tenant}/entitlements/{service}", tag = "entitlements", request_body = super::scheduled_changes::SaveBodyJson,
     params(("tenant" = String, Path), ("service" = String, Path), ("If-Match" = Option<String>, Header)),
     responses((status = 200, body = SettingsJson, headers(("ETag" = String))), (status = 202, body = super::scheduled_changes::ScheduledChangeJson, description = "Scheduled: the body had \"apply_at\""), (status = 403), (status = 412, body = StaleJson), (status = 422)))]
 pub(crate) async fn put_settings(

@@ -267,7 +267,12 @@ pub(crate) async fn create_grant(
     let tenant = caller.tenant_for_write(&state, &tenant).await?;
     let service = entitle_core::service(&body.service)
         .map_err(|e| invalid("unknown_service", "service", e.to_string()))?;
+    // Whole milliseconds: what both back ends store, so the answer shows
+    // the times the grant keeps.
     let now = OffsetDateTime::now_utc();
+    let now = now
+        .replace_nanosecond(now.nanosecond() - now.nanosecond() % 1_000_000)
+        .unwrap_or(now);
     let (starts_at, ends_at) = check(&body, now)?;
     let grant = state
         .store

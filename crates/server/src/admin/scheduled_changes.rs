@@ -62,6 +62,19 @@ impl<'de> Deserialize<'de> for SaveBody {
     }
 }
 
+/// The body of a save as the OpenAPI document shows it: SETTINGS, and
+/// `apply_at` to schedule it (read by [`SaveBody`]).
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct SaveBodyJson {
+    /// SETTINGS.
+    #[serde(flatten)]
+    pub settings: SettingsJson,
+    /// Apply the save at this time (RFC 3339, in the future, at most 366
+    /// days ahead) instead of now: answered 202 with the pending change.
+    pub apply_at: Option<String>,
+}
+
 /// One scheduled change.
 #[derive(Serialize, ToSchema)]
 pub struct ScheduledChangeJson {
