@@ -286,3 +286,38 @@ on_both_backends!(
     a_grant_for_one_device_leaves_the_others_alone,
     grant_fields_are_checked,
 );
+
+/// Two nodes on one PostgreSQL database: a grant created through one reaches
+/// a long-poll held on the other at its start, and leaves it at its end, by
+/// that node's own timer.
+#[tokio::test]
+async fn a_grant_made_on_one_node_reaches_a_long_poll_held_on_another() {
+    let Some(db) = Database::postgres("grant across nodes").await else {
+        return;
+    };
+    let node1 = TestApp::start(&db).await;
+    let node2 = TestApp::start(&db).await;
+    let (t, token, device) = setup(&node1).await;
+    let first = sync(&node2, &token, &device, None, None).await;
+    assert_eq!(first.body["services"]["private_access"]["enabled"], false);
+    let created = grant(
+        &node1,
+        &t,
+        json!({"user": "ada", "service": "private_access", "starts_at": in_seconds(2),
+               "ends_at": in_seconds(5), "justification": "cross-node"}),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let started = sync(&node2, &token, &device, first.etag.as_deref(), Some(30)).await;
+    assert_eq!(
+        started.body["services"]["private_access"]["enabled"], true,
+        "{:?}",
+        started.body
+    );
+    let ended = sync(&node2, &token, &device, started.etag.as_deref(), Some(30)).await;
+    assert_eq!(
+        ended.body["services"]["private_access"]["enabled"], false,
+        "{:?}",
+        ended.body
+    );
+}
