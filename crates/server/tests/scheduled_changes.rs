@@ -517,3 +517,79 @@ async fn the_document_shows_apply_at_and_the_202() {
     assert!(schema.to_string().contains("apply_at"), "{schema}");
     assert!(schema.to_string().contains("SettingsJson"), "{schema}");
 }
+
+/// Sixteen appliers over four connection pools (four "nodes") race for the
+/// same due change, straight on the store: exactly one applies it.
+async fn racing_appliers_apply_a_change_exactly_once(db: Database) {
+    use entitle_store::{Actor, NewScheduledChange, NewTenant, ScheduledStatus, Store};
+    let stores: Vec<std::sync::Arc<dyn Store>> = vec![
+        db.open().await,
+        db.open().await,
+        db.open().await,
+        db.open().await,
+    ];
+    let tenant = stores[0]
+        .create_tenant(
+            NewTenant {
+                name: "race".into(),
+                created_at: OffsetDateTime::now_utc(),
+                enrollment_key_hash: "race-enrollment".into(),
+                scim_token_hash: "race-scim".into(),
+            },
+            &Actor::system(),
+        )
+        .await
+        .expect("tenant");
+    let service = entitle_core::service("private_access").expect("service");
+    let mut settings = stores[0]
+        .settings(&tenant.id, service)
+        .await
+        .expect("settings")
+        .settings;
+    settings.logout_on_enable = !settings.logout_on_enable;
+    let change = stores[0]
+        .schedule_change(
+            &tenant.id,
+            NewScheduledChange {
+                service,
+                settings,
+                expected_version: None,
+                apply_at: OffsetDateTime::now_utc() + time::Duration::milliseconds(300),
+                actor: Actor::system(),
+            },
+        )
+        .await
+        .expect("scheduled");
+    let mut racers = Vec::new();
+    for index in 0..16 {
+        let store = stores[index % stores.len()].clone();
+        let (tenant_id, id) = (tenant.id.clone(), change.id.clone());
+        racers.push(tokio::spawn(async move {
+            let mut applied = 0;
+            for _ in 0..200 {
+                if let Some(done) = store
+                    .apply_scheduled_change(&tenant_id, &id, &format!("racer-{index}"))
+                    .await
+                    .expect("apply")
+                {
+                    assert_eq!(done.status, ScheduledStatus::Applied, "{done:?}");
+                    applied += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            applied
+        }));
+    }
+    let mut total = 0;
+    for racer in racers {
+        total += racer.await.expect("racer");
+    }
+    assert_eq!(total, 1, "applied {total} times");
+    let history = stores[1]
+        .history(&tenant.id, None, 10)
+        .await
+        .expect("history");
+    assert_eq!(history.len(), 1);
+}
+
+on_both_backends!(racing_appliers_apply_a_change_exactly_once);
