@@ -2,6 +2,8 @@
 
 use std::collections::BTreeSet;
 
+use crate::rollout::{in_rollout, rollout_bucket};
+use crate::settings::FULL_ROLLOUT;
 use crate::{ClientVersion, DeviceGroupId, GroupId, LegacyBehaviour, ServiceDef, Settings};
 
 /// Why a service is on or off for a device; the wire codes are stable.
@@ -23,6 +25,14 @@ pub enum Reason {
     NotInDeviceGroups,
     /// The device waits for an administrator's approval: no group-based service.
     PendingApproval,
+    /// The user is in an excluded user group (or one was deleted): off.
+    ExcludedUserGroup,
+    /// The device is in an excluded device group (or one was deleted): off.
+    ExcludedDeviceGroup,
+    /// A temporary grant gives the user the service until its end.
+    TemporaryGrant,
+    /// On through groups or "Enabled by Default", but outside the rollout's percentage.
+    RolloutHeldBack,
 }
 
 impl Reason {
@@ -36,6 +46,10 @@ impl Reason {
         Reason::NotInUserGroups,
         Reason::NotInDeviceGroups,
         Reason::PendingApproval,
+        Reason::ExcludedUserGroup,
+        Reason::ExcludedDeviceGroup,
+        Reason::TemporaryGrant,
+        Reason::RolloutHeldBack,
     ];
 
     /// The stable wire code.
@@ -49,8 +63,29 @@ impl Reason {
             Reason::NotInUserGroups => "not_in_user_groups",
             Reason::NotInDeviceGroups => "not_in_device_groups",
             Reason::PendingApproval => "pending_approval",
+            Reason::ExcludedUserGroup => "excluded_user_group",
+            Reason::ExcludedDeviceGroup => "excluded_device_group",
+            Reason::TemporaryGrant => "temporary_grant",
+            Reason::RolloutHeldBack => "rollout_held_back",
         }
     }
+}
+
+/// A temporary grant of one service to one user (optionally one device) that
+/// is active at the caller's "now": core knows no time, so the caller keeps
+/// only grants whose start has passed and whose end has not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveGrant {
+    /// The grant's id.
+    pub id: String,
+    /// The service granted (`ServiceDef::id`).
+    pub service_id: String,
+    /// The only device the grant applies to; `None`: every device of the user.
+    pub device_id: Option<String>,
+    /// When it ends, for explanations (RFC 3339, UTC).
+    pub ends_at: String,
+    /// Whether the grant wins over the service's exclusion groups.
+    pub overrides_exclusions: bool,
 }
 
 /// What the decision is about: one user on one device.
@@ -58,6 +93,15 @@ impl Reason {
 pub struct Subject<'a> {
     /// The user's `userName`, for explanations.
     pub user_name: &'a str,
+    /// The user's id.
+    pub user_id: &'a str,
+    /// The device's id (the rollout's bucket and device-bound grants).
+    pub device_id: &'a str,
+    /// The tenant's id (the rollout's bucket).
+    pub tenant_id: &'a str,
+    /// The user's temporary grants active now (of any service; `evaluate`
+    /// picks those of the service and this device).
+    pub grants: &'a [ActiveGrant],
     /// Whether the directory still has the user active.
     pub user_active: bool,
     /// The user's effective groups (direct and nested).
@@ -117,6 +161,24 @@ pub struct Decision {
 ///
 /// This is the only implementation of the rule: agent policies, device pages,
 /// explain, the impact preview and reports all call it.
+///
+/// Rule order, first match wins:
+/// 1. the user is inactive: off (`user_inactive`);
+/// 2. the client is older than the service's minimum version: the legacy rule
+///    (`legacy_client`); such a client cannot honour exclusions, grants or a
+///    rollout, and the preview lists these clients;
+/// 3. the user is in an excluded user group, or the device in an excluded
+///    device group (nested membership applies), or an excluded group was
+///    deleted (fails closed for everyone): off (`excluded_user_group` /
+///    `excluded_device_group`), even with "Enabled by Default" on, unless a
+///    temporary grant for this device overrides exclusions (`temporary_grant`);
+/// 4. a temporary grant of this service for this device: on (`temporary_grant`,
+///    until its end); not subject to the rollout;
+/// 5. "Enabled by Default", no groups, pending approval and the group rule as
+///    before (a device pending approval gets no grant either: it falls through
+///    to this step);
+/// 6. a result that is on through step 5 is held back (`rollout_held_back`)
+///    unless the device's [`crate::rollout_bucket`] is below `rollout_percent`.
 pub fn evaluate(
     service: &ServiceDef,
     settings: &Settings,
@@ -157,6 +219,205 @@ pub fn evaluate(
             ),
         );
     }
+    // A grant applies to this service on every device of the user, or on the
+    // one device it names. Of several, one that overrides exclusions first,
+    // then the one that ends last: the explanation names the best.
+    let grant = subject
+        .grants
+        .iter()
+        .filter(|g| {
+            g.service_id == service.id
+                && g.device_id
+                    .as_deref()
+                    .is_none_or(|d| d == subject.device_id)
+        })
+        .max_by(|a, b| {
+            (a.overrides_exclusions, &a.ends_at, &b.id).cmp(&(
+                b.overrides_exclusions,
+                &b.ends_at,
+                &a.id,
+            ))
+        });
+    // A device waiting for approval gets no grant (fail closed): it falls
+    // through to the rules below, where only "Enabled by Default" reaches it.
+    let grant = grant.filter(|_| !subject.pending_approval);
+
+    if let Some(excluded) = exclusion(settings, subject, names) {
+        return match grant.filter(|g| g.overrides_exclusions) {
+            Some(g) => plain(
+                true,
+                Reason::TemporaryGrant,
+                format!(
+                    "{}, but a temporary grant until {} overrides the exclusion, so {name} is enabled until then.",
+                    excluded.fact(subject.user_name),
+                    g.ends_at
+                ),
+            ),
+            None => plain(
+                false,
+                excluded.reason(),
+                format!(
+                    "{}, so {name} is disabled{}.{}",
+                    excluded.fact(subject.user_name),
+                    if grant.is_some() {
+                        " (a temporary grant does not override exclusions)"
+                    } else {
+                        ""
+                    },
+                    excluded.advice()
+                ),
+            ),
+        };
+    }
+    if let Some(g) = grant {
+        return plain(
+            true,
+            Reason::TemporaryGrant,
+            format!(
+                "{} has a temporary grant of {name} until {}, so {name} is enabled until then.",
+                subject.user_name, g.ends_at
+            ),
+        );
+    }
+
+    let decision = by_groups(service, settings, subject, names);
+    if decision.enabled && settings.rollout_percent < FULL_ROLLOUT {
+        let bucket = rollout_bucket(subject.tenant_id, service.id, subject.device_id);
+        if !in_rollout(bucket, settings.rollout_percent) {
+            let through = match decision.reason {
+                Reason::EnabledByDefault => "through \"Enabled by Default\"",
+                _ => "through its groups",
+            };
+            return Decision {
+                enabled: false,
+                reason: Reason::RolloutHeldBack,
+                explanation: format!(
+                    "{name} is rolled out to {} % of the devices that would get it, and this device (which would get it {through}) is not among them yet, so {name} is disabled.",
+                    settings.rollout_percent,
+                ),
+                ..decision
+            };
+        }
+    }
+    decision
+}
+
+/// Why a subject is excluded: the first excluded group it is in, or an
+/// excluded group that was deleted (whose members cannot be known).
+enum Excluded<'n> {
+    User { group: &'n str, deleted: bool },
+    Device { group: &'n str, deleted: bool },
+}
+
+impl Excluded<'_> {
+    fn reason(&self) -> Reason {
+        match self {
+            Excluded::User { .. } => Reason::ExcludedUserGroup,
+            Excluded::Device { .. } => Reason::ExcludedDeviceGroup,
+        }
+    }
+
+    fn fact(&self, user_name: &str) -> String {
+        match self {
+            Excluded::User {
+                group,
+                deleted: false,
+            } => format!("User {user_name} is in \"{group}\", an excluded user group"),
+            Excluded::Device {
+                group,
+                deleted: false,
+            } => format!("The device is in \"{group}\", an excluded device group"),
+            Excluded::User {
+                group,
+                deleted: true,
+            } => format!(
+                "Excluded user group \"{group}\" was deleted, so who is in it cannot be known"
+            ),
+            Excluded::Device {
+                group,
+                deleted: true,
+            } => format!(
+                "Excluded device group \"{group}\" was deleted, so which devices are in it cannot be known"
+            ),
+        }
+    }
+
+    fn advice(&self) -> &'static str {
+        match self {
+            Excluded::User { deleted: true, .. } | Excluded::Device { deleted: true, .. } => {
+                " Remove it from the exclusions to turn the service back on."
+            }
+            _ => "",
+        }
+    }
+}
+
+/// The exclusion that applies to `subject`, if any. Membership is checked
+/// first (it names the group the person is in); a deleted excluded group
+/// fails closed for everyone.
+fn exclusion<'n>(
+    settings: &'n Settings,
+    subject: &Subject<'_>,
+    names: &'n dyn GroupNames,
+) -> Option<Excluded<'n>> {
+    if settings.exclude_user_groups.is_empty() && settings.exclude_device_groups.is_empty() {
+        return None;
+    }
+    if let Some(id) = settings
+        .exclude_user_groups
+        .iter()
+        .find(|id| subject.user_groups.contains(*id))
+    {
+        return Some(Excluded::User {
+            group: names.user_group(id).unwrap_or(id.as_str()),
+            deleted: false,
+        });
+    }
+    if let Some(id) = settings
+        .exclude_device_groups
+        .iter()
+        .find(|id| subject.device_groups.contains(*id))
+    {
+        return Some(Excluded::Device {
+            group: names.device_group(id).unwrap_or(id.as_str()),
+            deleted: false,
+        });
+    }
+    let deleted_user = settings.exclude_user_groups.iter().find_map(|id| {
+        names
+            .user_group(id)
+            .is_none()
+            .then(|| names.deleted_user_group(id))
+            .flatten()
+    });
+    if let Some(group) = deleted_user {
+        return Some(Excluded::User {
+            group,
+            deleted: true,
+        });
+    }
+    let deleted_device = settings.exclude_device_groups.iter().find_map(|id| {
+        names
+            .device_group(id)
+            .is_none()
+            .then(|| names.deleted_device_group(id))
+            .flatten()
+    });
+    deleted_device.map(|group| Excluded::Device {
+        group,
+        deleted: true,
+    })
+}
+
+/// "Enabled by Default", then the group rule, as before exclusions, grants
+/// and rollouts existed (SPEC §3).
+fn by_groups(
+    service: &ServiceDef,
+    settings: &Settings,
+    subject: &Subject<'_>,
+    names: &dyn GroupNames,
+) -> Decision {
+    let name = service.display_name;
     if settings.enabled_by_default {
         return plain(
             true,
@@ -354,6 +615,7 @@ mod tests {
             user_groups: ids(case.selected_users),
             device_groups: ids(case.selected_devices),
             logout_on_enable: false,
+            ..Settings::default()
         };
         let user_groups = ids(case.user_in);
         let device_groups = ids(case.device_in);
@@ -364,6 +626,10 @@ mod tests {
             device_groups: &device_groups,
             client_version: v(case.version),
             pending_approval: false,
+            user_id: "u1",
+            device_id: "d1",
+            tenant_id: "t1",
+            grants: &[],
         };
         let def = service(case.service).expect("known service");
         let decision = evaluate(def, &settings, &subject, &NoNames);
@@ -593,6 +859,10 @@ mod tests {
             device_groups: &devices,
             client_version: v("1.0"),
             pending_approval: false,
+            user_id: "u1",
+            device_id: "d1",
+            tenant_id: "t1",
+            grants: &[],
         };
         for def in crate::SERVICES {
             let settings = Settings {
@@ -634,6 +904,10 @@ mod tests {
             device_groups: &devices,
             client_version: v("4.0"),
             pending_approval: true,
+            user_id: "u1",
+            device_id: "d1",
+            tenant_id: "t1",
+            grants: &[],
         };
         let zpa = service("private_access").expect("zpa");
         let by_groups = Settings {
@@ -673,6 +947,7 @@ mod tests {
             user_groups: ids(&["g-eng"]),
             device_groups: ids(&["dg-temp"]),
             logout_on_enable: false,
+            ..Settings::default()
         };
         // Even a device that once was in the deleted group is in no live group.
         let user_in = ids(&["g-eng"]);
@@ -684,6 +959,10 @@ mod tests {
             device_groups: &device_in,
             client_version: v("4.0"),
             pending_approval: false,
+            user_id: "u1",
+            device_id: "d1",
+            tenant_id: "t1",
+            grants: &[],
         };
         let zpa = service("private_access").expect("zpa");
         let decision = evaluate(zpa, &settings, &subject, &Names);
@@ -722,6 +1001,7 @@ mod tests {
             user_groups: ids(&["g-eng"]),
             device_groups: ids(&["dg-laptops"]),
             logout_on_enable: false,
+            ..Settings::default()
         };
         let user_in = ids(&["g-eng", "g-other"]);
         let device_in = BTreeSet::new();
@@ -732,6 +1012,10 @@ mod tests {
             device_groups: &device_in,
             client_version: v("4.0"),
             pending_approval: false,
+            user_id: "u1",
+            device_id: "d1",
+            tenant_id: "t1",
+            grants: &[],
         };
         let zpa = service("private_access").expect("zpa");
         let decision = evaluate(zpa, &settings, &subject, &Names);
@@ -751,35 +1035,122 @@ mod tests {
         assert!(decision.explanation.contains("1.2.3") && decision.explanation.contains("1.2.4"));
     }
 
-    /// The rules of SPEC §3 written as plainly as possible, to check `evaluate` against.
-    fn reference(
+    /// Everything the reference model looks at.
+    struct Model<'a> {
         legacy_always: Option<bool>,
         old_client: bool,
+        active: bool,
+        pending: bool,
         on: bool,
-        selected_users: &BTreeSet<GroupId>,
-        selected_devices: &BTreeSet<DeviceGroupId>,
-        user_in: &BTreeSet<GroupId>,
-        device_in: &BTreeSet<DeviceGroupId>,
-    ) -> bool {
-        if old_client {
-            return legacy_always.unwrap_or(on);
-        }
-        if on {
-            return true;
-        }
-        if selected_users.is_empty() && selected_devices.is_empty() {
+        selected_users: &'a BTreeSet<GroupId>,
+        selected_devices: &'a BTreeSet<DeviceGroupId>,
+        excluded_users: &'a BTreeSet<GroupId>,
+        excluded_devices: &'a BTreeSet<DeviceGroupId>,
+        /// Excluded ids that name deleted groups.
+        excluded_deleted: bool,
+        user_in: &'a BTreeSet<GroupId>,
+        device_in: &'a BTreeSet<DeviceGroupId>,
+        /// (service, device or every device, overrides exclusions)
+        grants: &'a [(&'a str, Option<&'a str>, bool)],
+        service: &'a str,
+        device: &'a str,
+        /// The device's rollout bucket and the percentage.
+        bucket: u8,
+        percent: u8,
+    }
+
+    /// The rules of SPEC §3 and issue 15 written as plainly as possible, to
+    /// check `evaluate` against.
+    fn reference(m: &Model<'_>) -> bool {
+        if !m.active {
             return false;
         }
-        let user_ok =
-            selected_users.is_empty() || selected_users.iter().any(|g| user_in.contains(g));
-        let device_ok =
-            selected_devices.is_empty() || selected_devices.iter().any(|g| device_in.contains(g));
-        user_ok && device_ok
+        if m.old_client {
+            return m.legacy_always.unwrap_or(m.on);
+        }
+        let mine: Vec<bool> = m
+            .grants
+            .iter()
+            .filter(|(service, device, _)| {
+                *service == m.service && (device.is_none() || *device == Some(m.device))
+            })
+            .map(|(_, _, overrides)| *overrides)
+            .collect();
+        let has_grant = !m.pending && !mine.is_empty();
+        let has_overriding_grant = !m.pending && mine.contains(&true);
+        let excluded = m.excluded_deleted
+            || m.excluded_users.iter().any(|g| m.user_in.contains(g))
+            || m.excluded_devices.iter().any(|g| m.device_in.contains(g));
+        if excluded {
+            return has_overriding_grant;
+        }
+        if has_grant {
+            return true;
+        }
+        let by_groups = if m.on {
+            true
+        } else if m.pending || (m.selected_users.is_empty() && m.selected_devices.is_empty()) {
+            false
+        } else {
+            let user_ok = m.selected_users.is_empty()
+                || m.selected_users.iter().any(|g| m.user_in.contains(g));
+            let device_ok = m.selected_devices.is_empty()
+                || m.selected_devices.iter().any(|g| m.device_in.contains(g));
+            user_ok && device_ok
+        };
+        by_groups && (m.percent == 100 || m.bucket < m.percent)
+    }
+
+    /// g0..g3 exist; g4 is a deleted group kept as a tombstone.
+    struct ModelNames;
+    impl GroupNames for ModelNames {
+        fn user_group(&self, id: &GroupId) -> Option<&str> {
+            (id.as_str() != "g4").then_some("live")
+        }
+        fn device_group(&self, id: &DeviceGroupId) -> Option<&str> {
+            (id.as_str() != "g4").then_some("live")
+        }
+        fn deleted_user_group(&self, id: &GroupId) -> Option<&str> {
+            (id.as_str() == "g4").then_some("gone")
+        }
+        fn deleted_device_group(&self, id: &DeviceGroupId) -> Option<&str> {
+            (id.as_str() == "g4").then_some("gone")
+        }
     }
 
     fn group_set<T: From<String> + Ord + std::fmt::Debug>() -> impl Strategy<Value = BTreeSet<T>> {
         proptest::collection::btree_set(0u8..5, 0..4)
             .prop_map(|set| set.into_iter().map(|n| T::from(format!("g{n}"))).collect())
+    }
+
+    /// Memberships: live groups only (no one is in a deleted group).
+    fn member_of<T: From<String> + Ord + std::fmt::Debug>() -> impl Strategy<Value = BTreeSet<T>> {
+        proptest::collection::btree_set(0u8..4, 0..4)
+            .prop_map(|set| set.into_iter().map(|n| T::from(format!("g{n}"))).collect())
+    }
+
+    /// Excluded groups: rarely any, and rarely the deleted one.
+    fn excluded<T: From<String> + Ord + Clone + std::fmt::Debug + 'static>()
+    -> impl Strategy<Value = BTreeSet<T>> {
+        prop_oneof![
+            3 => Just(BTreeSet::new()),
+            2 => proptest::collection::btree_set(0u8..4, 1..3)
+                .prop_map(|set| set.into_iter().map(|n| T::from(format!("g{n}"))).collect()),
+            1 => group_set::<T>(),
+        ]
+    }
+
+    const DEVICES: [&str; 3] = ["d1", "d2", "d3"];
+
+    fn grant_list() -> impl Strategy<Value = Vec<(usize, Option<usize>, bool)>> {
+        proptest::collection::vec(
+            (
+                0..crate::SERVICES.len(),
+                proptest::option::of(0..DEVICES.len()),
+                any::<bool>(),
+            ),
+            0..3,
+        )
     }
 
     proptest! {
@@ -788,45 +1159,133 @@ mod tests {
             service_index in 0..crate::SERVICES.len(),
             version in proptest::collection::vec(0u32..5, 1..=4),
             on: bool,
+            active in prop::bool::weighted(0.9),
+            pending in prop::bool::weighted(0.2),
             selected_users in group_set::<GroupId>(),
             selected_devices in group_set::<DeviceGroupId>(),
-            user_in in group_set::<GroupId>(),
-            device_in in group_set::<DeviceGroupId>(),
+            excluded_users in excluded::<GroupId>(),
+            excluded_devices in excluded::<DeviceGroupId>(),
+            user_in in member_of::<GroupId>(),
+            device_in in member_of::<DeviceGroupId>(),
+            grant_specs in grant_list(),
+            device_index in 0..DEVICES.len(),
+            tenant in "[a-z]{1,3}",
+            percent in prop_oneof![1 => Just(100u8), 2 => 1u8..=100],
         ) {
             let def = &crate::SERVICES[service_index];
             let text = version.iter().map(u32::to_string).collect::<Vec<_>>().join(".");
             let client_version = v(&text);
+            let device = DEVICES[device_index];
             let settings = Settings {
                 enabled_by_default: on,
                 user_groups: selected_users.clone(),
                 device_groups: selected_devices.clone(),
                 logout_on_enable: false,
+                exclude_user_groups: excluded_users.clone(),
+                exclude_device_groups: excluded_devices.clone(),
+                rollout_percent: percent,
             };
+            let grants: Vec<ActiveGrant> = grant_specs
+                .iter()
+                .enumerate()
+                .map(|(i, (s, d, o))| ActiveGrant {
+                    id: format!("grant-{i}"),
+                    service_id: crate::SERVICES[*s].id.to_owned(),
+                    device_id: d.map(|d| DEVICES[d].to_owned()),
+                    ends_at: format!("2026-12-0{}T00:00:00Z", i + 1),
+                    overrides_exclusions: *o,
+                })
+                .collect();
+            let model_grants: Vec<(&str, Option<&str>, bool)> = grant_specs
+                .iter()
+                .map(|(s, d, o)| (crate::SERVICES[*s].id, d.map(|d| DEVICES[d]), *o))
+                .collect();
             let subject = Subject {
                 user_name: "u",
-                user_active: true,
+                user_active: active,
                 user_groups: &user_in,
                 device_groups: &device_in,
                 client_version,
-                pending_approval: false,
+                pending_approval: pending,
+                user_id: "u1",
+                device_id: device,
+                tenant_id: &tenant,
+                grants: &grants,
             };
-            let decision = evaluate(def, &settings, &subject, &NoNames);
+            let decision = evaluate(def, &settings, &subject, &ModelNames);
             let legacy_always = match def.legacy {
                 LegacyBehaviour::AlwaysEnabled => Some(true),
                 LegacyBehaviour::FollowsEnabledByDefault => None,
             };
-            let expected = reference(
+            let deleted = GroupId("g4".into());
+            let deleted_device = DeviceGroupId("g4".into());
+            let expected = reference(&Model {
                 legacy_always,
-                client_version < def.min_version,
+                old_client: client_version < def.min_version,
+                active,
+                pending,
                 on,
-                &selected_users,
-                &selected_devices,
-                &user_in,
-                &device_in,
-            );
+                selected_users: &selected_users,
+                selected_devices: &selected_devices,
+                excluded_users: &excluded_users,
+                excluded_devices: &excluded_devices,
+                excluded_deleted: excluded_users.contains(&deleted)
+                    || excluded_devices.contains(&deleted_device),
+                user_in: &user_in,
+                device_in: &device_in,
+                grants: &model_grants,
+                service: def.id,
+                device,
+                bucket: crate::rollout_bucket(&tenant, def.id, device),
+                percent,
+            });
             prop_assert_eq!(decision.enabled, expected, "{}", decision.explanation);
-            prop_assert_eq!(decision.enabled, matches!(decision.reason, Reason::GroupMatch | Reason::EnabledByDefault) || (decision.reason == Reason::LegacyClient && decision.enabled));
+            prop_assert_eq!(
+                decision.enabled,
+                matches!(
+                    decision.reason,
+                    Reason::GroupMatch | Reason::EnabledByDefault | Reason::TemporaryGrant
+                ) || (decision.reason == Reason::LegacyClient && decision.enabled)
+            );
             prop_assert!(!decision.explanation.is_empty());
+        }
+
+        #[test]
+        fn raising_the_rollout_never_removes_a_device(
+            tenant in "[a-z0-9-]{1,12}",
+            devices in proptest::collection::vec("[a-z0-9-]{1,16}", 1..40),
+            service_index in 0..crate::SERVICES.len(),
+            on: bool,
+            low in 1u8..=100,
+            raise in 0u8..=99,
+        ) {
+            let def = &crate::SERVICES[service_index];
+            let high = low.saturating_add(raise).min(100);
+            let eng: BTreeSet<GroupId> = [GroupId("eng".into())].into();
+            let none_d: BTreeSet<DeviceGroupId> = BTreeSet::new();
+            let at = |percent| Settings {
+                enabled_by_default: on,
+                user_groups: if on { BTreeSet::new() } else { eng.clone() },
+                rollout_percent: percent,
+                ..Settings::default()
+            };
+            for device in &devices {
+                let subject = Subject {
+                    user_name: "u",
+                    user_id: "u1",
+                    device_id: device,
+                    tenant_id: &tenant,
+                    user_active: true,
+                    user_groups: &eng,
+                    device_groups: &none_d,
+                    client_version: v("99"),
+                    pending_approval: false,
+                    grants: &[],
+                };
+                let before = evaluate(def, &at(low), &subject, &NoNames).enabled;
+                let after = evaluate(def, &at(high), &subject, &NoNames).enabled;
+                prop_assert!(!before || after, "{device}: on at {low} %, off at {high} %");
+            }
         }
     }
 }

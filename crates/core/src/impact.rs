@@ -159,6 +159,10 @@ mod tests {
             device_groups: &none_d,
             client_version: version,
             pending_approval: false,
+            user_id: "u1",
+            device_id: "d1",
+            tenant_id: "t1",
+            grants: &[],
         };
         let population = vec![
             PopulationEntry {
@@ -213,6 +217,10 @@ mod tests {
             device_groups,
             client_version: new,
             pending_approval: false,
+            user_id: "u1",
+            device_id: "d1",
+            tenant_id: "t1",
+            grants: &[],
         };
         let settings = Settings {
             device_groups: managed.clone(),

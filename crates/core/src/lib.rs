@@ -6,13 +6,16 @@
 
 mod decision;
 mod device;
+#[cfg(test)]
+mod exclusion_tests;
 mod groups;
 mod impact;
+mod rollout;
 mod service;
 mod settings;
 mod version;
 
-pub use decision::{Decision, GroupNames, NoNames, Reason, Subject, evaluate};
+pub use decision::{ActiveGrant, Decision, GroupNames, NoNames, Reason, Subject, evaluate};
 pub use device::{
     DeviceGroup, DeviceGroupId, DeviceReport, Os, Ownership, PostureOp, PostureRequirement,
     PostureValue, RuleError, effective_device_groups,
@@ -21,6 +24,7 @@ pub use groups::{GroupGraph, GroupId};
 pub use impact::{
     IMPACT_SAMPLE_SIZE, Impact, ImpactSide, MovedEntry, PopulationEntry, impact, impact_of_moves,
 };
+pub use rollout::{ROLLOUT_STEPS, RolloutStep, in_rollout, rollout_bucket, rollout_preview};
 pub use service::{LegacyBehaviour, SERVICES, ServiceDef, UnknownService, service};
-pub use settings::{SaveError, Settings, check_group_ids, validate_save};
+pub use settings::{FULL_ROLLOUT, SaveError, Settings, check_group_ids, validate_save};
 pub use version::{ClientVersion, VersionError};

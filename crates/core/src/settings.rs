@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use crate::{DeviceGroupId, GroupId, ServiceDef};
 
 /// What an administrator configures for one service.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// On for every user, groups ignored.
     pub enabled_by_default: bool,
@@ -15,6 +15,34 @@ pub struct Settings {
     pub device_groups: BTreeSet<DeviceGroupId>,
     /// Log the user out when the service becomes entitled on a device.
     pub logout_on_enable: bool,
+    /// Directory groups whose members never get the service through groups or
+    /// "Enabled by Default" (nested membership applies; see [`crate::evaluate`]).
+    pub exclude_user_groups: BTreeSet<GroupId>,
+    /// Device groups whose devices never get the service through groups or
+    /// "Enabled by Default".
+    pub exclude_device_groups: BTreeSet<DeviceGroupId>,
+    /// The share of the devices that would get the service through groups or
+    /// "Enabled by Default" that do get it, 1..=100 (100: all of them), chosen
+    /// by [`crate::rollout_bucket`].
+    pub rollout_percent: u8,
+}
+
+/// `rollout_percent` of settings that say nothing about a rollout: everyone.
+pub const FULL_ROLLOUT: u8 = 100;
+
+impl Default for Settings {
+    /// Off, no groups, no exclusions, rolled out to everyone.
+    fn default() -> Self {
+        Self {
+            enabled_by_default: false,
+            user_groups: BTreeSet::new(),
+            device_groups: BTreeSet::new(),
+            logout_on_enable: false,
+            exclude_user_groups: BTreeSet::new(),
+            exclude_device_groups: BTreeSet::new(),
+            rollout_percent: FULL_ROLLOUT,
+        }
+    }
 }
 
 impl Settings {
@@ -50,6 +78,25 @@ pub enum SaveError {
         /// The ids that were not found.
         ids: Vec<String>,
     },
+    /// Some excluded user group ids do not exist in the tenant.
+    #[error("unknown excluded user groups: {}", join(ids))]
+    UnknownExcludedUserGroups {
+        /// The ids that were not found.
+        ids: Vec<String>,
+    },
+    /// Some excluded device group ids do not exist in the tenant.
+    #[error("unknown excluded device groups: {}", join(ids))]
+    UnknownExcludedDeviceGroups {
+        /// The ids that were not found.
+        ids: Vec<String>,
+    },
+    /// `rollout_percent` outside 1..=100 (the refused value, 0 for one
+    /// too large to hold).
+    #[error("rollout_percent must be a whole number from 1 to 100")]
+    RolloutPercent {
+        /// The refused value.
+        percent: u8,
+    },
 }
 
 fn join(ids: &[String]) -> String {
@@ -74,6 +121,12 @@ pub fn validate_save(
     if proposed.enabled_by_default && groups_changed {
         return Err(SaveError::GroupsWhileEnabledByDefault {
             label: service.enabled_by_default_label,
+        });
+    }
+    // Exclusions may change while "Enabled by Default" is on: they narrow it.
+    if !(1..=FULL_ROLLOUT).contains(&proposed.rollout_percent) {
+        return Err(SaveError::RolloutPercent {
+            percent: proposed.rollout_percent,
         });
     }
     check_group_ids(current, proposed, user_group_exists, device_group_exists)
@@ -107,6 +160,30 @@ pub fn check_group_ids(
             ids: unknown_devices,
         });
     }
+    // The same for exclusions: a deleted excluded group stays as a tombstone
+    // (and keeps the service off, see `evaluate`), a new one must exist.
+    let unknown_excluded_users: Vec<String> = proposed
+        .exclude_user_groups
+        .iter()
+        .filter(|id| !current.exclude_user_groups.contains(id) && !user_group_exists(id))
+        .map(|id| id.0.clone())
+        .collect();
+    if !unknown_excluded_users.is_empty() {
+        return Err(SaveError::UnknownExcludedUserGroups {
+            ids: unknown_excluded_users,
+        });
+    }
+    let unknown_excluded_devices: Vec<String> = proposed
+        .exclude_device_groups
+        .iter()
+        .filter(|id| !current.exclude_device_groups.contains(id) && !device_group_exists(id))
+        .map(|id| id.0.clone())
+        .collect();
+    if !unknown_excluded_devices.is_empty() {
+        return Err(SaveError::UnknownExcludedDeviceGroups {
+            ids: unknown_excluded_devices,
+        });
+    }
     Ok(())
 }
 
@@ -120,7 +197,7 @@ mod tests {
             enabled_by_default: on,
             user_groups: users.iter().map(|u| GroupId((*u).into())).collect(),
             device_groups: devices.iter().map(|d| DeviceGroupId((*d).into())).collect(),
-            logout_on_enable: false,
+            ..Settings::default()
         }
     }
 
@@ -138,6 +215,9 @@ mod tests {
             SaveError::GroupsWhileEnabledByDefault { .. } => "enabled_by_default",
             SaveError::UnknownUserGroups { .. } => "unknown_user_groups",
             SaveError::UnknownDeviceGroups { .. } => "unknown_device_groups",
+            SaveError::UnknownExcludedUserGroups { .. } => "unknown_excluded_user_groups",
+            SaveError::UnknownExcludedDeviceGroups { .. } => "unknown_excluded_device_groups",
+            SaveError::RolloutPercent { .. } => "rollout_percent",
         });
         assert_eq!(kind, expected, "{current:?} -> {proposed:?}");
     }
@@ -206,6 +286,57 @@ mod tests {
             settings(false, &["gone", "ghost"], &[]),
             Err("unknown_user_groups"),
         );
+    }
+
+    fn excluding(on: bool, users: &[&str], devices: &[&str], percent: u8) -> Settings {
+        Settings {
+            enabled_by_default: on,
+            exclude_user_groups: users.iter().map(|u| GroupId((*u).into())).collect(),
+            exclude_device_groups: devices.iter().map(|d| DeviceGroupId((*d).into())).collect(),
+            rollout_percent: percent,
+            ..Settings::default()
+        }
+    }
+
+    #[test]
+    fn exclusion_and_rollout_save_rules() {
+        // Exclusions narrow "Enabled by Default", so they may change while it is on.
+        check(
+            excluding(true, &[], &[], 100),
+            excluding(true, &["eng"], &["laptops"], 100),
+            Ok(()),
+        );
+        check(
+            excluding(false, &[], &[], 100),
+            excluding(false, &["nope"], &[], 100),
+            Err("unknown_excluded_user_groups"),
+        );
+        check(
+            excluding(false, &[], &[], 100),
+            excluding(false, &[], &["nope"], 100),
+            Err("unknown_excluded_device_groups"),
+        );
+        // A deleted excluded group stays as a tombstone while another field changes.
+        check(
+            excluding(false, &["gone"], &["deleted"], 100),
+            excluding(false, &["gone", "eng"], &["deleted"], 50),
+            Ok(()),
+        );
+        for percent in [1, 10, 99, 100] {
+            check(
+                Settings::default(),
+                excluding(false, &[], &[], percent),
+                Ok(()),
+            );
+        }
+        for percent in [0, 101, 255] {
+            check(
+                Settings::default(),
+                excluding(false, &[], &[], percent),
+                Err("rollout_percent"),
+            );
+        }
+        assert_eq!(Settings::default().rollout_percent, 100);
     }
 
     #[test]

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Args;
 use entitle_core::{
-    ClientVersion, DeviceGroupId, GroupId, NoNames, Settings, Subject, evaluate, service,
+    ActiveGrant, ClientVersion, DeviceGroupId, GroupId, NoNames, Settings, Subject, evaluate,
+    service,
 };
 use entitle_server::{Server, ServerConfig};
 use serde_json::{Value, json};
@@ -118,23 +119,79 @@ fn bench_evaluate(decisions: u64) {
         enabled_by_default: false,
         user_groups: [GroupId("group-7".into()), GroupId("other".into())].into(),
         device_groups: [DeviceGroupId("dg-2".into())].into(),
-        logout_on_enable: false,
+        ..Settings::default()
     };
     let subject = Subject {
         user_name: "ada@acme.example",
+        user_id: "3f1c7a52-0d55-4c8e-9a57-6c2b8e1f4d10",
+        device_id: "9b0e4f6a-2c71-4d3b-8f5e-1a7d2c9e6b42",
+        tenant_id: "5e2d8c1b-7a94-4f06-b3c8-0d1e6f2a9b57",
         user_active: true,
         user_groups: &user_groups,
         device_groups: &device_groups,
         client_version: ClientVersion::new([4, 3, 0, 120], 4),
         pending_approval: false,
+        grants: &[],
     };
+    time_decisions(
+        "evaluate() per decision (group match)",
+        decisions,
+        zpa,
+        &settings,
+        &subject,
+    );
+
+    // Issue 15: two excluded user groups and one device group the subject is
+    // not in (so every list is searched), a 50 % rollout (so the bucket is
+    // hashed), and 10 active grants, none of them for this service and device
+    // (so every grant is looked at).
+    let with_rules = Settings {
+        exclude_user_groups: [GroupId("contractors".into()), GroupId("interns".into())].into(),
+        exclude_device_groups: [DeviceGroupId("kiosks".into())].into(),
+        rollout_percent: 50,
+        ..settings
+    };
+    let grants: Vec<ActiveGrant> = (0..10)
+        .map(|i| ActiveGrant {
+            id: format!("grant-{i}"),
+            service_id: if i % 2 == 0 {
+                "internet_access"
+            } else {
+                "private_access"
+            }
+            .to_owned(),
+            device_id: Some(format!("other-device-{i}")),
+            ends_at: "2026-12-01T18:00:00Z".to_owned(),
+            overrides_exclusions: false,
+        })
+        .collect();
+    let busy = Subject {
+        grants: &grants,
+        ..subject
+    };
+    time_decisions(
+        "evaluate() per decision (exclusions, 10 grants, 50 % rollout)",
+        decisions,
+        zpa,
+        &with_rules,
+        &busy,
+    );
+}
+
+fn time_decisions(
+    label: &str,
+    decisions: u64,
+    service: &entitle_core::ServiceDef,
+    settings: &Settings,
+    subject: &Subject<'_>,
+) {
     let started = Instant::now();
     let mut enabled = 0u64;
     for _ in 0..decisions {
         let decision = evaluate(
-            zpa,
-            std::hint::black_box(&settings),
-            std::hint::black_box(&subject),
+            service,
+            std::hint::black_box(settings),
+            std::hint::black_box(subject),
             &NoNames,
         );
         enabled += u64::from(decision.enabled);
@@ -142,7 +199,7 @@ fn bench_evaluate(decisions: u64) {
     let elapsed = started.elapsed();
     std::hint::black_box(enabled);
     report(
-        "evaluate() per decision (group match)",
+        label,
         format!(
             "{:.0} ns  ({} decisions in {:.2} s)",
             elapsed.as_nanos() as f64 / decisions as f64,
@@ -750,7 +807,7 @@ async fn bench_device_list(args: &BenchArgs) -> anyhow::Result<()> {
                     enabled_by_default: false,
                     user_groups: BTreeSet::new(),
                     device_groups: [windows.id.clone()].into(),
-                    logout_on_enable: false,
+                    ..Settings::default()
                 },
                 actor: actor.clone(),
                 action: "entitlement.save",

@@ -565,7 +565,7 @@ pub async fn seed(store: &dyn Store) -> anyhow::Result<bool> {
         enabled_by_default: false,
         user_groups: [group("Engineering")?, group("Finance")?].into(),
         device_groups: [laptops].into(),
-        logout_on_enable: false,
+        ..Settings::default()
     };
     // Internet & SaaS stays on for everyone; Digital Experience Monitoring is off
     // with no group yet, waiting for its pilot.

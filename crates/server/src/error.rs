@@ -109,14 +109,30 @@ impl From<StoreError> for ApiError {
                 error.to_string(),
             ),
             StoreError::Invalid(ref rule) => {
-                let code = match rule {
-                    entitle_core::SaveError::GroupsWhileEnabledByDefault { .. } => {
-                        "groups_while_enabled_by_default"
+                use entitle_core::SaveError as E;
+                let (code, field) = match rule {
+                    E::GroupsWhileEnabledByDefault { .. } => {
+                        ("groups_while_enabled_by_default", None)
                     }
-                    entitle_core::SaveError::UnknownUserGroups { .. } => "unknown_user_groups",
-                    entitle_core::SaveError::UnknownDeviceGroups { .. } => "unknown_device_groups",
+                    E::UnknownUserGroups { .. } => ("unknown_user_groups", Some("user_groups")),
+                    E::UnknownDeviceGroups { .. } => {
+                        ("unknown_device_groups", Some("device_groups"))
+                    }
+                    E::UnknownExcludedUserGroups { .. } => {
+                        ("unknown_user_groups", Some("exclude_user_groups"))
+                    }
+                    E::UnknownExcludedDeviceGroups { .. } => {
+                        ("unknown_device_groups", Some("exclude_device_groups"))
+                    }
+                    E::RolloutPercent { .. } => {
+                        ("invalid_rollout_percent", Some("rollout_percent"))
+                    }
                 };
-                ApiError::unprocessable(code, error.to_string())
+                let api = ApiError::unprocessable(code, error.to_string());
+                match field {
+                    Some(field) => api.with_field(field),
+                    None => api,
+                }
             }
             StoreError::UnknownMembers { .. } => {
                 ApiError::unprocessable("unknown_members", error.to_string())

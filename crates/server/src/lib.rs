@@ -21,6 +21,7 @@ pub mod oidc;
 mod ops;
 pub mod password;
 mod portal;
+mod scheduler;
 mod scim;
 mod snapshot;
 mod state;
@@ -66,6 +67,8 @@ pub use tls::{ServerTls, TlsError};
         admin::entitlements::get_entitlements, admin::entitlements::get_settings,
         admin::entitlements::put_settings, admin::entitlements::preview,
         admin::entitlements::history, admin::entitlements::rollback,
+        admin::scheduled_changes::list_changes, admin::scheduled_changes::cancel_change,
+        admin::grants::create_grant, admin::grants::list_grants, admin::grants::revoke_grant,
         admin::devices::list_devices, admin::devices::get_device, admin::devices::delete_device,
         admin::devices::export_devices, admin::devices::resync_device,
         admin::audit::audit, admin::audit::export, admin::directory::directory_status,
@@ -245,6 +248,7 @@ impl Server {
         if let Some(feed) = feed {
             tokio::spawn(follow_changes(feed, self.state.snapshots.clone()));
         }
+        tokio::spawn(scheduler::run(self.state.clone(), scheduler::node_name()));
         let shutdown = self.shutdown;
         let acceptor = self.tls.as_ref().map(|tls| tls.acceptor());
         if let Some(tls) = &self.tls {

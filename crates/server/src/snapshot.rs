@@ -11,11 +11,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use entitle_core::{
-    Decision, DeviceGroup, DeviceGroupId, GroupGraph, GroupId, GroupNames, SERVICES, ServiceDef,
-    Subject, effective_device_groups, evaluate,
+    ActiveGrant, Decision, DeviceGroup, DeviceGroupId, GroupGraph, GroupId, GroupNames, SERVICES,
+    ServiceDef, Subject, effective_device_groups, evaluate,
 };
-use entitle_store::{Change, Device, Store, StoreResult, StoredSettings, Tenant, TenantData};
+use entitle_store::{
+    Change, Device, Grant, Store, StoreResult, StoredSettings, Tenant, TenantData,
+};
 use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
 use tokio::sync::{Mutex, watch};
 
 use crate::wire::{DecisionJson, PolicyJson, ServicePolicyJson};
@@ -47,6 +50,11 @@ pub struct TenantSnapshot {
     graph: GroupGraph,
     /// Per group, the active users in it directly or through nesting.
     active_members: HashMap<GroupId, usize>,
+    /// Per user id, the grants active when the snapshot was read.
+    grants: HashMap<String, Vec<ActiveGrant>>,
+    /// The next grant boundary (a start or an end) after the snapshot was
+    /// read: past it, the snapshot must be rebuilt before it decides.
+    pub valid_until: Option<OffsetDateTime>,
 }
 
 /// Every service's decision for one device.
@@ -132,7 +140,14 @@ impl TenantSnapshot {
                 .collect(),
             graph,
             active_members,
+            grants: active_grants(&data.grants, data.as_of),
+            valid_until: next_boundary(&data.grants, data.as_of),
         }
+    }
+
+    /// Whether the snapshot is past its `valid_until` at `now`.
+    pub fn expired(&self, now: OffsetDateTime) -> bool {
+        self.valid_until.is_some_and(|until| until <= now)
     }
 
     /// Active users in a group directly or through groups nested inside it,
@@ -171,13 +186,23 @@ impl TenantSnapshot {
                     .collect();
                 let subject = Subject {
                     user_name: &user.user_name,
+                    user_id,
+                    device_id: "",
+                    tenant_id: &self.tenant.id,
                     user_active: user.active,
                     user_groups: &user.effective_groups,
                     device_groups: &device_groups,
                     client_version: service.min_version,
                     pending_approval: false,
+                    grants: self.grants_of(user_id),
                 };
-                Some((service, evaluate(service, &stored.settings, &subject, self)))
+                // No device: as if the device were in the rollout (it is
+                // per device; the device's own page says which).
+                let settings = entitle_core::Settings {
+                    rollout_percent: entitle_core::FULL_ROLLOUT,
+                    ..stored.settings.clone()
+                };
+                Some((service, evaluate(service, &settings, &subject, self)))
             })
             .collect();
         Some(services)
@@ -233,12 +258,21 @@ impl TenantSnapshot {
         let user = self.users.get(&device.user_id);
         Subject {
             user_name: user.map_or(device.user_name.as_str(), |u| u.user_name.as_str()),
+            user_id: &device.user_id,
+            device_id: &device.id,
+            tenant_id: &self.tenant.id,
             user_active: user.is_some_and(|u| u.active),
             user_groups: user.map_or(&NO_GROUPS, |u| &u.effective_groups),
             device_groups,
             client_version: device.report.client_version,
             pending_approval: device.pending_approval,
+            grants: self.grants_of(&device.user_id),
         }
+    }
+
+    /// The grants of a user active when the snapshot was read.
+    fn grants_of(&self, user_id: &str) -> &[ActiveGrant] {
+        self.grants.get(user_id).map_or(&[], Vec::as_slice)
     }
 
     /// The ETag of the policy a device gets, without building the policy:
@@ -347,6 +381,33 @@ struct EtagPart<'a> {
     explanation: &'a str,
 }
 
+/// The grants active at `as_of`, as core's `ActiveGrant`s per user id.
+fn active_grants(grants: &[Grant], as_of: OffsetDateTime) -> HashMap<String, Vec<ActiveGrant>> {
+    let mut by_user: HashMap<String, Vec<ActiveGrant>> = HashMap::new();
+    for grant in grants.iter().filter(|g| g.active_at(as_of)) {
+        by_user
+            .entry(grant.user_id.clone())
+            .or_default()
+            .push(ActiveGrant {
+                id: grant.id.clone(),
+                service_id: grant.service.clone(),
+                device_id: grant.device_id.clone(),
+                ends_at: crate::wire::rfc3339(grant.ends_at),
+                overrides_exclusions: grant.overrides_exclusions,
+            });
+    }
+    by_user
+}
+
+/// The earliest grant start or end after `as_of`.
+fn next_boundary(grants: &[Grant], as_of: OffsetDateTime) -> Option<OffsetDateTime> {
+    grants
+        .iter()
+        .flat_map(|g| [g.starts_at, g.ends_at])
+        .filter(|at| *at > as_of)
+        .min()
+}
+
 /// The ETag of a policy covers what the device acts on, not the config version,
 /// so that changes that do not concern a device answer 304.
 fn etag_of(mut parts: Vec<EtagPart<'_>>, poll_interval_s: u64) -> String {
@@ -441,10 +502,43 @@ impl Snapshots {
         self.nudge(tenant_id, device_id).await
     }
 
-    /// The current snapshot of a tenant, loading it on first use.
+    /// The current snapshot of a tenant, loading it on first use, and
+    /// rebuilding it first when a grant started or ended since it was built.
     pub async fn get(&self, tenant_id: &str) -> StoreResult<Arc<TenantSnapshot>> {
         let entry = self.entry(tenant_id).await?;
+        let snapshot = read(&entry.current);
+        if !snapshot.expired(OffsetDateTime::now_utc()) {
+            return Ok(snapshot);
+        }
+        self.refresh(tenant_id).await?;
         Ok(read(&entry.current))
+    }
+
+    /// The earliest `valid_until` of the snapshots this node holds.
+    pub fn next_expiry(&self) -> Option<OffsetDateTime> {
+        let tenants = self.tenants.read().unwrap_or_else(|e| e.into_inner());
+        tenants
+            .values()
+            .filter_map(|entry| read(&entry.current).valid_until)
+            .min()
+    }
+
+    /// Rebuilds every snapshot past its `valid_until`, waking its held
+    /// long-polls: how a grant's start and end reach devices without a poll.
+    pub async fn refresh_expired(&self, now: OffsetDateTime) {
+        let expired: Vec<String> = self
+            .tenants
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, entry)| read(&entry.current).expired(now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for tenant_id in expired {
+            if let Err(error) = self.refresh(&tenant_id).await {
+                tracing::warn!(%error, tenant = %tenant_id, "could not refresh a snapshot at a grant boundary");
+            }
+        }
     }
 
     /// The snapshot of a tenant, rebuilt first if the database has seen a newer

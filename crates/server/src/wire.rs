@@ -134,6 +134,26 @@ pub struct SettingsJson {
     /// Log the user out when the service becomes entitled.
     #[serde(default)]
     pub logout_on_enable: bool,
+    /// Directory group ids whose members never get the service through groups
+    /// or "Enabled by Default" (nested membership applies); may change while
+    /// "Enabled by Default" is on.
+    #[serde(default)]
+    pub exclude_user_groups: Vec<String>,
+    /// Device group ids whose devices never get the service through groups or
+    /// "Enabled by Default".
+    #[serde(default)]
+    pub exclude_device_groups: Vec<String>,
+    /// Staged rollout: the percentage (1–100) of the devices that would get the
+    /// service through groups or "Enabled by Default" that do get it, chosen by
+    /// a stable hash of tenant, service and device, so that raising it only
+    /// adds devices. Default 100.
+    #[serde(default = "full_rollout")]
+    #[schema(minimum = 1, maximum = 100, default = 100)]
+    pub rollout_percent: u16,
+}
+
+fn full_rollout() -> u16 {
+    u16::from(entitle_core::FULL_ROLLOUT)
 }
 
 impl From<&Settings> for SettingsJson {
@@ -143,6 +163,17 @@ impl From<&Settings> for SettingsJson {
             user_groups: settings.user_groups.iter().map(|g| g.0.clone()).collect(),
             device_groups: settings.device_groups.iter().map(|g| g.0.clone()).collect(),
             logout_on_enable: settings.logout_on_enable,
+            exclude_user_groups: settings
+                .exclude_user_groups
+                .iter()
+                .map(|g| g.0.clone())
+                .collect(),
+            exclude_device_groups: settings
+                .exclude_device_groups
+                .iter()
+                .map(|g| g.0.clone())
+                .collect(),
+            rollout_percent: u16::from(settings.rollout_percent),
         }
     }
 }
@@ -154,6 +185,15 @@ impl From<SettingsJson> for Settings {
             user_groups: json.user_groups.into_iter().map(GroupId).collect(),
             device_groups: json.device_groups.into_iter().map(DeviceGroupId).collect(),
             logout_on_enable: json.logout_on_enable,
+            exclude_user_groups: json.exclude_user_groups.into_iter().map(GroupId).collect(),
+            exclude_device_groups: json
+                .exclude_device_groups
+                .into_iter()
+                .map(DeviceGroupId)
+                .collect(),
+            // Out of u8's range is out of 1..=100 too: 0 makes `validate_save`
+            // refuse it (422) instead of wrapping to an accepted value.
+            rollout_percent: u8::try_from(json.rollout_percent).unwrap_or(0),
         }
     }
 }
@@ -769,6 +809,32 @@ pub struct ImpactJson {
     pub losing: ImpactSideJson,
     /// Devices whose client is too old to honour the settings.
     pub legacy_clients: ImpactSideJson,
+    /// Staged rollout of the proposed settings: how many devices get the
+    /// service at each step of `rollout_percent` and how many each step adds
+    /// (empty where no rollout applies).
+    #[serde(default)]
+    pub rollout: Vec<RolloutStepJson>,
+}
+
+/// One step of a staged rollout's preview.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct RolloutStepJson {
+    /// The step's `rollout_percent`.
+    pub percent: u8,
+    /// Devices that get the service at this step.
+    pub devices: usize,
+    /// Devices this step adds to the previous step.
+    pub added: usize,
+}
+
+impl From<entitle_core::RolloutStep> for RolloutStepJson {
+    fn from(step: entitle_core::RolloutStep) -> Self {
+        Self {
+            percent: step.percent,
+            devices: step.devices,
+            added: step.added,
+        }
+    }
 }
 
 impl From<Impact> for ImpactJson {
@@ -777,6 +843,7 @@ impl From<Impact> for ImpactJson {
             gaining: impact.gaining.into(),
             losing: impact.losing.into(),
             legacy_clients: impact.legacy_clients.into(),
+            rollout: Vec::new(),
         }
     }
 }

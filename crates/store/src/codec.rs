@@ -20,15 +20,31 @@ pub fn settings_to_json(settings: &Settings) -> Value {
         "user_groups": settings.user_groups.iter().map(GroupId::as_str).collect::<Vec<_>>(),
         "device_groups": settings.device_groups.iter().map(DeviceGroupId::as_str).collect::<Vec<_>>(),
         "logout_on_enable": settings.logout_on_enable,
+        "exclude_user_groups": settings.exclude_user_groups.iter().map(GroupId::as_str).collect::<Vec<_>>(),
+        "exclude_device_groups": settings.exclude_device_groups.iter().map(DeviceGroupId::as_str).collect::<Vec<_>>(),
+        "rollout_percent": settings.rollout_percent,
     })
 }
 
+/// Settings as history stores them. Fields added later have defaults, so a
+/// version written before them reads (and restores) as it meant: no
+/// exclusions, rolled out to everyone.
 #[derive(Deserialize)]
 struct StoredSettingsJson {
     enabled_by_default: bool,
     user_groups: Vec<String>,
     device_groups: Vec<String>,
     logout_on_enable: bool,
+    #[serde(default)]
+    exclude_user_groups: Vec<String>,
+    #[serde(default)]
+    exclude_device_groups: Vec<String>,
+    #[serde(default = "full_rollout")]
+    rollout_percent: u8,
+}
+
+fn full_rollout() -> u8 {
+    entitle_core::FULL_ROLLOUT
 }
 
 pub(crate) fn settings_from_json(text: &str) -> Result<Settings, StoreError> {
@@ -42,6 +58,17 @@ pub(crate) fn settings_from_json(text: &str) -> Result<Settings, StoreError> {
             .map(DeviceGroupId)
             .collect(),
         logout_on_enable: stored.logout_on_enable,
+        exclude_user_groups: stored
+            .exclude_user_groups
+            .into_iter()
+            .map(GroupId)
+            .collect(),
+        exclude_device_groups: stored
+            .exclude_device_groups
+            .into_iter()
+            .map(DeviceGroupId)
+            .collect(),
+        rollout_percent: stored.rollout_percent.clamp(1, entitle_core::FULL_ROLLOUT),
     })
 }
 
@@ -263,4 +290,37 @@ pub(crate) fn service_states_from_json(
             ))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod settings_tests {
+    use super::*;
+
+    #[test]
+    fn history_written_before_exclusions_reads_as_none_and_everyone() {
+        let old = r#"{"enabled_by_default":false,"user_groups":["g1"],"device_groups":[],"logout_on_enable":true}"#;
+        let settings = settings_from_json(old).expect("old settings read");
+        assert_eq!(
+            settings,
+            Settings {
+                user_groups: [GroupId("g1".into())].into(),
+                logout_on_enable: true,
+                ..Settings::default()
+            }
+        );
+        assert_eq!(settings.rollout_percent, 100);
+    }
+
+    #[test]
+    fn new_fields_round_trip() {
+        let settings = Settings {
+            enabled_by_default: true,
+            exclude_user_groups: [GroupId("contractors".into())].into(),
+            exclude_device_groups: [DeviceGroupId("kiosks".into())].into(),
+            rollout_percent: 10,
+            ..Settings::default()
+        };
+        let text = settings_to_json(&settings).to_string();
+        assert_eq!(settings_from_json(&text).expect("reads"), settings);
+    }
 }

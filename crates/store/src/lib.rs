@@ -7,6 +7,8 @@
 mod account_admin;
 mod codec;
 mod dialect;
+mod grants;
+mod scheduled;
 mod scim_tokens;
 pub mod secrets;
 mod sql;
@@ -25,6 +27,14 @@ pub use account_admin::{
 };
 pub use codec::{device_group_to_json, report_to_json, settings_to_json};
 pub use dialect::PostgresOptions;
+pub use grants::{
+    GRANTS_LISTED, Grant, GrantStore, MAX_GRANT_DURATION, MAX_GRANT_START_AHEAD, MAX_JUSTIFICATION,
+    MAX_LIVE_GRANTS, NewGrant,
+};
+pub use scheduled::{
+    DueChange, MAX_PENDING_CHANGES, MAX_SCHEDULE_AHEAD, NewScheduledChange,
+    SCHEDULED_CHANGES_LISTED, ScheduledChange, ScheduledChangeStore, ScheduledStatus,
+};
 pub use scim_tokens::{
     MAX_SCIM_GRACE, SCIM_TOKENS_LISTED, ScimGrant, ScimRotation, ScimToken, ScimTokenState,
     ScimTokenStore,
@@ -42,6 +52,8 @@ pub trait Store:
     + AccountAdminStore
     + ScimStore
     + ScimTokenStore
+    + ScheduledChangeStore
+    + GrantStore
     + Send
     + Sync
 {
@@ -56,6 +68,8 @@ impl<T> Store for T where
         + AccountAdminStore
         + ScimStore
         + ScimTokenStore
+        + ScheduledChangeStore
+        + GrantStore
         + Send
         + Sync
 {
@@ -984,6 +998,10 @@ pub struct TenantData {
     pub deleted_user_groups: Vec<(String, String)>,
     /// Deleted device groups as (id, name), which settings may still select.
     pub deleted_device_groups: Vec<(String, String)>,
+    /// Grants that had not ended at `as_of` and are not revoked (active or upcoming).
+    pub grants: Vec<Grant>,
+    /// When it was read: the time the grants were chosen at.
+    pub as_of: OffsetDateTime,
 }
 
 /// Counts shown as the directory's sync status.

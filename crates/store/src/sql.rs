@@ -49,6 +49,10 @@ mod audit_log;
 mod accounts;
 #[path = "sql_directory_views.rs"]
 mod directory_views;
+#[path = "sql_grants.rs"]
+mod grants;
+#[path = "sql_scheduled.rs"]
+mod scheduled;
 #[path = "sql_scim_setup.rs"]
 mod scim_setup;
 
@@ -307,7 +311,8 @@ async fn load_settings(
     service: &ServiceDef,
 ) -> StoreResult<StoredSettings> {
     let row = query(
-        "SELECT enabled_by_default, user_groups_json, device_groups_json, logout_on_enable, version
+        "SELECT enabled_by_default, user_groups_json, device_groups_json, logout_on_enable,
+                exclude_user_groups_json, exclude_device_groups_json, rollout_percent, version
          FROM settings WHERE tenant_id = $1 AND service = $2",
     )
     .id(&tenant.id)
@@ -327,12 +332,23 @@ async fn load_settings(
 fn settings_from_row(row: &Row) -> StoreResult<StoredSettings> {
     let user_groups = id_list_from_json(&row.json("user_groups_json")?)?;
     let device_groups = id_list_from_json(&row.json("device_groups_json")?)?;
+    let exclude_user_groups = id_list_from_json(&row.json("exclude_user_groups_json")?)?;
+    let exclude_device_groups = id_list_from_json(&row.json("exclude_device_groups_json")?)?;
+    let rollout_percent: i64 = row.get("rollout_percent")?;
     Ok(StoredSettings {
         settings: Settings {
             enabled_by_default: row.get("enabled_by_default")?,
             user_groups: user_groups.into_iter().map(GroupId).collect(),
             device_groups: device_groups.into_iter().map(DeviceGroupId).collect(),
             logout_on_enable: row.get("logout_on_enable")?,
+            exclude_user_groups: exclude_user_groups.into_iter().map(GroupId).collect(),
+            exclude_device_groups: exclude_device_groups
+                .into_iter()
+                .map(DeviceGroupId)
+                .collect(),
+            // The column's CHECK keeps it in 1..=100; anything else reads as
+            // the smallest rollout rather than everyone.
+            rollout_percent: u8::try_from(rollout_percent.clamp(1, 100)).unwrap_or(1),
         },
         version: row.get("version")?,
     })
@@ -376,14 +392,18 @@ async fn write_settings_version(
         .await?;
     query(
         "INSERT INTO settings (tenant_id, service, enabled_by_default, user_groups_json,
-                               device_groups_json, logout_on_enable, version)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
+                               device_groups_json, logout_on_enable, version,
+                               exclude_user_groups_json, exclude_device_groups_json, rollout_percent)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
          ON CONFLICT (tenant_id, service) DO UPDATE SET
             enabled_by_default = excluded.enabled_by_default,
             user_groups_json = excluded.user_groups_json,
             device_groups_json = excluded.device_groups_json,
             logout_on_enable = excluded.logout_on_enable,
-            version = excluded.version",
+            version = excluded.version,
+            exclude_user_groups_json = excluded.exclude_user_groups_json,
+            exclude_device_groups_json = excluded.exclude_device_groups_json,
+            rollout_percent = excluded.rollout_percent",
     )
     .id(&tenant.id)
     .bind(service.id)
@@ -396,6 +416,13 @@ async fn write_settings_version(
     ))
     .bind(after.logout_on_enable)
     .bind(version)
+    .json(id_list_to_json(
+        after.exclude_user_groups.iter().map(GroupId::as_str),
+    ))
+    .json(id_list_to_json(
+        after.exclude_device_groups.iter().map(DeviceGroupId::as_str),
+    ))
+    .bind(i64::from(after.rollout_percent))
     .execute(&mut *conn)
     .await?;
     let before_json = settings_to_json(before);
@@ -427,6 +454,105 @@ async fn write_settings_version(
         .write(conn)
         .await?;
     Ok(version)
+}
+
+/// The checks of a save, in the save's transaction (which holds the tenant's
+/// write lock): `If-Match` and the spec's rules. Answers the tenant and the
+/// stored settings the save would replace. A scheduled change runs them when
+/// it is scheduled and again when it is applied.
+pub(crate) async fn check_save(
+    tx: &mut Conn<'_>,
+    tenant_id: &str,
+    request: &SaveRequest,
+) -> StoreResult<(Tenant, StoredSettings)> {
+    let tenant = tenant_row(tx, tenant_id).await?;
+    let current = load_settings(tx, &tenant, request.service).await?;
+    if let Some(expected) = request.expected_version
+        && expected != current.version
+    {
+        return Err(StoreError::Stale {
+            expected,
+            current: current.version,
+        });
+    }
+    let proposed = &request.settings;
+    let known_users = existing_ids(
+        tx,
+        IdTable::Groups,
+        tenant_id,
+        proposed
+            .user_groups
+            .iter()
+            .chain(&proposed.exclude_user_groups)
+            .map(GroupId::as_str),
+    )
+    .await?;
+    let known_devices = existing_ids(
+        tx,
+        IdTable::DeviceGroups,
+        tenant_id,
+        proposed
+            .device_groups
+            .iter()
+            .chain(&proposed.exclude_device_groups)
+            .map(DeviceGroupId::as_str),
+    )
+    .await?;
+    let baseline = if request.check_default_rule {
+        current.settings.clone()
+    } else {
+        Settings {
+            user_groups: proposed.user_groups.clone(),
+            device_groups: proposed.device_groups.clone(),
+            ..current.settings.clone()
+        }
+    };
+    validate_save(
+        request.service,
+        &baseline,
+        proposed,
+        |id| known_users.contains(id.as_str()),
+        |id| known_devices.contains(id.as_str()),
+    )?;
+    Ok((tenant, current))
+}
+
+/// A save in the caller's transaction: the checks, then the new version with
+/// its history row and audit entry. The caller commits.
+pub(crate) async fn save_in(
+    tx: &mut Conn<'_>,
+    tenant_id: &str,
+    request: &SaveRequest,
+) -> StoreResult<Saved> {
+    let (tenant, current) = check_save(tx, tenant_id, request).await?;
+    let proposed = &request.settings;
+    // A save that changes nothing is answered with the current version: a new
+    // version, audit entry and data-version bump would only be noise that
+    // wakes every held long-poll for nothing.
+    if *proposed == current.settings {
+        return Ok(Saved {
+            config_version: tenant.config_version,
+            stored: current,
+        });
+    }
+    let version = write_settings_version(
+        tx,
+        &tenant,
+        request.service,
+        &current.settings,
+        proposed,
+        &request.actor,
+        request.action,
+        request.restored_from,
+    )
+    .await?;
+    Ok(Saved {
+        stored: StoredSettings {
+            settings: proposed.clone(),
+            version,
+        },
+        config_version: version,
+    })
 }
 
 impl SqlStore {
@@ -534,15 +660,19 @@ async fn services_selecting(
     let mut selecting = Vec::new();
     for service in SERVICES {
         let current = load_settings(conn, &tenant, service).await?;
+        // An excluded group counts too: deleting it must not widen access
+        // (its tombstone keeps the service off, see `entitle_core::evaluate`).
         let selected = match kind {
-            GroupKind::User => current
-                .settings
-                .user_groups
-                .contains(&GroupId(group_id.to_owned())),
-            GroupKind::Device => current
-                .settings
-                .device_groups
-                .contains(&DeviceGroupId(group_id.to_owned())),
+            GroupKind::User => {
+                let id = GroupId(group_id.to_owned());
+                current.settings.user_groups.contains(&id)
+                    || current.settings.exclude_user_groups.contains(&id)
+            }
+            GroupKind::Device => {
+                let id = DeviceGroupId(group_id.to_owned());
+                current.settings.device_groups.contains(&id)
+                    || current.settings.exclude_device_groups.contains(&id)
+            }
         };
         if selected {
             selecting.push(service.id.to_owned());
@@ -1563,6 +1693,8 @@ impl DirectoryStore for SqlStore {
                 _ => deleted_device_groups.push(entry),
             }
         }
+        let as_of = tx.now();
+        let grants = grants::live_grants(&mut tx, tenant_id, as_of).await?;
         tx.commit().await?;
         Ok(TenantData {
             tenant,
@@ -1573,6 +1705,8 @@ impl DirectoryStore for SqlStore {
             device_groups,
             deleted_user_groups,
             deleted_device_groups,
+            grants,
+            as_of,
         })
     }
 }
@@ -2006,75 +2140,9 @@ impl ConfigStore for SqlStore {
 
     async fn save_settings(&self, tenant_id: &str, request: SaveRequest) -> StoreResult<Saved> {
         let mut tx = self.db.write_tenant(tenant_id).await?;
-        let tenant = tenant_row(&mut tx, tenant_id).await?;
-        let current = load_settings(&mut tx, &tenant, request.service).await?;
-        if let Some(expected) = request.expected_version
-            && expected != current.version
-        {
-            return Err(StoreError::Stale {
-                expected,
-                current: current.version,
-            });
-        }
-        let proposed = &request.settings;
-        let known_users = existing_ids(
-            &mut tx,
-            IdTable::Groups,
-            tenant_id,
-            proposed.user_groups.iter().map(GroupId::as_str),
-        )
-        .await?;
-        let known_devices = existing_ids(
-            &mut tx,
-            IdTable::DeviceGroups,
-            tenant_id,
-            proposed.device_groups.iter().map(DeviceGroupId::as_str),
-        )
-        .await?;
-        let baseline = if request.check_default_rule {
-            current.settings.clone()
-        } else {
-            Settings {
-                user_groups: proposed.user_groups.clone(),
-                device_groups: proposed.device_groups.clone(),
-                ..current.settings.clone()
-            }
-        };
-        validate_save(
-            request.service,
-            &baseline,
-            proposed,
-            |id| known_users.contains(id.as_str()),
-            |id| known_devices.contains(id.as_str()),
-        )?;
-        // A save that changes nothing is answered with the current version: a new
-        // version, audit entry and data-version bump would only be noise that
-        // wakes every held long-poll for nothing.
-        if *proposed == current.settings {
-            return Ok(Saved {
-                config_version: tenant.config_version,
-                stored: current,
-            });
-        }
-        let version = write_settings_version(
-            &mut tx,
-            &tenant,
-            request.service,
-            &current.settings,
-            proposed,
-            &request.actor,
-            request.action,
-            request.restored_from,
-        )
-        .await?;
+        let saved = save_in(&mut tx, tenant_id, &request).await?;
         tx.commit().await?;
-        Ok(Saved {
-            stored: StoredSettings {
-                settings: proposed.clone(),
-                version,
-            },
-            config_version: version,
-        })
+        Ok(saved)
     }
 
     async fn config_version(&self, tenant_id: &str, version: i64) -> StoreResult<ConfigVersion> {

@@ -41,7 +41,14 @@ pub enum EntitlementAction {
         service: Option<String>,
     },
     /// Change a service's settings (reads them, applies the flags, saves with If-Match).
-    Set(SettingsChange),
+    Set {
+        #[command(flatten)]
+        change: SettingsChange,
+        /// Apply the change at this time (RFC 3339, e.g. 2026-12-01T06:00:00Z)
+        /// instead of now; `entitle changes list` shows it, `changes cancel` cancels it.
+        #[arg(long)]
+        apply_at: Option<String>,
+    },
     /// Show who would gain and lose a service under the changed settings, without saving.
     Preview(SettingsChange),
     /// Config versions, newest first.
@@ -105,12 +112,27 @@ pub(super) async fn run(api: Api, action: EntitlementAction) -> anyhow::Result<(
             );
             print_line(&format!("config version {}", text(&all["config_version"])));
         }
-        EntitlementAction::Set(change) => {
-            let (settings, etag) = changed_settings(&api, &change).await?;
+        EntitlementAction::Set { change, apply_at } => {
+            let (mut settings, etag) = changed_settings(&api, &change).await?;
+            if let Some(at) = &apply_at {
+                settings["apply_at"] = json!(at);
+            }
             let path = api.scoped(&format!("/entitlements/{}", change.service))?;
             let answer = api
                 .call(Method::PUT, &path, Some(&settings), etag.as_deref())
                 .await?;
+            if answer.status == StatusCode::ACCEPTED {
+                api.report(&answer.body, |body| {
+                    format!(
+                        "scheduled {} for {} as change {}; `entitle changes cancel {}` cancels it",
+                        change.service,
+                        text(&body["apply_at"]),
+                        text(&body["id"]),
+                        text(&body["id"])
+                    )
+                });
+                return Ok(());
+            }
             // The new config version comes in the ETag, not in the settings;
             // a save that changed nothing answers the version it read.
             let version = answer.etag.as_deref().unwrap_or_default().trim_matches('"');

@@ -5,11 +5,13 @@
 
 mod accounts;
 mod audit;
+mod changes;
 mod device_groups;
 mod devices;
 mod directory;
 mod enrollment_keys;
 mod entitlements;
+mod grants;
 mod tenants;
 mod tokens;
 
@@ -121,6 +123,20 @@ pub enum ClientCommand {
         #[command(flatten)]
         filters: audit::AuditFilters,
     },
+    /// Scheduled entitlement changes (`entitlements set --apply-at`): list, cancel.
+    Changes {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        action: changes::ChangeAction,
+    },
+    /// Time-bound grants of a service to one user: create, list, revoke.
+    Grants {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        action: grants::GrantAction,
+    },
     /// The directory's sync status.
     Directory {
         #[command(flatten)]
@@ -152,6 +168,8 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
             filters,
         } => audit::run(Api::new(conn)?, limit, filters).await,
         ClientCommand::Directory { conn } => directory::status(Api::new(conn)?).await,
+        ClientCommand::Changes { conn, action } => changes::run(Api::new(conn)?, action).await,
+        ClientCommand::Grants { conn, action } => grants::run(Api::new(conn)?, action).await,
     }
 }
 

@@ -10,14 +10,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use entitle_core::{
-    DeviceGroupId, GroupId, GroupNames, IMPACT_SAMPLE_SIZE, PopulationEntry, SERVICES, ServiceDef,
-    Settings, impact, service,
+    DeviceGroupId, GroupId, GroupNames, IMPACT_SAMPLE_SIZE, PopulationEntry, ROLLOUT_STEPS,
+    SERVICES, ServiceDef, Settings, impact, rollout_preview, service,
 };
 use entitle_store::{SaveRequest, StoreError};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::page_limit;
+use super::scheduled_changes::{self, SaveBody, StoreOrApi};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, QueryParams};
@@ -149,16 +150,19 @@ pub struct CurrentSettingsJson {
 }
 
 /// Saves one service's settings as a new config version; settings equal to the
-/// stored ones are answered with the stored version and write nothing.
-#[utoipa::path(put, path = "/api/v1/tenants/{tenant}/entitlements/{service}", tag = "entitlements", request_body = SettingsJson,
+/// stored ones are answered with the stored version and write nothing. With
+/// `"apply_at"` (RFC 3339, future) beside the settings, the save is checked now
+/// and scheduled (202): applied once at that time with `If-Match` = the
+/// version sent now (or, without `If-Match`, the version stored now).
+#[utoipa::path(put, path = "/api/v1/tenants/{tenant}/entitlements/{service}", tag = "entitlements", request_body = super::scheduled_changes::SaveBodyJson,
     params(("tenant" = String, Path), ("service" = String, Path), ("If-Match" = Option<String>, Header)),
-    responses((status = 200, body = SettingsJson, headers(("ETag" = String))), (status = 403), (status = 412, body = StaleJson), (status = 422)))]
+    responses((status = 200, body = SettingsJson, headers(("ETag" = String))), (status = 202, body = super::scheduled_changes::ScheduledChangeJson, description = "Scheduled: the body had \"apply_at\""), (status = 403), (status = 412, body = StaleJson), (status = 422)))]
 pub(crate) async fn put_settings(
     State(state): State<AppState>,
     caller: Caller,
     Path((tenant, service_id)): Path<(String, String)>,
     headers: HeaderMap,
-    JsonBody(body): JsonBody<SettingsJson>,
+    JsonBody(body): JsonBody<SaveBody>,
 ) -> ApiResult<Response> {
     let tenant = caller.tenant_for_write(&state, &tenant).await?;
     let service = service_or_404(&service_id)?;
@@ -166,6 +170,23 @@ pub(crate) async fn put_settings(
         Ok(expected) => expected,
         Err(message) => return stale(&state, &tenant.id, service, message).await,
     };
+    let SaveBody {
+        settings: body,
+        apply_at,
+    } = body;
+    if let Some(apply_at) = apply_at {
+        let scheduled = scheduled_changes::schedule(
+            &state, &caller, &tenant, service, expected, body, &apply_at,
+        );
+        return match scheduled.await {
+            Ok(response) => Ok(response),
+            Err(StoreOrApi::Store(error @ StoreError::Stale { .. })) => {
+                stale(&state, &tenant.id, service, error.to_string()).await
+            }
+            Err(StoreOrApi::Store(error)) => Err(error.into()),
+            Err(StoreOrApi::Api(error)) => Err(error),
+        };
+    }
     let request = SaveRequest {
         service,
         expected_version: expected,
@@ -247,7 +268,11 @@ fn group_names<'a>(
 ) -> BTreeMap<String, String> {
     let mut names = BTreeMap::new();
     for settings in settings {
-        for id in &settings.user_groups {
+        for id in settings
+            .user_groups
+            .iter()
+            .chain(&settings.exclude_user_groups)
+        {
             let name = match snapshot.user_group(id) {
                 Some(name) => name.to_owned(),
                 None => snapshot
@@ -256,7 +281,11 @@ fn group_names<'a>(
             };
             names.insert(id.0.clone(), name);
         }
-        for id in &settings.device_groups {
+        for id in settings
+            .device_groups
+            .iter()
+            .chain(&settings.exclude_device_groups)
+        {
             let name = match snapshot.device_group(id) {
                 Some(name) => name.to_owned(),
                 None => snapshot
@@ -297,6 +326,13 @@ pub(crate) async fn preview(
         |id| entitle_core::GroupNames::device_group(&*snapshot, id).is_some(),
     )
     .map_err(|e| ApiError::from(StoreError::Invalid(e)))?;
+    if !(1..=entitle_core::FULL_ROLLOUT).contains(&proposed.rollout_percent) {
+        return Err(ApiError::from(StoreError::Invalid(
+            entitle_core::SaveError::RolloutPercent {
+                percent: proposed.rollout_percent,
+            },
+        )));
+    }
     let mut devices = state.store.all_devices(&tenant.id).await?;
     // A stable order makes the sample the same from one preview to the next.
     devices.sort_by(|a, b| {
@@ -306,22 +342,34 @@ pub(crate) async fn preview(
         .iter()
         .map(|d| snapshot.device_groups_of(d))
         .collect();
-    let population = devices
-        .iter()
-        .zip(&device_groups)
-        .map(|(device, groups)| PopulationEntry {
-            hostname: &device.report.hostname,
-            subject: snapshot.subject(device, groups),
-        });
+    let population = || {
+        devices
+            .iter()
+            .zip(&device_groups)
+            .map(|(device, groups)| PopulationEntry {
+                hostname: &device.report.hostname,
+                subject: snapshot.subject(device, groups),
+            })
+    };
     let result = impact(
         service,
         &current.settings,
         &proposed,
-        population,
+        population(),
         &*snapshot,
     );
     debug_assert!(result.gaining.sample.len() <= IMPACT_SAMPLE_SIZE);
-    Ok(Json(ImpactJson::from(result)))
+    // The rollout steps of the proposed settings, from the same rule, plus
+    // the proposed percentage itself when it is not one of the steps.
+    let mut steps: Vec<u8> = ROLLOUT_STEPS.to_vec();
+    if (1..=100).contains(&proposed.rollout_percent) && !steps.contains(&proposed.rollout_percent) {
+        steps.push(proposed.rollout_percent);
+        steps.sort_unstable();
+    }
+    let rollout = rollout_preview(service, &proposed, population(), &*snapshot, &steps);
+    let mut json = ImpactJson::from(result);
+    json.rollout = rollout.into_iter().map(Into::into).collect();
+    Ok(Json(json))
 }
 
 /// History parameters.
@@ -527,6 +575,12 @@ pub(crate) async fn rollback(
         settings
             .device_groups
             .retain(|id| snapshot.device_group(id).is_some());
+        settings
+            .exclude_user_groups
+            .retain(|id| snapshot.user_group(id).is_some());
+        settings
+            .exclude_device_groups
+            .retain(|id| snapshot.device_group(id).is_some());
     }
     let request = SaveRequest {
         service,
@@ -556,6 +610,7 @@ fn deleted_groups(snapshot: &TenantSnapshot, settings: &Settings) -> Vec<String>
     let users = settings
         .user_groups
         .iter()
+        .chain(&settings.exclude_user_groups)
         .filter(|id: &&GroupId| snapshot.user_group(id).is_none())
         .map(|id| {
             format!(
@@ -566,6 +621,7 @@ fn deleted_groups(snapshot: &TenantSnapshot, settings: &Settings) -> Vec<String>
     let devices = settings
         .device_groups
         .iter()
+        .chain(&settings.exclude_device_groups)
         .filter(|id: &&DeviceGroupId| snapshot.device_group(id).is_none())
         .map(|id| {
             format!(

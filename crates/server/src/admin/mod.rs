@@ -9,7 +9,9 @@ pub(crate) mod devices;
 pub(crate) mod directory;
 pub(crate) mod directory_views;
 pub(crate) mod entitlements;
+pub(crate) mod grants;
 pub(crate) mod invitations;
+pub(crate) mod scheduled_changes;
 pub(crate) mod scim_setup;
 pub(crate) mod sessions;
 pub(crate) mod tenants;
@@ -38,6 +40,8 @@ pub fn router() -> Router<AppState> {
         .merge(scim_setup::router())
         .merge(invitations::router())
         .merge(sessions::router())
+        .merge(scheduled_changes::router())
+        .merge(grants::router())
 }
 
 /// Page sizes: default 50, at most 200.

@@ -9,6 +9,7 @@
 //! nothing leaves the machine (no CDN).
 
 mod admins;
+mod grants;
 mod scim_setup;
 mod sign_in;
 mod sso;
@@ -80,6 +81,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("users.js", JS, include_str!("assets/users.js")),
     ("user.js", JS, include_str!("assets/user.js")),
     ("group.js", JS, include_str!("assets/group.js")),
+    ("grants.js", JS, include_str!("assets/grants.js")),
 ];
 const JS: &str = "text/javascript; charset=utf-8";
 
@@ -105,6 +107,7 @@ pub fn router() -> Router<AppState> {
         .merge(sso::router())
         .merge(admins::router())
         .merge(users::router())
+        .merge(grants::router())
         .layer(axum::middleware::map_response(page_headers))
         // One guard per server: its throttle and hashing permits are shared by
         // every sign-in this server answers.
@@ -386,6 +389,7 @@ fn frame(
             "SCIM setup",
             format!("/t/{}/scim-setup", tenant.name),
         ),
+        ("grants", "Grants", format!("/t/{}/grants", tenant.name)),
         ("audit", "Audit log", format!("/t/{}/audit", tenant.name)),
         ("admins", "Admins", format!("/t/{}/admins", tenant.name)),
     ]

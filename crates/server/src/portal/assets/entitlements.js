@@ -29,6 +29,7 @@ $('legacy-help').textContent = 'Clients older than ' + service.min_version + ' d
 if (!canWrite) {
   show($('readonly-note'), true);
   $('save').remove();
+  $('apply-at').closest('.field').remove();
   // A viewer cannot change a setting, so the preview never has a change to show.
   $('preview-status').textContent = 'Administrators see here who would gain and who would lose the service before they save a change.';
 }
@@ -208,10 +209,17 @@ $('settings-form').addEventListener('submit', async (e) => {
   }
   $('save-status').textContent = 'Saving…';
   const previous = etag;
-  const answer = await api('PUT', tenantApi('/entitlements/' + service.id), form, { 'If-Match': etag });
+  // "Apply at": the same save, scheduled (202); the Grants page lists and cancels it.
+  const applyAt = $('apply-at').value;
+  const body = applyAt ? Object.assign({}, form, { apply_at: new Date(applyAt).toISOString() }) : form;
+  const answer = await api('PUT', tenantApi('/entitlements/' + service.id), body, { 'If-Match': etag });
   $('save').disabled = false;
   $('save-status').textContent = '';
-  if (answer.ok) {
+  if (answer.status === 202) {
+    $('apply-at').value = '';
+    $('save-status').textContent = 'Scheduled for ' + when(answer.body.apply_at) + '; nothing changes before then. Pending changes are on the Grants page, where you can cancel them.';
+    toast('Scheduled ' + service.display_name + ' for ' + when(answer.body.apply_at) + '.');
+  } else if (answer.ok) {
     etag = answer.etag;
     saved = structuredClone(answer.body);
     lastImpact = null;
