@@ -176,12 +176,20 @@ function changesWhatOldClientsIgnore() {
 // Live impact preview.
 let previewRun = 0;
 let lastImpact = null;
-async function loadPreview() {
+let previewPromise = null;
+/** The preview of the form as it is now. A run that a newer one supersedes
+ *  (the debounced refresh firing during a Save) answers with the newer run's
+ *  result, never with nothing: otherwise Save would skip its loss check. */
+function loadPreview() {
+  previewPromise = runPreview();
+  return previewPromise;
+}
+async function runPreview() {
   const run = ++previewRun;
   const proposed = structuredClone(form);
   $('preview-status').textContent = 'Updating the preview…';
   const answer = await api('POST', tenantApi('/entitlements/' + service.id + '/preview'), proposed);
-  if (run !== previewRun) return null;
+  if (run !== previewRun) return previewPromise;
   if (!answer.ok) {
     lastImpact = null;
     $('preview-status').textContent = '';
