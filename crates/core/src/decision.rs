@@ -280,14 +280,16 @@ pub fn evaluate(
         );
     }
 
-    let decision = by_groups(service, settings, subject, names);
-    if decision.enabled && settings.rollout_percent < FULL_ROLLOUT {
+    // A device outside the rollout that groups or the toggle would give the
+    // service is held back; the group explanation it would have had is not
+    // built (it is most of `evaluate`'s time and nobody reads it).
+    if settings.rollout_percent < FULL_ROLLOUT {
         let bucket = rollout_bucket(subject.tenant_id, service.id, subject.device_id);
-        if !in_rollout(bucket, settings.rollout_percent) {
-            let through = match decision.reason {
-                Reason::EnabledByDefault => "through \"Enabled by Default\"",
-                _ => "through its groups",
-            };
+        if !in_rollout(bucket, settings.rollout_percent)
+            && let Some((through, matched_user_groups, matched_device_groups)) =
+                on_through_groups(settings, subject)
+        {
+            debug_assert!(by_groups(service, settings, subject, names).enabled);
             return Decision {
                 enabled: false,
                 reason: Reason::RolloutHeldBack,
@@ -295,11 +297,41 @@ pub fn evaluate(
                     "{name} is rolled out to {} % of the devices that would get it, and this device (which would get it {through}) is not among them yet, so {name} is disabled.",
                     settings.rollout_percent,
                 ),
-                ..decision
+                matched_user_groups,
+                matched_device_groups,
             };
         }
     }
-    decision
+    by_groups(service, settings, subject, names)
+}
+
+/// Whether [`by_groups`] turns the service on, how, and the groups that
+/// matched, without its explanation.
+fn on_through_groups(
+    settings: &Settings,
+    subject: &Subject<'_>,
+) -> Option<(&'static str, Vec<GroupId>, Vec<DeviceGroupId>)> {
+    if settings.enabled_by_default {
+        return Some(("through \"Enabled by Default\"", Vec::new(), Vec::new()));
+    }
+    if (settings.user_groups.is_empty() && settings.device_groups.is_empty())
+        || subject.pending_approval
+    {
+        return None;
+    }
+    let users: Vec<GroupId> = settings
+        .user_groups
+        .intersection(subject.user_groups)
+        .cloned()
+        .collect();
+    let devices: Vec<DeviceGroupId> = settings
+        .device_groups
+        .intersection(subject.device_groups)
+        .cloned()
+        .collect();
+    let on = (settings.user_groups.is_empty() || !users.is_empty())
+        && (settings.device_groups.is_empty() || !devices.is_empty());
+    on.then_some(("through its groups", users, devices))
 }
 
 /// Why a subject is excluded: the first excluded group it is in, or an

@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use entitle_core::{
     ActiveGrant, ClientVersion, DeviceGroupId, GroupId, NoNames, Settings, Subject, evaluate,
-    service,
+    rollout_bucket, service,
 };
 use entitle_server::{Server, ServerConfig};
 use serde_json::{Value, json};
@@ -165,17 +165,32 @@ fn bench_evaluate(decisions: u64) {
             overrides_exclusions: false,
         })
         .collect();
-    let busy = Subject {
-        grants: &grants,
-        ..subject
+    // One device inside the rollout (the full group explanation is built)
+    // and one held back.
+    let device = |inside: bool| {
+        (0..)
+            .map(|i| format!("9b0e4f6a-2c71-4d3b-8f5e-{i:012}"))
+            .find(|d| (rollout_bucket(subject.tenant_id, zpa.id, d) < 50) == inside)
+            .unwrap_or_default()
     };
-    time_decisions(
-        "evaluate() per decision (exclusions, 10 grants, 50 % rollout)",
-        decisions,
-        zpa,
-        &with_rules,
-        &busy,
-    );
+    for (inside, label) in [
+        (
+            true,
+            "evaluate() per decision (exclusions, 10 grants, inside a 50 % rollout)",
+        ),
+        (
+            false,
+            "evaluate() per decision (exclusions, 10 grants, held back by a 50 % rollout)",
+        ),
+    ] {
+        let device_id = device(inside);
+        let busy = Subject {
+            grants: &grants,
+            device_id: &device_id,
+            ..subject.clone()
+        };
+        time_decisions(label, decisions, zpa, &with_rules, &busy);
+    }
 }
 
 fn time_decisions(

@@ -544,7 +544,9 @@ pub struct DecisionJson {
     /// Whether the service runs.
     pub enabled: bool,
     /// legacy_client, enabled_by_default, no_groups_selected, group_match,
-    /// not_in_user_groups, not_in_device_groups or user_inactive.
+    /// not_in_user_groups, not_in_device_groups, user_inactive,
+    /// pending_approval, excluded_user_group, excluded_device_group,
+    /// temporary_grant or rollout_held_back.
     pub reason: String,
     /// One line a person can read.
     pub explanation: String,

@@ -22,6 +22,7 @@ on_both_backends!(
     legacy_clients_ignore_exclusions_and_rollout,
     bad_settings_are_refused_with_their_field,
     history_and_rollback_carry_exclusions_and_rollout,
+    editing_an_excluded_device_group_previews_who_loses,
 );
 
 async fn policy_of(app: &TestApp, token: &str, hostname: &str, version: &str) -> Value {
@@ -500,4 +501,51 @@ async fn history_and_rollback_carry_exclusions_and_rollout(db: Database) {
         refused.body["error"]["code"],
         "restore_selects_deleted_groups"
     );
+}
+
+/// Widening the rule of an excluded device group takes the service from the
+/// devices that move into it: the device-group preview says so.
+async fn editing_an_excluded_device_group_previews_who_loses(db: Database) {
+    let app = TestApp::start(&db).await;
+    let t = app.tenant("acme").await;
+    let kiosks = t
+        .device_group(
+            &app,
+            json!({"name": "Kiosks", "os": ["linux"], "ownership": [], "posture": []}),
+        )
+        .await;
+    t.user(&app, "ada", &[]).await;
+    t.enroll(
+        &app,
+        "ada",
+        report("ada-mbp", "macos", "4.0", "corporate", true),
+    )
+    .await;
+    let mut zia = settings(true, &[], &[]);
+    zia["exclude_device_groups"] = json!([kiosks]);
+    t.save(&app, "internet_access", zia).await;
+    let preview = app
+        .post(
+            &t.path(&format!("/device-groups/{kiosks}/preview")),
+            &t.admin,
+            json!({"rule": {"name": "Kiosks", "os": ["linux", "macos"], "ownership": []}}),
+        )
+        .await;
+    assert_eq!(preview.status, StatusCode::OK, "{:?}", preview.body);
+    let services = preview.body["services"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let zia = services
+        .iter()
+        .find(|s| s["service"] == "internet_access")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        zia["losing"]["sample"],
+        json!(["ada on ada-mbp"]),
+        "{preview:?}",
+        preview = preview.body
+    );
+    assert_eq!(preview.body["devices_losing"], 1);
 }

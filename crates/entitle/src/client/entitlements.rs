@@ -30,6 +30,23 @@ pub struct SettingsChange {
     /// Log users out when the service becomes entitled.
     #[arg(long)]
     logout_on_enable: Option<bool>,
+    /// Exclude this user group (name or id): its members never get the
+    /// service through groups or "Enabled by Default"; repeatable; replaces the list.
+    #[arg(long = "exclude-user-group")]
+    exclude_user_groups: Vec<String>,
+    /// Exclude this device group (name or id); repeatable; replaces the list.
+    #[arg(long = "exclude-device-group")]
+    exclude_device_groups: Vec<String>,
+    /// Clear the excluded user group list.
+    #[arg(long, conflicts_with = "exclude_user_groups")]
+    no_exclude_user_groups: bool,
+    /// Clear the excluded device group list.
+    #[arg(long, conflicts_with = "exclude_device_groups")]
+    no_exclude_device_groups: bool,
+    /// Staged rollout: give the service to this percentage (1-100) of the
+    /// devices that would get it; raising it only adds devices.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=100))]
+    rollout_percent: Option<u16>,
 }
 
 /// What `entitle entitlements` does.
@@ -96,6 +113,8 @@ pub(super) async fn run(api: Api, action: EntitlementAction) -> anyhow::Result<(
                         text(&s["enabled_by_default"]),
                         named(&s["user_groups"], &names),
                         named(&s["device_groups"], &names),
+                        excluded(s, &names),
+                        format!("{} %", text(&s["rollout_percent"])),
                         text(&s["logout_on_enable"]),
                     ]
                 })
@@ -106,6 +125,8 @@ pub(super) async fn run(api: Api, action: EntitlementAction) -> anyhow::Result<(
                     "enabled_by_default",
                     "user_groups",
                     "device_groups",
+                    "excluded",
+                    "rollout",
                     "logout_on_enable",
                 ],
                 rows,
@@ -169,6 +190,23 @@ pub(super) async fn run(api: Api, action: EntitlementAction) -> anyhow::Result<(
                 })
                 .collect();
             print_table(&["", "users", "devices", "sample"], rows);
+            let steps: Vec<Vec<String>> = array(&impact["rollout"])
+                .iter()
+                .map(|step| {
+                    vec![
+                        format!("{} %", text(&step["percent"])),
+                        text(&step["devices"]),
+                        format!("+{}", text(&step["added"])),
+                    ]
+                })
+                .collect();
+            if !steps.is_empty() {
+                print_line(&format!(
+                    "rollout at {} %; devices at each step:",
+                    text(&settings["rollout_percent"])
+                ));
+                print_table(&["rollout", "devices", "added"], steps);
+            }
             print_line(
                 "nothing saved: run `entitle entitlements set` with the same flags to apply",
             );
@@ -266,6 +304,20 @@ async fn changed_settings(
     if let Some(logout) = change.logout_on_enable {
         settings["logout_on_enable"] = Value::Bool(logout);
     }
+    if change.no_exclude_user_groups {
+        settings["exclude_user_groups"] = json!([]);
+    } else if !change.exclude_user_groups.is_empty() {
+        settings["exclude_user_groups"] = json!(api.group_ids(&change.exclude_user_groups).await?);
+    }
+    if change.no_exclude_device_groups {
+        settings["exclude_device_groups"] = json!([]);
+    } else if !change.exclude_device_groups.is_empty() {
+        settings["exclude_device_groups"] =
+            json!(api.device_group_ids(&change.exclude_device_groups).await?);
+    }
+    if let Some(percent) = change.rollout_percent {
+        settings["rollout_percent"] = json!(percent);
+    }
     Ok((settings, answer.etag))
 }
 
@@ -285,6 +337,18 @@ async fn group_names(api: &Api) -> anyhow::Result<std::collections::HashMap<Stri
         names.insert(text(&g["id"]), text(&g["name"]));
     }
     Ok(names)
+}
+
+/// The excluded user and device groups of a service's settings, by name.
+fn excluded(settings: &Value, names: &std::collections::HashMap<String, String>) -> String {
+    let users = named(&settings["exclude_user_groups"], names);
+    let devices = named(&settings["exclude_device_groups"], names);
+    match (users.as_str(), devices.as_str()) {
+        ("-", "-") => "-".into(),
+        (_, "-") => users,
+        ("-", _) => devices,
+        _ => format!("{users}; {devices}"),
+    }
 }
 
 fn named(ids: &Value, names: &std::collections::HashMap<String, String>) -> String {
@@ -313,6 +377,9 @@ fn diff(
         "user_groups",
         "device_groups",
         "logout_on_enable",
+        "exclude_user_groups",
+        "exclude_device_groups",
+        "rollout_percent",
     ];
     let show = |value: &Value| {
         if value.is_array() {

@@ -131,9 +131,20 @@ pub(crate) async fn preview_change(
     let used_by = device_group_used_by(&selections, &group_id);
     let mut services = Vec::new();
     let mut losing_devices: BTreeSet<usize> = BTreeSet::new();
+    // A service that excludes the group is concerned by an edit too: devices
+    // moving into the group lose it. (Deleting an excluded group keeps it as
+    // a tombstone that turns the service off for everyone; this per-device
+    // comparison cannot show that, and the delete itself is refused unless
+    // forced, naming the service.)
+    let excluding = |s: &&entitle_core::ServiceDef| {
+        !delete
+            && snapshot
+                .settings(s)
+                .is_some_and(|stored| stored.settings.exclude_device_groups.contains(&group_id))
+    };
     for service in SERVICES
         .iter()
-        .filter(|s| used_by.iter().any(|u| u == s.id))
+        .filter(|s| used_by.iter().any(|u| u == s.id) || excluding(s))
     {
         let Some(stored) = snapshot.settings(service) else {
             continue;

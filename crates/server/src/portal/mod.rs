@@ -745,7 +745,12 @@ async fn entitlements_page(
         let mut selected_names = BTreeMap::new();
         // A deleted group still selected (a tombstone that matches nothing) is
         // shown by the name it had, marked deleted, never as a bare id.
-        for id in &stored.settings.user_groups {
+        let user_ids = stored
+            .settings
+            .user_groups
+            .iter()
+            .chain(&stored.settings.exclude_user_groups);
+        for id in user_ids {
             let name = match entitle_core::GroupNames::user_group(&*snapshot, id) {
                 Some(name) => name.to_owned(),
                 None => entitle_core::GroupNames::deleted_user_group(&*snapshot, id)
@@ -757,6 +762,7 @@ async fn entitlements_page(
             .settings
             .device_groups
             .iter()
+            .chain(&stored.settings.exclude_device_groups)
             .filter(|id| entitle_core::GroupNames::device_group(&*snapshot, id).is_none())
             .filter_map(|id| {
                 entitle_core::GroupNames::deleted_device_group(&*snapshot, id)

@@ -323,8 +323,10 @@ pub fn report(hostname: &str, os: &str, version: &str, ownership: &str, encrypte
            "posture": {"disk_encrypted": encrypted, "os_version": "14.5"}})
 }
 
+/// SETTINGS as the API answers them, with no exclusions and a full rollout.
 pub fn settings(on: bool, users: &[&str], devices: &[&str]) -> Value {
-    json!({"enabled_by_default": on, "user_groups": users, "device_groups": devices, "logout_on_enable": false})
+    json!({"enabled_by_default": on, "user_groups": users, "device_groups": devices, "logout_on_enable": false,
+           "exclude_user_groups": [], "exclude_device_groups": [], "rollout_percent": 100})
 }
 
 /// Syncs a device; returns the answer.

@@ -1,5 +1,6 @@
 'use strict';
-// The entitlement form of one service: toggle, group pickers, logout option,
+// The entitlement form of one service: toggle, group pickers, exclusion
+// pickers, staged rollout slider, logout option,
 // a live impact preview, and Save with If-Match. A stale save is merged
 // three-way (what the form loaded, what is stored now, the form), so that
 // saving never reverts another administrator's change.
@@ -40,11 +41,21 @@ function render() {
   const locked = !canWrite || form.enabled_by_default;
   $('user-groups-field').disabled = locked;
   $('device-groups-field').disabled = locked;
+  // Exclusions narrow "Enabled by Default" too, so they stay open while it is on.
+  $('exclude-user-groups-field').disabled = !canWrite;
+  $('exclude-device-groups-field').disabled = !canWrite;
+  $('rollout-field').disabled = !canWrite;
+  $('rollout').value = String(form.rollout_percent);
+  $('rollout-value').textContent = form.rollout_percent + ' %';
   $('enabled-by-default').disabled = !canWrite;
   $('logout-on-enable').disabled = !canWrite;
   show($('groups-disabled-note'), canWrite && form.enabled_by_default);
   renderChips($('ug-chips'), form.user_groups, userGroupName, (id) => { form.user_groups = form.user_groups.filter((g) => g !== id); changed(); });
   renderChips($('dg-chips'), form.device_groups, deviceGroupName, (id) => { form.device_groups = form.device_groups.filter((g) => g !== id); changed(); });
+  renderChips($('xug-chips'), form.exclude_user_groups, userGroupName, (id) => { form.exclude_user_groups = form.exclude_user_groups.filter((g) => g !== id); changed(); });
+  renderChips($('xdg-chips'), form.exclude_device_groups, deviceGroupName, (id) => { form.exclude_device_groups = form.exclude_device_groups.filter((g) => g !== id); changed(); });
+  $('xug-help').textContent = form.exclude_user_groups.length ? '' : 'None excluded.';
+  $('xdg-help').textContent = form.exclude_device_groups.length ? '' : 'None excluded.';
   if (PAGE.group_count === 0) {
     $('ug-help').replaceChildren('No user groups yet. Groups come from your company directory: connect your identity provider over SCIM on the ', el('a', { href: tenantPage('/directory') }, 'Directory page'), '.');
   } else {
@@ -59,7 +70,10 @@ function render() {
 }
 
 function normalise(s) {
-  return { enabled_by_default: s.enabled_by_default, user_groups: [...s.user_groups].sort(), device_groups: [...s.device_groups].sort(), logout_on_enable: s.logout_on_enable };
+  return {
+    enabled_by_default: s.enabled_by_default, user_groups: [...s.user_groups].sort(), device_groups: [...s.device_groups].sort(), logout_on_enable: s.logout_on_enable,
+    exclude_user_groups: [...(s.exclude_user_groups || [])].sort(), exclude_device_groups: [...(s.exclude_device_groups || [])].sort(), rollout_percent: s.rollout_percent ?? 100,
+  };
 }
 
 function same(a, b) { return JSON.stringify(normalise(a)) === JSON.stringify(normalise(b)); }
@@ -80,6 +94,7 @@ function changed() {
 
 $('enabled-by-default').addEventListener('change', (e) => { form.enabled_by_default = e.target.checked; changed(); });
 $('logout-on-enable').addEventListener('change', (e) => { form.logout_on_enable = e.target.checked; changed(); });
+$('rollout').addEventListener('input', (e) => { form.rollout_percent = Number(e.target.value); changed(); });
 
 /** The picker's answer when nothing can be added: a match already selected is not "no match". */
 function nothingToAdd(text, matched, selectedLabels) {
@@ -90,37 +105,47 @@ function nothingToAdd(text, matched, selectedLabels) {
 /** What a group reaches: its active users, directly or through nested groups, each once. */
 function memberText(n) { return n + (n === 1 ? ' active member' : ' active members'); }
 
-// User-group picker: the server searches, so it stays fast with thousands of groups.
-const searchUserGroups = debounce(async (text) => {
-  const results = $('ug-results');
-  if (!text.trim()) { results.replaceChildren(); show(results, false); return; }
-  const answer = await api('GET', tenantApi('/groups?limit=20&search=' + encodeURIComponent(text.trim())));
-  if (!answer.ok) { results.replaceChildren(el('li', { class: 'error' }, errorText(answer))); show(results, true); return; }
-  const items = answer.body.items.filter((g) => !form.user_groups.includes(g.id));
-  const already = answer.body.items.filter((g) => form.user_groups.includes(g.id)).map((g) => g.display_name);
-  results.replaceChildren(...(items.length ? items.map((g) => el('li', {}, el('button', {
-    type: 'button',
-    onclick: () => { names[g.id] = g.display_name; form.user_groups.push(g.id); $('ug-search').value = ''; results.replaceChildren(); show(results, false); changed(); $('ug-search').focus(); },
-  }, g.display_name + ' (' + memberText(g.effective_members) + ')'))) : [nothingToAdd(text.trim(), already.length > 0, already)]));
-  show(results, true);
-}, 150);
-$('ug-search').addEventListener('input', (e) => searchUserGroups(e.target.value));
+// User-group pickers (selected and excluded): the server searches, so they
+// stay fast with thousands of groups.
+function userGroupPicker(prefix, key) {
+  const search = debounce(async (text) => {
+    const results = $(prefix + '-results');
+    if (!text.trim()) { results.replaceChildren(); show(results, false); return; }
+    const answer = await api('GET', tenantApi('/groups?limit=20&search=' + encodeURIComponent(text.trim())));
+    if (!answer.ok) { results.replaceChildren(el('li', { class: 'error' }, errorText(answer))); show(results, true); return; }
+    const items = answer.body.items.filter((g) => !form[key].includes(g.id));
+    const already = answer.body.items.filter((g) => form[key].includes(g.id)).map((g) => g.display_name);
+    results.replaceChildren(...(items.length ? items.map((g) => el('li', {}, el('button', {
+      type: 'button',
+      onclick: () => { names[g.id] = g.display_name; form[key].push(g.id); $(prefix + '-search').value = ''; results.replaceChildren(); show(results, false); changed(); $(prefix + '-search').focus(); },
+    }, g.display_name + ' (' + memberText(g.effective_members) + ')'))) : [nothingToAdd(text.trim(), already.length > 0, already)]));
+    show(results, true);
+  }, 150);
+  $(prefix + '-search').addEventListener('input', (e) => search(e.target.value));
+}
 
-// Device-group picker: device groups are few, so they are filtered here.
-$('dg-search').addEventListener('input', (e) => {
-  const text = e.target.value.trim().toLowerCase();
-  const results = $('dg-results');
-  if (!text) { results.replaceChildren(); show(results, false); return; }
-  const matching = deviceGroups.filter((g) => g.name.toLowerCase().includes(text));
-  const items = matching.filter((g) => !form.device_groups.includes(g.id));
-  const already = matching.filter((g) => form.device_groups.includes(g.id)).map((g) => g.name);
-  results.replaceChildren(...(items.length ? items.map((g) => el('li', {}, el('button', {
-    type: 'button',
-    onclick: () => { form.device_groups.push(g.id); e.target.value = ''; results.replaceChildren(); show(results, false); changed(); e.target.focus(); },
-  }, g.name + ' (' + g.matching_devices + ' devices)'))) : [nothingToAdd(e.target.value.trim(), already.length > 0, already)]));
-  show(results, true);
-});
-for (const id of ['ug-search', 'dg-search']) {
+// Device-group pickers: device groups are few, so they are filtered here.
+function deviceGroupPicker(prefix, key) {
+  $(prefix + '-search').addEventListener('input', (e) => {
+    const text = e.target.value.trim().toLowerCase();
+    const results = $(prefix + '-results');
+    if (!text) { results.replaceChildren(); show(results, false); return; }
+    const matching = deviceGroups.filter((g) => g.name.toLowerCase().includes(text));
+    const items = matching.filter((g) => !form[key].includes(g.id));
+    const already = matching.filter((g) => form[key].includes(g.id)).map((g) => g.name);
+    results.replaceChildren(...(items.length ? items.map((g) => el('li', {}, el('button', {
+      type: 'button',
+      onclick: () => { form[key].push(g.id); e.target.value = ''; results.replaceChildren(); show(results, false); changed(); e.target.focus(); },
+    }, g.name + ' (' + g.matching_devices + ' devices)'))) : [nothingToAdd(e.target.value.trim(), already.length > 0, already)]));
+    show(results, true);
+  });
+}
+
+userGroupPicker('ug', 'user_groups');
+deviceGroupPicker('dg', 'device_groups');
+userGroupPicker('xug', 'exclude_user_groups');
+deviceGroupPicker('xdg', 'exclude_device_groups');
+for (const id of ['ug-search', 'dg-search', 'xug-search', 'xdg-search']) {
   $(id).addEventListener('keydown', (e) => {
     if (e.key === 'Escape') { $(id.replace('search', 'results')).hidden = true; }
     if (e.key === 'ArrowDown') { const first = $(id.replace('search', 'results')).querySelector('button'); if (first) { e.preventDefault(); first.focus(); } }
@@ -128,7 +153,7 @@ for (const id of ['ug-search', 'dg-search']) {
   });
 }
 // Arrow keys move between the options of an open picker.
-for (const id of ['ug-results', 'dg-results']) {
+for (const id of ['ug-results', 'dg-results', 'xug-results', 'xdg-results']) {
   $(id).addEventListener('keydown', (e) => {
     if (e.key !== 'ArrowDown' && e.key !== 'ArrowUp') return;
     const options = [...$(id).querySelectorAll('button')];
@@ -139,24 +164,33 @@ for (const id of ['ug-results', 'dg-results']) {
   });
 }
 
-// Old clients ignore the group lists, and for some services the toggle too:
-// their block matters only when one of those is changing.
+// Old clients ignore the group lists, exclusions and rollout, and for some
+// services the toggle too: their block matters only when one of those is changing.
 function changesWhatOldClientsIgnore() {
   const a = normalise(form);
   const b = normalise(saved);
-  return JSON.stringify([a.user_groups, a.device_groups]) !== JSON.stringify([b.user_groups, b.device_groups])
+  const ignored = (x) => [x.user_groups, x.device_groups, x.exclude_user_groups, x.exclude_device_groups, x.rollout_percent];
+  return JSON.stringify(ignored(a)) !== JSON.stringify(ignored(b))
     || (service.legacy_ignores_default && a.enabled_by_default !== b.enabled_by_default);
 }
 
 // Live impact preview.
 let previewRun = 0;
 let lastImpact = null;
-async function loadPreview() {
+let previewPromise = null;
+/** The preview of the form as it is now. A run that a newer one supersedes
+ *  (the debounced refresh firing during a Save) answers with the newer run's
+ *  result, never with nothing: otherwise Save would skip its loss check. */
+function loadPreview() {
+  previewPromise = runPreview();
+  return previewPromise;
+}
+async function runPreview() {
   const run = ++previewRun;
   const proposed = structuredClone(form);
   $('preview-status').textContent = 'Updating the preview…';
   const answer = await api('POST', tenantApi('/entitlements/' + service.id + '/preview'), proposed);
-  if (run !== previewRun) return null;
+  if (run !== previewRun) return previewPromise;
   if (!answer.ok) {
     lastImpact = null;
     $('preview-status').textContent = '';
@@ -185,7 +219,25 @@ function renderPreview(impact) {
     ...side('Gain the service', impact.gaining, 'gaining'),
     ...side('Lose the service', impact.losing, 'losing'),
     ...(changesWhatOldClientsIgnore() ? side('Run a client too old to honour this (min ' + service.min_version + ')', impact.legacy_clients, 'legacy') : []),
+    ...rolloutSteps(impact.rollout || []),
   ].filter(Boolean));
+}
+
+/** Devices at each step of the staged rollout of the proposed settings, and
+ *  how many each step adds; the chosen step is marked. */
+function rolloutSteps(steps) {
+  if (!steps.length) return [];
+  const rows = steps.map((step) => el('tr', { 'data-rollout-step': String(step.percent), class: step.percent === form.rollout_percent ? 'current' : '' },
+    el('th', { scope: 'row' }, step.percent + ' %' + (step.percent === form.rollout_percent ? ' (chosen)' : '')),
+    el('td', {}, String(step.devices)),
+    el('td', {}, '+' + step.added)));
+  return [
+    el('h3', {}, 'Staged rollout'),
+    el('p', { class: 'hint' }, 'Devices that get the service at each step of the rollout with these settings, and how many each step adds:'),
+    el('div', { class: 'table-wrap' }, el('table', { id: 'rollout-steps' },
+      el('thead', {}, el('tr', {}, el('th', { scope: 'col' }, 'Rollout'), el('th', { scope: 'col' }, 'Devices'), el('th', { scope: 'col' }, 'Added'))),
+      el('tbody', {}, ...rows))),
+  ];
 }
 
 // Save with If-Match. A save that takes the service from more than a tenth of
@@ -283,14 +335,21 @@ function mergeSet(base, theirs, mine) {
 const SCALARS = [
   ['enabled_by_default', () => service.label],
   ['logout_on_enable', () => 'Logout client when ' + service.display_name + ' entitlement is enabled'],
+  ['rollout_percent', () => 'Staged rollout'],
 ];
-const SETS = [['user_groups', 'User groups', userGroupName], ['device_groups', 'Device groups', deviceGroupName]];
+const SETS = [
+  ['user_groups', 'User groups', userGroupName], ['device_groups', 'Device groups', deviceGroupName],
+  ['exclude_user_groups', 'Excluded user groups', userGroupName], ['exclude_device_groups', 'Excluded device groups', deviceGroupName],
+];
+
+/** A scalar setting in words: a percentage, or on/off. */
+function scalarText(value) { return typeof value === 'number' ? value + ' %' : (value ? 'on' : 'off'); }
 
 /** What changed from `a` to `b`, in words; empty when nothing did. */
 function describeChange(a, b) {
   const parts = [];
   for (const [key, label] of SCALARS) {
-    if (a[key] !== b[key]) parts.push('“' + label() + '” ' + (b[key] ? 'on' : 'off'));
+    if (a[key] !== b[key]) parts.push('“' + label() + '” ' + scalarText(b[key]));
   }
   for (const [key, label, name] of SETS) {
     const added = b[key].filter((id) => !a[key].includes(id)).map((id) => '+' + name(id));
@@ -309,13 +368,17 @@ function bothChanged(key, theirs) {
  *  (their toggle, my groups), which a save refuses: the admin picks one. */
 function defaultRuleClash(theirs) {
   const groups = mergeGroups(theirs);
+  // Exclusions may change while it is on: only the selected lists clash.
   return theirs.enabled_by_default && form.enabled_by_default === saved.enabled_by_default
-    && !same({ ...theirs, ...groups }, theirs);
+    && SELECTED.some((key) => JSON.stringify([...groups[key]].sort()) !== JSON.stringify([...theirs[key]].sort()));
 }
+
+/** The lists that cannot change while "Enabled by Default" is on. */
+const SELECTED = ['user_groups', 'device_groups'];
 
 function mergeGroups(theirs) {
   const merged = {};
-  for (const [key] of SETS) merged[key] = mergeSet(saved[key], theirs[key], form[key]);
+  for (const [key] of SETS) merged[key] = mergeSet(saved[key] || [], theirs[key] || [], form[key] || []);
   return merged;
 }
 
@@ -329,7 +392,7 @@ function threeWay(theirs, choices) {
   }
   if (defaultRuleClash(theirs)) {
     if (choices.default_rule === 'mine') merged.enabled_by_default = false;
-    else for (const [key] of SETS) merged[key] = [...theirs[key]];
+    else for (const key of SELECTED) merged[key] = [...theirs[key]];
   }
   return merged;
 }
@@ -359,11 +422,10 @@ async function showConflict(answer) {
   $('conflict-theirs').replaceChildren(el('strong', {}, who), ' saved version ' + current.version + at + ': ' + (theirChange || 'no change to what you see') + '.');
   const mine = describeChange(saved, form);
   $('conflict-mine').textContent = 'Your changes: ' + (mine || 'none') + '.';
-  const onOff = (v) => (v ? 'on' : 'off');
   const choices = [];
   for (const [key, label] of SCALARS) {
     if (bothChanged(key, theirs)) {
-      choices.push(choice(key, 'You both changed “' + label() + '”. Keep:', 'theirs (' + onOff(theirs[key]) + ')', 'mine (' + onOff(form[key]) + ')'));
+      choices.push(choice(key, 'You both changed “' + label() + '”. Keep:', 'theirs (' + scalarText(theirs[key]) + ')', 'mine (' + scalarText(form[key]) + ')'));
     }
   }
   if (defaultRuleClash(theirs)) {
