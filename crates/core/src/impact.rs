@@ -51,7 +51,7 @@ pub fn impact<'a>(
         population
             .into_iter()
             .map(|entry| (entry.hostname, entry.subject.clone(), entry.subject)),
-        names,
+        (names, names),
     )
 }
 
@@ -81,7 +81,28 @@ pub fn impact_of_moves<'a>(
         population
             .into_iter()
             .map(|entry| (entry.hostname, entry.before, entry.after)),
-        names,
+        (names, names),
+    )
+}
+
+/// Like [`impact_of_moves`], when the change also renames or removes groups:
+/// `names_after` is what explanations and exclusions see afterwards (a group
+/// it knows only as deleted is a tombstone: an excluded one turns the service
+/// off for everyone it would reach).
+pub fn impact_of_moves_with_names<'a>(
+    service: &ServiceDef,
+    settings: &Settings,
+    population: impl IntoIterator<Item = MovedEntry<'a>>,
+    names_before: &dyn GroupNames,
+    names_after: &dyn GroupNames,
+) -> Impact {
+    compare(
+        service,
+        (settings, settings),
+        population
+            .into_iter()
+            .map(|entry| (entry.hostname, entry.before, entry.after)),
+        (names_before, names_after),
     )
 }
 
@@ -90,14 +111,14 @@ fn compare<'a>(
     service: &ServiceDef,
     (before, after): (&Settings, &Settings),
     population: impl Iterator<Item = (&'a str, Subject<'a>, Subject<'a>)>,
-    names: &dyn GroupNames,
+    (names_before, names_after): (&dyn GroupNames, &dyn GroupNames),
 ) -> Impact {
     let mut gaining = Tally::default();
     let mut losing = Tally::default();
     let mut legacy = Tally::default();
     for (hostname, old_subject, new_subject) in population {
-        let old: Decision = evaluate(service, before, &old_subject, names);
-        let new: Decision = evaluate(service, after, &new_subject, names);
+        let old: Decision = evaluate(service, before, &old_subject, names_before);
+        let new: Decision = evaluate(service, after, &new_subject, names_after);
         if !old.enabled && new.enabled {
             gaining.add(hostname, &new_subject);
         } else if old.enabled && !new.enabled {

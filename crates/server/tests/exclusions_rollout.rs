@@ -23,6 +23,7 @@ on_both_backends!(
     bad_settings_are_refused_with_their_field,
     history_and_rollback_carry_exclusions_and_rollout,
     editing_an_excluded_device_group_previews_who_loses,
+    deleting_an_excluded_device_group_previews_everyone_losing,
 );
 
 async fn policy_of(app: &TestApp, token: &str, hostname: &str, version: &str) -> Value {
@@ -548,4 +549,59 @@ async fn editing_an_excluded_device_group_previews_who_loses(db: Database) {
         preview = preview.body
     );
     assert_eq!(preview.body["devices_losing"], 1);
+}
+
+/// Deleting a device group that a service excludes leaves a tombstone that
+/// turns the service off for everyone it reached: the preview says so, for
+/// devices that were never in the group too.
+async fn deleting_an_excluded_device_group_previews_everyone_losing(db: Database) {
+    let app = TestApp::start(&db).await;
+    let t = app.tenant("acme").await;
+    let kiosks = t
+        .device_group(
+            &app,
+            json!({"name": "Kiosks", "os": ["linux"], "ownership": [], "posture": []}),
+        )
+        .await;
+    t.user(&app, "ada", &[]).await;
+    let (_, token, _) = t
+        .enroll(
+            &app,
+            "ada",
+            report("ada-mbp", "macos", "4.0", "corporate", true),
+        )
+        .await;
+    let mut zia = settings(true, &[], &[]);
+    zia["exclude_device_groups"] = json!([kiosks]);
+    t.save(&app, "internet_access", zia).await;
+    let preview = app
+        .post(
+            &t.path(&format!("/device-groups/{kiosks}/preview")),
+            &t.admin,
+            json!({"delete": true}),
+        )
+        .await;
+    assert_eq!(preview.status, StatusCode::OK, "{:?}", preview.body);
+    let zia = preview.body["services"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["service"] == "internet_access"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(zia["losing"]["sample"], json!(["ada on ada-mbp"]), "{zia}");
+    assert_eq!(zia["gaining"]["devices"], 0, "{zia}");
+    assert_eq!(preview.body["devices_losing"], 1);
+
+    // And the delete (forced) does what the preview said.
+    let deleted = app
+        .call(
+            Method::DELETE,
+            &t.path(&format!("/device-groups/{kiosks}?force=true")),
+            Some(&t.admin),
+            None,
+            &[],
+        )
+        .await;
+    assert!(deleted.status.is_success(), "{:?}", deleted.body);
+    let policy = policy_of(&app, &token, "ada-mbp", "4.0").await;
+    assert_eq!(policy["services"]["internet_access"]["enabled"], false);
 }

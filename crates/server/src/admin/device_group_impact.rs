@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use axum::extract::{Path, State};
 use axum::routing::post;
 use axum::{Json, Router};
-use entitle_core::{DeviceGroupId, MovedEntry, SERVICES, impact_of_moves};
+use entitle_core::{DeviceGroupId, GroupId, GroupNames, MovedEntry, SERVICES, impact_of_moves_with_names};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -131,16 +131,17 @@ pub(crate) async fn preview_change(
     let used_by = device_group_used_by(&selections, &group_id);
     let mut services = Vec::new();
     let mut losing_devices: BTreeSet<usize> = BTreeSet::new();
-    // A service that excludes the group is concerned by an edit too: devices
-    // moving into the group lose it. (Deleting an excluded group keeps it as
-    // a tombstone that turns the service off for everyone; this per-device
-    // comparison cannot show that, and the delete itself is refused unless
-    // forced, naming the service.)
+    // A service that excludes the group is concerned too: devices moving
+    // into the group lose it, and deleting it leaves a tombstone that turns
+    // the service off for everyone it would reach (access fails closed).
     let excluding = |s: &&entitle_core::ServiceDef| {
-        !delete
-            && snapshot
-                .settings(s)
-                .is_some_and(|stored| stored.settings.exclude_device_groups.contains(&group_id))
+        snapshot
+            .settings(s)
+            .is_some_and(|stored| stored.settings.exclude_device_groups.contains(&group_id))
+    };
+    let names_after = AfterChange {
+        snapshot: &snapshot,
+        deleted: delete.then_some(&group_id),
     };
     for service in SERVICES
         .iter()
@@ -154,15 +155,29 @@ pub(crate) async fn preview_change(
             before: snapshot.subject(device, &before[i]),
             after: snapshot.subject(device, &after[i]),
         });
-        let result = impact_of_moves(service, &stored.settings, population, &*snapshot);
-        // Which moved devices lose it, for the count over every service.
-        for i in (0..devices.len()).filter(|&i| before[i] != after[i]) {
+        let result = impact_of_moves_with_names(
+            service,
+            &stored.settings,
+            population,
+            &*snapshot,
+            &names_after,
+        );
+        // Which devices lose it, for the count over every service: those that
+        // move, or all when a deleted group leaves a tombstone in the exclusions.
+        let tombstone = delete && excluding(&service);
+        for i in (0..devices.len()).filter(|&i| tombstone || before[i] != after[i]) {
             let entry = [MovedEntry {
                 hostname: &devices[i].report.hostname,
                 before: snapshot.subject(&devices[i], &before[i]),
                 after: snapshot.subject(&devices[i], &after[i]),
             }];
-            let moved = impact_of_moves(service, &stored.settings, entry, &*snapshot);
+            let moved = impact_of_moves_with_names(
+                service,
+                &stored.settings,
+                entry,
+                &*snapshot,
+                &names_after,
+            );
             if moved.losing.devices > 0 {
                 losing_devices.insert(i);
             }
@@ -184,4 +199,32 @@ pub(crate) async fn preview_change(
         services,
         devices_losing: losing_devices.len(),
     }))
+}
+
+/// Group names as the change would leave them: a deleted group is known only
+/// by its tombstone.
+struct AfterChange<'a> {
+    snapshot: &'a crate::snapshot::TenantSnapshot,
+    deleted: Option<&'a DeviceGroupId>,
+}
+
+impl GroupNames for AfterChange<'_> {
+    fn user_group(&self, id: &GroupId) -> Option<&str> {
+        self.snapshot.user_group(id)
+    }
+    fn device_group(&self, id: &DeviceGroupId) -> Option<&str> {
+        if self.deleted == Some(id) {
+            return None;
+        }
+        self.snapshot.device_group(id)
+    }
+    fn deleted_user_group(&self, id: &GroupId) -> Option<&str> {
+        self.snapshot.deleted_user_group(id)
+    }
+    fn deleted_device_group(&self, id: &DeviceGroupId) -> Option<&str> {
+        if self.deleted == Some(id) {
+            return self.snapshot.device_group(id);
+        }
+        self.snapshot.deleted_device_group(id)
+    }
 }
