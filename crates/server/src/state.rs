@@ -35,6 +35,8 @@ pub struct ServerConfig {
     pub enrollments_per_minute: u32,
     /// Sign-in through the company's identity provider, when configured.
     pub oidc: Option<Arc<crate::oidc::Oidc>>,
+    /// Limits of the sync gates (load shedding, see [`crate::shed`]).
+    pub shed: crate::shed::ShedConfig,
 }
 
 impl ServerConfig {
@@ -61,6 +63,7 @@ impl Default for ServerConfig {
             max_body_bytes_in_flight: 64 * 1024 * 1024,
             enrollments_per_minute: 60,
             oidc: None,
+            shed: crate::shed::ShedConfig::default(),
         }
     }
 }
@@ -84,6 +87,8 @@ pub struct AppState {
     pub body_budget: BodyBudget,
     /// What this node saw of each tenant's directory sync.
     pub directory: Arc<DirectoryActivity>,
+    /// The sync gates: load shedding, fair between tenants.
+    pub shed: Arc<crate::shed::Shed>,
     /// Becomes true when the server shuts down, so held long-polls answer at once.
     pub shutdown: watch::Receiver<bool>,
 }
