@@ -579,6 +579,11 @@ impl Host for Local {
             SyncOutcome::Revoked => {
                 self.say(json!({"event": "device_revoked", "error": self.hint}))
             }
+            SyncOutcome::Busy {
+                status,
+                retry_after_ms,
+            } => self.say(json!({"event": "server_busy", "status": status,
+                "retry_after_s": retry_after_ms.map(|ms| ms.div_ceil(1000))})),
             SyncOutcome::Policy(_) | SyncOutcome::Unchanged => {}
         }
     }

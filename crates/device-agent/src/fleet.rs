@@ -4,7 +4,7 @@
 //! device). Used to measure how fast a change reaches a fleet.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use crate::driver::AgentError;
 use crate::lkg::Enrollment;
 use crate::machine::{Action, Agent, Policy};
-use crate::protocol::{EnrollError, EnrollRequest, enroll_retrying};
+use crate::protocol::{EnrollError, EnrollRequest, SyncOutcome, enroll_retrying};
 use crate::runtime::{self, Device, Host, Timing, now_ms};
 
 /// Enrollment attempts per device before the fleet gives up.
@@ -158,10 +158,56 @@ fn root_cause(mut errors: Vec<AgentError>) -> Option<AgentError> {
     (chosen < errors.len()).then(|| errors.swap_remove(chosen))
 }
 
+/// Open files the fleet keeps for itself (the runtime, the log, the
+/// metrics calls) beyond one socket per agent.
+const RESERVED_FILES: u64 = 64;
+
+/// Raises this process's open-file soft limit to its hard limit, where the
+/// system allows it, and returns the soft limit now in force. Each held
+/// long-poll is a socket, and a default soft limit of 1,024 would cap a
+/// fleet (or a server) at about a thousand agents.
+pub fn raise_open_file_limit() -> std::io::Result<u64> {
+    // `rlimit`'s safe wrapper over getrlimit/setrlimit: the workspace forbids
+    // `unsafe`, which calling libc directly would need.
+    rlimit::increase_nofile_limit(u64::MAX)
+}
+
+/// How many agents a fleet can hold with `open_files` file descriptors: one
+/// socket each, plus a few for the fleet itself.
+pub fn agents_for_open_files(open_files: u64) -> usize {
+    usize::try_from(open_files.saturating_sub(RESERVED_FILES)).unwrap_or(usize::MAX)
+}
+
+/// The loopback source addresses a fleet spreads its connections over
+/// (127.0.0.1, 127.0.0.2, …): each (source, destination) pair has its own
+/// 28,000 or so ephemeral ports, so `count` addresses hold `count` times as
+/// many connections to one server. At most 254.
+pub fn loopback_sources(count: usize) -> Vec<std::net::IpAddr> {
+    (1..=count.clamp(1, 254))
+        .map(|n| std::net::IpAddr::from([127, 0, 0, u8::try_from(n).unwrap_or(u8::MAX)]))
+        .collect()
+}
+
+/// What a running fleet's devices heard from the server, over every device.
+#[derive(Debug, Default)]
+pub struct FleetCounts {
+    /// Answers 429 or 503 (a busy server shedding load).
+    pub busy: AtomicU64,
+    /// Of those, answers with a `Retry-After`.
+    pub busy_with_retry_after: AtomicU64,
+    /// Syncs that failed otherwise (connection refused or dropped, timeouts, 5xx).
+    pub failed: AtomicU64,
+    /// Policies received (200).
+    pub policies: AtomicU64,
+    /// Answers 304.
+    pub unchanged: AtomicU64,
+}
+
 /// A running fleet: every device runs the agent runtime and records the
 /// config version of the policy it holds.
 pub struct Fleet {
     held: Arc<[AtomicI64]>,
+    counts: Arc<FleetCounts>,
     stop: watch::Sender<bool>,
 }
 
@@ -171,15 +217,31 @@ const NO_POLICY: i64 = -1;
 impl Fleet {
     /// Starts one task per device, each with its own state machine, paced by `timing`.
     pub fn start(client: &reqwest::Client, devices: Vec<FleetDevice>, timing: Timing) -> Self {
+        Self::start_spread(std::slice::from_ref(client), devices, timing)
+    }
+
+    /// Like [`Fleet::start`], the devices taking the clients in turn (one
+    /// client per source address, so that the fleet does not run out of
+    /// ephemeral ports). With no client, no device starts.
+    pub fn start_spread(
+        clients: &[reqwest::Client],
+        devices: Vec<FleetDevice>,
+        timing: Timing,
+    ) -> Self {
         let held: Arc<[AtomicI64]> = devices
             .iter()
             .map(|d| AtomicI64::new(d.policy.config_version))
             .collect();
+        let counts = Arc::new(FleetCounts::default());
         let (stop, stopped) = watch::channel(false);
         for (index, device) in devices.into_iter().enumerate() {
+            let Some(client) = clients.get(index % clients.len().max(1)) else {
+                break;
+            };
             let (client, mut stopped) = (client.clone(), stopped.clone());
             let mut counter = Counter {
                 held: held.clone(),
+                counts: counts.clone(),
                 index,
             };
             tokio::spawn(async move {
@@ -209,7 +271,12 @@ impl Fleet {
                 runtime::run(device, agent, actions, &mut counter, None, None, shutdown).await;
             });
         }
-        Self { held, stop }
+        Self { held, counts, stop }
+    }
+
+    /// What the devices heard from the server so far.
+    pub fn counts(&self) -> &FleetCounts {
+        &self.counts
     }
 
     /// Devices that hold a policy of at least this config version.
@@ -266,6 +333,7 @@ impl Fleet {
 /// policy in memory (the machine holds it); it only reports which it holds.
 struct Counter {
     held: Arc<[AtomicI64]>,
+    counts: Arc<FleetCounts>,
     index: usize,
 }
 
@@ -273,6 +341,22 @@ impl Host for Counter {
     type Wake = ();
 
     fn act(&mut self, _action: Action, _agent: &Agent) {}
+
+    fn answered(&mut self, outcome: &SyncOutcome) {
+        let counts = &self.counts;
+        let counter = match outcome {
+            SyncOutcome::Busy { retry_after_ms, .. } => {
+                if retry_after_ms.is_some() {
+                    counts.busy_with_retry_after.fetch_add(1, Ordering::Relaxed);
+                }
+                &counts.busy
+            }
+            SyncOutcome::Failed(_) | SyncOutcome::Revoked => &counts.failed,
+            SyncOutcome::Policy(_) => &counts.policies,
+            SyncOutcome::Unchanged => &counts.unchanged,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 
     fn settled(&mut self, agent: &Agent, _now_ms: u64) {
         let version = agent.policy().map_or(NO_POLICY, |p| p.config_version);
@@ -298,6 +382,27 @@ mod tests {
             code: "user_not_provisioned".into(),
             message: format!("user {user:?} is not in the directory"),
         })
+    }
+
+    #[test]
+    fn sources_are_distinct_loopback_addresses() {
+        let sources = loopback_sources(8);
+        assert_eq!(sources.len(), 8);
+        assert!(sources.iter().all(std::net::IpAddr::is_loopback));
+        assert_eq!(sources[0], std::net::IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(sources[7], std::net::IpAddr::from([127, 0, 0, 8]));
+        assert_eq!(loopback_sources(0).len(), 1);
+        assert_eq!(loopback_sources(1000).len(), 254);
+        assert_eq!(agents_for_open_files(20_000), 19_936);
+        assert_eq!(agents_for_open_files(10), 0);
+    }
+
+    #[test]
+    fn the_open_file_limit_is_raised_to_what_the_system_allows() {
+        let soft = raise_open_file_limit().expect("getrlimit");
+        let (now, hard) = rlimit::Resource::NOFILE.get().expect("getrlimit");
+        assert_eq!(soft, now);
+        assert!(soft == hard || hard == rlimit::INFINITY, "{soft} of {hard}");
     }
 
     #[test]

@@ -76,12 +76,18 @@ pub struct SessionState {
     pub services: BTreeMap<String, ServiceState>,
 }
 
-/// Capped exponential backoff after failures, spread by ±20 % jitter.
+/// Capped exponential backoff after failures, spread by ±20 % jitter; and
+/// the spread of a reconnect after a held long-poll's connection dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
     first_ms: u64,
     cap_ms: u64,
+    reconnect_spread_ms: u64,
 }
+
+/// The longest random wait before reconnecting after a held long-poll's
+/// connection dropped (a server restart): a fleet comes back spread over it.
+const RECONNECT_SPREAD_MS: u64 = 5_000;
 
 /// Why backoff settings were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -105,6 +111,7 @@ impl Default for Backoff {
         Self {
             first_ms: 1_000,
             cap_ms: 60_000,
+            reconnect_spread_ms: RECONNECT_SPREAD_MS,
         }
     }
 }
@@ -118,7 +125,35 @@ impl Backoff {
         if cap_ms < first_ms {
             return Err(BackoffError::CapBelowFirst { first_ms, cap_ms });
         }
-        Ok(Self { first_ms, cap_ms })
+        Ok(Self {
+            first_ms,
+            cap_ms,
+            reconnect_spread_ms: RECONNECT_SPREAD_MS.min(cap_ms),
+        })
+    }
+
+    /// The same backoff, with reconnects after a dropped long-poll spread
+    /// over `0..=spread_ms` (default: 5 s, or the cap if shorter).
+    pub fn with_reconnect_spread_ms(mut self, spread_ms: u64) -> Self {
+        self.reconnect_spread_ms = spread_ms;
+        self
+    }
+
+    /// The wait before reconnecting after a held long-poll's connection
+    /// dropped: anywhere in `0..=spread` ("full jitter"), so that a fleet
+    /// whose server restarted does not reconnect all at once.
+    pub fn reconnect_ms(&self, jitter: f64) -> u64 {
+        let share = (jitter.clamp(-1.0, 1.0) + 1.0) / 2.0;
+        (self.reconnect_spread_ms as f64 * share) as u64
+    }
+
+    /// The wait after a busy server asked for `retry_after_ms`: never
+    /// earlier, at least the first backoff wait, plus up to half again, so
+    /// that agents told the same wait do not come back together.
+    pub fn busy_ms(&self, retry_after_ms: u64, jitter: f64) -> u64 {
+        let share = (jitter.clamp(-1.0, 1.0) + 1.0) / 2.0;
+        let wait = retry_after_ms.max(self.first_ms);
+        wait.saturating_add((wait as f64 * 0.5 * share) as u64)
     }
 
     /// The first wait, in milliseconds.
@@ -190,6 +225,18 @@ pub enum Event {
     /// The server could not be reached, was slow, or answered garbage.
     TransportError {
         /// What went wrong.
+        detail: String,
+    },
+    /// The connection of a held long-poll dropped (the server restarted).
+    HeldSyncLost {
+        /// What went wrong.
+        detail: String,
+    },
+    /// The server is overloaded (429 or 503) and asked to wait (`Retry-After`).
+    ServerBusy {
+        /// The wait asked for, in milliseconds.
+        retry_after_ms: u64,
+        /// What the server said.
         detail: String,
     },
     /// The server no longer knows the device (its token was revoked).
@@ -483,6 +530,24 @@ impl Agent {
                 vec![Action::SyncNow { manual: true }]
             }
             Event::TransportError { detail } => self.failed(detail, now_ms, jitter),
+            // A long-poll that was held fine until now: every device of the
+            // fleet lost it at the same moment, so they come back spread out.
+            Event::HeldSyncLost { detail } if self.failures == 0 => {
+                self.failure(detail);
+                vec![Action::ScheduleSync {
+                    at_ms: now_ms.saturating_add(self.backoff.reconnect_ms(jitter)),
+                }]
+            }
+            Event::HeldSyncLost { detail } => self.failed(detail, now_ms, jitter),
+            Event::ServerBusy {
+                retry_after_ms,
+                detail,
+            } => {
+                self.failure(detail);
+                vec![Action::ScheduleSync {
+                    at_ms: now_ms.saturating_add(self.backoff.busy_ms(retry_after_ms, jitter)),
+                }]
+            }
             Event::Revoked => {
                 self.revoked = true;
                 self.reachable = true;
@@ -509,10 +574,14 @@ impl Agent {
         self.last_error = None;
     }
 
-    fn failed(&mut self, detail: String, now_ms: u64, jitter: f64) -> Vec<Action> {
+    fn failure(&mut self, detail: String) {
         self.reachable = false;
         self.failures = self.failures.saturating_add(1);
         self.last_error = Some(detail);
+    }
+
+    fn failed(&mut self, detail: String, now_ms: u64, jitter: f64) -> Vec<Action> {
+        self.failure(detail);
         vec![Action::ScheduleSync {
             at_ms: now_ms.saturating_add(self.backoff.delay_ms(self.failures, jitter)),
         }]
@@ -1292,6 +1361,11 @@ mod tests {
             Just(Event::PolicyUnchanged),
             Just(Event::Timer),
             Just(Event::TransportError { detail: "x".into() }),
+            Just(Event::HeldSyncLost { detail: "x".into() }),
+            (0u64..10_000).prop_map(|retry_after_ms| Event::ServerBusy {
+                retry_after_ms,
+                detail: "x".into()
+            }),
             (services, any::<bool>()).prop_map(|(services, manual)| {
                 let ids = ["zia", "zpa", "zdx"];
                 let named: Vec<(&str, bool, bool)> = ids
@@ -1434,6 +1508,100 @@ mod tests {
         agent.handle(received(policy(2, &[("zia", true, false)])), 3, 0.0);
         assert!(!agent.status(4).revoked);
         assert_eq!(agent.service("zia"), Running);
+    }
+
+    #[test]
+    fn a_busy_server_is_asked_again_after_its_wait_plus_jitter_never_earlier() {
+        let (mut agent, _) = Agent::new("t", "d", None, Backoff::default());
+        agent.handle(received(policy(1, &[("zia", true, false)])), 0, 0.0);
+        let busy = |retry_after_ms| Event::ServerBusy {
+            retry_after_ms,
+            detail: "busy".into(),
+        };
+        assert_eq!(
+            agent.handle(busy(4_000), 100, -1.0),
+            [Action::ScheduleSync { at_ms: 4_100 }],
+            "never earlier than asked"
+        );
+        assert_eq!(
+            agent.handle(busy(4_000), 100, 1.0),
+            [Action::ScheduleSync { at_ms: 6_100 }],
+            "at most half again"
+        );
+        assert_eq!(
+            agent.handle(busy(4_000), 100, 0.0),
+            [Action::ScheduleSync { at_ms: 5_100 }]
+        );
+        // "Retry-After: 0" does not make it hammer: the first backoff wait at least.
+        assert_eq!(
+            agent.handle(busy(0), 100, -1.0),
+            [Action::ScheduleSync { at_ms: 1_100 }]
+        );
+        // Services keep running; the status says why the server is not used.
+        assert_eq!(agent.service("zia"), Running);
+        let status = agent.status(200);
+        assert!(!status.server_reachable);
+        assert!(status.last_error.is_some_and(|e| e.contains("busy")));
+        agent.handle(Event::PolicyUnchanged, 7_000, 0.0);
+        assert!(agent.server_reachable());
+    }
+
+    #[test]
+    fn a_dropped_long_poll_reconnects_after_a_random_wait_then_backs_off() {
+        let (mut agent, _) = Agent::new("t", "d", None, Backoff::default());
+        agent.handle(received(policy(1, &[("zia", true, false)])), 0, 0.0);
+        let lost = || Event::HeldSyncLost {
+            detail: "connection closed".into(),
+        };
+        // Spread over 0..=5 s by the jitter sample, so a fleet comes back spread out.
+        let mut first = agent.clone();
+        assert_eq!(
+            first.handle(lost(), 1_000, -1.0),
+            [Action::ScheduleSync { at_ms: 1_000 }]
+        );
+        let mut last = agent.clone();
+        assert_eq!(
+            last.handle(lost(), 1_000, 1.0),
+            [Action::ScheduleSync { at_ms: 6_000 }]
+        );
+        assert_eq!(
+            agent.handle(lost(), 1_000, 0.0),
+            [Action::ScheduleSync { at_ms: 3_500 }]
+        );
+        assert_eq!(agent.service("zia"), Running);
+        // If the server is still down, the usual backoff follows.
+        assert_eq!(
+            agent.handle(lost(), 4_000, 0.0),
+            [Action::ScheduleSync { at_ms: 6_000 }]
+        );
+        // The spread is at most the cap of a short backoff, and can be set.
+        let short = Backoff::new(10, 20).expect("valid");
+        assert_eq!(short.reconnect_ms(1.0), 20);
+        assert_eq!(short.with_reconnect_spread_ms(0).reconnect_ms(1.0), 0);
+    }
+
+    proptest! {
+        #[test]
+        fn busy_waits_are_never_shorter_than_asked(
+            retry_after_ms in 0u64..10_000_000,
+            jitter in -2.0f64..2.0,
+            now_ms in 0u64..1_000_000,
+        ) {
+            let (mut agent, _) = Agent::new("t", "d", None, Backoff::default());
+            let actions = agent.handle(
+                Event::ServerBusy { retry_after_ms, detail: "busy".into() },
+                now_ms,
+                jitter,
+            );
+            let wait = retry_after_ms.max(1_000);
+            match actions.as_slice() {
+                [Action::ScheduleSync { at_ms }] => {
+                    prop_assert!(*at_ms >= now_ms + wait);
+                    prop_assert!(*at_ms <= now_ms + wait + wait / 2);
+                }
+                other => prop_assert!(false, "{:?}", other),
+            }
+        }
     }
 
     #[test]

@@ -17,8 +17,39 @@ pub enum SyncOutcome {
     Unchanged,
     /// The device's token was revoked (401).
     Revoked,
+    /// The server is overloaded (429 or 503); with `Retry-After`, the wait it asked for.
+    Busy {
+        /// The HTTP status.
+        status: u16,
+        /// The `Retry-After` it sent, in milliseconds (at most an hour), if any.
+        retry_after_ms: Option<u64>,
+    },
     /// Down, slow, or garbage.
     Failed(String),
+}
+
+/// The longest `Retry-After` the agent honours: a server that asks for more
+/// is asked again after an hour.
+pub const MAX_RETRY_AFTER_MS: u64 = 3_600_000;
+
+/// A `Retry-After` value (delta-seconds, or an HTTP date compared with `now`)
+/// in milliseconds, capped at [`MAX_RETRY_AFTER_MS`]; `None` when unreadable.
+pub fn retry_after_ms(value: &str, now: std::time::SystemTime) -> Option<u64> {
+    let value = value.trim();
+    let ms = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Digits too many for a u64 are "a very long time".
+        value
+            .parse::<u64>()
+            .unwrap_or(u64::MAX)
+            .saturating_mul(1000)
+    } else {
+        let at = httpdate::parse_http_date(value).ok()?;
+        // A date in the past means "now".
+        at.duration_since(now).map_or(0, |wait| {
+            u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)
+        })
+    };
+    Some(ms.min(MAX_RETRY_AFTER_MS))
 }
 
 impl SyncOutcome {
@@ -28,6 +59,23 @@ impl SyncOutcome {
             SyncOutcome::Policy(policy) => Event::PolicyReceived { policy, manual },
             SyncOutcome::Unchanged => Event::PolicyUnchanged,
             SyncOutcome::Revoked => Event::Revoked,
+            SyncOutcome::Busy {
+                status,
+                retry_after_ms: Some(retry_after_ms),
+            } => Event::ServerBusy {
+                retry_after_ms,
+                detail: format!(
+                    "the server is busy (HTTP {status}); it asked to wait {} s",
+                    retry_after_ms.div_ceil(1000)
+                ),
+            },
+            // Without Retry-After: the usual backoff.
+            SyncOutcome::Busy {
+                status,
+                retry_after_ms: None,
+            } => Event::TransportError {
+                detail: format!("the server is busy (HTTP {status})"),
+            },
             SyncOutcome::Failed(detail) => Event::TransportError { detail },
         }
     }
@@ -75,6 +123,14 @@ pub async fn sync_once(
                 )),
             },
             Err(error) => SyncOutcome::Failed(format!("the answer was cut off: {error}")),
+        },
+        status @ (429 | 503) => SyncOutcome::Busy {
+            status,
+            retry_after_ms: response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| retry_after_ms(v, std::time::SystemTime::now())),
         },
         status => SyncOutcome::Failed(format!("the server answered {status}")),
     }
@@ -198,5 +254,52 @@ pub async fn enroll_retrying(
                 tokio::time::sleep(wait).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates_and_is_bounded() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(retry_after_ms("7", now), Some(7_000));
+        assert_eq!(retry_after_ms(" 0 ", now), Some(0));
+        assert_eq!(retry_after_ms("86400", now), Some(MAX_RETRY_AFTER_MS));
+        assert_eq!(
+            retry_after_ms("99999999999999999999999", now),
+            Some(MAX_RETRY_AFTER_MS)
+        );
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(retry_after_ms(&later, now), Some(30_000));
+        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        assert_eq!(retry_after_ms(&earlier, now), Some(0));
+        for unreadable in ["", "-5", "1.5", "soon", "Mon, 99 Foo 2026"] {
+            assert_eq!(retry_after_ms(unreadable, now), None, "{unreadable:?}");
+        }
+        let _ = SystemTime::now();
+    }
+
+    #[test]
+    fn a_busy_answer_with_retry_after_is_its_own_event() {
+        let busy = SyncOutcome::Busy {
+            status: 503,
+            retry_after_ms: Some(4_000),
+        };
+        assert!(matches!(
+            busy.event(false),
+            Event::ServerBusy {
+                retry_after_ms: 4_000,
+                ..
+            }
+        ));
+        let bare = SyncOutcome::Busy {
+            status: 429,
+            retry_after_ms: None,
+        };
+        assert!(matches!(bare.event(false), Event::TransportError { .. }));
     }
 }

@@ -144,6 +144,11 @@ pub async fn run<H: Host>(
     // The report of the sync in flight (or the last one), and whether that sync is held.
     let mut sent: Option<Arc<Value>> = None;
     let mut held = false;
+    // When the sync in flight started, and until when the next long-poll
+    // waits: a server at its cap of held long-polls answers them at once,
+    // and asking again at once would only spin.
+    let mut sent_at = Instant::now();
+    let mut pause: Option<Instant> = None;
     loop {
         for action in std::mem::take(&mut actions) {
             match action {
@@ -183,9 +188,10 @@ pub async fn run<H: Host>(
         }
         // While the server answers, keep a long-poll open; after failures the
         // backoff timer decides, and a revoked device asks no more.
-        if sync.is_none() && device.timing.long_poll_s > 0 && usable {
+        if sync.is_none() && device.timing.long_poll_s > 0 && usable && pause.is_none() {
             sent = host.report();
             held = true;
+            sent_at = Instant::now();
             sync.set(Some(request(
                 device,
                 sent.clone(),
@@ -223,7 +229,20 @@ pub async fn run<H: Host>(
             } => {
                 sync.set(None);
                 host.answered(&outcome);
-                actions.extend(agent.handle(outcome.event(manual), now_ms(), jitter()));
+                let quick = sent_at.elapsed() < QUICK_ANSWER && device.timing.long_poll_s > 1;
+                if held && quick && outcome == SyncOutcome::Unchanged {
+                    let spread = (jitter() + 1.0) / 2.0 * NOT_HELD_PAUSE.as_secs_f64();
+                    pause = Some(Instant::now() + NOT_HELD_PAUSE + Duration::from_secs_f64(spread));
+                }
+                let event = match outcome {
+                    // The held connection dropped: the server went away.
+                    SyncOutcome::Failed(detail) if held => Event::HeldSyncLost { detail },
+                    outcome => outcome.event(manual),
+                };
+                actions.extend(agent.handle(event, now_ms(), jitter()));
+            }
+            () = tokio::time::sleep_until(pause.unwrap_or_else(Instant::now)), if pause.is_some() => {
+                pause = None;
             }
             Some(wake) = next_wake(&mut wakes) => host.woke(wake, &agent),
             () = tokio::time::sleep_until(timer.unwrap_or_else(Instant::now)), if timer.is_some() => {
@@ -236,6 +255,11 @@ pub async fn run<H: Host>(
         }
     }
 }
+
+/// A long-poll answered 304 sooner than this was not held by the server.
+const QUICK_ANSWER: Duration = Duration::from_secs(1);
+/// How long the next long-poll waits then (plus up to as long again, at random).
+const NOT_HELD_PAUSE: Duration = Duration::from_secs(5);
 
 /// The wall-clock time in milliseconds since the UNIX epoch, the machine's clock.
 pub fn now_ms() -> u64 {

@@ -8,7 +8,9 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use entitle_device_agent::driver::{self, AgentConfig};
 use entitle_device_agent::facts::{DeviceFacts, PostureCommand};
-use entitle_device_agent::fleet::{Fleet, FleetPlan, enroll_fleet};
+use entitle_device_agent::fleet::{
+    Fleet, FleetPlan, agents_for_open_files, enroll_fleet, loopback_sources, raise_open_file_limit,
+};
 use entitle_device_agent::hooks::{Hooks, ServiceHook};
 use entitle_device_agent::machine::Backoff;
 use entitle_device_agent::runtime::Timing;
@@ -320,6 +322,12 @@ pub struct FleetArgs {
     /// Without --measure: seconds to keep the fleet connected.
     #[arg(long, default_value_t = 60)]
     duration: u64,
+    /// Loopback source addresses (127.0.0.1, .2, …) to spread the connections
+    /// over when the server is on this machine, each with its own ephemeral
+    /// ports (about 28,000 per source and server). Default: 8 for a loopback
+    /// server, else 1 (the system picks the source).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=254))]
+    source_addresses: Option<u64>,
     #[command(flatten)]
     pacing: PacingArgs,
     #[command(flatten)]
@@ -400,9 +408,50 @@ pub async fn fleet(args: FleetArgs) -> anyhow::Result<()> {
     entitle_device_agent::transport::check_plain_http(&server, args.insecure_http)
         .map_err(anyhow::Error::msg)?;
     let agents = args.agents;
+    // One socket per agent: raise the open-file limit as far as allowed.
+    match raise_open_file_limit() {
+        Ok(limit) => {
+            let room = agents_for_open_files(limit);
+            report(
+                "open-file limit",
+                format!("{limit} (room for about {room} agents)"),
+            );
+            if agents > room {
+                tracing::warn!(
+                    agents,
+                    room,
+                    "more agents than open files allow: run several fleet processes"
+                );
+            }
+        }
+        Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
+    }
+    let sources = match args.source_addresses {
+        Some(count) => usize::try_from(count).unwrap_or(1),
+        None if is_loopback_server(&server) => 8,
+        None => 1,
+    };
+    let per_client = agents.div_ceil(sources) + 16;
+    let clients = if sources > 1 || args.source_addresses.is_some() {
+        loopback_sources(sources)
+            .into_iter()
+            .map(|source| {
+                args.ca.client(|builder| {
+                    builder
+                        .pool_max_idle_per_host(per_client)
+                        .local_address(source)
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?
+    } else {
+        vec![
+            args.ca
+                .client(|builder| builder.pool_max_idle_per_host(per_client))?,
+        ]
+    };
     let client = args
         .ca
-        .client(|builder| builder.pool_max_idle_per_host(agents + 16))?;
+        .client(|builder| builder.pool_max_idle_per_host(64))?;
     let admin = |path: &str| {
         format!(
             "{server}/api/v1/tenants/{}{path}",
@@ -453,7 +502,15 @@ pub async fn fleet(args: FleetArgs) -> anyhow::Result<()> {
     let devices = enroll_fleet(&client, plan, timing, move || counter.inc(1)).await?;
     bar.finish();
     let rss_enrolled = probe.rss_kib().await;
-    let fleet = Fleet::start(&client, devices, timing);
+    let fleet = Fleet::start_spread(&clients, devices, timing);
+    report(
+        "source addresses",
+        format!(
+            "{} ({} agents each)",
+            clients.len(),
+            agents.div_ceil(clients.len().max(1))
+        ),
+    );
     let connected = wait_for_held(&client, &server, fleet.len()).await;
     report(
         "agents holding a long-poll",
@@ -482,6 +539,7 @@ pub async fn fleet(args: FleetArgs) -> anyhow::Result<()> {
     }
     if !args.measure {
         tokio::time::sleep(Duration::from_secs(args.duration)).await;
+        report_counts(&fleet);
         fleet.stop();
         return Ok(());
     }
@@ -543,8 +601,52 @@ pub async fn fleet(args: FleetArgs) -> anyhow::Result<()> {
             ),
         );
     }
+    report_counts(&fleet);
     fleet.stop();
     Ok(())
+}
+
+/// Whether the server's URL names this machine (`127.x`, `localhost`, `[::1]`).
+fn is_loopback_server(server: &str) -> bool {
+    let host = server
+        .split_once("://")
+        .map_or(server, |(_, rest)| rest)
+        .split(['/', '?'])
+        .next()
+        .unwrap_or_default();
+    let host = host
+        .rsplit_once(':')
+        .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(host, |(host, _)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// What the fleet's agents heard: policies, 304s, busy answers (429/503), failures.
+fn report_counts(fleet: &Fleet) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let counts = fleet.counts();
+    report(
+        "answers: policies / unchanged",
+        format!(
+            "{} / {}",
+            counts.policies.load(Relaxed),
+            counts.unchanged.load(Relaxed)
+        ),
+    );
+    report(
+        "answers: busy (429/503), with Retry-After",
+        format!(
+            "{}, {}",
+            counts.busy.load(Relaxed),
+            counts.busy_with_retry_after.load(Relaxed)
+        ),
+    );
+    report("syncs failed", counts.failed.load(Relaxed).to_string());
 }
 
 /// Waits until the server reports `count` held long-polls (from /metrics), up to 60 s.
@@ -561,4 +663,24 @@ async fn wait_for_held(client: &reqwest::Client, server: &str, count: usize) -> 
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     held
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_servers_are_recognised() {
+        for server in [
+            "http://127.0.0.1:8080",
+            "http://127.0.0.9",
+            "https://localhost:443/x",
+            "http://[::1]:80",
+        ] {
+            assert!(is_loopback_server(server), "{server}");
+        }
+        for server in ["https://entitle.example.com", "http://10.0.0.1:8080"] {
+            assert!(!is_loopback_server(server), "{server}");
+        }
+    }
 }

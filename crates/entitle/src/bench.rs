@@ -20,6 +20,8 @@ use crate::serve::Database;
 
 #[path = "bench_audit.rs"]
 mod audit_export;
+#[path = "bench_storm.rs"]
+mod storm;
 
 /// Flags of `entitle bench`.
 #[derive(Args, Debug)]
@@ -80,6 +82,30 @@ pub struct BenchArgs {
     tls_key: Option<std::path::PathBuf>,
     #[command(flatten)]
     ca: crate::tls_args::CaArgs,
+    /// Measure overload instead: a reconnect storm of simulated agents after
+    /// a restart of a real `entitle serve` child, then ten times the
+    /// sustainable sync rate.
+    #[arg(long)]
+    storm: bool,
+    /// Agents in the storm (default: as many as the open-file limit allows).
+    #[arg(long)]
+    storm_agents: Option<usize>,
+    /// Devices of the second tenant, whose syncs must not starve.
+    #[arg(long, default_value_t = 20)]
+    other_devices: usize,
+    /// Loopback source addresses the storm's connections are spread over.
+    #[arg(long, default_value_t = 8)]
+    source_addresses: usize,
+    /// A flag passed to the `entitle serve` child (repeatable), e.g.
+    /// `--serve-arg=--max-syncs-in-flight=4`.
+    #[arg(long, allow_hyphen_values = true)]
+    serve_arg: Vec<String>,
+    /// Seconds of open-loop load at --overload-factor × the sustainable rate.
+    #[arg(long, default_value_t = 20)]
+    overload_seconds: u64,
+    /// The open-loop load as a multiple of the sustainable rate.
+    #[arg(long, default_value_t = 10)]
+    overload_factor: u32,
 }
 
 #[allow(clippy::print_stdout)]
@@ -94,6 +120,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.audit_export {
         return audit_export::run(&args).await;
+    }
+    if args.storm {
+        return storm::run(&args).await;
     }
     if args.device_list > 0 {
         return bench_device_list(&args).await;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
-use entitle_server::{Server, ServerConfig, ServerTls, TrustedProxies};
+use entitle_server::{Server, ServerConfig, ServerTls, ShedConfig, TrustedProxies};
 use entitle_store::{Actor, PostgresOptions, Role, SqlStore, Store, TokenGrant, secrets};
 use tokio::net::TcpListener;
 
@@ -60,6 +60,32 @@ pub struct ServeArgs {
     /// Enrollments allowed per minute per enrollment key and client address.
     #[arg(long, env = "ENTITLE_ENROLLMENTS_PER_MINUTE", default_value_t = 60)]
     pub enrollments_per_minute: u32,
+    /// Agent syncs doing work at once (default: 4 per core); more wait
+    /// briefly, then are answered 503 with Retry-After.
+    #[arg(long, env = "ENTITLE_MAX_SYNCS_IN_FLIGHT")]
+    pub max_syncs_in_flight: Option<usize>,
+    /// Device-token lookups at once, before the tenant is known (default: 2 per core).
+    #[arg(long, env = "ENTITLE_MAX_TOKEN_CHECKS_IN_FLIGHT")]
+    pub max_token_checks_in_flight: Option<usize>,
+    /// The share of --max-syncs-in-flight one tenant may use, in percent, so
+    /// that one tenant's storm does not starve the others' syncs.
+    #[arg(long, env = "ENTITLE_SYNC_TENANT_SHARE", default_value_t = 75,
+          value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub sync_tenant_share: u8,
+    /// Milliseconds a sync waits for a slot before it is answered 503.
+    #[arg(long, env = "ENTITLE_SYNC_QUEUE_MS", default_value_t = 500)]
+    pub sync_queue_ms: u64,
+    /// Syncs waiting for a slot at once; more are answered 503 at once.
+    #[arg(long, env = "ENTITLE_MAX_QUEUED_SYNCS", default_value_t = 1024)]
+    pub max_queued_syncs: usize,
+    /// Long-polls held at once; past it a sync is answered at once (304 or
+    /// 200) instead of being held.
+    #[arg(long, env = "ENTITLE_MAX_HELD_LONG_POLLS", default_value_t = 100_000)]
+    pub max_held_long_polls: usize,
+    /// A shed sync's Retry-After is spread over 1..=this many seconds.
+    #[arg(long, env = "ENTITLE_SYNC_RETRY_AFTER_MAX", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub sync_retry_after_max: u64,
     /// Sign-in through the company's identity provider.
     #[command(flatten)]
     pub oidc: crate::oidc_args::OidcArgs,
@@ -84,7 +110,28 @@ impl ServeArgs {
             max_body_bytes_in_flight: self.max_body_mib_in_flight.max(1) * 1024 * 1024,
             enrollments_per_minute: self.enrollments_per_minute,
             public_url: self.public_url.clone(),
+            shed: self.shed_config(),
             ..ServerConfig::default()
+        }
+    }
+
+    /// The sync gates' limits these flags give.
+    pub fn shed_config(&self) -> ShedConfig {
+        let defaults = ShedConfig::default();
+        ShedConfig {
+            max_syncs_in_flight: self
+                .max_syncs_in_flight
+                .unwrap_or(defaults.max_syncs_in_flight)
+                .max(1),
+            max_token_checks_in_flight: self
+                .max_token_checks_in_flight
+                .unwrap_or(defaults.max_token_checks_in_flight)
+                .max(1),
+            tenant_share_percent: self.sync_tenant_share,
+            queue_wait: Duration::from_millis(self.sync_queue_ms),
+            max_queued: self.max_queued_syncs,
+            max_held_long_polls: self.max_held_long_polls,
+            retry_after_max_s: self.sync_retry_after_max,
         }
     }
 }
@@ -221,6 +268,10 @@ pub async fn bootstrap(store: &dyn Store, token: Option<&str>) -> anyhow::Result
     Ok(())
 }
 
+/// Open files kept free of connections: the database, its WAL, logs, the
+/// certificate reloads.
+const FILES_KEPT_FREE: u64 = 256;
+
 /// Runs the server until Ctrl-C or SIGTERM.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
@@ -240,6 +291,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let mut config = args.server_config();
     config.oidc = args.oidc.build(args.public_url.as_deref())?;
+    // Each connection is a file: raise the open-file limit as far as allowed,
+    // and keep the connection cap under it (with room for the database and
+    // the logs), so that a storm waits in the listen backlog instead of
+    // failing accept() with "too many open files".
+    match entitle_device_agent::fleet::raise_open_file_limit() {
+        Ok(limit) => {
+            let room = usize::try_from(limit.saturating_sub(FILES_KEPT_FREE))
+                .unwrap_or(usize::MAX)
+                .max(1);
+            if config.max_connections > room {
+                tracing::warn!(
+                    max_connections = config.max_connections,
+                    open_file_limit = limit,
+                    "--max-connections lowered to {room} to stay under the open-file limit"
+                );
+                config.max_connections = room;
+            }
+        }
+        Err(error) => tracing::warn!(%error, "cannot read or raise the open-file limit"),
+    }
     let mut server = Server::new(store, config);
     let address = listener.local_addr()?;
     match (&args.tls_cert, &args.tls_key) {

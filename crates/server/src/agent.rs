@@ -181,7 +181,8 @@ pub struct SyncQuery {
 /// rest (a first request of another kind on the connection, HTTP/1.0, chunked bodies).
 #[utoipa::path(post, path = "/agent/v1/sync", tag = "agent", request_body = ReportJson,
     params(SyncQuery, ("If-None-Match" = Option<String>, Header, description = "ETag of the policy the device holds")),
-    responses((status = 200, body = PolicyJson, headers(("ETag" = String))), (status = 304), (status = 400), (status = 401)))]
+    responses((status = 200, body = PolicyJson, headers(("ETag" = String))), (status = 304), (status = 400), (status = 401),
+        (status = 503, description = "The server is busy (`server_busy`); ask again after `Retry-After` seconds", headers(("Retry-After" = u64)))))]
 pub(crate) async fn sync(
     State(state): State<AppState>,
     ClientAddress(address): ClientAddress,
@@ -194,7 +195,7 @@ pub(crate) async fn sync(
             .get(AUTHORIZATION)
             .map(HeaderValue::as_bytes),
     );
-    let device = authenticate_sync(&state, token_hash, address).await?;
+    let device = state.shed.authenticate(&state, token_hash, address).await?;
     let query: SyncQuery = query_from_str(request.uri().query().unwrap_or_default())?;
     let held_etag = request
         .headers()
@@ -207,7 +208,10 @@ pub(crate) async fn sync(
         wait_s: query.wait.unwrap_or(0),
         body: body.to_vec(),
     };
-    let answer = match begin_sync(&state, device.known, request).await? {
+    let admitted = state.shed.admit(&device.known.device.tenant_id).await?;
+    let step = begin_sync(&state, device.known.clone(), request).await;
+    drop(admitted);
+    let answer = match step? {
         SyncStep::Answer(answer) => answer,
         SyncStep::Hold(held) => held.finish(&state).await?,
     };
@@ -338,7 +342,8 @@ pub(crate) async fn begin_sync(
         }
     };
     let wait = request.wait_s.min(state.config.max_wait_s);
-    if wait == 0 {
+    // Past the node's cap on held long-polls, answered at once rather than refused.
+    if wait == 0 || !state.shed.may_hold() {
         state.metrics.sync("not_modified");
         return Ok(SyncStep::Answer(SyncAnswer::NotModified { etag }));
     }

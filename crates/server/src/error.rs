@@ -21,6 +21,8 @@ pub struct ApiError {
 struct Detail {
     message: String,
     field: Option<String>,
+    /// Seconds the caller should wait before asking again (`Retry-After`).
+    retry_after_s: Option<u64>,
 }
 
 impl ApiError {
@@ -32,6 +34,7 @@ impl ApiError {
             detail: Box::new(Detail {
                 message: message.into(),
                 field: None,
+                retry_after_s: None,
             }),
         }
     }
@@ -41,6 +44,18 @@ impl ApiError {
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
         self.detail.field = Some(field.into());
         self
+    }
+
+    /// The same error, answered with `Retry-After: seconds` (a busy server
+    /// tells its callers when to come back, so that they do not all retry at once).
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.detail.retry_after_s = Some(seconds);
+        self
+    }
+
+    /// The `Retry-After` seconds, if the error has them.
+    pub fn retry_after(&self) -> Option<u64> {
+        self.detail.retry_after_s
     }
 
     /// 400: the request is malformed.
@@ -80,7 +95,7 @@ impl ApiError {
     /// The JSON body: `{"error": {"code", "message"}}`, plus `field` when
     /// the error concerns one field of the request.
     pub fn body(&self) -> serde_json::Value {
-        let Detail { message, field } = &*self.detail;
+        let Detail { message, field, .. } = &*self.detail;
         match field {
             Some(field) => {
                 json!({"error": {"code": self.code, "message": message, "field": field}})
@@ -92,7 +107,14 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body())).into_response()
+        let mut response = (self.status, Json(self.body())).into_response();
+        if let Some(seconds) = self.retry_after() {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(seconds),
+            );
+        }
+        response
     }
 }
 

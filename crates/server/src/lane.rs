@@ -35,8 +35,7 @@ use crate::conn::Conn;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::agent::{
-    HeldSync, SyncAnswer, SyncQuery, SyncRequest, SyncStep, authenticate_sync, begin_sync,
-    device_token_hash, stopping,
+    HeldSync, SyncAnswer, SyncQuery, SyncRequest, SyncStep, begin_sync, device_token_hash, stopping,
 };
 use crate::error::ApiResult;
 use crate::extract::query_from_str;
@@ -238,7 +237,7 @@ async fn serve_connection(
         let client = head.client(&lane.state, address);
         // The device is known before its body is read: a stranger's body is
         // never read, let alone parsed, and the connection ends with the answer.
-        let device = match Box::pin(authenticate_sync(
+        let device = match Box::pin(lane.state.shed.authenticate(
             &lane.state,
             head.token_hash.clone(),
             Some(client),
@@ -290,8 +289,13 @@ async fn serve_connection(
             // Give the memory back before the request is held.
             buffer = Vec::new();
         }
+        let tenant = &device.known.device.tenant_id;
         let first_look = match request {
-            Ok(request) => Box::pin(begin_sync(&lane.state, device.known, request)).await,
+            // Shed (503 with Retry-After) when the node or the tenant's share stays busy.
+            Ok(request) => match Box::pin(lane.state.shed.admit(tenant)).await {
+                Ok(_admitted) => Box::pin(begin_sync(&lane.state, device.known.clone(), request)).await,
+                Err(busy) => Err(busy),
+            },
             Err(error) => Err(error),
         };
         let mut close = head.close;
@@ -585,14 +589,18 @@ fn parse_content_length(value: &[u8]) -> Option<usize> {
 
 /// The response's status and bytes.
 fn render(answer: ApiResult<SyncAnswer>, close: bool) -> (StatusCode, Vec<u8>) {
+    let mut retry_after = None;
     let (status, etag, body): (_, Option<std::sync::Arc<str>>, Option<Bytes>) = match answer {
         Ok(SyncAnswer::Policy(policy)) => (StatusCode::OK, Some(policy.etag), Some(policy.json)),
         Ok(SyncAnswer::NotModified { etag }) => (StatusCode::NOT_MODIFIED, Some(etag), None),
-        Err(error) => (
-            error.status(),
-            None,
-            Some(Bytes::from(error.body().to_string())),
-        ),
+        Err(error) => {
+            retry_after = error.retry_after();
+            (
+                error.status(),
+                None,
+                Some(Bytes::from(error.body().to_string())),
+            )
+        }
     };
     // The same security headers as every answer of the router (see `edge`).
     let mut head = format!(
@@ -612,6 +620,9 @@ fn render(answer: ApiResult<SyncAnswer>, close: bool) -> (StatusCode, Vec<u8>) {
             "content-type: application/json\r\ncontent-length: {}\r\n",
             body.len()
         ));
+    }
+    if let Some(seconds) = retry_after {
+        head.push_str(&format!("retry-after: {seconds}\r\n"));
     }
     if close {
         head.push_str("connection: close\r\n");

@@ -23,6 +23,7 @@ pub mod password;
 mod portal;
 mod scheduler;
 mod scim;
+mod shed;
 mod snapshot;
 mod state;
 mod sync_cache;
@@ -44,6 +45,7 @@ pub use error::ApiError;
 pub use limit::TrustedProxies;
 pub use metrics::{Metrics, ProcessFigures};
 use ops::ErrorResponses;
+pub use shed::ShedConfig;
 pub use snapshot::{Snapshots, TenantSnapshot};
 pub use state::{AppState, ServerConfig};
 pub use tls::{ServerTls, TlsError};
@@ -176,11 +178,13 @@ impl Server {
     /// Builds the server over a store.
     pub fn new(store: Arc<dyn Store>, config: ServerConfig) -> Self {
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let metrics = Arc::new(Metrics::new());
         let state = AppState {
             snapshots: Arc::new(Snapshots::new(store.clone())),
             store,
-            metrics: Arc::new(Metrics::new()),
             sync_cache: Arc::new(sync_cache::SyncCache::new(config.sync_cache_devices)),
+            shed: Arc::new(shed::Shed::new(config.shed.clone(), metrics.clone())),
+            metrics,
             failures: Arc::new(limit::FailureLimiter::default()),
             enrollments: Arc::new(limit::EnrollLimiter::new(config.enrollments_per_minute)),
             body_budget: limit::BodyBudget::new(config.max_body_bytes_in_flight),

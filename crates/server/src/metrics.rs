@@ -34,6 +34,12 @@ struct SyncLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShedLabels {
+    reason: &'static str,
+    tenant_bucket: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SyncWriteLabels {
     what: &'static str,
 }
@@ -51,6 +57,11 @@ pub struct Metrics {
     pub policy_changes_pushed: Counter,
     resident_memory_bytes: Gauge<i64, AtomicI64Compat>,
     cpu_seconds: Gauge<f64, AtomicU64>,
+    sync_shed: Family<ShedLabels, Counter>,
+    /// Syncs doing work right now (admitted by [`crate::shed`]).
+    pub syncs_in_flight: Gauge<i64, AtomicI64Compat>,
+    /// Syncs answered at once because the node held its most long-polls.
+    pub long_polls_not_held: Counter,
 }
 
 /// Gauge storage type.
@@ -110,7 +121,28 @@ impl Metrics {
             "User and system CPU time of the server process (Linux)",
             cpu_seconds.clone(),
         );
+        let sync_shed = Family::<ShedLabels, Counter>::default();
+        registry.register(
+            "sync_shed",
+            "Agent syncs answered 503 with Retry-After, by reason and tenant bucket (of 16)",
+            sync_shed.clone(),
+        );
+        let syncs_in_flight = Gauge::<i64, AtomicI64Compat>::default();
+        registry.register(
+            "syncs_in_flight",
+            "Agent syncs doing work right now (not held long-polls)",
+            syncs_in_flight.clone(),
+        );
+        let long_polls_not_held = Counter::<u64, AtomicU64>::default();
+        registry.register(
+            "long_polls_not_held",
+            "Syncs answered at once because the node held its most long-polls",
+            long_polls_not_held.clone(),
+        );
         Self {
+            sync_shed,
+            syncs_in_flight,
+            long_polls_not_held,
             registry,
             requests,
             latency,
@@ -126,6 +158,16 @@ impl Metrics {
     /// Counts a sync answered with `outcome` (`policy`, `not_modified`).
     pub fn sync(&self, outcome: &'static str) {
         self.syncs.get_or_create(&SyncLabels { outcome }).inc();
+    }
+
+    /// Counts a sync shed for `reason`, of a tenant's bucket (`none` before authentication).
+    pub fn sync_shed(&self, reason: &'static str, tenant_bucket: Option<&'static str>) {
+        self.sync_shed
+            .get_or_create(&ShedLabels {
+                reason,
+                tenant_bucket: tenant_bucket.unwrap_or("none"),
+            })
+            .inc();
     }
 
     /// Counts a sync's database write of `what` (`report`, `applied`, `last_seen`).

@@ -38,6 +38,8 @@ pub struct ServerConfig {
     /// Devices the sync path keeps in memory between their syncs (about
     /// 1 KiB each); a device not kept costs one indexed read per sync.
     pub sync_cache_devices: usize,
+    /// Limits of the sync gates (load shedding, see [`crate::shed`]).
+    pub shed: crate::shed::ShedConfig,
 }
 
 impl ServerConfig {
@@ -65,6 +67,7 @@ impl Default for ServerConfig {
             enrollments_per_minute: 60,
             oidc: None,
             sync_cache_devices: 200_000,
+            shed: crate::shed::ShedConfig::default(),
         }
     }
 }
@@ -90,6 +93,8 @@ pub struct AppState {
     pub body_budget: BodyBudget,
     /// What this node saw of each tenant's directory sync.
     pub directory: Arc<DirectoryActivity>,
+    /// The sync gates: load shedding, fair between tenants.
+    pub shed: Arc<crate::shed::Shed>,
     /// Becomes true when the server shuts down, so held long-polls answer at once.
     pub shutdown: watch::Receiver<bool>,
 }
