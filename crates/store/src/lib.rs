@@ -7,6 +7,7 @@
 mod account_admin;
 mod codec;
 mod dialect;
+mod population;
 mod scim_tokens;
 pub mod secrets;
 mod sql;
@@ -25,6 +26,7 @@ pub use account_admin::{
 };
 pub use codec::{device_group_to_json, report_to_json, settings_to_json};
 pub use dialect::PostgresOptions;
+pub use population::{PopulationDevice, PopulationStore};
 pub use scim_tokens::{
     MAX_SCIM_GRACE, SCIM_TOKENS_LISTED, ScimGrant, ScimRotation, ScimToken, ScimTokenState,
     ScimTokenStore,
@@ -42,6 +44,7 @@ pub trait Store:
     + AccountAdminStore
     + ScimStore
     + ScimTokenStore
+    + PopulationStore
     + Send
     + Sync
 {
@@ -56,6 +59,7 @@ impl<T> Store for T where
         + AccountAdminStore
         + ScimStore
         + ScimTokenStore
+        + PopulationStore
         + Send
         + Sync
 {

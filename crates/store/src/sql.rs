@@ -47,8 +47,12 @@ mod audit_log;
 
 #[path = "sql_accounts.rs"]
 mod accounts;
+#[path = "bench_seed.rs"]
+mod bench_seed;
 #[path = "sql_directory_views.rs"]
 mod directory_views;
+#[path = "sql_population.rs"]
+mod population;
 #[path = "sql_scim_setup.rs"]
 mod scim_setup;
 
