@@ -58,9 +58,10 @@ def main():
     ]
     fig, axes = plt.subplots(len(panels), 1, sharex=True, figsize=(8, 6.5), dpi=80)
     for axis, (column, label, colour) in zip(axes, panels):
-        axis.plot(minutes, [float(r[column]) for r in rows], color=colour, linewidth=1)
+        values = [float(r[column]) for r in rows]
+        axis.plot(minutes, values, color=colour, linewidth=1)
         axis.set_ylabel(label)
-        axis.set_ylim(bottom=0)
+        axis.set_ylim(0, max(max(values) * 1.15, 1))
         axis.grid(True, linewidth=0.3)
     errors = sum(int(r["server_errors"]) for r in rows)
     axes[0].set_title(

@@ -10,8 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use entitle_core::{
-    DeviceGroupId, GroupId, GroupNames, IMPACT_SAMPLE_SIZE, PopulationEntry, SERVICES, ServiceDef,
-    Settings, impact, service,
+    DeviceGroupId, GroupId, GroupNames, IMPACT_SAMPLE_SIZE, SERVICES, ServiceDef, Settings, service,
 };
 use entitle_store::{SaveRequest, StoreError};
 use serde::{Deserialize, Serialize};
@@ -297,29 +296,15 @@ pub(crate) async fn preview(
         |id| entitle_core::GroupNames::device_group(&*snapshot, id).is_some(),
     )
     .map_err(|e| ApiError::from(StoreError::Invalid(e)))?;
-    let mut devices = state.store.all_devices(&tenant.id).await?;
-    // A stable order makes the sample the same from one preview to the next.
-    devices.sort_by(|a, b| {
-        (&a.user_name, &a.report.hostname).cmp(&(&b.user_name, &b.report.hostname))
-    });
-    let device_groups: Vec<_> = devices
-        .iter()
-        .map(|d| snapshot.device_groups_of(d))
-        .collect();
-    let population = devices
-        .iter()
-        .zip(&device_groups)
-        .map(|(device, groups)| PopulationEntry {
-            hostname: &device.report.hostname,
-            subject: snapshot.subject(device, groups),
-        });
-    let result = impact(
+    let result = super::population::impact_over_tenant(
+        &state,
+        &snapshot,
+        &tenant.id,
         service,
         &current.settings,
         &proposed,
-        population,
-        &*snapshot,
-    );
+    )
+    .await?;
     debug_assert!(result.gaining.sample.len() <= IMPACT_SAMPLE_SIZE);
     Ok(Json(ImpactJson::from(result)))
 }

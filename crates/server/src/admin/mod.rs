@@ -10,6 +10,7 @@ pub(crate) mod directory;
 pub(crate) mod directory_views;
 pub(crate) mod entitlements;
 pub(crate) mod invitations;
+pub(crate) mod population;
 pub(crate) mod scim_setup;
 pub(crate) mod sessions;
 pub(crate) mod tenants;
