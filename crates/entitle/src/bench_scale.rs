@@ -150,8 +150,8 @@ pub(super) async fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 "median {:.2} s, max {:.2} s (gaining {}, losing {})",
                 times[1].as_secs_f64(),
                 times[2].as_secs_f64(),
-                summary["gaining"]["count"],
-                summary["losing"]["count"],
+                summary["gaining"]["devices"],
+                summary["losing"]["devices"],
             ),
         );
     }

@@ -19,14 +19,17 @@ use crate::error::{ApiError, ApiResult};
 use crate::snapshot::TenantSnapshot;
 use crate::state::AppState;
 
-/// Parts the population is read and decided in: more than the cores, so that
-/// reading one part overlaps deciding another.
-fn parts() -> usize {
+/// Parts read and decided at once: one per core, so that the work spreads
+/// over the cores.
+fn at_once() -> usize {
     std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(2, 8)
-        * 2
 }
+
+/// Parts the population is split into: many more than are read at once, so
+/// that the rows held in memory at any time are a small share of the tenant's.
+const PARTS: usize = 32;
 
 /// Who gains and who loses `service` when `current` becomes `proposed`,
 /// over every device of the tenant.
@@ -38,14 +41,21 @@ pub(crate) async fn impact_over_tenant(
     current: &Settings,
     proposed: &Settings,
 ) -> ApiResult<Impact> {
-    let parts = parts();
+    let parts = PARTS;
+    let turns = Arc::new(tokio::sync::Semaphore::new(at_once()));
     let mut tasks = Vec::with_capacity(parts);
     for part in 0..parts {
         let store = state.store.clone();
         let snapshot = snapshot.clone();
+        let turns = turns.clone();
         let (tenant_id, current, proposed) =
             (tenant_id.to_owned(), current.clone(), proposed.clone());
         tasks.push(tokio::spawn(async move {
+            // The permit is held while the part is read and decided.
+            let _turn = turns
+                .acquire_owned()
+                .await
+                .map_err(|_| internal("the preview's semaphore closed"))?;
             let devices = store.decision_population(&tenant_id, part, parts).await?;
             tokio::task::spawn_blocking(move || {
                 decide_part(&snapshot, service, &current, &proposed, devices)
@@ -65,6 +75,10 @@ pub(crate) async fn impact_over_tenant(
 }
 
 fn task_failed(error: tokio::task::JoinError) -> ApiError {
+    internal(&error.to_string())
+}
+
+fn internal(error: &str) -> ApiError {
     tracing::error!(%error, "a preview task failed");
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
