@@ -22,7 +22,8 @@ pub use device::{
 };
 pub use groups::{GroupGraph, GroupId};
 pub use impact::{
-    IMPACT_SAMPLE_SIZE, Impact, ImpactSide, MovedEntry, PopulationEntry, impact, impact_of_moves, impact_of_moves_with_names,
+    IMPACT_SAMPLE_SIZE, Impact, ImpactSide, MovedEntry, PopulationEntry, impact, impact_of_moves,
+    impact_of_moves_with_names,
 };
 pub use rollout::{ROLLOUT_STEPS, RolloutStep, in_rollout, rollout_bucket, rollout_preview};
 pub use service::{LegacyBehaviour, SERVICES, ServiceDef, UnknownService, service};

@@ -20,8 +20,14 @@ use crate::serve::Database;
 
 #[path = "bench_audit.rs"]
 mod audit_export;
+#[path = "bench_scale.rs"]
+mod scale;
+#[path = "bench_soak.rs"]
+mod soak;
 #[path = "bench_storm.rs"]
 mod storm;
+#[path = "bench_target.rs"]
+mod target;
 
 /// Flags of `entitle bench`.
 #[derive(Args, Debug)]
@@ -106,6 +112,38 @@ pub struct BenchArgs {
     /// The open-loop load as a multiple of the sustainable rate.
     #[arg(long, default_value_t = 10)]
     overload_factor: u32,
+    /// Serve a sync target for an outside load generator (wrk): a fresh
+    /// SQLite tenant with `--devices` devices and `--users` users seeded in
+    /// bulk, one device enrolled over HTTP whose token, sync body and ETag
+    /// are written to `--out`; serves until killed.
+    #[arg(long)]
+    sync_target: bool,
+    /// Address `--sync-target` listens on (loopback, any free port by default).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Directory of `--sync-target`'s files and `--soak`'s CSV.
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+    /// Measure a tenant of `--devices` devices and `--users` users:
+    /// enrollment rate over HTTP, server memory, snapshot rebuild after a
+    /// SCIM burst, the entitlement preview and a filtered device page.
+    #[arg(long)]
+    scale: bool,
+    /// Devices `--scale` enrolls over HTTP (the rest are seeded in bulk).
+    #[arg(long, default_value_t = 100_000)]
+    http_enrollments: usize,
+    /// SCIM writes of `--scale`'s burst.
+    #[arg(long, default_value_t = 1_000)]
+    scim_burst: usize,
+    /// Run a steady mixed load for `--minutes` and sample the server every 10 s.
+    #[arg(long)]
+    soak: bool,
+    /// Length of `--soak`.
+    #[arg(long, default_value_t = 60)]
+    minutes: u64,
+    /// Agents holding long-polls during `--soak`.
+    #[arg(long, default_value_t = 2_000)]
+    agents: usize,
 }
 
 #[allow(clippy::print_stdout)]
@@ -123,6 +161,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.storm {
         return storm::run(&args).await;
+    }
+    if args.sync_target {
+        return target::run(&args).await;
+    }
+    if args.scale {
+        return scale::run(&args).await;
+    }
+    if args.soak {
+        return soak::run(&args).await;
     }
     if args.device_list > 0 {
         return bench_device_list(&args).await;

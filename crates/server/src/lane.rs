@@ -293,7 +293,9 @@ async fn serve_connection(
         let first_look = match request {
             // Shed (503 with Retry-After) when the node or the tenant's share stays busy.
             Ok(request) => match Box::pin(lane.state.shed.admit(tenant)).await {
-                Ok(_admitted) => Box::pin(begin_sync(&lane.state, device.known.clone(), request)).await,
+                Ok(_admitted) => {
+                    Box::pin(begin_sync(&lane.state, device.known.clone(), request)).await
+                }
                 Err(busy) => Err(busy),
             },
             Err(error) => Err(error),

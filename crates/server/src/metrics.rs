@@ -16,6 +16,16 @@ use prometheus_client::registry::Registry;
 
 use crate::state::AppState;
 
+/// Durations of snapshot rebuilds (the store read and the build), process-wide
+/// because `Snapshots` holds no registry; every registry exposes it.
+static SNAPSHOT_REBUILD: std::sync::LazyLock<Histogram> =
+    std::sync::LazyLock::new(|| Histogram::new(exponential_buckets(0.001, 2.0, 16)));
+
+/// Records one snapshot rebuild that took `elapsed`.
+pub fn snapshot_rebuilt(elapsed: std::time::Duration) {
+    SNAPSHOT_REBUILD.observe(elapsed.as_secs_f64());
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     method: String,
@@ -114,6 +124,11 @@ impl Metrics {
             "process_resident_memory_bytes",
             "Resident memory of the server process (Linux)",
             resident_memory_bytes.clone(),
+        );
+        registry.register(
+            "snapshot_rebuild_seconds",
+            "Time to read a tenant's data and rebuild its snapshot",
+            SNAPSHOT_REBUILD.clone(),
         );
         let cpu_seconds = Gauge::<f64, AtomicU64>::default();
         registry.register(

@@ -579,8 +579,10 @@ impl Snapshots {
             return Ok(());
         }
         let covered = entry.requested.load(Ordering::SeqCst);
+        let started = std::time::Instant::now();
         let data = self.store.tenant_data(tenant_id).await?;
         let snapshot = Arc::new(TenantSnapshot::build(data));
+        crate::metrics::snapshot_rebuilt(started.elapsed());
         *entry.current.write().unwrap_or_else(|e| e.into_inner()) = snapshot;
         entry.built.store(covered, Ordering::SeqCst);
         entry.changed.send_modify(|generation| *generation += 1);

@@ -47,10 +47,14 @@ mod audit_log;
 
 #[path = "sql_accounts.rs"]
 mod accounts;
+#[path = "bench_seed.rs"]
+mod bench_seed;
 #[path = "sql_directory_views.rs"]
 mod directory_views;
 #[path = "sql_grants.rs"]
 mod grants;
+#[path = "sql_population.rs"]
+mod population;
 #[path = "sql_scheduled.rs"]
 mod scheduled;
 #[path = "sql_scim_setup.rs"]

@@ -11,7 +11,9 @@ use std::collections::BTreeSet;
 use axum::extract::{Path, State};
 use axum::routing::post;
 use axum::{Json, Router};
-use entitle_core::{DeviceGroupId, GroupId, GroupNames, MovedEntry, SERVICES, impact_of_moves_with_names};
+use entitle_core::{
+    DeviceGroupId, GroupId, GroupNames, MovedEntry, SERVICES, impact_of_moves_with_names,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
