@@ -86,6 +86,10 @@ pub struct ServeArgs {
     #[arg(long, env = "ENTITLE_SYNC_RETRY_AFTER_MAX", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub sync_retry_after_max: u64,
+    /// Devices kept in memory between their syncs (about 1 KiB each), so
+    /// that a repeated sync reads nothing but the tenant's data version.
+    #[arg(long, env = "ENTITLE_SYNC_CACHE_DEVICES", default_value_t = 200_000)]
+    pub sync_cache_devices: usize,
     /// Sign-in through the company's identity provider.
     #[command(flatten)]
     pub oidc: crate::oidc_args::OidcArgs,
@@ -111,6 +115,7 @@ impl ServeArgs {
             enrollments_per_minute: self.enrollments_per_minute,
             public_url: self.public_url.clone(),
             shed: self.shed_config(),
+            sync_cache_devices: self.sync_cache_devices,
             ..ServerConfig::default()
         }
     }

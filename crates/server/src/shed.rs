@@ -159,8 +159,14 @@ impl Shed {
         token_hash: ApiResult<String>,
         address: Option<std::net::IpAddr>,
     ) -> ApiResult<SyncingDevice> {
-        // A request without a token costs nothing to refuse.
-        if token_hash.is_err() {
+        // A request without a token costs nothing to refuse, and a device the
+        // sync cache holds costs no device read: only its tenant's version
+        // read, of which one runs at a time per tenant, shared by all waiting.
+        let cheap = match &token_hash {
+            Err(_) => true,
+            Ok(hash) => state.sync_cache.device(hash).is_some(),
+        };
+        if cheap {
             return authenticate_sync(state, token_hash, address).await;
         }
         let slot = self
