@@ -8,7 +8,6 @@ mod account_admin;
 mod codec;
 mod dialect;
 mod grants;
-mod population;
 mod scheduled;
 mod scim_tokens;
 pub mod secrets;
@@ -32,7 +31,6 @@ pub use grants::{
     GRANTS_LISTED, Grant, GrantStore, MAX_GRANT_DURATION, MAX_GRANT_START_AHEAD, MAX_JUSTIFICATION,
     MAX_LIVE_GRANTS, NewGrant,
 };
-pub use population::{PopulationDevice, PopulationStore};
 pub use scheduled::{
     DueChange, MAX_PENDING_CHANGES, MAX_SCHEDULE_AHEAD, NewScheduledChange,
     SCHEDULED_CHANGES_LISTED, ScheduledChange, ScheduledChangeStore, ScheduledStatus,
@@ -56,7 +54,6 @@ pub trait Store:
     + ScimTokenStore
     + ScheduledChangeStore
     + GrantStore
-    + PopulationStore
     + Send
     + Sync
 {
@@ -73,8 +70,7 @@ impl<T> Store for T where
         + ScimTokenStore
         + ScheduledChangeStore
         + GrantStore
-        + PopulationStore
-        + Send
+            + Send
         + Sync
 {
 }

@@ -53,8 +53,6 @@ mod bench_seed;
 mod directory_views;
 #[path = "sql_grants.rs"]
 mod grants;
-#[path = "sql_population.rs"]
-mod population;
 #[path = "sql_scheduled.rs"]
 mod scheduled;
 #[path = "sql_scim_setup.rs"]
