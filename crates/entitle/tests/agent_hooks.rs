@@ -364,8 +364,11 @@ async fn hooks_drive_services_and_posture_commands_reach_the_server_on_both_back
         assert!(device["posture"].get("broken").is_none(), "{device:#}");
         // The server keeps what the agent applied: the failed start hook with
         // its exit status, shown in the device's sentence.
+        // Up to 30 s: the agent sends its applied state with its next sync,
+        // which a pause after a quick 304 (up to 10 s, see `runtime.rs`) or a
+        // loaded CI machine can delay (seen once at 10 s).
         let mut applied = Value::Null;
-        for _ in 0..100 {
+        for _ in 0..300 {
             let (_, device) = call(reqwest::Method::GET, &device_url, None).await;
             applied = device["applied"].clone();
             if applied["services"]["private_access"]["state"] == "failed" {

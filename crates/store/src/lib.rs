@@ -70,7 +70,7 @@ impl<T> Store for T where
         + ScimTokenStore
         + ScheduledChangeStore
         + GrantStore
-            + Send
+        + Send
         + Sync
 {
 }
