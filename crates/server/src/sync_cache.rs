@@ -113,7 +113,7 @@ pub(crate) struct SyncCache {
 }
 
 impl SyncCache {
-    /// A cache of at most `capacity` devices (0 turns it off).
+    /// A cache of at most `capacity` devices (at least one).
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
             devices: quick_cache::sync::Cache::new(capacity.max(1)),
