@@ -85,7 +85,8 @@ ENTITLE_URL="http://127.0.0.1:$ENTITLE_PORT"
 # corporate macOS laptop, client 4.3.0, in Platform nested in Engineering):
 #   private_access: the user's group IN the selected groups;
 #   device_group:   os IN the group's systems AND ownership IN [corporate];
-#   internet_access: client version SEMVER_GTE the service's minimum.
+#   internet_access: client version at least the service's minimum (Unleash
+#                    has no SEMVER_GTE: "not SEMVER_LT" is the same rule).
 # Unleash's IN compares one context value with a list, so the context carries
 # the group that selects the user (entitle closes nested groups itself).
 cat >"$WORK/bootstrap.json" <<'JSON'
@@ -108,7 +109,7 @@ cat >"$WORK/bootstrap.json" <<'JSON'
     {
       "name": "internet_access", "type": "release", "enabled": true, "project": "default",
       "strategies": [{"name": "default", "parameters": {}, "constraints": [
-        {"contextName": "clientVersion", "operator": "SEMVER_GTE", "value": "4.0.0", "inverted": false, "caseInsensitive": false}
+        {"contextName": "clientVersion", "operator": "SEMVER_LT", "value": "4.0.0", "inverted": true, "caseInsensitive": false}
       ]}]
     }
   ]
