@@ -76,7 +76,7 @@ pub struct ServeArgs {
     #[arg(long, env = "ENTITLE_SYNC_QUEUE_MS", default_value_t = 500)]
     pub sync_queue_ms: u64,
     /// Syncs waiting for a slot at once; more are answered 503 at once.
-    #[arg(long, env = "ENTITLE_MAX_QUEUED_SYNCS", default_value_t = 1024)]
+    #[arg(long, env = "ENTITLE_MAX_QUEUED_SYNCS", default_value_t = 16_384)]
     pub max_queued_syncs: usize,
     /// Long-polls held at once; past it a sync is answered at once (304 or
     /// 200) instead of being held.

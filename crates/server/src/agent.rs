@@ -208,6 +208,7 @@ pub(crate) async fn sync(
         wait_s: query.wait.unwrap_or(0),
         body: body.to_vec(),
     };
+    snapshot_ready(&state, &device.known).await?;
     let admitted = state.shed.admit(&device.known.device.tenant_id).await?;
     let step = begin_sync(&state, device.known.clone(), request).await;
     drop(admitted);
@@ -296,6 +297,17 @@ pub(crate) async fn authenticate_sync(
             error
         }
     })
+}
+
+/// Waits until the device's tenant has a snapshot as new as the device: done
+/// before a sync takes a slot, since waiting for a rebuild is not work, and
+/// syncs that held slots through a rebuild would fill the queue behind them.
+pub(crate) async fn snapshot_ready(state: &AppState, known: &KnownDevice) -> ApiResult<()> {
+    state
+        .snapshots
+        .at_least(&known.device.tenant_id, known.data_version)
+        .await?;
+    Ok(())
 }
 
 pub(crate) async fn begin_sync(

@@ -35,7 +35,8 @@ use crate::conn::Conn;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::agent::{
-    HeldSync, SyncAnswer, SyncQuery, SyncRequest, SyncStep, begin_sync, device_token_hash, stopping,
+    HeldSync, SyncAnswer, SyncQuery, SyncRequest, SyncStep, begin_sync, device_token_hash,
+    snapshot_ready, stopping,
 };
 use crate::error::ApiResult;
 use crate::extract::query_from_str;
@@ -292,7 +293,7 @@ async fn serve_connection(
         let tenant = &device.known.device.tenant_id;
         let first_look = match request {
             // Shed (503 with Retry-After) when the node or the tenant's share stays busy.
-            Ok(request) => match Box::pin(lane.state.shed.admit(tenant)).await {
+            Ok(request) => match Box::pin(admit(&lane.state, &device.known, tenant)).await {
                 Ok(_admitted) => {
                     Box::pin(begin_sync(&lane.state, device.known.clone(), request)).await
                 }
@@ -368,6 +369,17 @@ enum Held {
 /// Waits for the held sync's answer. A client that closes its sending side
 /// (`SHUT_WR`) after its request still gets the answer; a connection that
 /// fails is given up.
+/// The device's tenant snapshot first (no slot is held while it is rebuilt),
+/// then a slot of the tenant's and the node's.
+async fn admit<'a>(
+    state: &'a AppState,
+    known: &crate::sync_cache::KnownDevice,
+    tenant: &str,
+) -> ApiResult<crate::shed::Admitted<'a>> {
+    snapshot_ready(state, known).await?;
+    state.shed.admit(tenant).await
+}
+
 async fn hold(state: &AppState, held: HeldSync, stream: &Conn, watch_client: bool) -> Held {
     let finish = held.finish(state);
     tokio::pin!(finish);

@@ -67,7 +67,11 @@ impl Default for ShedConfig {
             max_token_checks_in_flight: (2 * cores).max(2),
             tenant_share_percent: 75,
             queue_wait: Duration::from_millis(500),
-            max_queued: 1024,
+            // A save that concerns every device answers every held
+            // long-poll, and their re-polls come back together; each waits
+            // only for a short token check, so the queue must hold a fleet's
+            // worth of them (the wait still sheds what the node cannot serve).
+            max_queued: 16_384,
             max_held_long_polls: 100_000,
             retry_after_max_s: 10,
         }

@@ -24,11 +24,15 @@ use tokio::sync::{Mutex, watch};
 use crate::wire::{DecisionJson, PolicyJson, ServicePolicyJson};
 
 /// A user as decisions see them: effective groups already closed over nesting.
+///
+/// The closure is shared by every user with the same direct groups: a large
+/// directory has far fewer distinct closures than users (a million users in a
+/// few hundred groups), so the snapshot keeps one set per closure, not per user.
 #[derive(Debug, Clone)]
 struct SnapshotUser {
-    user_name: String,
+    user_name: Box<str>,
     active: bool,
-    effective_groups: BTreeSet<GroupId>,
+    effective_groups: Arc<BTreeSet<GroupId>>,
 }
 
 /// Everything about one tenant that decisions depend on, at one config version.
@@ -73,25 +77,32 @@ impl TenantSnapshot {
         for (container, member) in &data.nesting {
             graph.add_nesting(GroupId(container.clone()), GroupId(member.clone()));
         }
-        let users = data
-            .users
-            .into_iter()
-            .map(|user| {
-                let direct: Vec<GroupId> = user.groups.into_iter().map(GroupId).collect();
-                let entry = SnapshotUser {
-                    user_name: user.user_name,
-                    active: user.active,
-                    effective_groups: graph.effective_groups(&direct),
-                };
-                (user.id, entry)
-            })
-            .collect::<HashMap<String, SnapshotUser>>();
+        // Closures by direct groups (sorted, so that order does not split
+        // one closure in two), each with the number of active users holding it.
+        let mut closures: HashMap<Vec<String>, (Arc<BTreeSet<GroupId>>, usize)> = HashMap::new();
+        let mut users = HashMap::with_capacity(data.users.len());
+        for user in data.users {
+            let mut direct = user.groups;
+            direct.sort_unstable();
+            direct.dedup();
+            let (closure, active_count) = closures.entry(direct).or_insert_with_key(|direct| {
+                let direct: Vec<GroupId> = direct.iter().cloned().map(GroupId).collect();
+                (Arc::new(graph.effective_groups(&direct)), 0)
+            });
+            *active_count += usize::from(user.active);
+            let entry = SnapshotUser {
+                user_name: user.user_name.into_boxed_str(),
+                active: user.active,
+                effective_groups: Arc::clone(closure),
+            };
+            users.insert(user.id, entry);
+        }
         // What the group pickers count: each active user once per group it
         // belongs to, however deep, exactly as decisions see membership.
         let mut active_members: HashMap<GroupId, usize> = HashMap::new();
-        for user in users.values().filter(|u| u.active) {
-            for group in &user.effective_groups {
-                *active_members.entry(group.clone()).or_default() += 1;
+        for (closure, active_count) in closures.values() {
+            for group in closure.iter() {
+                *active_members.entry(group.clone()).or_default() += active_count;
             }
         }
         let settings = SERVICES
@@ -257,12 +268,12 @@ impl TenantSnapshot {
         // A user missing from the snapshot was deleted a moment ago: treat as inactive.
         let user = self.users.get(&device.user_id);
         Subject {
-            user_name: user.map_or(device.user_name.as_str(), |u| u.user_name.as_str()),
+            user_name: user.map_or(device.user_name.as_str(), |u| &u.user_name),
             user_id: &device.user_id,
             device_id: &device.id,
             tenant_id: &self.tenant.id,
             user_active: user.is_some_and(|u| u.active),
-            user_groups: user.map_or(&NO_GROUPS, |u| &u.effective_groups),
+            user_groups: user.map_or(&NO_GROUPS, |u| u.effective_groups.as_ref()),
             device_groups,
             client_version: device.report.client_version,
             pending_approval: device.pending_approval,
@@ -675,4 +686,82 @@ impl Snapshots {
 
 fn read(lock: &RwLock<Arc<TenantSnapshot>>) -> Arc<TenantSnapshot> {
     lock.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use entitle_store::DirectoryUser;
+
+    fn user(id: &str, active: bool, groups: &[&str]) -> DirectoryUser {
+        DirectoryUser {
+            id: id.to_owned(),
+            user_name: format!("{id}@example.com"),
+            active,
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+        }
+    }
+
+    fn data(users: Vec<DirectoryUser>) -> TenantData {
+        let at = OffsetDateTime::UNIX_EPOCH;
+        TenantData {
+            tenant: Tenant {
+                id: "t".to_owned(),
+                name: "t".to_owned(),
+                created_at: at,
+                config_version: 1,
+                data_version: 1,
+                last_scim_request_at: None,
+                device_approval: false,
+            },
+            settings: BTreeMap::new(),
+            users,
+            groups: ["eng", "backend", "sales"]
+                .iter()
+                .map(|g| ((*g).to_owned(), g.to_uppercase()))
+                .collect(),
+            // backend is nested inside eng.
+            nesting: vec![("eng".to_owned(), "backend".to_owned())],
+            device_groups: Vec::new(),
+            deleted_user_groups: Vec::new(),
+            deleted_device_groups: Vec::new(),
+            grants: Vec::new(),
+            as_of: at,
+        }
+    }
+
+    #[test]
+    fn users_with_the_same_direct_groups_share_one_closure_whatever_their_order() {
+        let snapshot = TenantSnapshot::build(data(vec![
+            user("a", true, &["backend", "sales"]),
+            user("b", true, &["sales", "backend"]),
+            user("c", true, &["sales"]),
+        ]));
+        let closure = |id: &str| Arc::clone(&snapshot.users[id].effective_groups);
+        assert!(Arc::ptr_eq(&closure("a"), &closure("b")));
+        assert!(!Arc::ptr_eq(&closure("a"), &closure("c")));
+        let expected: BTreeSet<GroupId> = ["backend", "eng", "sales"]
+            .iter()
+            .map(|g| GroupId((*g).to_owned()))
+            .collect();
+        assert_eq!(*closure("a"), expected);
+    }
+
+    #[test]
+    fn active_members_count_each_active_user_once_through_nesting() {
+        let snapshot = TenantSnapshot::build(data(vec![
+            user("a", true, &["backend", "eng"]),
+            user("b", true, &["backend"]),
+            user("c", false, &["backend"]),
+            user("d", true, &["sales"]),
+        ]));
+        let count = |g: &str| snapshot.active_members(&GroupId(g.to_owned()));
+        assert_eq!(
+            count("eng"),
+            2,
+            "a once although direct and nested; c inactive"
+        );
+        assert_eq!(count("backend"), 2);
+        assert_eq!(count("sales"), 1);
+    }
 }

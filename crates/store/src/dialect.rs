@@ -203,6 +203,15 @@ impl Db {
         }
     }
 
+    /// The SQL of a JSON array (as text) of `expr` over a group of rows
+    /// (`expr` is static SQL, never input).
+    pub(crate) fn json_array_agg(&self, expr: &'static str) -> String {
+        match self {
+            Db::Sqlite { .. } => format!("json_group_array({expr})"),
+            Db::Postgres { .. } => format!("json_agg({expr})::text"),
+        }
+    }
+
     /// For the bench's bulk seeding: the SQL of a new row id, and the type of
     /// a JSON column.
     pub(crate) fn bench_sql(&self) -> (&'static str, &'static str) {
@@ -612,6 +621,43 @@ impl Query {
             On::PostgresPool(pool) => rows(self.postgres()?.fetch_all(pool).await?, Row::Postgres),
             On::Postgres(conn) => rows(self.postgres()?.fetch_all(conn).await?, Row::Postgres),
         })
+    }
+
+    /// Every row in order, each handed to `each` as it arrives: a read of a
+    /// million rows holds one decoded row at a time, not all of them.
+    pub(crate) async fn fetch_each<'c>(
+        self,
+        on: impl Into<On<'c>>,
+        mut each: impl FnMut(Row) -> StoreResult<()>,
+    ) -> StoreResult<()> {
+        use futures_util::TryStreamExt;
+        match on.into() {
+            On::SqlitePool(pool) => {
+                let mut rows = self.sqlite()?.fetch(pool);
+                while let Some(row) = rows.try_next().await? {
+                    each(Row::Sqlite(row))?;
+                }
+            }
+            On::Sqlite(conn) => {
+                let mut rows = self.sqlite()?.fetch(conn);
+                while let Some(row) = rows.try_next().await? {
+                    each(Row::Sqlite(row))?;
+                }
+            }
+            On::PostgresPool(pool) => {
+                let mut rows = self.postgres()?.fetch(pool);
+                while let Some(row) = rows.try_next().await? {
+                    each(Row::Postgres(row))?;
+                }
+            }
+            On::Postgres(conn) => {
+                let mut rows = self.postgres()?.fetch(conn);
+                while let Some(row) = rows.try_next().await? {
+                    each(Row::Postgres(row))?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The one row the query selects, or `NotFound { what }` when there is none.
