@@ -184,7 +184,18 @@ pub(super) async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     for task in tasks {
         task.abort();
     }
-    let summary = summarise(&samples, minutes, &server);
+    let mut summary = summarise(&samples, minutes, &server);
+    // The server's own count of what it answered 5xx and why (shed syncs
+    // by gate), and of its snapshot rebuilds.
+    summary.push_str(
+        &metric_lines(&metrics_client, &server.base, |line| {
+            line.starts_with("entitle_sync_shed_total")
+                || line.starts_with("entitle_snapshot_rebuild_seconds_sum")
+                || line.starts_with("entitle_snapshot_rebuild_seconds_count")
+                || (line.starts_with("entitle_http_requests_total") && line.contains("status=\"5"))
+        })
+        .await,
+    );
     std::fs::write(out.join("summary.txt"), &summary)?;
     #[allow(clippy::print_stdout)]
     {
@@ -252,6 +263,22 @@ fn percentile(mut latencies: Vec<Duration>, p: f64) -> Duration {
     latencies.sort_unstable();
     let index = ((latencies.len() as f64 * p) as usize).min(latencies.len() - 1);
     latencies[index]
+}
+
+/// The lines of the server's `/metrics` that `wanted` picks.
+async fn metric_lines(
+    client: &reqwest::Client,
+    base: &str,
+    wanted: impl Fn(&str) -> bool,
+) -> String {
+    let Ok(response) = client.get(format!("{base}/metrics")).send().await else {
+        return String::new();
+    };
+    let text = response.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|line| wanted(line))
+        .map(|line| format!("{line}\n"))
+        .collect()
 }
 
 async fn held_long_polls(client: &reqwest::Client, base: &str) -> i64 {

@@ -327,7 +327,7 @@ pub(crate) async fn begin_sync(
         .at_least(tenant_id, known.data_version)
         .await?;
     let now = OffsetDateTime::now_utc();
-    let seen_lately = now - known.device.last_sync_at <= time::Duration::minutes(1);
+    let seen_lately = !last_seen_due(&known.device, now);
     // The same body as the device's last sync, against the same snapshot, and
     // nothing to write: what was prepared then is the answer.
     let held = request.held_etag.as_deref();
@@ -366,6 +366,23 @@ pub(crate) async fn begin_sync(
         changes,
         deadline: Instant::now() + Duration::from_secs(wait),
     }))
+}
+
+/// Whether a sync at `now` should write the device's "last seen" time: once
+/// every one to two minutes, the interval spread by device id, so that a
+/// fleet that syncs together (every held long-poll re-polls after a save)
+/// does not queue thousands of writes behind SQLite's one writer together.
+fn last_seen_due(device: &Device, now: OffsetDateTime) -> bool {
+    now - device.last_sync_at > last_seen_interval(&device.id)
+}
+
+/// 60 to 119 seconds, by device id.
+fn last_seen_interval(device_id: &str) -> time::Duration {
+    // FNV-1a over the id: any stable spread does; this one needs no crate.
+    let hash = device_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    time::Duration::seconds(60 + i64::try_from(hash % 60).unwrap_or(0))
 }
 
 /// A sync that cannot reuse the device's last answer: parses the report,
@@ -412,7 +429,7 @@ async fn full_sync(
             state.metrics.sync_write("applied");
         }
         true
-    } else if now - device.last_sync_at > time::Duration::minutes(1) {
+    } else if last_seen_due(device, now) {
         state
             .store
             .record_sync(&device.id, None, None, now, None)
@@ -703,4 +720,23 @@ fn same_etag(held: Option<&str>, current: &str) -> bool {
         held.split(',')
             .any(|tag| tag.trim().trim_start_matches("W/") == current)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_seen_writes_are_spread_over_a_minute_by_device() {
+        let intervals: std::collections::BTreeSet<i64> = (0..1000)
+            .map(|i| last_seen_interval(&format!("device-{i}")).whole_seconds())
+            .collect();
+        assert!(
+            intervals.iter().all(|s| (60..120).contains(s)),
+            "{intervals:?}"
+        );
+        // A thousand devices land on most of the sixty seconds, not a few.
+        assert!(intervals.len() > 50, "{intervals:?}");
+        assert_eq!(last_seen_interval("a"), last_seen_interval("a"));
+    }
 }
