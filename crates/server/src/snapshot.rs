@@ -563,7 +563,12 @@ impl Snapshots {
         if snapshot.tenant.data_version >= data_version {
             return Ok(snapshot);
         }
-        self.refresh(tenant_id).await?;
+        // A rebuild that finished while this one waited for its turn may
+        // already hold the version: then there is nothing to rebuild.
+        self.rebuild_unless(tenant_id, |current| {
+            current.tenant.data_version >= data_version
+        })
+        .await?;
         self.get(tenant_id).await
     }
 
@@ -583,10 +588,20 @@ impl Snapshots {
     /// Concurrent refreshes coalesce: a caller whose request is covered by a
     /// rebuild that started after it asked does not rebuild again.
     pub async fn refresh(&self, tenant_id: &str) -> StoreResult<()> {
+        self.rebuild_unless(tenant_id, |_| false).await
+    }
+
+    /// Rebuilds, unless a rebuild that started after this call covers it, or
+    /// `enough` says the snapshot current when its turn comes will do.
+    async fn rebuild_unless(
+        &self,
+        tenant_id: &str,
+        enough: impl Fn(&TenantSnapshot) -> bool,
+    ) -> StoreResult<()> {
         let entry = self.entry(tenant_id).await?;
         let ticket = entry.requested.fetch_add(1, Ordering::SeqCst) + 1;
         let _guard = entry.rebuild.lock().await;
-        if entry.built.load(Ordering::SeqCst) >= ticket {
+        if entry.built.load(Ordering::SeqCst) >= ticket || enough(&read(&entry.current)) {
             return Ok(());
         }
         let covered = entry.requested.load(Ordering::SeqCst);
