@@ -61,6 +61,21 @@ pub struct TenantSnapshot {
     pub valid_until: Option<OffsetDateTime>,
 }
 
+/// What a decision needs of a device besides its device groups.
+#[derive(Debug, Clone, Copy)]
+pub struct DeviceFacts<'a> {
+    /// The device's id (its rollout bucket, one-device grants).
+    pub device_id: &'a str,
+    /// Its user's id.
+    pub user_id: &'a str,
+    /// Its user's name as enrolled (used if the user left the directory).
+    pub user_name: &'a str,
+    /// The client version it reported.
+    pub client_version: entitle_core::ClientVersion,
+    /// Whether it waits for an administrator's approval.
+    pub pending_approval: bool,
+}
+
 /// Every service's decision for one device.
 #[derive(Debug, Clone)]
 pub struct DeviceDecisions {
@@ -264,20 +279,39 @@ impl TenantSnapshot {
         device: &'a Device,
         device_groups: &'a BTreeSet<DeviceGroupId>,
     ) -> Subject<'a> {
+        self.subject_of(
+            DeviceFacts {
+                device_id: &device.id,
+                user_id: &device.user_id,
+                user_name: &device.user_name,
+                client_version: device.report.client_version,
+                pending_approval: device.pending_approval,
+            },
+            device_groups,
+        )
+    }
+
+    /// The subject of a decision for a device known by its facts alone (a
+    /// preview over every device keeps these, not whole devices).
+    pub fn subject_of<'a>(
+        &'a self,
+        device: DeviceFacts<'a>,
+        device_groups: &'a BTreeSet<DeviceGroupId>,
+    ) -> Subject<'a> {
         static NO_GROUPS: BTreeSet<GroupId> = BTreeSet::new();
         // A user missing from the snapshot was deleted a moment ago: treat as inactive.
-        let user = self.users.get(&device.user_id);
+        let user = self.users.get(device.user_id);
         Subject {
-            user_name: user.map_or(device.user_name.as_str(), |u| &u.user_name),
-            user_id: &device.user_id,
-            device_id: &device.id,
+            user_name: user.map_or(device.user_name, |u| &u.user_name),
+            user_id: device.user_id,
+            device_id: device.device_id,
             tenant_id: &self.tenant.id,
             user_active: user.is_some_and(|u| u.active),
             user_groups: user.map_or(&NO_GROUPS, |u| u.effective_groups.as_ref()),
             device_groups,
-            client_version: device.report.client_version,
+            client_version: device.client_version,
             pending_approval: device.pending_approval,
-            grants: self.grants_of(&device.user_id),
+            grants: self.grants_of(device.user_id),
         }
     }
 

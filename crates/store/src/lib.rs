@@ -1265,6 +1265,13 @@ pub trait DeviceStore {
     async fn count_devices(&self, tenant_id: &str, filter: &DeviceFilter) -> StoreResult<u64>;
     /// Every device of a tenant (for previews and reports).
     async fn all_devices(&self, tenant_id: &str) -> StoreResult<Vec<Device>>;
+    /// Every device of a tenant in id order, handed to `each` as it is read:
+    /// a caller that keeps only part of each device never holds them all.
+    async fn each_device(
+        &self,
+        tenant_id: &str,
+        each: &mut (dyn FnMut(Device) -> StoreResult<()> + Send),
+    ) -> StoreResult<()>;
     /// Removes a device, revoking its token.
     async fn delete_device(
         &self,

@@ -1,7 +1,8 @@
 //! Entitlement settings per service: reads, saves with `If-Match`, the
 //! preview of a change, the history of config versions and rollback.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::header::{ETAG, IF_MATCH};
@@ -22,7 +23,7 @@ use super::scheduled_changes::{self, SaveBody, StoreOrApi};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, QueryParams};
-use crate::snapshot::TenantSnapshot;
+use crate::snapshot::{DeviceFacts, TenantSnapshot};
 use crate::state::AppState;
 use crate::wire::{ErrorDetailJson, ImpactJson, PrincipalJson, SettingsJson, rfc3339};
 
@@ -333,23 +334,12 @@ pub(crate) async fn preview(
             },
         )));
     }
-    let mut devices = state.store.all_devices(&tenant.id).await?;
-    // A stable order makes the sample the same from one preview to the next.
-    devices.sort_by(|a, b| {
-        (&a.user_name, &a.report.hostname).cmp(&(&b.user_name, &b.report.hostname))
-    });
-    let device_groups: Vec<_> = devices
-        .iter()
-        .map(|d| snapshot.device_groups_of(d))
-        .collect();
+    let devices = preview_population(&state, &tenant.id, &snapshot).await?;
     let population = || {
-        devices
-            .iter()
-            .zip(&device_groups)
-            .map(|(device, groups)| PopulationEntry {
-                hostname: &device.report.hostname,
-                subject: snapshot.subject(device, groups),
-            })
+        devices.iter().map(|device| PopulationEntry {
+            hostname: &device.hostname,
+            subject: snapshot.subject_of(device.facts(), &device.device_groups),
+        })
     };
     let result = impact(
         service,
@@ -370,6 +360,73 @@ pub(crate) async fn preview(
     let mut json = ImpactJson::from(result);
     json.rollout = rollout.into_iter().map(Into::into).collect();
     Ok(Json(json))
+}
+
+/// One device as a preview keeps it: what a decision needs, with its device
+/// groups worked out once, and its host name for the sample. A million of
+/// these take a few hundred MiB; whole devices (reports, posture) took GiBs.
+struct PreviewDevice {
+    hostname: Box<str>,
+    device_id: Box<str>,
+    user_id: Box<str>,
+    user_name: Box<str>,
+    client_version: entitle_core::ClientVersion,
+    pending_approval: bool,
+    device_groups: Arc<BTreeSet<DeviceGroupId>>,
+}
+
+impl PreviewDevice {
+    fn facts(&self) -> DeviceFacts<'_> {
+        DeviceFacts {
+            device_id: &self.device_id,
+            user_id: &self.user_id,
+            user_name: &self.user_name,
+            client_version: self.client_version,
+            pending_approval: self.pending_approval,
+        }
+    }
+}
+
+/// Every device of the tenant as a preview keeps it, read one at a time,
+/// sorted by user and host name so that the sample is the same from one
+/// preview to the next.
+async fn preview_population(
+    state: &AppState,
+    tenant_id: &str,
+    snapshot: &TenantSnapshot,
+) -> ApiResult<Vec<PreviewDevice>> {
+    // Devices share a handful of device-group sets: one copy of each.
+    let mut group_sets: HashMap<BTreeSet<DeviceGroupId>, Arc<BTreeSet<DeviceGroupId>>> =
+        HashMap::new();
+    let mut devices = Vec::new();
+    state
+        .store
+        .each_device(tenant_id, &mut |device| {
+            let groups = snapshot.device_groups_of(&device);
+            let device_groups = match group_sets.get(&groups) {
+                Some(shared) => Arc::clone(shared),
+                None => {
+                    let shared = Arc::new(groups.clone());
+                    group_sets.insert(groups, Arc::clone(&shared));
+                    shared
+                }
+            };
+            devices.push(PreviewDevice {
+                client_version: device.report.client_version,
+                pending_approval: device.pending_approval,
+                hostname: device.report.hostname.into_boxed_str(),
+                device_id: device.id.into_boxed_str(),
+                user_id: device.user_id.into_boxed_str(),
+                user_name: device.user_name.into_boxed_str(),
+                device_groups,
+            });
+            Ok(())
+        })
+        .await?;
+    devices.sort_unstable_by(|a, b| {
+        (&a.user_name, &a.hostname, &a.device_id).cmp(&(&b.user_name, &b.hostname, &b.device_id))
+    });
+    Ok(devices)
 }
 
 /// History parameters.
