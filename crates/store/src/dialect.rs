@@ -205,10 +205,21 @@ impl Db {
 
     /// The SQL of a JSON array (as text) of `expr` over a group of rows
     /// (`expr` is static SQL, never input).
-    pub(crate) fn json_array_agg(&self, expr: &'static str) -> String {
+    pub(crate) fn json_array_agg(&self, expr: &str) -> String {
         match self {
             Db::Sqlite { .. } => format!("json_group_array({expr})"),
-            Db::Postgres { .. } => format!("json_agg({expr})::text"),
+            // json_agg of no rows is NULL, json_group_array's is `[]`.
+            Db::Postgres { .. } => format!("coalesce(json_agg({expr})::text, '[]')"),
+        }
+    }
+
+    /// The SQL of a JSON array of these columns of one row (static SQL,
+    /// never input).
+    pub(crate) fn json_tuple(&self, columns: &[&'static str]) -> String {
+        let columns = columns.join(", ");
+        match self {
+            Db::Sqlite { .. } => format!("json_array({columns})"),
+            Db::Postgres { .. } => format!("json_build_array({columns})"),
         }
     }
 
