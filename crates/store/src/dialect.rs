@@ -641,34 +641,16 @@ impl Query {
         on: impl Into<On<'c>>,
         mut each: impl FnMut(Row) -> StoreResult<()>,
     ) -> StoreResult<()> {
-        use futures_util::TryStreamExt;
         match on.into() {
-            On::SqlitePool(pool) => {
-                let mut rows = self.sqlite()?.fetch(pool);
-                while let Some(row) = rows.try_next().await? {
-                    each(Row::Sqlite(row))?;
-                }
-            }
-            On::Sqlite(conn) => {
-                let mut rows = self.sqlite()?.fetch(conn);
-                while let Some(row) = rows.try_next().await? {
-                    each(Row::Sqlite(row))?;
-                }
-            }
+            On::SqlitePool(pool) => drain(self.sqlite()?.fetch(pool), Row::Sqlite, &mut each).await,
+            On::Sqlite(conn) => drain(self.sqlite()?.fetch(conn), Row::Sqlite, &mut each).await,
             On::PostgresPool(pool) => {
-                let mut rows = self.postgres()?.fetch(pool);
-                while let Some(row) = rows.try_next().await? {
-                    each(Row::Postgres(row))?;
-                }
+                drain(self.postgres()?.fetch(pool), Row::Postgres, &mut each).await
             }
             On::Postgres(conn) => {
-                let mut rows = self.postgres()?.fetch(conn);
-                while let Some(row) = rows.try_next().await? {
-                    each(Row::Postgres(row))?;
-                }
+                drain(self.postgres()?.fetch(conn), Row::Postgres, &mut each).await
             }
         }
-        Ok(())
     }
 
     /// The one row the query selects, or `NotFound { what }` when there is none.
@@ -765,6 +747,19 @@ impl Query {
             Sql::Built(sql) => sqlx::query_with(AssertSqlSafe(sql), arguments),
         })
     }
+}
+
+/// Hands every row of a driver's stream to `each`, wrapped, as it arrives.
+async fn drain<R>(
+    mut rows: impl futures_util::Stream<Item = Result<R, sqlx::Error>> + Unpin,
+    wrap: fn(R) -> Row,
+    each: &mut impl FnMut(Row) -> StoreResult<()>,
+) -> StoreResult<()> {
+    use futures_util::TryStreamExt;
+    while let Some(row) = rows.try_next().await? {
+        each(wrap(row))?;
+    }
+    Ok(())
 }
 
 fn rows<R>(rows: Vec<R>, wrap: fn(R) -> Row) -> Vec<Row> {
