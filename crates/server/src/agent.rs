@@ -387,7 +387,7 @@ fn last_seen_interval(device_id: &str) -> time::Duration {
 
 /// A sync that cannot reuse the device's last answer: parses the report,
 /// writes what changed (the report, what was applied, the sync time at most
-/// every minute, so that a fleet of unchanged devices does not turn every
+/// every one to two minutes, so that a fleet of unchanged devices does not turn every
 /// poll into a disk write), decides, and remembers the policy.
 async fn full_sync(
     state: &AppState,
