@@ -271,25 +271,29 @@ async fn metric_lines(
     base: &str,
     wanted: impl Fn(&str) -> bool,
 ) -> String {
-    let Ok(response) = client.get(format!("{base}/metrics")).send().await else {
-        return String::new();
-    };
-    let text = response.text().await.unwrap_or_default();
-    text.lines()
+    metrics_text(client, base)
+        .await
+        .unwrap_or_default()
+        .lines()
         .filter(|line| wanted(line))
         .map(|line| format!("{line}\n"))
         .collect()
 }
 
 async fn held_long_polls(client: &reqwest::Client, base: &str) -> i64 {
-    let Ok(response) = client.get(format!("{base}/metrics")).send().await else {
+    let Some(text) = metrics_text(client, base).await else {
         return -1;
     };
-    let text = response.text().await.unwrap_or_default();
     text.lines()
         .find_map(|l| l.strip_prefix("entitle_held_long_polls "))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(-1)
+}
+
+/// The server's `/metrics` page, if it answered.
+async fn metrics_text(client: &reqwest::Client, base: &str) -> Option<String> {
+    let response = client.get(format!("{base}/metrics")).send().await.ok()?;
+    Some(response.text().await.unwrap_or_default())
 }
 
 /// One agent's held long-poll loop: wait up to 30 s for a change to the

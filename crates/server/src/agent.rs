@@ -208,8 +208,7 @@ pub(crate) async fn sync(
         wait_s: query.wait.unwrap_or(0),
         body: body.to_vec(),
     };
-    snapshot_ready(&state, &device.known).await?;
-    let admitted = state.shed.admit(&device.known.device.tenant_id).await?;
+    let admitted = admit(&state, &device.known).await?;
     let step = begin_sync(&state, device.known.clone(), request).await;
     drop(admitted);
     let answer = match step? {
@@ -299,15 +298,20 @@ pub(crate) async fn authenticate_sync(
     })
 }
 
-/// Waits until the device's tenant has a snapshot as new as the device: done
-/// before a sync takes a slot, since waiting for a rebuild is not work, and
-/// syncs that held slots through a rebuild would fill the queue behind them.
-pub(crate) async fn snapshot_ready(state: &AppState, known: &KnownDevice) -> ApiResult<()> {
+/// A slot of the device's tenant and of the node (503 when they stay busy),
+/// taken only once the tenant has a snapshot as new as the device: waiting
+/// for a rebuild is not work, and syncs that held slots through a rebuild
+/// would fill the queue behind them. `begin_sync` reads the snapshot again
+/// after it subscribes to changes, so that none made in between is missed.
+pub(crate) async fn admit<'a>(
+    state: &'a AppState,
+    known: &KnownDevice,
+) -> ApiResult<crate::shed::Admitted<'a>> {
     state
         .snapshots
         .at_least(&known.device.tenant_id, known.data_version)
         .await?;
-    Ok(())
+    state.shed.admit(&known.device.tenant_id).await
 }
 
 pub(crate) async fn begin_sync(
@@ -378,11 +382,8 @@ fn last_seen_due(device: &Device, now: OffsetDateTime) -> bool {
 
 /// 60 to 119 seconds, by device id.
 fn last_seen_interval(device_id: &str) -> time::Duration {
-    // FNV-1a over the id: any stable spread does; this one needs no crate.
-    let hash = device_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    time::Duration::seconds(60 + i64::try_from(hash % 60).unwrap_or(0))
+    let spread = crate::shed::fnv1a(device_id) % 60;
+    time::Duration::seconds(60 + i64::try_from(spread).unwrap_or(0))
 }
 
 /// A sync that cannot reuse the device's last answer: parses the report,

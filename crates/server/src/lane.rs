@@ -35,8 +35,8 @@ use crate::conn::Conn;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::agent::{
-    HeldSync, SyncAnswer, SyncQuery, SyncRequest, SyncStep, begin_sync, device_token_hash,
-    snapshot_ready, stopping,
+    HeldSync, SyncAnswer, SyncQuery, SyncRequest, SyncStep, admit, begin_sync, device_token_hash,
+    stopping,
 };
 use crate::error::ApiResult;
 use crate::extract::query_from_str;
@@ -290,10 +290,9 @@ async fn serve_connection(
             // Give the memory back before the request is held.
             buffer = Vec::new();
         }
-        let tenant = &device.known.device.tenant_id;
         let first_look = match request {
             // Shed (503 with Retry-After) when the node or the tenant's share stays busy.
-            Ok(request) => match Box::pin(admit(&lane.state, &device.known, tenant)).await {
+            Ok(request) => match Box::pin(admit(&lane.state, &device.known)).await {
                 Ok(_admitted) => {
                     Box::pin(begin_sync(&lane.state, device.known.clone(), request)).await
                 }
@@ -369,17 +368,6 @@ enum Held {
 /// Waits for the held sync's answer. A client that closes its sending side
 /// (`SHUT_WR`) after its request still gets the answer; a connection that
 /// fails is given up.
-/// The device's tenant snapshot first (no slot is held while it is rebuilt),
-/// then a slot of the tenant's and the node's.
-async fn admit<'a>(
-    state: &'a AppState,
-    known: &crate::sync_cache::KnownDevice,
-    tenant: &str,
-) -> ApiResult<crate::shed::Admitted<'a>> {
-    snapshot_ready(state, known).await?;
-    state.shed.admit(tenant).await
-}
-
 async fn hold(state: &AppState, held: HeldSync, stream: &Conn, watch_client: bool) -> Held {
     let finish = held.finish(state);
     tokio::pin!(finish);

@@ -307,11 +307,15 @@ pub(crate) fn tenant_bucket(tenant: &str) -> &'static str {
     const BUCKETS: [&str; 16] = [
         "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15",
     ];
-    // FNV-1a: stable across runs and nodes, unlike the standard library's hasher.
-    let hash = tenant.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+    BUCKETS[(fnv1a(tenant) % 16) as usize]
+}
+
+/// FNV-1a over a string's bytes: stable across runs and nodes, unlike the
+/// standard library's hasher, for spreading things by id.
+pub(crate) fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    BUCKETS[(hash % 16) as usize]
+    })
 }
 
 #[cfg(test)]

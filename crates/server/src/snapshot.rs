@@ -665,22 +665,18 @@ impl Snapshots {
         tokio::spawn(async move {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             entry.refresh_pending.store(false, Ordering::SeqCst);
-            if let Err(error) = snapshots.refresh_if_stale(&entry, &tenant_id).await {
+            // Usually a sync that arrived after the change has rebuilt the
+            // snapshot (and woken the held long-polls) already: then this
+            // reads one version number and rebuilds nothing.
+            let stored = snapshots.store.data_version(&tenant_id).await;
+            let refreshed = match stored {
+                Ok(stored) => snapshots.at_least(&tenant_id, stored).await.map(drop),
+                Err(error) => Err(error),
+            };
+            if let Err(error) = refreshed {
                 tracing::warn!(%error, tenant = %tenant_id, "could not refresh a snapshot after a directory change");
             }
         });
-    }
-
-    /// Rebuilds the snapshot unless it already holds the tenant's stored data
-    /// version: a sync that arrived after the change has usually rebuilt it
-    /// (and woken the held long-polls) already, and a second rebuild of a
-    /// large directory would be wasted.
-    async fn refresh_if_stale(&self, entry: &TenantEntry, tenant_id: &str) -> StoreResult<()> {
-        let stored = self.store.data_version(tenant_id).await?;
-        if read(&entry.current).tenant.data_version >= stored {
-            return Ok(());
-        }
-        self.refresh(tenant_id).await
     }
 
     /// Applies a change announced by another node: rebuilds the tenant's snapshot

@@ -402,15 +402,11 @@ async fn preview_population(
     state
         .store
         .each_device(tenant_id, &mut |device| {
-            let groups = snapshot.device_groups_of(&device);
-            let device_groups = match group_sets.get(&groups) {
-                Some(shared) => Arc::clone(shared),
-                None => {
-                    let shared = Arc::new(groups.clone());
-                    group_sets.insert(groups, Arc::clone(&shared));
-                    shared
-                }
-            };
+            let device_groups = Arc::clone(
+                group_sets
+                    .entry(snapshot.device_groups_of(&device))
+                    .or_insert_with_key(|groups| Arc::new(groups.clone())),
+            );
             devices.push(PreviewDevice {
                 client_version: device.report.client_version,
                 pending_approval: device.pending_approval,
