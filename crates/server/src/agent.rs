@@ -13,7 +13,8 @@ use axum::{Json, Router};
 use entitle_core::DeviceReport;
 use entitle_core::GroupNames;
 use entitle_store::{
-    Actor, ActorKind, Applied, Device, DeviceMove, EnrollmentGrant, StoreError, secrets,
+    Actor, ActorKind, Applied, AppliedSync, Device, DeviceMove, EnrollmentGrant, StoreError,
+    secrets,
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -372,10 +373,11 @@ pub(crate) async fn begin_sync(
     }))
 }
 
-/// Whether a sync at `now` should write the device's "last seen" time: once
+/// Whether a sync at `now` should note the device's "last seen" time: once
 /// every one to two minutes, the interval spread by device id, so that a
 /// fleet that syncs together (every held long-poll re-polls after a save)
-/// does not queue thousands of writes behind SQLite's one writer together.
+/// does not note itself together. The noted times are written in batches
+/// ([`crate::sync_writes`]), never by the sync that noted them.
 fn last_seen_due(device: &Device, now: OffsetDateTime) -> bool {
     now - device.last_sync_at > last_seen_interval(&device.id)
 }
@@ -387,9 +389,10 @@ fn last_seen_interval(device_id: &str) -> time::Duration {
 }
 
 /// A sync that cannot reuse the device's last answer: parses the report,
-/// writes what changed (the report, what was applied, the sync time at most
-/// every one to two minutes, so that a fleet of unchanged devices does not turn every
-/// poll into a disk write), decides, and remembers the policy.
+/// writes what changed (the report, what was applied), notes the sync time at
+/// most every one to two minutes for the next batched write (so that a fleet
+/// of unchanged devices turns no poll into a disk write of its own), decides,
+/// and remembers the policy.
 async fn full_sync(
     state: &AppState,
     known: Arc<KnownDevice>,
@@ -407,35 +410,34 @@ async fn full_sync(
     let device = &known.device;
     let applied = applied.and_then(|applied| changed_applied(device, snapshot, applied, now));
     let report_changed = report != device.report;
-    let wrote = if report_changed || applied.is_some() {
-        let moved = if report_changed {
-            device_move(snapshot, device, &report)
-        } else {
-            None
-        };
+    let wrote = if report_changed {
+        let moved = device_move(snapshot, device, &report);
         state
             .store
             .record_sync(
                 &device.id,
-                report_changed.then_some(&report),
+                Some(&report),
                 applied.as_ref(),
                 now,
                 moved.as_ref(),
             )
             .await?;
-        if report_changed {
-            state.metrics.sync_write("report");
-        }
+        state.metrics.sync_write("report");
         if applied.is_some() {
             state.metrics.sync_write("applied");
         }
         true
+    } else if let Some(applied) = &applied {
+        let sync = AppliedSync {
+            device_id: device.id.clone(),
+            applied: applied.clone(),
+            at: now,
+        };
+        state.applied_writes.record(&state.store, sync).await?;
+        state.metrics.sync_write("applied");
+        true
     } else if last_seen_due(device, now) {
-        state
-            .store
-            .record_sync(&device.id, None, None, now, None)
-            .await?;
-        state.metrics.sync_write("last_seen");
+        state.last_seen.note(&device.id);
         true
     } else {
         false
@@ -471,11 +473,7 @@ fn prepare(
 ) -> ApiResult<PreparedPolicy> {
     PreparedPolicy::new(&snapshot.policy(device, state.config.poll_interval_s)).map_err(|error| {
         tracing::error!(%error, "a policy could not be serialised");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "the server could not complete the request; it has been logged",
-        )
+        ApiError::internal()
     })
 }
 

@@ -58,6 +58,16 @@ impl ApiError {
         self.detail.retry_after_s
     }
 
+    /// 500: the server's fault, logged by the caller; the client learns only
+    /// that it was not theirs.
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the server could not complete the request; it has been logged",
+        )
+    }
+
     /// 400: the request is malformed.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
@@ -200,11 +210,7 @@ impl From<StoreError> for ApiError {
             StoreError::Corrupt(_) | StoreError::Database(_) | StoreError::Migrate(_) => {
                 // Internals stay in the log; the caller learns only that it was not their fault.
                 tracing::error!(error = %error, "storage failure");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "the server could not complete the request; it has been logged",
-                )
+                ApiError::internal()
             }
         }
     }

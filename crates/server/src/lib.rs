@@ -27,6 +27,7 @@ mod shed;
 mod snapshot;
 mod state;
 mod sync_cache;
+mod sync_writes;
 pub mod tls;
 pub mod wire;
 
@@ -166,6 +167,11 @@ fn coalesce(burst: Vec<Change>) -> Vec<Change> {
         .collect()
 }
 
+/// The most devices noted as seen between two batched writes (about 20 MiB);
+/// a node writes every second, and a million devices each seen every one to
+/// two minutes note about 17,000 a second.
+const LAST_SEEN_PENDING: usize = 262_144;
+
 /// A server ready to run: its routes and the switch that ends held long-polls.
 pub struct Server {
     router: Router,
@@ -184,6 +190,8 @@ impl Server {
             store,
             sync_cache: Arc::new(sync_cache::SyncCache::new(config.sync_cache_devices)),
             shed: Arc::new(shed::Shed::new(config.shed.clone(), metrics.clone())),
+            last_seen: Arc::new(sync_writes::LastSeen::new(LAST_SEEN_PENDING)),
+            applied_writes: Arc::default(),
             metrics,
             failures: Arc::new(limit::FailureLimiter::default()),
             enrollments: Arc::new(limit::EnrollLimiter::new(config.enrollments_per_minute)),
@@ -253,6 +261,11 @@ impl Server {
             tokio::spawn(follow_changes(feed, self.state.snapshots.clone()));
         }
         tokio::spawn(scheduler::run(self.state.clone(), scheduler::node_name()));
+        tokio::spawn(self.state.last_seen.clone().run(
+            self.state.store.clone(),
+            self.state.metrics.clone(),
+            self.state.shutdown.clone(),
+        ));
         let shutdown = self.shutdown;
         let acceptor = self.tls.as_ref().map(|tls| tls.acceptor());
         if let Some(tls) = &self.tls {
@@ -313,6 +326,11 @@ impl Server {
         drop(connection_alive);
         connections.closed().await;
         lane_connections.closed().await;
+        let state = &self.state;
+        state
+            .last_seen
+            .flush(state.store.as_ref(), &state.metrics)
+            .await;
         Ok(())
     }
 }

@@ -187,9 +187,14 @@ impl Metrics {
 
     /// Counts a sync's database write of `what` (`report`, `applied`, `last_seen`).
     pub fn sync_write(&self, what: &'static str) {
+        self.sync_writes(what, 1);
+    }
+
+    /// Counts `n` devices' database writes of `what`, written as one batch.
+    pub fn sync_writes(&self, what: &'static str, n: u64) {
         self.sync_writes
             .get_or_create(&SyncWriteLabels { what })
-            .inc();
+            .inc_by(n);
     }
 
     /// Counts and times one answered request by its route template.

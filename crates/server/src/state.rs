@@ -95,6 +95,10 @@ pub struct AppState {
     pub directory: Arc<DirectoryActivity>,
     /// The sync gates: load shedding, fair between tenants.
     pub shed: Arc<crate::shed::Shed>,
+    /// Devices seen since the last batch of "last seen" writes.
+    pub(crate) last_seen: Arc<crate::sync_writes::LastSeen>,
+    /// Applied states waiting for their group commit.
+    pub(crate) applied_writes: Arc<crate::sync_writes::AppliedWrites>,
     /// Becomes true when the server shuts down, so held long-polls answer at once.
     pub shutdown: watch::Receiver<bool>,
 }

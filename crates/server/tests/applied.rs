@@ -312,9 +312,103 @@ async fn stale_filter_pages_with_totals(db: Database) {
     assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{:?}", bad.body);
 }
 
+/// A fleet that re-polls together after a save, each reporting the version it
+/// applied: the writes are gathered into shared transactions, and every sync
+/// answers only once its own state is stored, so none is lost or shown late.
+async fn a_fleet_applying_together_is_written_whole(db: Database) {
+    let app = TestApp::start(&db).await;
+    let tenant = app.tenant("together").await;
+    tenant.user(&app, "ada", &[]).await;
+    let mut devices = Vec::new();
+    for n in 0..40 {
+        let hostname = format!("host-{n:02}");
+        let (id, token, _) = tenant
+            .enroll(
+                &app,
+                "ada",
+                report(&hostname, "macos", "4.2", "corporate", true),
+            )
+            .await;
+        devices.push((hostname, id, token));
+    }
+    let version = bump(&app, &tenant, "internet_access").await;
+    let applied = |n: usize| {
+        json!({"config_version": version, "services": {
+            "internet_access": {"state": "failed", "exit_status": n}}})
+    };
+    let syncs = devices.iter().enumerate().map(|(n, (hostname, _, token))| {
+        let body = with_applied(hostname, applied(n));
+        let app = &app;
+        async move { sync(app, token, &body, None, None).await.status }
+    });
+    let statuses = futures_util::future::join_all(syncs).await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    for (n, (hostname, id, _)) in devices.iter().enumerate() {
+        let shown = device(&app, &tenant, id).await;
+        assert_eq!(
+            shown["applied"]["config_version"],
+            json!(version),
+            "{hostname}"
+        );
+        assert_eq!(
+            shown["applied"]["services"]["internet_access"]["exit_status"],
+            json!(n),
+            "{hostname}"
+        );
+    }
+    assert_eq!(sync_writes(&app, "applied").await, 40);
+}
+
+/// A sync due to record that its device was seen answers without writing;
+/// the time is written in the next batch, about a second later.
+async fn last_seen_is_written_after_the_answer(db: Database) {
+    let app = TestApp::start(&db).await;
+    let tenant = app.tenant("seen").await;
+    tenant.user(&app, "ada", &[]).await;
+    let body = report("ada-mac", "macos", "4.2", "corporate", true);
+    let (id, token, _) = tenant.enroll(&app, "ada", body.clone()).await;
+    // Last seen an hour ago, as the store says; a save makes every node read
+    // the device again rather than use what it kept.
+    let hour_ago = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+    let store = db.open().await;
+    assert_eq!(
+        store
+            .record_last_seen(std::slice::from_ref(&id), hour_ago)
+            .await
+            .expect("last seen"),
+        1
+    );
+    bump(&app, &tenant, "internet_access").await;
+    let last_seen = |device: &Value| {
+        let at = device["last_sync_at"].as_str().expect("last_sync_at");
+        time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+            .expect("a time")
+    };
+    assert!(last_seen(&device(&app, &tenant, &id).await) < hour_ago + time::Duration::minutes(1));
+
+    let answer = sync(&app, &token, &body, None, None).await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    let mut written = false;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if last_seen(&device(&app, &tenant, &id).await) > hour_ago + time::Duration::minutes(59) {
+            written = true;
+            break;
+        }
+    }
+    assert!(written, "the last-seen time was not written within 5 s");
+    assert_eq!(sync_writes(&app, "last_seen").await, 1);
+    assert_eq!(sync_writes(&app, "report").await, 0);
+}
+
 on_both_backends!(
     stored_and_shown,
     unchanged_applied_writes_nothing,
     invalid_applied_is_refused,
     stale_filter_pages_with_totals,
+    a_fleet_applying_together_is_written_whole,
+    last_seen_is_written_after_the_answer,
 );

@@ -213,6 +213,11 @@ impl Db {
         }
     }
 
+    /// [`Conn::id_set`], for a statement run on the pool.
+    pub(crate) fn id_set(&self, n: u8) -> String {
+        id_set_sql(matches!(self, Db::Postgres { .. }), n)
+    }
+
     /// The SQL of a JSON array of these columns of one row (static SQL,
     /// never input).
     pub(crate) fn json_tuple(&self, columns: &[&'static str]) -> String {
@@ -400,11 +405,7 @@ impl Conn<'_> {
     /// The SQL of a set of ids bound with [`Query::ids`] as parameter `$n`, to
     /// use as `column IN <id_set>`.
     pub(crate) fn id_set(&self, n: u8) -> String {
-        if self.is_postgres() {
-            format!("(SELECT unnest(${n}))")
-        } else {
-            format!("(SELECT value FROM json_each(${n}))")
-        }
+        id_set_sql(self.is_postgres(), n)
     }
 }
 
@@ -526,6 +527,14 @@ impl From<Option<bool>> for Param {
 const PARAMS_USUALLY: usize = 8;
 
 /// Starts a query from static SQL.
+fn id_set_sql(postgres: bool, n: u8) -> String {
+    if postgres {
+        format!("(SELECT unnest(${n}))")
+    } else {
+        format!("(SELECT value FROM json_each(${n}))")
+    }
+}
+
 pub(crate) fn query(sql: &'static str) -> Query {
     Query {
         sql: Sql::Static(sql),

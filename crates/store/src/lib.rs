@@ -575,6 +575,18 @@ pub struct Applied {
     pub services: BTreeMap<String, ServiceState>,
 }
 
+/// A sync that reports a new applied state and nothing else new, for
+/// [`DeviceStore::record_applied`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppliedSync {
+    /// The device.
+    pub device_id: String,
+    /// What its agent applied.
+    pub applied: Applied,
+    /// When it synced.
+    pub at: OffsetDateTime,
+}
+
 /// One service's state on a device, as its agent reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceState {
@@ -1253,6 +1265,15 @@ pub trait DeviceStore {
         at: OffsetDateTime,
         moved: Option<&DeviceMove>,
     ) -> StoreResult<()>;
+    /// Records what the agents of these devices applied (each sync's time as
+    /// their last seen), in one transaction: the sync path gathers the syncs
+    /// that report a new applied state while one such write runs.
+    async fn record_applied(&self, syncs: &[AppliedSync]) -> StoreResult<()>;
+    /// Sets the "last seen" time of these devices, in one statement: the
+    /// sync path collects them and writes a batch a second, off the request.
+    /// Ids of devices since removed are ignored. Returns the rows written.
+    async fn record_last_seen(&self, device_ids: &[String], at: OffsetDateTime)
+    -> StoreResult<u64>;
     /// Devices of a tenant by id, narrowed by the filter.
     async fn devices(
         &self,

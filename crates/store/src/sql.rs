@@ -30,8 +30,8 @@ use crate::codec::{
 };
 use crate::dialect::{Conn, Db, PostgresOptions, Query, Row, query, query_built};
 use crate::{
-    Account, AccountChange, AccountStore, Actor, ActorKind, ApiToken, Applied, Attested,
-    AttestedBy, AuditEntry, AuditFilter, AuthenticatedDevice, ChangeFeed, ConfigStore,
+    Account, AccountChange, AccountStore, Actor, ActorKind, ApiToken, Applied, AppliedSync,
+    Attested, AttestedBy, AuditEntry, AuditFilter, AuthenticatedDevice, ChangeFeed, ConfigStore,
     ConfigVersion, Device, DeviceChange, DeviceFilter, DeviceMove, DeviceSort, DeviceStore,
     DirectoryCounts, DirectoryStore, DirectoryUser, EnrollmentGrant, EnrollmentKey, Group,
     LAST_USED_RESOLUTION, NewAccount, NewEnrollmentKey, NewTenant, NewUser, Page, Role,
@@ -1968,29 +1968,12 @@ impl DeviceStore for SqlStore {
         moved: Option<&DeviceMove>,
     ) -> StoreResult<()> {
         if report.is_none() && applied.is_none() {
-            let _turn = self.db.single_write().await;
-            query("UPDATE devices SET last_sync_at = $1 WHERE id = $2")
-                .time(at)
-                .id(device_id)
-                .execute(&self.db)
-                .await?;
+            self.record_last_seen(&[device_id.to_owned()], at).await?;
             return Ok(());
         }
         let mut tx = self.db.write().await?;
         if let Some(applied) = applied {
-            // Telemetry, not a change of anyone's access: not audited, and no
-            // data-version bump, since no decision depends on it.
-            query(
-                "UPDATE devices SET applied_config_version = $1, applied_at = $2, service_states = $3,
-                                    last_sync_at = $4 WHERE id = $5",
-            )
-            .bind(applied.config_version)
-            .time(applied.at)
-            .json(service_states_to_json(&applied.services))
-            .time(at)
-            .id(device_id)
-            .execute(&mut tx)
-            .await?;
+            write_applied(&mut tx, device_id, applied, at).await?;
         }
         let Some(report) = report else {
             tx.commit().await?;
@@ -2019,6 +2002,37 @@ impl DeviceStore for SqlStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn record_applied(&self, syncs: &[AppliedSync]) -> StoreResult<()> {
+        if syncs.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.db.write().await?;
+        for sync in syncs {
+            write_applied(&mut tx, &sync.device_id, &sync.applied, sync.at).await?;
+        }
+        tx.commit().await
+    }
+
+    async fn record_last_seen(
+        &self,
+        device_ids: &[String],
+        at: OffsetDateTime,
+    ) -> StoreResult<u64> {
+        if device_ids.is_empty() {
+            return Ok(0);
+        }
+        let _turn = self.db.single_write().await;
+        let sql = format!(
+            "UPDATE devices SET last_sync_at = $1 WHERE id IN {}",
+            self.db.id_set(2)
+        );
+        query_built(sql)
+            .time(at)
+            .ids(device_ids)
+            .execute(&self.db)
+            .await
     }
 
     async fn change_device(
@@ -2365,6 +2379,29 @@ async fn account_row(
         .find(conn, "account")
         .await?;
     account_from_row(&row)
+}
+
+/// What a device's agent applied, with the sync's time. Telemetry, not a
+/// change of anyone's access: not audited, and no data-version bump, since no
+/// decision depends on it.
+async fn write_applied(
+    tx: &mut Conn<'_>,
+    device_id: &str,
+    applied: &Applied,
+    at: OffsetDateTime,
+) -> StoreResult<()> {
+    query(
+        "UPDATE devices SET applied_config_version = $1, applied_at = $2, service_states = $3,
+                            last_sync_at = $4 WHERE id = $5",
+    )
+    .bind(applied.config_version)
+    .time(applied.at)
+    .json(service_states_to_json(&applied.services))
+    .time(at)
+    .id(device_id)
+    .execute(tx)
+    .await?;
+    Ok(())
 }
 
 async fn delete_sessions(conn: &mut Conn<'_>, account_id: &str) -> StoreResult<u64> {

@@ -324,11 +324,7 @@ pub(crate) async fn hash_password(password: String) -> ApiResult<String> {
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "password hashing task failed");
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "the server could not complete the request; it has been logged",
-            )
+            ApiError::internal()
         })?
         .map_err(|e| ApiError::unprocessable("invalid_password", e.to_string()))
 }

@@ -249,12 +249,7 @@ fn render(template: &impl Template) -> Response {
         Ok(html) => Html(html).into_response(),
         Err(error) => {
             tracing::error!(%error, "a portal page failed to render");
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "the server could not complete the request; it has been logged",
-            )
-            .into_response()
+            ApiError::internal().into_response()
         }
     }
 }

@@ -31,11 +31,7 @@ pub(super) async fn scim_setup_page(
         .and_then(|setup| {
             serde_json::to_value(setup).map_err(|error| {
                 tracing::error!(%error, "the SCIM setup data did not serialise");
-                crate::error::ApiError::new(
-                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "the server could not complete the request; it has been logged",
-                )
+                crate::error::ApiError::internal()
             })
         })
         .map_err(IntoResponse::into_response)?;

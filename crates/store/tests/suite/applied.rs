@@ -125,6 +125,34 @@ async fn applied_state_is_stored_and_filtered(store: &dyn Store) {
             .applied,
         read.applied
     );
+    assert_eq!(
+        store
+            .device(&t, &devices[0].id)
+            .await
+            .expect("device")
+            .last_sync_at,
+        later
+    );
+    // Last-seen times in one batch: ids of devices since removed are ignored,
+    // the others' times set, nothing else touched.
+    let batch_at = saved_at + Duration::minutes(7);
+    let gone = "00000000-0000-4000-8000-000000000000".to_owned();
+    let written = store
+        .record_last_seen(
+            &[devices[1].id.clone(), devices[2].id.clone(), gone],
+            batch_at,
+        )
+        .await
+        .expect("last seen");
+    assert_eq!(written, 2);
+    for (n, wanted) in [(0, later), (1, batch_at), (2, batch_at)] {
+        let device = store.device(&t, &devices[n].id).await.expect("device");
+        assert_eq!(device.last_sync_at, wanted, "device {n}");
+    }
+    assert_eq!(
+        store.record_last_seen(&[], batch_at).await.expect("none"),
+        0
+    );
     // Device 1 applied the version before.
     store
         .record_sync(
