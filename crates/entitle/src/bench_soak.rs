@@ -297,9 +297,12 @@ async fn metrics_text(client: &reqwest::Client, base: &str) -> Option<String> {
 }
 
 /// One agent's held long-poll loop: wait up to 30 s for a change to the
-/// policy it holds, take the new ETag from a 200, ask again.
+/// policy it holds, take the new ETag from a 200, ask again reporting the
+/// config version it applied, as a real agent does (so every save brings a
+/// fleet's worth of applied-state writes).
 async fn hold(load: Arc<Load>, agent: Arc<Enrolled>) {
     let mut etag = agent.etag.clone();
+    let mut body = agent.report.clone();
     let url = format!("{}/agent/v1/sync?wait=30", load.base);
     while Instant::now() < load.deadline {
         let answer = load
@@ -307,7 +310,7 @@ async fn hold(load: Arc<Load>, agent: Arc<Enrolled>) {
             .post(&url)
             .bearer_auth(&agent.token)
             .header("If-None-Match", &etag)
-            .json(&agent.report)
+            .json(&body)
             .send()
             .await;
         match answer {
@@ -320,7 +323,10 @@ async fn hold(load: Arc<Load>, agent: Arc<Enrolled>) {
                         {
                             etag = tag.to_owned();
                         }
-                        let _ = response.bytes().await;
+                        let policy: Value = response.json().await.unwrap_or_default();
+                        if let Some(version) = policy["config_version"].as_i64() {
+                            body["applied"] = json!({"config_version": version, "services": {}});
+                        }
                         load.counters.held_answers.fetch_add(1, Ordering::Relaxed);
                     }
                     304 => {
@@ -328,7 +334,14 @@ async fn hold(load: Arc<Load>, agent: Arc<Enrolled>) {
                     }
                     _ => {
                         load.counters.unexpected(status);
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        // A shed sync says when to come back, as the agent honours it.
+                        let retry_after = response
+                            .headers()
+                            .get("retry-after")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(1);
+                        tokio::time::sleep(Duration::from_secs(retry_after)).await;
                     }
                 }
             }

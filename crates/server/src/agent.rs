@@ -24,6 +24,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ClientAddress, JsonBody, body_bytes, json_from_slice, query_from_str};
+use crate::shed::Admitted;
 use crate::snapshot::{PreparedPolicy, TenantSnapshot};
 use crate::state::AppState;
 use crate::sync_cache::{KnownDevice, Remembered};
@@ -210,8 +211,7 @@ pub(crate) async fn sync(
         body: body.to_vec(),
     };
     let admitted = admit(&state, &device.known).await?;
-    let step = begin_sync(&state, device.known.clone(), request).await;
-    drop(admitted);
+    let step = begin_sync(&state, device.known.clone(), request, admitted).await;
     let answer = match step? {
         SyncStep::Answer(answer) => answer,
         SyncStep::Hold(held) => held.finish(&state).await?,
@@ -304,10 +304,7 @@ pub(crate) async fn authenticate_sync(
 /// for a rebuild is not work, and syncs that held slots through a rebuild
 /// would fill the queue behind them. `begin_sync` reads the snapshot again
 /// after it subscribes to changes, so that none made in between is missed.
-pub(crate) async fn admit<'a>(
-    state: &'a AppState,
-    known: &KnownDevice,
-) -> ApiResult<crate::shed::Admitted<'a>> {
+pub(crate) async fn admit<'a>(state: &'a AppState, known: &KnownDevice) -> ApiResult<Admitted<'a>> {
     state
         .snapshots
         .at_least(&known.device.tenant_id, known.data_version)
@@ -315,10 +312,13 @@ pub(crate) async fn admit<'a>(
     state.shed.admit(&known.device.tenant_id).await
 }
 
+/// The first look at a sync, doing its work under the slot `admitted` holds
+/// (released before any wait for a commit, which is no work of this node's).
 pub(crate) async fn begin_sync(
     state: &AppState,
     known: Arc<KnownDevice>,
     request: SyncRequest,
+    admitted: Admitted<'_>,
 ) -> ApiResult<SyncStep> {
     let tenant_id = known.device.tenant_id.as_str();
     // Subscribed before the snapshot is read, so that a change from here on
@@ -349,8 +349,15 @@ pub(crate) async fn begin_sync(
             _ => (known, etag),
         },
         None => {
-            let (known, policy) =
-                Box::pin(full_sync(state, known, &request.body, &snapshot, now, held)).await?;
+            let (known, policy) = Box::pin(full_sync(
+                state,
+                known,
+                &request.body,
+                &snapshot,
+                (now, held),
+                admitted,
+            ))
+            .await?;
             if !same_etag(held, &policy.etag) {
                 state.metrics.sync("policy");
                 return Ok(SyncStep::Answer(SyncAnswer::Policy(policy)));
@@ -389,17 +396,18 @@ fn last_seen_interval(device_id: &str) -> time::Duration {
 }
 
 /// A sync that cannot reuse the device's last answer: parses the report,
-/// writes what changed (the report, what was applied), notes the sync time at
+/// writes what changed (the report at once; what was applied in a group
+/// commit, waited for after the slot is released), notes the sync time at
 /// most every one to two minutes for the next batched write (so that a fleet
 /// of unchanged devices turns no poll into a disk write of its own), decides,
-/// and remembers the policy.
+/// and remembers the policy once what it depends on is stored.
 async fn full_sync(
     state: &AppState,
     known: Arc<KnownDevice>,
     body: &[u8],
     snapshot: &TenantSnapshot,
-    now: OffsetDateTime,
-    held_etag: Option<&str>,
+    (now, held_etag): (OffsetDateTime, Option<&str>),
+    admitted: Admitted<'_>,
 ) -> ApiResult<(Arc<KnownDevice>, PreparedPolicy)> {
     let sent: ReportJson = json_from_slice(body)?;
     let applied = match &sent.applied {
@@ -410,6 +418,7 @@ async fn full_sync(
     let device = &known.device;
     let applied = applied.and_then(|applied| changed_applied(device, snapshot, applied, now));
     let report_changed = report != device.report;
+    let mut group_commit = None;
     let wrote = if report_changed {
         let moved = device_move(snapshot, device, &report);
         state
@@ -428,13 +437,11 @@ async fn full_sync(
         }
         true
     } else if let Some(applied) = &applied {
-        let sync = AppliedSync {
+        group_commit = Some(AppliedSync {
             device_id: device.id.clone(),
             applied: applied.clone(),
             at: now,
-        };
-        state.applied_writes.record(&state.store, sync).await?;
-        state.metrics.sync_write("applied");
+        });
         true
     } else if last_seen_due(device, now) {
         state.last_seen.note(&device.id);
@@ -449,17 +456,25 @@ async fn full_sync(
         if let Some(applied) = applied {
             device.applied = Some(applied);
         }
-        let updated = Arc::new(KnownDevice::new(
+        Arc::new(KnownDevice::new(
             known.token_hash.clone(),
             device,
             known.data_version,
-        ));
-        state.sync_cache.insert(updated.clone());
-        updated
+        ))
     } else {
         known
     };
     let policy = prepare(state, snapshot, &known.device)?;
+    drop(admitted);
+    if let Some(sync) = group_commit {
+        state.applied_writes.record(&state.store, sync).await?;
+        state.metrics.sync_write("applied");
+    }
+    // Kept only once stored: a device the cache knew with an applied state
+    // that never reached the store would never write it.
+    if wrote {
+        state.sync_cache.insert(known.clone());
+    }
     let keep_json = !same_etag(held_etag, &policy.etag);
     known.remember(snapshot.build_id, body, &policy, keep_json);
     Ok((known, policy))

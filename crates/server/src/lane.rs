@@ -293,8 +293,9 @@ async fn serve_connection(
         let first_look = match request {
             // Shed (503 with Retry-After) when the node or the tenant's share stays busy.
             Ok(request) => match Box::pin(admit(&lane.state, &device.known)).await {
-                Ok(_admitted) => {
-                    Box::pin(begin_sync(&lane.state, device.known.clone(), request)).await
+                Ok(admitted) => {
+                    let known = device.known.clone();
+                    Box::pin(begin_sync(&lane.state, known, request, admitted)).await
                 }
                 Err(busy) => Err(busy),
             },
