@@ -2,11 +2,12 @@
 //!
 //! After a save wakes a fleet's held long-polls, every device re-polls at once,
 //! and each reports the new version it applied; some are also due to record
-//! that they were seen. One write each, SQLite's one writer queues them while
-//! the syncs hold their tenant's slots, until syncs are shed. So:
+//! that they were seen. With one write each, SQLite's one writer queued them
+//! while the syncs held their tenant's slots, until syncs were shed. So:
 //! - an applied state is written in a **group commit** ([`AppliedWrites`]):
 //!   the syncs that arrive while one transaction runs are written together in
-//!   the next, and each answers once its own is committed;
+//!   the next, and each answers once its own is committed, waiting outside its
+//!   tenant's slot (a wait for the disk is no work of this node's);
 //! - a "last seen" time is only noted ([`LastSeen`]) and written by a task once
 //!   a second in one statement, the sync answering at once.
 
@@ -24,8 +25,8 @@ use crate::metrics::Metrics;
 /// The most applied states one transaction writes.
 const APPLIED_BATCH: usize = 2_000;
 
-/// Applied states waiting for the next transaction. Bounded by the syncs in
-/// flight, since each waits for its own.
+/// Applied states waiting for the next transaction. Bounded by the node's
+/// connections, since each belongs to a sync waiting for its own.
 #[derive(Default)]
 pub(crate) struct AppliedWrites {
     queue: Mutex<AppliedQueue>,
@@ -95,7 +96,7 @@ const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// The most ids written by one statement (SQLite's JSON array and
 /// PostgreSQL's array parameter both take far more; this bounds one write's
 /// time behind the writer lock).
-const BATCH: usize = 5_000;
+const LAST_SEEN_BATCH: usize = 5_000;
 
 /// Devices seen since the last write. Bounded: past `cap` ids a note is
 /// dropped, since a device notes itself again at its next due sync and
@@ -131,12 +132,12 @@ impl LastSeen {
             std::mem::take(&mut *pending).into_iter().collect()
         };
         let now = OffsetDateTime::now_utc();
-        for (i, batch) in noted.chunks(BATCH).enumerate() {
+        for (i, batch) in noted.chunks(LAST_SEEN_BATCH).enumerate() {
             match store.record_last_seen(batch, now).await {
                 Ok(written) => metrics.sync_writes("last_seen", written),
                 Err(error) => {
                     tracing::warn!(%error, "could not write devices' last-seen times; retrying");
-                    for id in noted.iter().skip(i * BATCH) {
+                    for id in noted.iter().skip(i * LAST_SEEN_BATCH) {
                         self.note(id);
                     }
                     return;

@@ -36,6 +36,27 @@ async fn bump(app: &TestApp, tenant: &Tenant, service: &str) -> i64 {
     version(&after.body)
 }
 
+/// Enrolls `count` Macs of ada's (`host-00`, …): host name, device id, token.
+async fn enroll_macs(
+    app: &TestApp,
+    tenant: &Tenant,
+    count: usize,
+) -> Vec<(String, String, String)> {
+    let mut devices = Vec::new();
+    for n in 0..count {
+        let hostname = format!("host-{n:02}");
+        let (id, token, _) = tenant
+            .enroll(
+                app,
+                "ada",
+                report(&hostname, "macos", "4.2", "corporate", true),
+            )
+            .await;
+        devices.push((hostname, id, token));
+    }
+    devices
+}
+
 async fn device(app: &TestApp, tenant: &Tenant, id: &str) -> Value {
     let answer = app
         .get(&tenant.path(&format!("/devices/{id}")), &tenant.admin)
@@ -231,18 +252,7 @@ async fn stale_filter_pages_with_totals(db: Database) {
     let tenant = app.tenant("fleet").await;
     tenant.user(&app, "ada", &[]).await;
     let first = bump(&app, &tenant, "internet_access").await;
-    let mut tokens = Vec::new();
-    for n in 0..7 {
-        let hostname = format!("host-{n:02}");
-        let (id, token, _) = tenant
-            .enroll(
-                &app,
-                "ada",
-                report(&hostname, "macos", "4.2", "corporate", true),
-            )
-            .await;
-        tokens.push((hostname, id, token));
-    }
+    let tokens = enroll_macs(&app, &tenant, 7).await;
     // Devices 0–4 apply version 1; 5 and 6 never report.
     for (hostname, _, token) in &tokens[..5] {
         let body = with_applied(hostname, json!({"config_version": first, "services": {}}));
@@ -319,18 +329,7 @@ async fn a_fleet_applying_together_is_written_whole(db: Database) {
     let app = TestApp::start(&db).await;
     let tenant = app.tenant("together").await;
     tenant.user(&app, "ada", &[]).await;
-    let mut devices = Vec::new();
-    for n in 0..40 {
-        let hostname = format!("host-{n:02}");
-        let (id, token, _) = tenant
-            .enroll(
-                &app,
-                "ada",
-                report(&hostname, "macos", "4.2", "corporate", true),
-            )
-            .await;
-        devices.push((hostname, id, token));
-    }
+    let devices = enroll_macs(&app, &tenant, 40).await;
     let version = bump(&app, &tenant, "internet_access").await;
     let applied = |n: usize| {
         json!({"config_version": version, "services": {

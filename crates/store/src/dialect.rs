@@ -218,6 +218,11 @@ impl Db {
         id_set_sql(matches!(self, Db::Postgres { .. }), n)
     }
 
+    /// [`Conn::for_update`], for a statement run on the pool.
+    pub(crate) fn for_update(&self) -> &'static str {
+        for_update_sql(matches!(self, Db::Postgres { .. }))
+    }
+
     /// The SQL of a JSON array of these columns of one row (static SQL,
     /// never input).
     pub(crate) fn json_tuple(&self, columns: &[&'static str]) -> String {
@@ -374,11 +379,7 @@ impl Conn<'_> {
     /// PostgreSQL's `FOR UPDATE`; on SQLite the writer already holds the one
     /// write lock.
     pub(crate) fn for_update(&self) -> &'static str {
-        if self.is_postgres() {
-            " FOR UPDATE"
-        } else {
-            ""
-        }
+        for_update_sql(self.is_postgres())
     }
 
     /// Tells every node, at commit, that the tenant's data changed.
@@ -526,7 +527,10 @@ impl From<Option<bool>> for Param {
 /// grow the list several times on the sync path.
 const PARAMS_USUALLY: usize = 8;
 
-/// Starts a query from static SQL.
+fn for_update_sql(postgres: bool) -> &'static str {
+    if postgres { " FOR UPDATE" } else { "" }
+}
+
 fn id_set_sql(postgres: bool, n: u8) -> String {
     if postgres {
         format!("(SELECT unnest(${n}))")
@@ -535,6 +539,7 @@ fn id_set_sql(postgres: bool, n: u8) -> String {
     }
 }
 
+/// Starts a query from static SQL.
 pub(crate) fn query(sql: &'static str) -> Query {
     Query {
         sql: Sql::Static(sql),

@@ -2008,8 +2008,13 @@ impl DeviceStore for SqlStore {
         if syncs.is_empty() {
             return Ok(());
         }
+        // Rows locked in id order, as `record_last_seen` locks them, so that
+        // two batches sharing devices (on PostgreSQL, from two nodes) queue
+        // instead of deadlocking.
+        let mut in_order: Vec<&AppliedSync> = syncs.iter().collect();
+        in_order.sort_unstable_by(|a, b| a.device_id.cmp(&b.device_id));
         let mut tx = self.db.write().await?;
-        for sync in syncs {
+        for sync in in_order {
             write_applied(&mut tx, &sync.device_id, &sync.applied, sync.at).await?;
         }
         tx.commit().await
@@ -2024,9 +2029,12 @@ impl DeviceStore for SqlStore {
             return Ok(0);
         }
         let _turn = self.db.single_write().await;
+        // The rows are locked in id order (see `record_applied`).
         let sql = format!(
-            "UPDATE devices SET last_sync_at = $1 WHERE id IN {}",
-            self.db.id_set(2)
+            "UPDATE devices SET last_sync_at = $1 WHERE id IN
+                 (SELECT id FROM devices WHERE id IN {} ORDER BY id{})",
+            self.db.id_set(2),
+            self.db.for_update()
         );
         query_built(sql)
             .time(at)
