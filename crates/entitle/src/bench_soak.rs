@@ -334,14 +334,19 @@ async fn hold(load: Arc<Load>, agent: Arc<Enrolled>) {
                     }
                     _ => {
                         load.counters.unexpected(status);
-                        // A shed sync says when to come back, as the agent honours it.
-                        let retry_after = response
+                        // A shed sync says when to come back, read as the agent reads it.
+                        let retry_after_ms = response
                             .headers()
-                            .get("retry-after")
+                            .get(reqwest::header::RETRY_AFTER)
                             .and_then(|v| v.to_str().ok())
-                            .and_then(|v| v.parse().ok())
-                            .unwrap_or(1);
-                        tokio::time::sleep(Duration::from_secs(retry_after)).await;
+                            .and_then(|v| {
+                                entitle_device_agent::protocol::retry_after_ms(
+                                    v,
+                                    std::time::SystemTime::now(),
+                                )
+                            })
+                            .unwrap_or(1000);
+                        tokio::time::sleep(Duration::from_millis(retry_after_ms)).await;
                     }
                 }
             }
