@@ -575,6 +575,20 @@ pub struct Applied {
     pub services: BTreeMap<String, ServiceState>,
 }
 
+/// What [`DeviceStore::device_changes`] read besides the devices it handed over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceChanges {
+    /// The tenant's device revision the answer brings the caller to: ask
+    /// from it next time.
+    pub revision: i64,
+    /// Every device was handed over (no `since`, or a `since` beyond the
+    /// store's revision, as after a restore from a backup): the caller's copy
+    /// is replaced, not patched.
+    pub everything: bool,
+    /// Devices removed since `since`.
+    pub removed: Vec<String>,
+}
+
 /// A sync that reports a new applied state and nothing else new, for
 /// [`DeviceStore::record_applied`].
 #[derive(Debug, Clone, PartialEq)]
@@ -1293,6 +1307,18 @@ pub trait DeviceStore {
         tenant_id: &str,
         each: &mut (dyn FnMut(Device) -> StoreResult<()> + Send),
     ) -> StoreResult<()>;
+    /// The tenant's devices changed since revision `since` (every device
+    /// when `None`), handed to `each` as they are read, with the ids of those
+    /// removed since: what keeps a copy of a tenant's devices in memory
+    /// current. Enrolling, a new report, approval, attested ownership and
+    /// removal change a device; its applied state and last-seen time do not.
+    /// A device may be handed over again after it changed since `revision`.
+    async fn device_changes(
+        &self,
+        tenant_id: &str,
+        since: Option<i64>,
+        each: &mut (dyn FnMut(Device) -> StoreResult<()> + Send),
+    ) -> StoreResult<DeviceChanges>;
     /// Removes a device, revoking its token.
     async fn delete_device(
         &self,

@@ -32,9 +32,9 @@ use crate::dialect::{Conn, Db, PostgresOptions, Query, Row, query, query_built};
 use crate::{
     Account, AccountChange, AccountStore, Actor, ActorKind, ApiToken, Applied, AppliedSync,
     Attested, AttestedBy, AuditEntry, AuditFilter, AuthenticatedDevice, ChangeFeed, ConfigStore,
-    ConfigVersion, Device, DeviceChange, DeviceFilter, DeviceMove, DeviceSort, DeviceStore,
-    DirectoryCounts, DirectoryStore, DirectoryUser, EnrollmentGrant, EnrollmentKey, Group,
-    LAST_USED_RESOLUTION, NewAccount, NewEnrollmentKey, NewTenant, NewUser, Page, Role,
+    ConfigVersion, Device, DeviceChange, DeviceChanges, DeviceFilter, DeviceMove, DeviceSort,
+    DeviceStore, DirectoryCounts, DirectoryStore, DirectoryUser, EnrollmentGrant, EnrollmentKey,
+    Group, LAST_USED_RESOLUTION, NewAccount, NewEnrollmentKey, NewTenant, NewUser, Page, Role,
     SaveRequest, Saved, Session, StoreError, StoreResult, StoredSettings, Tenant, TenantData,
     TenantStore, TokenGrant, User, device_change_action, device_trust_json, enrollment_key_audit,
 };
@@ -125,7 +125,7 @@ impl SqlStore {
         let sql = format!(
             "WITH RECURSIVE n(i) AS (SELECT $2 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < $3)
              INSERT INTO devices (id, tenant_id, user_id, token_hash, hostname_key, report_json,
-                                  enrolled_at, last_sync_at, pending_approval)
+                                  enrolled_at, last_sync_at, pending_approval, revision)
              SELECT {new_id}, $1,
                     (SELECT id FROM users WHERE tenant_id = $1 AND deleted_at IS NULL
                         AND user_name_key = 'user' || (n.i % $5) || '@bench.test'),
@@ -135,7 +135,7 @@ impl SqlStore {
                          || '\",\"client_version\":\"4.' || (n.i % 5) || '.0\",\"ownership\":\"'
                          || CASE WHEN n.i % 4 = 0 THEN 'personal' ELSE 'corporate' END
                          || '\",\"posture\":{{}}}}' AS {json_type}),
-                    $4, $4, FALSE
+                    $4, $4, FALSE, $6
              FROM n"
         );
         let mut start = first;
@@ -143,12 +143,14 @@ impl SqlStore {
         while start < end {
             let stop = (start + 100_000).min(end);
             let mut tx = self.db.write().await?;
+            let revision = next_device_revision(&mut tx, tenant_id).await?;
             query_built(sql.clone())
                 .id(tenant_id)
                 .bind(start)
                 .bind(stop)
                 .time(at)
                 .bind(users)
+                .bind(revision)
                 .execute(&mut tx)
                 .await?;
             tx.commit().await?;
@@ -369,6 +371,33 @@ async fn bump_data_version(
     .fetch_scalar(&mut *conn)
     .await?;
     conn.announce(tenant_id, version, device_id).await
+}
+
+/// Takes the tenant's next device revision, for a write that changes what a
+/// decision reads of a device. The counter's row stays locked until commit,
+/// so revisions become visible in the order they were taken. Every writer
+/// takes it after the device rows it locks, so that two writers never wait
+/// for each other in opposite orders.
+async fn next_device_revision(conn: &mut Conn<'_>, tenant_id: &str) -> StoreResult<i64> {
+    query(
+        "INSERT INTO device_revisions (tenant_id, revision) VALUES ($1, 1)
+         ON CONFLICT (tenant_id) DO UPDATE SET revision = device_revisions.revision + 1
+         RETURNING revision",
+    )
+    .id(tenant_id)
+    .fetch_scalar(&mut *conn)
+    .await
+}
+
+/// Stamps a device with its tenant's next revision (see [`next_device_revision`]).
+async fn stamp_device(conn: &mut Conn<'_>, tenant_id: &str, device_id: &str) -> StoreResult<()> {
+    let revision = next_device_revision(conn, tenant_id).await?;
+    query("UPDATE devices SET revision = $1 WHERE id = $2")
+        .bind(revision)
+        .id(device_id)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// Writes new settings as the next config version, with its history row and audit entry.
@@ -1887,10 +1916,11 @@ impl DeviceStore for SqlStore {
         let pending_approval = tenant_row(&mut tx, tenant_id).await?.device_approval;
         let id = new_id();
         let report_json = report_to_json(report);
+        let revision = next_device_revision(&mut tx, tenant_id).await?;
         query(
             "INSERT INTO devices (id, tenant_id, user_id, token_hash, hostname_key, report_json, enrolled_at, last_sync_at,
-                                  attested_ownership, attested_by, pending_approval)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                                  attested_ownership, attested_by, pending_approval, revision)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .id(&id)
         .id(tenant_id)
@@ -1903,6 +1933,7 @@ impl DeviceStore for SqlStore {
         .bind(attested.as_ref().map(|a| a.ownership.as_str()))
         .bind(attested.as_ref().map(|a| a.by.as_str()))
         .bind(pending_approval)
+        .bind(revision)
         .execute(&mut tx)
         .await?;
         let after = json!({"id": id, "user_name": user.user_name, "device": report_json,
@@ -1979,15 +2010,22 @@ impl DeviceStore for SqlStore {
             tx.commit().await?;
             return Ok(());
         };
-        query(
-            "UPDATE devices SET report_json = $1, hostname_key = $2, last_sync_at = $3 WHERE id = $4",
+        let tenant_id = query(
+            "UPDATE devices SET report_json = $1, hostname_key = $2, last_sync_at = $3 WHERE id = $4
+             RETURNING tenant_id",
         )
         .json(report_to_json(report).to_string())
         .bind(report.hostname.to_lowercase())
         .time(at)
         .id(device_id)
-        .execute(&mut tx)
+        .fetch_optional(&mut tx)
         .await?;
+        let Some(row) = tenant_id else {
+            // Removed while it synced: nothing left to record.
+            tx.commit().await?;
+            return Ok(());
+        };
+        stamp_device(&mut tx, &row.id("tenant_id")?, device_id).await?;
         if let Some(moved) = moved {
             Audit::new(
                 Some(&moved.tenant_id),
@@ -2073,6 +2111,7 @@ impl DeviceStore for SqlStore {
             tx.commit().await?;
             return Ok(after);
         }
+        stamp_device(&mut tx, tenant_id, device_id).await?;
         // Decisions depend on both, so every node's snapshot must notice.
         Audit::new(
             Some(tenant_id),
@@ -2177,6 +2216,53 @@ impl DeviceStore for SqlStore {
             .await
     }
 
+    async fn device_changes(
+        &self,
+        tenant_id: &str,
+        since: Option<i64>,
+        each: &mut (dyn FnMut(Device) -> StoreResult<()> + Send),
+    ) -> StoreResult<DeviceChanges> {
+        let mut conn = self.db.read().await?;
+        // The revision first: every write numbered up to it has committed
+        // (see `next_device_revision`), so the reads below see all of them.
+        let revision = query("SELECT revision FROM device_revisions WHERE tenant_id = $1")
+            .id(tenant_id)
+            .fetch_optional_scalar::<i64>(&mut conn)
+            .await?
+            .unwrap_or(0);
+        // A counter behind the caller's (a database restored from a backup)
+        // means its copy cannot be patched: it gets every device again.
+        let since = since.filter(|&since| since <= revision);
+        let Some(since) = since else {
+            query(device_select!("WHERE d.tenant_id = $1"))
+                .id(tenant_id)
+                .fetch_each(&mut conn, |row| each(device_from_row(&row)?))
+                .await?;
+            return Ok(DeviceChanges {
+                revision,
+                everything: true,
+                removed: Vec::new(),
+            });
+        };
+        query(device_select!("WHERE d.tenant_id = $1 AND d.revision > $2"))
+            .id(tenant_id)
+            .bind(since)
+            .fetch_each(&mut conn, |row| each(device_from_row(&row)?))
+            .await?;
+        let removed = query(
+            "SELECT device_id AS id FROM device_removals WHERE tenant_id = $1 AND revision > $2",
+        )
+        .id(tenant_id)
+        .bind(since)
+        .fetch_ids(&mut conn)
+        .await?;
+        Ok(DeviceChanges {
+            revision,
+            everything: false,
+            removed,
+        })
+    }
+
     async fn delete_device(
         &self,
         tenant_id: &str,
@@ -2191,6 +2277,13 @@ impl DeviceStore for SqlStore {
             .await?;
         let device = device_from_row(&row)?;
         query("DELETE FROM devices WHERE id = $1")
+            .id(device_id)
+            .execute(&mut tx)
+            .await?;
+        let revision = next_device_revision(&mut tx, tenant_id).await?;
+        query("INSERT INTO device_removals (tenant_id, revision, device_id) VALUES ($1, $2, $3)")
+            .id(tenant_id)
+            .bind(revision)
             .id(device_id)
             .execute(&mut tx)
             .await?;

@@ -15,6 +15,7 @@ use time::OffsetDateTime;
 mod admins;
 mod applied;
 mod credentials;
+mod device_changes;
 mod directory_views;
 mod scim_tokens;
 
@@ -75,6 +76,7 @@ pub async fn run_all(store: &dyn Store) {
     admins::run_all(store).await;
     directory_views::run_all(store).await;
     applied::run_all(store).await;
+    device_changes::run_all(store).await;
 }
 
 async fn scoped_keys_attest_and_approval_holds(store: &dyn Store) {

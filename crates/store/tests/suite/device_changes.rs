@@ -1,0 +1,174 @@
+//! Device revisions: a copy of a tenant's devices kept in memory reads only
+//! what changed since the revision it holds. Every write that changes what a
+//! decision reads of a device is handed over again; telemetry (applied state,
+//! last seen) is not; removals are listed; other tenants never appear.
+
+use entitle_core::{ClientVersion, Ownership};
+use entitle_store::{
+    Applied, AppliedSync, Device, DeviceChange, DeviceChanges, NewUser, Store, User,
+};
+use time::OffsetDateTime;
+
+use super::{report, tenant, tester};
+
+/// Every device-revision scenario, on one store.
+pub async fn run_all(store: &dyn Store) {
+    changes_since_a_revision_are_handed_over(store).await;
+}
+
+/// The ids handed over since `since`, sorted, with the answer.
+async fn changes(
+    store: &dyn Store,
+    tenant_id: &str,
+    since: Option<i64>,
+) -> (Vec<String>, DeviceChanges) {
+    let mut ids = Vec::new();
+    let answer = store
+        .device_changes(tenant_id, since, &mut |device: Device| {
+            ids.push(device.id);
+            Ok(())
+        })
+        .await
+        .expect("device changes");
+    ids.sort();
+    (ids, answer)
+}
+
+async fn user(store: &dyn Store, tenant_id: &str, name: &str) -> User {
+    store
+        .create_user(
+            tenant_id,
+            NewUser {
+                user_name: name.into(),
+                display_name: None,
+                groups: vec![],
+            },
+            &tester(),
+        )
+        .await
+        .expect("user")
+}
+
+async fn changes_since_a_revision_are_handed_over(store: &dyn Store) {
+    let t = tenant(store, "revisions").await;
+    let other = tenant(store, "revisions-other").await;
+    let ada = user(store, &t, "ada").await;
+    let bob = user(store, &other, "bob").await;
+    let at = OffsetDateTime::now_utc();
+
+    let (ids, start) = changes(store, &t, None).await;
+    assert!(ids.is_empty() && start.everything && start.revision == 0);
+
+    let mut enrolled = Vec::new();
+    for n in 0..3 {
+        let device = store
+            .enroll_device(
+                &t,
+                &ada,
+                &format!("rev-{n}"),
+                &report(&format!("rev-{n}")),
+                at,
+                None,
+            )
+            .await
+            .expect("enrolled");
+        enrolled.push(device.id);
+    }
+    store
+        .enroll_device(&other, &bob, "rev-other", &report("rev-other"), at, None)
+        .await
+        .expect("enrolled elsewhere");
+    let (ids, all) = changes(store, &t, None).await;
+    let mut expected = enrolled.clone();
+    expected.sort();
+    assert_eq!(
+        ids, expected,
+        "every device of the tenant, no other tenant's"
+    );
+    assert!(all.everything && all.revision >= 3, "{all:?}");
+    let (ids, since_start) = changes(store, &t, Some(start.revision)).await;
+    assert_eq!(ids, expected, "three enrollments since the start");
+    assert!(!since_start.everything && since_start.removed.is_empty());
+    assert_eq!(since_start.revision, all.revision);
+
+    // Nothing changed: nothing handed over.
+    let (ids, quiet) = changes(store, &t, Some(all.revision)).await;
+    assert!(ids.is_empty() && quiet.removed.is_empty() && !quiet.everything);
+
+    // Telemetry is not a change.
+    store
+        .record_applied(&[AppliedSync {
+            device_id: enrolled[0].clone(),
+            applied: Applied {
+                config_version: 1,
+                at,
+                saved_at: None,
+                services: Default::default(),
+            },
+            at,
+        }])
+        .await
+        .expect("applied");
+    store
+        .record_last_seen(&enrolled, at)
+        .await
+        .expect("last seen");
+    let (ids, _) = changes(store, &t, Some(all.revision)).await;
+    assert!(
+        ids.is_empty(),
+        "applied state and last seen change no decision"
+    );
+
+    // A new report is.
+    let mut newer = report("rev-0");
+    newer.client_version = ClientVersion::parse("5.0").expect("version");
+    store
+        .record_sync(&enrolled[0], Some(&newer), None, at, None)
+        .await
+        .expect("report");
+    let (ids, after_report) = changes(store, &t, Some(all.revision)).await;
+    assert_eq!(ids, vec![enrolled[0].clone()]);
+    assert!(after_report.revision > all.revision);
+
+    // Attested ownership is; attesting it again changes nothing.
+    let attest = DeviceChange {
+        ownership: Some(Some(Ownership::Personal)),
+        approve: None,
+    };
+    store
+        .change_device(&t, &enrolled[1], &attest, &tester())
+        .await
+        .expect("attested");
+    let (ids, after_attest) = changes(store, &t, Some(after_report.revision)).await;
+    assert_eq!(ids, vec![enrolled[1].clone()]);
+    store
+        .change_device(&t, &enrolled[1], &attest, &tester())
+        .await
+        .expect("attested again");
+    let (ids, _) = changes(store, &t, Some(after_attest.revision)).await;
+    assert!(ids.is_empty(), "an unchanged attestation is no change");
+
+    // A removal is listed, and the removed device is not handed over.
+    store
+        .delete_device(&t, &enrolled[2], &tester())
+        .await
+        .expect("removed");
+    let (ids, after_removal) = changes(store, &t, Some(after_attest.revision)).await;
+    assert!(ids.is_empty());
+    assert_eq!(after_removal.removed, vec![enrolled[2].clone()]);
+    let (ids, _) = changes(store, &t, None).await;
+    let mut left = vec![enrolled[0].clone(), enrolled[1].clone()];
+    left.sort();
+    assert_eq!(ids, left);
+
+    // A revision the store has not reached (a restore from a backup) gets
+    // everything again.
+    let (ids, beyond) = changes(store, &t, Some(after_removal.revision + 100)).await;
+    assert!(beyond.everything);
+    assert_eq!(ids, left);
+
+    // The other tenant's counter is its own.
+    let (ids, theirs) = changes(store, &other, Some(0)).await;
+    assert_eq!(ids.len(), 1);
+    assert!(theirs.removed.is_empty());
+}
