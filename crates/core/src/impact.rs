@@ -1,6 +1,6 @@
 //! The impact of a settings change over a population, for the preview before Save.
 
-use crate::{Decision, GroupNames, Reason, ServiceDef, Settings, Subject, evaluate};
+use crate::{GroupNames, Reason, ServiceDef, Settings, Subject, decide};
 use std::collections::BTreeSet;
 
 /// How many names a preview shows per side.
@@ -37,7 +37,8 @@ pub struct PopulationEntry<'a> {
     pub subject: Subject<'a>,
 }
 
-/// Compares `before` and `after` over every device of `population` with [`evaluate`].
+/// Compares `before` and `after` over every device of `population` with [`decide`]
+/// (the rules of [`crate::evaluate`], without explanations).
 pub fn impact<'a>(
     service: &ServiceDef,
     before: &Settings,
@@ -68,7 +69,7 @@ pub struct MovedEntry<'a> {
 }
 
 /// Who gains and who loses the service under unchanged `settings` when the
-/// devices of `population` change as described, with [`evaluate`].
+/// devices of `population` change as described, with [`decide`].
 pub fn impact_of_moves<'a>(
     service: &ServiceDef,
     settings: &Settings,
@@ -117,8 +118,8 @@ fn compare<'a>(
     let mut losing = Tally::default();
     let mut legacy = Tally::default();
     for (hostname, old_subject, new_subject) in population {
-        let old: Decision = evaluate(service, before, &old_subject, names_before);
-        let new: Decision = evaluate(service, after, &new_subject, names_after);
+        let old = decide(service, before, &old_subject, names_before);
+        let new = decide(service, after, &new_subject, names_after);
         if !old.enabled && new.enabled {
             gaining.add(hostname, &new_subject);
         } else if old.enabled && !new.enabled {
