@@ -157,10 +157,22 @@ pub struct Decision {
     pub matched_device_groups: Vec<DeviceGroupId>,
 }
 
+/// The outcome of [`decide`]: whether the service runs and why, without the
+/// words of a [`Decision`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    /// Whether the service runs on the device.
+    pub enabled: bool,
+    /// Why.
+    pub reason: Reason,
+}
+
 /// Decides whether `subject` gets `service` under `settings` (SPEC §3).
 ///
-/// This is the only implementation of the rule: agent policies, device pages,
-/// explain, the impact preview and reports all call it.
+/// The rules exist once, in the private `rule`: `evaluate` puts its ruling
+/// into words, [`decide`] returns only its verdict. Agent policies, device
+/// pages, explain and reports call `evaluate`; the impact and rollout
+/// previews call `decide`.
 ///
 /// Rule order, first match wins:
 /// 1. the user is inactive: off (`user_inactive`);
@@ -185,39 +197,116 @@ pub fn evaluate(
     subject: &Subject<'_>,
     names: &dyn GroupNames,
 ) -> Decision {
-    let name = service.display_name;
+    let ruling = rule(service, settings, subject, names);
+    words(ruling, service, settings, subject, names)
+}
+
+/// Decides like [`evaluate`] (same rules, same order), without the
+/// explanation or the matched groups, for callers that decide over a whole
+/// population. It allocates nothing.
+pub fn decide(
+    service: &ServiceDef,
+    settings: &Settings,
+    subject: &Subject<'_>,
+    names: &dyn GroupNames,
+) -> Verdict {
+    rule(service, settings, subject, names).verdict()
+}
+
+/// Which rule of [`evaluate`]'s order applied, with what its explanation
+/// names. Only references and flags, so that [`decide`] allocates nothing.
+#[derive(Clone, Copy)]
+enum Ruling<'a> {
+    /// Rule 1.
+    UserInactive,
+    /// Rule 2, on or off by the service's legacy behaviour.
+    LegacyClient { enabled: bool },
+    /// Rule 3; `grant_ignored`: a grant applies but does not override exclusions.
+    Excluded {
+        excluded: Excluded<'a>,
+        grant_ignored: bool,
+    },
+    /// Rule 3, overridden by a grant.
+    ExclusionOverridden {
+        excluded: Excluded<'a>,
+        grant: &'a ActiveGrant,
+    },
+    /// Rule 4.
+    Granted(&'a ActiveGrant),
+    /// Rule 5: "Enabled by Default".
+    EnabledByDefault,
+    /// Rule 5: default off and no group selected.
+    NoGroupsSelected,
+    /// Rule 5: the device waits for approval and only groups could grant it.
+    PendingApproval,
+    /// Rule 5: the group rule; a side with no group selected is ok.
+    Groups { user_ok: bool, device_ok: bool },
+    /// Rule 6: on through rule 5, outside the rollout.
+    HeldBack(Through),
+}
+
+/// How a device held back by the rollout would have got the service.
+#[derive(Clone, Copy)]
+enum Through {
+    EnabledByDefault,
+    Groups,
+}
+
+impl Ruling<'_> {
+    fn verdict(self) -> Verdict {
+        let (enabled, reason) = match self {
+            Ruling::UserInactive => (false, Reason::UserInactive),
+            Ruling::LegacyClient { enabled } => (enabled, Reason::LegacyClient),
+            Ruling::Excluded { excluded, .. } => (false, excluded.reason()),
+            Ruling::ExclusionOverridden { .. } | Ruling::Granted(_) => {
+                (true, Reason::TemporaryGrant)
+            }
+            Ruling::EnabledByDefault => (true, Reason::EnabledByDefault),
+            Ruling::NoGroupsSelected => (false, Reason::NoGroupsSelected),
+            Ruling::PendingApproval => (false, Reason::PendingApproval),
+            Ruling::Groups {
+                user_ok: true,
+                device_ok: true,
+            } => (true, Reason::GroupMatch),
+            Ruling::Groups { user_ok: false, .. } => (false, Reason::NotInUserGroups),
+            Ruling::Groups {
+                user_ok: true,
+                device_ok: false,
+            } => (false, Reason::NotInDeviceGroups),
+            Ruling::HeldBack(_) => (false, Reason::RolloutHeldBack),
+        };
+        Verdict { enabled, reason }
+    }
+
+    /// How a ruling of rule 5 turns the service on, if it does.
+    fn through(self) -> Option<Through> {
+        match self {
+            Ruling::EnabledByDefault => Some(Through::EnabledByDefault),
+            Ruling::Groups {
+                user_ok: true,
+                device_ok: true,
+            } => Some(Through::Groups),
+            _ => None,
+        }
+    }
+}
+
+/// The rule order of [`evaluate`], and the only place it is written.
+fn rule<'a>(
+    service: &ServiceDef,
+    settings: &'a Settings,
+    subject: &Subject<'a>,
+    names: &'a dyn GroupNames,
+) -> Ruling<'a> {
     if !subject.user_active {
-        return plain(
-            false,
-            Reason::UserInactive,
-            format!(
-                "{} is deactivated in the directory, so {name} is disabled.",
-                subject.user_name
-            ),
-        );
+        return Ruling::UserInactive;
     }
     if subject.client_version < service.min_version {
-        let (enabled, rule) = match service.legacy {
-            LegacyBehaviour::AlwaysEnabled => (true, "always runs it".to_owned()),
-            LegacyBehaviour::FollowsEnabledByDefault => (
-                settings.enabled_by_default,
-                format!(
-                    "follows only \"{}\", which is {}",
-                    service.enabled_by_default_label,
-                    on_off(settings.enabled_by_default)
-                ),
-            ),
+        let enabled = match service.legacy {
+            LegacyBehaviour::AlwaysEnabled => true,
+            LegacyBehaviour::FollowsEnabledByDefault => settings.enabled_by_default,
         };
-        return plain(
-            enabled,
-            Reason::LegacyClient,
-            format!(
-                "Client {} is older than {}, the first version that honours group entitlement for {name}; it {rule}, so {name} is {}.",
-                subject.client_version,
-                service.min_version,
-                enabled_word(enabled)
-            ),
-        );
+        return Ruling::LegacyClient { enabled };
     }
     // A grant applies to this service on every device of the user, or on the
     // one device it names. Of several, one that overrides exclusions first,
@@ -243,99 +332,254 @@ pub fn evaluate(
     let grant = grant.filter(|_| !subject.pending_approval);
 
     if let Some(excluded) = exclusion(settings, subject, names) {
-        return match grant.filter(|g| g.overrides_exclusions) {
-            Some(g) => plain(
-                true,
-                Reason::TemporaryGrant,
-                format!(
-                    "{}, but a temporary grant until {} overrides the exclusion, so {name} is enabled until then.",
-                    excluded.fact(subject.user_name),
-                    g.ends_at
-                ),
-            ),
-            None => plain(
-                false,
-                excluded.reason(),
-                format!(
-                    "{}, so {name} is disabled{}.{}",
-                    excluded.fact(subject.user_name),
-                    if grant.is_some() {
-                        " (a temporary grant does not override exclusions)"
-                    } else {
-                        ""
-                    },
-                    excluded.advice()
-                ),
-            ),
+        return match grant {
+            Some(grant) if grant.overrides_exclusions => {
+                Ruling::ExclusionOverridden { excluded, grant }
+            }
+            _ => Ruling::Excluded {
+                excluded,
+                grant_ignored: grant.is_some(),
+            },
         };
     }
-    if let Some(g) = grant {
-        return plain(
-            true,
-            Reason::TemporaryGrant,
-            format!(
-                "{} has a temporary grant of {name} until {}, so {name} is enabled until then.",
-                subject.user_name, g.ends_at
-            ),
-        );
+    if let Some(grant) = grant {
+        return Ruling::Granted(grant);
     }
 
+    let by_groups = by_groups(settings, subject);
     // A device outside the rollout that groups or the toggle would give the
-    // service is held back; the group explanation it would have had is not
-    // built (it is most of `evaluate`'s time and nobody reads it).
-    if settings.rollout_percent < FULL_ROLLOUT {
-        let bucket = rollout_bucket(subject.tenant_id, service.id, subject.device_id);
-        if !in_rollout(bucket, settings.rollout_percent)
-            && let Some((through, matched_user_groups, matched_device_groups)) =
-                on_through_groups(settings, subject)
-        {
-            debug_assert!(by_groups(service, settings, subject, names).enabled);
-            return Decision {
-                enabled: false,
-                reason: Reason::RolloutHeldBack,
-                explanation: format!(
-                    "{name} is rolled out to {} % of the devices that would get it, and this device (which would get it {through}) is not among them yet, so {name} is disabled.",
-                    settings.rollout_percent,
-                ),
-                matched_user_groups,
-                matched_device_groups,
-            };
-        }
+    // service is held back. The bucket is hashed only for such a device.
+    if settings.rollout_percent < FULL_ROLLOUT
+        && let Some(through) = by_groups.through()
+        && !in_rollout(
+            rollout_bucket(subject.tenant_id, service.id, subject.device_id),
+            settings.rollout_percent,
+        )
+    {
+        return Ruling::HeldBack(through);
     }
-    by_groups(service, settings, subject, names)
+    by_groups
 }
 
-/// Whether [`by_groups`] turns the service on, how, and the groups that
-/// matched, without its explanation.
-fn on_through_groups(
+/// "Enabled by Default", then the group rule, as before exclusions, grants
+/// and rollouts existed (SPEC §3).
+fn by_groups<'a>(settings: &Settings, subject: &Subject<'_>) -> Ruling<'a> {
+    if settings.enabled_by_default {
+        return Ruling::EnabledByDefault;
+    }
+    if settings.user_groups.is_empty() && settings.device_groups.is_empty() {
+        return Ruling::NoGroupsSelected;
+    }
+    // Approval gates only what groups grant: a service on for everyone is on
+    // for an unapproved device too, as it would be for any user.
+    if subject.pending_approval {
+        return Ruling::PendingApproval;
+    }
+    Ruling::Groups {
+        user_ok: settings.user_groups.is_empty()
+            || intersects(&settings.user_groups, subject.user_groups),
+        device_ok: settings.device_groups.is_empty()
+            || intersects(&settings.device_groups, subject.device_groups),
+    }
+}
+
+/// Whether two sets share an element, without collecting the intersection:
+/// walks the smaller and looks each up in the larger.
+fn intersects<T: Ord>(a: &BTreeSet<T>, b: &BTreeSet<T>) -> bool {
+    let (small, large) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    small.iter().any(|item| large.contains(item))
+}
+
+/// `ruling` put into words: [`evaluate`]'s explanation and matched groups.
+fn words(
+    ruling: Ruling<'_>,
+    service: &ServiceDef,
     settings: &Settings,
     subject: &Subject<'_>,
-) -> Option<(&'static str, Vec<GroupId>, Vec<DeviceGroupId>)> {
-    if settings.enabled_by_default {
-        return Some(("through \"Enabled by Default\"", Vec::new(), Vec::new()));
+    names: &dyn GroupNames,
+) -> Decision {
+    let Verdict { enabled, reason } = ruling.verdict();
+    let name = service.display_name;
+    // A group match, or the lack of one, names the selected groups it found;
+    // so does a device held back from what its groups would give it.
+    let (matched_user_groups, matched_device_groups): (Vec<GroupId>, Vec<DeviceGroupId>) =
+        match ruling {
+            Ruling::Groups { .. } | Ruling::HeldBack(Through::Groups) => (
+                settings
+                    .user_groups
+                    .intersection(subject.user_groups)
+                    .cloned()
+                    .collect(),
+                settings
+                    .device_groups
+                    .intersection(subject.device_groups)
+                    .cloned()
+                    .collect(),
+            ),
+            _ => (Vec::new(), Vec::new()),
+        };
+    let explanation = match ruling {
+        Ruling::UserInactive => format!(
+            "{} is deactivated in the directory, so {name} is disabled.",
+            subject.user_name
+        ),
+        Ruling::LegacyClient { .. } => {
+            let rule = match service.legacy {
+                LegacyBehaviour::AlwaysEnabled => "always runs it".to_owned(),
+                LegacyBehaviour::FollowsEnabledByDefault => format!(
+                    "follows only \"{}\", which is {}",
+                    service.enabled_by_default_label,
+                    on_off(settings.enabled_by_default)
+                ),
+            };
+            format!(
+                "Client {} is older than {}, the first version that honours group entitlement for {name}; it {rule}, so {name} is {}.",
+                subject.client_version,
+                service.min_version,
+                enabled_word(enabled)
+            )
+        }
+        Ruling::Excluded {
+            excluded,
+            grant_ignored,
+        } => format!(
+            "{}, so {name} is disabled{}.{}",
+            excluded.fact(subject.user_name),
+            if grant_ignored {
+                " (a temporary grant does not override exclusions)"
+            } else {
+                ""
+            },
+            excluded.advice()
+        ),
+        Ruling::ExclusionOverridden { excluded, grant } => format!(
+            "{}, but a temporary grant until {} overrides the exclusion, so {name} is enabled until then.",
+            excluded.fact(subject.user_name),
+            grant.ends_at
+        ),
+        Ruling::Granted(grant) => format!(
+            "{} has a temporary grant of {name} until {}, so {name} is enabled until then.",
+            subject.user_name, grant.ends_at
+        ),
+        Ruling::EnabledByDefault => format!(
+            "\"{}\" is on, so {name} is enabled for every user.",
+            service.enabled_by_default_label
+        ),
+        Ruling::NoGroupsSelected => format!(
+            "\"Enabled by Default\" is off and no group is selected, so {name} is disabled for everyone."
+        ),
+        Ruling::PendingApproval => format!(
+            "The device waits for an administrator's approval, so {name} (granted by groups) is disabled until then."
+        ),
+        Ruling::Groups { user_ok, device_ok } => group_explanation(
+            service,
+            settings,
+            subject,
+            names,
+            (user_ok, device_ok),
+            (&matched_user_groups, &matched_device_groups),
+        ),
+        // The group explanation the device would have had is not built: it
+        // is most of the cost and nobody reads it.
+        Ruling::HeldBack(through) => format!(
+            "{name} is rolled out to {} % of the devices that would get it, and this device (which would get it {}) is not among them yet, so {name} is disabled.",
+            settings.rollout_percent,
+            match through {
+                Through::EnabledByDefault => "through \"Enabled by Default\"",
+                Through::Groups => "through its groups",
+            }
+        ),
+    };
+    Decision {
+        enabled,
+        reason,
+        explanation,
+        matched_user_groups,
+        matched_device_groups,
     }
-    if (settings.user_groups.is_empty() && settings.device_groups.is_empty())
-        || subject.pending_approval
-    {
-        return None;
+}
+
+/// The explanation of the group rule: which selected groups the user and the
+/// device are in, or which they are in none of.
+fn group_explanation(
+    service: &ServiceDef,
+    settings: &Settings,
+    subject: &Subject<'_>,
+    names: &dyn GroupNames,
+    (user_ok, device_ok): (bool, bool),
+    (matched_user_groups, matched_device_groups): (&[GroupId], &[DeviceGroupId]),
+) -> String {
+    let name = service.display_name;
+    let enabled = user_ok && device_ok;
+    let user_part = (!settings.user_groups.is_empty()).then(|| {
+        if user_ok {
+            format!(
+                "user {} is in {}",
+                subject.user_name,
+                list(
+                    matched_user_groups
+                        .iter()
+                        .map(|id| names.user_group(id).unwrap_or(id.as_str()))
+                )
+            )
+        } else {
+            format!(
+                "user {} is in none of the selected user groups ({})",
+                subject.user_name,
+                list(settings.user_groups.iter().map(|id| {
+                    match (names.user_group(id), names.deleted_user_group(id)) {
+                        (Some(name), _) => name.to_owned(),
+                        (None, Some(deleted)) => format!("{deleted} (deleted)"),
+                        (None, None) => id.as_str().to_owned(),
+                    }
+                }))
+            )
+        }
+    });
+    let device_part = (!settings.device_groups.is_empty()).then(|| {
+        let show = |id: &DeviceGroupId| names.device_group(id).unwrap_or(id.as_str()).to_owned();
+        if device_ok {
+            format!(
+                "the device is in {}",
+                list(matched_device_groups.iter().map(show))
+            )
+        } else {
+            let show_or_deleted = |id: &DeviceGroupId| match names.deleted_device_group(id) {
+                Some(deleted) if names.device_group(id).is_none() => format!("{deleted} (deleted)"),
+                _ => show(id),
+            };
+            format!(
+                "the device is in none of the selected device groups ({})",
+                list(settings.device_groups.iter().map(show_or_deleted))
+            )
+        }
+    });
+    let facts: Vec<String> = [user_part, device_part].into_iter().flatten().collect();
+    let mut explanation = capitalise(&facts.join(" and "));
+    explanation.push_str(&format!(", so {name} is {}.", enabled_word(enabled)));
+    // A selected group that was deleted fails closed; say so, since that is the
+    // change an administrator is most likely not to expect.
+    if !enabled {
+        let deleted_users = settings
+            .user_groups
+            .iter()
+            .filter(|id| names.user_group(id).is_none())
+            .filter_map(|id| names.deleted_user_group(id))
+            .map(|n| format!(" User group \"{n}\" was deleted and matches no user."));
+        let deleted_devices = settings
+            .device_groups
+            .iter()
+            .filter(|id| names.device_group(id).is_none())
+            .filter_map(|id| names.deleted_device_group(id))
+            .map(|n| format!(" Device group \"{n}\" was deleted and matches no device."));
+        explanation.extend(deleted_users.chain(deleted_devices));
     }
-    let users: Vec<GroupId> = settings
-        .user_groups
-        .intersection(subject.user_groups)
-        .cloned()
-        .collect();
-    let devices: Vec<DeviceGroupId> = settings
-        .device_groups
-        .intersection(subject.device_groups)
-        .cloned()
-        .collect();
-    let on = (settings.user_groups.is_empty() || !users.is_empty())
-        && (settings.device_groups.is_empty() || !devices.is_empty());
-    on.then_some(("through its groups", users, devices))
+    explanation
 }
 
 /// Why a subject is excluded: the first excluded group it is in, or an
 /// excluded group that was deleted (whose members cannot be known).
+#[derive(Clone, Copy)]
 enum Excluded<'n> {
     User { group: &'n str, deleted: bool },
     Device { group: &'n str, deleted: bool },
@@ -439,147 +683,6 @@ fn exclusion<'n>(
         group,
         deleted: true,
     })
-}
-
-/// "Enabled by Default", then the group rule, as before exclusions, grants
-/// and rollouts existed (SPEC §3).
-fn by_groups(
-    service: &ServiceDef,
-    settings: &Settings,
-    subject: &Subject<'_>,
-    names: &dyn GroupNames,
-) -> Decision {
-    let name = service.display_name;
-    if settings.enabled_by_default {
-        return plain(
-            true,
-            Reason::EnabledByDefault,
-            format!(
-                "\"{}\" is on, so {name} is enabled for every user.",
-                service.enabled_by_default_label
-            ),
-        );
-    }
-    if settings.user_groups.is_empty() && settings.device_groups.is_empty() {
-        return plain(
-            false,
-            Reason::NoGroupsSelected,
-            format!(
-                "\"Enabled by Default\" is off and no group is selected, so {name} is disabled for everyone."
-            ),
-        );
-    }
-
-    // Approval gates only what groups grant: a service on for everyone is on
-    // for an unapproved device too, as it would be for any user.
-    if subject.pending_approval {
-        return plain(
-            false,
-            Reason::PendingApproval,
-            format!(
-                "The device waits for an administrator's approval, so {name} (granted by groups) is disabled until then."
-            ),
-        );
-    }
-
-    let matched_user_groups: Vec<GroupId> = settings
-        .user_groups
-        .intersection(subject.user_groups)
-        .cloned()
-        .collect();
-    let matched_device_groups: Vec<DeviceGroupId> = settings
-        .device_groups
-        .intersection(subject.device_groups)
-        .cloned()
-        .collect();
-    let user_ok = settings.user_groups.is_empty() || !matched_user_groups.is_empty();
-    let device_ok = settings.device_groups.is_empty() || !matched_device_groups.is_empty();
-
-    let user_part = (!settings.user_groups.is_empty()).then(|| {
-        if user_ok {
-            format!(
-                "user {} is in {}",
-                subject.user_name,
-                list(
-                    matched_user_groups
-                        .iter()
-                        .map(|id| names.user_group(id).unwrap_or(id.as_str()))
-                )
-            )
-        } else {
-            format!(
-                "user {} is in none of the selected user groups ({})",
-                subject.user_name,
-                list(settings.user_groups.iter().map(|id| {
-                    match (names.user_group(id), names.deleted_user_group(id)) {
-                        (Some(name), _) => name.to_owned(),
-                        (None, Some(deleted)) => format!("{deleted} (deleted)"),
-                        (None, None) => id.as_str().to_owned(),
-                    }
-                }))
-            )
-        }
-    });
-    let device_part = (!settings.device_groups.is_empty()).then(|| {
-        let show = |id: &DeviceGroupId| names.device_group(id).unwrap_or(id.as_str()).to_owned();
-        if device_ok {
-            format!(
-                "the device is in {}",
-                list(matched_device_groups.iter().map(show))
-            )
-        } else {
-            let show_or_deleted = |id: &DeviceGroupId| match names.deleted_device_group(id) {
-                Some(deleted) if names.device_group(id).is_none() => format!("{deleted} (deleted)"),
-                _ => show(id),
-            };
-            format!(
-                "the device is in none of the selected device groups ({})",
-                list(settings.device_groups.iter().map(show_or_deleted))
-            )
-        }
-    });
-    let (enabled, reason) = match (user_ok, device_ok) {
-        (true, true) => (true, Reason::GroupMatch),
-        (false, _) => (false, Reason::NotInUserGroups),
-        (true, false) => (false, Reason::NotInDeviceGroups),
-    };
-    let facts: Vec<String> = [user_part, device_part].into_iter().flatten().collect();
-    let mut explanation = capitalise(&facts.join(" and "));
-    explanation.push_str(&format!(", so {name} is {}.", enabled_word(enabled)));
-    // A selected group that was deleted fails closed; say so, since that is the
-    // change an administrator is most likely not to expect.
-    if !enabled {
-        let deleted_users = settings
-            .user_groups
-            .iter()
-            .filter(|id| names.user_group(id).is_none())
-            .filter_map(|id| names.deleted_user_group(id))
-            .map(|n| format!(" User group \"{n}\" was deleted and matches no user."));
-        let deleted_devices = settings
-            .device_groups
-            .iter()
-            .filter(|id| names.device_group(id).is_none())
-            .filter_map(|id| names.deleted_device_group(id))
-            .map(|n| format!(" Device group \"{n}\" was deleted and matches no device."));
-        explanation.extend(deleted_users.chain(deleted_devices));
-    }
-    Decision {
-        enabled,
-        reason,
-        explanation,
-        matched_user_groups,
-        matched_device_groups,
-    }
-}
-
-fn plain(enabled: bool, reason: Reason, explanation: String) -> Decision {
-    Decision {
-        enabled,
-        reason,
-        explanation,
-        matched_user_groups: Vec::new(),
-        matched_device_groups: Vec::new(),
-    }
 }
 
 fn on_off(on: bool) -> &'static str {
@@ -1185,6 +1288,181 @@ mod tests {
         )
     }
 
+    /// Everything `evaluate` looks at, drawn from the strategies above.
+    #[derive(Debug, Clone)]
+    struct Inputs {
+        service_index: usize,
+        version: Vec<u32>,
+        on: bool,
+        active: bool,
+        pending: bool,
+        selected_users: BTreeSet<GroupId>,
+        selected_devices: BTreeSet<DeviceGroupId>,
+        excluded_users: BTreeSet<GroupId>,
+        excluded_devices: BTreeSet<DeviceGroupId>,
+        user_in: BTreeSet<GroupId>,
+        device_in: BTreeSet<DeviceGroupId>,
+        grant_specs: Vec<(usize, Option<usize>, bool)>,
+        device_index: usize,
+        tenant: String,
+        percent: u8,
+    }
+
+    fn inputs() -> impl Strategy<Value = Inputs> {
+        (
+            (
+                0..crate::SERVICES.len(),
+                proptest::collection::vec(0u32..5, 1..=4),
+                any::<bool>(),
+                prop::bool::weighted(0.9),
+                prop::bool::weighted(0.2),
+            ),
+            (
+                group_set::<GroupId>(),
+                group_set::<DeviceGroupId>(),
+                excluded::<GroupId>(),
+                excluded::<DeviceGroupId>(),
+                member_of::<GroupId>(),
+                member_of::<DeviceGroupId>(),
+            ),
+            (
+                grant_list(),
+                0..DEVICES.len(),
+                "[a-z]{1,3}",
+                prop_oneof![1 => Just(100u8), 2 => 1u8..=100],
+            ),
+        )
+            .prop_map(
+                |(
+                    (service_index, version, on, active, pending),
+                    (
+                        selected_users,
+                        selected_devices,
+                        excluded_users,
+                        excluded_devices,
+                        user_in,
+                        device_in,
+                    ),
+                    (grant_specs, device_index, tenant, percent),
+                )| Inputs {
+                    service_index,
+                    version,
+                    on,
+                    active,
+                    pending,
+                    selected_users,
+                    selected_devices,
+                    excluded_users,
+                    excluded_devices,
+                    user_in,
+                    device_in,
+                    grant_specs,
+                    device_index,
+                    tenant,
+                    percent,
+                },
+            )
+    }
+
+    impl Inputs {
+        /// Calls `f` with the service, settings and subject these inputs describe.
+        fn with<R>(&self, f: impl FnOnce(&ServiceDef, &Settings, &Subject<'_>) -> R) -> R {
+            let text = self
+                .version
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(".");
+            let settings = Settings {
+                enabled_by_default: self.on,
+                user_groups: self.selected_users.clone(),
+                device_groups: self.selected_devices.clone(),
+                logout_on_enable: false,
+                exclude_user_groups: self.excluded_users.clone(),
+                exclude_device_groups: self.excluded_devices.clone(),
+                rollout_percent: self.percent,
+            };
+            let grants: Vec<ActiveGrant> = self
+                .grant_specs
+                .iter()
+                .enumerate()
+                .map(|(i, (s, d, o))| ActiveGrant {
+                    id: format!("grant-{i}"),
+                    service_id: crate::SERVICES[*s].id.to_owned(),
+                    device_id: d.map(|d| DEVICES[d].to_owned()),
+                    ends_at: format!("2026-12-0{}T00:00:00Z", i + 1),
+                    overrides_exclusions: *o,
+                })
+                .collect();
+            let subject = Subject {
+                user_name: "u",
+                user_active: self.active,
+                user_groups: &self.user_in,
+                device_groups: &self.device_in,
+                client_version: v(&text),
+                pending_approval: self.pending,
+                user_id: "u1",
+                device_id: DEVICES[self.device_index],
+                tenant_id: &self.tenant,
+                grants: &grants,
+            };
+            f(&crate::SERVICES[self.service_index], &settings, &subject)
+        }
+    }
+
+    /// `decide` answers what `evaluate` answers, without the words.
+    fn decide_matches_evaluate(inputs: &Inputs) -> Result<Verdict, TestCaseError> {
+        inputs.with(|def, settings, subject| {
+            let decision = evaluate(def, settings, subject, &ModelNames);
+            let verdict = decide(def, settings, subject, &ModelNames);
+            prop_assert_eq!(
+                verdict,
+                Verdict {
+                    enabled: decision.enabled,
+                    reason: decision.reason
+                },
+                "{}",
+                decision.explanation
+            );
+            Ok(verdict)
+        })
+    }
+
+    #[test]
+    fn the_inputs_reach_every_reason() {
+        // A fixed seed, so that whether every reason is reached does not
+        // depend on the run; the proptest below draws fresh inputs each time.
+        let config = proptest::test_runner::Config {
+            cases: 4096,
+            failure_persistence: None,
+            ..proptest::test_runner::Config::default()
+        };
+        let rng = proptest::test_runner::TestRng::deterministic_rng(
+            proptest::test_runner::RngAlgorithm::ChaCha,
+        );
+        let mut runner = proptest::test_runner::TestRunner::new_with_rng(config, rng);
+        let reached = std::cell::RefCell::new(BTreeSet::new());
+        let result = runner.run(&inputs(), |inputs| {
+            let verdict = decide_matches_evaluate(&inputs)?;
+            reached
+                .borrow_mut()
+                .insert((verdict.reason, verdict.enabled));
+            Ok(())
+        });
+        if let Err(failure) = result {
+            panic!("{failure}");
+        }
+        let reached = reached.into_inner();
+        let missed: Vec<&Reason> = Reason::ALL
+            .iter()
+            .filter(|r| !reached.iter().any(|(reason, _)| reason == *r))
+            .collect();
+        assert!(missed.is_empty(), "the inputs never reach {missed:?}");
+        // A legacy client is on or off by its service's behaviour: both occur.
+        assert!(reached.contains(&(Reason::LegacyClient, true)));
+        assert!(reached.contains(&(Reason::LegacyClient, false)));
+    }
+
     proptest! {
         #[test]
         fn evaluate_agrees_with_the_reference_model(
@@ -1280,6 +1558,11 @@ mod tests {
                 ) || (decision.reason == Reason::LegacyClient && decision.enabled)
             );
             prop_assert!(!decision.explanation.is_empty());
+        }
+
+        #[test]
+        fn decide_agrees_with_evaluate(inputs in inputs()) {
+            decide_matches_evaluate(&inputs)?;
         }
 
         #[test]

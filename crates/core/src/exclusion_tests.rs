@@ -4,8 +4,8 @@
 use std::collections::BTreeSet;
 
 use crate::{
-    ActiveGrant, DeviceGroupId, GroupId, GroupNames, Reason, Settings, Subject, evaluate,
-    rollout_bucket, service,
+    ActiveGrant, DeviceGroupId, GroupId, GroupNames, Reason, ServiceDef, Settings, Subject,
+    Verdict, evaluate, rollout_bucket, service,
 };
 
 struct Names;
@@ -89,6 +89,27 @@ fn decide(
     roll: Roll,
     pending: bool,
 ) -> crate::Decision {
+    with_case(
+        excl,
+        ebd,
+        legacy,
+        grant,
+        roll,
+        pending,
+        |zpa, settings, subject| evaluate(zpa, settings, subject, &Names),
+    )
+}
+
+/// Calls `f` with ZPA, the settings and the subject of one combination.
+fn with_case<R>(
+    excl: Excl,
+    ebd: bool,
+    legacy: bool,
+    grant: Grant,
+    roll: Roll,
+    pending: bool,
+    f: impl FnOnce(&ServiceDef, &Settings, &Subject<'_>) -> R,
+) -> R {
     let device = device_id();
     let bucket = rollout_bucket(TENANT, "private_access", &device);
     let gid = |s: &str| GroupId(s.to_owned());
@@ -151,7 +172,32 @@ fn decide(
         grants: &grants,
     };
     let zpa = service("private_access").expect("zpa");
-    evaluate(zpa, &settings, &subject, &Names)
+    f(zpa, &settings, &subject)
+}
+
+impl Excl {
+    const ALL: [Excl; 6] = [
+        Excl::None,
+        Excl::Other,
+        Excl::User,
+        Excl::Device,
+        Excl::DeletedUser,
+        Excl::DeletedDevice,
+    ];
+}
+
+impl Grant {
+    const ALL: [Grant; 5] = [
+        Grant::None,
+        Grant::Plain,
+        Grant::Overriding,
+        Grant::OtherDevice,
+        Grant::OtherService,
+    ];
+}
+
+impl Roll {
+    const ALL: [Roll; 3] = [Roll::Full, Roll::In, Roll::Out];
 }
 
 /// (exclusion, enabled by default, legacy client, grant, rollout, pending) → (on, reason)
@@ -634,4 +680,36 @@ fn of_several_grants_an_overriding_one_and_then_the_latest_is_named() {
     };
     let d = evaluate(zpa, &Settings::default(), &inactive, &Names);
     assert_eq!((d.enabled, d.reason), (false, Reason::UserInactive));
+}
+
+#[test]
+fn decide_agrees_with_evaluate_in_every_combination() {
+    for excl in Excl::ALL {
+        for grant in Grant::ALL {
+            for roll in Roll::ALL {
+                for (ebd, legacy, pending) in (0..8).map(|i| (i & 1 != 0, i & 2 != 0, i & 4 != 0)) {
+                    with_case(
+                        excl,
+                        ebd,
+                        legacy,
+                        grant,
+                        roll,
+                        pending,
+                        |zpa, settings, subject| {
+                            let decision = evaluate(zpa, settings, subject, &Names);
+                            assert_eq!(
+                                crate::decide(zpa, settings, subject, &Names),
+                                Verdict {
+                                    enabled: decision.enabled,
+                                    reason: decision.reason
+                                },
+                                "{excl:?} ebd={ebd} legacy={legacy} {grant:?} {roll:?} pending={pending}: {}",
+                                decision.explanation
+                            );
+                        },
+                    );
+                }
+            }
+        }
+    }
 }

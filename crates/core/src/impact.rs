@@ -1,7 +1,7 @@
 //! The impact of a settings change over a population, for the preview before Save.
 
-use crate::{Decision, GroupNames, Reason, ServiceDef, Settings, Subject, evaluate};
-use std::collections::BTreeSet;
+use crate::{GroupNames, Reason, ServiceDef, Settings, Subject, decide};
+use std::collections::HashSet;
 
 /// How many names a preview shows per side.
 pub const IMPACT_SAMPLE_SIZE: usize = 10;
@@ -13,7 +13,9 @@ pub struct ImpactSide {
     pub users: usize,
     /// Devices concerned.
     pub devices: usize,
-    /// Up to [`IMPACT_SAMPLE_SIZE`] entries of "user on host".
+    /// Up to [`IMPACT_SAMPLE_SIZE`] entries of "user on host": the first
+    /// devices concerned in (user name, host name) order, whatever order the
+    /// population came in.
     pub sample: Vec<String>,
 }
 
@@ -37,7 +39,11 @@ pub struct PopulationEntry<'a> {
     pub subject: Subject<'a>,
 }
 
-/// Compares `before` and `after` over every device of `population` with [`evaluate`].
+/// Compares `before` and `after` over every device of `population` with [`decide`]
+/// (the rules of [`crate::evaluate`], without explanations).
+///
+/// The population may come in any order: each side's sample is the first
+/// devices in (user name, host name) order, so callers need not sort.
 pub fn impact<'a>(
     service: &ServiceDef,
     before: &Settings,
@@ -68,7 +74,7 @@ pub struct MovedEntry<'a> {
 }
 
 /// Who gains and who loses the service under unchanged `settings` when the
-/// devices of `population` change as described, with [`evaluate`].
+/// devices of `population` change as described, with [`decide`].
 pub fn impact_of_moves<'a>(
     service: &ServiceDef,
     settings: &Settings,
@@ -117,15 +123,16 @@ fn compare<'a>(
     let mut losing = Tally::default();
     let mut legacy = Tally::default();
     for (hostname, old_subject, new_subject) in population {
-        let old: Decision = evaluate(service, before, &old_subject, names_before);
-        let new: Decision = evaluate(service, after, &new_subject, names_after);
+        let old = decide(service, before, &old_subject, names_before);
+        let new = decide(service, after, &new_subject, names_after);
+        let user_name = new_subject.user_name;
         if !old.enabled && new.enabled {
-            gaining.add(hostname, &new_subject);
+            gaining.add(user_name, hostname);
         } else if old.enabled && !new.enabled {
-            losing.add(hostname, &new_subject);
+            losing.add(user_name, hostname);
         }
         if new.reason == Reason::LegacyClient {
-            legacy.add(hostname, &new_subject);
+            legacy.add(user_name, hostname);
         }
     }
     Impact {
@@ -135,28 +142,45 @@ fn compare<'a>(
     }
 }
 
+/// One side of an impact while the population is read. It borrows the
+/// population's names, so that counting a device allocates nothing.
 #[derive(Default)]
-struct Tally {
-    users: BTreeSet<String>,
+struct Tally<'a> {
+    users: HashSet<&'a str>,
     devices: usize,
-    sample: Vec<String>,
+    /// The least (user name, host name) pairs so far, sorted, at most
+    /// [`IMPACT_SAMPLE_SIZE`] of them.
+    sample: Vec<(&'a str, &'a str)>,
 }
 
-impl Tally {
-    fn add(&mut self, hostname: &str, subject: &Subject<'_>) {
-        self.users.insert(subject.user_name.to_owned());
+impl<'a> Tally<'a> {
+    fn add(&mut self, user_name: &'a str, hostname: &'a str) {
+        self.users.insert(user_name);
         self.devices += 1;
-        if self.sample.len() < IMPACT_SAMPLE_SIZE {
-            self.sample
-                .push(format!("{} on {}", subject.user_name, hostname));
+        let entry = (user_name, hostname);
+        // Once the sample is full, most devices sort after its last entry
+        // and are rejected by one comparison.
+        if self.sample.len() >= IMPACT_SAMPLE_SIZE {
+            match self.sample.last() {
+                Some(last) if entry < *last => {
+                    self.sample.pop();
+                }
+                _ => return,
+            }
         }
+        let at = self.sample.partition_point(|kept| *kept <= entry);
+        self.sample.insert(at, entry);
     }
 
     fn finish(self) -> ImpactSide {
         ImpactSide {
             users: self.users.len(),
             devices: self.devices,
-            sample: self.sample,
+            sample: self
+                .sample
+                .into_iter()
+                .map(|(user_name, hostname)| format!("{user_name} on {hostname}"))
+                .collect(),
         }
     }
 }
@@ -165,6 +189,7 @@ impl Tally {
 mod tests {
     use super::*;
     use crate::{ClientVersion, DeviceGroupId, GroupId, NoNames, service};
+    use std::collections::BTreeSet;
 
     #[test]
     fn counts_gainers_losers_and_legacy_clients() {
@@ -269,5 +294,57 @@ mod tests {
         assert_eq!(result.losing.devices, 1);
         assert_eq!(result.losing.sample, vec!["ada on ada-mac".to_owned()]);
         assert_eq!(result.gaining.sample, vec!["ada on ada-phone".to_owned()]);
+    }
+
+    #[test]
+    fn the_sample_is_the_first_devices_by_user_and_host_in_any_order() {
+        let none_g: BTreeSet<GroupId> = BTreeSet::new();
+        let none_d: BTreeSet<DeviceGroupId> = BTreeSet::new();
+        let new = ClientVersion::parse("4.0").expect("version");
+        let users: Vec<String> = (0..7).map(|i| format!("user-{}", (i * 3) % 7)).collect();
+        let hosts: Vec<String> = (0..4).map(|i| format!("host-{}", (i * 3) % 4)).collect();
+        let mut population: Vec<PopulationEntry<'_>> = Vec::new();
+        for user in &users {
+            for host in &hosts {
+                population.push(PopulationEntry {
+                    hostname: host,
+                    subject: Subject {
+                        user_name: user,
+                        user_active: true,
+                        user_groups: &none_g,
+                        device_groups: &none_d,
+                        client_version: new,
+                        pending_approval: false,
+                        user_id: user,
+                        device_id: host,
+                        tenant_id: "t1",
+                        grants: &[],
+                    },
+                });
+            }
+        }
+        let zpa = service("private_access").expect("zpa");
+        let off = Settings::default();
+        let on = Settings {
+            enabled_by_default: true,
+            ..Settings::default()
+        };
+        let forward = impact(zpa, &off, &on, population.clone(), &NoNames);
+        let reversed = impact(zpa, &off, &on, population.iter().rev().cloned(), &NoNames);
+        assert_eq!(forward, reversed);
+        assert_eq!(forward.gaining.users, 7);
+        assert_eq!(forward.gaining.devices, 28);
+        let mut expected: Vec<(&str, &str)> = population
+            .iter()
+            .map(|e| (e.subject.user_name, e.hostname))
+            .collect();
+        expected.sort_unstable();
+        let expected: Vec<String> = expected
+            .iter()
+            .take(IMPACT_SAMPLE_SIZE)
+            .map(|(user, host)| format!("{user} on {host}"))
+            .collect();
+        assert_eq!(forward.gaining.sample, expected);
+        assert_eq!(forward.gaining.sample[0], "user-0 on host-0");
     }
 }

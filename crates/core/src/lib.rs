@@ -15,7 +15,9 @@ mod service;
 mod settings;
 mod version;
 
-pub use decision::{ActiveGrant, Decision, GroupNames, NoNames, Reason, Subject, evaluate};
+pub use decision::{
+    ActiveGrant, Decision, GroupNames, NoNames, Reason, Subject, Verdict, decide, evaluate,
+};
 pub use device::{
     DeviceGroup, DeviceGroupId, DeviceReport, Os, Ownership, PostureOp, PostureRequirement,
     PostureValue, RuleError, effective_device_groups,

@@ -1,7 +1,7 @@
 //! Staged rollout: which devices are in the first N % of a service, and the
 //! preview of how many devices each step of the slider adds.
 
-use crate::{GroupNames, PopulationEntry, Reason, ServiceDef, Settings, evaluate};
+use crate::{GroupNames, PopulationEntry, Reason, ServiceDef, Settings, decide};
 
 /// The bucket of a device in a service's rollout, 0..=99: the device is in a
 /// rollout of `p` % when its bucket is below `p`.
@@ -60,12 +60,12 @@ pub struct RolloutStep {
 /// its `rollout_percent` set to each of `steps` (ascending, 1..=100), and how
 /// many each step adds.
 ///
-/// Every device is decided once with [`evaluate`] at 100 %; a device on
+/// Every device is decided once with [`decide`] at 100 %; a device on
 /// through "Enabled by Default" or a group match is counted from the first
 /// step above its [`rollout_bucket`], every other device that is on (a
 /// temporary grant, a legacy client) at every step. This is exactly what
 /// `evaluate` decides at each step (the test `preview_equals_evaluate_at_each_step`
-/// checks it), at the cost of one evaluation per device.
+/// checks it), at the cost of one decision per device and no explanation.
 pub fn rollout_preview<'a>(
     service: &ServiceDef,
     settings: &Settings,
@@ -81,12 +81,12 @@ pub fn rollout_preview<'a>(
     // Devices subject to the rollout, per bucket.
     let mut per_bucket = [0usize; 100];
     for entry in population {
-        let decision = evaluate(service, &everyone, &entry.subject, names);
-        if !decision.enabled {
+        let verdict = decide(service, &everyone, &entry.subject, names);
+        if !verdict.enabled {
             continue;
         }
         if matches!(
-            decision.reason,
+            verdict.reason,
             Reason::EnabledByDefault | Reason::GroupMatch
         ) {
             let bucket =
@@ -121,7 +121,7 @@ pub fn rollout_preview<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ClientVersion, DeviceGroupId, GroupId, NoNames, Subject, service};
+    use crate::{ClientVersion, DeviceGroupId, GroupId, NoNames, Subject, evaluate, service};
     use std::collections::BTreeSet;
 
     #[test]
