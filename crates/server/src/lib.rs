@@ -20,6 +20,7 @@ mod metrics;
 pub mod oidc;
 mod ops;
 pub mod password;
+mod population;
 mod portal;
 mod scheduler;
 mod scim;
@@ -187,6 +188,7 @@ impl Server {
         let metrics = Arc::new(Metrics::new());
         let state = AppState {
             snapshots: Arc::new(Snapshots::new(store.clone())),
+            populations: Arc::new(population::Populations::new(store.clone())),
             store,
             sync_cache: Arc::new(sync_cache::SyncCache::new(config.sync_cache_devices)),
             shed: Arc::new(shed::Shed::new(config.shed.clone(), metrics.clone())),

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use entitle_core::{
-    ActiveGrant, Decision, DeviceGroup, DeviceGroupId, GroupGraph, GroupId, GroupNames, SERVICES,
-    ServiceDef, Subject, effective_device_groups, evaluate,
+    ActiveGrant, Decision, DeviceGroup, DeviceGroupId, DeviceReport, GroupGraph, GroupId,
+    GroupNames, SERVICES, ServiceDef, Subject, effective_device_groups, evaluate,
 };
 use entitle_store::{
     Change, Device, Grant, Store, StoreResult, StoredSettings, Tenant, TenantData,
@@ -271,6 +271,12 @@ impl TenantSnapshot {
     /// The device groups a device belongs to, by its decision report.
     pub fn device_groups_of(&self, device: &Device) -> BTreeSet<DeviceGroupId> {
         effective_device_groups(&self.device_groups, &device.decision_report())
+    }
+
+    /// The device groups of a device that reports `report` (with its
+    /// effective ownership).
+    pub fn device_groups_for(&self, report: &DeviceReport) -> BTreeSet<DeviceGroupId> {
+        effective_device_groups(&self.device_groups, report)
     }
 
     /// The subject of a decision for a device in `device_groups`.

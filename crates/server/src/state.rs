@@ -79,6 +79,9 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// Per-tenant snapshots and wake-up channels.
     pub snapshots: Arc<Snapshots>,
+    /// Per-tenant devices as decisions read them, for previews and listings
+    /// filtered by state.
+    pub(crate) populations: Arc<crate::population::Populations>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
     /// Devices that synced lately, and the shared data-version reads.

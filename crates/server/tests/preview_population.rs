@@ -1,7 +1,7 @@
-//! The entitlement preview reads the tenant's devices in parts that split the
-//! users and decides them concurrently: its counts and its sample must be
-//! those of one pass over every device in (user, host name) order, whichever
-//! part each user's id falls in.
+//! The entitlement preview decides over the tenant's devices as the server
+//! keeps them in memory (in id order): its counts and its sample must be
+//! those of one pass over every device in (user, host name) order, whatever
+//! order the devices are kept in.
 
 #[macro_use]
 mod common;

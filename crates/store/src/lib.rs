@@ -822,10 +822,22 @@ pub struct DeviceFilter {
     /// `Some(true)`: only devices that applied the tenant's current config
     /// version; `Some(false)`: only those behind it or that never reported one.
     pub applied_current: Option<bool>,
+    /// Only, or all but, these devices: a listing filtered by service state
+    /// finds them in memory (see the server's device population).
+    pub ids: Option<DeviceIds>,
     /// The order of the listing; the cursor carries its key.
     pub sort: DeviceSort,
     /// Newest, or last, first.
     pub descending: bool,
+}
+
+/// A set of devices by id, for [`DeviceFilter::ids`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceIds {
+    /// Only these devices.
+    Only(Vec<String>),
+    /// Every device but these.
+    Except(Vec<String>),
 }
 
 /// What a device listing is ordered by; ties are broken by id, so that the

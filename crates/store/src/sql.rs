@@ -32,11 +32,12 @@ use crate::dialect::{Conn, Db, PostgresOptions, Query, Row, query, query_built};
 use crate::{
     Account, AccountChange, AccountStore, Actor, ActorKind, ApiToken, Applied, AppliedSync,
     Attested, AttestedBy, AuditEntry, AuditFilter, AuthenticatedDevice, ChangeFeed, ConfigStore,
-    ConfigVersion, Device, DeviceChange, DeviceChanges, DeviceFilter, DeviceMove, DeviceSort,
-    DeviceStore, DirectoryCounts, DirectoryStore, DirectoryUser, EnrollmentGrant, EnrollmentKey,
-    Group, LAST_USED_RESOLUTION, NewAccount, NewEnrollmentKey, NewTenant, NewUser, Page, Role,
-    SaveRequest, Saved, Session, StoreError, StoreResult, StoredSettings, Tenant, TenantData,
-    TenantStore, TokenGrant, User, device_change_action, device_trust_json, enrollment_key_audit,
+    ConfigVersion, Device, DeviceChange, DeviceChanges, DeviceFilter, DeviceIds, DeviceMove,
+    DeviceSort, DeviceStore, DirectoryCounts, DirectoryStore, DirectoryUser, EnrollmentGrant,
+    EnrollmentKey, Group, LAST_USED_RESOLUTION, NewAccount, NewEnrollmentKey, NewTenant, NewUser,
+    Page, Role, SaveRequest, Saved, Session, StoreError, StoreResult, StoredSettings, Tenant,
+    TenantData, TenantStore, TokenGrant, User, device_change_action, device_trust_json,
+    enrollment_key_audit,
 };
 
 #[path = "sql_scim.rs"]
@@ -901,10 +902,17 @@ fn decode_cursor(cursor: &str, expected_parts: usize) -> Option<Vec<String>> {
 }
 
 /// The filter of a device listing, parameters `$1`–`$10` (see
-/// [`bind_device_filter`]); each is skipped when NULL.
-fn device_where(db: &Db) -> String {
+/// [`bind_device_filter`]); each is skipped when NULL. A set of ids is
+/// parameter `$ids_param`, bound last with [`bind_device_ids`]: present only
+/// when the filter has one, since PostgreSQL refuses a parameter no clause uses.
+fn device_where(db: &Db, filter: &DeviceFilter, ids_param: u8) -> String {
     let os = db.json_text("d.report_json", "os");
     let reported = db.json_text("d.report_json", "ownership");
+    let ids = match &filter.ids {
+        None => String::new(),
+        Some(DeviceIds::Only(_)) => format!(" AND d.id IN {}", db.id_set(ids_param)),
+        Some(DeviceIds::Except(_)) => format!(" AND d.id NOT IN {}", db.id_set(ids_param)),
+    };
     format!(
         "WHERE d.tenant_id = $1
            AND ($2 IS NULL OR u.user_name_key = $2)
@@ -916,8 +924,16 @@ fn device_where(db: &Db) -> String {
            AND ($8 IS NULL OR d.last_sync_at >= $8)
            AND ($9 IS NULL OR d.pending_approval = $9)
            AND ($10 IS NULL OR (COALESCE(d.applied_config_version, -1)
-                                >= (SELECT t.config_version FROM tenants t WHERE t.id = $1)) = $10)"
+                                >= (SELECT t.config_version FROM tenants t WHERE t.id = $1)) = $10){ids}"
     )
+}
+
+/// Binds the filter's set of ids, if it has one (see [`device_where`]).
+fn bind_device_ids(q: Query, filter: &DeviceFilter) -> Query {
+    match &filter.ids {
+        None => q,
+        Some(DeviceIds::Only(ids) | DeviceIds::Except(ids)) => q.ids(ids),
+    }
 }
 
 fn bind_device_filter(q: Query, tenant_id: &str, filter: &DeviceFilter) -> Query {
@@ -2145,19 +2161,20 @@ impl DeviceStore for SqlStore {
         };
         // Keyset: rows strictly after (key, id) in the listing's order, so that
         // inserts and deletes between pages neither repeat nor skip a row.
-        let (keyset, limit_at) = if after.is_some() {
+        let (keyset, limit_at, ids_param) = if after.is_some() {
             (
                 // A row value, which both back ends match to the (key, id) index.
                 format!(" AND ({key}, d.id) {compare} ($11, $12)"),
                 "$13",
+                14,
             )
         } else {
-            (String::new(), "$11")
+            (String::new(), "$11", 12)
         };
         let sql = format!(
             "{}{}{keyset} ORDER BY {key} {order}, d.id {order} LIMIT {limit_at}",
             device_select!(""),
-            device_where(&self.db)
+            device_where(&self.db, filter, ids_param)
         );
         let mut q = bind_device_filter(query_built(sql), tenant_id, filter);
         q = match &after {
@@ -2165,7 +2182,9 @@ impl DeviceStore for SqlStore {
             Some((DeviceKey::Time(at), id)) => q.time(*at).id(id),
             None => q,
         };
-        let rows = q.bind(i64::from(limit) + 1).fetch_all(&self.db).await?;
+        let rows = bind_device_ids(q.bind(i64::from(limit) + 1), filter)
+            .fetch_all(&self.db)
+            .await?;
         let items: Vec<Device> = rows
             .iter()
             .take(limit as usize)
@@ -2184,11 +2203,14 @@ impl DeviceStore for SqlStore {
     async fn count_devices(&self, tenant_id: &str, filter: &DeviceFilter) -> StoreResult<u64> {
         let sql = format!(
             "SELECT COUNT(*) AS n FROM devices d JOIN users u ON u.id = d.user_id {}",
-            device_where(&self.db)
+            device_where(&self.db, filter, 11)
         );
-        let row = bind_device_filter(query_built(sql), tenant_id, filter)
-            .find(&self.db, "device count")
-            .await?;
+        let row = bind_device_ids(
+            bind_device_filter(query_built(sql), tenant_id, filter),
+            filter,
+        )
+        .find(&self.db, "device count")
+        .await?;
         let n: i64 = row.get("n")?;
         Ok(u64::try_from(n).unwrap_or(0))
     }

@@ -1,8 +1,7 @@
 //! Entitlement settings per service: reads, saves with `If-Match`, the
 //! preview of a change, the history of config versions and rollback.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
+use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
 use axum::http::header::{ETAG, IF_MATCH};
@@ -23,7 +22,8 @@ use super::scheduled_changes::{self, SaveBody, StoreOrApi};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, QueryParams};
-use crate::snapshot::{DeviceFacts, TenantSnapshot};
+use crate::population::Devices;
+use crate::snapshot::TenantSnapshot;
 use crate::state::AppState;
 use crate::wire::{ErrorDetailJson, ImpactJson, PrincipalJson, SettingsJson, rfc3339};
 
@@ -334,20 +334,41 @@ pub(crate) async fn preview(
             },
         )));
     }
-    let devices = preview_population(&state, &tenant.id, &snapshot).await?;
+    let devices = state.populations.current(&tenant.id).await?;
+    // A million devices take a few hundred milliseconds of one core: off the
+    // async workers, so that syncs are not held up behind a preview.
+    let json = tokio::task::spawn_blocking(move || {
+        let current = snapshot.settings(service).map(|s| &s.settings);
+        current.map(|current| preview_over(service, current, &proposed, &devices, &snapshot))
+    })
+    .await
+    .map_err(|error| {
+        tracing::error!(%error, "entitlement preview");
+        ApiError::internal()
+    })?
+    .ok_or_else(|| ApiError::not_found("service"))?;
+    Ok(Json(json))
+}
+
+/// Who gains and who loses `service` if `current` becomes `proposed`, over
+/// every device, with how many each rollout step reaches.
+fn preview_over(
+    service: &'static ServiceDef,
+    current: &Settings,
+    proposed: &Settings,
+    devices: &Devices,
+    snapshot: &TenantSnapshot,
+) -> ImpactJson {
+    let groups = devices.groups(snapshot);
     let population = || {
-        devices.iter().map(|device| PopulationEntry {
-            hostname: &device.hostname,
-            subject: snapshot.subject_of(device.facts(), &device.device_groups),
-        })
+        devices
+            .subjects(snapshot, &groups)
+            .map(|(device, subject)| PopulationEntry {
+                hostname: &device.hostname,
+                subject,
+            })
     };
-    let result = impact(
-        service,
-        &current.settings,
-        &proposed,
-        population(),
-        &*snapshot,
-    );
+    let result = impact(service, current, proposed, population(), snapshot);
     debug_assert!(result.gaining.sample.len() <= IMPACT_SAMPLE_SIZE);
     // The rollout steps of the proposed settings, from the same rule, plus
     // the proposed percentage itself when it is not one of the steps.
@@ -356,73 +377,10 @@ pub(crate) async fn preview(
         steps.push(proposed.rollout_percent);
         steps.sort_unstable();
     }
-    let rollout = rollout_preview(service, &proposed, population(), &*snapshot, &steps);
+    let rollout = rollout_preview(service, proposed, population(), snapshot, &steps);
     let mut json = ImpactJson::from(result);
     json.rollout = rollout.into_iter().map(Into::into).collect();
-    Ok(Json(json))
-}
-
-/// One device as a preview keeps it: what a decision needs, with its device
-/// groups worked out once, and its host name for the sample. A million of
-/// these take a few hundred MiB; whole devices (reports, posture) took GiBs.
-struct PreviewDevice {
-    hostname: Box<str>,
-    device_id: Box<str>,
-    user_id: Box<str>,
-    user_name: Box<str>,
-    client_version: entitle_core::ClientVersion,
-    pending_approval: bool,
-    device_groups: Arc<BTreeSet<DeviceGroupId>>,
-}
-
-impl PreviewDevice {
-    fn facts(&self) -> DeviceFacts<'_> {
-        DeviceFacts {
-            device_id: &self.device_id,
-            user_id: &self.user_id,
-            user_name: &self.user_name,
-            client_version: self.client_version,
-            pending_approval: self.pending_approval,
-        }
-    }
-}
-
-/// Every device of the tenant as a preview keeps it, read one at a time,
-/// sorted by user and host name so that the sample is the same from one
-/// preview to the next.
-async fn preview_population(
-    state: &AppState,
-    tenant_id: &str,
-    snapshot: &TenantSnapshot,
-) -> ApiResult<Vec<PreviewDevice>> {
-    // Devices share a handful of device-group sets: one copy of each.
-    let mut group_sets: HashMap<BTreeSet<DeviceGroupId>, Arc<BTreeSet<DeviceGroupId>>> =
-        HashMap::new();
-    let mut devices = Vec::new();
-    state
-        .store
-        .each_device(tenant_id, &mut |device| {
-            let device_groups = Arc::clone(
-                group_sets
-                    .entry(snapshot.device_groups_of(&device))
-                    .or_insert_with_key(|groups| Arc::new(groups.clone())),
-            );
-            devices.push(PreviewDevice {
-                client_version: device.report.client_version,
-                pending_approval: device.pending_approval,
-                hostname: device.report.hostname.into_boxed_str(),
-                device_id: device.id.into_boxed_str(),
-                user_id: device.user_id.into_boxed_str(),
-                user_name: device.user_name.into_boxed_str(),
-                device_groups,
-            });
-            Ok(())
-        })
-        .await?;
-    devices.sort_unstable_by(|a, b| {
-        (&a.user_name, &a.hostname, &a.device_id).cmp(&(&b.user_name, &b.hostname, &b.device_id))
-    });
-    Ok(devices)
+    json
 }
 
 /// History parameters.

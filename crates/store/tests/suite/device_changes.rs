@@ -5,7 +5,8 @@
 
 use entitle_core::{ClientVersion, Ownership};
 use entitle_store::{
-    Applied, AppliedSync, Device, DeviceChange, DeviceChanges, NewUser, Store, User,
+    Applied, AppliedSync, Device, DeviceChange, DeviceChanges, DeviceFilter, DeviceIds, NewUser,
+    Store, User,
 };
 use time::OffsetDateTime;
 
@@ -14,6 +15,7 @@ use super::{report, tenant, tester};
 /// Every device-revision scenario, on one store.
 pub async fn run_all(store: &dyn Store) {
     changes_since_a_revision_are_handed_over(store).await;
+    listings_narrowed_by_ids(store).await;
 }
 
 /// The ids handed over since `since`, sorted, with the answer.
@@ -171,4 +173,71 @@ async fn changes_since_a_revision_are_handed_over(store: &dyn Store) {
     let (ids, theirs) = changes(store, &other, Some(0)).await;
     assert_eq!(ids.len(), 1);
     assert!(theirs.removed.is_empty());
+}
+
+/// A listing narrowed to, or away from, a set of ids keeps its other filters,
+/// its order and its keyset pages.
+async fn listings_narrowed_by_ids(store: &dyn Store) {
+    let t = tenant(store, "by-ids").await;
+    let ada = user(store, &t, "ada").await;
+    let at = OffsetDateTime::now_utc();
+    let mut ids = Vec::new();
+    for host in ["host-d", "host-a", "host-c", "host-b"] {
+        let device = store
+            .enroll_device(&t, &ada, host, &report(host), at, None)
+            .await
+            .expect("enrolled");
+        ids.push(device.id);
+    }
+    let hosts = |page: &[Device]| -> Vec<String> {
+        page.iter().map(|d| d.report.hostname.clone()).collect()
+    };
+    // host-d, host-c, host-b
+    let only = DeviceFilter {
+        ids: Some(DeviceIds::Only(vec![
+            ids[0].clone(),
+            ids[2].clone(),
+            ids[3].clone(),
+        ])),
+        ..DeviceFilter::default()
+    };
+    let first = store.devices(&t, &only, 2, None).await.expect("page 1");
+    assert_eq!(hosts(&first.items), ["host-b", "host-c"]);
+    let second = store
+        .devices(&t, &only, 2, first.next_cursor.as_deref())
+        .await
+        .expect("page 2");
+    assert_eq!(hosts(&second.items), ["host-d"]);
+    assert!(second.next_cursor.is_none());
+    assert_eq!(store.count_devices(&t, &only).await.expect("count"), 3);
+
+    let except = DeviceFilter {
+        ids: Some(DeviceIds::Except(vec![ids[1].clone()])),
+        search: Some("host-".into()),
+        ..DeviceFilter::default()
+    };
+    let page = store.devices(&t, &except, 10, None).await.expect("except");
+    assert_eq!(hosts(&page.items), ["host-b", "host-c", "host-d"]);
+    assert_eq!(store.count_devices(&t, &except).await.expect("count"), 3);
+
+    let none = DeviceFilter {
+        ids: Some(DeviceIds::Only(Vec::new())),
+        ..DeviceFilter::default()
+    };
+    assert!(
+        store
+            .devices(&t, &none, 10, None)
+            .await
+            .expect("empty")
+            .items
+            .is_empty()
+    );
+    let all_but_none = DeviceFilter {
+        ids: Some(DeviceIds::Except(Vec::new())),
+        ..DeviceFilter::default()
+    };
+    assert_eq!(
+        store.count_devices(&t, &all_but_none).await.expect("count"),
+        4
+    );
 }
