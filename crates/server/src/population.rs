@@ -88,37 +88,6 @@ impl Devices {
         )
     }
 
-    /// The device as kept here, its profile interned.
-    fn entry(&mut self, device: &Device) -> PopulationDevice {
-        let report = device.decision_report();
-        // Debug output of these types is stable and total (posture values
-        // include floats, which have no `Hash`), so it serves as the key.
-        let key = format!(
-            "{:?}|{:?}|{:?}",
-            report.os, report.ownership, report.posture
-        );
-        let next = u32::try_from(self.profiles.len()).unwrap_or(u32::MAX);
-        let profile = *self.profile_ids.entry(key).or_insert_with(|| {
-            self.profiles.push(DeviceReport {
-                hostname: String::new(),
-                os: report.os,
-                client_version: ClientVersion::new([0, 0, 0, 0], 1),
-                ownership: report.ownership,
-                posture: report.posture.clone(),
-            });
-            next
-        });
-        PopulationDevice {
-            id: device.id.as_str().into(),
-            user_id: device.user_id.as_str().into(),
-            user_name: device.user_name.as_str().into(),
-            hostname: device.report.hostname.as_str().into(),
-            client_version: device.report.client_version,
-            pending_approval: device.pending_approval,
-            profile,
-        }
-    }
-
     /// Applies what the store handed over.
     fn apply(
         &mut self,
@@ -126,7 +95,10 @@ impl Devices {
         everything: bool,
         changed: Vec<PopulationDevice>,
         removed: &[String],
+        (profiles, profile_ids): (Vec<DeviceReport>, HashMap<String, u32>),
     ) {
+        self.profiles.extend(profiles);
+        self.profile_ids.extend(profile_ids);
         if everything {
             self.devices = changed;
         } else {
@@ -147,6 +119,55 @@ impl Devices {
             self.devices.retain(|d| !removed.contains(&*d.id));
         }
         self.revision = revision;
+    }
+}
+
+/// Profiles met while reading changed devices that the population does not
+/// have yet, numbered after its own: reading never changes the population,
+/// so a failed read, or one that finds nothing new, leaves it as it was.
+struct Interned<'a> {
+    held: Option<&'a Devices>,
+    list: Vec<DeviceReport>,
+    ids: HashMap<String, u32>,
+}
+
+impl Interned<'_> {
+    /// The device as the population keeps it, its profile interned.
+    fn entry(&mut self, device: &Device) -> PopulationDevice {
+        let report = device.decision_report();
+        // Debug output of these types is stable and total (posture values
+        // include floats, which have no `Hash`), so it serves as the key.
+        let key = format!(
+            "{:?}|{:?}|{:?}",
+            report.os, report.ownership, report.posture
+        );
+        let held = self
+            .held
+            .and_then(|held| held.profile_ids.get(&key))
+            .copied();
+        let profile = held.unwrap_or_else(|| {
+            let next = self.held.map_or(0, |held| held.profiles.len()) + self.list.len();
+            let next = u32::try_from(next).unwrap_or(u32::MAX);
+            *self.ids.entry(key).or_insert_with(|| {
+                self.list.push(DeviceReport {
+                    hostname: String::new(),
+                    os: report.os,
+                    client_version: ClientVersion::new([0, 0, 0, 0], 1),
+                    ownership: report.ownership,
+                    posture: report.posture.clone(),
+                });
+                next
+            })
+        });
+        PopulationDevice {
+            id: device.id.as_str().into(),
+            user_id: device.user_id.as_str().into(),
+            user_name: device.user_name.as_str().into(),
+            hostname: device.report.hostname.as_str().into(),
+            client_version: device.report.client_version,
+            pending_approval: device.pending_approval,
+            profile,
+        }
     }
 }
 
@@ -254,35 +275,36 @@ impl Populations {
         tenant_id: &str,
         population: &mut Population,
     ) -> StoreResult<Arc<Devices>> {
-        let since = population.devices.as_ref().map(|held| held.revision);
-        // Patched in place unless a preview still reads the old one.
-        let mut devices = population
-            .devices
-            .take()
-            .map(|held| Arc::try_unwrap(held).unwrap_or_else(|shared| (*shared).clone()))
-            .unwrap_or_default();
+        let held = population.devices.as_deref();
+        let since = held.map(|held| held.revision);
+        let mut interned = Interned {
+            held,
+            list: Vec::new(),
+            ids: HashMap::new(),
+        };
         let mut changed = Vec::new();
         let answer = self
             .store
             .device_changes(tenant_id, since, &mut |device| {
-                changed.push(devices.entry(&device));
+                changed.push(interned.entry(&device));
                 Ok(())
             })
-            .await;
-        let answer = match answer {
-            Ok(answer) => answer,
-            Err(error) => {
-                // Unchanged (a profile interned for nothing is harmless), so
-                // the next use asks from the same revision; never read, it
-                // stays unread.
-                population.devices = since.map(|_| Arc::new(devices));
-                return Err(error);
-            }
-        };
-        devices.apply(answer.revision, answer.everything, changed, &answer.removed);
-        let devices = Arc::new(devices);
-        population.devices = Some(Arc::clone(&devices));
-        Ok(devices)
+            .await?;
+        let unchanged = changed.is_empty() && answer.removed.is_empty() && !answer.everything;
+        let new_profiles = (interned.list, interned.ids);
+        let held = population.devices.get_or_insert_default();
+        if unchanged && held.revision == answer.revision {
+            return Ok(Arc::clone(held));
+        }
+        // Patched in place, unless a preview still reads the old one.
+        Arc::make_mut(held).apply(
+            answer.revision,
+            answer.everything,
+            changed,
+            &answer.removed,
+            new_profiles,
+        );
+        Ok(Arc::clone(held))
     }
 
     /// The devices `wanted` (on or off) for `service`, or for any service,
