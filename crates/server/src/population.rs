@@ -12,12 +12,14 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use entitle_core::{ClientVersion, DeviceGroupId, DeviceReport, SERVICES, ServiceDef, Subject};
+use entitle_core::{
+    ClientVersion, DeviceGroup, DeviceGroupId, DeviceReport, SERVICES, ServiceDef, Subject,
+};
 use entitle_store::{Device, DeviceIds, Store, StoreResult};
 
 use crate::error::{ApiError, ApiResult};
 
-use crate::snapshot::{DeviceFacts, TenantSnapshot};
+use crate::snapshot::{DeviceFacts, TenantSnapshot, UserPosition};
 
 /// One device as a decision reads it.
 #[derive(Debug, Clone)]
@@ -57,6 +59,18 @@ pub(crate) struct Devices {
     /// with an empty host name and a zero client version, which no rule reads.
     profiles: Vec<DeviceReport>,
     profile_ids: HashMap<String, u32>,
+    /// How many devices have each profile.
+    per_profile: Vec<usize>,
+}
+
+/// The device groups of `device` among each profile's `groups`.
+pub(crate) fn groups_of<'a>(
+    groups: &'a [BTreeSet<DeviceGroupId>],
+    device: &PopulationDevice,
+) -> &'a BTreeSet<DeviceGroupId> {
+    // Every device's profile is in the list; none is the empty set.
+    static NONE: BTreeSet<DeviceGroupId> = BTreeSet::new();
+    groups.get(device.profile as usize).unwrap_or(&NONE)
 }
 
 impl Devices {
@@ -65,27 +79,44 @@ impl Devices {
         self.devices.len()
     }
 
-    /// Every device with the subject of its decisions under `snapshot`.
-    pub(crate) fn subjects<'a>(
-        &'a self,
-        snapshot: &'a TenantSnapshot,
-        groups: &'a ProfileGroups,
-    ) -> impl Iterator<Item = (&'a PopulationDevice, Subject<'a>)> + 'a {
-        self.devices.iter().map(move |device| {
-            let device_groups = groups.0.get(device.profile as usize).unwrap_or(&groups.1);
-            (device, snapshot.subject_of(device.facts(), device_groups))
-        })
+    /// Every device, in id order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &PopulationDevice> {
+        self.devices.iter()
     }
 
     /// Each profile's device groups under `snapshot`'s rules.
-    pub(crate) fn groups(&self, snapshot: &TenantSnapshot) -> ProfileGroups {
-        ProfileGroups(
-            self.profiles
-                .iter()
-                .map(|report| snapshot.device_groups_for(report))
-                .collect(),
-            BTreeSet::new(),
-        )
+    pub(crate) fn groups(&self, snapshot: &TenantSnapshot) -> Vec<BTreeSet<DeviceGroupId>> {
+        self.groups_by(|report| snapshot.device_groups_for(report))
+    }
+
+    /// Each profile's device groups as `groups_of` works them out from its
+    /// report (a proposed rule change, say).
+    pub(crate) fn groups_by(
+        &self,
+        groups_of: impl Fn(&DeviceReport) -> BTreeSet<DeviceGroupId>,
+    ) -> Vec<BTreeSet<DeviceGroupId>> {
+        self.profiles.iter().map(groups_of).collect()
+    }
+
+    /// How many devices meet `rule`: counted per profile, not per device.
+    pub(crate) fn held_by(&self, rule: &DeviceGroup) -> usize {
+        self.profiles
+            .iter()
+            .zip(&self.per_profile)
+            .filter(|(report, _)| rule.matches(report))
+            .map(|(_, &count)| count)
+            .sum()
+    }
+
+    /// The devices that meet `rule`.
+    pub(crate) fn meeting<'a>(
+        &'a self,
+        rule: &'a DeviceGroup,
+    ) -> impl Iterator<Item = &'a PopulationDevice> + 'a {
+        let meets: Vec<bool> = self.profiles.iter().map(|r| rule.matches(r)).collect();
+        self.devices
+            .iter()
+            .filter(move |d| meets.get(d.profile as usize).copied().unwrap_or(false))
     }
 
     /// Applies what the store handed over.
@@ -117,6 +148,12 @@ impl Devices {
         if !removed.is_empty() {
             let removed: HashSet<&str> = removed.iter().map(String::as_str).collect();
             self.devices.retain(|d| !removed.contains(&*d.id));
+        }
+        self.per_profile = vec![0; self.profiles.len()];
+        for device in &self.devices {
+            if let Some(count) = self.per_profile.get_mut(device.profile as usize) {
+                *count += 1;
+            }
         }
         self.revision = revision;
     }
@@ -171,10 +208,6 @@ impl Interned<'_> {
     }
 }
 
-/// Each profile's device groups, by profile (see [`Devices::groups`]), and
-/// the empty set for a device whose profile is unknown (none is).
-pub(crate) struct ProfileGroups(Vec<BTreeSet<DeviceGroupId>>, BTreeSet<DeviceGroupId>);
-
 /// Each device's decisions for one snapshot, as bits: bit `i` set when
 /// `SERVICES[i]` is on. Computed once per snapshot and revision, then kept,
 /// so that the pages of a listing filtered by state do not decide again.
@@ -192,7 +225,7 @@ const _: () = assert!(
 );
 
 impl States {
-    fn compute(devices: &Devices, snapshot: &TenantSnapshot) -> Self {
+    fn compute(decidable: &Decidable, snapshot: &TenantSnapshot) -> Self {
         let mut decided = 0u32;
         let settings: Vec<_> = SERVICES
             .iter()
@@ -203,8 +236,8 @@ impl States {
                 Some((1u32 << i, service, &stored.settings))
             })
             .collect();
-        let groups = devices.groups(snapshot);
-        let on = devices
+        let groups = decidable.devices.groups(snapshot);
+        let on = decidable
             .subjects(snapshot, &groups)
             .map(|(_, subject)| {
                 settings
@@ -217,7 +250,7 @@ impl States {
             .collect();
         States {
             build_id: snapshot.build_id,
-            revision: devices.revision,
+            revision: decidable.devices.revision,
             decided,
             on,
         }
@@ -240,7 +273,68 @@ impl States {
 #[derive(Default)]
 struct Population {
     devices: Option<Arc<Devices>>,
+    /// Each device's user in one snapshot, by (build, revision).
+    users: Option<(u64, i64, Arc<Vec<UserPosition>>)>,
     states: Option<Arc<States>>,
+}
+
+/// A tenant's devices with each one's user found in one snapshot: what a
+/// pass that decides over every device needs. Finding a user among a million
+/// is most of the cost of a decision, so it is done once per snapshot and
+/// device revision, not once per pass.
+pub(crate) struct Decidable {
+    pub devices: Arc<Devices>,
+    users: Arc<Vec<UserPosition>>,
+}
+
+impl Decidable {
+    /// Every device with the subject of its decisions under `snapshot` (the
+    /// one its users were found in), its device groups taken from `groups`
+    /// (by profile, see [`Devices::groups`]).
+    pub(crate) fn subjects<'a>(
+        &'a self,
+        snapshot: &'a TenantSnapshot,
+        groups: &'a [BTreeSet<DeviceGroupId>],
+    ) -> impl Iterator<Item = (&'a PopulationDevice, Subject<'a>)> + 'a {
+        self.devices
+            .devices
+            .iter()
+            .zip(self.users.iter())
+            .map(move |(device, &user)| {
+                let device_groups = groups_of(groups, device);
+                (
+                    device,
+                    snapshot.subject_at(user, device.facts(), device_groups),
+                )
+            })
+    }
+
+    /// Finds every device's user in `snapshot`, over the machine's cores.
+    fn find_users(devices: &Devices, snapshot: &TenantSnapshot) -> Vec<UserPosition> {
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let chunk = devices.devices.len().div_ceil(threads.clamp(1, 4)).max(1);
+        std::thread::scope(|scope| {
+            let parts: Vec<_> = devices
+                .devices
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|device| snapshot.user_position(&device.user_id))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            parts
+                .into_iter()
+                .flat_map(|part| {
+                    // A panic in a part is a bug: passed on, never a short list.
+                    part.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        })
+    }
 }
 
 /// Every tenant's device population, read on first use.
@@ -307,6 +401,46 @@ impl Populations {
         Ok(Arc::clone(held))
     }
 
+    /// The tenant's devices as the store has them now, each with its user
+    /// found in `snapshot`.
+    pub(crate) async fn decidable(
+        &self,
+        tenant_id: &str,
+        snapshot: &Arc<TenantSnapshot>,
+    ) -> ApiResult<Decidable> {
+        let slot = self.slot(tenant_id);
+        let mut population = slot.lock().await;
+        self.decidable_in(tenant_id, snapshot, &mut population)
+            .await
+    }
+
+    async fn decidable_in(
+        &self,
+        tenant_id: &str,
+        snapshot: &Arc<TenantSnapshot>,
+        population: &mut Population,
+    ) -> ApiResult<Decidable> {
+        let devices = self.refresh(tenant_id, population).await?;
+        let users = match &population.users {
+            Some((build_id, revision, users))
+                if *build_id == snapshot.build_id && *revision == devices.revision =>
+            {
+                Arc::clone(users)
+            }
+            _ => {
+                let (for_devices, for_snapshot) = (Arc::clone(&devices), Arc::clone(snapshot));
+                let users = blocking("finding the devices' users", move || {
+                    Decidable::find_users(&for_devices, &for_snapshot)
+                })
+                .await?;
+                let users = Arc::new(users);
+                population.users = Some((snapshot.build_id, devices.revision, Arc::clone(&users)));
+                users
+            }
+        };
+        Ok(Decidable { devices, users })
+    }
+
     /// The devices `wanted` (on or off) for `service`, or for any service,
     /// under `snapshot`, as a set of ids a listing can narrow to: the
     /// devices themselves, or all but the others, whichever is smaller, and
@@ -322,7 +456,10 @@ impl Populations {
     ) -> ApiResult<Option<DeviceIds>> {
         let slot = self.slot(tenant_id);
         let mut population = slot.lock().await;
-        let devices = self.refresh(tenant_id, &mut population).await?;
+        let decidable = self
+            .decidable_in(tenant_id, snapshot, &mut population)
+            .await?;
+        let devices = Arc::clone(&decidable.devices);
         let states = match &population.states {
             Some(states)
                 if states.build_id == snapshot.build_id && states.revision == devices.revision =>
@@ -330,15 +467,11 @@ impl Populations {
                 Arc::clone(states)
             }
             _ => {
-                let (for_devices, for_snapshot) = (Arc::clone(&devices), Arc::clone(snapshot));
-                let states = tokio::task::spawn_blocking(move || {
-                    States::compute(&for_devices, &for_snapshot)
+                let for_snapshot = Arc::clone(snapshot);
+                let states = blocking("deciding device states", move || {
+                    States::compute(&decidable, &for_snapshot)
                 })
-                .await
-                .map_err(|error| {
-                    tracing::error!(%error, "deciding device states");
-                    ApiError::internal()
-                })?;
+                .await?;
                 let states = Arc::new(states);
                 population.states = Some(Arc::clone(&states));
                 states
@@ -367,4 +500,15 @@ impl Populations {
             .collect();
         Ok(Some(ids_of(ids)))
     }
+}
+
+/// Runs `work` off the async workers; a panic in it is a 500, logged.
+pub(crate) async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(work).await.map_err(|error| {
+        tracing::error!(%error, "{what}");
+        ApiError::internal()
+    })
 }

@@ -44,7 +44,11 @@ pub struct TenantSnapshot {
     /// snapshot may be reused while the id is the current snapshot's.
     pub build_id: u64,
     settings: BTreeMap<&'static str, StoredSettings>,
-    users: HashMap<String, SnapshotUser>,
+    /// Users, found by id through `user_positions`: a caller deciding over a
+    /// million devices looks each user up once per snapshot
+    /// ([`TenantSnapshot::user_positions`]), not once per decision.
+    users: Vec<SnapshotUser>,
+    user_positions: HashMap<String, u32>,
     group_names: HashMap<GroupId, String>,
     device_groups: Vec<DeviceGroup>,
     device_group_names: HashMap<DeviceGroupId, String>,
@@ -59,6 +63,13 @@ pub struct TenantSnapshot {
     /// The next grant boundary (a start or an end) after the snapshot was
     /// read: past it, the snapshot must be rebuilt before it decides.
     pub valid_until: Option<OffsetDateTime>,
+}
+
+/// Where a user is in one snapshot ([`TenantSnapshot::user_position`]).
+#[derive(Debug, Clone, Copy)]
+pub struct UserPosition {
+    build_id: u64,
+    at: Option<u32>,
 }
 
 /// What a decision needs of a device besides its device groups.
@@ -95,7 +106,8 @@ impl TenantSnapshot {
         // Closures by direct groups (sorted, so that order does not split
         // one closure in two), each with the number of active users holding it.
         let mut closures: HashMap<Vec<String>, (Arc<BTreeSet<GroupId>>, usize)> = HashMap::new();
-        let mut users = HashMap::with_capacity(data.users.len());
+        let mut users = Vec::with_capacity(data.users.len());
+        let mut user_positions = HashMap::with_capacity(data.users.len());
         for user in data.users {
             let mut direct = user.groups;
             direct.sort_unstable();
@@ -110,7 +122,16 @@ impl TenantSnapshot {
                 active: user.active,
                 effective_groups: Arc::clone(closure),
             };
-            users.insert(user.id, entry);
+            // A second row for one id (none is expected) replaces the first,
+            // as a map would.
+            match user_positions.get(&user.id) {
+                Some(&at) => users[at as usize] = entry,
+                None => {
+                    let at = u32::try_from(users.len()).unwrap_or(u32::MAX);
+                    users.push(entry);
+                    user_positions.insert(user.id, at);
+                }
+            }
         }
         // What the group pickers count: each active user once per group it
         // belongs to, however deep, exactly as decisions see membership.
@@ -143,6 +164,7 @@ impl TenantSnapshot {
             build_id: BUILDS.fetch_add(1, Ordering::Relaxed),
             settings,
             users,
+            user_positions,
             group_names: data
                 .groups
                 .into_iter()
@@ -198,7 +220,7 @@ impl TenantSnapshot {
     /// device group the service selects: the user's side of each decision.
     /// `None` for a user this snapshot does not hold.
     pub fn user_side(&self, user_id: &str) -> Option<Vec<(&'static ServiceDef, Decision)>> {
-        let user = self.users.get(user_id)?;
+        let user = self.user(user_id)?;
         let services = SERVICES
             .iter()
             .filter_map(|service| {
@@ -304,9 +326,38 @@ impl TenantSnapshot {
         device: DeviceFacts<'a>,
         device_groups: &'a BTreeSet<DeviceGroupId>,
     ) -> Subject<'a> {
+        self.subject_at(self.user_position(device.user_id), device, device_groups)
+    }
+
+    /// Where a user is in this snapshot, for [`TenantSnapshot::subject_at`].
+    pub fn user_position(&self, user_id: &str) -> UserPosition {
+        UserPosition {
+            build_id: self.build_id,
+            at: self.user_positions.get(user_id).copied(),
+        }
+    }
+
+    fn user(&self, user_id: &str) -> Option<&SnapshotUser> {
+        let at = *self.user_positions.get(user_id)?;
+        self.users.get(at as usize)
+    }
+
+    /// [`TenantSnapshot::subject_of`] for a device whose user was found
+    /// beforehand with [`TenantSnapshot::user_position`]. A position from
+    /// another snapshot is not trusted: the user is looked up again.
+    pub fn subject_at<'a>(
+        &'a self,
+        position: UserPosition,
+        device: DeviceFacts<'a>,
+        device_groups: &'a BTreeSet<DeviceGroupId>,
+    ) -> Subject<'a> {
         static NO_GROUPS: BTreeSet<GroupId> = BTreeSet::new();
+        let user = if position.build_id == self.build_id {
+            position.at.and_then(|at| self.users.get(at as usize))
+        } else {
+            self.user(device.user_id)
+        };
         // A user missing from the snapshot was deleted a moment ago: treat as inactive.
-        let user = self.users.get(device.user_id);
         Subject {
             user_name: user.map_or(device.user_name, |u| &u.user_name),
             user_id: device.user_id,
@@ -800,7 +851,14 @@ mod tests {
             user("b", true, &["sales", "backend"]),
             user("c", true, &["sales"]),
         ]));
-        let closure = |id: &str| Arc::clone(&snapshot.users[id].effective_groups);
+        let closure = |id: &str| {
+            Arc::clone(
+                &snapshot
+                    .user(id)
+                    .expect("user in the snapshot")
+                    .effective_groups,
+            )
+        };
         assert!(Arc::ptr_eq(&closure("a"), &closure("b")));
         assert!(!Arc::ptr_eq(&closure("a"), &closure("c")));
         let expected: BTreeSet<GroupId> = ["backend", "eng", "sales"]

@@ -1,7 +1,8 @@
 //! The entitlement preview and the device listing filtered by service state
 //! decide over the devices a node keeps in memory: every change to a device
 //! (enrollment, a new report, removal), made on this node or another, and
-//! every change to what decides (a save), shows in the next answer.
+//! every change to what decides (a save), shows in the next answer. Device
+//! group counts are taken from the same devices, by effective ownership.
 
 #[macro_use]
 mod common;
@@ -145,4 +146,78 @@ async fn previews_and_state_listings_follow_every_device_change(db: Database) {
             detail.body
         );
     }
+}
+
+on_both_backends!(device_group_counts_are_what_decisions_see);
+
+/// A device group's member count and a rule's preview count devices by
+/// their effective ownership (attested, else reported), as decisions do.
+async fn device_group_counts_are_what_decisions_see(db: Database) {
+    let app = TestApp::start(&db).await;
+    let t = app.tenant("acme").await;
+    t.user(&app, "ada", &[]).await;
+    let corporate = t
+        .device_group(
+            &app,
+            json!({"name": "Corporate", "ownership": ["corporate"]}),
+        )
+        .await;
+    let (claims, _, _) = t
+        .enroll(
+            &app,
+            "ada",
+            report("claims", "macos", "4.0", "personal", true),
+        )
+        .await;
+    t.enroll(
+        &app,
+        "ada",
+        report("owned", "macos", "4.0", "corporate", true),
+    )
+    .await;
+    t.enroll(&app, "ada", report("own", "linux", "4.0", "personal", true))
+        .await;
+    let count = || async {
+        let group = app
+            .get(&t.path(&format!("/device-groups/{corporate}")), &t.admin)
+            .await;
+        assert_eq!(group.status, StatusCode::OK, "{:?}", group.body);
+        group.body["matching_devices"].clone()
+    };
+    let rule_preview = || async {
+        let preview = app
+            .post(
+                &t.path("/device-groups/preview"),
+                &t.admin,
+                json!({"name": "Any", "ownership": ["corporate"]}),
+            )
+            .await;
+        assert_eq!(preview.status, StatusCode::OK, "{:?}", preview.body);
+        preview.body.clone()
+    };
+    assert_eq!(count().await, 1);
+    assert_eq!(rule_preview().await["sample"], json!(["ada on owned"]));
+
+    let attested = app
+        .call(
+            Method::PATCH,
+            &t.path(&format!("/devices/{claims}")),
+            Some(&t.admin),
+            Some(json!({"ownership": "corporate"})),
+            &[],
+        )
+        .await;
+    assert_eq!(attested.status, StatusCode::OK, "{:?}", attested.body);
+    assert!(
+        attested.body["device_groups"]
+            .as_array()
+            .expect("device groups")
+            .contains(&json!(corporate)),
+        "{:?}",
+        attested.body
+    );
+    assert_eq!(count().await, 2);
+    let preview = rule_preview().await;
+    assert_eq!(preview["matching_devices"], 2);
+    assert_eq!(preview["sample"], json!(["ada on claims", "ada on owned"]));
 }

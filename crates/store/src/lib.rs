@@ -1310,21 +1310,14 @@ pub trait DeviceStore {
     ) -> StoreResult<Page<Device>>;
     /// How many devices of a tenant the filter keeps (its order is ignored).
     async fn count_devices(&self, tenant_id: &str, filter: &DeviceFilter) -> StoreResult<u64>;
-    /// Every device of a tenant (for previews and reports).
-    async fn all_devices(&self, tenant_id: &str) -> StoreResult<Vec<Device>>;
-    /// Every device of a tenant in id order, handed to `each` as it is read:
-    /// a caller that keeps only part of each device never holds them all.
-    async fn each_device(
-        &self,
-        tenant_id: &str,
-        each: &mut (dyn FnMut(Device) -> StoreResult<()> + Send),
-    ) -> StoreResult<()>;
     /// The tenant's devices changed since revision `since` (every device
     /// when `None`), handed to `each` as they are read, with the ids of those
     /// removed since: what keeps a copy of a tenant's devices in memory
     /// current. Enrolling, a new report, approval, attested ownership and
     /// removal change a device; its applied state and last-seen time do not.
     /// A device may be handed over again after it changed since `revision`.
+    /// Devices are handed over as they are read, so a caller that keeps only
+    /// part of each never holds a million whole devices.
     async fn device_changes(
         &self,
         tenant_id: &str,

@@ -2215,29 +2215,6 @@ impl DeviceStore for SqlStore {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    async fn all_devices(&self, tenant_id: &str) -> StoreResult<Vec<Device>> {
-        // Streamed: each row is decoded as it arrives, so a million devices
-        // are never held twice (as rows and as devices).
-        let mut devices = Vec::new();
-        self.each_device(tenant_id, &mut |device| {
-            devices.push(device);
-            Ok(())
-        })
-        .await?;
-        Ok(devices)
-    }
-
-    async fn each_device(
-        &self,
-        tenant_id: &str,
-        each: &mut (dyn FnMut(Device) -> StoreResult<()> + Send),
-    ) -> StoreResult<()> {
-        query(device_select!("WHERE d.tenant_id = $1 ORDER BY d.id"))
-            .id(tenant_id)
-            .fetch_each(&self.db, |row| each(device_from_row(&row)?))
-            .await
-    }
-
     async fn device_changes(
         &self,
         tenant_id: &str,

@@ -6,13 +6,12 @@
 //! settings stay as saved (a deleted group stays selected as a tombstone that
 //! matches nothing, so its devices lose what it gave them: access fails closed).
 
-use std::collections::BTreeSet;
-
 use axum::extract::{Path, State};
 use axum::routing::post;
 use axum::{Json, Router};
 use entitle_core::{
-    DeviceGroupId, GroupId, GroupNames, MovedEntry, SERVICES, impact_of_moves_with_names,
+    DeviceGroup, DeviceGroupId, GroupId, GroupNames, MovedEntry, SERVICES, ServiceDef, decide,
+    impact_of_moves_with_names,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -22,6 +21,8 @@ use super::selections;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::JsonBody;
+use crate::population::{Decidable, PopulationDevice, blocking, groups_of};
+use crate::snapshot::TenantSnapshot;
 use crate::state::AppState;
 use crate::wire::{DeviceGroupBody, ImpactSideJson};
 
@@ -105,108 +106,133 @@ pub(crate) async fn preview_change(
     if !snapshot.device_groups().iter().any(|g| g.id == group_id) {
         return Err(ApiError::not_found("device group"));
     }
-    let mut devices = state.store.all_devices(&tenant.id).await?;
-    // A stable order makes the samples the same from one preview to the next.
-    devices.sort_by(|a, b| {
-        (&a.user_name, &a.report.hostname).cmp(&(&b.user_name, &b.report.hostname))
-    });
-    let before: Vec<BTreeSet<DeviceGroupId>> = devices
-        .iter()
-        .map(|d| snapshot.device_groups_of(d))
-        .collect();
-    let after: Vec<BTreeSet<DeviceGroupId>> = devices
-        .iter()
-        .zip(&before)
-        .map(|(device, groups)| {
-            let mut moved = groups.clone();
+    let decidable = state.populations.decidable(&tenant.id, &snapshot).await?;
+    let selections = selections(&state, &tenant.id).await?;
+    let used_by = device_group_used_by(&selections, &group_id);
+    // Over a million devices this is a second of one core: off the async workers.
+    let change = Change {
+        group_id,
+        proposed,
+        delete,
+    };
+    let answer = blocking("device group preview", move || {
+        change.impact(&decidable, &snapshot, used_by)
+    })
+    .await?;
+    Ok(Json(answer))
+}
+
+/// A proposed change of one device group.
+struct Change {
+    group_id: DeviceGroupId,
+    /// The new rule; `None` for a deletion.
+    proposed: Option<DeviceGroup>,
+    delete: bool,
+}
+
+impl Change {
+    /// What the change does to every service in `used_by` or excluding the group.
+    fn impact(
+        self,
+        decidable: &Decidable,
+        snapshot: &TenantSnapshot,
+        used_by: Vec<String>,
+    ) -> DeviceGroupImpactJson {
+        let devices = &decidable.devices;
+        let Change {
+            group_id,
+            proposed,
+            delete,
+        } = self;
+        // Device groups move per profile (what rules read), not per device.
+        let before = devices.groups(snapshot);
+        let after = devices.groups_by(|report| {
+            let mut moved = snapshot.device_groups_for(report);
             moved.remove(&group_id);
-            if proposed
-                .as_ref()
-                .is_some_and(|rule| rule.matches(&device.decision_report()))
-            {
+            if proposed.as_ref().is_some_and(|rule| rule.matches(report)) {
                 moved.insert(group_id.clone());
             }
             moved
-        })
-        .collect();
-    let selections = selections(&state, &tenant.id).await?;
-    let used_by = device_group_used_by(&selections, &group_id);
-    let mut services = Vec::new();
-    let mut losing_devices: BTreeSet<usize> = BTreeSet::new();
-    // A service that excludes the group is concerned too: devices moving
-    // into the group lose it, and deleting it leaves a tombstone that turns
-    // the service off for everyone it would reach (access fails closed).
-    let excluding = |s: &&entitle_core::ServiceDef| {
-        snapshot
-            .settings(s)
-            .is_some_and(|stored| stored.settings.exclude_device_groups.contains(&group_id))
-    };
-    let names_after = AfterChange {
-        snapshot: &snapshot,
-        deleted: delete.then_some(&group_id),
-    };
-    for service in SERVICES
-        .iter()
-        .filter(|s| used_by.iter().any(|u| u == s.id) || excluding(s))
-    {
-        let Some(stored) = snapshot.settings(service) else {
-            continue;
-        };
-        let population = devices.iter().enumerate().map(|(i, device)| MovedEntry {
-            hostname: &device.report.hostname,
-            before: snapshot.subject(device, &before[i]),
-            after: snapshot.subject(device, &after[i]),
         });
-        let result = impact_of_moves_with_names(
-            service,
-            &stored.settings,
-            population,
-            &*snapshot,
-            &names_after,
-        );
-        // Which devices lose it, for the count over every service: those that
-        // move, or all when a deleted group leaves a tombstone in the exclusions.
-        let tombstone = delete && excluding(&service);
-        for i in (0..devices.len()).filter(|&i| tombstone || before[i] != after[i]) {
-            let entry = [MovedEntry {
-                hostname: &devices[i].report.hostname,
-                before: snapshot.subject(&devices[i], &before[i]),
-                after: snapshot.subject(&devices[i], &after[i]),
-            }];
-            let moved = impact_of_moves_with_names(
+        let moves =
+            |device: &PopulationDevice| groups_of(&before, device) != groups_of(&after, device);
+        let mut services = Vec::new();
+        let mut losing = vec![false; devices.len()];
+        // A service that excludes the group is concerned too: devices moving
+        // into the group lose it, and deleting it leaves a tombstone that turns
+        // the service off for everyone it would reach (access fails closed).
+        let excluding = |s: &ServiceDef| {
+            snapshot
+                .settings(s)
+                .is_some_and(|stored| stored.settings.exclude_device_groups.contains(&group_id))
+        };
+        let names_after = AfterChange {
+            snapshot,
+            deleted: delete.then_some(&group_id),
+        };
+        for service in SERVICES
+            .iter()
+            .filter(|s| used_by.iter().any(|u| u == s.id) || excluding(s))
+        {
+            let Some(stored) = snapshot.settings(service) else {
+                continue;
+            };
+            // Each device as it is and as the change would leave it.
+            let moved = || {
+                decidable
+                    .subjects(snapshot, &before)
+                    .zip(decidable.subjects(snapshot, &after))
+                    .map(|((device, before), (_, after))| (device, before, after))
+            };
+            let result = impact_of_moves_with_names(
                 service,
                 &stored.settings,
-                entry,
-                &*snapshot,
+                moved().map(|(device, before, after)| MovedEntry {
+                    hostname: &device.hostname,
+                    before,
+                    after,
+                }),
+                snapshot,
                 &names_after,
             );
-            if moved.losing.devices > 0 {
-                losing_devices.insert(i);
+            // Which devices lose it, for the count over every service: those that
+            // move, or all when a deleted group leaves a tombstone in the exclusions.
+            let tombstone = delete && excluding(service);
+            for ((device, before, after), lost) in moved().zip(losing.iter_mut()) {
+                if *lost || !(tombstone || moves(device)) {
+                    continue;
+                }
+                *lost = decide(service, &stored.settings, &before, snapshot).enabled
+                    && !decide(service, &stored.settings, &after, &names_after).enabled;
             }
+            services.push(ServiceImpactJson {
+                service: service.id.to_owned(),
+                gaining: result.gaining.into(),
+                losing: result.losing.into(),
+            });
         }
-        services.push(ServiceImpactJson {
-            service: service.id.to_owned(),
-            gaining: result.gaining.into(),
-            losing: result.losing.into(),
-        });
+        let in_group = |groups: &[std::collections::BTreeSet<DeviceGroupId>]| {
+            devices
+                .iter()
+                .filter(|device| groups_of(groups, device).contains(&group_id))
+                .count()
+        };
+        DeviceGroupImpactJson {
+            devices_before: in_group(&before),
+            devices_after: in_group(&after),
+            id: group_id.0,
+            delete,
+            used_by,
+            services,
+            devices_losing: losing.iter().filter(|&&lost| lost).count(),
+        }
     }
-    let devices_before = before.iter().filter(|g| g.contains(&group_id)).count();
-    let devices_after = after.iter().filter(|g| g.contains(&group_id)).count();
-    Ok(Json(DeviceGroupImpactJson {
-        id: group_id.0,
-        delete,
-        devices_before,
-        devices_after,
-        used_by,
-        services,
-        devices_losing: losing_devices.len(),
-    }))
 }
 
 /// Group names as the change would leave them: a deleted group is known only
 /// by its tombstone.
 struct AfterChange<'a> {
-    snapshot: &'a crate::snapshot::TenantSnapshot,
+    snapshot: &'a TenantSnapshot,
     deleted: Option<&'a DeviceGroupId>,
 }
 

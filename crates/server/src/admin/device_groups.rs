@@ -6,7 +6,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use entitle_core::{DeviceGroup, DeviceGroupId, IMPACT_SAMPLE_SIZE, Settings};
-use entitle_store::Device;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -14,6 +13,7 @@ use super::{DeleteQuery, Deleted, GroupKind, delete_group_of_kind, selections};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, QueryParams};
+use crate::population::{Devices, PopulationDevice};
 use crate::state::AppState;
 use crate::wire::{DeviceGroupBody, DeviceGroupJson};
 
@@ -109,7 +109,7 @@ pub(crate) async fn list_device_groups(
         .then(|| page.last())
         .flatten()
         .map(|g| hex::encode(format!("{}\u{1f}{}", g.name.to_lowercase(), g.id.0)));
-    let devices = state.store.all_devices(&tenant.id).await?;
+    let devices = state.populations.current(&tenant.id).await?;
     let selections = selections(&state, &tenant.id).await?;
     let items = page
         .iter()
@@ -223,15 +223,11 @@ pub(crate) async fn preview_device_group(
 ) -> ApiResult<Json<RulePreview>> {
     let tenant = caller.tenant(&state, &tenant).await?;
     let rule = body.parse(DeviceGroupId(String::new()))?;
-    let mut devices = state.store.all_devices(&tenant.id).await?;
-    devices.sort_by(|a, b| {
-        (&a.user_name, &a.report.hostname).cmp(&(&b.user_name, &b.report.hostname))
-    });
-    let matching: Vec<_> = held_devices(&rule, &devices).collect();
-    let sample = matching
+    let devices = state.populations.current(&tenant.id).await?;
+    let mut matching: Vec<&PopulationDevice> = devices.meeting(&rule).collect();
+    let sample = first_by_owner(&mut matching)
         .iter()
-        .take(IMPACT_SAMPLE_SIZE)
-        .map(|d| format!("{} on {}", d.user_name, d.report.hostname))
+        .map(|d| format!("{} on {}", d.user_name, d.hostname))
         .collect();
     Ok(Json(RulePreview {
         matching_devices: matching.len(),
@@ -243,7 +239,7 @@ pub(crate) async fn preview_device_group(
 pub(crate) async fn device_group_list(
     state: &AppState,
     tenant_id: &str,
-    devices: &[Device],
+    devices: &Devices,
 ) -> ApiResult<Vec<DeviceGroupJson>> {
     let groups = state.store.device_groups(tenant_id).await?;
     let selections = selections(state, tenant_id).await?;
@@ -258,29 +254,37 @@ async fn device_group_json(
     tenant_id: &str,
     group: &DeviceGroup,
 ) -> ApiResult<DeviceGroupJson> {
-    let devices = state.store.all_devices(tenant_id).await?;
+    let devices = state.populations.current(tenant_id).await?;
     let selections = selections(state, tenant_id).await?;
     Ok(answer(group, &devices, &selections))
 }
 
-/// A device group as answered: how many of `devices` it holds, and which
-/// services select it.
+/// A device group as answered: how many of `devices` it holds (by their
+/// effective ownership, as decisions see them), and which services select it.
 fn answer(
     group: &DeviceGroup,
-    devices: &[Device],
+    devices: &Devices,
     selections: &[(&'static str, Settings)],
 ) -> DeviceGroupJson {
-    DeviceGroupJson::new(group, held_devices(group, devices).count())
+    DeviceGroupJson::new(group, devices.held_by(group))
         .used_by(device_group_used_by(selections, &group.id))
 }
 
-/// The devices a rule holds by what each device reports, as member counts and
-/// previews show them.
-pub(crate) fn held_devices<'a>(
-    rule: &'a DeviceGroup,
-    devices: &'a [Device],
-) -> impl Iterator<Item = &'a Device> {
-    devices.iter().filter(|d| rule.matches(&d.report))
+/// The first [`IMPACT_SAMPLE_SIZE`] of `devices` in (user, host name) order,
+/// as a preview samples them.
+pub(crate) fn first_by_owner<'a, 'd>(
+    devices: &'a mut [&'d PopulationDevice],
+) -> &'a [&'d PopulationDevice] {
+    let by_owner = |a: &&PopulationDevice, b: &&PopulationDevice| {
+        (&a.user_name, &a.hostname).cmp(&(&b.user_name, &b.hostname))
+    };
+    let n = IMPACT_SAMPLE_SIZE.min(devices.len());
+    if n < devices.len() {
+        devices.select_nth_unstable_by(n, by_owner);
+    }
+    let first = &mut devices[..n];
+    first.sort_unstable_by(by_owner);
+    first
 }
 
 /// The ids of the services whose entitlement selects device group `group`.

@@ -22,7 +22,7 @@ use super::scheduled_changes::{self, SaveBody, StoreOrApi};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, QueryParams};
-use crate::population::Devices;
+use crate::population::{Decidable, blocking};
 use crate::snapshot::TenantSnapshot;
 use crate::state::AppState;
 use crate::wire::{ErrorDetailJson, ImpactJson, PrincipalJson, SettingsJson, rfc3339};
@@ -334,42 +334,37 @@ pub(crate) async fn preview(
             },
         )));
     }
-    let devices = state.populations.current(&tenant.id).await?;
-    // A million devices take a few hundred milliseconds of one core: off the
+    let decidable = state.populations.decidable(&tenant.id, &snapshot).await?;
+    // A million devices take a few hundred milliseconds of each core: off the
     // async workers, so that syncs are not held up behind a preview.
-    let json = tokio::task::spawn_blocking(move || {
+    let json = blocking("entitlement preview", move || {
         let current = snapshot.settings(service).map(|s| &s.settings);
-        current.map(|current| preview_over(service, current, &proposed, &devices, &snapshot))
+        current.map(|current| preview_over(service, current, &proposed, &decidable, &snapshot))
     })
-    .await
-    .map_err(|error| {
-        tracing::error!(%error, "entitlement preview");
-        ApiError::internal()
-    })?
+    .await?
     .ok_or_else(|| ApiError::not_found("service"))?;
     Ok(Json(json))
 }
 
 /// Who gains and who loses `service` if `current` becomes `proposed`, over
-/// every device, with how many each rollout step reaches.
+/// every device, with how many each rollout step reaches: the two are
+/// independent passes, run side by side.
 fn preview_over(
     service: &'static ServiceDef,
     current: &Settings,
     proposed: &Settings,
-    devices: &Devices,
+    decidable: &Decidable,
     snapshot: &TenantSnapshot,
 ) -> ImpactJson {
-    let groups = devices.groups(snapshot);
+    let groups = decidable.devices.groups(snapshot);
     let population = || {
-        devices
+        decidable
             .subjects(snapshot, &groups)
             .map(|(device, subject)| PopulationEntry {
                 hostname: &device.hostname,
                 subject,
             })
     };
-    let result = impact(service, current, proposed, population(), snapshot);
-    debug_assert!(result.gaining.sample.len() <= IMPACT_SAMPLE_SIZE);
     // The rollout steps of the proposed settings, from the same rule, plus
     // the proposed percentage itself when it is not one of the steps.
     let mut steps: Vec<u8> = ROLLOUT_STEPS.to_vec();
@@ -377,7 +372,16 @@ fn preview_over(
         steps.push(proposed.rollout_percent);
         steps.sort_unstable();
     }
-    let rollout = rollout_preview(service, proposed, population(), snapshot, &steps);
+    let (result, rollout) = std::thread::scope(|scope| {
+        let rollout =
+            scope.spawn(|| rollout_preview(service, proposed, population(), snapshot, &steps));
+        let result = impact(service, current, proposed, population(), snapshot);
+        let rollout = rollout
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (result, rollout)
+    });
+    debug_assert!(result.gaining.sample.len() <= IMPACT_SAMPLE_SIZE);
     let mut json = ImpactJson::from(result);
     json.rollout = rollout.into_iter().map(Into::into).collect();
     json

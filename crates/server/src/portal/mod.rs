@@ -36,7 +36,7 @@ use sign_in::{DUMMY_HASH, SignInGuard};
 use time::OffsetDateTime;
 
 use crate::admin;
-use crate::admin::device_groups::{device_group_list, held_devices};
+use crate::admin::device_groups::device_group_list;
 use crate::admin::directory::{SyncErrorJson, user_group_used_by};
 use crate::auth::{Caller, SESSION_COOKIE, session};
 use crate::enrollment::KeyJson;
@@ -764,11 +764,11 @@ async fn entitlements_page(
                     .map(|name| (id.as_str(), format!("{name} (deleted)")))
             })
             .collect();
-        let devices = state.store.all_devices(&tenant.id).await?;
+        let devices = state.populations.current(&tenant.id).await?;
         let device_groups: Vec<DeviceGroupJson> = snapshot
             .device_groups()
             .iter()
-            .map(|g| DeviceGroupJson::new(g, held_devices(g, &devices).count()))
+            .map(|g| DeviceGroupJson::new(g, devices.held_by(g)))
             .collect();
         let counts = state.store.directory_counts(&tenant.id).await?;
         Ok::<_, StoreError>(json!({
@@ -963,7 +963,7 @@ async fn device_groups_page(
 ) -> Result<Response, Response> {
     let tenant = signed_in.tenant(&state, &tenant).await?;
     let load = async {
-        let devices = state.store.all_devices(&tenant.id).await?;
+        let devices = state.populations.current(&tenant.id).await?;
         // Each row names the entitlements that select its group, so that a
         // deletion is never a surprise.
         let items = device_group_list(&state, &tenant.id, &devices).await?;
