@@ -146,7 +146,9 @@ fn compare<'a>(
 /// population's names, so that counting a device allocates nothing.
 #[derive(Default)]
 struct Tally<'a> {
-    users: HashSet<&'a str>,
+    /// Distinct users. foldhash, not std's SipHash: hashing a million names
+    /// was most of a preview's time; its seed is random per process.
+    users: HashSet<&'a str, foldhash::fast::RandomState>,
     devices: usize,
     /// The least (user name, host name) pairs so far, sorted, at most
     /// [`IMPACT_SAMPLE_SIZE`] of them.

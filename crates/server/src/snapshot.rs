@@ -48,7 +48,7 @@ pub struct TenantSnapshot {
     /// million devices looks each user up once per snapshot
     /// ([`TenantSnapshot::user_positions`]), not once per decision.
     users: Vec<SnapshotUser>,
-    user_positions: HashMap<String, u32>,
+    user_positions: HashMap<String, u32, foldhash::fast::RandomState>,
     group_names: HashMap<GroupId, String>,
     device_groups: Vec<DeviceGroup>,
     device_group_names: HashMap<DeviceGroupId, String>,
@@ -107,7 +107,8 @@ impl TenantSnapshot {
         // one closure in two), each with the number of active users holding it.
         let mut closures: HashMap<Vec<String>, (Arc<BTreeSet<GroupId>>, usize)> = HashMap::new();
         let mut users = Vec::with_capacity(data.users.len());
-        let mut user_positions = HashMap::with_capacity(data.users.len());
+        let mut user_positions =
+            HashMap::with_capacity_and_hasher(data.users.len(), Default::default());
         for user in data.users {
             let mut direct = user.groups;
             direct.sort_unstable();
