@@ -1316,6 +1316,9 @@ pub trait DeviceStore {
     /// current. Enrolling, a new report, approval, attested ownership and
     /// removal change a device; its applied state and last-seen time do not.
     /// A device may be handed over again after it changed since `revision`.
+    /// Writers only mark a device changed; this call first stamps what was
+    /// marked with the tenant's next revision (a short write, when anything
+    /// was), so that writers never queue on a tenant-wide counter.
     /// Devices are handed over as they are read, so a caller that keeps only
     /// part of each never holds a million whole devices.
     async fn device_changes(

@@ -374,11 +374,8 @@ async fn bump_data_version(
     conn.announce(tenant_id, version, device_id).await
 }
 
-/// Takes the tenant's next device revision, for a write that changes what a
-/// decision reads of a device. The counter's row stays locked until commit,
-/// so revisions become visible in the order they were taken. Every writer
-/// takes it after the device rows it locks, so that two writers never wait
-/// for each other in opposite orders.
+/// Takes the tenant's next device revision. The counter's row stays locked
+/// until commit, so revisions become visible in the order they were taken.
 async fn next_device_revision(conn: &mut Conn<'_>, tenant_id: &str) -> StoreResult<i64> {
     query(
         "INSERT INTO device_revisions (tenant_id, revision) VALUES ($1, 1)
@@ -390,15 +387,52 @@ async fn next_device_revision(conn: &mut Conn<'_>, tenant_id: &str) -> StoreResu
     .await
 }
 
-/// Stamps a device with its tenant's next revision (see [`next_device_revision`]).
-async fn stamp_device(conn: &mut Conn<'_>, tenant_id: &str, device_id: &str) -> StoreResult<()> {
-    let revision = next_device_revision(conn, tenant_id).await?;
-    query("UPDATE devices SET revision = $1 WHERE id = $2")
-        .bind(revision)
+/// Marks a device changed, for a write that changes what a decision reads of
+/// it: the next reader of [`DeviceStore::device_changes`] stamps it. Writers
+/// only mark, so that a tenant's enrollments and reports never queue on its
+/// revision counter.
+async fn mark_device_changed(conn: &mut Conn<'_>, device_id: &str) -> StoreResult<()> {
+    query("UPDATE devices SET revision = NULL WHERE id = $1")
         .id(device_id)
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// Stamps the tenant's devices and removals marked changed since the last
+/// stamping with its next revision, in one transaction that holds the
+/// counter's row until commit. Rows are locked in id order, as the sync
+/// path's batches lock them, so that a stamping and a batch queue instead of
+/// deadlocking on PostgreSQL.
+async fn stamp_changed_devices(db: &Db, tenant_id: &str) -> StoreResult<()> {
+    let marked: bool = query(
+        "SELECT EXISTS (SELECT 1 FROM devices WHERE tenant_id = $1 AND revision IS NULL)
+             OR EXISTS (SELECT 1 FROM device_removals WHERE tenant_id = $1 AND revision IS NULL)",
+    )
+    .id(tenant_id)
+    .fetch_scalar(db)
+    .await?;
+    if !marked {
+        return Ok(());
+    }
+    let mut tx = db.write().await?;
+    let revision = next_device_revision(&mut tx, tenant_id).await?;
+    let sql = format!(
+        "UPDATE devices SET revision = $1 WHERE id IN
+             (SELECT id FROM devices WHERE tenant_id = $2 AND revision IS NULL ORDER BY id{})",
+        db.for_update()
+    );
+    query_built(sql)
+        .bind(revision)
+        .id(tenant_id)
+        .execute(&mut tx)
+        .await?;
+    query("UPDATE device_removals SET revision = $1 WHERE tenant_id = $2 AND revision IS NULL")
+        .bind(revision)
+        .id(tenant_id)
+        .execute(&mut tx)
+        .await?;
+    tx.commit().await
 }
 
 /// Writes new settings as the next config version, with its history row and audit entry.
@@ -1932,11 +1966,11 @@ impl DeviceStore for SqlStore {
         let pending_approval = tenant_row(&mut tx, tenant_id).await?.device_approval;
         let id = new_id();
         let report_json = report_to_json(report);
-        let revision = next_device_revision(&mut tx, tenant_id).await?;
+        // Marked changed (revision NULL): see `mark_device_changed`.
         query(
             "INSERT INTO devices (id, tenant_id, user_id, token_hash, hostname_key, report_json, enrolled_at, last_sync_at,
                                   attested_ownership, attested_by, pending_approval, revision)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL)",
         )
         .id(&id)
         .id(tenant_id)
@@ -1949,7 +1983,6 @@ impl DeviceStore for SqlStore {
         .bind(attested.as_ref().map(|a| a.ownership.as_str()))
         .bind(attested.as_ref().map(|a| a.by.as_str()))
         .bind(pending_approval)
-        .bind(revision)
         .execute(&mut tx)
         .await?;
         let after = json!({"id": id, "user_name": user.user_name, "device": report_json,
@@ -2026,22 +2059,17 @@ impl DeviceStore for SqlStore {
             tx.commit().await?;
             return Ok(());
         };
-        let tenant_id = query(
-            "UPDATE devices SET report_json = $1, hostname_key = $2, last_sync_at = $3 WHERE id = $4
-             RETURNING tenant_id",
+        // The report is what decisions read: marked changed (see `mark_device_changed`).
+        query(
+            "UPDATE devices SET report_json = $1, hostname_key = $2, last_sync_at = $3, revision = NULL
+             WHERE id = $4",
         )
         .json(report_to_json(report).to_string())
         .bind(report.hostname.to_lowercase())
         .time(at)
         .id(device_id)
-        .fetch_optional(&mut tx)
+        .execute(&mut tx)
         .await?;
-        let Some(row) = tenant_id else {
-            // Removed while it synced: nothing left to record.
-            tx.commit().await?;
-            return Ok(());
-        };
-        stamp_device(&mut tx, &row.id("tenant_id")?, device_id).await?;
         if let Some(moved) = moved {
             Audit::new(
                 Some(&moved.tenant_id),
@@ -2127,7 +2155,7 @@ impl DeviceStore for SqlStore {
             tx.commit().await?;
             return Ok(after);
         }
-        stamp_device(&mut tx, tenant_id, device_id).await?;
+        mark_device_changed(&mut tx, device_id).await?;
         // Decisions depend on both, so every node's snapshot must notice.
         Audit::new(
             Some(tenant_id),
@@ -2221,9 +2249,11 @@ impl DeviceStore for SqlStore {
         since: Option<i64>,
         each: &mut (dyn FnMut(Device) -> StoreResult<()> + Send),
     ) -> StoreResult<DeviceChanges> {
+        stamp_changed_devices(&self.db, tenant_id).await?;
         let mut conn = self.db.read().await?;
-        // The revision first: every write numbered up to it has committed
-        // (see `next_device_revision`), so the reads below see all of them.
+        // The revision first: every stamp up to it has committed (see
+        // `stamp_changed_devices`), so the reads below see all of them; a
+        // row marked after the stamping is handed over by the next call.
         let revision = query("SELECT revision FROM device_revisions WHERE tenant_id = $1")
             .id(tenant_id)
             .fetch_optional_scalar::<i64>(&mut conn)
@@ -2279,10 +2309,8 @@ impl DeviceStore for SqlStore {
             .id(device_id)
             .execute(&mut tx)
             .await?;
-        let revision = next_device_revision(&mut tx, tenant_id).await?;
-        query("INSERT INTO device_removals (tenant_id, revision, device_id) VALUES ($1, $2, $3)")
+        query("INSERT INTO device_removals (tenant_id, device_id, revision) VALUES ($1, $2, NULL)")
             .id(tenant_id)
-            .bind(revision)
             .id(device_id)
             .execute(&mut tx)
             .await?;

@@ -16,6 +16,7 @@ use super::{report, tenant, tester};
 pub async fn run_all(store: &dyn Store) {
     changes_since_a_revision_are_handed_over(store).await;
     listings_narrowed_by_ids(store).await;
+    nothing_is_lost_while_devices_enroll(store).await;
 }
 
 /// The ids handed over since `since`, sorted, with the answer.
@@ -87,7 +88,7 @@ async fn changes_since_a_revision_are_handed_over(store: &dyn Store) {
         ids, expected,
         "every device of the tenant, no other tenant's"
     );
-    assert!(all.everything && all.revision >= 3, "{all:?}");
+    assert!(all.everything && all.revision > start.revision, "{all:?}");
     let (ids, since_start) = changes(store, &t, Some(start.revision)).await;
     assert_eq!(ids, expected, "three enrollments since the start");
     assert!(!since_start.everything && since_start.removed.is_empty());
@@ -239,5 +240,72 @@ async fn listings_narrowed_by_ids(store: &dyn Store) {
     assert_eq!(
         store.count_devices(&t, &all_but_none).await.expect("count"),
         4
+    );
+}
+
+/// A reader that follows the changes while devices enroll and report (on
+/// PostgreSQL, in transactions of their own beside its stampings) ends up
+/// with every device in its last state: none is skipped by a stamping that
+/// raced a write.
+async fn nothing_is_lost_while_devices_enroll(store: &dyn Store) {
+    let t = tenant(store, "racing").await;
+    let ada = user(store, &t, "ada").await;
+    let at = OffsetDateTime::now_utc();
+    let writes = async {
+        let mut ids = Vec::new();
+        for n in 0..40 {
+            let host = format!("race-{n}");
+            let device = store
+                .enroll_device(&t, &ada, &host, &report(&host), at, None)
+                .await
+                .expect("enrolled");
+            if n % 3 == 0 {
+                let mut newer = report(&host);
+                newer.client_version = ClientVersion::parse("5.0").expect("version");
+                store
+                    .record_sync(&device.id, Some(&newer), None, at, None)
+                    .await
+                    .expect("report");
+            }
+            ids.push(device.id);
+        }
+        ids
+    };
+    let follow = async {
+        let mut seen: std::collections::BTreeMap<String, String> = Default::default();
+        let mut since = None;
+        for _ in 0..40 {
+            let answer = store
+                .device_changes(&t, since, &mut |device: Device| {
+                    seen.insert(device.id, device.report.client_version.to_string());
+                    Ok(())
+                })
+                .await
+                .expect("changes");
+            since = Some(answer.revision);
+            tokio::task::yield_now().await;
+        }
+        (seen, since)
+    };
+    let (ids, (mut seen, since)) = tokio::join!(writes, follow);
+    store
+        .device_changes(&t, since, &mut |device: Device| {
+            seen.insert(device.id, device.report.client_version.to_string());
+            Ok(())
+        })
+        .await
+        .expect("last changes");
+    let mut everything = std::collections::BTreeMap::new();
+    store
+        .device_changes(&t, None, &mut |device: Device| {
+            everything.insert(device.id, device.report.client_version.to_string());
+            Ok(())
+        })
+        .await
+        .expect("every device");
+    assert_eq!(everything.len(), ids.len());
+    assert_eq!(
+        seen, everything,
+        "followed changes end where a full read does"
     );
 }
