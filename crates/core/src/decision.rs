@@ -1277,6 +1277,22 @@ mod tests {
 
     const DEVICES: [&str; 3] = ["d1", "d2", "d3"];
 
+    /// The grants a generated list describes: (service, device or every
+    /// device, overrides exclusions), each ending a day after the last.
+    fn active_grants(specs: &[(usize, Option<usize>, bool)]) -> Vec<ActiveGrant> {
+        specs
+            .iter()
+            .enumerate()
+            .map(|(i, (s, d, o))| ActiveGrant {
+                id: format!("grant-{i}"),
+                service_id: crate::SERVICES[*s].id.to_owned(),
+                device_id: d.map(|d| DEVICES[d].to_owned()),
+                ends_at: format!("2026-12-0{}T00:00:00Z", i + 1),
+                overrides_exclusions: *o,
+            })
+            .collect()
+    }
+
     fn grant_list() -> impl Strategy<Value = Vec<(usize, Option<usize>, bool)>> {
         proptest::collection::vec(
             (
@@ -1382,18 +1398,7 @@ mod tests {
                 exclude_device_groups: self.excluded_devices.clone(),
                 rollout_percent: self.percent,
             };
-            let grants: Vec<ActiveGrant> = self
-                .grant_specs
-                .iter()
-                .enumerate()
-                .map(|(i, (s, d, o))| ActiveGrant {
-                    id: format!("grant-{i}"),
-                    service_id: crate::SERVICES[*s].id.to_owned(),
-                    device_id: d.map(|d| DEVICES[d].to_owned()),
-                    ends_at: format!("2026-12-0{}T00:00:00Z", i + 1),
-                    overrides_exclusions: *o,
-                })
-                .collect();
+            let grants = active_grants(&self.grant_specs);
             let subject = Subject {
                 user_name: "u",
                 user_active: self.active,
@@ -1495,17 +1500,7 @@ mod tests {
                 exclude_device_groups: excluded_devices.clone(),
                 rollout_percent: percent,
             };
-            let grants: Vec<ActiveGrant> = grant_specs
-                .iter()
-                .enumerate()
-                .map(|(i, (s, d, o))| ActiveGrant {
-                    id: format!("grant-{i}"),
-                    service_id: crate::SERVICES[*s].id.to_owned(),
-                    device_id: d.map(|d| DEVICES[d].to_owned()),
-                    ends_at: format!("2026-12-0{}T00:00:00Z", i + 1),
-                    overrides_exclusions: *o,
-                })
-                .collect();
+            let grants = active_grants(&grant_specs);
             let model_grants: Vec<(&str, Option<&str>, bool)> = grant_specs
                 .iter()
                 .map(|(s, d, o)| (crate::SERVICES[*s].id, d.map(|d| DEVICES[d]), *o))
