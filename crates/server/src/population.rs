@@ -5,9 +5,11 @@
 //!
 //! A tenant's devices are read whole on the first use after the server
 //! starts; every later use first asks the store what changed since the
-//! revision it holds (two indexed reads when nothing did), so what it decides
-//! over is as current as the store, on every node. Memory is about 250 bytes
-//! a device, for the tenants someone previewed or filtered since start.
+//! revision it holds (a few indexed reads when nothing did), so what it
+//! decides over is as current as the store, on every node. Each device's user
+//! is found in the snapshot once per snapshot build and revision, and each
+//! device's service states computed once, for the passes that follow. Memory
+//! is about 200 bytes a device, for the tenants used since start.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -18,7 +20,6 @@ use entitle_core::{
 use entitle_store::{Device, DeviceIds, Store, StoreResult};
 
 use crate::error::{ApiError, ApiResult};
-
 use crate::snapshot::{DeviceFacts, TenantSnapshot, UserPosition};
 
 /// One device as a decision reads it.
