@@ -272,7 +272,7 @@ fn answer(
 
 /// The first [`IMPACT_SAMPLE_SIZE`] of `devices` in (user, host name) order,
 /// as a preview samples them.
-pub(crate) fn first_by_owner<'a, 'd>(
+fn first_by_owner<'a, 'd>(
     devices: &'a mut [&'d PopulationDevice],
 ) -> &'a [&'d PopulationDevice] {
     let by_owner = |a: &&PopulationDevice, b: &&PopulationDevice| {
