@@ -272,9 +272,7 @@ fn answer(
 
 /// The first [`IMPACT_SAMPLE_SIZE`] of `devices` in (user, host name) order,
 /// as a preview samples them.
-fn first_by_owner<'a, 'd>(
-    devices: &'a mut [&'d PopulationDevice],
-) -> &'a [&'d PopulationDevice] {
+fn first_by_owner<'a, 'd>(devices: &'a mut [&'d PopulationDevice]) -> &'a [&'d PopulationDevice] {
     let by_owner = |a: &&PopulationDevice, b: &&PopulationDevice| {
         (&a.user_name, &a.hostname).cmp(&(&b.user_name, &b.hostname))
     };
