@@ -46,7 +46,7 @@ pub struct TenantSnapshot {
     settings: BTreeMap<&'static str, StoredSettings>,
     /// Users, found by id through `user_positions`: a caller deciding over a
     /// million devices looks each user up once per snapshot
-    /// ([`TenantSnapshot::user_positions`]), not once per decision.
+    /// ([`TenantSnapshot::user_position`]), not once per decision.
     users: Vec<SnapshotUser>,
     user_positions: HashMap<String, u32, foldhash::fast::RandomState>,
     group_names: HashMap<GroupId, String>,
@@ -126,7 +126,11 @@ impl TenantSnapshot {
             // A second row for one id (none is expected) replaces the first,
             // as a map would.
             match user_positions.get(&user.id) {
-                Some(&at) => users[at as usize] = entry,
+                Some(&at) => {
+                    if let Some(slot) = users.get_mut(at as usize) {
+                        *slot = entry;
+                    }
+                }
                 None => {
                     let at = u32::try_from(users.len()).unwrap_or(u32::MAX);
                     users.push(entry);
