@@ -213,8 +213,6 @@ impl Interned<'_> {
 /// `SERVICES[i]` is on. Computed once per snapshot and revision, then kept,
 /// so that the pages of a listing filtered by state do not decide again.
 struct States {
-    build_id: u64,
-    revision: i64,
     /// Services the snapshot has settings for (the others have no state).
     decided: u32,
     on: Vec<u32>,
@@ -249,12 +247,7 @@ impl States {
                     .fold(0, |bits, (bit, _, _)| bits | bit)
             })
             .collect();
-        States {
-            build_id: snapshot.build_id,
-            revision: decidable.devices.revision,
-            decided,
-            on,
-        }
+        States { decided, on }
     }
 
     /// Whether device `at` is `wanted` (on or off) for `service`, or for any
@@ -270,13 +263,47 @@ impl States {
     }
 }
 
-/// One tenant's devices and the states last computed over them.
+/// One tenant's devices and what was last worked out over them.
 #[derive(Default)]
 struct Population {
     devices: Option<Arc<Devices>>,
-    /// Each device's user in one snapshot, by (build, revision).
-    users: Option<(u64, i64, Arc<Vec<UserPosition>>)>,
-    states: Option<Arc<States>>,
+    /// Each device's user in one snapshot.
+    users: Option<ForSnapshot<Vec<UserPosition>>>,
+    states: Option<ForSnapshot<States>>,
+}
+
+/// Something worked out over a tenant's devices at one revision under one
+/// snapshot build: kept while both stand.
+struct ForSnapshot<T> {
+    build_id: u64,
+    revision: i64,
+    value: Arc<T>,
+}
+
+impl<T: Send + Sync + 'static> ForSnapshot<T> {
+    /// The kept value if it is for `snapshot` and `devices`, else `work`'s,
+    /// run off the async workers and kept in `slot`.
+    async fn get_or_work(
+        slot: &mut Option<Self>,
+        snapshot: &TenantSnapshot,
+        devices: &Devices,
+        what: &'static str,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> ApiResult<Arc<T>> {
+        if let Some(kept) = slot.as_ref()
+            && kept.build_id == snapshot.build_id
+            && kept.revision == devices.revision
+        {
+            return Ok(Arc::clone(&kept.value));
+        }
+        let value = Arc::new(blocking(what, work).await?);
+        *slot = Some(ForSnapshot {
+            build_id: snapshot.build_id,
+            revision: devices.revision,
+            value: Arc::clone(&value),
+        });
+        Ok(value)
+    }
 }
 
 /// A tenant's devices with each one's user found in one snapshot: what a
@@ -422,23 +449,15 @@ impl Populations {
         population: &mut Population,
     ) -> ApiResult<Decidable> {
         let devices = self.refresh(tenant_id, population).await?;
-        let users = match &population.users {
-            Some((build_id, revision, users))
-                if *build_id == snapshot.build_id && *revision == devices.revision =>
-            {
-                Arc::clone(users)
-            }
-            _ => {
-                let (for_devices, for_snapshot) = (Arc::clone(&devices), Arc::clone(snapshot));
-                let users = blocking("finding the devices' users", move || {
-                    Decidable::find_users(&for_devices, &for_snapshot)
-                })
-                .await?;
-                let users = Arc::new(users);
-                population.users = Some((snapshot.build_id, devices.revision, Arc::clone(&users)));
-                users
-            }
-        };
+        let (for_devices, for_snapshot) = (Arc::clone(&devices), Arc::clone(snapshot));
+        let users = ForSnapshot::get_or_work(
+            &mut population.users,
+            snapshot,
+            &devices,
+            "finding the devices' users",
+            move || Decidable::find_users(&for_devices, &for_snapshot),
+        )
+        .await?;
         Ok(Decidable { devices, users })
     }
 
@@ -461,23 +480,15 @@ impl Populations {
             .decidable_in(tenant_id, snapshot, &mut population)
             .await?;
         let devices = Arc::clone(&decidable.devices);
-        let states = match &population.states {
-            Some(states)
-                if states.build_id == snapshot.build_id && states.revision == devices.revision =>
-            {
-                Arc::clone(states)
-            }
-            _ => {
-                let for_snapshot = Arc::clone(snapshot);
-                let states = blocking("deciding device states", move || {
-                    States::compute(&decidable, &for_snapshot)
-                })
-                .await?;
-                let states = Arc::new(states);
-                population.states = Some(Arc::clone(&states));
-                states
-            }
-        };
+        let for_snapshot = Arc::clone(snapshot);
+        let states = ForSnapshot::get_or_work(
+            &mut population.states,
+            snapshot,
+            &devices,
+            "deciding device states",
+            move || States::compute(&decidable, &for_snapshot),
+        )
+        .await?;
         drop(population);
         let service = service.and_then(|wanted| SERVICES.iter().position(|s| s.id == wanted.id));
         let matching = (0..devices.len())

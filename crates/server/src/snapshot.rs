@@ -312,7 +312,8 @@ impl TenantSnapshot {
         device: &'a Device,
         device_groups: &'a BTreeSet<DeviceGroupId>,
     ) -> Subject<'a> {
-        self.subject_of(
+        self.subject_at(
+            self.user_position(&device.user_id),
             DeviceFacts {
                 device_id: &device.id,
                 user_id: &device.user_id,
@@ -322,16 +323,6 @@ impl TenantSnapshot {
             },
             device_groups,
         )
-    }
-
-    /// The subject of a decision for a device known by its facts alone (a
-    /// preview over every device keeps these, not whole devices).
-    pub fn subject_of<'a>(
-        &'a self,
-        device: DeviceFacts<'a>,
-        device_groups: &'a BTreeSet<DeviceGroupId>,
-    ) -> Subject<'a> {
-        self.subject_at(self.user_position(device.user_id), device, device_groups)
     }
 
     /// Where a user is in this snapshot, for [`TenantSnapshot::subject_at`].
@@ -347,8 +338,9 @@ impl TenantSnapshot {
         self.users.get(at as usize)
     }
 
-    /// [`TenantSnapshot::subject_of`] for a device whose user was found
-    /// beforehand with [`TenantSnapshot::user_position`]. A position from
+    /// The subject of a decision for a device known by its facts alone (the
+    /// device population keeps these, not whole devices), whose user was
+    /// found beforehand with [`TenantSnapshot::user_position`]. A position from
     /// another snapshot is not trusted: the user is looked up again.
     pub fn subject_at<'a>(
         &'a self,
