@@ -35,10 +35,7 @@ async fn previews_and_state_listings_follow_every_device_change(db: Database) {
     let first = TestApp::start(&db).await;
     // On SQLite one node is the whole deployment; on PostgreSQL the changes
     // are made through a second node.
-    let second = match &db {
-        Database::Postgres(_) => Some(TestApp::start(&db).await),
-        Database::Sqlite(_) => None,
-    };
+    let second = TestApp::second_node(&db).await;
     let other = second.as_ref().unwrap_or(&first);
     let t = first.tenant("acme").await;
     t.user(&first, "ada", &[]).await;

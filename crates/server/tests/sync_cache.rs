@@ -84,10 +84,7 @@ async fn a_device_removed_on_another_node_is_refused_at_its_next_sync(db: Databa
     let first = TestApp::start(&db).await;
     // On SQLite one node is the whole deployment; the second node is the
     // same server.
-    let second = match &db {
-        Database::Postgres(_) => Some(TestApp::start(&db).await),
-        Database::Sqlite(_) => None,
-    };
+    let second = TestApp::second_node(&db).await;
     let other = second.as_ref().unwrap_or(&first);
     let t = first.tenant("acme").await;
     t.user(&first, "ada", &[]).await;
@@ -120,10 +117,7 @@ async fn a_device_removed_on_another_node_is_refused_at_its_next_sync(db: Databa
 
 async fn a_device_attested_on_another_node_answers_its_held_poll(db: Database) {
     let first = TestApp::start(&db).await;
-    let second = match &db {
-        Database::Postgres(_) => Some(TestApp::start(&db).await),
-        Database::Sqlite(_) => None,
-    };
+    let second = TestApp::second_node(&db).await;
     let other = second.as_ref().unwrap_or(&first);
     let t = first.tenant("acme").await;
     t.user(&first, "ada", &[]).await;

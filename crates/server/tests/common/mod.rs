@@ -89,6 +89,15 @@ macro_rules! on_both_backends {
 }
 
 impl TestApp {
+    /// A second node on the same database, on PostgreSQL; `None` on SQLite,
+    /// where one node is the whole deployment.
+    pub async fn second_node(db: &Database) -> Option<Self> {
+        match db {
+            Database::Postgres(_) => Some(Self::start(db).await),
+            Database::Sqlite(_) => None,
+        }
+    }
+
     /// Starts a server on the database, as a new node.
     pub async fn start(db: &Database) -> Self {
         Self::start_with(db, ServerConfig::default()).await
