@@ -161,7 +161,9 @@ pub(super) async fn run(args: &BenchArgs) -> anyhow::Result<()> {
             p99_ms: percentile(latencies, 0.99).as_secs_f64() * 1e3,
             server_errors,
         };
-        let (anon_mib, file_mib) = resident_kinds(server.pid());
+        // Anonymous memory (the heap) and file-backed memory apart, so
+        // that a growth can be told apart.
+        let (anon_mib, file_mib) = server.resident_kinds();
         writeln!(
             csv,
             "{:.0},{:.1},{},{},{:.2},{syncs},{held},{saves},{scim_writes},{server_errors},{other_errors},{:.1},{anon_mib:.1},{file_mib:.1}",
@@ -205,21 +207,6 @@ pub(super) async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     report("CSV", csv_path.display().to_string());
     drop(server);
     Ok(())
-}
-
-/// The server's resident memory split into anonymous (the heap: what the
-/// server allocates) and file-backed (the binary, mapped files), in MiB,
-/// so that a growth can be told apart.
-fn resident_kinds(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib = |field: &str| -> f64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (kib("RssAnon:") / 1024.0, kib("RssFile:") / 1024.0)
 }
 
 struct Sample {

@@ -231,6 +231,12 @@ impl Metrics {
 pub struct ProcessFigures {
     /// Resident set size, in bytes.
     pub resident_bytes: u64,
+    /// The part of it that is anonymous memory (the heap), in bytes; 0 where
+    /// the kernel does not say.
+    pub anonymous_bytes: u64,
+    /// The part of it that maps files (the binary, libraries), in bytes; 0
+    /// where the kernel does not say.
+    pub file_bytes: u64,
     /// User plus system CPU time, in seconds.
     pub cpu_seconds: f64,
 }
@@ -248,21 +254,28 @@ impl ProcessFigures {
 
     fn read_from(dir: &str) -> Option<Self> {
         let status = std::fs::read_to_string(format!("{dir}/status")).ok()?;
-        let resident_kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()?;
+        // A field of `status` such as `VmRSS:   1234 kB`, in bytes.
+        let bytes = |field: &str| -> Option<u64> {
+            let kib: u64 = status
+                .lines()
+                .find_map(|l| l.strip_prefix(field))?
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .ok()?;
+            Some(kib.saturating_mul(1024))
+        };
+        let resident_bytes = bytes("VmRSS:")?;
         let stat = std::fs::read_to_string(format!("{dir}/stat")).ok()?;
         // Fields after the parenthesised name; utime and stime are the 12th and
         // 13th, in clock ticks of 1/100 s (USER_HZ on every Linux architecture).
         let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
         let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
         Some(Self {
-            resident_bytes: resident_kib.saturating_mul(1024),
+            resident_bytes,
+            anonymous_bytes: bytes("RssAnon:").unwrap_or(0),
+            file_bytes: bytes("RssFile:").unwrap_or(0),
             cpu_seconds: ticks / 100.0,
         })
     }
@@ -284,4 +297,21 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         started.elapsed().as_secs_f64(),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ProcessFigures;
+
+    #[test]
+    fn this_process_has_its_resident_memory_read_and_split_into_kinds() {
+        let figures = ProcessFigures::read().expect("Linux has /proc/self");
+        assert!(figures.anonymous_bytes > 0, "{figures:?}");
+        assert!(figures.file_bytes > 0, "{figures:?}");
+        // VmRSS is RssAnon + RssFile + RssShmem, all read from one snapshot.
+        assert!(
+            figures.anonymous_bytes + figures.file_bytes <= figures.resident_bytes,
+            "{figures:?}"
+        );
+    }
 }
