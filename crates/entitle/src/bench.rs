@@ -144,6 +144,10 @@ pub struct BenchArgs {
     /// Agents holding long-polls during `--soak`.
     #[arg(long, default_value_t = 2_000)]
     agents: usize,
+    /// Clients doing plain (not held) syncs during `--soak`, each at most
+    /// every 20 ms; 0 leaves them out, to tell what they add.
+    #[arg(long, default_value_t = 4)]
+    soak_sync_clients: usize,
 }
 
 #[allow(clippy::print_stdout)]

@@ -23,8 +23,7 @@ use crate::demo;
 
 /// Time between samples.
 const SAMPLE: Duration = Duration::from_secs(10);
-/// Clients doing plain (not held) syncs, each at most once per `SYNC_PERIOD`.
-const SYNC_CLIENTS: usize = 4;
+/// Each plain-sync client (`--soak-sync-clients`) syncs at most once per `SYNC_PERIOD`.
 const SYNC_PERIOD: Duration = Duration::from_millis(20);
 /// Time between settings saves.
 const SAVE_PERIOD: Duration = Duration::from_secs(5);
@@ -132,8 +131,13 @@ pub(super) async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     for agent in &agents {
         tasks.push(tokio::spawn(hold(load.clone(), agent.clone())));
     }
-    for worker in 0..SYNC_CLIENTS {
-        tasks.push(tokio::spawn(syncs(load.clone(), agents.clone(), worker)));
+    for worker in 0..args.soak_sync_clients {
+        tasks.push(tokio::spawn(syncs(
+            load.clone(),
+            agents.clone(),
+            worker,
+            args.soak_sync_clients,
+        )));
     }
     tasks.push(tokio::spawn(saves(load.clone())));
     tasks.push(tokio::spawn(scim_writes(load.clone(), scim)));
@@ -362,8 +366,9 @@ async fn hold(load: Arc<Load>, agent: Arc<Enrolled>) {
 }
 
 /// Plain syncs at a steady rate, alternating the 200 path (no
-/// `If-None-Match`) and the 304 path (the ETag the last answer gave).
-async fn syncs(load: Arc<Load>, agents: Vec<Arc<Enrolled>>, worker: usize) {
+/// `If-None-Match`) and the 304 path (the ETag the last answer gave), by
+/// client `worker` of `clients`, each taking every `clients`-th agent in turn.
+async fn syncs(load: Arc<Load>, agents: Vec<Arc<Enrolled>>, worker: usize, clients: usize) {
     let url = format!("{}/agent/v1/sync", load.base);
     let mut etags: Vec<String> = agents.iter().map(|a| a.etag.clone()).collect();
     let mut ticks = tokio::time::interval(SYNC_PERIOD);
@@ -372,7 +377,7 @@ async fn syncs(load: Arc<Load>, agents: Vec<Arc<Enrolled>>, worker: usize) {
     let mut round = 0u64;
     while Instant::now() < load.deadline {
         ticks.tick().await;
-        index = (index + SYNC_CLIENTS) % agents.len().max(1);
+        index = (index + clients) % agents.len().max(1);
         round += 1;
         let Some(agent) = agents.get(index) else {
             return;
