@@ -165,8 +165,8 @@ pub(super) async fn run(args: &BenchArgs) -> anyhow::Result<()> {
             p99_ms: percentile(latencies, 0.99).as_secs_f64() * 1e3,
             server_errors,
         };
-        // Anonymous memory (the heap) and file-backed memory apart, so
-        // that a growth can be told apart.
+        // Anonymous (the heap) and file-backed memory separately, so that a
+        // growth can be attributed to one of them.
         let (anon_mib, file_mib) = server.resident_kinds();
         writeln!(
             csv,
