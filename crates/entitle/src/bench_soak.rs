@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use entitle_server::ProcessFigures;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
@@ -157,26 +158,33 @@ pub(super) async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         next += SAMPLE;
         let latencies = std::mem::take(&mut *load.latencies.lock().await);
         let [syncs, held, saves, scim_writes, server_errors, other_errors] = load.counters.take();
+        // One reading of the server's figures, so that RSS, its anonymous
+        // (heap) and file-backed parts and the CPU time agree with each other.
+        let figures = ProcessFigures::of_process(server.pid());
+        let mib = |bytes: fn(&ProcessFigures) -> u64| {
+            figures
+                .as_ref()
+                .map_or(0.0, |f| bytes(f) as f64 / (1024.0 * 1024.0))
+        };
         let sample = Sample {
             seconds: soak_started.elapsed().as_secs_f64(),
-            rss_mib: server.rss() as f64 / (1024.0 * 1024.0),
+            rss_mib: mib(|f| f.resident_bytes),
             fds: server.open_fds(),
             held: held_long_polls(&metrics_client, &server.base).await,
             p99_ms: percentile(latencies, 0.99).as_secs_f64() * 1e3,
             server_errors,
         };
-        // Anonymous (the heap) and file-backed memory separately, so that a
-        // growth can be attributed to one of them.
-        let (anon_mib, file_mib) = server.resident_kinds();
         writeln!(
             csv,
-            "{:.0},{:.1},{},{},{:.2},{syncs},{held},{saves},{scim_writes},{server_errors},{other_errors},{:.1},{anon_mib:.1},{file_mib:.1}",
+            "{:.0},{:.1},{},{},{:.2},{syncs},{held},{saves},{scim_writes},{server_errors},{other_errors},{:.1},{:.1},{:.1}",
             sample.seconds,
             sample.rss_mib,
             sample.fds,
             sample.held,
             sample.p99_ms,
-            server.cpu_seconds()
+            figures.as_ref().map_or(0.0, |f| f.cpu_seconds),
+            mib(|f| f.anonymous_bytes),
+            mib(|f| f.file_bytes),
         )?;
         csv.flush()?;
         report(

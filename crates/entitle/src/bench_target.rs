@@ -146,14 +146,6 @@ impl ChildServer {
         ProcessFigures::of_process(self.pid()).map_or(0, |p| p.resident_bytes)
     }
 
-    /// Resident memory now, anonymous and file-backed, in MiB.
-    pub fn resident_kinds(&self) -> (f64, f64) {
-        const MIB: f64 = 1024.0 * 1024.0;
-        ProcessFigures::of_process(self.pid()).map_or((0.0, 0.0), |p| {
-            (p.anonymous_bytes as f64 / MIB, p.file_bytes as f64 / MIB)
-        })
-    }
-
     /// Open file descriptors now.
     pub fn open_fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map_or(0, |d| d.count())
