@@ -5,7 +5,7 @@ use std::time::Duration;
 use axum::extract::{Request, State};
 use std::sync::Arc;
 
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
+use axum::http::header::{AUTHORIZATION, CONNECTION, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -30,11 +30,30 @@ use crate::state::AppState;
 use crate::sync_cache::{KnownDevice, Remembered};
 use crate::wire::{AppliedReport, PolicyJson, ReportJson};
 
-/// The agent protocol's routes.
+/// The agent protocol's routes. Their every answer closes its connection.
+///
+/// The agent lane ([`crate::lane`]) serves a connection only while it has
+/// carried nothing but syncs; a connection that reached these handlers (an
+/// enrollment, or a sync the lane declined) stays with hyper for good, and
+/// would carry the device's later syncs, held long-polls included, at
+/// hyper's cost per connection (its read and write buffers, 16–24 KiB) for
+/// as long as the agent keeps it. An agent's HTTP client pools connections,
+/// so its first sync would take the one it enrolled on, and every
+/// connection that once carried another request drifts to hyper: a soak's
+/// heap grew with them until all had. Closed, the agent's next sync opens a
+/// connection that the lane serves.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/agent/v1/enroll", post(enroll))
         .route("/agent/v1/sync", post(sync))
+        .layer(axum::middleware::map_response(close_connection))
+}
+
+async fn close_connection(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// Body of an enrollment.

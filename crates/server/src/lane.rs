@@ -14,7 +14,9 @@
 //! chunked, over 1 MiB or behind `Expect: 100-continue`, a head it cannot parse)
 //! is handed to axum with the bytes already read, through [`LaneListener`],
 //! which axum accepts from as from a TCP listener. A connection handed over
-//! stays with hyper.
+//! stays with hyper; the agent routes close it after their answer (see
+//! [`crate::agent::router`]), so that an agent's next sync opens a connection
+//! the lane serves.
 //!
 //! Over HTTPS the lane also does the TLS handshake, in each connection's task;
 //! everything after it reads and writes the decrypted stream ([`Conn`]).

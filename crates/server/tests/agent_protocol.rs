@@ -725,7 +725,8 @@ async fn one_connection_carries_syncs_pipelines_and_other_routes() {
     let health = read_answer(&mut stream, &mut pending).await;
     assert_eq!(health.status, 200);
 
-    // And syncs still work there, with the same answers.
+    // And syncs still work there, with the same answers; the connection then
+    // ends, so that the agent's next sync comes on one the lane serves.
     stream
         .write_all(&raw_sync(&token, &device, Some(&etag), ""))
         .await
@@ -733,6 +734,65 @@ async fn one_connection_carries_syncs_pipelines_and_other_routes() {
     let again = read_answer(&mut stream, &mut pending).await;
     assert_eq!(again.status, 304);
     assert_eq!(again.header("etag"), Some(etag.as_str()));
+    assert_closed_after(&mut stream, &again, &pending).await;
+}
+
+/// Asserts that `answer` said `Connection: close` and the server then closed.
+async fn assert_closed_after(stream: &mut TcpStream, answer: &RawAnswer, pending: &[u8]) {
+    assert_eq!(answer.header("connection"), Some("close"));
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(read, Ok(Ok(0))) && pending.is_empty(),
+        "the server closed the connection after the answer: {read:?}, {} bytes after it",
+        pending.len() + rest.len()
+    );
+}
+
+/// An agent's HTTP client reuses the connection it enrolled on for its first
+/// sync: the enrollment's answer closes it, so that every sync of the device
+/// comes on a connection that carries only syncs (served by the agent lane,
+/// which keeps none of hyper's buffers while a long-poll is held). Syncs on
+/// such a connection keep it open.
+#[tokio::test]
+async fn an_enrollment_closes_its_connection_and_syncs_keep_theirs() {
+    let db = Database::sqlite();
+    let app = TestApp::start(&db).await;
+    let t = app.tenant("acme").await;
+    t.user(&app, "ada", &[]).await;
+    let device = report("ada-mbp", "macos", "4.0", "corporate", true);
+    let body = json!({"enrollment_key": t.enrollment_key, "user_name": "ada", "device": device})
+        .to_string();
+    let address = app.base.trim_start_matches("http://").to_owned();
+    let mut stream = TcpStream::connect(&address).await.expect("connect");
+    let enroll = format!(
+        "POST /agent/v1/enroll HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(enroll.as_bytes()).await.expect("write");
+    let mut pending = Vec::new();
+    let enrolled = read_answer(&mut stream, &mut pending).await;
+    assert_eq!(enrolled.status, 201);
+    assert_closed_after(&mut stream, &enrolled, &pending).await;
+
+    let enrolled: Value = serde_json::from_slice(&enrolled.body).expect("enrolled");
+    let token = enrolled["device_token"].as_str().expect("token");
+    let mut stream = TcpStream::connect(&address).await.expect("connect");
+    let mut etag = None;
+    for _ in 0..3 {
+        stream
+            .write_all(&raw_sync(token, &device, etag.as_deref(), ""))
+            .await
+            .expect("write");
+        let answer = read_answer(&mut stream, &mut pending).await;
+        assert!(matches!(answer.status, 200 | 304), "{}", answer.status);
+        assert_eq!(
+            answer.header("connection"),
+            None,
+            "a sync-only connection stays open"
+        );
+        etag = answer.header("etag").map(str::to_owned);
+    }
 }
 
 /// A chunked body and HTTP/1.0 are served too (by the full router), and
