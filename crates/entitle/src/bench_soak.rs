@@ -69,7 +69,11 @@ impl Counters {
 
 struct Load {
     base: String,
+    /// The agents' connections: held long-polls and plain syncs.
     client: reqwest::Client,
+    /// The administrator's and the directory's (saves, SCIM writes): in a
+    /// company they come from other machines, never over an agent's connection.
+    admin: reqwest::Client,
     counters: Counters,
     /// Latencies of the plain syncs since the last sample.
     latencies: Mutex<Vec<Duration>>,
@@ -117,13 +121,17 @@ pub(super) async fn run(args: &BenchArgs) -> anyhow::Result<()> {
             started.elapsed().as_secs_f64()
         ),
     );
-    let scim = scim_setup(&client, &server.base).await?;
+    let admin = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    let scim = scim_setup(&admin, &server.base).await?;
     report("SCIM users created", scim.0.len().to_string());
 
     let minutes = args.minutes.max(1);
     let load = Arc::new(Load {
         base: server.base.clone(),
         client,
+        admin,
         counters: Counters::default(),
         latencies: Mutex::new(Vec::new()),
         deadline: Instant::now() + Duration::from_secs(minutes * 60),
@@ -435,7 +443,7 @@ async fn saves(load: Arc<Load>) {
         let body = json!({"enabled_by_default": on, "user_groups": [], "device_groups": [], "logout_on_enable": false});
         on = !on;
         match load
-            .client
+            .admin
             .put(&url)
             .bearer_auth(demo::ADMIN_TOKEN)
             .json(&body)
@@ -529,7 +537,7 @@ async fn scim_writes(load: Arc<Load>, (users, group): ScimFixture) {
             "Operations": [operation],
         });
         match load
-            .client
+            .admin
             .patch(&url)
             .bearer_auth(demo::SCIM_TOKEN)
             .header("content-type", "application/scim+json")
