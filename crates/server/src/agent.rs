@@ -40,8 +40,9 @@ use crate::wire::{AppliedReport, PolicyJson, ReportJson};
 /// as long as the agent keeps it. An agent's HTTP client pools connections,
 /// so its first sync would take the one it enrolled on, and every
 /// connection that once carried another request drifts to hyper: a soak's
-/// heap grew with them until all had. Closed, the agent's next sync opens a
-/// connection that the lane serves.
+/// heap grew as they did. Closed, the agent's next sync opens a connection
+/// that the lane serves. (An answer refused before these routes, by the edge
+/// layer, keeps the connection open.)
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/agent/v1/enroll", post(enroll))
