@@ -515,53 +515,68 @@ fn prepare(
 impl HeldSync {
     /// Waits for a change that alters the device's policy, the deadline or the
     /// server's shutdown, and answers.
-    pub(crate) async fn finish(mut self, state: &AppState) -> ApiResult<SyncAnswer> {
-        let _held = HeldPoll::new(state);
-        let mut shutdown = state.shutdown.clone();
-        let mut nudged = false;
-        loop {
-            tokio::select! {
-                changed = self.changes.changed() => {
-                    if changed.is_err() {
-                        break;
+    ///
+    /// Not an `async fn`, which would keep `self` twice (as passed and as its
+    /// local) in the state every held long-poll carries for its whole hold.
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice"
+    )]
+    pub(crate) fn finish(
+        mut self,
+        state: &AppState,
+    ) -> impl Future<Output = ApiResult<SyncAnswer>> + '_ {
+        async move {
+            let _held = HeldPoll::new(state);
+            let mut nudged = false;
+            // Read after `changes` was subscribed: the shutdown sets the flag,
+            // then wakes every channel (`Snapshots::wake_all`), so a hold sees
+            // it either here or on waking. No receiver of its own: every held
+            // long-poll would carry one, and its wait.
+            while !*state.shutdown.borrow() {
+                tokio::select! {
+                    changed = self.changes.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                        // An administrator asked this device to sync now, or changed
+                        // or removed it: answer (below) from a fresh read of it.
+                        if state.snapshots.take_nudge(&self.known.device.id) {
+                            nudged = true;
+                            break;
+                        }
+                        // Another device's "sync now", or the shutdown, leaves the
+                        // snapshot as it was.
+                        let generation = *self.changes.borrow_and_update();
+                        if generation == self.generation {
+                            continue;
+                        }
+                        self.generation = generation;
+                        // Decided from the snapshot alone: a change to the device
+                        // itself comes as a nudge (above), on every node.
+                        if let Some(policy) = Box::pin(self.changed_policy(state)).await? {
+                            state.metrics.sync("policy");
+                            state.metrics.policy_changes_pushed.inc();
+                            return Ok(SyncAnswer::Policy(policy));
+                        }
                     }
-                    // An administrator asked this device to sync now, or changed
-                    // or removed it: answer (below) from a fresh read of it.
-                    if state.snapshots.take_nudge(&self.known.device.id) {
-                        nudged = true;
-                        break;
-                    }
-                    // Another device's "sync now" leaves the snapshot as it was.
-                    let generation = *self.changes.borrow_and_update();
-                    if generation == self.generation {
-                        continue;
-                    }
-                    self.generation = generation;
-                    // Decided from the snapshot alone: a change to the device
-                    // itself comes as a nudge (above), on every node.
-                    if let Some(policy) = Box::pin(self.changed_policy(state)).await? {
-                        state.metrics.sync("policy");
-                        state.metrics.policy_changes_pushed.inc();
-                        return Ok(SyncAnswer::Policy(policy));
-                    }
+                    () = tokio::time::sleep_until(self.deadline) => break,
                 }
-                () = tokio::time::sleep_until(self.deadline) => break,
-                () = stopping(&mut shutdown) => break,
             }
+            // A last look, so that a change whose wake-up raced the deadline is not lost.
+            let changed = if nudged {
+                let policy = Box::pin(reread_policy(state, &self.known)).await?;
+                (policy.etag != self.etag).then_some(policy)
+            } else {
+                Box::pin(self.changed_policy(state)).await?
+            };
+            if let Some(policy) = changed {
+                state.metrics.sync("policy");
+                return Ok(SyncAnswer::Policy(policy));
+            }
+            state.metrics.sync("not_modified");
+            Ok(SyncAnswer::NotModified { etag: self.etag })
         }
-        // A last look, so that a change whose wake-up raced the deadline is not lost.
-        let changed = if nudged {
-            let policy = Box::pin(reread_policy(state, &self.known)).await?;
-            (policy.etag != self.etag).then_some(policy)
-        } else {
-            Box::pin(self.changed_policy(state)).await?
-        };
-        if let Some(policy) = changed {
-            state.metrics.sync("policy");
-            return Ok(SyncAnswer::Policy(policy));
-        }
-        state.metrics.sync("not_modified");
-        Ok(SyncAnswer::NotModified { etag: self.etag })
     }
 
     /// The device's policy under this node's current snapshot if it differs
@@ -593,9 +608,15 @@ async fn reread_policy(state: &AppState, known: &KnownDevice) -> ApiResult<Prepa
 }
 
 /// Completes when the server starts shutting down.
+/// Written out rather than with `wait_for`, whose future is larger: every
+/// held long-poll waits on one.
 pub(crate) async fn stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
-    // The guard returned by `wait_for` is not `Send`; drop it before returning.
-    let _ = shutdown.wait_for(|stopping| *stopping).await.map(|_| ());
+    // A closed channel means the server is gone: stopping too.
+    while !*shutdown.borrow_and_update() {
+        if shutdown.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Keeps the held-long-poll gauge true even when the request is dropped.

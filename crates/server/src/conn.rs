@@ -44,10 +44,17 @@ impl Conn {
 
     /// Peeks at the socket under any TLS: 0 means the client's end of the
     /// stream; more means it sent something (a request, or TLS's close alert).
-    pub(crate) async fn peek(&self, probe: &mut [u8]) -> io::Result<usize> {
+    /// A poll rather than an `async fn`: a held connection waits on it, and
+    /// tokio's `peek` future is some 250 bytes of its state.
+    pub(crate) fn poll_peek(
+        &self,
+        cx: &mut Context<'_>,
+        probe: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut probe = ReadBuf::new(probe);
         match self {
-            Conn::Plain(stream) => stream.peek(probe).await,
-            Conn::Tls(stream) => stream.get_ref().0.peek(probe).await,
+            Conn::Plain(stream) => stream.poll_peek(cx, &mut probe),
+            Conn::Tls(stream) => stream.get_ref().0.poll_peek(cx, &mut probe),
         }
     }
 }

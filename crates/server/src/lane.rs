@@ -5,10 +5,10 @@
 //! keeps its read buffer (8–16 KiB) and its write buffer (8 KiB) for as long as
 //! it is held, and neither initial size can be configured. Here a connection
 //! owns a buffer only while a request is being read; while it waits it is the
-//! socket, the [`HeldSync`] and a small task. The head is parsed by `httparse`
+//! socket, the [`HeldSync`](crate::agent::HeldSync) and a small task. The head is parsed by `httparse`
 //! (hyper's own parser); the lane writes only the answers a sync has: 200 with a
 //! policy, 304, or an error in the API's JSON format. The decision logic is the
-//! same as the axum handler's ([`begin_sync`], [`HeldSync::finish`]).
+//! same as the axum handler's ([`begin_sync`], [`HeldSync::finish`](crate::agent::HeldSync::finish)).
 //!
 //! Any request the lane does not take (another route, HTTP/1.0, a body that is
 //! chunked, over 1 MiB or behind `Expect: 100-continue`, a head it cannot parse)
@@ -37,8 +37,7 @@ use crate::conn::Conn;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::agent::{
-    HeldSync, SyncAnswer, SyncQuery, SyncRequest, SyncStep, admit, begin_sync, device_token_hash,
-    stopping,
+    SyncAnswer, SyncQuery, SyncRequest, SyncStep, admit, begin_sync, device_token_hash, stopping,
 };
 use crate::error::ApiResult;
 use crate::extract::query_from_str;
@@ -130,7 +129,7 @@ async fn accept_loop(listener: TcpListener, lane: Arc<Lane>, alive: watch::Recei
                 if let Err(error) = stream.set_nodelay(true) {
                     tracing::debug!(%error, "could not set TCP_NODELAY");
                 }
-                tokio::spawn(handshake_then_serve(
+                tokio::spawn(serve_connection(
                     lane.clone(),
                     stream,
                     address,
@@ -158,179 +157,216 @@ fn is_connection_error(error: &io::Error) -> bool {
     )
 }
 
-/// Completes the TLS handshake, if the server speaks TLS, in the connection's
-/// own task (so that a slow client never holds up the accept loop) and under
-/// the header-read timeout, then serves the connection.
-async fn handshake_then_serve(
+/// Serves syncs on one connection until it closes, the server shuts down, or a
+/// request comes that is not for the lane. Over HTTPS it first completes the
+/// TLS handshake, in the connection's own task (so that a slow client never
+/// holds up the accept loop) and under the header-read timeout.
+///
+/// This future is what a held long-poll costs, so it is kept small. It is not
+/// an `async fn`, which would keep every argument twice (as passed and as its
+/// local) for the life of the connection; and each step but the hold is boxed,
+/// so that the state kept across the hold is only the hold's.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice"
+)]
+fn serve_connection(
     lane: Arc<Lane>,
     stream: TcpStream,
     address: SocketAddr,
     slot: OwnedSemaphorePermit,
     alive: watch::Receiver<()>,
-) {
-    let stream = match &lane.tls {
-        None => Conn::Plain(stream),
-        Some(acceptor) => {
-            let timeout = lane.state.config.header_read_timeout;
-            let mut shutdown = lane.state.shutdown.clone();
-            let handshake = Box::pin(tokio::time::timeout(timeout, acceptor.accept(stream)));
-            tokio::select! {
-                done = handshake => match done {
-                    Ok(Ok(stream)) => Conn::Tls(Box::new(stream)),
-                    Ok(Err(error)) => {
-                        tracing::debug!(%error, %address, "TLS handshake failed");
+) -> impl Future<Output = ()> + Send {
+    async move {
+        // Dropped with the connection: the lane's connections are all gone
+        // once every clone of it is.
+        let _alive = &alive;
+        let mut stream = match &lane.tls {
+            None => Conn::Plain(stream),
+            Some(acceptor) => {
+                match Box::pin(handshake(&lane.state, acceptor, stream, address)).await {
+                    Some(stream) => stream,
+                    None => return,
+                }
+            }
+        };
+        let mut buffer = Vec::new();
+        let mut shutdown = lane.state.shutdown.clone();
+        loop {
+            if buffer.is_empty() {
+                // Idle between requests: no buffer, only the socket, for a while.
+                tokio::select! {
+                    ready = tokio::time::timeout(lane.state.config.idle_timeout, stream.readable()) => {
+                        if !matches!(ready, Ok(Ok(()))) {
+                            return;
+                        }
+                    }
+                    () = stopping(&mut shutdown) => return,
+                }
+            }
+            let started = Instant::now();
+            let (first_look, close) =
+                match Box::pin(take_sync(&lane, &mut stream, &mut buffer, address)).await {
+                    Taken::Sync { first_look, close } => (first_look, close),
+                    Taken::Other => {
+                        // axum's side has closed only if the server is stopping.
+                        let handed = Rewound::new(buffer, stream, slot);
+                        let _ = Box::pin(lane.hand_over.send((handed, address))).await;
                         return;
                     }
-                    Err(_) => {
-                        tracing::debug!(%address, "TLS handshake timed out");
-                        return;
+                    Taken::End => return,
+                };
+            let mut close = close;
+            let answered = match first_look {
+                Ok(SyncStep::Hold(held)) => {
+                    let watch_client = buffer.is_empty() && !stream.has_buffered();
+                    let finish = std::pin::pin!(held.finish(&lane.state));
+                    match hold(finish, &stream, watch_client).await {
+                        Held::Answer(answer) => answer,
+                        Held::HalfClosed(answer) => {
+                            // The client sends nothing more, but waits for this answer.
+                            close = true;
+                            answer
+                        }
+                        Held::Gone => return,
                     }
-                },
-                () = stopping(&mut shutdown) => return,
+                }
+                Ok(SyncStep::Answer(answer)) => Ok(answer),
+                Err(error) => Err(error),
+            };
+            let close = close || *lane.state.shutdown.borrow();
+            if answer(&lane, &mut stream, answered, close, started)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            if close {
+                let _ = stream.shutdown().await;
+                return;
             }
         }
-    };
-    // Not boxed: the serving future lives in the task itself, as one
-    // allocation, which is what a held connection costs.
-    serve_connection(lane, stream, address, slot, alive).await;
+    }
 }
 
-/// Serves syncs on one connection until it closes, the server shuts down, or a
-/// request comes that is not for the lane.
-async fn serve_connection(
-    lane: Arc<Lane>,
-    mut stream: Conn,
+/// The TLS handshake under the header-read timeout; `None` if it failed,
+/// timed out or the server is stopping.
+async fn handshake(
+    state: &AppState,
+    acceptor: &tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
     address: SocketAddr,
-    slot: OwnedSemaphorePermit,
-    _alive: watch::Receiver<()>,
-) {
-    let mut buffer = Vec::new();
-    let mut shutdown = lane.state.shutdown.clone();
-    let config = &lane.state.config;
-    loop {
-        if buffer.is_empty() {
-            // Idle between requests: no buffer, only the socket, for a while.
-            tokio::select! {
-                ready = tokio::time::timeout(config.idle_timeout, stream.readable()) => {
-                    if !matches!(ready, Ok(Ok(()))) {
-                        return;
-                    }
-                }
-                () = stopping(&mut shutdown) => return,
+) -> Option<Conn> {
+    let mut shutdown = state.shutdown.clone();
+    let handshake = tokio::time::timeout(state.config.header_read_timeout, acceptor.accept(stream));
+    tokio::select! {
+        done = handshake => match done {
+            Ok(Ok(stream)) => Some(Conn::Tls(Box::new(stream))),
+            Ok(Err(error)) => {
+                tracing::debug!(%error, %address, "TLS handshake failed");
+                None
             }
-        }
-        // Boxed, like every step but the hold, so that the task of a held
-        // connection is only as large as the hold.
-        let incoming = Box::pin(tokio::time::timeout(
-            config.header_read_timeout,
-            read_head(&mut stream, &mut buffer),
-        ))
-        .await;
-        let head = match incoming {
-            Ok(Ok(Incoming::Sync(head))) => head,
-            Ok(Ok(Incoming::Other)) => {
-                // axum's side has closed only if the server is stopping.
-                let handed = Rewound::new(buffer, stream, slot);
-                let _ = Box::pin(lane.hand_over.send((handed, address))).await;
-                return;
+            Err(_) => {
+                tracing::debug!(%address, "TLS handshake timed out");
+                None
             }
-            Ok(Ok(Incoming::Closed) | Err(_)) | Err(_) => return,
-        };
-        let started = Instant::now();
-        let client = head.client(&lane.state, address);
-        // The device is known before its body is read: a stranger's body is
-        // never read, let alone parsed, and the connection ends with the answer.
-        let device = match Box::pin(lane.state.shed.authenticate(
-            &lane.state,
-            head.token_hash.clone(),
-            Some(client),
-        ))
-        .await
-        {
-            Ok(device) => device,
-            Err(error) => {
-                // The body is skipped in small pieces, never held or parsed, so
-                // that the connection can carry the next request.
-                let request_end = head.head_len + head.content_length;
-                let skipped = Box::pin(tokio::time::timeout(
-                    REQUEST_READ_TIMEOUT,
-                    skip_body(&mut stream, &mut buffer, request_end),
-                ))
-                .await;
-                let close = head.close || !matches!(skipped, Ok(Ok(true)));
-                let written = answer(&lane, &mut stream, Err(error), close, started).await;
-                if close || written.is_err() {
-                    let _ = stream.shutdown().await;
-                    return;
-                }
-                continue;
-            }
-        };
-        let request_end = head.head_len + head.content_length;
-        let request = {
-            let budget = match Box::pin(lane.state.body_budget.reserve(head.content_length)).await {
-                Ok(budget) => budget,
-                Err(error) => {
-                    let _ = answer(&lane, &mut stream, Err(error), true, started).await;
-                    return;
-                }
-            };
-            let read = Box::pin(tokio::time::timeout(
-                REQUEST_READ_TIMEOUT,
-                read_body(&mut stream, &mut buffer, request_end),
-            ))
-            .await;
-            if !matches!(read, Ok(Ok(true))) {
-                return;
-            }
-            let request = head.sync_request(buffer.get(head.head_len..request_end).unwrap_or(&[]));
-            buffer.drain(..request_end.min(buffer.len()));
-            drop(budget);
-            request
-        };
-        if buffer.is_empty() {
-            // Give the memory back before the request is held.
-            buffer = Vec::new();
-        }
-        let first_look = match request {
-            // Shed (503 with Retry-After) when the node or the tenant's share stays busy.
-            Ok(request) => match Box::pin(admit(&lane.state, &device.known)).await {
-                Ok(admitted) => {
-                    let known = device.known.clone();
-                    Box::pin(begin_sync(&lane.state, known, request, admitted)).await
-                }
-                Err(busy) => Err(busy),
-            },
-            Err(error) => Err(error),
-        };
-        let mut close = head.close;
-        let answered = match first_look {
-            Ok(SyncStep::Hold(held)) => {
-                let watch_client = buffer.is_empty() && !stream.has_buffered();
-                match hold(&lane.state, held, &stream, watch_client).await {
-                    Held::Answer(answer) => answer,
-                    Held::HalfClosed(answer) => {
-                        // The client sends nothing more, but waits for this answer.
-                        close = true;
-                        answer
-                    }
-                    Held::Gone => return,
-                }
-            }
-            Ok(SyncStep::Answer(answer)) => Ok(answer),
-            Err(error) => Err(error),
-        };
-        let close = close || *lane.state.shutdown.borrow();
-        if answer(&lane, &mut stream, answered, close, started)
+        },
+        () = stopping(&mut shutdown) => None,
+    }
+}
+
+/// What came on a connection after it had been idle.
+enum Taken {
+    /// A sync, with its first look (or why it was refused) and whether the
+    /// connection closes after its answer.
+    Sync {
+        first_look: ApiResult<SyncStep>,
+        close: bool,
+    },
+    /// A request for hyper: the connection is handed over with `buffer`.
+    Other,
+    /// The connection ended, or is to end without an answer.
+    End,
+}
+
+/// Reads a request; if it is a sync, authenticates the device before its body
+/// is read, reads the body and takes the first look at the sync.
+async fn take_sync(
+    lane: &Lane,
+    stream: &mut Conn,
+    buffer: &mut Vec<u8>,
+    address: SocketAddr,
+) -> Taken {
+    let state = &lane.state;
+    let head =
+        match tokio::time::timeout(state.config.header_read_timeout, read_head(stream, buffer))
             .await
-            .is_err()
         {
-            return;
+            Ok(Ok(Incoming::Sync(head))) => head,
+            Ok(Ok(Incoming::Other)) => return Taken::Other,
+            Ok(Ok(Incoming::Closed) | Err(_)) | Err(_) => return Taken::End,
+        };
+    let client = head.client(state, address);
+    let request_end = head.head_len + head.content_length;
+    // The device is known before its body is read: a stranger's body is
+    // never read, let alone parsed, and the connection ends with the answer.
+    let device = match state
+        .shed
+        .authenticate(state, head.token_hash.clone(), Some(client))
+        .await
+    {
+        Ok(device) => device,
+        Err(error) => {
+            // The body is skipped in small pieces, never held or parsed, so
+            // that the connection can carry the next request.
+            let skipped =
+                tokio::time::timeout(REQUEST_READ_TIMEOUT, skip_body(stream, buffer, request_end))
+                    .await;
+            return Taken::Sync {
+                first_look: Err(error),
+                close: head.close || !matches!(skipped, Ok(Ok(true))),
+            };
         }
-        if close {
-            let _ = stream.shutdown().await;
-            return;
+    };
+    let request = {
+        let budget = match state.body_budget.reserve(head.content_length).await {
+            Ok(budget) => budget,
+            Err(error) => {
+                return Taken::Sync {
+                    first_look: Err(error),
+                    close: true,
+                };
+            }
+        };
+        let read =
+            tokio::time::timeout(REQUEST_READ_TIMEOUT, read_body(stream, buffer, request_end))
+                .await;
+        if !matches!(read, Ok(Ok(true))) {
+            return Taken::End;
         }
+        let request = head.sync_request(buffer.get(head.head_len..request_end).unwrap_or(&[]));
+        buffer.drain(..request_end.min(buffer.len()));
+        drop(budget);
+        request
+    };
+    if buffer.is_empty() {
+        // Give the memory back before the request is held.
+        *buffer = Vec::new();
+    }
+    let first_look = match request {
+        // Shed (503 with Retry-After) when the node or the tenant's share stays busy.
+        Ok(request) => match admit(state, &device.known).await {
+            Ok(admitted) => {
+                let known = device.known.clone();
+                Box::pin(begin_sync(state, known, request, admitted)).await
+            }
+            Err(busy) => Err(busy),
+        },
+        Err(error) => Err(error),
+    };
+    Taken::Sync {
+        first_look,
+        close: head.close,
     }
 }
 
@@ -370,29 +406,37 @@ enum Held {
 
 /// Waits for the held sync's answer. A client that closes its sending side
 /// (`SHUT_WR`) after its request still gets the answer; a connection that
-/// fails is given up.
-async fn hold(state: &AppState, held: HeldSync, stream: &Conn, watch_client: bool) -> Held {
-    let finish = held.finish(state);
-    tokio::pin!(finish);
-    let mut watch_client = watch_client;
-    let mut half_closed = false;
-    let mut probe = [0u8; 1];
-    loop {
-        tokio::select! {
-            answer = &mut finish => {
-                return if half_closed { Held::HalfClosed(answer) } else { Held::Answer(answer) };
-            }
-            peeked = stream.peek(&mut probe), if watch_client => match peeked {
-                Err(_) => return Held::Gone,
-                // End of the client's stream: a half-close, or a close that the
-                // write of the answer will find (the hold is bounded either way).
-                Ok(0) => {
-                    half_closed = true;
-                    watch_client = false;
+/// fails is given up. `finish` is pinned in the caller's state, so that it is
+/// not kept twice.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice"
+)]
+fn hold<'a>(
+    mut finish: Pin<&'a mut impl Future<Output = ApiResult<SyncAnswer>>>,
+    stream: &'a Conn,
+    mut watch_client: bool,
+) -> impl Future<Output = Held> + 'a {
+    async move {
+        let mut half_closed = false;
+        let mut probe = [0u8; 1];
+        loop {
+            tokio::select! {
+                answer = finish.as_mut() => {
+                    return if half_closed { Held::HalfClosed(answer) } else { Held::Answer(answer) };
                 }
-                // A pipelined request: it is read after this one is answered.
-                Ok(_) => watch_client = false,
-            },
+                peeked = std::future::poll_fn(|cx| stream.poll_peek(cx, &mut probe)), if watch_client => match peeked {
+                    Err(_) => return Held::Gone,
+                    // End of the client's stream: a half-close, or a close that the
+                    // write of the answer will find (the hold is bounded either way).
+                    Ok(0) => {
+                        half_closed = true;
+                        watch_client = false;
+                    }
+                    // A pipelined request: it is read after this one is answered.
+                    Ok(_) => watch_client = false,
+                },
+            }
         }
     }
 }
@@ -722,6 +766,21 @@ mod tests {
             Head::Sync(head) => Some(head),
             _ => None,
         }
+    }
+
+    /// The size of what `f` returns, without calling it.
+    fn size_of_output<A, B, C, D, E, R>(_: impl FnOnce(A, B, C, D, E) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    #[test]
+    fn a_held_connection_fits_a_small_task() {
+        // The connection's future is most of what a held long-poll costs.
+        // tokio allocates a task in 128-byte steps with about 120 bytes of its
+        // own: up to 904 bytes of future, the task takes 1 KiB (it took 2 KiB
+        // before the hold was made lean).
+        let size = size_of_output(serve_connection);
+        assert!(size <= 904, "serve_connection's future is {size} bytes");
     }
 
     #[test]

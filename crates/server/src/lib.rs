@@ -325,6 +325,8 @@ impl Server {
         }
         tracing::info!("shutting down: answering held long-polls");
         shutdown.send_replace(true);
+        // Held syncs read the flag when woken: wake them all.
+        self.state.snapshots.wake_all();
         drop(connection_alive);
         connections.closed().await;
         lane_connections.closed().await;

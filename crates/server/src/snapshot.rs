@@ -578,6 +578,15 @@ impl Snapshots {
         Ok(())
     }
 
+    /// Wakes every held long-poll of every tenant without a change, so that
+    /// each reads the server's shutdown flag (set before this call) and answers.
+    pub fn wake_all(&self) {
+        let tenants = self.tenants.read().unwrap_or_else(|e| e.into_inner());
+        for entry in tenants.values() {
+            entry.changed.send_modify(|_| {});
+        }
+    }
+
     /// Whether the device was asked to sync now (and forgets the request).
     pub fn take_nudge(&self, device_id: &str) -> bool {
         if !self.any_nudged.load(Ordering::SeqCst) {
