@@ -11,7 +11,9 @@ moment a few seconds ahead (nothing else changes: no save, no poll). The server
 wakes the held long-polls at that moment by itself; the script polls
 `/metrics` and reports when 50/90/99/100 % of the agents were answered with the
 changed policy (`entitle_syncs_total{outcome="policy"}`), counted from the grants'
-start. Only the standard library: no install step.
+start, and the server's CPU time from the start until all of them were (from
+/proc; it includes each agent's next long-poll). Only the standard library: no
+install step.
 """
 
 import argparse
@@ -46,6 +48,13 @@ def metric(base, name, labels=None):
     shown = re.escape("{" + labels + "}") if labels else r"(?:\{[^}]*\})?"
     match = re.search(rf"^{name}{shown} ([0-9.e+]+)$", text, re.M)
     return float(match.group(1)) if match else 0.0
+
+
+def cpu_seconds(pid):
+    """User and system CPU time the process has used (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def policies_sent(base):
@@ -126,13 +135,15 @@ def main():
         # Samples until the count has stood still for 5 s (or 60 s passed):
         # the grant concerns every agent but the legacy clients, which ignore
         # grants (the fleet runs one agent in 20 on a client too old for ZPA).
+        # Server CPU is sampled with the count: the baseline is the last sample
+        # before the start, the cost what it used until the count reached its end.
         samples, last_change = [], time.time()
         while time.time() < start.timestamp() + 60:
             pushed = policies_sent(base) - pushed_before
             now = time.time()
             if not samples or pushed != samples[-1][1]:
                 last_change = now
-            samples.append((now - start.timestamp(), pushed))
+            samples.append((now - start.timestamp(), pushed, cpu_seconds(server.pid)))
             if pushed > 0 and now - last_change > 5:
                 break
             time.sleep(0.02)
@@ -140,9 +151,16 @@ def main():
         print(f"{args.agents} agents of {len(users)} users, one grant per user starting at {starts_at};"
               f" {concerned:.0f} agents answered with the grant (the others run legacy clients)")
         for share in [0.5, 0.9, 0.99, 1.0]:
-            at = next((t for t, n in samples if concerned and n >= share * concerned), None)
+            at = next((t for t, n, _ in samples if concerned and n >= share * concerned), None)
             shown = f"{at * 1000:.0f} ms after the grants' start" if at is not None else "not within 60 s"
             print(f"{share * 100:.0f} % of them hold the grant: {shown}")
+        before = [cpu for t, _, cpu in samples if t < 0]
+        done = next((cpu for _, n, cpu in samples if concerned and n >= concerned), None)
+        if before and done is not None:
+            used = done - before[-1]
+            print(f"server CPU from the start until all held it: {used:.2f} s"
+                  f" ({used / concerned * 1e6:.0f} µs per agent answered, its next long-poll included;"
+                  f" {used / args.agents * 1e6:.0f} µs per held agent)")
     finally:
         for process in reversed(processes):
             process.terminate()
