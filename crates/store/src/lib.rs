@@ -39,7 +39,7 @@ pub use scim_tokens::{
     MAX_SCIM_GRACE, SCIM_TOKENS_LISTED, ScimGrant, ScimRotation, ScimToken, ScimTokenState,
     ScimTokenStore,
 };
-pub use sql::SqlStore;
+pub use sql::{Enrollment, SqlStore};
 
 /// Everything the server needs from storage.
 pub trait Store:

@@ -58,6 +58,8 @@ mod grants;
 mod scheduled;
 #[path = "sql_scim_setup.rs"]
 mod scim_setup;
+#[path = "test_seed.rs"]
+mod test_seed;
 
 /// Storage in one SQLite file, or in a PostgreSQL database shared by every node.
 pub struct SqlStore {
@@ -798,6 +800,120 @@ async fn require_groups(conn: &mut Conn<'_>, tenant_id: &str, ids: &[String]) ->
     } else {
         Err(StoreError::UnknownGroups { ids: unknown })
     }
+}
+
+/// Inserts a user, its direct memberships and the audit entry of its
+/// creation; the caller bumps the data version and commits.
+async fn insert_user(
+    tx: &mut Conn<'_>,
+    tenant_id: &str,
+    user: &NewUser,
+    actor: &Actor,
+) -> StoreResult<String> {
+    require_groups(tx, tenant_id, &user.groups).await?;
+    let id = new_id();
+    let at = tx.now();
+    query(
+        "INSERT INTO users (id, tenant_id, user_name, user_name_key, display_name, active, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, true, $6, $7)",
+    )
+    .id(&id)
+    .id(tenant_id)
+    .bind(&user.user_name)
+    .bind(user.user_name.to_lowercase())
+    .bind(&user.display_name)
+    .time(at)
+    .time(at)
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| duplicate(e, "user", &user.user_name))?;
+    for group in &user.groups {
+        query("INSERT INTO user_memberships (group_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .id(group)
+            .id(&id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let after = json!({"id": id, "user_name": user.user_name, "groups": user.groups});
+    Audit::new(Some(tenant_id), actor, "user.create", &user.user_name)
+        .after(&after)
+        .write(tx)
+        .await?;
+    Ok(id)
+}
+
+/// A device to enroll: its user, token, first report and when.
+pub struct Enrollment<'a> {
+    /// The device's user.
+    pub user: &'a User,
+    /// The hash of the device's token.
+    pub token_hash: &'a str,
+    /// The device's first report.
+    pub report: &'a DeviceReport,
+    /// When it enrolled (and last synced).
+    pub at: OffsetDateTime,
+}
+
+/// Inserts an enrolled device and the audit entry of its enrollment; the
+/// caller commits.
+async fn insert_device(
+    tx: &mut Conn<'_>,
+    tenant_id: &str,
+    enrolled: &Enrollment<'_>,
+    attested: Option<Attested>,
+    key_name: Option<&str>,
+    pending_approval: bool,
+) -> StoreResult<Device> {
+    let Enrollment {
+        user,
+        token_hash,
+        report,
+        at,
+    } = *enrolled;
+    let id = new_id();
+    let report_json = report_to_json(report);
+    // Marked changed (revision NULL): see `mark_device_changed`.
+    query(
+        "INSERT INTO devices (id, tenant_id, user_id, token_hash, hostname_key, report_json, enrolled_at, last_sync_at,
+                              attested_ownership, attested_by, pending_approval, revision)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL)",
+    )
+    .id(&id)
+    .id(tenant_id)
+    .id(&user.id)
+    .bind(token_hash)
+    .bind(report.hostname.to_lowercase())
+    .json(report_json.to_string())
+    .time(at)
+    .time(at)
+    .bind(attested.as_ref().map(|a| a.ownership.as_str()))
+    .bind(attested.as_ref().map(|a| a.by.as_str()))
+    .bind(pending_approval)
+    .execute(&mut *tx)
+    .await?;
+    let after = json!({"id": id, "user_name": user.user_name, "device": report_json,
+                       "enrollment_key": key_name, "pending_approval": pending_approval});
+    Audit::new(
+        Some(tenant_id),
+        &Actor::new(ActorKind::Device, id.as_str(), report.hostname.as_str()),
+        "device.enroll",
+        &report.hostname,
+    )
+    .after(&after)
+    .write(tx)
+    .await?;
+    Ok(Device {
+        id,
+        tenant_id: tenant_id.to_owned(),
+        user_id: user.id.clone(),
+        user_name: user.user_name.clone(),
+        report: report.clone(),
+        enrolled_at: at,
+        last_sync_at: at,
+        attested_ownership: attested,
+        pending_approval,
+        applied: None,
+    })
 }
 
 async fn user_groups(conn: &mut Conn<'_>, user_id: &str) -> StoreResult<Vec<String>> {
@@ -1608,35 +1724,9 @@ impl DirectoryStore for SqlStore {
         actor: &Actor,
     ) -> StoreResult<User> {
         let mut tx = self.db.write_tenant(tenant_id).await?;
-        require_groups(&mut tx, tenant_id, &user.groups).await?;
-        let id = new_id();
-        let at = self.db.now();
-        query(
-            "INSERT INTO users (id, tenant_id, user_name, user_name_key, display_name, active, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, true, $6, $7)",
-        )
-        .id(&id)
-        .id(tenant_id)
-        .bind(&user.user_name)
-        .bind(user.user_name.to_lowercase())
-        .bind(&user.display_name)
-        .time(at)
-        .time(at)
-        .execute(&mut tx)
-        .await
-        .map_err(|e| duplicate(e, "user", &user.user_name))?;
-        for group in &user.groups {
-            query("INSERT INTO user_memberships (group_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                .id(group)
-                .id(&id)
-                .execute(&mut tx)
-                .await?;
-        }
-        let after = json!({"id": id, "user_name": user.user_name, "groups": user.groups});
-        Audit::new(Some(tenant_id), actor, "user.create", &user.user_name)
-            .after(&after)
-            .commit_bumping(tx, tenant_id)
-            .await?;
+        insert_user(&mut tx, tenant_id, &user, actor).await?;
+        bump_data_version(&mut tx, tenant_id, None).await?;
+        tx.commit().await?;
         self.user_by_name(tenant_id, &user.user_name).await
     }
 
@@ -1964,50 +2054,23 @@ impl DeviceStore for SqlStore {
             None => None,
         };
         let pending_approval = tenant_row(&mut tx, tenant_id).await?.device_approval;
-        let id = new_id();
-        let report_json = report_to_json(report);
-        // Marked changed (revision NULL): see `mark_device_changed`.
-        query(
-            "INSERT INTO devices (id, tenant_id, user_id, token_hash, hostname_key, report_json, enrolled_at, last_sync_at,
-                                  attested_ownership, attested_by, pending_approval, revision)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL)",
-        )
-        .id(&id)
-        .id(tenant_id)
-        .id(&user.id)
-        .bind(token_hash)
-        .bind(report.hostname.to_lowercase())
-        .json(report_json.to_string())
-        .time(at)
-        .time(at)
-        .bind(attested.as_ref().map(|a| a.ownership.as_str()))
-        .bind(attested.as_ref().map(|a| a.by.as_str()))
-        .bind(pending_approval)
-        .execute(&mut tx)
-        .await?;
-        let after = json!({"id": id, "user_name": user.user_name, "device": report_json,
-                           "enrollment_key": key.map(|k| &k.name), "pending_approval": pending_approval});
-        Audit::new(
-            Some(tenant_id),
-            &Actor::new(ActorKind::Device, id.as_str(), report.hostname.as_str()),
-            "device.enroll",
-            &report.hostname,
-        )
-        .after(&after)
-        .commit(tx)
-        .await?;
-        Ok(Device {
-            id,
-            tenant_id: tenant_id.to_owned(),
-            user_id: user.id.clone(),
-            user_name: user.user_name.clone(),
-            report: report.clone(),
-            enrolled_at: at,
-            last_sync_at: at,
-            attested_ownership: attested,
+        let enrolled = Enrollment {
+            user,
+            token_hash,
+            report,
+            at,
+        };
+        let device = insert_device(
+            &mut tx,
+            tenant_id,
+            &enrolled,
+            attested,
+            key.map(|k| k.name.as_str()),
             pending_approval,
-            applied: None,
-        })
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(device)
     }
 
     async fn device_by_token(&self, token_hash: &str) -> StoreResult<AuthenticatedDevice> {

@@ -17,6 +17,7 @@ async fn postgres_passes_the_storage_suite() {
         .await
         .expect("connect");
     suite::run_all(&store).await;
+    suite::test_seed::run_all(&store).await;
     store.close().await;
 }
 

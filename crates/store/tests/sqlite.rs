@@ -12,6 +12,7 @@ async fn sqlite_passes_the_storage_suite() {
         .await
         .expect("open");
     suite::run_all(&store).await;
+    suite::test_seed::run_all(&store).await;
 }
 
 #[tokio::test]

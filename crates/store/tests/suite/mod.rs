@@ -18,6 +18,7 @@ mod credentials;
 mod device_changes;
 mod directory_views;
 mod scim_tokens;
+pub mod test_seed;
 
 async fn tenant(store: &dyn Store, name: &str) -> String {
     let new = NewTenant {
