@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::{Database, TestApp, report, settings};
-use entitle_store::{Actor, NewUser};
+use entitle_store::{Actor, DirectoryStore, NewUser};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -219,29 +219,20 @@ async fn members_page_across_nested_groups_of_5000(db: Database) {
     let us = tenant.group(&app, "US", &[]).await;
     let all = tenant.group(&app, "All", &[&eu, &us]).await;
     tenant.group(&app, "Elsewhere", &[]).await;
-    let store = db.open().await;
+    let store = db.open_sql().await;
     let actor = Actor::system();
-    let mut made = Vec::with_capacity(USERS);
-    let indexes: Vec<usize> = (0..USERS).collect();
-    for chunk in indexes.chunks(32) {
-        let calls: Vec<_> = chunk
-            .iter()
-            .map(|&i| {
-                let store = store.clone();
-                let actor = actor.clone();
-                let tenant_id = tenant.id.clone();
-                let user = NewUser {
-                    user_name: format!("user{i:05}@acme.test"),
-                    display_name: None,
-                    groups: groups_of(i, &all, &eu, &paris, &us),
-                };
-                tokio::spawn(async move { store.create_user(&tenant_id, user, &actor).await })
-            })
-            .collect();
-        for call in calls {
-            made.push(call.await.expect("task").expect("user"));
-        }
-    }
+    let users: Vec<NewUser> = (0..USERS)
+        .map(|i| NewUser {
+            user_name: format!("user{i:05}@acme.test"),
+            display_name: None,
+            groups: groups_of(i, &all, &eu, &paris, &us),
+        })
+        .collect();
+    // One transaction: the same rows as a `create_user` call each.
+    let made = store
+        .create_users(&tenant.id, &users, &actor)
+        .await
+        .expect("users");
     // Every 50th user is deactivated: listed, but not counted as active.
     for user in made.iter().step_by(50) {
         store

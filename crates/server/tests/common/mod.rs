@@ -48,22 +48,23 @@ impl Database {
     }
 
     pub async fn open(&self) -> Arc<dyn Store> {
+        Arc::new(self.open_sql().await)
+    }
+
+    /// The store as its one implementation, for its test-only bulk writes.
+    pub async fn open_sql(&self) -> SqlStore {
         match self {
-            Database::Sqlite(dir) => Arc::new(
-                SqlStore::open_sqlite(&dir.path().join("entitle.db"))
-                    .await
-                    .expect("store opens"),
-            ),
+            Database::Sqlite(dir) => SqlStore::open_sqlite(&dir.path().join("entitle.db"))
+                .await
+                .expect("store opens"),
             Database::Postgres(url) => {
                 let options = PostgresOptions {
                     max_connections: 8,
                     ..PostgresOptions::default()
                 };
-                Arc::new(
-                    SqlStore::connect_postgres(url, options)
-                        .await
-                        .expect("store connects"),
-                )
+                SqlStore::connect_postgres(url, options)
+                    .await
+                    .expect("store connects")
             }
         }
     }
