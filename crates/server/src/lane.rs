@@ -204,10 +204,13 @@ fn serve_connection(
                     () = stopping(&mut shutdown) => return,
                 }
             }
-            let started = Instant::now();
-            let (first_look, close) =
+            let (first_look, close, started) =
                 match Box::pin(take_sync(&lane, &mut stream, &mut buffer, address)).await {
-                    Taken::Sync { first_look, close } => (first_look, close),
+                    Taken::Sync {
+                        first_look,
+                        close,
+                        started,
+                    } => (first_look, close, started),
                     Taken::Other => {
                         // axum's side has closed only if the server is stopping.
                         let handed = Rewound::new(buffer, stream, slot);
@@ -277,11 +280,12 @@ async fn handshake(
 
 /// What came on a connection after it had been idle.
 enum Taken {
-    /// A sync, with its first look (or why it was refused) and whether the
-    /// connection closes after its answer.
+    /// A sync, with its first look (or why it was refused), whether the
+    /// connection closes after its answer, and when its head had been read.
     Sync {
         first_look: ApiResult<SyncStep>,
         close: bool,
+        started: Instant,
     },
     /// A request for hyper: the connection is handed over with `buffer`.
     Other,
@@ -306,6 +310,7 @@ async fn take_sync(
             Ok(Ok(Incoming::Other)) => return Taken::Other,
             Ok(Ok(Incoming::Closed) | Err(_)) | Err(_) => return Taken::End,
         };
+    let started = Instant::now();
     let client = head.client(state, address);
     let request_end = head.head_len + head.content_length;
     // The device is known before its body is read: a stranger's body is
@@ -325,6 +330,7 @@ async fn take_sync(
             return Taken::Sync {
                 first_look: Err(error),
                 close: head.close || !matches!(skipped, Ok(Ok(true))),
+                started,
             };
         }
     };
@@ -335,6 +341,7 @@ async fn take_sync(
                 return Taken::Sync {
                     first_look: Err(error),
                     close: true,
+                    started,
                 };
             }
         };
@@ -367,6 +374,7 @@ async fn take_sync(
     Taken::Sync {
         first_look,
         close: head.close,
+        started,
     }
 }
 
