@@ -609,7 +609,8 @@ async fn reread_policy(state: &AppState, known: &KnownDevice) -> ApiResult<Prepa
 
 /// Completes when the server starts shutting down.
 /// Written out rather than with `wait_for`, whose future is larger: every
-/// held long-poll waits on one.
+/// lane connection waits on one while idle between requests, and that wait
+/// is part of the one state machine a connection keeps.
 pub(crate) async fn stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
     // A closed channel means the server is gone: stopping too.
     while !*shutdown.borrow_and_update() {
