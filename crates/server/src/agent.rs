@@ -18,14 +18,13 @@ use entitle_store::{
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use tokio::sync::watch;
 use tokio::time::Instant;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ClientAddress, JsonBody, body_bytes, json_from_slice, query_from_str};
 use crate::shed::Admitted;
-use crate::snapshot::{PreparedPolicy, TenantSnapshot};
+use crate::snapshot::{HeldWatch, PreparedPolicy, TenantSnapshot};
 use crate::state::AppState;
 use crate::sync_cache::{KnownDevice, Remembered};
 use crate::wire::{AppliedReport, PolicyJson, ReportJson};
@@ -287,11 +286,12 @@ pub(crate) enum SyncStep {
 /// without reading the store.
 pub(crate) struct HeldSync {
     known: Arc<KnownDevice>,
+    /// The watch's generation when the hold last decided.
     generation: u64,
     /// The ETag of the policy the device holds (the current one when the
     /// hold began).
     etag: Arc<str>,
-    changes: watch::Receiver<u64>,
+    watch: HeldWatch,
     deadline: Instant,
 }
 
@@ -341,10 +341,13 @@ pub(crate) async fn begin_sync(
     admitted: Admitted<'_>,
 ) -> ApiResult<SyncStep> {
     let tenant_id = known.device.tenant_id.as_str();
-    // Subscribed before the snapshot is read, so that a change from here on
+    // Registered before the snapshot is read, so that a change from here on
     // wakes the hold.
-    let mut changes = state.snapshots.subscribe(tenant_id).await?;
-    let generation = *changes.borrow_and_update();
+    let watch = state
+        .snapshots
+        .watch(tenant_id, &known.device.user_id)
+        .await?;
+    let generation = watch.generation();
     // This sync answers an earlier "sync now"; one asked from here on wakes the hold.
     state.snapshots.take_nudge(&known.device.id);
     let snapshot = state
@@ -395,7 +398,7 @@ pub(crate) async fn begin_sync(
         known,
         generation,
         etag,
-        changes,
+        watch,
         deadline: Instant::now() + Duration::from_secs(wait),
     }))
 }
@@ -529,37 +532,37 @@ impl HeldSync {
         async move {
             let _held = HeldPoll::new(state);
             let mut nudged = false;
-            // Read after `changes` was subscribed: the shutdown sets the flag,
-            // then wakes every channel (`Snapshots::wake_all`), so a hold sees
-            // it either here or on waking. No receiver of its own: every held
-            // long-poll would carry one, and its wait.
-            while !*state.shutdown.borrow() {
-                tokio::select! {
-                    changed = self.changes.changed() => {
-                        if changed.is_err() {
-                            break;
-                        }
-                        // An administrator asked this device to sync now, or changed
-                        // or removed it: answer (below) from a fresh read of it.
-                        if state.snapshots.take_nudge(&self.known.device.id) {
-                            nudged = true;
-                            break;
-                        }
-                        // Another device's "sync now", or the shutdown, leaves the
-                        // snapshot as it was.
-                        let generation = *self.changes.borrow_and_update();
-                        if generation == self.generation {
-                            continue;
-                        }
-                        self.generation = generation;
-                        // Decided from the snapshot alone: a change to the device
-                        // itself comes as a nudge (above), on every node.
-                        if let Some(policy) = Box::pin(self.changed_policy(state)).await? {
-                            state.metrics.sync("policy");
-                            state.metrics.policy_changes_pushed.inc();
-                            return Ok(SyncAnswer::Policy(policy));
-                        }
+            loop {
+                let mut notified = std::pin::pin!(self.watch.notified());
+                // Enabled before anything it guards is read: a change, a
+                // "sync now" or the shutdown (`Snapshots::wake_all`) from here
+                // on completes it. No shutdown receiver of its own: every held
+                // long-poll would carry one, and its wait.
+                notified.as_mut().enable();
+                if *state.shutdown.borrow() {
+                    break;
+                }
+                // An administrator asked this device to sync now, or changed
+                // or removed it: answer (below) from a fresh read of it.
+                if state.snapshots.take_nudge(&self.known.device.id) {
+                    nudged = true;
+                    break;
+                }
+                let generation = self.watch.generation();
+                if generation != self.generation {
+                    self.generation = generation;
+                    state.metrics.held_rechecks.inc();
+                    // Decided from the snapshot alone: a change to the device
+                    // itself comes as a nudge (above), on every node.
+                    if let Some(policy) = Box::pin(self.changed_policy(state)).await? {
+                        state.metrics.sync("policy");
+                        state.metrics.policy_changes_pushed.inc();
+                        return Ok(SyncAnswer::Policy(policy));
                     }
+                    continue;
+                }
+                tokio::select! {
+                    () = notified => {}
                     () = tokio::time::sleep_until(self.deadline) => break,
                 }
             }

@@ -65,6 +65,9 @@ pub struct Metrics {
     sync_writes: Family<SyncWriteLabels, Counter>,
     /// Held long-polls answered with a changed policy.
     pub policy_changes_pushed: Counter,
+    /// Held long-polls that decided again because a change concerned their
+    /// user (or every user): the work a save costs the held fleet.
+    pub held_rechecks: Counter,
     resident_memory_bytes: Gauge<i64, AtomicI64Compat>,
     cpu_seconds: Gauge<f64, AtomicU64>,
     sync_shed: Family<ShedLabels, Counter>,
@@ -110,6 +113,12 @@ impl Metrics {
             "sync_writes",
             "Database writes of agent syncs, by what changed (report, applied, last_seen)",
             sync_writes.clone(),
+        );
+        let held_rechecks = Counter::<u64, AtomicU64>::default();
+        registry.register(
+            "held_long_poll_rechecks",
+            "Held long-polls that decided again because a change concerned their user",
+            held_rechecks.clone(),
         );
         let policy_changes_pushed = Counter::<u64, AtomicU64>::default();
         registry.register(
@@ -165,6 +174,7 @@ impl Metrics {
             syncs,
             sync_writes,
             policy_changes_pushed,
+            held_rechecks,
             resident_memory_bytes,
             cpu_seconds,
         }

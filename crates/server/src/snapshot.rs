@@ -1,5 +1,6 @@
 //! Per-tenant in-memory snapshots of everything a decision needs, and the
-//! channels that wake long-polling devices when a snapshot changes.
+//! held long-polls by user, woken when a new snapshot may change their
+//! devices' decisions.
 //!
 //! A device sync reads the device row once and decides from the snapshot, so the
 //! hot path does at most one indexed read. Every write that can change a decision
@@ -7,7 +8,7 @@
 //! sees an older decision from this node afterwards.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use entitle_core::{
@@ -19,7 +20,7 @@ use entitle_store::{
 };
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{Mutex, Notify, futures::Notified};
 
 use crate::wire::{DecisionJson, PolicyJson, ServicePolicyJson};
 
@@ -436,6 +437,112 @@ impl TenantSnapshot {
     }
 }
 
+/// Whose devices a change from one snapshot to the next may decide differently.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Concerned {
+    /// Something every decision reads changed: settings, device groups, or
+    /// the name of a user group that settings select.
+    Everyone,
+    /// Only the devices of these users (by [`user_key`], sorted, each once).
+    Users(Vec<u64>),
+}
+
+/// The key under which a user's held long-polls wait. A hash: two users that
+/// share one only wake each other's devices, which then see no change.
+pub fn user_key(user_id: &str) -> u64 {
+    crate::shed::fnv1a(user_id)
+}
+
+impl TenantSnapshot {
+    /// Whose devices may decide differently under `newer` than under `self`:
+    /// what lets a rebuild wake only the held long-polls it concerns. It errs
+    /// towards more: a user it names may see no change, while a device it
+    /// left out would keep its old policy until its hold ends.
+    pub fn concerned_by(&self, newer: &TenantSnapshot) -> Concerned {
+        // Every field named, so that one added to the snapshot is weighed here.
+        let TenantSnapshot {
+            tenant,
+            build_id: _,
+            settings,
+            // Compared user by user below.
+            users: _,
+            user_positions,
+            group_names,
+            device_groups,
+            device_group_names,
+            deleted_group_names,
+            deleted_device_group_names,
+            // Nesting shows in each user's closure.
+            graph: _,
+            // What the group pickers count, not what decisions read.
+            active_members: _,
+            // Compared user by user below.
+            grants,
+            // When to rebuild, not what to decide.
+            valid_until: _,
+        } = self;
+        // Explanations name the user groups settings select (or exclude),
+        // deleted ones too; other groups' names reach no device.
+        let selected_group_renamed = || {
+            settings
+                .values()
+                .flat_map(|s| {
+                    s.settings
+                        .user_groups
+                        .iter()
+                        .chain(&s.settings.exclude_user_groups)
+                })
+                .any(|id| {
+                    group_names.get(id) != newer.group_names.get(id)
+                        || deleted_group_names.get(id) != newer.deleted_group_names.get(id)
+                })
+        };
+        if tenant.id != newer.tenant.id
+            || *settings != newer.settings
+            || *device_groups != newer.device_groups
+            || *device_group_names != newer.device_group_names
+            || *deleted_device_group_names != newer.deleted_device_group_names
+            || selected_group_renamed()
+        {
+            return Concerned::Everyone;
+        }
+        let mut changed = Vec::new();
+        // Users share closures: each pair of closures is compared once.
+        let mut same_closures: HashMap<(usize, usize), bool> = HashMap::new();
+        for (id, &at) in &newer.user_positions {
+            let same = match (self.user(id), newer.users.get(at as usize)) {
+                (Some(before), Some(now)) => {
+                    before.active == now.active
+                        && before.user_name == now.user_name
+                        && *same_closures
+                            .entry((
+                                Arc::as_ptr(&before.effective_groups) as usize,
+                                Arc::as_ptr(&now.effective_groups) as usize,
+                            ))
+                            .or_insert_with(|| before.effective_groups == now.effective_groups)
+                }
+                (None, None) => true,
+                _ => false,
+            };
+            if !same {
+                changed.push(user_key(id));
+            }
+        }
+        let gone = user_positions
+            .keys()
+            .filter(|id| !newer.user_positions.contains_key(*id));
+        let grants_changed = grants
+            .iter()
+            .filter(|(id, before)| newer.grants.get(*id) != Some(before))
+            .map(|(id, _)| id)
+            .chain(newer.grants.keys().filter(|id| !grants.contains_key(*id)));
+        changed.extend(gone.chain(grants_changed).map(|id| user_key(id)));
+        changed.sort_unstable();
+        changed.dedup();
+        Concerned::Users(changed)
+    }
+}
+
 /// A policy ready to send: its ETag and its JSON, shared by every answer that
 /// repeats it.
 #[derive(Debug, Clone)]
@@ -526,10 +633,92 @@ fn etag_of(mut parts: Vec<EtagPart<'_>>, poll_interval_s: u64) -> String {
 struct TenantEntry {
     refresh_pending: std::sync::atomic::AtomicBool,
     current: RwLock<Arc<TenantSnapshot>>,
-    changed: watch::Sender<u64>,
+    held: HeldByUser,
     rebuild: Mutex<()>,
     requested: AtomicU64,
     built: AtomicU64,
+}
+
+/// A tenant's held long-polls by user, so that a rebuild wakes the devices
+/// whose decisions it may change ([`TenantSnapshot::concerned_by`]) and no
+/// others: a directory change that concerns one user costs that user's
+/// devices, not the tenant's whole fleet.
+#[derive(Default)]
+struct HeldByUser {
+    users: std::sync::Mutex<HashMap<u64, Arc<UserChanges>>>,
+    count: AtomicUsize,
+}
+
+/// What a user's held long-polls wait on.
+#[derive(Default)]
+struct UserChanges {
+    /// Moves on every rebuild that concerns the user.
+    generation: AtomicU64,
+    /// Wakes the holds when `generation` moves, and when every hold should
+    /// look (a "sync now", the shutdown) without it.
+    notify: Notify,
+}
+
+impl HeldByUser {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<UserChanges>>> {
+        self.users.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Moves the generation of the users `concerned` names and wakes their holds.
+    fn changed(&self, concerned: &Concerned) {
+        let users = self.lock();
+        let wake = |changes: &UserChanges| {
+            changes.generation.fetch_add(1, Ordering::SeqCst);
+            changes.notify.notify_waiters();
+        };
+        match concerned {
+            Concerned::Everyone => users.values().for_each(|c| wake(c)),
+            Concerned::Users(keys) => keys
+                .iter()
+                .filter_map(|key| users.get(key))
+                .for_each(|c| wake(c)),
+        }
+    }
+
+    /// Wakes every hold without a change, so that each looks at what else
+    /// it waits for: a "sync now" for its device, the shutdown.
+    fn look(&self) {
+        self.lock().values().for_each(|c| c.notify.notify_waiters());
+    }
+}
+
+/// A held long-poll's place among its tenant's: what tells it that a change
+/// may concern its device. Leaves when dropped.
+pub struct HeldWatch {
+    entry: Arc<TenantEntry>,
+    key: u64,
+    changes: Arc<UserChanges>,
+}
+
+impl HeldWatch {
+    /// How many rebuilds concerned the user so far: read before the
+    /// snapshot the hold decides from, and again on each wake-up.
+    pub fn generation(&self) -> u64 {
+        self.changes.generation.load(Ordering::SeqCst)
+    }
+
+    /// Completes at the next change that concerns the user, or when every
+    /// hold should look. Enable it before reading what it guards.
+    pub fn notified(&self) -> Notified<'_> {
+        self.changes.notify.notified()
+    }
+}
+
+impl Drop for HeldWatch {
+    fn drop(&mut self) {
+        let mut users = self.entry.held.lock();
+        // Only the map and this watch hold it: the user's last hold leaves.
+        // (Watches are made under this lock, so none can appear meanwhile.)
+        if Arc::strong_count(&self.changes) == 2 {
+            users.remove(&self.key);
+        }
+        self.entry.held.count.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// The snapshots of every tenant this node has seen, and their change channels.
@@ -572,9 +761,10 @@ impl Snapshots {
                 self.any_nudged.store(true, Ordering::SeqCst);
             }
         }
-        // The value is unchanged: receivers wake, see no new snapshot, and
-        // only the nudged device answers.
-        self.entry(tenant_id).await?.changed.send_modify(|_| {});
+        // No generation moves: the holds wake, see no change, and only the
+        // nudged device answers. (Its user is not known here; nudges are an
+        // administrator's acts on single devices, not a stream.)
+        self.entry(tenant_id).await?.held.look();
         Ok(())
     }
 
@@ -583,7 +773,7 @@ impl Snapshots {
     pub fn wake_all(&self) {
         let tenants = self.tenants.read().unwrap_or_else(|e| e.into_inner());
         for entry in tenants.values() {
-            entry.changed.send_modify(|_| {});
+            entry.held.look();
         }
     }
 
@@ -669,15 +859,30 @@ impl Snapshots {
         self.get(tenant_id).await
     }
 
-    /// A receiver that changes whenever the tenant's snapshot is rebuilt.
-    pub async fn subscribe(&self, tenant_id: &str) -> StoreResult<watch::Receiver<u64>> {
-        Ok(self.entry(tenant_id).await?.changed.subscribe())
+    /// Registers a long-poll held for a device of `user_id`: the watch tells
+    /// it when a rebuild may change its decisions.
+    pub async fn watch(&self, tenant_id: &str, user_id: &str) -> StoreResult<HeldWatch> {
+        let entry = self.entry(tenant_id).await?;
+        let key = user_key(user_id);
+        let changes = {
+            let mut users = entry.held.lock();
+            entry.held.count.fetch_add(1, Ordering::SeqCst);
+            Arc::clone(users.entry(key).or_default())
+        };
+        Ok(HeldWatch {
+            entry,
+            key,
+            changes,
+        })
     }
 
-    /// Number of receivers waiting on a tenant (held long-polls).
+    /// Number of long-polls held on this node.
     pub fn waiting(&self) -> usize {
         let tenants = self.tenants.read().unwrap_or_else(|e| e.into_inner());
-        tenants.values().map(|e| e.changed.receiver_count()).sum()
+        tenants
+            .values()
+            .map(|e| e.held.count.load(Ordering::SeqCst))
+            .sum()
     }
 
     /// Rebuilds a tenant's snapshot from the store and wakes its long-polls.
@@ -705,10 +910,17 @@ impl Snapshots {
         let started = std::time::Instant::now();
         let data = self.store.tenant_data(tenant_id).await?;
         let snapshot = Arc::new(TenantSnapshot::build(data));
+        // With no hold registered, none to spare: whoever registers from
+        // here on (and may read the snapshot being replaced) is woken.
+        let concerned = if entry.held.count.load(Ordering::SeqCst) == 0 {
+            Concerned::Everyone
+        } else {
+            read(&entry.current).concerned_by(&snapshot)
+        };
         crate::metrics::snapshot_rebuilt(started.elapsed());
         *entry.current.write().unwrap_or_else(|e| e.into_inner()) = snapshot;
         entry.built.store(covered, Ordering::SeqCst);
-        entry.changed.send_modify(|generation| *generation += 1);
+        entry.held.changed(&concerned);
         Ok(())
     }
 
@@ -719,7 +931,8 @@ impl Snapshots {
         let Some(entry) = self.loaded(tenant_id) else {
             return;
         };
-        if entry.changed.receiver_count() == 0 || entry.refresh_pending.swap(true, Ordering::SeqCst)
+        if entry.held.count.load(Ordering::SeqCst) == 0
+            || entry.refresh_pending.swap(true, Ordering::SeqCst)
         {
             return;
         }
@@ -794,7 +1007,7 @@ impl Snapshots {
         let fresh = Arc::new(TenantEntry {
             refresh_pending: std::sync::atomic::AtomicBool::new(false),
             current: RwLock::new(Arc::new(TenantSnapshot::build(data))),
-            changed: watch::channel(0).0,
+            held: HeldByUser::default(),
             rebuild: Mutex::new(()),
             requested: AtomicU64::new(0),
             built: AtomicU64::new(0),
@@ -890,5 +1103,337 @@ mod tests {
         );
         assert_eq!(count("backend"), 2);
         assert_eq!(count("sales"), 1);
+    }
+
+    mod concerned {
+        use super::*;
+        use entitle_core::{ClientVersion, Os, Ownership, Settings};
+        use entitle_store::{Actor, ActorKind};
+        use proptest::prelude::*;
+
+        const GROUPS: [&str; 4] = ["g0", "g1", "g2", "g3"];
+        const USERS: [&str; 4] = ["u0", "u1", "u2", "u3"];
+
+        /// A user as the directory may hold it: present or not, active,
+        /// one of two names, direct groups by bit.
+        type UserShape = Option<(bool, bool, u8)>;
+        /// A group: absent, named one of two ways, or deleted.
+        type GroupShape = u8;
+        /// A service's settings: by default, groups and exclusions by bit,
+        /// device groups by bit, rollout, logout.
+        type SettingsShape = (bool, u8, u8, u8, bool, bool);
+
+        #[derive(Debug, Clone)]
+        struct Shape {
+            users: Vec<UserShape>,
+            groups: Vec<GroupShape>,
+            nesting: u8,
+            settings: Vec<SettingsShape>,
+            grants: u8,
+        }
+
+        fn bits<'a>(mask: u8, of: &'a [&'a str]) -> impl Iterator<Item = &'a str> + 'a {
+            of.iter()
+                .enumerate()
+                .filter(move |(i, _)| mask & (1 << i) != 0)
+                .map(|(_, name)| *name)
+        }
+
+        fn at() -> OffsetDateTime {
+            OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000)
+        }
+
+        fn tenant_data(shape: &Shape) -> TenantData {
+            let mut data = data(Vec::new());
+            data.as_of = at();
+            data.users = USERS
+                .iter()
+                .zip(&shape.users)
+                .filter_map(|(id, user)| {
+                    let (active, renamed, groups) = (*user)?;
+                    Some(DirectoryUser {
+                        id: (*id).to_owned(),
+                        user_name: format!("{id}{}@example.com", if renamed { "x" } else { "" }),
+                        active,
+                        groups: bits(groups, &GROUPS).map(str::to_owned).collect(),
+                    })
+                })
+                .collect();
+            data.groups = GROUPS
+                .iter()
+                .zip(&shape.groups)
+                .filter(|(_, g)| **g % 4 == 1 || **g % 4 == 2)
+                .map(|(id, g)| ((*id).to_owned(), format!("{id}-name{g}")))
+                .collect();
+            data.deleted_user_groups = GROUPS
+                .iter()
+                .zip(&shape.groups)
+                .filter(|(_, g)| **g % 4 == 3)
+                .map(|(id, _)| ((*id).to_owned(), format!("{id}-gone")))
+                .collect();
+            let pairs = [("g0", "g1"), ("g1", "g2"), ("g2", "g3"), ("g3", "g0")];
+            data.nesting = pairs
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| shape.nesting & (1 << i) != 0)
+                .map(|(_, (a, b))| ((*a).to_owned(), (*b).to_owned()))
+                .collect();
+            data.device_groups = vec![
+                DeviceGroup {
+                    id: DeviceGroupId("d0".to_owned()),
+                    name: "Windows".to_owned(),
+                    os: [Os::Windows].into(),
+                    ownership: BTreeSet::new(),
+                    posture: Vec::new(),
+                },
+                DeviceGroup {
+                    id: DeviceGroupId("d1".to_owned()),
+                    name: "Corporate".to_owned(),
+                    os: BTreeSet::new(),
+                    ownership: [Ownership::Corporate].into(),
+                    posture: Vec::new(),
+                },
+            ];
+            data.settings = SERVICES
+                .iter()
+                .zip(&shape.settings)
+                .map(|(service, s)| {
+                    let (by_default, users, excluded, devices, half, logout) = *s;
+                    let user_groups =
+                        |mask| bits(mask, &GROUPS).map(|g| GroupId(g.to_owned())).collect();
+                    let settings = Settings {
+                        enabled_by_default: by_default,
+                        user_groups: user_groups(users),
+                        device_groups: bits(devices, &["d0", "d1"])
+                            .map(|g| DeviceGroupId(g.to_owned()))
+                            .collect(),
+                        logout_on_enable: logout,
+                        exclude_user_groups: user_groups(excluded),
+                        exclude_device_groups: BTreeSet::new(),
+                        rollout_percent: if half { 50 } else { 100 },
+                    };
+                    (
+                        service.id.to_owned(),
+                        StoredSettings {
+                            settings,
+                            version: 1,
+                        },
+                    )
+                })
+                .collect();
+            let actor = Actor {
+                kind: ActorKind::System,
+                id: String::new(),
+                name: String::new(),
+            };
+            data.grants = bits(shape.grants, &USERS)
+                .map(|user| Grant {
+                    id: format!("grant-{user}"),
+                    tenant_id: "t".to_owned(),
+                    user_id: user.to_owned(),
+                    user_name: user.to_owned(),
+                    device_id: None,
+                    service: "private_access".to_owned(),
+                    starts_at: at() - time::Duration::hours(1),
+                    ends_at: at() + time::Duration::hours(1),
+                    justification: String::new(),
+                    overrides_exclusions: true,
+                    created_at: at(),
+                    created_by: actor.clone(),
+                    revoked_at: None,
+                    revoked_by: None,
+                })
+                .collect();
+            data
+        }
+
+        /// Two devices per user, one in both device groups and one in none;
+        /// one of them runs a client too old for group entitlement.
+        fn devices() -> Vec<Device> {
+            USERS
+                .iter()
+                .chain(&["someone-else"])
+                .flat_map(|user| {
+                    [
+                        (Os::Windows, Ownership::Corporate, "9.9"),
+                        (Os::Macos, Ownership::Personal, "1.0"),
+                    ]
+                    .into_iter()
+                    .enumerate()
+                    .map(move |(n, (os, ownership, version))| Device {
+                        id: format!("{user}-device-{n}"),
+                        tenant_id: "t".to_owned(),
+                        user_id: (*user).to_owned(),
+                        user_name: format!("{user}@example.com"),
+                        report: DeviceReport {
+                            hostname: format!("{user}-{n}"),
+                            os,
+                            client_version: ClientVersion::parse(version).expect("a version"),
+                            ownership,
+                            posture: BTreeMap::new(),
+                        },
+                        enrolled_at: at(),
+                        last_sync_at: at(),
+                        attested_ownership: None,
+                        pending_approval: false,
+                        applied: None,
+                    })
+                })
+                .collect()
+        }
+
+        fn user_shape() -> impl Strategy<Value = UserShape> {
+            proptest::option::weighted(0.8, (any::<bool>(), any::<bool>(), 0u8..16))
+        }
+
+        fn shape() -> impl Strategy<Value = Shape> {
+            (
+                proptest::collection::vec(user_shape(), USERS.len()),
+                proptest::collection::vec(0u8..4, GROUPS.len()),
+                0u8..16,
+                proptest::collection::vec(
+                    (
+                        any::<bool>(),
+                        0u8..16,
+                        0u8..16,
+                        0u8..4,
+                        any::<bool>(),
+                        any::<bool>(),
+                    ),
+                    SERVICES.len(),
+                ),
+                0u8..16,
+            )
+                .prop_map(|(users, groups, nesting, settings, grants)| Shape {
+                    users,
+                    groups,
+                    nesting,
+                    settings,
+                    grants,
+                })
+        }
+
+        /// A second shape that mostly keeps the first's settings and changes
+        /// some of its directory, so that most pairs exercise the per-user side.
+        fn changed(before: Shape) -> impl Strategy<Value = Shape> {
+            (
+                proptest::collection::vec(proptest::option::of(user_shape()), USERS.len()),
+                proptest::collection::vec(proptest::option::of(0u8..4), GROUPS.len()),
+                proptest::option::of(0u8..16),
+                proptest::option::weighted(0.1, shape()),
+                proptest::option::of(0u8..16),
+            )
+                .prop_map(move |(users, groups, nesting, other, grants)| {
+                    let mut after = before.clone();
+                    for (user, new) in after.users.iter_mut().zip(users) {
+                        *user = new.unwrap_or(*user);
+                    }
+                    for (group, new) in after.groups.iter_mut().zip(groups) {
+                        *group = new.unwrap_or(*group);
+                    }
+                    after.nesting = nesting.unwrap_or(after.nesting);
+                    after.grants = grants.unwrap_or(after.grants);
+                    if let Some(other) = other {
+                        after.settings = other.settings;
+                    }
+                    after
+                })
+        }
+
+        fn concerns(concerned: &Concerned, user_id: &str) -> bool {
+            match concerned {
+                Concerned::Everyone => true,
+                Concerned::Users(keys) => keys.binary_search(&user_key(user_id)).is_ok(),
+            }
+        }
+
+        proptest! {
+            /// The promise a targeted wake-up rests on: no device whose
+            /// policy changes is left out.
+            #[test]
+            fn every_device_whose_policy_changes_is_concerned(
+                (before, after) in shape().prop_flat_map(|before| (Just(before.clone()), changed(before)))
+            ) {
+                let old = TenantSnapshot::build(tenant_data(&before));
+                let new = TenantSnapshot::build(tenant_data(&after));
+                let concerned = old.concerned_by(&new);
+                for device in devices() {
+                    if old.policy_etag(&device, 60) != new.policy_etag(&device, 60) {
+                        prop_assert!(
+                            concerns(&concerned, &device.user_id),
+                            "{} changed but {concerned:?} leaves it out", device.id
+                        );
+                    }
+                }
+            }
+        }
+
+        fn base() -> Shape {
+            Shape {
+                users: vec![Some((true, false, 0b0001)); USERS.len()],
+                groups: vec![1; GROUPS.len()],
+                nesting: 0,
+                settings: vec![(false, 0b0001, 0, 0, false, false); SERVICES.len()],
+                grants: 0,
+            }
+        }
+
+        fn between(before: &Shape, after: &Shape) -> Concerned {
+            TenantSnapshot::build(tenant_data(before))
+                .concerned_by(&TenantSnapshot::build(tenant_data(after)))
+        }
+
+        #[test]
+        fn a_change_to_one_user_concerns_that_user_alone() {
+            let mut after = base();
+            after.users[2] = Some((true, false, 0b0010));
+            assert_eq!(
+                between(&base(), &after),
+                Concerned::Users(vec![user_key("u2")])
+            );
+            after.users[2] = None;
+            assert_eq!(
+                between(&base(), &after),
+                Concerned::Users(vec![user_key("u2")])
+            );
+            let mut granted = base();
+            granted.grants = 0b0010;
+            assert_eq!(
+                between(&base(), &granted),
+                Concerned::Users(vec![user_key("u1")])
+            );
+        }
+
+        #[test]
+        fn nothing_that_decisions_read_concerns_nobody() {
+            assert_eq!(between(&base(), &base()), Concerned::Users(Vec::new()));
+            // g3 is selected by no service: its name reaches no device.
+            let mut renamed = base();
+            renamed.groups[3] = 2;
+            assert_eq!(between(&base(), &renamed), Concerned::Users(Vec::new()));
+        }
+
+        #[test]
+        fn settings_and_selected_group_names_concern_everyone() {
+            let mut saved = base();
+            saved.settings[0].0 = true;
+            assert_eq!(between(&base(), &saved), Concerned::Everyone);
+            let mut renamed = base();
+            renamed.groups[0] = 2;
+            assert_eq!(between(&base(), &renamed), Concerned::Everyone);
+        }
+
+        #[test]
+        fn nesting_concerns_the_users_whose_closure_it_changes() {
+            let mut nested = base();
+            // g0 now contains g1: u3 (in g1) gains g0; the others are in g0 already.
+            nested.users[3] = Some((true, false, 0b0010));
+            let mut after = nested.clone();
+            after.nesting = 0b0001;
+            assert_eq!(
+                between(&nested, &after),
+                Concerned::Users(vec![user_key("u3")])
+            );
+        }
     }
 }

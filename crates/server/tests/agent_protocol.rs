@@ -499,8 +499,85 @@ async fn guessing_enrollment_keys_is_slowed_down_but_enrollment_is_not(db: Datab
     assert_eq!(valid.status, StatusCode::CREATED, "{:?}", valid.body);
 }
 
+/// A directory change wakes the held long-polls of the users it concerns
+/// and no others: a change to one user costs that user's devices, not the
+/// tenant's fleet. On PostgreSQL the change is made through a second node,
+/// so that the other node's rebuild (from the change feed) is what wakes.
+async fn a_directory_change_wakes_only_the_devices_it_concerns(db: Database) {
+    let holder = TestApp::start(&db).await;
+    let second = TestApp::second_node(&db).await;
+    let admin = second.as_ref().unwrap_or(&holder);
+    let fleet = every_reason(&holder).await;
+    let device = |label: &str| {
+        fleet
+            .devices
+            .iter()
+            .find(|d| d.0 == label)
+            .expect("in the fleet")
+            .clone()
+    };
+    let ada = hold_long_poll(&holder, device("ada-mbp")).await;
+    let bob = hold_long_poll(&holder, device("bob-pc")).await;
+    while held_long_polls(&holder).await != 2 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rechecks_before = held_rechecks(&holder).await;
+
+    // Ada leaves: her laptop loses Private Applications; Bob's devices are
+    // not concerned.
+    let deactivated = admin
+        .call(
+            Method::PATCH,
+            &fleet.t.path("/users/ada"),
+            Some(&fleet.t.admin),
+            Some(json!({"active": false})),
+            &[],
+        )
+        .await;
+    assert_eq!(deactivated.status, StatusCode::OK);
+    let (status, body) = tokio::time::timeout(Duration::from_secs(15), ada)
+        .await
+        .expect("woken by the change, not the timeout")
+        .expect("held request");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["services"]["private_access"]["reason"],
+        "user_inactive"
+    );
+    assert_eq!(
+        held_rechecks(&holder).await - rechecks_before,
+        1,
+        "only Ada's hold decided again"
+    );
+    assert_eq!(held_long_polls(&holder).await, 1, "Bob's still held");
+
+    // A save concerns everyone: Bob's hold decides again (and answers, as
+    // the save turns Private Applications on for him).
+    let path = fleet.t.path("/entitlements/private_access");
+    let mut settings = admin.get(&path, &fleet.t.admin).await.body;
+    settings["enabled_by_default"] = json!(true);
+    assert_eq!(
+        admin
+            .put(&path, &fleet.t.admin, settings, None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let (status, body) = tokio::time::timeout(Duration::from_secs(15), bob)
+        .await
+        .expect("woken by the save")
+        .expect("held request");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["services"]["private_access"]["reason"],
+        "enabled_by_default"
+    );
+    assert_eq!(held_rechecks(&holder).await - rechecks_before, 2);
+}
+
 on_both_backends!(
     no_node_answers_an_older_decision_after_a_save_on_another,
+    a_directory_change_wakes_only_the_devices_it_concerns,
     enrollment_refuses_bad_keys_unknown_users_and_bad_reports,
     every_reason_comes_out_of_sync_and_matches_the_device_page,
     device_tokens_are_checked,
@@ -669,6 +746,42 @@ fn raw_sync(token: &str, report: &Value, etag: Option<&str>, extra: &str) -> Vec
         body.len()
     )
     .into_bytes()
+}
+
+/// Syncs a device, then holds a long-poll with the ETag it got.
+async fn hold_long_poll(
+    app: &TestApp,
+    (_, _, token, report): (&str, String, String, Value),
+) -> tokio::task::JoinHandle<(StatusCode, Value)> {
+    let etag = sync(app, &token, &report, None, None)
+        .await
+        .etag
+        .expect("etag");
+    let (base, client) = (app.base.clone(), app.client.clone());
+    tokio::spawn(async move {
+        let response = client
+            .post(format!("{base}/agent/v1/sync?wait=30"))
+            .bearer_auth(token)
+            .header("If-None-Match", etag)
+            .json(&report)
+            .send()
+            .await
+            .expect("sent");
+        let status = response.status();
+        (
+            status,
+            response.json::<Value>().await.unwrap_or(Value::Null),
+        )
+    })
+}
+
+async fn held_rechecks(app: &TestApp) -> i64 {
+    app.metrics()
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix("entitle_held_long_poll_rechecks_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("counter")
 }
 
 async fn held_long_polls(app: &TestApp) -> i64 {
