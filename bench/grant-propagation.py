@@ -18,49 +18,10 @@ install step.
 
 import argparse
 import datetime
-import json
-import os
-import re
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 
-ROOT = "grant-bench-root"
-
-
-def call(base, method, path, token, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(base + path, data=data, method=method)
-    request.add_header("Authorization", f"Bearer {token}")
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(request, timeout=30) as answer:
-        text = answer.read().decode()
-        return json.loads(text) if text else None
-
-
-def metric(base, name, labels=None):
-    with urllib.request.urlopen(base + "/metrics", timeout=10) as answer:
-        text = answer.read().decode()
-    shown = re.escape("{" + labels + "}") if labels else r"(?:\{[^}]*\})?"
-    match = re.search(rf"^{name}{shown} ([0-9.e+]+)$", text, re.M)
-    return float(match.group(1)) if match else 0.0
-
-
-def cpu_seconds(pid):
-    """User and system CPU time the process has used (Linux /proc)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def policies_sent(base):
-    """Syncs answered with a changed policy: pushed to a held long-poll, or
-    answered to an agent that was between two long-polls at the start."""
-    return metric(base, "entitle_syncs_total", 'outcome="policy"')
+from benchlib import Bench, call, cpu_seconds, policies_sent
 
 
 def main():
@@ -71,55 +32,15 @@ def main():
     parser.add_argument("--port", type=int, default=19480)
     parser.add_argument("--lead-seconds", type=float, default=4.0)
     args = parser.parse_args()
-    base = f"http://127.0.0.1:{args.port}"
-    data = tempfile.mkdtemp(prefix="grant-bench-")
-    processes = []
-    try:
-        server = subprocess.Popen(
-            [args.bin, "serve", "--listen", f"127.0.0.1:{args.port}", "--data-dir", data,
-             "--bootstrap-admin-token", ROOT, "--enrollments-per-minute", "4000000",
-             "--log-format", "json"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        processes.append(server)
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(base + "/healthz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
-        tenant = call(base, "POST", "/api/v1/tenants", ROOT, {"name": "fleet"})
-        admin = call(base, "POST", "/api/v1/tenants/fleet/tokens", ROOT,
-                     {"name": "bench", "role": "admin"})["token"]
+    with Bench(args.bin, args.port) as bench:
+        base, admin, server = bench.base, bench.admin, bench.server
         # Private Access off for everyone, so that the grant is what turns it on.
-        path = "/api/v1/tenants/fleet/entitlements/private_access"
-        settings = call(base, "GET", path, admin)
-        settings.update({"enabled_by_default": False, "user_groups": [], "device_groups": []})
-        settings = {k: v for k, v in settings.items()
-                    if k in ("enabled_by_default", "user_groups", "device_groups", "logout_on_enable",
-                             "exclude_user_groups", "exclude_device_groups", "rollout_percent")}
-        call(base, "PUT", path, admin, settings)
-        fleet = subprocess.Popen(
-            [args.bin, "fleet", "--server", base, "--enrollment-key", tenant["enrollment_key"],
-             "--agents", str(args.agents), "--create-users", str(args.users),
-             "--token", admin, "--tenant", "fleet", "--parallel", "64", "--duration", "600"],
-            stdout=sys.stderr, stderr=sys.stderr)
-        processes.append(fleet)
-        deadline = time.time() + 900
-        while metric(base, "entitle_held_long_polls") < args.agents:
-            if time.time() > deadline or fleet.poll() is not None:
-                sys.exit("the fleet did not hold its long-polls")
-            time.sleep(0.5)
-        time.sleep(2)
-        users, cursor = [], None
-        while True:
-            page = call(base, "GET", "/api/v1/tenants/fleet/users?limit=100"
-                        + (f"&cursor={cursor}" if cursor else ""), admin)
-            users += [u["user_name"] for u in page["items"]]
-            cursor = page.get("next_cursor")
-            if not cursor:
-                break
-        # Each grant is a write that wakes every held long-poll (which sees no
-        # change yet): they all start together, well after the last is made.
+        bench.save("private_access", enabled_by_default=False, user_groups=[], device_groups=[])
+        bench.fleet(args.agents, args.users)
+        users = bench.user_names()
+        # Each grant is a write and a rebuild, which wakes no held long-poll
+        # until the grant starts: they all start together, well after the last
+        # is made.
         start = (datetime.datetime.now(datetime.timezone.utc)
                  + datetime.timedelta(seconds=args.lead_seconds + len(users) * 0.1))
         pushed_before = policies_sent(base)
@@ -161,15 +82,6 @@ def main():
             print(f"server CPU from the start until all held it: {used:.2f} s"
                   f" ({used / concerned * 1e6:.0f} µs per agent answered, its next long-poll included;"
                   f" {used / args.agents * 1e6:.0f} µs per held agent)")
-    finally:
-        for process in reversed(processes):
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        shutil.rmtree(data, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -288,7 +288,10 @@ pub(crate) async fn change_device(
         )
         .await?;
     // Answers the device's held long-poll with its new decisions.
-    state.snapshots.refresh_for_device(&tenant.id, &id).await?;
+    state
+        .snapshots
+        .refresh_for_device(&tenant.id, &device)
+        .await?;
     let snapshot = state.snapshots.at_least(&tenant.id, 0).await?;
     Ok(Json(device_detail_json(&snapshot, &device)))
 }
@@ -336,20 +339,24 @@ pub(crate) async fn approve_devices(
         approved: Vec::new(),
         not_found: Vec::new(),
     };
+    let mut users = Vec::new();
     for id in body.ids {
         match state
             .store
             .change_device(&tenant.id, &id, &change, &caller.actor)
             .await
         {
-            Ok(_) => answer.approved.push(id),
+            Ok(device) => {
+                users.push(device.user_id);
+                answer.approved.push(id);
+            }
             Err(entitle_store::StoreError::NotFound { .. }) => answer.not_found.push(id),
             Err(other) => return Err(other.into()),
         }
     }
     state.snapshots.refresh(&tenant.id).await?;
-    for id in &answer.approved {
-        state.snapshots.nudge(&tenant.id, id).await?;
+    for (id, user_id) in answer.approved.iter().zip(&users) {
+        state.snapshots.nudge(&tenant.id, id, Some(user_id)).await?;
     }
     Ok(Json(answer))
 }

@@ -132,7 +132,7 @@ async fn follow_changes(mut feed: ChangeFeed, snapshots: Arc<Snapshots>) {
 /// was about (so that its held long-poll answers), or a single resync.
 fn coalesce(burst: Vec<Change>) -> Vec<Change> {
     let mut latest: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
-    let mut devices: Vec<(String, String)> = Vec::new();
+    let mut devices: Vec<(String, String, Option<String>)> = Vec::new();
     for change in burst {
         match change {
             Change::Resync => return vec![Change::Resync],
@@ -140,9 +140,10 @@ fn coalesce(burst: Vec<Change>) -> Vec<Change> {
                 tenant_id,
                 data_version,
                 device_id,
+                user_id,
             } => {
                 if let Some(device_id) = device_id {
-                    devices.push((tenant_id.clone(), device_id));
+                    devices.push((tenant_id.clone(), device_id, user_id));
                 }
                 let entry = latest.entry(tenant_id).or_insert(data_version);
                 *entry = (*entry).max(data_version);
@@ -151,10 +152,11 @@ fn coalesce(burst: Vec<Change>) -> Vec<Change> {
     }
     let device_changes: Vec<Change> = devices
         .into_iter()
-        .map(|(tenant_id, device_id)| Change::Tenant {
+        .map(|(tenant_id, device_id, user_id)| Change::Tenant {
             data_version: latest.get(&tenant_id).copied().unwrap_or_default(),
             tenant_id,
             device_id: Some(device_id),
+            user_id,
         })
         .collect();
     latest
@@ -163,6 +165,7 @@ fn coalesce(burst: Vec<Change>) -> Vec<Change> {
             tenant_id,
             data_version,
             device_id: None,
+            user_id: None,
         })
         .chain(device_changes)
         .collect()

@@ -685,6 +685,13 @@ impl HeldByUser {
     fn look(&self) {
         self.lock().values().for_each(|c| c.notify.notify_waiters());
     }
+
+    /// Wakes one user's holds without a change.
+    fn look_at(&self, key: u64) {
+        if let Some(changes) = self.lock().get(&key) {
+            changes.notify.notify_waiters();
+        }
+    }
 }
 
 /// A held long-poll's place among its tenant's: what tells it that a change
@@ -748,9 +755,15 @@ impl Snapshots {
         }
     }
 
-    /// Asks one device to sync now: wakes the tenant's held long-polls, and
-    /// the device's own answers at once (the others see no change and wait on).
-    pub async fn nudge(&self, tenant_id: &str, device_id: &str) -> StoreResult<()> {
+    /// Asks one device to sync now: wakes the held long-polls of its user
+    /// (of the whole tenant when the user is not known), and the device's own
+    /// answers at once (the others see no change and wait on).
+    pub async fn nudge(
+        &self,
+        tenant_id: &str,
+        device_id: &str,
+        user_id: Option<&str>,
+    ) -> StoreResult<()> {
         {
             let mut nudged = self.nudged.lock().unwrap_or_else(|e| e.into_inner());
             if nudged.len() >= MAX_NUDGES {
@@ -761,10 +774,13 @@ impl Snapshots {
                 self.any_nudged.store(true, Ordering::SeqCst);
             }
         }
-        // No generation moves: the holds wake, see no change, and only the
-        // nudged device answers. (Its user is not known here; nudges are an
-        // administrator's acts on single devices, not a stream.)
-        self.entry(tenant_id).await?.held.look();
+        // No generation moves: the holds woken see no change, and only the
+        // nudged device answers.
+        let entry = self.entry(tenant_id).await?;
+        match user_id {
+            Some(user_id) => entry.held.look_at(user_key(user_id)),
+            None => entry.held.look(),
+        }
         Ok(())
     }
 
@@ -795,9 +811,10 @@ impl Snapshots {
     /// Rebuilds a tenant's snapshot after a change to one device (removed,
     /// approved, attested) and answers that device's held long-poll, which
     /// then reads the device again.
-    pub async fn refresh_for_device(&self, tenant_id: &str, device_id: &str) -> StoreResult<()> {
+    pub async fn refresh_for_device(&self, tenant_id: &str, device: &Device) -> StoreResult<()> {
         self.refresh(tenant_id).await?;
-        self.nudge(tenant_id, device_id).await
+        self.nudge(tenant_id, &device.id, Some(&device.user_id))
+            .await
     }
 
     /// The current snapshot of a tenant, loading it on first use, and
@@ -964,13 +981,14 @@ impl Snapshots {
                 tenant_id,
                 data_version,
                 device_id,
+                user_id,
             } => {
                 if let Some(entry) = self.loaded(tenant_id) {
                     if read(&entry.current).tenant.data_version < *data_version {
                         self.refresh(tenant_id).await?;
                     }
                     if let Some(device_id) = device_id {
-                        self.nudge(tenant_id, device_id).await?;
+                        self.nudge(tenant_id, device_id, user_id.as_deref()).await?;
                     }
                 }
             }

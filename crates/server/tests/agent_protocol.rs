@@ -573,6 +573,30 @@ async fn a_directory_change_wakes_only_the_devices_it_concerns(db: Database) {
         "enabled_by_default"
     );
     assert_eq!(held_rechecks(&holder).await - rechecks_before, 2);
+
+    // Removing a device answers its hold at once (on PostgreSQL, through the
+    // change feed, which names the device and its user).
+    let phone = device("ada-phone");
+    let phone_id = phone.1.clone();
+    let held = hold_long_poll(&holder, phone).await;
+    while held_long_polls(&holder).await != 1 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let removed = admin
+        .call(
+            Method::DELETE,
+            &fleet.t.path(&format!("/devices/{phone_id}")),
+            Some(&fleet.t.admin),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(removed.status, StatusCode::NO_CONTENT);
+    let (status, _) = tokio::time::timeout(Duration::from_secs(15), held)
+        .await
+        .expect("answered at once, not at the timeout")
+        .expect("held request");
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
 on_both_backends!(

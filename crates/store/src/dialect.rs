@@ -53,7 +53,7 @@ use time::OffsetDateTime;
 use tokio::sync::{Mutex, MutexGuard, mpsc};
 use uuid::Uuid;
 
-use crate::{Change, ChangeFeed, StoreError, StoreResult};
+use crate::{Change, ChangeFeed, Device, StoreError, StoreResult};
 
 /// The channel on which PostgreSQL announces committed changes, with the tenant id.
 const CHANGES_CHANNEL: &str = "entitle_changes";
@@ -315,7 +315,8 @@ fn now_at_precision(postgres: bool) -> OffsetDateTime {
     now.replace_nanosecond(nanos - nanos % unit).unwrap_or(now)
 }
 
-/// Parses a notification payload, `<tenant id> <data version> [<device id>]`.
+/// Parses a notification payload, `<tenant id> <data version> [<device id>
+/// [<user id>]]`.
 fn parse_change(payload: &str) -> Change {
     let mut parts = payload.split(' ');
     match (parts.next(), parts.next().and_then(|v| v.parse().ok())) {
@@ -323,6 +324,7 @@ fn parse_change(payload: &str) -> Change {
             tenant_id: tenant_id.to_owned(),
             data_version,
             device_id: parts.next().map(str::to_owned),
+            user_id: parts.next().map(str::to_owned),
         },
         _ => Change::Resync,
     }
@@ -387,11 +389,15 @@ impl Conn<'_> {
         &mut self,
         tenant_id: &str,
         data_version: i64,
-        device_id: Option<&str>,
+        device: Option<&Device>,
     ) -> StoreResult<()> {
         if self.is_postgres() {
-            let payload = match device_id {
-                Some(device_id) => format!("{tenant_id} {data_version} {device_id}"),
+            // Ids hold no spaces: uuids on PostgreSQL.
+            let payload = match device {
+                Some(device) => format!(
+                    "{tenant_id} {data_version} {} {}",
+                    device.id, device.user_id
+                ),
                 None => format!("{tenant_id} {data_version}"),
             };
             query("SELECT pg_notify($1, $2)")
@@ -932,5 +938,26 @@ impl Decode<'_, Postgres> for Jsonb {
             _ => bytes,
         };
         Ok(Jsonb(std::str::from_utf8(text)?.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_names_its_device_and_user_when_it_has_them() {
+        let tenant = |device: Option<&str>, user: Option<&str>| Change::Tenant {
+            tenant_id: "t".to_owned(),
+            data_version: 7,
+            device_id: device.map(str::to_owned),
+            user_id: user.map(str::to_owned),
+        };
+        assert_eq!(parse_change("t 7"), tenant(None, None));
+        assert_eq!(parse_change("t 7 d u"), tenant(Some("d"), Some("u")));
+        // From a node of an earlier release, which named the device alone.
+        assert_eq!(parse_change("t 7 d"), tenant(Some("d"), None));
+        assert_eq!(parse_change("t seven"), Change::Resync);
+        assert_eq!(parse_change(""), Change::Resync);
     }
 }

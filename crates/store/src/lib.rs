@@ -1063,6 +1063,9 @@ pub enum Change {
         /// The one device the change was about (removed, approved, attested),
         /// so that a node holding its long-poll answers it at once.
         device_id: Option<String>,
+        /// That device's user, so that only that user's held long-polls
+        /// wake to look (absent from nodes of an earlier release).
+        user_id: Option<String>,
     },
     /// Announcements may have been lost: check every tenant.
     Resync,
@@ -1327,13 +1330,13 @@ pub trait DeviceStore {
         since: Option<i64>,
         each: &mut (dyn FnMut(Device) -> StoreResult<()> + Send),
     ) -> StoreResult<DeviceChanges>;
-    /// Removes a device, revoking its token.
+    /// Removes a device, revoking its token; answers the device removed.
     async fn delete_device(
         &self,
         tenant_id: &str,
         device_id: &str,
         actor: &Actor,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<Device>;
 }
 
 /// Entitlement settings, config versions and the audit log.

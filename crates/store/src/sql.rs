@@ -278,9 +278,9 @@ impl<'a> Audit<'a> {
         self,
         mut tx: Conn<'_>,
         tenant_id: &str,
-        device_id: &str,
+        device: &Device,
     ) -> StoreResult<()> {
-        bump_data_version(&mut tx, tenant_id, Some(device_id)).await?;
+        bump_data_version(&mut tx, tenant_id, Some(device)).await?;
         self.commit(tx).await
     }
 
@@ -365,7 +365,7 @@ fn settings_from_row(row: &Row) -> StoreResult<StoredSettings> {
 async fn bump_data_version(
     conn: &mut Conn<'_>,
     tenant_id: &str,
-    device_id: Option<&str>,
+    device: Option<&Device>,
 ) -> StoreResult<()> {
     let version: i64 = query(
         "UPDATE tenants SET data_version = data_version + 1 WHERE id = $1 RETURNING data_version",
@@ -373,7 +373,7 @@ async fn bump_data_version(
     .id(tenant_id)
     .fetch_scalar(&mut *conn)
     .await?;
-    conn.announce(tenant_id, version, device_id).await
+    conn.announce(tenant_id, version, device).await
 }
 
 /// Takes the tenant's next device revision. The counter's row stays locked
@@ -2228,7 +2228,7 @@ impl DeviceStore for SqlStore {
         )
         .before(&device_trust_json(&before))
         .after(&device_trust_json(&after))
-        .commit_bumping_device(tx, tenant_id, device_id)
+        .commit_bumping_device(tx, tenant_id, &after)
         .await?;
         Ok(after)
     }
@@ -2360,7 +2360,7 @@ impl DeviceStore for SqlStore {
         tenant_id: &str,
         device_id: &str,
         actor: &Actor,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Device> {
         let mut tx = self.db.write_tenant(tenant_id).await?;
         let row = query(device_select!("WHERE d.tenant_id = $1 AND d.id = $2"))
             .id(tenant_id)
@@ -2385,9 +2385,9 @@ impl DeviceStore for SqlStore {
             &device.report.hostname,
         )
         .before(&before)
-        .commit_bumping_device(tx, tenant_id, device_id)
+        .commit_bumping_device(tx, tenant_id, &device)
         .await?;
-        Ok(())
+        Ok(device)
     }
 }
 

@@ -626,7 +626,10 @@ pub(crate) async fn resync_device(
             None,
         )
         .await?;
-    state.snapshots.nudge(&tenant.id, &device.id).await?;
+    state
+        .snapshots
+        .nudge(&tenant.id, &device.id, Some(&device.user_id))
+        .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(ResyncJson {
@@ -684,12 +687,15 @@ pub(crate) async fn delete_device(
     Path((tenant, id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let tenant = caller.tenant_for_write(&state, &tenant).await?;
-    state
+    let removed = state
         .store
         .delete_device(&tenant.id, &id, &caller.actor)
         .await?;
     // Answers the device's held long-poll, which then finds its token revoked.
-    state.snapshots.refresh_for_device(&tenant.id, &id).await?;
+    state
+        .snapshots
+        .refresh_for_device(&tenant.id, &removed)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
