@@ -48,7 +48,7 @@ pub use limit::TrustedProxies;
 pub use metrics::{Metrics, ProcessFigures};
 use ops::ErrorResponses;
 pub use shed::ShedConfig;
-pub use snapshot::{Concerned, Snapshots, TenantSnapshot};
+pub use snapshot::{Snapshots, TenantSnapshot};
 pub use state::{AppState, ServerConfig};
 pub use tls::{ServerTls, TlsError};
 

@@ -437,36 +437,21 @@ impl TenantSnapshot {
     }
 }
 
-/// Whose devices a change from one snapshot to the next may decide differently.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Concerned {
-    /// Something every decision reads changed: settings, device groups, or
-    /// the name of a user group that settings select.
-    Everyone,
-    /// Only the devices of these users (by [`user_key`], sorted, each once).
-    Users(Vec<u64>),
-}
-
-/// The key under which a user's held long-polls wait. A hash: two users that
-/// share one only wake each other's devices, which then see no change.
-pub fn user_key(user_id: &str) -> u64 {
-    crate::shed::fnv1a(user_id)
-}
-
 impl TenantSnapshot {
-    /// Whose devices may decide differently under `newer` than under `self`:
-    /// what lets a rebuild wake only the held long-polls it concerns. It errs
-    /// towards more: a user it names may see no change, while a device it
-    /// left out would keep its old policy until its hold ends.
-    pub fn concerned_by(&self, newer: &TenantSnapshot) -> Concerned {
-        // Every field named, so that one added to the snapshot is weighed here.
+    /// Whether a change from `self` to `newer` may decide every device
+    /// differently: settings, device groups, or the name of a user group that
+    /// settings select. Otherwise only the users [`TenantSnapshot::concerns`]
+    /// names are concerned.
+    pub fn concerns_everyone(&self, newer: &TenantSnapshot) -> bool {
+        // Every field named, so that one added to the snapshot is weighed
+        // here or in `concerns`.
         let TenantSnapshot {
             tenant,
             build_id: _,
             settings,
-            // Compared user by user below.
+            // Compared user by user, in `concerns`.
             users: _,
-            user_positions,
+            user_positions: _,
             group_names,
             device_groups,
             device_group_names,
@@ -476,8 +461,8 @@ impl TenantSnapshot {
             graph: _,
             // What the group pickers count, not what decisions read.
             active_members: _,
-            // Compared user by user below.
-            grants,
+            // Compared user by user, in `concerns`.
+            grants: _,
             // When to rebuild, not what to decide.
             valid_until: _,
         } = self;
@@ -497,49 +482,31 @@ impl TenantSnapshot {
                         || deleted_group_names.get(id) != newer.deleted_group_names.get(id)
                 })
         };
-        if tenant.id != newer.tenant.id
+        tenant.id != newer.tenant.id
             || *settings != newer.settings
             || *device_groups != newer.device_groups
             || *device_group_names != newer.device_group_names
             || *deleted_device_group_names != newer.deleted_device_group_names
             || selected_group_renamed()
-        {
-            return Concerned::Everyone;
-        }
-        let mut changed = Vec::new();
-        // Users share closures: each pair of closures is compared once.
-        let mut same_closures: HashMap<(usize, usize), bool> = HashMap::new();
-        for (id, &at) in &newer.user_positions {
-            let same = match (self.user(id), newer.users.get(at as usize)) {
-                (Some(before), Some(now)) => {
-                    before.active == now.active
-                        && before.user_name == now.user_name
-                        && *same_closures
-                            .entry((
-                                Arc::as_ptr(&before.effective_groups) as usize,
-                                Arc::as_ptr(&now.effective_groups) as usize,
-                            ))
-                            .or_insert_with(|| before.effective_groups == now.effective_groups)
-                }
-                (None, None) => true,
-                _ => false,
-            };
-            if !same {
-                changed.push(user_key(id));
+    }
+
+    /// Whether a change from `self` to `newer` that does not concern everyone
+    /// may decide this user's devices differently: the user's name, activity,
+    /// groups (through nesting too) or active grants changed, or the user
+    /// came or went. What lets a rebuild wake only the held long-polls it
+    /// concerns; a device it wrongly left out would keep its old policy until
+    /// its hold ends, which a property test guards against.
+    pub fn concerns(&self, newer: &TenantSnapshot, user_id: &str) -> bool {
+        let same_user = match (self.user(user_id), newer.user(user_id)) {
+            (Some(before), Some(now)) => {
+                before.active == now.active
+                    && before.user_name == now.user_name
+                    && before.effective_groups == now.effective_groups
             }
-        }
-        let gone = user_positions
-            .keys()
-            .filter(|id| !newer.user_positions.contains_key(*id));
-        let grants_changed = grants
-            .iter()
-            .filter(|(id, before)| newer.grants.get(*id) != Some(before))
-            .map(|(id, _)| id)
-            .chain(newer.grants.keys().filter(|id| !grants.contains_key(*id)));
-        changed.extend(gone.chain(grants_changed).map(|id| user_key(id)));
-        changed.sort_unstable();
-        changed.dedup();
-        Concerned::Users(changed)
+            (None, None) => true,
+            _ => false,
+        };
+        !same_user || self.grants.get(user_id) != newer.grants.get(user_id)
     }
 }
 
@@ -640,18 +607,20 @@ struct TenantEntry {
 }
 
 /// A tenant's held long-polls by user, so that a rebuild wakes the devices
-/// whose decisions it may change ([`TenantSnapshot::concerned_by`]) and no
-/// others: a directory change that concerns one user costs that user's
-/// devices, not the tenant's whole fleet.
+/// whose decisions it may change and no others: a directory change that
+/// concerns one user costs that user's devices, not the tenant's whole fleet,
+/// and a rebuild compares the two snapshots for the users held, not for the
+/// whole directory.
 #[derive(Default)]
 struct HeldByUser {
-    users: std::sync::Mutex<HashMap<u64, Arc<UserChanges>>>,
+    users: std::sync::Mutex<HashMap<Arc<str>, Arc<UserChanges>, foldhash::fast::RandomState>>,
     count: AtomicUsize,
 }
 
 /// What a user's held long-polls wait on.
-#[derive(Default)]
 struct UserChanges {
+    /// The user's id (also the key in [`HeldByUser`]).
+    user_id: Arc<str>,
     /// Moves on every rebuild that concerns the user.
     generation: AtomicU64,
     /// Wakes the holds when `generation` moves, and when every hold should
@@ -659,24 +628,43 @@ struct UserChanges {
     notify: Notify,
 }
 
+impl UserChanges {
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+}
+
 impl HeldByUser {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<UserChanges>>> {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Arc<UserChanges>, foldhash::fast::RandomState>>
+    {
         self.users.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Moves the generation of the users `concerned` names and wakes their holds.
-    fn changed(&self, concerned: &Concerned) {
+    /// Wakes, with a change, the holds whose decisions may differ from
+    /// `previous` to `current`, which is already installed: a hold that
+    /// registers after the users are listed here reads `current`.
+    fn changed(&self, previous: &TenantSnapshot, current: &TenantSnapshot) {
+        if previous.concerns_everyone(current) {
+            self.lock().values().for_each(|c| c.changed());
+            return;
+        }
+        // Compared outside the lock, which syncs take to register.
+        let held: Vec<Arc<str>> = self.lock().keys().cloned().collect();
+        let concerned: Vec<Arc<str>> = held
+            .into_iter()
+            .filter(|user_id| previous.concerns(current, user_id))
+            .collect();
+        if concerned.is_empty() {
+            return;
+        }
         let users = self.lock();
-        let wake = |changes: &UserChanges| {
-            changes.generation.fetch_add(1, Ordering::SeqCst);
-            changes.notify.notify_waiters();
-        };
-        match concerned {
-            Concerned::Everyone => users.values().for_each(|c| wake(c)),
-            Concerned::Users(keys) => keys
-                .iter()
-                .filter_map(|key| users.get(key))
-                .for_each(|c| wake(c)),
+        for user_id in concerned {
+            if let Some(changes) = users.get(&user_id) {
+                changes.changed();
+            }
         }
     }
 
@@ -687,8 +675,8 @@ impl HeldByUser {
     }
 
     /// Wakes one user's holds without a change.
-    fn look_at(&self, key: u64) {
-        if let Some(changes) = self.lock().get(&key) {
+    fn look_at(&self, user_id: &str) {
+        if let Some(changes) = self.lock().get(user_id) {
             changes.notify.notify_waiters();
         }
     }
@@ -698,7 +686,6 @@ impl HeldByUser {
 /// may concern its device. Leaves when dropped.
 pub struct HeldWatch {
     entry: Arc<TenantEntry>,
-    key: u64,
     changes: Arc<UserChanges>,
 }
 
@@ -722,7 +709,7 @@ impl Drop for HeldWatch {
         // Only the map and this watch hold it: the user's last hold leaves.
         // (Watches are made under this lock, so none can appear meanwhile.)
         if Arc::strong_count(&self.changes) == 2 {
-            users.remove(&self.key);
+            users.remove(&self.changes.user_id);
         }
         self.entry.held.count.fetch_sub(1, Ordering::SeqCst);
     }
@@ -778,7 +765,7 @@ impl Snapshots {
         // nudged device answers.
         let entry = self.entry(tenant_id).await?;
         match user_id {
-            Some(user_id) => entry.held.look_at(user_key(user_id)),
+            Some(user_id) => entry.held.look_at(user_id),
             None => entry.held.look(),
         }
         Ok(())
@@ -880,17 +867,24 @@ impl Snapshots {
     /// it when a rebuild may change its decisions.
     pub async fn watch(&self, tenant_id: &str, user_id: &str) -> StoreResult<HeldWatch> {
         let entry = self.entry(tenant_id).await?;
-        let key = user_key(user_id);
         let changes = {
             let mut users = entry.held.lock();
             entry.held.count.fetch_add(1, Ordering::SeqCst);
-            Arc::clone(users.entry(key).or_default())
+            match users.get(user_id) {
+                Some(changes) => Arc::clone(changes),
+                None => {
+                    let user_id: Arc<str> = Arc::from(user_id);
+                    let changes = Arc::new(UserChanges {
+                        user_id: Arc::clone(&user_id),
+                        generation: AtomicU64::new(0),
+                        notify: Notify::new(),
+                    });
+                    users.insert(user_id, Arc::clone(&changes));
+                    changes
+                }
+            }
         };
-        Ok(HeldWatch {
-            entry,
-            key,
-            changes,
-        })
+        Ok(HeldWatch { entry, changes })
     }
 
     /// Number of long-polls held on this node.
@@ -927,17 +921,13 @@ impl Snapshots {
         let started = std::time::Instant::now();
         let data = self.store.tenant_data(tenant_id).await?;
         let snapshot = Arc::new(TenantSnapshot::build(data));
-        // With no hold registered, none to spare: whoever registers from
-        // here on (and may read the snapshot being replaced) is woken.
-        let concerned = if entry.held.count.load(Ordering::SeqCst) == 0 {
-            Concerned::Everyone
-        } else {
-            read(&entry.current).concerned_by(&snapshot)
-        };
         crate::metrics::snapshot_rebuilt(started.elapsed());
-        *entry.current.write().unwrap_or_else(|e| e.into_inner()) = snapshot;
+        let previous = std::mem::replace(
+            &mut *entry.current.write().unwrap_or_else(|e| e.into_inner()),
+            Arc::clone(&snapshot),
+        );
         entry.built.store(covered, Ordering::SeqCst);
-        entry.held.changed(&concerned);
+        entry.held.changed(&previous, &snapshot);
         Ok(())
     }
 
@@ -1358,11 +1348,27 @@ mod tests {
                 })
         }
 
-        fn concerns(concerned: &Concerned, user_id: &str) -> bool {
-            match concerned {
-                Concerned::Everyone => true,
-                Concerned::Users(keys) => keys.binary_search(&user_key(user_id)).is_ok(),
+        /// Whom a change concerns, among the users devices() has.
+        #[derive(Debug, PartialEq, Eq)]
+        enum Concerned {
+            Everyone,
+            Users(Vec<&'static str>),
+        }
+
+        fn between(before: &Shape, after: &Shape) -> Concerned {
+            let old = TenantSnapshot::build(tenant_data(before));
+            let new = TenantSnapshot::build(tenant_data(after));
+            if old.concerns_everyone(&new) {
+                return Concerned::Everyone;
             }
+            Concerned::Users(
+                USERS
+                    .iter()
+                    .chain(&["someone-else"])
+                    .filter(|user| old.concerns(&new, user))
+                    .copied()
+                    .collect(),
+            )
         }
 
         proptest! {
@@ -1374,12 +1380,12 @@ mod tests {
             ) {
                 let old = TenantSnapshot::build(tenant_data(&before));
                 let new = TenantSnapshot::build(tenant_data(&after));
-                let concerned = old.concerned_by(&new);
+                let everyone = old.concerns_everyone(&new);
                 for device in devices() {
                     if old.policy_etag(&device, 60) != new.policy_etag(&device, 60) {
                         prop_assert!(
-                            concerns(&concerned, &device.user_id),
-                            "{} changed but {concerned:?} leaves it out", device.id
+                            everyone || old.concerns(&new, &device.user_id),
+                            "{} changed but is left out", device.id
                         );
                     }
                 }
@@ -1396,30 +1402,16 @@ mod tests {
             }
         }
 
-        fn between(before: &Shape, after: &Shape) -> Concerned {
-            TenantSnapshot::build(tenant_data(before))
-                .concerned_by(&TenantSnapshot::build(tenant_data(after)))
-        }
-
         #[test]
         fn a_change_to_one_user_concerns_that_user_alone() {
             let mut after = base();
             after.users[2] = Some((true, false, 0b0010));
-            assert_eq!(
-                between(&base(), &after),
-                Concerned::Users(vec![user_key("u2")])
-            );
+            assert_eq!(between(&base(), &after), Concerned::Users(vec!["u2"]));
             after.users[2] = None;
-            assert_eq!(
-                between(&base(), &after),
-                Concerned::Users(vec![user_key("u2")])
-            );
+            assert_eq!(between(&base(), &after), Concerned::Users(vec!["u2"]));
             let mut granted = base();
             granted.grants = 0b0010;
-            assert_eq!(
-                between(&base(), &granted),
-                Concerned::Users(vec![user_key("u1")])
-            );
+            assert_eq!(between(&base(), &granted), Concerned::Users(vec!["u1"]));
         }
 
         #[test]
@@ -1448,10 +1440,7 @@ mod tests {
             nested.users[3] = Some((true, false, 0b0010));
             let mut after = nested.clone();
             after.nesting = 0b0001;
-            assert_eq!(
-                between(&nested, &after),
-                Concerned::Users(vec![user_key("u3")])
-            );
+            assert_eq!(between(&nested, &after), Concerned::Users(vec!["u3"]));
         }
     }
 }
