@@ -300,25 +300,7 @@ async fn a_held_long_poll_wakes_on_a_save_that_changes_the_device(db: Database) 
         .etag
         .expect("etag");
 
-    let held = {
-        let base = app.base.clone();
-        let client = app.client.clone();
-        let (token, device, etag) = (token.clone(), device.clone(), etag.clone());
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let response = client
-                .post(format!("{base}/agent/v1/sync?wait=30"))
-                .bearer_auth(token)
-                .header("If-None-Match", etag)
-                .json(&device)
-                .send()
-                .await
-                .expect("sent");
-            let status = response.status();
-            let body: Value = response.json().await.unwrap_or(Value::Null);
-            (status, body, started.elapsed())
-        })
-    };
+    let held = common::hold(&app, &token, &device, &etag);
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Turning Private Applications on for everyone concerns bob's device.
     let zpa = app
@@ -535,7 +517,7 @@ async fn a_directory_change_wakes_only_the_devices_it_concerns(db: Database) {
         )
         .await;
     assert_eq!(deactivated.status, StatusCode::OK);
-    let (status, body) = tokio::time::timeout(Duration::from_secs(15), ada)
+    let (status, body, _) = tokio::time::timeout(Duration::from_secs(15), ada)
         .await
         .expect("woken by the change, not the timeout")
         .expect("held request");
@@ -563,7 +545,7 @@ async fn a_directory_change_wakes_only_the_devices_it_concerns(db: Database) {
             .status,
         StatusCode::OK
     );
-    let (status, body) = tokio::time::timeout(Duration::from_secs(15), bob)
+    let (status, body, _) = tokio::time::timeout(Duration::from_secs(15), bob)
         .await
         .expect("woken by the save")
         .expect("held request");
@@ -592,7 +574,7 @@ async fn a_directory_change_wakes_only_the_devices_it_concerns(db: Database) {
         )
         .await;
     assert_eq!(removed.status, StatusCode::NO_CONTENT);
-    let (status, _) = tokio::time::timeout(Duration::from_secs(15), held)
+    let (status, _, _) = tokio::time::timeout(Duration::from_secs(15), held)
         .await
         .expect("answered at once, not at the timeout")
         .expect("held request");
@@ -632,21 +614,7 @@ async fn a_save_on_one_node_wakes_a_long_poll_held_on_another() {
         .await
         .etag
         .expect("etag");
-    let held = {
-        let (base, client) = (node3.base.clone(), node3.client.clone());
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let response = client
-                .post(format!("{base}/agent/v1/sync?wait=30"))
-                .bearer_auth(token)
-                .header("If-None-Match", etag)
-                .json(&device)
-                .send()
-                .await
-                .expect("sent");
-            (response.status(), started.elapsed())
-        })
-    };
+    let held = common::hold(&node3, &token, &device, &etag);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let path = fleet.t.path("/entitlements/private_access");
     let mut settings = node1.get(&path, &fleet.t.admin).await.body;
@@ -658,7 +626,7 @@ async fn a_save_on_one_node_wakes_a_long_poll_held_on_another() {
             .status,
         StatusCode::OK
     );
-    let (status, elapsed) = held.await.expect("held");
+    let (status, _, elapsed) = held.await.expect("held");
     assert_eq!(status, StatusCode::OK);
     assert!(
         elapsed < Duration::from_secs(15),
@@ -776,27 +744,12 @@ fn raw_sync(token: &str, report: &Value, etag: Option<&str>, extra: &str) -> Vec
 async fn hold_long_poll(
     app: &TestApp,
     (_, _, token, report): (&str, String, String, Value),
-) -> tokio::task::JoinHandle<(StatusCode, Value)> {
+) -> tokio::task::JoinHandle<(StatusCode, Value, Duration)> {
     let etag = sync(app, &token, &report, None, None)
         .await
         .etag
         .expect("etag");
-    let (base, client) = (app.base.clone(), app.client.clone());
-    tokio::spawn(async move {
-        let response = client
-            .post(format!("{base}/agent/v1/sync?wait=30"))
-            .bearer_auth(token)
-            .header("If-None-Match", etag)
-            .json(&report)
-            .send()
-            .await
-            .expect("sent");
-        let status = response.status();
-        (
-            status,
-            response.json::<Value>().await.unwrap_or(Value::Null),
-        )
-    })
+    common::hold(app, &token, &report, &etag)
 }
 
 async fn held_rechecks(app: &TestApp) -> i64 {

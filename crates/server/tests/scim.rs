@@ -4,7 +4,7 @@
 #[macro_use]
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Database, Tenant, TestApp, report, settings, sync};
 use reqwest::{Method, StatusCode};
@@ -516,32 +516,7 @@ async fn directory_changes_reach_entitlements_and_devices(db: Database) {
     let etag = policy["etag"].as_str().expect("etag").to_owned();
 
     // A membership change over SCIM wakes the device's held long-poll.
-    let held = {
-        let (base, client, token, device, etag) = (
-            app.base.clone(),
-            app.client.clone(),
-            token.clone(),
-            device.clone(),
-            etag.clone(),
-        );
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let response = client
-                .post(format!("{base}/agent/v1/sync?wait=30"))
-                .bearer_auth(token)
-                .header("If-None-Match", etag)
-                .json(&device)
-                .send()
-                .await
-                .expect("sent");
-            let status = response.status();
-            (
-                status,
-                response.json::<Value>().await.unwrap_or(Value::Null),
-                started.elapsed(),
-            )
-        })
-    };
+    let held = common::hold(&app, &token, &device, &etag);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let added = scim
         .patch(

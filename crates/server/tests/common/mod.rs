@@ -361,3 +361,29 @@ pub async fn sync(
     )
     .await
 }
+
+/// Holds a long-poll (`wait=30`) for a device that holds `etag`, in the
+/// background: answers its status, body (`null` if none) and how long it was held.
+pub fn hold(
+    app: &TestApp,
+    token: &str,
+    report: &Value,
+    etag: &str,
+) -> JoinHandle<(StatusCode, Value, std::time::Duration)> {
+    let (base, client) = (app.base.clone(), app.client.clone());
+    let (token, report, etag) = (token.to_owned(), report.clone(), etag.to_owned());
+    tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let response = client
+            .post(format!("{base}/agent/v1/sync?wait=30"))
+            .bearer_auth(token)
+            .header("If-None-Match", etag)
+            .json(&report)
+            .send()
+            .await
+            .expect("sent");
+        let status = response.status();
+        let body = response.json::<Value>().await.unwrap_or(Value::Null);
+        (status, body, started.elapsed())
+    })
+}
