@@ -323,7 +323,7 @@ pub(crate) async fn authenticate_sync(
 /// taken only once the tenant has a snapshot as new as the device: waiting
 /// for a rebuild is not work, and syncs that held slots through a rebuild
 /// would fill the queue behind them. `begin_sync` reads the snapshot again
-/// after it subscribes to changes, so that none made in between is missed.
+/// after it registers its watch, so that no change made in between is missed.
 pub(crate) async fn admit<'a>(state: &'a AppState, known: &KnownDevice) -> ApiResult<Admitted<'a>> {
     state
         .snapshots

@@ -715,7 +715,7 @@ impl Drop for HeldWatch {
     }
 }
 
-/// The snapshots of every tenant this node has seen, and their change channels.
+/// The snapshots of every tenant this node has seen, and their held long-polls.
 pub struct Snapshots {
     store: Arc<dyn Store>,
     tenants: RwLock<HashMap<String, Arc<TenantEntry>>>,
