@@ -369,20 +369,7 @@ async fn removing_a_device_ends_its_held_long_poll_with_401(db: Database) {
         .await
         .etag
         .expect("etag");
-    let held = {
-        let (base, client) = (app.base.clone(), app.client.clone());
-        tokio::spawn(async move {
-            client
-                .post(format!("{base}/agent/v1/sync?wait=30"))
-                .bearer_auth(token)
-                .header("If-None-Match", etag)
-                .json(&device)
-                .send()
-                .await
-                .expect("sent")
-                .status()
-        })
-    };
+    let held = common::hold(&app, &token, &device, &etag);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let removed = app
         .call(
@@ -394,7 +381,7 @@ async fn removing_a_device_ends_its_held_long_poll_with_401(db: Database) {
         )
         .await;
     assert_eq!(removed.status, StatusCode::NO_CONTENT);
-    assert_eq!(held.await.expect("held"), StatusCode::UNAUTHORIZED);
+    assert_eq!(held.await.expect("held").0, StatusCode::UNAUTHORIZED);
 }
 
 async fn no_node_answers_an_older_decision_after_a_save_on_another(db: Database) {

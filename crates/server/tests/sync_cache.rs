@@ -138,23 +138,7 @@ async fn a_device_attested_on_another_node_answers_its_held_poll(db: Database) {
     let held = sync(&first, &token, &device, None, None).await;
     assert_eq!(held.body["services"]["private_access"]["enabled"], false);
 
-    let poll = {
-        let base = first.base.clone();
-        let client = first.client.clone();
-        let token = token.clone();
-        let etag = held.etag.clone().expect("etag");
-        let device = device.clone();
-        tokio::spawn(async move {
-            client
-                .post(format!("{base}/agent/v1/sync?wait=30"))
-                .bearer_auth(token)
-                .header("If-None-Match", etag)
-                .json(&device)
-                .send()
-                .await
-                .expect("answer")
-        })
-    };
+    let poll = common::hold(&first, &token, &device, held.etag.as_deref().expect("etag"));
     // Let the poll reach its hold before the change.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let attested = other
@@ -170,9 +154,8 @@ async fn a_device_attested_on_another_node_answers_its_held_poll(db: Database) {
     // The held poll decides from the device as it is now, not as it was
     // remembered: it answers with the service on well before its 30 s end
     // (at its end, it would answer 304 from the remembered device).
-    let answer = poll.await.expect("poll");
-    assert_eq!(answer.status(), StatusCode::OK);
-    let body: serde_json::Value = answer.json().await.expect("json");
+    let (status, body, _) = poll.await.expect("poll");
+    assert_eq!(status, StatusCode::OK);
     assert_eq!(
         body["services"]["private_access"]["enabled"], true,
         "{body}"
