@@ -356,7 +356,7 @@ pub(crate) async fn approve_devices(
     }
     state.snapshots.refresh(&tenant.id).await?;
     for (id, user_id) in answer.approved.iter().zip(&users) {
-        state.snapshots.nudge(&tenant.id, id, Some(user_id)).await?;
+        state.snapshots.nudge(&tenant.id, id, Some(user_id));
     }
     Ok(Json(answer))
 }

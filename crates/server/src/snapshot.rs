@@ -613,9 +613,12 @@ struct TenantEntry {
 /// whole directory.
 #[derive(Default)]
 struct HeldByUser {
-    users: std::sync::Mutex<HashMap<Arc<str>, Arc<UserChanges>, foldhash::fast::RandomState>>,
+    users: std::sync::Mutex<HeldUsers>,
     count: AtomicUsize,
 }
+
+/// Each user holding long-polls, by id.
+type HeldUsers = HashMap<Arc<str>, Arc<UserChanges>, foldhash::fast::RandomState>;
 
 /// What a user's held long-polls wait on.
 struct UserChanges {
@@ -636,10 +639,7 @@ impl UserChanges {
 }
 
 impl HeldByUser {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Arc<UserChanges>, foldhash::fast::RandomState>>
-    {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HeldUsers> {
         self.users.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -745,12 +745,7 @@ impl Snapshots {
     /// Asks one device to sync now: wakes the held long-polls of its user
     /// (of the whole tenant when the user is not known), and the device's own
     /// answers at once (the others see no change and wait on).
-    pub async fn nudge(
-        &self,
-        tenant_id: &str,
-        device_id: &str,
-        user_id: Option<&str>,
-    ) -> StoreResult<()> {
+    pub fn nudge(&self, tenant_id: &str, device_id: &str, user_id: Option<&str>) {
         {
             let mut nudged = self.nudged.lock().unwrap_or_else(|e| e.into_inner());
             if nudged.len() >= MAX_NUDGES {
@@ -762,13 +757,15 @@ impl Snapshots {
             }
         }
         // No generation moves: the holds woken see no change, and only the
-        // nudged device answers.
-        let entry = self.entry(tenant_id).await?;
+        // nudged device answers. A tenant whose snapshot this node has not
+        // loaded holds nothing here: the device takes the nudge when it syncs.
+        let Some(entry) = self.loaded(tenant_id) else {
+            return;
+        };
         match user_id {
             Some(user_id) => entry.held.look_at(user_id),
             None => entry.held.look(),
         }
-        Ok(())
     }
 
     /// Wakes every held long-poll of every tenant without a change, so that
@@ -800,8 +797,8 @@ impl Snapshots {
     /// then reads the device again.
     pub async fn refresh_for_device(&self, tenant_id: &str, device: &Device) -> StoreResult<()> {
         self.refresh(tenant_id).await?;
-        self.nudge(tenant_id, &device.id, Some(&device.user_id))
-            .await
+        self.nudge(tenant_id, &device.id, Some(&device.user_id));
+        Ok(())
     }
 
     /// The current snapshot of a tenant, loading it on first use, and
@@ -978,7 +975,7 @@ impl Snapshots {
                         self.refresh(tenant_id).await?;
                     }
                     if let Some(device_id) = device_id {
-                        self.nudge(tenant_id, device_id, user_id.as_deref()).await?;
+                        self.nudge(tenant_id, device_id, user_id.as_deref());
                     }
                 }
             }

@@ -628,8 +628,7 @@ pub(crate) async fn resync_device(
         .await?;
     state
         .snapshots
-        .nudge(&tenant.id, &device.id, Some(&device.user_id))
-        .await?;
+        .nudge(&tenant.id, &device.id, Some(&device.user_id));
     Ok((
         StatusCode::ACCEPTED,
         Json(ResyncJson {
