@@ -21,7 +21,7 @@ import datetime
 import sys
 import time
 
-from benchlib import Bench, call, cpu_seconds, policies_sent
+from benchlib import Bench, policies_sent
 
 
 def main():
@@ -33,7 +33,7 @@ def main():
     parser.add_argument("--lead-seconds", type=float, default=4.0)
     args = parser.parse_args()
     with Bench(args.bin, args.port) as bench:
-        base, admin, server = bench.base, bench.admin, bench.server
+        base = bench.base
         # Private Access off for everyone, so that the grant is what turns it on.
         bench.save("private_access", enabled_by_default=False, user_groups=[], device_groups=[])
         bench.fleet(args.agents, args.users)
@@ -46,9 +46,9 @@ def main():
         pushed_before = policies_sent(base)
         starts_at = start.isoformat(timespec="milliseconds").replace("+00:00", "Z")
         for user in users:
-            call(base, "POST", "/api/v1/tenants/fleet/grants", admin,
-                 {"user": user, "service": "private_access", "starts_at": starts_at,
-                  "duration": "1h", "justification": "grant propagation benchmark"})
+            bench.api("POST", "/grants",
+                      {"user": user, "service": "private_access", "starts_at": starts_at,
+                       "duration": "1h", "justification": "grant propagation benchmark"})
         if time.time() >= start.timestamp():
             sys.exit("the grants were not all made before their start: raise --lead-seconds")
         if policies_sent(base) != pushed_before:
@@ -64,7 +64,7 @@ def main():
             now = time.time()
             if not samples or pushed != samples[-1][1]:
                 last_change = now
-            samples.append((now - start.timestamp(), pushed, cpu_seconds(server.pid)))
+            samples.append((now - start.timestamp(), pushed, bench.cpu()))
             if pushed > 0 and now - last_change > 5:
                 break
             time.sleep(0.02)
