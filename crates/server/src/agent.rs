@@ -229,8 +229,8 @@ pub(crate) async fn sync(
         wait_s: query.wait.unwrap_or(0),
         body: body.to_vec(),
     };
-    let admitted = admit(&state, &device.known).await?;
-    let step = begin_sync(&state, device.known.clone(), request, admitted).await;
+    let admitted = admit(&state, &device).await?;
+    let step = begin_sync(&state, device, request, admitted).await;
     let answer = match step? {
         SyncStep::Answer(answer) => answer,
         SyncStep::Hold(held) => held.finish(&state).await?,
@@ -295,8 +295,11 @@ pub(crate) struct HeldSync {
     deadline: Instant,
 }
 
+/// An authenticated device, with the tenant's data version read after its
+/// sync arrived: the snapshot that answers it must be at least that new.
 pub(crate) struct SyncingDevice {
     pub known: Arc<KnownDevice>,
+    pub data_version: i64,
 }
 
 pub(crate) async fn authenticate_sync(
@@ -305,9 +308,7 @@ pub(crate) async fn authenticate_sync(
     address: Option<std::net::IpAddr>,
 ) -> ApiResult<SyncingDevice> {
     let checked = match token_hash {
-        Ok(token_hash) => authenticate(state, token_hash)
-            .await
-            .map(|known| SyncingDevice { known }),
+        Ok(token_hash) => authenticate(state, token_hash).await,
         Err(error) => Err(error),
     };
     checked.map_err(|error| {
@@ -324,19 +325,26 @@ pub(crate) async fn authenticate_sync(
 /// for a rebuild is not work, and syncs that held slots through a rebuild
 /// would fill the queue behind them. `begin_sync` reads the snapshot again
 /// after it registers its watch, so that no change made in between is missed.
-pub(crate) async fn admit<'a>(state: &'a AppState, known: &KnownDevice) -> ApiResult<Admitted<'a>> {
+pub(crate) async fn admit<'a>(
+    state: &'a AppState,
+    device: &SyncingDevice,
+) -> ApiResult<Admitted<'a>> {
+    let tenant_id = &device.known.device.tenant_id;
     state
         .snapshots
-        .at_least(&known.device.tenant_id, known.data_version)
+        .at_least(tenant_id, device.data_version)
         .await?;
-    state.shed.admit(&known.device.tenant_id).await
+    state.shed.admit(tenant_id).await
 }
 
 /// The first look at a sync, doing its work under the slot `admitted` holds
 /// (released before any wait for a commit, which is no work of this node's).
 pub(crate) async fn begin_sync(
     state: &AppState,
-    known: Arc<KnownDevice>,
+    SyncingDevice {
+        known,
+        data_version,
+    }: SyncingDevice,
     request: SyncRequest,
     admitted: Admitted<'_>,
 ) -> ApiResult<SyncStep> {
@@ -350,10 +358,7 @@ pub(crate) async fn begin_sync(
     let generation = watch.generation();
     // This sync answers an earlier "sync now"; one asked from here on wakes the hold.
     state.snapshots.take_nudge(&known.device.id);
-    let snapshot = state
-        .snapshots
-        .at_least(tenant_id, known.data_version)
-        .await?;
+    let snapshot = state.snapshots.at_least(tenant_id, data_version).await?;
     let now = OffsetDateTime::now_utc();
     let seen_lately = !last_seen_due(&known.device, now);
     // The same body as the device's last sync, against the same snapshot, and
@@ -482,7 +487,7 @@ async fn full_sync(
         Arc::new(KnownDevice::new(
             known.token_hash.clone(),
             device,
-            known.data_version,
+            known.device_trust,
         ))
     } else {
         known
@@ -603,11 +608,12 @@ impl HeldSync {
 /// is read again, since it may have been removed, which revokes its token.
 async fn reread_policy(state: &AppState, known: &KnownDevice) -> ApiResult<PreparedPolicy> {
     let fresh = read_device(state, known.token_hash.clone()).await?;
+    let device = &fresh.known.device;
     let snapshot = state
         .snapshots
-        .at_least(&fresh.device.tenant_id, fresh.data_version)
+        .at_least(&device.tenant_id, fresh.data_version)
         .await?;
-    prepare(state, &snapshot, &fresh.device)
+    prepare(state, &snapshot, device)
 }
 
 /// Completes when the server starts shutting down.
@@ -655,33 +661,43 @@ pub(crate) fn device_token_hash(authorization: Option<&[u8]>) -> ApiResult<Strin
     Ok(secrets::hash_secret(token))
 }
 
-/// The device with this token: from the cache while its tenant's data version
-/// (read after this sync arrived) is the one it was read at, else from the store.
-async fn authenticate(state: &AppState, token_hash: String) -> ApiResult<Arc<KnownDevice>> {
+/// The device with this token: from the cache while its tenant's
+/// `device_trust` version (read after this sync arrived) is the one it was
+/// read at, else from the store. A change elsewhere in the tenant (a save, the
+/// directory) keeps the device cached: only the snapshot must catch up.
+async fn authenticate(state: &AppState, token_hash: String) -> ApiResult<SyncingDevice> {
     if let Some(known) = state.sync_cache.device(&token_hash) {
         let current = state
             .sync_cache
-            .data_version(&*state.store, &known.device.tenant_id)
+            .versions(&*state.store, &known.device.tenant_id)
             .await
             .map_err(invalid_device_token)?;
-        if current == known.data_version {
-            return Ok(known);
+        if current.device_trust == known.device_trust {
+            return Ok(SyncingDevice {
+                known,
+                data_version: current.data,
+            });
         }
     }
     read_device(state, token_hash).await
 }
 
 /// Reads the device from the store, and keeps it for its next syncs.
-async fn read_device(state: &AppState, token_hash: String) -> ApiResult<Arc<KnownDevice>> {
+async fn read_device(state: &AppState, token_hash: String) -> ApiResult<SyncingDevice> {
+    state.metrics.sync_device_reads.inc();
     match state.store.device_by_token(&token_hash).await {
         Ok(fresh) => {
+            let versions = fresh.tenant_versions;
             let known = Arc::new(KnownDevice::new(
                 token_hash,
                 fresh.device,
-                fresh.tenant_data_version,
+                versions.device_trust,
             ));
             state.sync_cache.insert(known.clone());
-            Ok(known)
+            Ok(SyncingDevice {
+                known,
+                data_version: versions.data,
+            })
         }
         Err(error) => {
             if matches!(error, StoreError::NotFound { .. }) {

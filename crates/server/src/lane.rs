@@ -362,11 +362,8 @@ async fn take_sync(
     }
     let first_look = match request {
         // Shed (503 with Retry-After) when the node or the tenant's share stays busy.
-        Ok(request) => match admit(state, &device.known).await {
-            Ok(admitted) => {
-                let known = device.known.clone();
-                Box::pin(begin_sync(state, known, request, admitted)).await
-            }
+        Ok(request) => match admit(state, &device).await {
+            Ok(admitted) => Box::pin(begin_sync(state, device, request, admitted)).await,
             Err(busy) => Err(busy),
         },
         Err(error) => Err(error),

@@ -68,6 +68,9 @@ pub struct Metrics {
     /// Held long-polls that decided again because a change concerned their
     /// user (or every user): the work a save costs the held fleet.
     pub held_rechecks: Counter,
+    /// Devices the sync path read from the store, because its cache did not
+    /// know them or one of the tenant's devices was changed since.
+    pub sync_device_reads: Counter,
     resident_memory_bytes: Gauge<i64, AtomicI64Compat>,
     cpu_seconds: Gauge<f64, AtomicU64>,
     sync_shed: Family<ShedLabels, Counter>,
@@ -119,6 +122,12 @@ impl Metrics {
             "held_long_poll_rechecks",
             "Held long-polls that decided again because a change concerned their user",
             held_rechecks.clone(),
+        );
+        let sync_device_reads = Counter::<u64, AtomicU64>::default();
+        registry.register(
+            "sync_device_reads",
+            "Devices the sync path read from the store (not known to its cache, or changed since)",
+            sync_device_reads.clone(),
         );
         let policy_changes_pushed = Counter::<u64, AtomicU64>::default();
         registry.register(
@@ -175,6 +184,7 @@ impl Metrics {
             sync_writes,
             policy_changes_pushed,
             held_rechecks,
+            sync_device_reads,
             resident_memory_bytes,
             cpu_seconds,
         }

@@ -948,9 +948,9 @@ impl Snapshots {
             // Usually a sync that arrived after the change has rebuilt the
             // snapshot (and woken the held long-polls) already: then this
             // reads one version number and rebuilds nothing.
-            let stored = snapshots.store.data_version(&tenant_id).await;
+            let stored = snapshots.store.versions(&tenant_id).await;
             let refreshed = match stored {
-                Ok(stored) => snapshots.at_least(&tenant_id, stored).await.map(drop),
+                Ok(stored) => snapshots.at_least(&tenant_id, stored.data).await.map(drop),
                 Err(error) => Err(error),
             };
             if let Err(error) = refreshed {

@@ -1,23 +1,26 @@
 //! What makes a repeated sync cheap: the devices that synced lately, by the
-//! hash of their token, and one shared read of each tenant's data version.
+//! hash of their token, and one shared read of each tenant's versions.
 //!
 //! A device read from the store is reused only while its tenant's
-//! `data_version` is the one it was read at. Every change that can alter a
-//! device's access or revoke it (removal, approval, attested ownership, its
-//! user's directory entry, any setting) bumps that version in the change's
-//! transaction, so a cached device is as good as a fresh read at that version.
-//! Whether the version is still current is asked of the store by a read that
-//! starts after the sync arrived, shared by every sync of the tenant waiting
-//! at that moment: no sync trusts a version older than its own arrival, which
-//! keeps the multi-node guarantee (no stale grant after an acknowledged save,
-//! whichever node answers), at one read per burst instead of one per sync.
+//! `device_trust` version is the one it was read at. Every change made to a
+//! device by anyone but its own syncs (approval, attested ownership, removal)
+//! moves that version in the change's transaction, so a cached device is as
+//! good as a fresh read. A change to settings, the directory or grants moves
+//! only the tenant's `data_version`: the device stays cached, and the sync
+//! waits for a snapshot at least that new.
+//! Both versions are asked of the store by a read that starts after the sync
+//! arrived, shared by every sync of the tenant waiting at that moment: no
+//! sync trusts a version older than its own arrival, which keeps the
+//! multi-node guarantees (no stale grant after an acknowledged save, a removed
+//! device's token refused at once, whichever node answers), at one read per
+//! burst instead of one per sync.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use axum::body::Bytes;
-use entitle_store::{Device, Store, StoreResult};
+use entitle_store::{Device, Store, StoreResult, TenantVersions};
 
 use crate::snapshot::PreparedPolicy;
 
@@ -28,8 +31,8 @@ pub(crate) struct KnownDevice {
     pub token_hash: String,
     /// The device as stored when read (plus what its syncs wrote since).
     pub device: Device,
-    /// The tenant's data version when the device was read.
-    pub data_version: i64,
+    /// The tenant's `device_trust` version when the device was read.
+    pub device_trust: i64,
     /// The last policy prepared for it, and from what.
     memo: Mutex<Option<Memo>>,
 }
@@ -54,11 +57,11 @@ pub(crate) struct Remembered {
 }
 
 impl KnownDevice {
-    pub(crate) fn new(token_hash: String, device: Device, data_version: i64) -> Self {
+    pub(crate) fn new(token_hash: String, device: Device, device_trust: i64) -> Self {
         Self {
             token_hash,
             device,
-            data_version,
+            device_trust,
             memo: Mutex::new(None),
         }
     }
@@ -136,13 +139,13 @@ impl SyncCache {
         self.devices.remove(token_hash);
     }
 
-    /// The tenant's data version, read by a store read that started after
-    /// this call did.
-    pub(crate) async fn data_version(
+    /// The tenant's versions, read by a store read that started after this
+    /// call did.
+    pub(crate) async fn versions(
         &self,
         store: &dyn Store,
         tenant_id: &str,
-    ) -> StoreResult<i64> {
+    ) -> StoreResult<TenantVersions> {
         self.gate(tenant_id).current(store, tenant_id).await
     }
 
@@ -164,7 +167,7 @@ impl SyncCache {
     }
 }
 
-/// One tenant's shared data-version read. A caller takes a ticket on arrival;
+/// One tenant's shared versions read. A caller takes a ticket on arrival;
 /// one read runs at a time, and a read covers every ticket taken before it
 /// started, so a caller returns the result of the first read that began after
 /// it arrived: it may wait for one read in flight and then one more, never
@@ -173,21 +176,28 @@ impl SyncCache {
 struct VersionGate {
     arrived: AtomicU64,
     covered: AtomicU64,
-    version: AtomicI64,
+    // Written and read only under `reading`.
+    data: AtomicI64,
+    device_trust: AtomicI64,
     reading: tokio::sync::Mutex<()>,
 }
 
 impl VersionGate {
-    async fn current(&self, store: &dyn Store, tenant_id: &str) -> StoreResult<i64> {
+    async fn current(&self, store: &dyn Store, tenant_id: &str) -> StoreResult<TenantVersions> {
         let ticket = self.arrived.fetch_add(1, Ordering::SeqCst) + 1;
         let _turn = self.reading.lock().await;
         if self.covered.load(Ordering::SeqCst) >= ticket {
-            return Ok(self.version.load(Ordering::SeqCst));
+            return Ok(TenantVersions {
+                data: self.data.load(Ordering::SeqCst),
+                device_trust: self.device_trust.load(Ordering::SeqCst),
+            });
         }
         let covering = self.arrived.load(Ordering::SeqCst);
-        let version = store.data_version(tenant_id).await?;
-        self.version.store(version, Ordering::SeqCst);
+        let versions = store.versions(tenant_id).await?;
+        self.data.store(versions.data, Ordering::SeqCst);
+        self.device_trust
+            .store(versions.device_trust, Ordering::SeqCst);
         self.covered.store(covering, Ordering::SeqCst);
-        Ok(version)
+        Ok(versions)
     }
 }

@@ -740,21 +740,13 @@ async fn hold_long_poll(
 }
 
 async fn held_rechecks(app: &TestApp) -> i64 {
-    app.metrics()
+    app.metric("entitle_held_long_poll_rechecks_total")
         .await
-        .lines()
-        .find_map(|l| l.strip_prefix("entitle_held_long_poll_rechecks_total "))
-        .and_then(|v| v.trim().parse().ok())
         .expect("counter")
 }
 
 async fn held_long_polls(app: &TestApp) -> i64 {
-    app.metrics()
-        .await
-        .lines()
-        .find_map(|l| l.strip_prefix("entitle_held_long_polls "))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("gauge")
+    app.metric("entitle_held_long_polls").await.expect("gauge")
 }
 
 /// On one keep-alive connection: syncs (also pipelined), then a request for

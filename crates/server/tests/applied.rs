@@ -66,13 +66,9 @@ async fn device(app: &TestApp, tenant: &Tenant, id: &str) -> Value {
 }
 
 /// The count of `entitle_sync_writes_total{what="…"}` in the metrics.
-async fn sync_writes(app: &TestApp, what: &str) -> u64 {
-    let label = format!("entitle_sync_writes_total{{what=\"{what}\"}} ");
-    app.metrics()
+async fn sync_writes(app: &TestApp, what: &str) -> i64 {
+    app.metric(&format!("entitle_sync_writes_total{{what=\"{what}\"}}"))
         .await
-        .lines()
-        .find_map(|line| line.strip_prefix(&label))
-        .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0)
 }
 

@@ -16,6 +16,7 @@ on_both_backends!(
     a_bad_body_is_refused_after_a_remembered_one,
     a_device_removed_on_another_node_is_refused_at_its_next_sync,
     a_device_attested_on_another_node_answers_its_held_poll,
+    a_save_keeps_devices_cached_and_a_device_change_does_not,
 );
 
 async fn the_same_body_after_a_save_gets_the_new_policy(db: Database) {
@@ -160,4 +161,57 @@ async fn a_device_attested_on_another_node_answers_its_held_poll(db: Database) {
         body["services"]["private_access"]["enabled"], true,
         "{body}"
     );
+}
+
+/// A save changes what devices get, not the devices: their next syncs are
+/// answered from the cache, with the new policy. A change to a device made on
+/// another node (here, attested ownership) is seen at its very next sync.
+async fn a_save_keeps_devices_cached_and_a_device_change_does_not(db: Database) {
+    let first = TestApp::start(&db).await;
+    let second = TestApp::second_node(&db).await;
+    let other = second.as_ref().unwrap_or(&first);
+    let t = first.tenant("acme").await;
+    t.user(&first, "ada", &[]).await;
+    let corporate = t
+        .device_group(
+            &first,
+            json!({"name": "Corporate", "os": [], "ownership": ["corporate"], "posture": []}),
+        )
+        .await;
+    let device = report("ada-mbp", "macos", "4.0", "personal", true);
+    let (id, token, _) = t.enroll(&first, "ada", device.clone()).await;
+    let known = sync(&first, &token, &device, None, None).await;
+    assert_eq!(known.status, StatusCode::OK);
+    let reads = || async {
+        first
+            .metric("entitle_sync_device_reads_total")
+            .await
+            .expect("counter")
+    };
+    let read_once = reads().await;
+
+    t.save(other, "private_access", settings(false, &[], &[&corporate]))
+        .await;
+    let saved = sync(&first, &token, &device, known.etag.as_deref(), None).await;
+    assert_eq!(saved.status, StatusCode::OK, "the save is seen at once");
+    assert_eq!(saved.body["services"]["private_access"]["enabled"], false);
+    assert_eq!(reads().await, read_once, "the device was not read again");
+
+    let attested = other
+        .call(
+            Method::PATCH,
+            &t.path(&format!("/devices/{id}")),
+            Some(&t.admin),
+            Some(json!({"ownership": "corporate"})),
+            &[],
+        )
+        .await;
+    assert_eq!(attested.status, StatusCode::OK, "{:?}", attested.body);
+    let changed = sync(&first, &token, &device, saved.etag.as_deref(), None).await;
+    assert_eq!(changed.status, StatusCode::OK, "{:?}", changed.body);
+    assert_eq!(
+        changed.body["services"]["private_access"]["enabled"], true,
+        "decided from the attested device"
+    );
+    assert_eq!(reads().await, read_once + 1, "read again once");
 }

@@ -895,14 +895,27 @@ impl DeviceSort {
     }
 }
 
-/// A device found by its token, with its tenant's current data version, so that
+/// A device found by its token, with its tenant's current versions, so that
 /// a node can tell whether its snapshot is behind without a second read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuthenticatedDevice {
     /// The device.
     pub device: Device,
-    /// The tenant's `data_version` at the time of the read.
-    pub tenant_data_version: i64,
+    /// The tenant's versions at the time of the read.
+    pub tenant_versions: TenantVersions,
+}
+
+/// What tells a node whether what it keeps of a tenant is still current.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TenantVersions {
+    /// Moves on with every change that decisions depend on (settings, the
+    /// directory, grants, and every change counted by `device_trust`):
+    /// a snapshot read at an older one is behind.
+    pub data: i64,
+    /// Moves on with every change made to one of the tenant's devices by
+    /// anyone but the device's own syncs (approval, attested ownership,
+    /// removal): a device read at an older one may be stale or revoked.
+    pub device_trust: i64,
 }
 
 /// Settings of one service with the config version of their last change.
@@ -1084,9 +1097,9 @@ pub trait TenantStore {
     }
     /// Checks that the database answers (for readiness).
     async fn ping(&self) -> StoreResult<()>;
-    /// The tenant's current `data_version`: one small indexed read, which the
-    /// sync path shares between the syncs that arrived before it started.
-    async fn data_version(&self, tenant_id: &str) -> StoreResult<i64>;
+    /// The tenant's current versions: one small indexed read, which the sync
+    /// path shares between the syncs that arrived before it started.
+    async fn versions(&self, tenant_id: &str) -> StoreResult<TenantVersions>;
     /// Creates a tenant with its default settings.
     async fn create_tenant(&self, new: NewTenant, actor: &Actor) -> StoreResult<Tenant>;
     /// Finds a tenant by id or by name.

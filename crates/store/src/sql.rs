@@ -36,8 +36,8 @@ use crate::{
     DeviceSort, DeviceStore, DirectoryCounts, DirectoryStore, DirectoryUser, EnrollmentGrant,
     EnrollmentKey, Group, LAST_USED_RESOLUTION, NewAccount, NewEnrollmentKey, NewTenant, NewUser,
     Page, Role, SaveRequest, Saved, Session, StoreError, StoreResult, StoredSettings, Tenant,
-    TenantData, TenantStore, TokenGrant, User, device_change_action, device_trust_json,
-    enrollment_key_audit,
+    TenantData, TenantStore, TenantVersions, TokenGrant, User, device_change_action,
+    device_trust_json, enrollment_key_audit,
 };
 
 #[path = "sql_scim.rs"]
@@ -361,18 +361,28 @@ fn settings_from_row(row: &Row) -> StoreResult<StoredSettings> {
     })
 }
 
-/// Records that something decisions depend on changed in the tenant.
+fn tenant_versions_from_row(row: &Row) -> StoreResult<TenantVersions> {
+    Ok(TenantVersions {
+        data: row.get("data_version")?,
+        device_trust: row.get("device_trust_version")?,
+    })
+}
+
+/// Records that something decisions depend on changed in the tenant; with a
+/// device, that this device changed too (see [`TenantVersions::device_trust`]).
 async fn bump_data_version(
     conn: &mut Conn<'_>,
     tenant_id: &str,
     device: Option<&Device>,
 ) -> StoreResult<()> {
-    let version: i64 = query(
-        "UPDATE tenants SET data_version = data_version + 1 WHERE id = $1 RETURNING data_version",
-    )
-    .id(tenant_id)
-    .fetch_scalar(&mut *conn)
-    .await?;
+    let sql = if device.is_some() {
+        "UPDATE tenants SET data_version = data_version + 1,
+                device_trust_version = device_trust_version + 1
+         WHERE id = $1 RETURNING data_version"
+    } else {
+        "UPDATE tenants SET data_version = data_version + 1 WHERE id = $1 RETURNING data_version"
+    };
+    let version: i64 = query(sql).id(tenant_id).fetch_scalar(&mut *conn).await?;
     conn.announce(tenant_id, version, device).await
 }
 
@@ -1221,12 +1231,12 @@ impl TenantStore for SqlStore {
         Ok(())
     }
 
-    async fn data_version(&self, tenant_id: &str) -> StoreResult<i64> {
-        query("SELECT data_version FROM tenants WHERE id = $1")
+    async fn versions(&self, tenant_id: &str) -> StoreResult<TenantVersions> {
+        let row = query("SELECT data_version, device_trust_version FROM tenants WHERE id = $1")
             .id(tenant_id)
             .find(&self.db, "tenant")
-            .await?
-            .get("data_version")
+            .await?;
+        tenant_versions_from_row(&row)
     }
 
     async fn create_tenant(&self, new: NewTenant, actor: &Actor) -> StoreResult<Tenant> {
@@ -2080,7 +2090,7 @@ impl DeviceStore for SqlStore {
             "SELECT d.id, d.tenant_id, d.user_id, u.user_name, d.report_json, d.enrolled_at,
                     d.last_sync_at, d.attested_ownership, d.attested_by, d.pending_approval,
                     d.applied_config_version, d.applied_at, d.service_states, cv.at AS applied_saved_at,
-                    t.data_version
+                    t.data_version, t.device_trust_version
              FROM devices d JOIN users u ON u.id = d.user_id JOIN tenants t ON t.id = d.tenant_id
              LEFT JOIN config_versions cv ON cv.tenant_id = d.tenant_id AND cv.version = d.applied_config_version
              WHERE d.token_hash = $1",
@@ -2089,7 +2099,7 @@ impl DeviceStore for SqlStore {
         .find(&self.db, "device").await?;
         Ok(AuthenticatedDevice {
             device: device_from_row(&row)?,
-            tenant_data_version: row.get("data_version")?,
+            tenant_versions: tenant_versions_from_row(&row)?,
         })
     }
 

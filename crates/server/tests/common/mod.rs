@@ -159,6 +159,17 @@ impl TestApp {
             .expect("metrics text")
     }
 
+    /// The value of one series of `/metrics`, named with its labels (e.g.
+    /// `entitle_sync_writes_total{what="report"}`); `None` while it has none.
+    pub async fn metric(&self, series: &str) -> Option<i64> {
+        let prefix = format!("{series} ");
+        self.metrics()
+            .await
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .and_then(|value| value.trim().parse().ok())
+    }
+
     pub async fn call(
         &self,
         method: Method,

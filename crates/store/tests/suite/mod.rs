@@ -78,6 +78,101 @@ pub async fn run_all(store: &dyn Store) {
     directory_views::run_all(store).await;
     applied::run_all(store).await;
     device_changes::run_all(store).await;
+    device_trust_moves_only_with_a_change_to_a_device(store).await;
+}
+
+/// A node's sync cache trusts a device it read while `device_trust` stays
+/// put: every change to a device other than its own syncs must move it, in
+/// the change's transaction, and nothing else need.
+async fn device_trust_moves_only_with_a_change_to_a_device(store: &dyn Store) {
+    let t = tenant(store, "trust-version").await;
+    let ada = store
+        .create_user(
+            &t,
+            NewUser {
+                user_name: "ada".into(),
+                display_name: None,
+                groups: Vec::new(),
+            },
+            &tester(),
+        )
+        .await
+        .expect("user");
+    store
+        .set_device_approval(&t, true, &tester())
+        .await
+        .expect("approval on");
+    let at = OffsetDateTime::now_utc();
+    let device = store
+        .enroll_device(&t, &ada, "trust-token", &report("ada-mac"), at, None)
+        .await
+        .expect("enrolled");
+    let versions = || async { store.versions(&t).await.expect("versions") };
+    let read = store.device_by_token("trust-token").await.expect("read");
+    assert_eq!(
+        read.tenant_versions,
+        versions().await,
+        "read with the device"
+    );
+
+    // Neither the device's own syncs nor changes outside it move it.
+    let before = versions().await;
+    let mut newer = report("ada-mac");
+    newer.client_version = entitle_core::ClientVersion::parse("4.2").expect("version");
+    store
+        .record_sync(&device.id, Some(&newer), None, at, None)
+        .await
+        .expect("synced");
+    store
+        .set_user_active(&t, &ada.id, false, &Actor::directory())
+        .await
+        .expect("deactivated");
+    let settings = Settings {
+        enabled_by_default: true,
+        ..Settings::default()
+    };
+    store
+        .save_settings(&t, save("internet_access", None, settings))
+        .await
+        .expect("saved");
+    let after = versions().await;
+    assert!(after.data > before.data, "decisions changed: {after:?}");
+    assert_eq!(after.device_trust, before.device_trust, "no device changed");
+
+    // Approval moves both; approving again changes nothing and moves nothing.
+    let approve = DeviceChange {
+        ownership: None,
+        approve: Some(true),
+    };
+    store
+        .change_device(&t, &device.id, &approve, &tester())
+        .await
+        .expect("approved");
+    let approved = versions().await;
+    assert!(approved.data > after.data && approved.device_trust > after.device_trust);
+    store
+        .change_device(&t, &device.id, &approve, &tester())
+        .await
+        .expect("approved again");
+    assert_eq!(versions().await, approved, "nothing changed");
+
+    let attested = DeviceChange {
+        ownership: Some(Some(Ownership::Corporate)),
+        approve: None,
+    };
+    store
+        .change_device(&t, &device.id, &attested, &tester())
+        .await
+        .expect("attested");
+    let attested = versions().await;
+    assert!(attested.device_trust > approved.device_trust, "attested");
+
+    store
+        .delete_device(&t, &device.id, &tester())
+        .await
+        .expect("removed");
+    let removed = versions().await;
+    assert!(removed.data > attested.data && removed.device_trust > attested.device_trust);
 }
 
 async fn scoped_keys_attest_and_approval_holds(store: &dyn Store) {
@@ -822,7 +917,7 @@ async fn users_groups_and_devices(store: &dyn Store) {
         .expect("enrolled");
     let by_token = store.device_by_token("dev-hash").await.expect("by token");
     let before = store.tenant(&t).await.expect("tenant").data_version;
-    assert_eq!(by_token.tenant_data_version, before);
+    assert_eq!(by_token.tenant_versions.data, before);
     let by_token = by_token.device;
     assert_eq!(by_token.id, device.id);
     assert_eq!(by_token.report, report("ada-mac"));

@@ -22,13 +22,13 @@ pub async fn run_all(store: &SqlStore) {
             groups: vec![group.id.clone(), group.id.clone()],
         })
         .collect();
-    let version = store.data_version(&tenant_id).await.expect("version");
+    let version = store.versions(&tenant_id).await.expect("version").data;
     let made = store
         .create_users(&tenant_id, &users, &tester())
         .await
         .expect("users");
     assert_eq!(
-        store.data_version(&tenant_id).await.expect("version"),
+        store.versions(&tenant_id).await.expect("version").data,
         version + 1,
         "one bump for the batch"
     );
