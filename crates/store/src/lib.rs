@@ -1298,7 +1298,8 @@ pub trait DeviceStore {
     async fn device(&self, tenant_id: &str, device_id: &str) -> StoreResult<Device>;
     /// Records a sync: the new report and applied state (each if it changed)
     /// and the time; a report that moves the device between device groups is
-    /// audited with it.
+    /// audited with it. A report the store already holds (another node wrote
+    /// it for the same device) is neither written nor audited again.
     async fn record_sync(
         &self,
         device_id: &str,

@@ -2132,10 +2132,13 @@ impl DeviceStore for SqlStore {
             tx.commit().await?;
             return Ok(());
         };
-        // The report is what decisions read: marked changed (see `mark_device_changed`).
-        query(
+        // The report is what decisions read: marked changed (see
+        // `mark_device_changed`). A report the store holds already was
+        // written by a sync of the device on another node, whose cache was
+        // newer than this one's: neither written nor audited again.
+        let written = query(
             "UPDATE devices SET report_json = $1, hostname_key = $2, last_sync_at = $3, revision = NULL
-             WHERE id = $4",
+             WHERE id = $4 AND report_json <> $1",
         )
         .json(report_to_json(report).to_string())
         .bind(report.hostname.to_lowercase())
@@ -2143,7 +2146,7 @@ impl DeviceStore for SqlStore {
         .id(device_id)
         .execute(&mut tx)
         .await?;
-        if let Some(moved) = moved {
+        if let Some(moved) = moved.filter(|_| written > 0) {
             Audit::new(
                 Some(&moved.tenant_id),
                 &moved.actor,

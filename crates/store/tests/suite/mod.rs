@@ -6,9 +6,9 @@ use entitle_core::{
     PostureRequirement, PostureValue, Settings, service,
 };
 use entitle_store::{
-    Actor, ActorKind, Attested, AttestedBy, DeviceChange, DeviceFilter, MemberKind, NewAccount,
-    NewEnrollmentKey, NewTenant, NewUser, Role, SaveRequest, ScimGroupWrite, ScimLookup,
-    ScimUserWrite, Store, StoreError, TokenGrant, secrets,
+    Actor, ActorKind, Attested, AttestedBy, DeviceChange, DeviceFilter, DeviceMove, MemberKind,
+    NewAccount, NewEnrollmentKey, NewTenant, NewUser, Role, SaveRequest, ScimGroupWrite,
+    ScimLookup, ScimUserWrite, Store, StoreError, TokenGrant, secrets,
 };
 use time::OffsetDateTime;
 
@@ -119,10 +119,25 @@ async fn device_trust_moves_only_with_a_change_to_a_device(store: &dyn Store) {
     let before = versions().await;
     let mut newer = report("ada-mac");
     newer.client_version = entitle_core::ClientVersion::parse("4.2").expect("version");
-    store
-        .record_sync(&device.id, Some(&newer), None, at, None)
-        .await
-        .expect("synced");
+    // Two nodes whose caches both held the older report each write the new
+    // one: the store writes, and audits the move, once.
+    let moved = DeviceMove {
+        tenant_id: t.clone(),
+        actor: Actor::new(ActorKind::Device, &device.id, "ada-mac"),
+        before: Vec::new(),
+        after: vec!["Laptops".into()],
+    };
+    for _ in 0..2 {
+        store
+            .record_sync(&device.id, Some(&newer), None, at, Some(&moved))
+            .await
+            .expect("synced");
+    }
+    let moves = store.audit(&t, 10, None).await.expect("audit");
+    let moves = moves
+        .iter()
+        .filter(|(_, entry)| entry.action == "device.groups_changed");
+    assert_eq!(moves.count(), 1, "the same report is audited once");
     store
         .set_user_active(&t, &ada.id, false, &Actor::directory())
         .await
