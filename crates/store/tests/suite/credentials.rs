@@ -198,8 +198,14 @@ async fn emails_are_unique_per_tenant_only(store: &dyn Store) {
         .accounts_by_email("admin@EXAMPLE.com")
         .await
         .expect("found");
-    let ids: Vec<&str> = found.iter().map(|a| a.id.as_str()).collect();
-    assert_eq!(ids, [in_a.id.as_str(), in_b.id.as_str(), root.id.as_str()]);
+    // Oldest first; accounts made within one tick of the clock (a
+    // millisecond on SQLite) may come in either order.
+    let mut ids: Vec<&str> = found.iter().map(|a| a.id.as_str()).collect();
+    assert!(found.is_sorted_by_key(|a| a.created_at), "{found:?}");
+    ids.sort_unstable();
+    let mut made = [in_a.id.as_str(), in_b.id.as_str(), root.id.as_str()];
+    made.sort_unstable();
+    assert_eq!(ids, made);
     let listed = store.accounts(&a).await.expect("listed");
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].id, in_a.id);
