@@ -138,3 +138,27 @@ class Bench:
 
     def cpu(self):
         return cpu_seconds(self.server.pid)
+
+
+def follow_propagation(bench, start, pushed_before, settle_s=5, limit_s=60):
+    """Samples (seconds since `start`, policies pushed since, server CPU)
+    until the count has stood still for `settle_s` (or `limit_s` passed).
+    Samples before `start` (a change announced ahead) have negative times."""
+    samples, last_change = [], time.time()
+    while time.time() < start + limit_s:
+        pushed = policies_sent(bench.base) - pushed_before
+        now = time.time()
+        if not samples or pushed != samples[-1][1]:
+            last_change = now
+        samples.append((now - start, pushed, bench.cpu()))
+        if pushed > 0 and now - last_change > settle_s:
+            break
+        time.sleep(0.02)
+    return samples
+
+
+def reached(samples, share):
+    """Seconds from the start until `share` of the agents answered were, or
+    None; the agents answered are those counted when the count settled."""
+    concerned = samples[-1][1] if samples else 0
+    return next((t for t, n, _ in samples if concerned and n >= share * concerned), None)

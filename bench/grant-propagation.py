@@ -21,7 +21,7 @@ import datetime
 import sys
 import time
 
-from benchlib import Bench, policies_sent
+from benchlib import Bench, follow_propagation, policies_sent, reached
 
 
 def main():
@@ -58,21 +58,12 @@ def main():
         # grants (the fleet runs one agent in 20 on a client too old for ZPA).
         # Server CPU is sampled with the count: the baseline is the last sample
         # before the start, the cost what it used until the count reached its end.
-        samples, last_change = [], time.time()
-        while time.time() < start.timestamp() + 60:
-            pushed = policies_sent(base) - pushed_before
-            now = time.time()
-            if not samples or pushed != samples[-1][1]:
-                last_change = now
-            samples.append((now - start.timestamp(), pushed, bench.cpu()))
-            if pushed > 0 and now - last_change > 5:
-                break
-            time.sleep(0.02)
+        samples = follow_propagation(bench, start.timestamp(), pushed_before)
         concerned = samples[-1][1] if samples else 0
         print(f"{args.agents} agents of {len(users)} users, one grant per user starting at {starts_at};"
               f" {concerned:.0f} agents answered with the grant (the others run legacy clients)")
         for share in [0.5, 0.9, 0.99, 1.0]:
-            at = next((t for t, n, _ in samples if concerned and n >= share * concerned), None)
+            at = reached(samples, share)
             shown = f"{at * 1000:.0f} ms after the grants' start" if at is not None else "not within 60 s"
             print(f"{share * 100:.0f} % of them hold the grant: {shown}")
         before = [cpu for t, _, cpu in samples if t < 0]
