@@ -170,6 +170,9 @@ struct Latencies {
     ok: Vec<Duration>,
     failed: u64,
     statuses: BTreeMap<u16, u64>,
+    /// Calls that got no answer, by the innermost cause (a refused
+    /// connection, a timeout, or this process out of descriptors).
+    errors: BTreeMap<String, u64>,
 }
 
 impl Latencies {
@@ -184,13 +187,33 @@ impl Latencies {
         let ms = |d: Option<Duration>| {
             d.map_or("-".to_owned(), |d| format!("{:.1}", d.as_secs_f64() * 1e3))
         };
+        let errors = if self.errors.is_empty() {
+            String::new()
+        } else {
+            format!(", no answer: {:?}", self.errors)
+        };
         format!(
-            "p50 {} ms, p99 {} ms ({} calls, {} failed)",
+            "p50 {} ms, p99 {} ms ({} calls, {} failed{errors})",
             ms(self.percentile(0.5)),
             ms(self.percentile(0.99)),
             self.ok.len(),
             self.failed
         )
+    }
+
+    /// Counts a call that got no answer.
+    fn no_answer(&mut self, error: &reqwest::Error) {
+        let mut cause: &dyn std::error::Error = error;
+        while let Some(inner) = cause.source() {
+            cause = inner;
+        }
+        let kind = if error.is_timeout() {
+            "timeout".to_owned()
+        } else {
+            cause.to_string()
+        };
+        self.failed += 1;
+        *self.errors.entry(kind).or_default() += 1;
     }
 }
 
@@ -216,8 +239,8 @@ async fn probe(
                     .or_default() += 1;
                 latencies.failed += 1;
             }
-            Err(_) => {
-                latencies.failed += 1;
+            Err(error) => {
+                latencies.no_answer(&error);
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
@@ -349,8 +372,8 @@ async fn other_tenant_syncs(
                 }
                 *latencies.statuses.entry(status).or_default() += 1;
             }
-            Err(_) => {
-                latencies.failed += 1;
+            Err(error) => {
+                latencies.no_answer(&error);
                 *latencies.statuses.entry(0).or_default() += 1;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -743,22 +766,31 @@ async fn overload(
                     .timeout(Duration::from_secs(30))
                     .send()
                     .await;
-                let status = match answer {
+                let answer = match answer {
                     Ok(response) => {
                         let status = response.status().as_u16();
                         let _ = response.bytes().await;
-                        status
+                        Ok(status)
                     }
-                    Err(_) => 0,
+                    Err(error) => Err(error),
                 };
                 let elapsed = begun.elapsed();
                 let mut results = results.lock().unwrap_or_else(|p| p.into_inner());
+                let status = match answer {
+                    Ok(200) => {
+                        results.ok.push(elapsed);
+                        200
+                    }
+                    Ok(status) => {
+                        results.failed += 1;
+                        status
+                    }
+                    Err(error) => {
+                        results.no_answer(&error);
+                        0
+                    }
+                };
                 *results.statuses.entry(status).or_default() += 1;
-                if status == 200 {
-                    results.ok.push(elapsed);
-                } else {
-                    results.failed += 1;
-                }
             });
         }
     }
