@@ -50,8 +50,8 @@ pub struct ServeArgs {
     /// Seconds a client may take to send a request's head.
     #[arg(long, env = "ENTITLE_HEADER_READ_TIMEOUT", default_value_t = 10)]
     pub header_read_timeout: u64,
-    /// Connections served at once (keep it under the open-file limit); more
-    /// wait in the listen backlog.
+    /// Connections served at once (keep it under the open-file limit); past
+    /// it a new connection is answered 503 with Retry-After and closed.
     #[arg(long, env = "ENTITLE_MAX_CONNECTIONS", default_value_t = 20_000)]
     pub max_connections: usize,
     /// MiB of request bodies held in memory at once, over every connection.
@@ -298,8 +298,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.oidc = args.oidc.build(args.public_url.as_deref())?;
     // Each connection is a file: raise the open-file limit as far as allowed,
     // and keep the connection cap under it (with room for the database and
-    // the logs), so that a storm waits in the listen backlog instead of
-    // failing accept() with "too many open files".
+    // the logs and the lane's 503s past the cap), so that accept() never
+    // fails with "too many open files".
     match entitle_device_agent::fleet::raise_open_file_limit() {
         Ok(limit) => {
             let room = usize::try_from(limit.saturating_sub(FILES_KEPT_FREE))

@@ -52,6 +52,12 @@ const MAX_HEAD: usize = 16 * 1024;
 const MAX_HEADERS: usize = 32;
 /// Time allowed to send a whole request once its first byte has arrived.
 const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections past the cap being answered 503 at once (each a file, within
+/// the few hundred `serve` keeps free under the open-file limit); past these
+/// too, a connection is closed as soon as it is accepted.
+const REFUSALS_AT_ONCE: usize = 64;
+/// Time a refused connection is given to send its head and read the answer.
+const REFUSAL_TIME: Duration = Duration::from_secs(2);
 
 /// Connections the lane handed over, accepted by axum as from a TCP listener.
 pub(crate) struct LaneListener {
@@ -103,22 +109,18 @@ pub(crate) fn start(
 
 async fn accept_loop(listener: TcpListener, lane: Arc<Lane>, alive: watch::Receiver<()>) {
     let mut shutdown = lane.state.shutdown.clone();
-    // Every connection, the lane's and hyper's, holds a permit: past the cap,
-    // new connections wait in the kernel's listen backlog until one closes.
+    // Every connection, the lane's and hyper's, holds a permit. Past the cap
+    // a new connection is answered 503 with `Retry-After` and closed, rather
+    // than left in the kernel's listen backlog, where a storm's clients would
+    // wait until they gave up.
     let slots = Arc::new(Semaphore::new(
         lane.state
             .config
             .max_connections
             .clamp(1, Semaphore::MAX_PERMITS),
     ));
+    let refusals = Arc::new(Semaphore::new(REFUSALS_AT_ONCE));
     loop {
-        let slot = tokio::select! {
-            slot = slots.clone().acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => break,
-            },
-            () = stopping(&mut shutdown) => break,
-        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = stopping(&mut shutdown) => break,
@@ -129,13 +131,18 @@ async fn accept_loop(listener: TcpListener, lane: Arc<Lane>, alive: watch::Recei
                 if let Err(error) = stream.set_nodelay(true) {
                     tracing::debug!(%error, "could not set TCP_NODELAY");
                 }
-                tokio::spawn(serve_connection(
-                    lane.clone(),
-                    stream,
-                    address,
-                    slot,
-                    alive.clone(),
-                ));
+                if let Ok(slot) = slots.clone().try_acquire_owned() {
+                    tokio::spawn(serve_connection(
+                        lane.clone(),
+                        stream,
+                        address,
+                        slot,
+                        alive.clone(),
+                    ));
+                } else if let Ok(refusal) = refusals.clone().try_acquire_owned() {
+                    tokio::spawn(refuse_connection(lane.clone(), stream, address, refusal));
+                }
+                // Past the refusals too, the stream is dropped: closed at once.
             }
             // A connection that failed before it was accepted concerns only its client.
             Err(error) if is_connection_error(&error) => {}
@@ -146,6 +153,40 @@ async fn accept_loop(listener: TcpListener, lane: Arc<Lane>, alive: watch::Recei
             }
         }
     }
+}
+
+/// Answers a connection past the cap with 503 and `Retry-After` (spread like
+/// a shed sync's, which the agent honours with jitter), then closes it. The
+/// request's head is read first and the socket drained after the answer, so
+/// that closing does not reset the connection before the client has read it;
+/// all of it within [`REFUSAL_TIME`].
+async fn refuse_connection(
+    lane: Arc<Lane>,
+    stream: TcpStream,
+    address: SocketAddr,
+    _refusal: OwnedSemaphorePermit,
+) {
+    let busy = lane.state.shed.refuse_connection();
+    let refused = async {
+        let mut stream = match &lane.tls {
+            None => Conn::Plain(stream),
+            Some(acceptor) => handshake(&lane.state, acceptor, stream, address).await?,
+        };
+        let mut head = Vec::new();
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
+            if read_some(&mut stream, &mut head, 1024).await.ok()? == 0 {
+                return None;
+            }
+        }
+        let (_, response) = render(Err(busy), true);
+        stream.write_all(&response).await.ok()?;
+        stream.flush().await.ok()?;
+        stream.shutdown().await.ok()?;
+        let mut scratch = [0u8; 1024];
+        while stream.read(&mut scratch).await.ok()? > 0 {}
+        Some(())
+    };
+    let _ = tokio::time::timeout(REFUSAL_TIME, refused).await;
 }
 
 fn is_connection_error(error: &io::Error) -> bool {

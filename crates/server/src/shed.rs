@@ -100,6 +100,9 @@ enum Reason {
     TenantShare,
     /// Every slot of the node was in use for the whole wait.
     NodeBusy,
+    /// The node served as many connections as it may: a new one is answered
+    /// and closed (see `lane::refuse_connection`).
+    Connections,
 }
 
 impl Reason {
@@ -109,6 +112,7 @@ impl Reason {
             Reason::TokenChecks => "token_checks",
             Reason::TenantShare => "tenant_share",
             Reason::NodeBusy => "node_busy",
+            Reason::Connections => "connections",
         }
     }
 }
@@ -232,14 +236,24 @@ impl Shed {
         }
     }
 
+    /// The answer to a connection past the node's cap: 503 with a spread
+    /// `Retry-After`, like a shed sync's, and counted with them.
+    pub(crate) fn refuse_connection(&self) -> ApiError {
+        self.shed(Reason::Connections, None)
+    }
+
     fn shed(&self, reason: Reason, tenant: Option<&str>) -> ApiError {
         self.metrics
             .sync_shed(reason.label(), tenant.map(tenant_bucket));
         let seconds = retry_after(self.config.retry_after_max_s, rand::random::<u64>());
+        let busy_with = match reason {
+            Reason::Connections => "connections",
+            _ => "other syncs",
+        };
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "server_busy",
-            format!("the server is busy with other syncs; try again in {seconds} s"),
+            format!("the server is busy with {busy_with}; try again in {seconds} s"),
         )
         .with_retry_after(seconds)
     }

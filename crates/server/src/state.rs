@@ -27,7 +27,8 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// How long a client may take to send a request's head once it has started.
     pub header_read_timeout: Duration,
-    /// Connections served at once; more wait in the listen backlog.
+    /// Connections served at once; past it a new one is answered 503 with
+    /// `Retry-After` and closed.
     pub max_connections: usize,
     /// Request-body bytes held in memory at once, over every connection.
     pub max_body_bytes_in_flight: usize,

@@ -654,9 +654,11 @@ async fn idle_and_stalled_connections_are_closed() {
     }
 }
 
-/// Past the connection cap, a new connection waits until one closes.
+/// Past the connection cap, a new connection is answered 503 with
+/// `Retry-After` at once and closed, instead of waiting unanswered; once a
+/// connection closes, new ones are served again.
 #[tokio::test]
-async fn connections_past_the_cap_wait() {
+async fn connections_past_the_cap_are_told_to_come_back() {
     let db = Database::sqlite();
     let config = ServerConfig {
         max_connections: 2,
@@ -672,23 +674,42 @@ async fn connections_past_the_cap_wait() {
         .expect("write");
     let mut answer = [0u8; 12];
     first.read_exact(&mut answer).await.expect("answered");
+    assert_eq!(&answer, b"HTTP/1.1 200");
     let mut third = connect(&app).await;
     third
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .expect("write");
-    let waited = tokio::time::timeout(Duration::from_millis(700), third.read(&mut answer)).await;
-    assert!(
-        waited.is_err(),
-        "the third connection was served past the cap"
-    );
+    let refused = closed_within(&mut third, Duration::from_secs(5)).await;
+    let refused = String::from_utf8_lossy(&refused).to_lowercase();
+    assert!(refused.starts_with("http/1.1 503"), "{refused}");
+    assert!(refused.contains("\r\nretry-after: "), "{refused}");
+    assert!(refused.contains("server_busy"), "{refused}");
+
     drop(second);
-    let served = tokio::time::timeout(Duration::from_secs(5), third.read_exact(&mut answer)).await;
+    let mut fourth = None;
+    // The lane notices the close when it next reads the idle socket.
+    for _ in 0..50 {
+        let mut stream = connect(&app).await;
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let seen = closed_within(&mut stream, Duration::from_secs(5)).await;
+        if seen.starts_with(b"HTTP/1.1 200") {
+            fourth = Some(seen);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(fourth.is_some(), "a connection was served once one closed");
+    let refusals = app
+        .metric("entitle_sync_shed_total{reason=\"connections\",tenant_bucket=\"none\"}")
+        .await;
     assert!(
-        matches!(served, Ok(Ok(_))),
-        "the third connection was never served"
+        refusals.is_some_and(|n| n >= 1),
+        "counted with the shed syncs: {refusals:?}"
     );
-    assert_eq!(&answer, b"HTTP/1.1 200");
 }
 
 /// A device that half-closes after sending a held sync still gets its answer.

@@ -368,21 +368,20 @@ fn tenant_versions_from_row(row: &Row) -> StoreResult<TenantVersions> {
     })
 }
 
-/// Records that something decisions depend on changed in the tenant; with a
-/// device, that this device changed too (see [`TenantVersions::device_trust`]).
+/// Records that something decisions depend on changed in the tenant. (A
+/// change to a device's trust also moves [`TenantVersions::device_trust`]:
+/// the database's triggers do that, see migration 0014.)
 async fn bump_data_version(
     conn: &mut Conn<'_>,
     tenant_id: &str,
     device: Option<&Device>,
 ) -> StoreResult<()> {
-    let sql = if device.is_some() {
-        "UPDATE tenants SET data_version = data_version + 1,
-                device_trust_version = device_trust_version + 1
-         WHERE id = $1 RETURNING data_version"
-    } else {
-        "UPDATE tenants SET data_version = data_version + 1 WHERE id = $1 RETURNING data_version"
-    };
-    let version: i64 = query(sql).id(tenant_id).fetch_scalar(&mut *conn).await?;
+    let version: i64 = query(
+        "UPDATE tenants SET data_version = data_version + 1 WHERE id = $1 RETURNING data_version",
+    )
+    .id(tenant_id)
+    .fetch_scalar(&mut *conn)
+    .await?;
     conn.announce(tenant_id, version, device).await
 }
 
