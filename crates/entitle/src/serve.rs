@@ -51,7 +51,8 @@ pub struct ServeArgs {
     #[arg(long, env = "ENTITLE_HEADER_READ_TIMEOUT", default_value_t = 10)]
     pub header_read_timeout: u64,
     /// Connections served at once (keep it under the open-file limit); past
-    /// it a new connection is answered 503 with Retry-After and closed.
+    /// it a new sync is answered 503 with Retry-After, and admin and SCIM
+    /// calls get a few connections kept for them.
     #[arg(long, env = "ENTITLE_MAX_CONNECTIONS", default_value_t = 20_000)]
     pub max_connections: usize,
     /// MiB of request bodies held in memory at once, over every connection.

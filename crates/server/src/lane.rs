@@ -52,11 +52,16 @@ const MAX_HEAD: usize = 16 * 1024;
 const MAX_HEADERS: usize = 32;
 /// Time allowed to send a whole request once its first byte has arrived.
 const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// Connections past the cap being answered 503 at once (each a file, within
-/// the few hundred `serve` keeps free under the open-file limit); past these
-/// too, a connection is closed as soon as it is accepted.
-const REFUSALS_AT_ONCE: usize = 64;
-/// Time a refused connection is given to send its head and read the answer.
+/// Connections past the cap whose head is being read, to refuse a sync or
+/// keep an API call (each a file, within the few hundred `serve` keeps free
+/// under the open-file limit); past these, new connections wait in the
+/// kernel's listen backlog.
+const PAST_THE_CAP_AT_ONCE: usize = 64;
+/// Connections past the cap kept for calls other than syncs (the admin API,
+/// SCIM, the portal), so that an agent storm does not lock them out.
+const KEPT_FOR_THE_API: usize = 64;
+/// Time a connection past the cap is given to send its head, and a refused
+/// one to read its answer.
 const REFUSAL_TIME: Duration = Duration::from_secs(2);
 
 /// Connections the lane handed over, accepted by axum as from a TCP listener.
@@ -110,17 +115,31 @@ pub(crate) fn start(
 async fn accept_loop(listener: TcpListener, lane: Arc<Lane>, alive: watch::Receiver<()>) {
     let mut shutdown = lane.state.shutdown.clone();
     // Every connection, the lane's and hyper's, holds a permit. Past the cap
-    // a new connection is answered 503 with `Retry-After` and closed, rather
-    // than left in the kernel's listen backlog, where a storm's clients would
-    // wait until they gave up.
+    // a new connection's head is read: a sync is answered 503 with
+    // `Retry-After` and closed, rather than left in the kernel's listen
+    // backlog until its client gives up; any other call is served on a
+    // connection kept for the API. Past those, connections wait in the backlog.
     let slots = Arc::new(Semaphore::new(
         lane.state
             .config
             .max_connections
             .clamp(1, Semaphore::MAX_PERMITS),
     ));
-    let refusals = Arc::new(Semaphore::new(REFUSALS_AT_ONCE));
+    let past_the_cap = Arc::new(Semaphore::new(PAST_THE_CAP_AT_ONCE));
+    let kept_for_the_api = Arc::new(Semaphore::new(KEPT_FOR_THE_API));
     loop {
+        let place = tokio::select! {
+            biased;
+            () = stopping(&mut shutdown) => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => Place::Served(slot),
+                Err(_) => break,
+            },
+            looked_at = past_the_cap.clone().acquire_owned() => match looked_at {
+                Ok(looked_at) => Place::PastTheCap(looked_at),
+                Err(_) => break,
+            },
+        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = stopping(&mut shutdown) => break,
@@ -131,18 +150,26 @@ async fn accept_loop(listener: TcpListener, lane: Arc<Lane>, alive: watch::Recei
                 if let Err(error) = stream.set_nodelay(true) {
                     tracing::debug!(%error, "could not set TCP_NODELAY");
                 }
-                if let Ok(slot) = slots.clone().try_acquire_owned() {
-                    tokio::spawn(serve_connection(
-                        lane.clone(),
-                        stream,
-                        address,
-                        slot,
-                        alive.clone(),
-                    ));
-                } else if let Ok(refusal) = refusals.clone().try_acquire_owned() {
-                    tokio::spawn(refuse_connection(lane.clone(), stream, address, refusal));
+                match place {
+                    Place::Served(slot) => {
+                        tokio::spawn(serve_connection(
+                            lane.clone(),
+                            stream,
+                            address,
+                            slot,
+                            alive.clone(),
+                        ));
+                    }
+                    Place::PastTheCap(looked_at) => {
+                        tokio::spawn(serve_past_the_cap(
+                            lane.clone(),
+                            stream,
+                            address,
+                            looked_at,
+                            kept_for_the_api.clone(),
+                        ));
+                    }
                 }
-                // Past the refusals too, the stream is dropped: closed at once.
             }
             // A connection that failed before it was accepted concerns only its client.
             Err(error) if is_connection_error(&error) => {}
@@ -155,36 +182,61 @@ async fn accept_loop(listener: TcpListener, lane: Arc<Lane>, alive: watch::Recei
     }
 }
 
-/// Answers a connection past the cap with 503 and `Retry-After` (spread like
-/// a shed sync's, which the agent honours with jitter), then closes it. The
-/// request's head is read first and the socket drained after the answer, so
-/// that closing does not reset the connection before the client has read it;
-/// all of it within [`REFUSAL_TIME`].
-async fn refuse_connection(
+/// Where the accept loop puts its next connection.
+enum Place {
+    /// Under the cap: served.
+    Served(OwnedSemaphorePermit),
+    /// Past the cap: looked at by [`serve_past_the_cap`].
+    PastTheCap(OwnedSemaphorePermit),
+}
+
+/// A connection past the cap: its head is read (within [`REFUSAL_TIME`]).
+/// A call other than a sync is handed to axum on a connection kept for the
+/// API, while one is free; a sync (or a call when none is free) is answered
+/// 503 with `Retry-After`, spread like a shed sync's, which the agent honours
+/// with jitter. The socket is drained after the answer, so that closing does
+/// not reset the connection before the client has read it.
+async fn serve_past_the_cap(
     lane: Arc<Lane>,
     stream: TcpStream,
     address: SocketAddr,
-    _refusal: OwnedSemaphorePermit,
+    looked_at: OwnedSemaphorePermit,
+    kept_for_the_api: Arc<Semaphore>,
 ) {
-    let busy = lane.state.shed.refuse_connection();
-    let refused = async {
+    let looked = async {
         let mut stream = match &lane.tls {
             None => Conn::Plain(stream),
             Some(acceptor) => handshake(&lane.state, acceptor, stream, address).await?,
         };
-        let mut head = Vec::new();
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
-            if read_some(&mut stream, &mut head, 1024).await.ok()? == 0 {
-                return None;
+        let mut buffer = Vec::new();
+        let incoming = read_head(&mut stream, &mut buffer).await.ok()?;
+        Some((stream, buffer, incoming))
+    };
+    let Ok(Some((mut stream, buffer, incoming))) = tokio::time::timeout(REFUSAL_TIME, looked).await
+    else {
+        return;
+    };
+    match incoming {
+        Incoming::Other => {
+            if let Ok(kept) = kept_for_the_api.try_acquire_owned() {
+                drop(looked_at);
+                let handed = Rewound::new(buffer, stream, kept);
+                let _ = Box::pin(lane.hand_over.send((handed, address))).await;
+                return;
             }
         }
+        Incoming::Sync(_) => {}
+        Incoming::Closed => return,
+    }
+    let busy = lane.state.shed.refuse_connection();
+    let refused = async {
         let (_, response) = render(Err(busy), true);
-        stream.write_all(&response).await.ok()?;
-        stream.flush().await.ok()?;
-        stream.shutdown().await.ok()?;
+        stream.write_all(&response).await?;
+        stream.flush().await?;
+        stream.shutdown().await?;
         let mut scratch = [0u8; 1024];
-        while stream.read(&mut scratch).await.ok()? > 0 {}
-        Some(())
+        while stream.read(&mut scratch).await? > 0 {}
+        io::Result::Ok(())
     };
     let _ = tokio::time::timeout(REFUSAL_TIME, refused).await;
 }

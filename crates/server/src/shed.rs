@@ -100,8 +100,8 @@ enum Reason {
     TenantShare,
     /// Every slot of the node was in use for the whole wait.
     NodeBusy,
-    /// The node served as many connections as it may: a new one is answered
-    /// and closed (see `lane::refuse_connection`).
+    /// The node served as many connections as it may: a new one that brings
+    /// a sync is answered and closed (see `lane::serve_past_the_cap`).
     Connections,
 }
 

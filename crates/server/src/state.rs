@@ -27,8 +27,9 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// How long a client may take to send a request's head once it has started.
     pub header_read_timeout: Duration,
-    /// Connections served at once; past it a new one is answered 503 with
-    /// `Retry-After` and closed.
+    /// Connections served at once; past it a new sync is answered 503 with
+    /// `Retry-After` and closed, and other calls get a few connections kept
+    /// for the API.
     pub max_connections: usize,
     /// Request-body bytes held in memory at once, over every connection.
     pub max_body_bytes_in_flight: usize,

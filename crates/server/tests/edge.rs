@@ -654,20 +654,25 @@ async fn idle_and_stalled_connections_are_closed() {
     }
 }
 
-/// Past the connection cap, a new connection is answered 503 with
-/// `Retry-After` at once and closed, instead of waiting unanswered; once a
-/// connection closes, new ones are served again.
+/// Past the connection cap, a new connection that brings a sync is answered
+/// 503 with `Retry-After` at once and closed, instead of waiting unanswered;
+/// an API call is still served, on a connection kept for the API.
 #[tokio::test]
-async fn connections_past_the_cap_are_told_to_come_back() {
+async fn past_the_connection_cap_syncs_are_told_to_come_back_and_the_api_answers() {
     let db = Database::sqlite();
     let config = ServerConfig {
         max_connections: 2,
         ..ServerConfig::default()
     };
     let app = TestApp::start_with(&db, config).await;
+    let t = app.tenant("acme").await;
+    t.user(&app, "ada", &[]).await;
+    let device = report("cap", "macos", "4.0", "corporate", true);
+    let (_, token, _) = t.enroll(&app, "ada", device.clone()).await;
+    // The test client's pooled connections close once idle past the lane's
+    // idle timeout; two raw connections then take the whole cap.
     let mut first = connect(&app).await;
     let second = connect(&app).await;
-    // Both are served (the second one idles in the lane).
     first
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
@@ -675,34 +680,40 @@ async fn connections_past_the_cap_are_told_to_come_back() {
     let mut answer = [0u8; 12];
     first.read_exact(&mut answer).await.expect("answered");
     assert_eq!(&answer, b"HTTP/1.1 200");
-    let mut third = connect(&app).await;
-    third
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .expect("write");
-    let refused = closed_within(&mut third, Duration::from_secs(5)).await;
-    let refused = String::from_utf8_lossy(&refused).to_lowercase();
-    assert!(refused.starts_with("http/1.1 503"), "{refused}");
-    assert!(refused.contains("\r\nretry-after: "), "{refused}");
-    assert!(refused.contains("server_busy"), "{refused}");
 
-    drop(second);
-    let mut fourth = None;
-    // The lane notices the close when it next reads the idle socket.
+    let body = device.to_string();
+    let mut refused = None;
+    // Until the cap is reached (the client's pooled connections may still
+    // hold places), a sync may be served: try until one is refused.
     for _ in 0..50 {
-        let mut stream = connect(&app).await;
-        stream
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        let mut third = connect(&app).await;
+        third
+            .write_all(&raw_sync(&token, &body, ""))
             .await
             .expect("write");
-        let seen = closed_within(&mut stream, Duration::from_secs(5)).await;
-        if seen.starts_with(b"HTTP/1.1 200") {
-            fourth = Some(seen);
+        let seen = closed_within(&mut third, Duration::from_secs(5)).await;
+        let seen = String::from_utf8_lossy(&seen).to_lowercase();
+        if seen.starts_with("http/1.1 503") {
+            refused = Some(seen);
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(fourth.is_some(), "a connection was served once one closed");
+    let refused = refused.expect("a sync past the cap was refused");
+    assert!(refused.contains("\r\nretry-after: "), "{refused}");
+    assert!(refused.contains("server_busy"), "{refused}");
+
+    // An API call past the cap is served.
+    let mut call = connect(&app).await;
+    call.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let served = closed_within(&mut call, Duration::from_secs(5)).await;
+    assert!(
+        served.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&served)
+    );
     let refusals = app
         .metric("entitle_sync_shed_total{reason=\"connections\",tenant_bucket=\"none\"}")
         .await;
@@ -710,6 +721,7 @@ async fn connections_past_the_cap_are_told_to_come_back() {
         refusals.is_some_and(|n| n >= 1),
         "counted with the shed syncs: {refusals:?}"
     );
+    drop(second);
 }
 
 /// A device that half-closes after sending a held sync still gets its answer.
