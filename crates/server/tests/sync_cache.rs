@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Database, TestApp, report, settings, sync};
+use common::{Database, Tenant, TestApp, report, settings, sync};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -122,12 +122,7 @@ async fn a_device_attested_on_another_node_answers_its_held_poll(db: Database) {
     let other = second.as_ref().unwrap_or(&first);
     let t = first.tenant("acme").await;
     t.user(&first, "ada", &[]).await;
-    let corporate = t
-        .device_group(
-            &first,
-            json!({"name": "Corporate", "os": [], "ownership": ["corporate"], "posture": []}),
-        )
-        .await;
+    let corporate = corporate_devices(&first, &t).await;
     t.save(
         &first,
         "private_access",
@@ -142,16 +137,7 @@ async fn a_device_attested_on_another_node_answers_its_held_poll(db: Database) {
     let poll = common::hold(&first, &token, &device, held.etag.as_deref().expect("etag"));
     // Let the poll reach its hold before the change.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let attested = other
-        .call(
-            Method::PATCH,
-            &t.path(&format!("/devices/{id}")),
-            Some(&t.admin),
-            Some(json!({"ownership": "corporate"})),
-            &[],
-        )
-        .await;
-    assert_eq!(attested.status, StatusCode::OK, "{:?}", attested.body);
+    attest_corporate(other, &t, &id).await;
     // The held poll decides from the device as it is now, not as it was
     // remembered: it answers with the service on well before its 30 s end
     // (at its end, it would answer 304 from the remembered device).
@@ -172,12 +158,7 @@ async fn a_save_keeps_devices_cached_and_a_device_change_does_not(db: Database) 
     let other = second.as_ref().unwrap_or(&first);
     let t = first.tenant("acme").await;
     t.user(&first, "ada", &[]).await;
-    let corporate = t
-        .device_group(
-            &first,
-            json!({"name": "Corporate", "os": [], "ownership": ["corporate"], "posture": []}),
-        )
-        .await;
+    let corporate = corporate_devices(&first, &t).await;
     let device = report("ada-mbp", "macos", "4.0", "personal", true);
     let (id, token, _) = t.enroll(&first, "ada", device.clone()).await;
     let known = sync(&first, &token, &device, None, None).await;
@@ -197,7 +178,28 @@ async fn a_save_keeps_devices_cached_and_a_device_change_does_not(db: Database) 
     assert_eq!(saved.body["services"]["private_access"]["enabled"], false);
     assert_eq!(reads().await, read_once, "the device was not read again");
 
-    let attested = other
+    attest_corporate(other, &t, &id).await;
+    let changed = sync(&first, &token, &device, saved.etag.as_deref(), None).await;
+    assert_eq!(changed.status, StatusCode::OK, "{:?}", changed.body);
+    assert_eq!(
+        changed.body["services"]["private_access"]["enabled"], true,
+        "decided from the attested device"
+    );
+    assert_eq!(reads().await, read_once + 1, "read again once");
+}
+
+/// A device group of the corporate-owned devices.
+async fn corporate_devices(app: &TestApp, t: &Tenant) -> String {
+    t.device_group(
+        app,
+        json!({"name": "Corporate", "os": [], "ownership": ["corporate"], "posture": []}),
+    )
+    .await
+}
+
+/// An administrator attests, through `app`, that device `id` is corporate.
+async fn attest_corporate(app: &TestApp, t: &Tenant, id: &str) {
+    let attested = app
         .call(
             Method::PATCH,
             &t.path(&format!("/devices/{id}")),
@@ -207,11 +209,4 @@ async fn a_save_keeps_devices_cached_and_a_device_change_does_not(db: Database) 
         )
         .await;
     assert_eq!(attested.status, StatusCode::OK, "{:?}", attested.body);
-    let changed = sync(&first, &token, &device, saved.etag.as_deref(), None).await;
-    assert_eq!(changed.status, StatusCode::OK, "{:?}", changed.body);
-    assert_eq!(
-        changed.body["services"]["private_access"]["enabled"], true,
-        "decided from the attested device"
-    );
-    assert_eq!(reads().await, read_once + 1, "read again once");
 }
