@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -162,3 +163,18 @@ def reached(samples, share):
     None; the agents answered are those counted when the count settled."""
     concerned = samples[-1][1] if samples else 0
     return next((t for t, n, _ in samples if concerned and n >= share * concerned), None)
+
+
+def alternate_rounds(binaries, rounds, round_of, digits=2):
+    """Runs `round_of(binary)` for each binary in turn, `rounds` times over,
+    so that the binaries compared see the machine in the same states; prints
+    each round's figures and returns each binary's medians."""
+    results = {binary: [] for binary in binaries}
+    for n in range(rounds):
+        for binary in binaries:
+            result = round_of(binary)
+            results[binary].append(result)
+            print(f"round {n + 1}, {binary}: "
+                  + ", ".join(f"{k} {v:.{digits}f}" for k, v in result.items()), flush=True)
+    return {binary: {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+            for binary, runs in results.items()}

@@ -20,10 +20,9 @@ agents answered with a changed policy. Only the standard library.
 """
 
 import argparse
-import statistics
 import time
 
-from benchlib import Bench
+from benchlib import Bench, alternate_rounds
 
 WINDOW_S = 0.5
 
@@ -66,18 +65,12 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--port", type=int, default=19490)
     args = parser.parse_args()
-    results = {binary: [] for binary in args.bin}
-    for n in range(args.rounds):
-        for binary in args.bin:
-            result = round_of(binary, args, args.port)
-            results[binary].append(result)
-            print(f"round {n + 1}, {binary}: "
-                  + ", ".join(f"{k} {v:.2f}" for k, v in result.items()), flush=True)
+    medians = alternate_rounds(args.bin, args.rounds,
+                               lambda binary: round_of(binary, args, args.port))
     print(f"\n{args.agents} agents held over {args.users} users; {args.changes} changes, "
           f"each deactivating one user (about {args.agents / args.users:.0f} devices); medians of "
           f"{args.rounds} rounds:")
-    for binary, rounds in results.items():
-        median = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
+    for binary, median in medians.items():
         print(f"{binary}: {median['cpu_per_change_ms']:.1f} ms of server CPU per change, "
               f"{median['rechecks_per_change']:.0f} held long-polls decided again, "
               f"{median['pushed_per_change']:.0f} answered with a changed policy "

@@ -20,10 +20,9 @@ Only the standard library.
 """
 
 import argparse
-import statistics
 import time
 
-from benchlib import Bench, follow_propagation, policies_sent, reached
+from benchlib import Bench, alternate_rounds, follow_propagation, policies_sent, reached
 
 AFTER_S = 2.0
 
@@ -72,17 +71,11 @@ def main():
     parser.add_argument("--pause-before-save", type=float, default=0,
                         help="seconds to wait, once the fleet holds, before the save")
     args = parser.parse_args()
-    results = {binary: [] for binary in args.bin}
-    for n in range(args.rounds):
-        for binary in args.bin:
-            result = round_of(binary, args, args.port)
-            results[binary].append(result)
-            print(f"round {n + 1}, {binary}: "
-                  + ", ".join(f"{k} {v:.1f}" for k, v in result.items()), flush=True)
+    medians = alternate_rounds(args.bin, args.rounds,
+                               lambda binary: round_of(binary, args, args.port), digits=1)
     print(f"\n{args.agents} agents held over {args.users} users; one save that turns Private "
           f"Access on for everyone; medians of {args.rounds} rounds:")
-    for binary, rounds in results.items():
-        median = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
+    for binary, median in medians.items():
         print(f"{binary}: " + ", ".join(f"{k} {v:.1f}" for k, v in median.items()))
 
 
