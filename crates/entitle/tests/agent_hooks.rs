@@ -195,11 +195,15 @@ impl Agent {
     }
 
     fn expect(&self, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(30);
         let mut seen = Vec::new();
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             match self.lines.recv_timeout(left) {
-                Ok(line) if matches(&line) => return line,
+                Ok(line) if matches(&line) => {
+                    took(what, started);
+                    return line;
+                }
                 Ok(line) => seen.push(line),
                 Err(_) => break,
             }
@@ -223,10 +227,12 @@ impl Agent {
 
     /// Polls `agent status` until `wanted` holds, for up to 30 s.
     fn status_until(&self, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(30);
         loop {
             let status = self.status();
             if wanted(&status) {
+                took(what, started);
                 return status;
             }
             assert!(
@@ -247,16 +253,32 @@ fn lines(path: &Path) -> Vec<String> {
 }
 
 fn wait_for(what: &str, check: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(30);
     while !check() {
         assert!(Instant::now() < deadline, "never: {what}");
         std::thread::sleep(Duration::from_millis(100));
     }
+    took(what, started);
+}
+
+/// Says how long a step took, shown with a failure (or `--nocapture`): a step
+/// that passed slowly is the trace of a wake-up that came late.
+fn took(what: &str, started: Instant) {
+    eprintln!("{:>7.2} s  {what}", started.elapsed().as_secs_f64());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hooks_drive_services_and_posture_commands_reach_the_server_on_both_backends() {
     for backend in backends() {
+        eprintln!(
+            "on {}",
+            if backend.is_some() {
+                "PostgreSQL"
+            } else {
+                "SQLite"
+            }
+        );
         let database_url = database(&backend).await;
         let dir = tempfile::tempdir().expect("temp dir");
         let files = dir.path();
@@ -285,8 +307,11 @@ async fn hooks_drive_services_and_posture_commands_reach_the_server_on_both_back
             "200".into(),
             "--backoff-max-s".into(),
             "1".into(),
+            // Longer than any step's bound (30 s): a change that reached the
+            // device only when its long-poll ended, not by the save's wake-up,
+            // fails the step rather than passing late.
             "--long-poll".into(),
-            "20".into(),
+            "60".into(),
             "--posture-interval-s".into(),
             "1".into(),
             format!("--on-start=internet_access={}", record("zia-started")),
