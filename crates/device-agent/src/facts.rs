@@ -45,7 +45,9 @@ impl DeviceFacts {
                     .filter(|out| out.status.success())
                     .and_then(|out| String::from_utf8(out.stdout).ok())
                     .map(|text| text.trim().to_owned())
-                    .filter(|text| !text.is_empty()),
+                    .filter(|text| {
+                        !text.is_empty() && text.chars().all(entitle_core::is_name_char)
+                    }),
                 _ => None,
             },
             disk_encrypted: match os {
@@ -73,7 +75,7 @@ fn server_os_name(target_os: &str) -> Option<&'static str> {
 
 fn clean_hostname(name: String) -> Option<String> {
     let name = name.trim();
-    (!name.is_empty() && name.len() <= 253 && !name.chars().any(char::is_control))
+    (!name.is_empty() && name.len() <= 253 && name.chars().all(entitle_core::is_name_char))
         .then(|| name.to_owned())
 }
 
@@ -85,7 +87,9 @@ pub fn os_release_version(text: &str) -> Option<String> {
     text.lines()
         .filter_map(|line| line.trim().strip_prefix("VERSION_ID="))
         .map(|value| value.trim().trim_matches(|c| c == '"' || c == '\''))
-        .find(|value| !value.is_empty() && value.len() <= 64)
+        .find(|value| {
+            !value.is_empty() && value.len() <= 64 && value.chars().all(entitle_core::is_name_char)
+        })
         .map(str::to_owned)
 }
 
@@ -258,7 +262,8 @@ async fn run_one(command: &str, timeout: Duration) -> Result<Value, String> {
 }
 
 /// A command's trimmed output as a posture value: `true`, `false`, a number,
-/// or text (without control characters, at most 1,024 bytes).
+/// or text (without control characters or bidirectional overrides, which the
+/// server refuses; at most 1,024 bytes).
 pub fn posture_value(text: &str) -> Option<Value> {
     match text {
         "" => None,
@@ -272,7 +277,7 @@ pub fn posture_value(text: &str) -> Option<Value> {
             {
                 return Some(Value::Number(number));
             }
-            if text.len() > MAX_TEXT || text.chars().any(char::is_control) {
+            if text.len() > MAX_TEXT || !text.chars().all(entitle_core::is_name_char) {
                 return None;
             }
             Some(Value::String(text.to_owned()))
@@ -385,6 +390,22 @@ mod tests {
     }
 
     #[test]
+    fn a_host_name_the_server_would_refuse_is_not_sent() {
+        assert_eq!(
+            clean_hostname(" ada-mac ".into()).as_deref(),
+            Some("ada-mac")
+        );
+        assert_eq!(clean_hostname("ada\u{202E}cam".into()), None);
+        assert_eq!(clean_hostname("ada\nmac".into()), None);
+        assert_eq!(clean_hostname("x".repeat(254)), None);
+        assert_eq!(
+            os_release_version("VERSION_ID=\"12\u{2066}\"\n"),
+            None,
+            "nor an OS version"
+        );
+    }
+
+    #[test]
     fn posture_values_are_typed_and_bounded() {
         assert_eq!(posture_value("true"), Some(Value::Bool(true)));
         assert_eq!(posture_value("false"), Some(Value::Bool(false)));
@@ -395,6 +416,16 @@ mod tests {
         );
         assert_eq!(posture_value(""), None);
         assert_eq!(posture_value("two\nlines"), None);
+        assert_eq!(
+            posture_value("on\u{202E}ffo"),
+            None,
+            "the server refuses it"
+        );
+        assert_eq!(
+            posture_value("מוצפן"),
+            Some(Value::String("מוצפן".into())),
+            "right-to-left text needs no override"
+        );
         assert_eq!(posture_value(&"x".repeat(2000)), None);
     }
 

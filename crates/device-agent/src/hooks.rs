@@ -257,9 +257,9 @@ impl Tail {
 }
 
 /// The last 8 lines of `output`, at most 1 KiB, as text. Control characters
-/// other than tab (a colour escape, a carriage return of a progress bar)
-/// become U+FFFD: the server refuses them, and a refused sync would cost the
-/// device its policy over a line of telemetry.
+/// other than tab (a colour escape, a carriage return of a progress bar) and
+/// bidirectional overrides become U+FFFD: the server refuses them, and a
+/// refused sync would cost the device its policy over a line of telemetry.
 pub fn last_lines(output: &[u8]) -> String {
     let text = String::from_utf8_lossy(output);
     let lines: Vec<String> = text
@@ -268,10 +268,10 @@ pub fn last_lines(output: &[u8]) -> String {
         .map(|line| {
             line.chars()
                 .map(|c| {
-                    if c.is_control() && c != '\t' {
-                        '\u{FFFD}'
-                    } else {
+                    if c == '\t' || entitle_core::is_name_char(c) {
                         c
+                    } else {
+                        '\u{FFFD}'
                     }
                 })
                 .collect()
@@ -323,6 +323,11 @@ mod tests {
             last_lines(b"\x1b[31merror\x1b[0m\rretry\r\n\tdone\r\n"),
             "\u{FFFD}[31merror\u{FFFD}[0m\u{FFFD}retry\n\tdone",
             "only tabs and line ends survive as themselves"
+        );
+        assert_eq!(
+            last_lines("fichier \u{202E}txt.exe".as_bytes()),
+            "fichier \u{FFFD}txt.exe",
+            "a bidirectional override is replaced too: the server refuses it"
         );
         let long = "é".repeat(2000);
         let kept = last_lines(long.as_bytes());

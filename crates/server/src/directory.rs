@@ -85,7 +85,7 @@ pub fn identity_provider(user_agent: &str) -> Option<&'static str> {
 
 fn shown(text: &str) -> String {
     text.chars()
-        .filter(|c| !c.is_control())
+        .filter(|c| entitle_core::is_name_char(*c))
         .take(MAX_SHOWN)
         .collect()
 }

@@ -6,6 +6,8 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
+use entitle_core::{is_name_char, is_text_char};
+
 use crate::error::ApiError;
 
 /// A JSON body. The `Content-Type` is not insisted on, so a forgotten header in
@@ -61,14 +63,10 @@ pub fn control_character_error(text: &str) -> ApiError {
     let shown: String = text.chars().take(40).collect();
     ApiError::bad_request(
         "control_character",
-        format!("{shown:?} contains a control character (such as NUL); text fields may not"),
+        format!(
+            "{shown:?} contains a control character (such as NUL) or a bidirectional override (such as U+202E); text fields may not"
+        ),
     )
-}
-
-/// Whether a character may appear in free text: anything printable, and the
-/// tab and line breaks of multi-line text.
-pub fn is_text_char(c: char) -> bool {
-    !c.is_control() || matches!(c, '\t' | '\n' | '\r')
 }
 
 /// The first string or key of a JSON document that has a character no text
@@ -121,7 +119,7 @@ fn serde_urlencoded_from_str<T: DeserializeOwned>(query: &str) -> Result<T, Stri
 }
 
 /// A percent-decoded part of a query string or path that holds a control
-/// character, if any.
+/// character (or a bidirectional one), if any.
 pub fn decoded_control_text(encoded: &str) -> Option<String> {
     encoded
         .split(['&', '=', '/'])
@@ -129,7 +127,7 @@ pub fn decoded_control_text(encoded: &str) -> Option<String> {
             let part = part.replace('+', " ");
             percent_decode(&part)
         })
-        .find(|decoded| !decoded.chars().all(|c| !c.is_control()))
+        .find(|decoded| !decoded.chars().all(is_name_char))
 }
 
 /// Percent-decodes lossily: invalid UTF-8 becomes U+FFFD, which is no control

@@ -505,8 +505,9 @@ async fn read_body(body: axum::body::Body) -> Result<Bytes, Failure> {
 }
 
 /// The body as JSON. A control character in any string is refused (NUL
-/// above all, which PostgreSQL cannot store); tabs and line breaks remain for
-/// multi-line attributes such as addresses.
+/// above all, which PostgreSQL cannot store), and so is a bidirectional
+/// override (a name that displays as another's); tabs and line breaks remain
+/// for multi-line attributes such as addresses.
 fn body_json(bytes: &Bytes) -> Result<Value, Failure> {
     let document: Value = serde_json::from_slice(bytes).map_err(|e| {
         Failure(ScimError::invalid_syntax(format!(
@@ -516,7 +517,7 @@ fn body_json(bytes: &Bytes) -> Result<Value, Failure> {
     if let Some(text) = first_control_string(&document) {
         let shown: String = text.chars().take(40).collect();
         return Err(Failure(ScimError::invalid_value(format!(
-            "{shown:?} contains a control character (such as NUL); SCIM attributes may not"
+            "{shown:?} contains a control character (such as NUL) or a bidirectional override (such as U+202E); SCIM attributes may not"
         ))));
     }
     Ok(document)
@@ -525,9 +526,9 @@ fn body_json(bytes: &Bytes) -> Result<Value, Failure> {
 /// Refuses a user or group name that is empty of meaning as display text: a
 /// control character of any kind, or more than [`crate::wire::MAX_NAME`] characters.
 fn check_name(attribute: &str, value: &str) -> Result<(), Failure> {
-    if value.chars().any(char::is_control) {
+    if !value.chars().all(entitle_core::is_name_char) {
         return Err(Failure(ScimError::invalid_value(format!(
-            "{attribute} may not contain control characters"
+            "{attribute} may not contain control characters or bidirectional overrides"
         ))));
     }
     if value.chars().count() > crate::wire::MAX_NAME {

@@ -95,8 +95,10 @@ pub fn single_line<'a>(field: &str, value: &'a str, max: usize) -> Result<&'a st
     if value.is_empty() || value.chars().count() > max {
         return Err(format!("{field} must be 1 to {max} characters"));
     }
-    if value.chars().any(char::is_control) {
-        return Err(format!("{field} may not contain control characters"));
+    if !value.chars().all(entitle_core::is_name_char) {
+        return Err(format!(
+            "{field} may not contain control characters or bidirectional overrides"
+        ));
     }
     Ok(value)
 }
@@ -105,10 +107,10 @@ pub fn single_line<'a>(field: &str, value: &'a str, max: usize) -> Result<&'a st
 fn check_posture(key: &str, value: &Value) -> Result<(), String> {
     single_line("a posture key", key, MAX_POSTURE_KEY)?;
     if let Value::String(text) = value
-        && (text.len() > MAX_POSTURE_VALUE || text.chars().any(char::is_control))
+        && (text.len() > MAX_POSTURE_VALUE || !text.chars().all(entitle_core::is_name_char))
     {
         return Err(format!(
-            "posture value of {key:?} must be at most {MAX_POSTURE_VALUE} bytes without control characters"
+            "posture value of {key:?} must be at most {MAX_POSTURE_VALUE} bytes without control characters or bidirectional overrides"
         ));
     }
     Ok(())

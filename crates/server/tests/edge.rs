@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Database, ROOT, TestApp, report};
+use common::{Database, ROOT, Tenant, TestApp, report};
 use entitle_server::{ServerConfig, TrustedProxies};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -142,7 +142,8 @@ async fn bad_device_tokens_and_cookies_count() {
     assert_eq!(last, StatusCode::TOO_MANY_REQUESTS);
 }
 
-/// Every body-taking route answers 400 to a NUL, never 500, on both back ends.
+/// Every body-taking route answers 400 to a NUL, never 500, on both back ends;
+/// and to a bidirectional override, with which a name displays as another's.
 async fn nul_bytes_are_refused_at_the_edge(db: Database) {
     let app = TestApp::start(&db).await;
     let t = app.tenant("acme").await;
@@ -150,7 +151,46 @@ async fn nul_bytes_are_refused_at_the_edge(db: Database) {
     let (_, device_token, _) = t
         .enroll(&app, "ada", report("h", "macos", "4.0", "corporate", true))
         .await;
-    let nul = "a\u{0}b";
+    let scim = format!("/scim/v2/{}", t.name);
+    let user = app
+        .post(
+            &format!("{scim}/Users"),
+            &t.scim_token,
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "grace"}),
+        )
+        .await;
+    let user_id = user.body["id"].as_str().expect("user id").to_owned();
+    let group = app
+        .post(&format!("{scim}/Groups"), &t.scim_token, json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "staff"}))
+        .await;
+    let group_id = group.body["id"].as_str().expect("group id").to_owned();
+    // Every probe runs before the verdict, so that a failure lists them all.
+    let mut wrong = Vec::new();
+    // The text in JSON, and percent-encoded in a path or query.
+    for (nul, encoded) in [("a\u{0}b", "%00"), ("ada\u{202E}cam", "%E2%80%AE")] {
+        let ids = (user_id.as_str(), group_id.as_str());
+        probe_refusals(&app, &t, (&device_token, ids), (nul, encoded), &mut wrong).await;
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} wrong answers:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+}
+
+/// Sends `nul` in every body and `encoded` in paths and queries, as a device,
+/// an administrator and the identity provider; notes each answer that is not
+/// a 400 (a 404 for a portal page).
+async fn probe_refusals(
+    app: &TestApp,
+    t: &Tenant,
+    (device_token, (user_id, group_id)): (&str, (&str, &str)),
+    (nul, encoded): (&str, &str),
+    wrong: &mut Vec<String>,
+) {
+    let device_token = device_token.to_owned();
+    let scim = format!("/scim/v2/{}", t.name);
     let mut bad_report = report("h", "macos", "4.0", "corporate", true);
     bad_report["hostname"] = json!(nul);
     let api_probes: Vec<(Method, String, String, Value)> = vec![
@@ -251,8 +291,6 @@ async fn nul_bytes_are_refused_at_the_edge(db: Database) {
             json!({"email": format!("{nul}@x.io"), "password": nul}),
         ),
     ];
-    // Every probe runs before the verdict, so that a failure lists them all.
-    let mut wrong = Vec::new();
     for (method, path, token, body) in api_probes {
         let token = (!token.is_empty()).then_some(token.as_str());
         let answer = app
@@ -265,19 +303,6 @@ async fn nul_bytes_are_refused_at_the_edge(db: Database) {
             ));
         }
     }
-    let scim = format!("/scim/v2/{}", t.name);
-    let user = app
-        .post(
-            &format!("{scim}/Users"),
-            &t.scim_token,
-            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "grace"}),
-        )
-        .await;
-    let user_id = user.body["id"].as_str().expect("user id").to_owned();
-    let group = app
-        .post(&format!("{scim}/Groups"), &t.scim_token, json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "staff"}))
-        .await;
-    let group_id = group.body["id"].as_str().expect("group id").to_owned();
     let scim_probes: Vec<(Method, String, Value)> = vec![
         (
             Method::POST,
@@ -338,10 +363,10 @@ async fn nul_bytes_are_refused_at_the_edge(db: Database) {
     }
     // Paths and queries.
     for path in [
-        format!("{scim}/Users?filter=userName%20eq%20%22a%00%22"),
-        t.path("/users/a%00b"),
-        t.path("/groups?search=a%00"),
-        "/api/v1/tenants/a%00".to_owned(),
+        format!("{scim}/Users?filter=userName%20eq%20%22a{encoded}%22"),
+        t.path(&format!("/users/a{encoded}b")),
+        t.path(&format!("/groups?search=a{encoded}")),
+        format!("/api/v1/tenants/a{encoded}"),
     ] {
         let token = if path.starts_with("/scim") {
             &t.scim_token
@@ -353,16 +378,11 @@ async fn nul_bytes_are_refused_at_the_edge(db: Database) {
             wrong.push(format!("GET {path}: {} {}", answer.status, answer.body));
         }
     }
-    let page = app.call(Method::GET, "/t/%00", None, None, &[]).await;
+    let portal_page = format!("/t/{encoded}");
+    let page = app.call(Method::GET, &portal_page, None, None, &[]).await;
     if page.status != StatusCode::NOT_FOUND {
-        wrong.push(format!("GET /t/%00: {} {}", page.status, page.body));
+        wrong.push(format!("GET {portal_page}: {} {}", page.status, page.body));
     }
-    assert!(
-        wrong.is_empty(),
-        "{} wrong answers:\n{}",
-        wrong.len(),
-        wrong.join("\n")
-    );
 }
 
 /// A caller without a valid credential gets 401 whatever its body.
