@@ -15,7 +15,8 @@ counted from just before the save was sent; the server's CPU time (/proc) from
 then until 2 s after the last answer, less what it used over an equal window
 before the save (the agents' own re-polls every 60 s), which covers every
 agent's next long-poll; and the devices the sync path read from the store
-meanwhile (`entitle_sync_device_reads_total`, absent from builds before it).
+meanwhile (`entitle_sync_device_reads_total`, absent from builds before it), and
+the shared reads of the tenant's versions (`entitle_sync_version_reads_total`, idem).
 Only the standard library.
 """
 
@@ -36,6 +37,7 @@ def round_of(binary, args, port):
             print(f"server pid {bench.server.pid}; saving in {args.pause_before_save} s", flush=True)
             time.sleep(args.pause_before_save)
         reads = bench.metric("entitle_sync_device_reads_total")
+        version_reads = bench.metric("entitle_sync_version_reads_total")
         pushed_before = policies_sent(bench.base)
         start = time.time()
         bench.save("private_access", enabled_by_default=True)
@@ -58,6 +60,7 @@ def round_of(binary, args, port):
             "cpu_ms": (used - quiet) * 1000,
             "cpu_us_per_agent": (used - quiet) / max(answered, 1) * 1e6,
             "device_reads": bench.metric("entitle_sync_device_reads_total") - reads,
+            "version_reads": bench.metric("entitle_sync_version_reads_total") - version_reads,
         }
 
 

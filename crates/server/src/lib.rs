@@ -193,7 +193,10 @@ impl Server {
             snapshots: Arc::new(Snapshots::new(store.clone())),
             populations: Arc::new(population::Populations::new(store.clone())),
             store,
-            sync_cache: Arc::new(sync_cache::SyncCache::new(config.sync_cache_devices)),
+            sync_cache: Arc::new(sync_cache::SyncCache::new(
+                config.sync_cache_devices,
+                metrics.sync_version_reads.clone(),
+            )),
             shed: Arc::new(shed::Shed::new(config.shed.clone(), metrics.clone())),
             last_seen: Arc::new(sync_writes::LastSeen::new(LAST_SEEN_PENDING)),
             applied_writes: Arc::default(),

@@ -71,6 +71,9 @@ pub struct Metrics {
     /// Devices the sync path read from the store, because its cache did not
     /// know them or one of the tenant's devices was changed since.
     pub sync_device_reads: Counter,
+    /// Reads of a tenant's versions by the sync path, each shared by the
+    /// syncs of the tenant that arrived before it began.
+    pub sync_version_reads: Counter,
     resident_memory_bytes: Gauge<i64, AtomicI64Compat>,
     cpu_seconds: Gauge<f64, AtomicU64>,
     sync_shed: Family<ShedLabels, Counter>,
@@ -129,6 +132,12 @@ impl Metrics {
             "Devices the sync path read from the store (not known to its cache, or changed since)",
             sync_device_reads.clone(),
         );
+        let sync_version_reads = Counter::<u64, AtomicU64>::default();
+        registry.register(
+            "sync_version_reads",
+            "Reads of a tenant's versions by the sync path, each shared by the syncs that arrived before it began",
+            sync_version_reads.clone(),
+        );
         let policy_changes_pushed = Counter::<u64, AtomicU64>::default();
         registry.register(
             "policy_changes_pushed",
@@ -185,6 +194,7 @@ impl Metrics {
             policy_changes_pushed,
             held_rechecks,
             sync_device_reads,
+            sync_version_reads,
             resident_memory_bytes,
             cpu_seconds,
         }

@@ -113,14 +113,21 @@ impl KnownDevice {
 pub(crate) struct SyncCache {
     devices: quick_cache::sync::Cache<String, Arc<KnownDevice>>,
     gates: RwLock<HashMap<String, Arc<VersionGate>>>,
+    /// Counts the versions reads that reached the store.
+    version_reads: prometheus_client::metrics::counter::Counter,
 }
 
 impl SyncCache {
-    /// A cache of at most `capacity` devices (at least one).
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// A cache of at most `capacity` devices (at least one), counting its
+    /// versions reads in `version_reads`.
+    pub(crate) fn new(
+        capacity: usize,
+        version_reads: prometheus_client::metrics::counter::Counter,
+    ) -> Self {
         Self {
             devices: quick_cache::sync::Cache::new(capacity.max(1)),
             gates: RwLock::new(HashMap::new()),
+            version_reads,
         }
     }
 
@@ -146,7 +153,9 @@ impl SyncCache {
         store: &dyn Store,
         tenant_id: &str,
     ) -> StoreResult<TenantVersions> {
-        self.gate(tenant_id).current(store, tenant_id).await
+        self.gate(tenant_id)
+            .current(store, tenant_id, &self.version_reads)
+            .await
     }
 
     fn gate(&self, tenant_id: &str) -> Arc<VersionGate> {
@@ -183,7 +192,12 @@ struct VersionGate {
 }
 
 impl VersionGate {
-    async fn current(&self, store: &dyn Store, tenant_id: &str) -> StoreResult<TenantVersions> {
+    async fn current(
+        &self,
+        store: &dyn Store,
+        tenant_id: &str,
+        reads: &prometheus_client::metrics::counter::Counter,
+    ) -> StoreResult<TenantVersions> {
         let ticket = self.arrived.fetch_add(1, Ordering::SeqCst) + 1;
         let _turn = self.reading.lock().await;
         if self.covered.load(Ordering::SeqCst) >= ticket {
@@ -193,6 +207,7 @@ impl VersionGate {
             });
         }
         let covering = self.arrived.load(Ordering::SeqCst);
+        reads.inc();
         let versions = store.versions(tenant_id).await?;
         self.data.store(versions.data, Ordering::SeqCst);
         self.device_trust

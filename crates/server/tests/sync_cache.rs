@@ -170,6 +170,13 @@ async fn a_save_keeps_devices_cached_and_a_device_change_does_not(db: Database) 
             .expect("counter")
     };
     let read_once = reads().await;
+    let version_reads = || async {
+        first
+            .metric("entitle_sync_version_reads_total")
+            .await
+            .expect("counter")
+    };
+    let versions_before = version_reads().await;
 
     t.save(other, "private_access", settings(false, &[], &[&corporate]))
         .await;
@@ -177,6 +184,11 @@ async fn a_save_keeps_devices_cached_and_a_device_change_does_not(db: Database) 
     assert_eq!(saved.status, StatusCode::OK, "the save is seen at once");
     assert_eq!(saved.body["services"]["private_access"]["enabled"], false);
     assert_eq!(reads().await, read_once, "the device was not read again");
+    assert_eq!(
+        version_reads().await,
+        versions_before + 1,
+        "a cached device's sync reads the tenant's versions, once"
+    );
 
     attest_corporate(other, &t, &id).await;
     let changed = sync(&first, &token, &device, saved.etag.as_deref(), None).await;
