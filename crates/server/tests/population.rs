@@ -195,16 +195,7 @@ async fn device_group_counts_are_what_decisions_see(db: Database) {
     assert_eq!(count().await, 1);
     assert_eq!(rule_preview().await["sample"], json!(["ada on owned"]));
 
-    let attested = app
-        .call(
-            Method::PATCH,
-            &t.path(&format!("/devices/{claims}")),
-            Some(&t.admin),
-            Some(json!({"ownership": "corporate"})),
-            &[],
-        )
-        .await;
-    assert_eq!(attested.status, StatusCode::OK, "{:?}", attested.body);
+    let attested = t.attest(&app, &claims, "corporate").await;
     assert!(
         attested.body["device_groups"]
             .as_array()

@@ -137,7 +137,7 @@ async fn a_device_attested_on_another_node_answers_its_held_poll(db: Database) {
     let poll = common::hold(&first, &token, &device, held.etag.as_deref().expect("etag"));
     // Let the poll reach its hold before the change.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    attest_corporate(other, &t, &id).await;
+    t.attest(other, &id, "corporate").await;
     // The held poll decides from the device as it is now, not as it was
     // remembered: it answers with the service on well before its 30 s end
     // (at its end, it would answer 304 from the remembered device).
@@ -190,7 +190,7 @@ async fn a_save_keeps_devices_cached_and_a_device_change_does_not(db: Database) 
         "a cached device's sync reads the tenant's versions, once"
     );
 
-    attest_corporate(other, &t, &id).await;
+    t.attest(other, &id, "corporate").await;
     let changed = sync(&first, &token, &device, saved.etag.as_deref(), None).await;
     assert_eq!(changed.status, StatusCode::OK, "{:?}", changed.body);
     assert_eq!(
@@ -207,18 +207,4 @@ async fn corporate_devices(app: &TestApp, t: &Tenant) -> String {
         json!({"name": "Corporate", "os": [], "ownership": ["corporate"], "posture": []}),
     )
     .await
-}
-
-/// An administrator attests, through `app`, that device `id` is corporate.
-async fn attest_corporate(app: &TestApp, t: &Tenant, id: &str) {
-    let attested = app
-        .call(
-            Method::PATCH,
-            &t.path(&format!("/devices/{id}")),
-            Some(&t.admin),
-            Some(json!({"ownership": "corporate"})),
-            &[],
-        )
-        .await;
-    assert_eq!(attested.status, StatusCode::OK, "{:?}", attested.body);
 }

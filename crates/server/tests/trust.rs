@@ -317,16 +317,7 @@ async fn ownership_comes_from_the_key_not_the_device(db: Database) {
     );
 
     // An administrator can attest otherwise; the device then gets the service.
-    let attested = app
-        .call(
-            Method::PATCH,
-            &t.path(&format!("/devices/{id}")),
-            Some(&t.admin),
-            Some(json!({"ownership": "corporate"})),
-            &[],
-        )
-        .await;
-    assert_eq!(attested.status, StatusCode::OK, "{:?}", attested.body);
+    let attested = t.attest(&app, &id, "corporate").await;
     assert_eq!(attested.body["ownership_attested_by"], "admin");
     assert_eq!(
         attested.body["entitlements"]["private_access"]["enabled"],

@@ -320,6 +320,22 @@ impl Tenant {
         answer.etag.expect("etag")
     }
 
+    /// An administrator attests, through `app`, the ownership of device
+    /// `id`; returns the device as answered.
+    pub async fn attest(&self, app: &TestApp, id: &str, ownership: &str) -> Answer {
+        let answer = app
+            .call(
+                Method::PATCH,
+                &self.path(&format!("/devices/{id}")),
+                Some(&self.admin),
+                Some(json!({ "ownership": ownership })),
+                &[],
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+        answer
+    }
+
     /// Enrolls a device; returns (device id, token, policy).
     pub async fn enroll(
         &self,
