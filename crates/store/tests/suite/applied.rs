@@ -4,10 +4,10 @@
 //! current config version with totals.
 
 use entitle_core::Settings;
-use entitle_store::{Applied, AuditFilter, DeviceFilter, NewUser, RunState, ServiceState, Store};
+use entitle_store::{Applied, AuditFilter, DeviceFilter, RunState, ServiceState, Store};
 use time::{Duration, OffsetDateTime};
 
-use super::{report, save, tenant, tester};
+use super::{report, save, tenant, user};
 
 /// Every applied-state scenario, on one store.
 pub async fn run_all(store: &dyn Store) {
@@ -44,18 +44,7 @@ fn applied(version: i64, at: OffsetDateTime, private_access: RunState) -> Applie
 
 async fn applied_state_is_stored_and_filtered(store: &dyn Store) {
     let t = tenant(store, "applied").await;
-    let ada = store
-        .create_user(
-            &t,
-            NewUser {
-                user_name: "ada".into(),
-                display_name: None,
-                groups: vec![],
-            },
-            &tester(),
-        )
-        .await
-        .expect("user");
+    let ada = user(store, &t, "ada").await;
     let at = OffsetDateTime::now_utc();
     let mut devices = Vec::new();
     for n in 0..3 {

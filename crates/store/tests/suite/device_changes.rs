@@ -5,12 +5,11 @@
 
 use entitle_core::{ClientVersion, Ownership};
 use entitle_store::{
-    Applied, AppliedSync, Device, DeviceChange, DeviceChanges, DeviceFilter, DeviceIds, NewUser,
-    Store, User,
+    Applied, AppliedSync, Device, DeviceChange, DeviceChanges, DeviceFilter, DeviceIds, Store,
 };
 use time::OffsetDateTime;
 
-use super::{report, tenant, tester};
+use super::{report, tenant, tester, user};
 
 /// Every device-revision scenario, on one store.
 pub async fn run_all(store: &dyn Store) {
@@ -35,21 +34,6 @@ async fn changes(
         .expect("device changes");
     ids.sort();
     (ids, answer)
-}
-
-async fn user(store: &dyn Store, tenant_id: &str, name: &str) -> User {
-    store
-        .create_user(
-            tenant_id,
-            NewUser {
-                user_name: name.into(),
-                display_name: None,
-                groups: vec![],
-            },
-            &tester(),
-        )
-        .await
-        .expect("user")
 }
 
 async fn changes_since_a_revision_are_handed_over(store: &dyn Store) {

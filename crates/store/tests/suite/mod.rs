@@ -8,7 +8,7 @@ use entitle_core::{
 use entitle_store::{
     Actor, ActorKind, Attested, AttestedBy, DeviceChange, DeviceFilter, DeviceMove, MemberKind,
     NewAccount, NewEnrollmentKey, NewTenant, NewUser, Role, SaveRequest, ScimGroupWrite,
-    ScimLookup, ScimUserWrite, Store, StoreError, TokenGrant, secrets,
+    ScimLookup, ScimUserWrite, Store, StoreError, TokenGrant, User, secrets,
 };
 use time::OffsetDateTime;
 
@@ -32,6 +32,22 @@ async fn tenant(store: &dyn Store, name: &str) -> String {
         .await
         .expect("tenant created")
         .id
+}
+
+/// A user of no group, named `name`.
+async fn user(store: &dyn Store, tenant_id: &str, name: &str) -> User {
+    store
+        .create_user(
+            tenant_id,
+            NewUser {
+                user_name: name.into(),
+                display_name: None,
+                groups: vec![],
+            },
+            &tester(),
+        )
+        .await
+        .expect("user")
 }
 
 /// The principal the suite's writes are made by.
@@ -86,18 +102,7 @@ pub async fn run_all(store: &dyn Store) {
 /// the change's transaction, and nothing else need.
 async fn device_trust_moves_only_with_a_change_to_a_device(store: &dyn Store) {
     let t = tenant(store, "trust-version").await;
-    let ada = store
-        .create_user(
-            &t,
-            NewUser {
-                user_name: "ada".into(),
-                display_name: None,
-                groups: Vec::new(),
-            },
-            &tester(),
-        )
-        .await
-        .expect("user");
+    let ada = user(store, &t, "ada").await;
     store
         .set_device_approval(&t, true, &tester())
         .await
@@ -192,18 +197,7 @@ async fn device_trust_moves_only_with_a_change_to_a_device(store: &dyn Store) {
 
 async fn scoped_keys_attest_and_approval_holds(store: &dyn Store) {
     let t = tenant(store, "attest").await;
-    let ada = store
-        .create_user(
-            &t,
-            NewUser {
-                user_name: "ada".into(),
-                display_name: None,
-                groups: vec![],
-            },
-            &tester(),
-        )
-        .await
-        .expect("user");
+    let ada = user(store, &t, "ada").await;
     let key = store
         .create_enrollment_key(
             &t,
