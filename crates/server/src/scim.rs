@@ -524,7 +524,8 @@ fn body_json(bytes: &Bytes) -> Result<Value, Failure> {
 }
 
 /// Refuses a user or group name that is empty of meaning as display text: a
-/// control character of any kind, or more than [`crate::wire::MAX_NAME`] characters.
+/// control character of any kind, a bidirectional override (which shows the
+/// name as another), or more than [`crate::wire::MAX_NAME`] characters.
 fn check_name(attribute: &str, value: &str) -> Result<(), Failure> {
     if !value.chars().all(entitle_core::is_name_char) {
         return Err(Failure(ScimError::invalid_value(format!(
