@@ -279,10 +279,17 @@ async fn hooks_drive_services_and_posture_commands_reach_the_server_on_both_back
                 "SQLite"
             }
         );
+        let started = Instant::now();
         let database_url = database(&backend).await;
+        if database_url.is_some() {
+            took("a fresh PostgreSQL database", started);
+        }
+        let started = Instant::now();
         let dir = tempfile::tempdir().expect("temp dir");
         let files = dir.path();
         let (_server, base) = serve(files, database_url.as_deref());
+        took("the server started", started);
+        let started = Instant::now();
         let key = seed(&base).await;
         // Private Applications on for everyone, with a start hook that fails.
         entitle_everyone(&base, "private_access", true, false).await;
@@ -329,6 +336,7 @@ async fn hooks_drive_services_and_posture_commands_reach_the_server_on_both_back
             format!("--on-logout={}", record("logged-out")),
             format!("--on-reauth-required={}", record("reauth")),
         ];
+        took("the tenant seeded", started);
         let state_dir = files.join("agent");
         let agent = Agent::start(&state_dir, &args);
         agent.expect("internet_access started by its hook", |l| {
@@ -392,6 +400,7 @@ async fn hooks_drive_services_and_posture_commands_reach_the_server_on_both_back
         // Up to 30 s: the agent sends its applied state with its next sync,
         // which a pause after a quick 304 (up to 10 s, see `runtime.rs`) or a
         // loaded CI machine can delay (seen once at 10 s).
+        let started = Instant::now();
         let mut applied = Value::Null;
         for _ in 0..300 {
             let (_, device) = call(reqwest::Method::GET, &device_url, None).await;
@@ -401,6 +410,7 @@ async fn hooks_drive_services_and_posture_commands_reach_the_server_on_both_back
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        took("the server holds the applied state", started);
         assert_eq!(
             applied["services"]["private_access"]["exit_status"], 3,
             "{applied:#}"
@@ -425,10 +435,12 @@ async fn hooks_drive_services_and_posture_commands_reach_the_server_on_both_back
 
         // A changed fact reaches the server within seconds, not at the end of the long-poll.
         std::fs::write(marker("firewall"), "off\n").expect("write");
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(10);
         loop {
             let (_, device) = call(reqwest::Method::GET, &device_url, None).await;
             if device["posture"]["firewall"] == "off" {
+                took("the new posture reached the server", started);
                 break;
             }
             assert!(
