@@ -262,8 +262,9 @@ fn wait_for(what: &str, check: impl Fn() -> bool) {
     took(what, started);
 }
 
-/// Says how long a step took, shown with a failure (or `--nocapture`): a step
-/// that passed slowly is the trace of a wake-up that came late.
+/// Says how long a step took, shown with a failure (or `--nocapture`), so that
+/// a slow run names where it waited: once it was the test database's creation
+/// (see `entitle_store::testing::STALE_DROPS_PER_CALL`), not a late wake-up.
 fn took(what: &str, started: Instant) {
     eprintln!("{:>7.2} s  {what}", started.elapsed().as_secs_f64());
 }
