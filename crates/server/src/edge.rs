@@ -22,8 +22,8 @@ pub const NOSNIFF: &str = "nosniff";
 /// secrets (new tokens, enrollment keys) that no cache may keep.
 pub const NO_STORE: &str = "no-store";
 
-/// Refuses paths and queries with control characters, reserves body budget,
-/// and adds the security headers.
+/// Refuses paths and queries with control characters (or bidirectional
+/// overrides), reserves body budget, and adds the security headers.
 pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let path = request.uri().path().to_owned();
     let surface = Surface::of(&path);
@@ -87,7 +87,7 @@ impl Surface {
     /// A control character in a URL is a 400 where clients build URLs from
     /// data, and a plain 404 for pages, which no such path names.
     fn refuse_control_character(self) -> Response {
-        let message = "the URL contains a control character (such as %00)";
+        let message = "the URL contains a control character (such as %00) or a bidirectional override (such as %E2%80%AE)";
         match self {
             Surface::Api => ApiError::bad_request("control_character", message).into_response(),
             Surface::Scim => scim_error(ScimError::invalid_value(message)),

@@ -136,7 +136,9 @@ pub(crate) async fn create_key(
 ) -> ApiResult<Response> {
     let tenant = caller.tenant_for_write(&state, &tenant).await?;
     let name = body.name.trim();
-    if name.is_empty() || name.chars().count() > MAX_KEY_NAME || name.chars().any(char::is_control)
+    if name.is_empty()
+        || name.chars().count() > MAX_KEY_NAME
+        || !name.chars().all(entitle_core::is_name_char)
     {
         return Err(ApiError::unprocessable(
             "invalid_name",
