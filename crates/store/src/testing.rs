@@ -27,8 +27,9 @@ pub fn postgres_url(test: &str) -> Option<String> {
 }
 
 /// Creates a fresh, empty database on the server `base_url` names and returns
-/// its URL. Each call also drops the oldest few of the databases that earlier
-/// runs left behind for over an hour ([`STALE_DROPS_PER_CALL`]).
+/// its URL. Each call also has the oldest few of the databases that earlier
+/// runs left behind for over an hour dropped, without waiting for it
+/// ([`STALE_DROPS_PER_CALL`]).
 pub async fn fresh_postgres_database(base_url: &str) -> StoreResult<String> {
     let options = PgConnectOptions::from_str(base_url)?;
     let mut admin = options.connect().await?;
@@ -40,6 +41,7 @@ pub async fn fresh_postgres_database(base_url: &str) -> StoreResult<String> {
     .bind(STALE_DROPS_PER_CALL)
     .fetch_all(&mut admin)
     .await?;
+    let mut stale = Vec::new();
     for row in oldest {
         let name: String = row.try_get("datname")?;
         let created = name
@@ -48,11 +50,7 @@ pub async fn fresh_postgres_database(base_url: &str) -> StoreResult<String> {
             .and_then(|t| t.parse::<i64>().ok())
             .unwrap_or(now);
         if now - created > 3600 {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-            )))
-            .execute(&mut admin)
-            .await;
+            stale.push(name);
         }
     }
     let name = format!("entitle_test_{now}_{}", uuid::Uuid::new_v4().simple());
@@ -61,13 +59,46 @@ pub async fn fresh_postgres_database(base_url: &str) -> StoreResult<String> {
         .execute(&mut admin)
         .await?;
     admin.close().await?;
+    if !stale.is_empty() {
+        drop_in_background(options.clone(), stale);
+    }
     Ok(options.database(&name).to_url_lossy().to_string())
 }
 
-/// How many stale databases one call drops at most. A test run creates about
-/// a hundred and leaves them. When whichever call first found them an hour
-/// old dropped them all, that one test waited for every `DROP DATABASE`: 70 ms
-/// each on a quiet machine, 1.1 s beside a cargo build (measured), so 27 s to
-/// two minutes in CI, seen as a slow `agent_hooks`. Two per call still drops
-/// them twice as fast as runs create them.
+/// How many stale databases one call has dropped at most. A test run creates
+/// about a hundred and leaves them. `DROP DATABASE` forces a checkpoint: 70 ms
+/// on a quiet machine, 1.1 s and up to several seconds beside a cargo build
+/// (measured), which is what CI runs beside its tests. When the first call to
+/// find them an hour old dropped them all and waited, that test took 27 s to
+/// two minutes (seen in CI as a slow `agent_hooks`); waiting even for two took
+/// up to 18 s. So the drops run on a thread of their own that nobody waits
+/// for (a drop the server has begun completes even if the process exits), and
+/// two per call still drop them twice as fast as runs create them.
 pub const STALE_DROPS_PER_CALL: i64 = 2;
+
+/// Drops `names` on a thread with its own runtime, outliving the caller's.
+fn drop_in_background(options: PgConnectOptions, names: Vec<String>) {
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async move {
+            let Ok(mut admin) = options.connect().await else {
+                return;
+            };
+            for name in names {
+                // A name from pg_database, quoted as an identifier.
+                let quoted = name.replace('"', "\"\"");
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS \"{quoted}\" WITH (FORCE)"
+                )))
+                .execute(&mut admin)
+                .await;
+            }
+            let _ = admin.close().await;
+        });
+    });
+}
