@@ -163,19 +163,9 @@ async fn a_save_keeps_devices_cached_and_a_device_change_does_not(db: Database) 
     let (id, token, _) = t.enroll(&first, "ada", device.clone()).await;
     let known = sync(&first, &token, &device, None, None).await;
     assert_eq!(known.status, StatusCode::OK);
-    let reads = || async {
-        first
-            .metric("entitle_sync_device_reads_total")
-            .await
-            .expect("counter")
-    };
+    let reads = || counter(&first, "entitle_sync_device_reads_total");
     let read_once = reads().await;
-    let version_reads = || async {
-        first
-            .metric("entitle_sync_version_reads_total")
-            .await
-            .expect("counter")
-    };
+    let version_reads = || counter(&first, "entitle_sync_version_reads_total");
     let versions_before = version_reads().await;
 
     t.save(other, "private_access", settings(false, &[], &[&corporate]))
@@ -198,6 +188,11 @@ async fn a_save_keeps_devices_cached_and_a_device_change_does_not(db: Database) 
         "decided from the attested device"
     );
     assert_eq!(reads().await, read_once + 1, "read again once");
+}
+
+/// A counter of `app`'s metrics, which must be there.
+async fn counter(app: &TestApp, name: &str) -> i64 {
+    app.metric(name).await.expect(name)
 }
 
 /// A device group of the corporate-owned devices.
