@@ -31,5 +31,5 @@ pub use impact::{
 pub use rollout::{ROLLOUT_STEPS, RolloutStep, in_rollout, rollout_bucket, rollout_preview};
 pub use service::{LegacyBehaviour, SERVICES, ServiceDef, UnknownService, service};
 pub use settings::{FULL_ROLLOUT, SaveError, Settings, check_group_ids, validate_save};
-pub use text::{is_bidi_control, is_name_char, is_text_char};
+pub use text::{NameRefusal, is_bidi_control, is_name_char, is_text_char, name_refusal};
 pub use version::{ClientVersion, VersionError};

@@ -75,7 +75,8 @@ fn server_os_name(target_os: &str) -> Option<&'static str> {
 
 fn clean_hostname(name: String) -> Option<String> {
     let name = name.trim();
-    (!name.is_empty() && name.len() <= 253 && name.chars().all(entitle_core::is_name_char))
+    // The server keeps a device's host name to the rules of every name.
+    (!name.is_empty() && name.len() <= 253 && entitle_core::name_refusal(name).is_none())
         .then(|| name.to_owned())
 }
 
@@ -397,6 +398,12 @@ mod tests {
         );
         assert_eq!(clean_hostname("ada\u{202E}cam".into()), None);
         assert_eq!(clean_hostname("ada\nmac".into()), None);
+        assert_eq!(clean_hostname("ada-mac\u{200B}".into()), None);
+        assert_eq!(clean_hostname("Jose\u{301}s-mac".into()), None);
+        assert_eq!(
+            clean_hostname("Jos\u{e9}s-mac".into()).as_deref(),
+            Some("Jos\u{e9}s-mac")
+        );
         assert_eq!(clean_hostname("x".repeat(254)), None);
         assert_eq!(
             os_release_version("VERSION_ID=\"12\u{2066}\"\n"),

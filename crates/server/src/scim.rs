@@ -523,15 +523,33 @@ fn body_json(bytes: &Bytes) -> Result<Value, Failure> {
     Ok(document)
 }
 
-/// Refuses a user or group name that is empty of meaning as display text: a
-/// control character of any kind, a bidirectional override (which shows the
-/// name as another), or more than [`crate::wire::MAX_NAME`] characters.
+/// Refuses a user or group name that could pass for another
+/// ([`entitle_core::name_refusal`]: a control character, a bidirectional
+/// override, an invisible character, a form other than NFC) or that is longer
+/// than [`crate::wire::MAX_NAME`] characters.
 fn check_name(attribute: &str, value: &str) -> Result<(), Failure> {
+    if let Some(refusal) = entitle_core::name_refusal(value) {
+        return Err(Failure(ScimError::invalid_value(format!(
+            "{attribute} {refusal}"
+        ))));
+    }
+    check_length(attribute, value)
+}
+
+/// Refuses an identifier the directory keeps for its own matching (such as
+/// `externalId`) that holds a control character or a bidirectional override,
+/// or is longer than [`crate::wire::MAX_NAME`]. It is opaque to us and shown
+/// only beside the name, so the look-alike rules of names do not apply.
+fn check_identifier(attribute: &str, value: &str) -> Result<(), Failure> {
     if !value.chars().all(entitle_core::is_name_char) {
         return Err(Failure(ScimError::invalid_value(format!(
             "{attribute} may not contain control characters or bidirectional overrides"
         ))));
     }
+    check_length(attribute, value)
+}
+
+fn check_length(attribute: &str, value: &str) -> Result<(), Failure> {
     if value.chars().count() > crate::wire::MAX_NAME {
         return Err(Failure(ScimError::invalid_value(format!(
             "{attribute} may be at most {} characters",
@@ -1021,7 +1039,9 @@ async fn create_user(
 fn write_user(user: User) -> Result<ScimUserWrite, Failure> {
     check_name("userName", &user.user_name)?;
     check_optional_name("displayName", user.display_name.as_deref())?;
-    check_optional_name("externalId", user.external_id.as_deref())?;
+    if let Some(external_id) = &user.external_id {
+        check_identifier("externalId", external_id)?;
+    }
     Ok(ScimUserWrite {
         user_name: user.user_name,
         external_id: user.external_id,
@@ -1034,7 +1054,9 @@ fn write_user(user: User) -> Result<ScimUserWrite, Failure> {
 /// A group to store, once its names are within the limits.
 fn write_group(group: Group) -> Result<ScimGroupWrite, Failure> {
     check_name("displayName", &group.display_name)?;
-    check_optional_name("externalId", group.external_id.as_deref())?;
+    if let Some(external_id) = &group.external_id {
+        check_identifier("externalId", external_id)?;
+    }
     Ok(ScimGroupWrite {
         display_name: group.display_name,
         external_id: group.external_id,

@@ -112,6 +112,15 @@ pub(crate) fn valid_email(text: &str) -> ApiResult<&str> {
     if email.len() > MAX_EMAIL_BYTES {
         return Err(refused());
     }
+    // Accounts are unique by their lower-cased email, so one that could pass
+    // for another's (an invisible character, another normal form) is refused
+    // with the reason.
+    if let Some(refusal) = entitle_core::name_refusal(email) {
+        return Err(ApiError::unprocessable(
+            "invalid_email",
+            format!("email {refusal}"),
+        ));
+    }
     let Some((local, domain)) = email.split_once('@') else {
         return Err(refused());
     };

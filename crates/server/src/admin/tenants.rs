@@ -363,13 +363,8 @@ async fn issue_token(
     role: Role,
     body: &CreateToken,
 ) -> ApiResult<Response> {
-    let name = body.name.trim();
-    if name.is_empty() || name.len() > 200 {
-        return Err(ApiError::unprocessable(
-            "invalid_name",
-            "a token name is 1 to 200 characters",
-        ));
-    }
+    let name = crate::wire::single_line("a token name", &body.name, 200)
+        .map_err(|message| ApiError::unprocessable("invalid_name", message))?;
     let expires_at = token_expiry(body, OffsetDateTime::now_utc())?;
     let token = secrets::new_secret(match role {
         Role::SuperAdmin => "ent_root",
