@@ -172,13 +172,20 @@ async fn portal_caller(
         });
     };
     let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
-    let echoed = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
-    if !safe && echoed != Some(session.csrf_token.as_str()) {
+    let echoed = parts.headers.get(CSRF_HEADER).map(|v| v.as_bytes());
+    if !safe && !echoes_secret(echoed, &session.csrf_token) {
         return Err(ApiError::forbidden(
             "this change did not come from an entitle page (CSRF token missing or wrong); reload the page and try again",
         ));
     }
     Ok(Caller::signed_in(&session.account))
+}
+
+/// Whether a caller echoed `secret`, compared in constant time so that the
+/// answer's timing does not reveal how much of a guess was right.
+fn echoes_secret(echoed: Option<&[u8]>, secret: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    echoed.is_some_and(|echoed| bool::from(echoed.ct_eq(secret.as_bytes())))
 }
 
 impl Caller {

@@ -42,6 +42,10 @@ pub fn router() -> Router<AppState> {
             delete(revoke_key),
         )
         .route(
+            "/api/v1/tenants/{tenant}/enrollment-key/rotate",
+            post(rotate_tenant_key),
+        )
+        .route(
             "/api/v1/tenants/{tenant}/devices/approve",
             post(approve_devices),
         )
@@ -135,16 +139,8 @@ pub(crate) async fn create_key(
     JsonBody(body): JsonBody<CreateKey>,
 ) -> ApiResult<Response> {
     let tenant = caller.tenant_for_write(&state, &tenant).await?;
-    let name = body.name.trim();
-    if name.is_empty()
-        || name.chars().count() > MAX_KEY_NAME
-        || !name.chars().all(entitle_core::is_name_char)
-    {
-        return Err(ApiError::unprocessable(
-            "invalid_name",
-            format!("a key name is 1 to {MAX_KEY_NAME} characters without control characters"),
-        ));
-    }
+    let name = crate::wire::single_line("a key name", &body.name, MAX_KEY_NAME)
+        .map_err(|message| ApiError::unprocessable("invalid_name", message))?;
     let ownership = body.ownership.as_deref().map(parse_ownership).transpose()?;
     let now = OffsetDateTime::now_utc();
     let expires_at = match (&body.expires_at, body.expires_in_days) {
@@ -236,6 +232,37 @@ pub(crate) async fn revoke_key(
         .revoke_enrollment_key(&tenant.id, &id, &caller.actor)
         .await?;
     Ok(Json(KeyJson::from(&key)))
+}
+
+/// The tenant's new enrollment key, shown once.
+#[derive(Serialize, ToSchema)]
+pub struct RotatedKey {
+    /// The key agents present as `enrollment_key` from now on.
+    pub enrollment_key: String,
+}
+
+/// Replaces the tenant's own enrollment key (the one shown when the tenant was
+/// made): the old key stops enrolling at once, devices already enrolled stay.
+/// It is the key for a leaked install script; a key nobody is given after a
+/// rotation leaves enrollment to scoped keys.
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/enrollment-key/rotate", tag = "enrollment",
+    params(("tenant" = String, Path)),
+    responses((status = 200, body = RotatedKey), (status = 401), (status = 403), (status = 404)))]
+pub(crate) async fn rotate_tenant_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+) -> ApiResult<Json<RotatedKey>> {
+    let tenant = caller.tenant_for_write(&state, &tenant).await?;
+    let secret = secrets::new_secret("ent_enroll");
+    state
+        .store
+        .rotate_enrollment_key(&tenant.id, &secrets::hash_secret(&secret), &caller.actor)
+        .await?;
+    tracing::info!(tenant = %tenant.id, "tenant enrollment key rotated");
+    Ok(Json(RotatedKey {
+        enrollment_key: secret,
+    }))
 }
 
 /// Body of `PATCH …/devices/{id}`.

@@ -478,7 +478,7 @@ async fn answer(
 ) -> io::Result<()> {
     let (status, response) = render(answer, close);
     lane.state.metrics.record_request(
-        "POST".to_owned(),
+        "POST",
         SYNC_PATH.to_owned(),
         status.as_u16(),
         started.elapsed().as_secs_f64(),

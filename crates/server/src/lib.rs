@@ -78,7 +78,7 @@ pub use tls::{ServerTls, TlsError};
         admin::audit::audit, admin::audit::export, admin::directory::directory_status,
         enrollment::create_key, enrollment::list_keys, enrollment::revoke_key,
         enrollment::change_device, enrollment::approve_devices, enrollment::get_approval,
-        enrollment::set_approval,
+        enrollment::set_approval, enrollment::rotate_tenant_key,
         admin::tenants::list_tokens, admin::tenants::revoke_token,
         admin::tenants::create_super_token, admin::tenants::list_super_tokens,
         admin::tenants::revoke_super_token,

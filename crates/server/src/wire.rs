@@ -89,18 +89,17 @@ pub const MAX_POSTURE_KEY: usize = 128;
 /// Longest posture text value, in bytes.
 pub const MAX_POSTURE_VALUE: usize = 1024;
 
-/// A single-line name: trimmed, 1 to `max` characters, no control character.
+/// A single-line name: trimmed, 1 to `max` characters, and one that cannot
+/// pass for another ([`entitle_core::name_refusal`]).
 pub fn single_line<'a>(field: &str, value: &'a str, max: usize) -> Result<&'a str, String> {
     let value = value.trim();
     if value.is_empty() || value.chars().count() > max {
         return Err(format!("{field} must be 1 to {max} characters"));
     }
-    if !value.chars().all(entitle_core::is_name_char) {
-        return Err(format!(
-            "{field} may not contain control characters or bidirectional overrides"
-        ));
+    match entitle_core::name_refusal(value) {
+        Some(refusal) => Err(format!("{field} {refusal}")),
+        None => Ok(value),
     }
-    Ok(value)
 }
 
 /// Checks a posture key and value against the limits.
@@ -128,10 +127,10 @@ pub struct SettingsJson {
     /// On for every user; group lists cannot change while it is on.
     pub enabled_by_default: bool,
     /// Directory group ids.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "group_ids")]
     pub user_groups: Vec<String>,
     /// Device group ids.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "group_ids")]
     pub device_groups: Vec<String>,
     /// Log the user out when the service becomes entitled.
     #[serde(default)]
@@ -139,11 +138,11 @@ pub struct SettingsJson {
     /// Directory group ids whose members never get the service through groups
     /// or "Enabled by Default" (nested membership applies); may change while
     /// "Enabled by Default" is on.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "group_ids")]
     pub exclude_user_groups: Vec<String>,
     /// Device group ids whose devices never get the service through groups or
     /// "Enabled by Default".
-    #[serde(default)]
+    #[serde(default, deserialize_with = "group_ids")]
     pub exclude_device_groups: Vec<String>,
     /// Staged rollout: the percentage (1–100) of the devices that would get the
     /// service through groups or "Enabled by Default" that do get it, chosen by
@@ -152,6 +151,38 @@ pub struct SettingsJson {
     #[serde(default = "full_rollout")]
     #[schema(minimum = 1, maximum = 100, default = 100)]
     pub rollout_percent: u16,
+}
+
+/// The most group ids one list of a body may name: each costs a lookup while
+/// the tenant's writes wait.
+pub const MAX_GROUP_IDS: usize = 1_000;
+
+/// Reads a list of group ids, refusing it once it names more than
+/// [`MAX_GROUP_IDS`], before reading the rest.
+pub fn group_ids<'de, D: serde::Deserializer<'de>>(input: D) -> Result<Vec<String>, D::Error> {
+    struct Ids;
+    impl<'de> serde::de::Visitor<'de> for Ids {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "a list of at most {MAX_GROUP_IDS} group ids")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut ids = Vec::new();
+            while let Some(id) = seq.next_element::<String>()? {
+                if ids.len() == MAX_GROUP_IDS {
+                    return Err(serde::de::Error::custom(format!(
+                        "a list may name at most {MAX_GROUP_IDS} groups"
+                    )));
+                }
+                ids.push(id);
+            }
+            Ok(ids)
+        }
+    }
+    input.deserialize_seq(Ids)
 }
 
 fn full_rollout() -> u16 {

@@ -626,3 +626,37 @@ async fn export_refuses_a_bad_cursor_before_answering(db: Database) {
     }
 }
 on_both_backends!(export_refuses_a_bad_cursor_before_answering);
+
+/// A cursor is the caller's hex text: one naming a time no column can hold
+/// (PostgreSQL's timestamptz ends before 4713 BC) is a bad cursor, not a 500.
+async fn a_cursor_out_of_time_is_a_bad_cursor(db: Database) {
+    let app = TestApp::start(&db).await;
+    let tenant = app.tenant("acme").await;
+    let year = |y: i128| (y - 1970) * 365 * 86_400 * 1_000_000_000;
+    for nanos in [year(-9_000), year(-5_000), year(-1), year(10_100)] {
+        let cursor = hex::encode(format!("last_seen\u{1f}asc\u{1f}{nanos}\u{1f}d_x"));
+        let answer = app
+            .get(
+                &tenant.path(&format!("/devices?sort=last_seen&cursor={cursor}")),
+                &tenant.admin,
+            )
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{nanos}: {}",
+            answer.body
+        );
+        assert_eq!(answer.body["error"]["code"], "bad_cursor");
+    }
+    // A cursor this store issued still pages.
+    let cursor = hex::encode(format!("last_seen\u{1f}asc\u{1f}{}\u{1f}d_x", year(2026)));
+    let answer = app
+        .get(
+            &tenant.path(&format!("/devices?sort=last_seen&cursor={cursor}")),
+            &tenant.admin,
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+}
+on_both_backends!(a_cursor_out_of_time_is_a_bad_cursor);

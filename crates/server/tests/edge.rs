@@ -116,6 +116,33 @@ async fn forwarding_headers_of_an_untrusted_peer_are_ignored() {
     assert_eq!(admin.status, StatusCode::OK);
 }
 
+/// Any token is a method to HTTP, and anyone may send one before signing in:
+/// invented methods share one label of the request counters, so that they
+/// cannot grow the counters (and every scrape) without bound.
+#[tokio::test]
+async fn invented_methods_share_one_metrics_label() {
+    let db = Database::sqlite();
+    let app = TestApp::start(&db).await;
+    for index in 0..50 {
+        let method = Method::from_bytes(format!("PROBE{index}X").as_bytes()).expect("a token");
+        let answer = app.call(method, "/healthz", None, None, &[]).await;
+        assert!(answer.status.is_client_error(), "{}", answer.status);
+    }
+    let metrics = app.metrics().await;
+    assert!(!metrics.contains("PROBE"), "a label per invented method");
+    let other: Vec<&str> = metrics
+        .lines()
+        .filter(|line| {
+            line.starts_with("entitle_http_requests_total{") && line.contains("method=\"other\"")
+        })
+        .collect();
+    let counted: i64 = other
+        .iter()
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<i64>().ok())
+        .sum();
+    assert_eq!(counted, 50, "{other:?}");
+}
+
 /// Bad device tokens and session cookies count as failures too.
 #[tokio::test]
 async fn bad_device_tokens_and_cookies_count() {
@@ -385,6 +412,196 @@ async fn probe_refusals(
     }
 }
 
+/// Every way to name a user, group, device, token, key or account refuses a
+/// name that could pass for another (an invisible character after ASCII, a
+/// decomposed accent), with the reason; names in other scripts and emoji pass.
+async fn look_alike_names_are_refused_where_names_are_made(db: Database) {
+    let app = TestApp::start(&db).await;
+    let t = app.tenant("acme").await;
+    t.user(&app, "ada", &[]).await;
+    let (_, device_token, _) = t
+        .enroll(&app, "ada", report("h", "macos", "4.0", "corporate", true))
+        .await;
+    let scim = format!("/scim/v2/{}", t.name);
+    let user_schema = "urn:ietf:params:scim:schemas:core:2.0:User";
+    let group_schema = "urn:ietf:params:scim:schemas:core:2.0:Group";
+    let patch_schema = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+    let grace = app
+        .post(
+            &format!("{scim}/Users"),
+            &t.scim_token,
+            json!({"schemas": [user_schema], "userName": "grace"}),
+        )
+        .await;
+    let grace = grace.body["id"].as_str().expect("user id").to_owned();
+    let staff = app
+        .post(
+            &format!("{scim}/Groups"),
+            &t.scim_token,
+            json!({"schemas": [group_schema], "displayName": "staff"}),
+        )
+        .await;
+    let staff = staff.body["id"].as_str().expect("group id").to_owned();
+    let mut wrong = Vec::new();
+    // A zero-width space, a joiner after ASCII, and "José" with its accent apart.
+    for (name, reason) in [
+        ("ada\u{200B}", "invisible"),
+        ("ada\u{200D}", "invisible"),
+        ("Jose\u{301}", "normal form C"),
+    ] {
+        let mut bad_report = report("h", "macos", "4.0", "corporate", true);
+        bad_report["hostname"] = json!(name);
+        let calls: Vec<(Method, String, &str, Value)> = vec![
+            (
+                Method::POST,
+                t.path("/tokens"),
+                &t.admin,
+                json!({"name": name, "role": "admin"}),
+            ),
+            (
+                Method::POST,
+                t.path("/accounts"),
+                &t.admin,
+                json!({"email": format!("{name}@x.io"), "password": "long enough password", "role": "admin"}),
+            ),
+            (
+                Method::POST,
+                t.path("/groups"),
+                &t.admin,
+                json!({"display_name": name}),
+            ),
+            (
+                Method::POST,
+                t.path("/users"),
+                &t.admin,
+                json!({"user_name": name, "groups": []}),
+            ),
+            (
+                Method::POST,
+                t.path("/users"),
+                &t.admin,
+                json!({"user_name": "x", "display_name": name, "groups": []}),
+            ),
+            (
+                Method::POST,
+                t.path("/device-groups"),
+                &t.admin,
+                json!({"name": name}),
+            ),
+            (
+                Method::POST,
+                t.path("/enrollment-keys"),
+                &t.admin,
+                json!({"name": name}),
+            ),
+            (
+                Method::POST,
+                "/agent/v1/sync".into(),
+                &device_token,
+                bad_report.clone(),
+            ),
+            (
+                Method::POST,
+                "/agent/v1/enroll".into(),
+                "",
+                json!({"enrollment_key": t.enrollment_key, "user_name": "ada", "device": bad_report}),
+            ),
+            (
+                Method::POST,
+                format!("{scim}/Users"),
+                &t.scim_token,
+                json!({"schemas": [user_schema], "userName": name}),
+            ),
+            (
+                Method::POST,
+                format!("{scim}/Users"),
+                &t.scim_token,
+                json!({"schemas": [user_schema], "userName": "y", "displayName": name}),
+            ),
+            (
+                Method::PUT,
+                format!("{scim}/Users/{grace}"),
+                &t.scim_token,
+                json!({"schemas": [user_schema], "userName": name}),
+            ),
+            (
+                Method::PATCH,
+                format!("{scim}/Users/{grace}"),
+                &t.scim_token,
+                json!({"schemas": [patch_schema], "Operations": [{"op": "replace", "path": "userName", "value": name}]}),
+            ),
+            (
+                Method::POST,
+                format!("{scim}/Groups"),
+                &t.scim_token,
+                json!({"schemas": [group_schema], "displayName": name}),
+            ),
+            (
+                Method::PATCH,
+                format!("{scim}/Groups/{staff}"),
+                &t.scim_token,
+                json!({"schemas": [patch_schema], "Operations": [{"op": "replace", "path": "displayName", "value": name}]}),
+            ),
+        ];
+        for (method, path, token, body) in calls {
+            let token = (!token.is_empty()).then_some(token);
+            let answer = app
+                .call(method.clone(), &path, token, Some(body), &[])
+                .await;
+            let message = answer.body["error"]["message"]
+                .as_str()
+                .or(answer.body["detail"].as_str())
+                .unwrap_or_default();
+            let refused = matches!(answer.status.as_u16(), 400 | 422);
+            if !refused || !message.contains(reason) {
+                wrong.push(format!(
+                    "{method} {path} {name:?}: {} {}",
+                    answer.status, answer.body
+                ));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} wrong answers:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+    // Nothing was half made: the directory holds the names it held.
+    let users = app.get(&format!("{scim}/Users"), &t.scim_token).await;
+    assert_eq!(users.body["totalResults"], 2, "{}", users.body);
+    // Names that need joiners or marks, and emoji, are names.
+    for name in [
+        "José Ñúñez",
+        "\u{0645}\u{06CC}\u{200C}\u{062E}\u{0648}\u{0627}\u{0647}\u{0645}",
+        "\u{0915}\u{094D}\u{200D}\u{0937}",
+        "\u{1F468}\u{200D}\u{1F4BB} Engineers",
+    ] {
+        let group = app
+            .post(
+                &format!("{scim}/Groups"),
+                &t.scim_token,
+                json!({"schemas": [group_schema], "displayName": name}),
+            )
+            .await;
+        assert_eq!(
+            group.status,
+            StatusCode::CREATED,
+            "{name:?}: {}",
+            group.body
+        );
+        assert_eq!(group.body["displayName"], name);
+        let user = app
+            .post(
+                t.path("/users").as_str(),
+                &t.admin,
+                json!({"user_name": format!("{name}@x.io"), "groups": []}),
+            )
+            .await;
+        assert_eq!(user.status, StatusCode::CREATED, "{name:?}: {}", user.body);
+    }
+}
+
 /// A caller without a valid credential gets 401 whatever its body.
 async fn strangers_learn_nothing_from_the_body(db: Database) {
     let app = TestApp::start(&db).await;
@@ -482,10 +699,48 @@ async fn lengths_are_limited(db: Database) {
         )
         .await;
     assert_eq!(scim.status, StatusCode::BAD_REQUEST, "{:?}", scim.body);
+    // Each group id a body names is looked up while the tenant's writes wait.
+    let ids: Vec<String> = (0..1_001).map(|i| format!("g{i}")).collect();
+    let many =
+        json!({"enabled_by_default": false, "user_groups": [], "exclude_device_groups": ids});
+    for (method, path, body) in [
+        (
+            Method::POST,
+            t.path("/users"),
+            json!({"user_name": "many", "groups": ids}),
+        ),
+        (
+            Method::POST,
+            t.path("/groups"),
+            json!({"display_name": "many", "member_groups": ids}),
+        ),
+        (
+            Method::PUT,
+            t.path("/entitlements/private_access"),
+            many.clone(),
+        ),
+        (
+            Method::POST,
+            t.path("/entitlements/private_access/preview"),
+            many,
+        ),
+    ] {
+        let answer = app
+            .call(method.clone(), &path, Some(&t.admin), Some(body), &[])
+            .await;
+        let message = answer.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            answer.status.is_client_error() && message.contains("at most 1000 groups"),
+            "{method} {path}: {} {}",
+            answer.status,
+            answer.body
+        );
+    }
 }
 
 on_both_backends!(
     nul_bytes_are_refused_at_the_edge,
+    look_alike_names_are_refused_where_names_are_made,
     strangers_learn_nothing_from_the_body,
     lengths_are_limited,
 );

@@ -327,6 +327,66 @@ async fn ownership_comes_from_the_key_not_the_device(db: Database) {
     assert_eq!(audit.body["items"][0]["action"], "device.attest_ownership");
 }
 
+/// The tenant's own enrollment key, once leaked in an install script, can be
+/// replaced: the old key enrolls nothing more, enrolled devices keep syncing,
+/// only an administrator may do it, and the audit says so without the key.
+async fn the_tenant_enrollment_key_can_be_rotated(db: Database) {
+    let app = TestApp::start(&db).await;
+    let t = app.tenant("acme").await;
+    t.user(&app, "ada", &[]).await;
+    let before = enroll_with(&app, &t.enrollment_key, "ada-mbp", "corporate").await;
+    assert_eq!(before.status, StatusCode::CREATED, "{:?}", before.body);
+    let device_token = before.body["device_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+
+    let viewer = app
+        .post(
+            &t.path("/tokens"),
+            &t.admin,
+            json!({"name": "auditor", "role": "viewer"}),
+        )
+        .await;
+    let viewer = viewer.body["token"].as_str().unwrap_or_default().to_owned();
+    let path = t.path("/enrollment-key/rotate");
+    let refused = app.post(&path, &viewer, json!({})).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{:?}", refused.body);
+
+    let rotated = app.post(&path, &t.admin, json!({})).await;
+    assert_eq!(rotated.status, StatusCode::OK, "{:?}", rotated.body);
+    let new_key = rotated.body["enrollment_key"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        new_key.starts_with("ent_enroll") && new_key != t.enrollment_key,
+        "{new_key}"
+    );
+    let audit = last_audit(&app, &t).await;
+    assert_eq!(audit["action"], "tenant.enrollment_key.rotate", "{audit}");
+    assert_eq!(audit["principal"]["kind"], "api_token", "{audit}");
+    let text = audit.to_string();
+    assert!(
+        !text.contains(&new_key) && !text.contains(&t.enrollment_key),
+        "{text}"
+    );
+
+    let old = enroll_with(&app, &t.enrollment_key, "stranger", "corporate").await;
+    assert_eq!(old.status, StatusCode::UNAUTHORIZED, "{:?}", old.body);
+    let new = enroll_with(&app, &new_key, "ada-phone", "personal").await;
+    assert_eq!(new.status, StatusCode::CREATED, "{:?}", new.body);
+    let still = sync(
+        &app,
+        &device_token,
+        &report("ada-mbp", "macos", "4.0", "corporate", true),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(still.status, StatusCode::OK, "{:?}", still.body);
+}
+
 async fn approval_mode_holds_new_devices(db: Database) {
     let app = TestApp::start(&db).await;
     let t = app.tenant("acme").await;
@@ -601,6 +661,7 @@ on_both_backends!(
     directory_changes_are_audited_with_before_and_after,
     sign_ins_and_sign_outs_are_audited,
     ownership_comes_from_the_key_not_the_device,
+    the_tenant_enrollment_key_can_be_rotated,
     approval_mode_holds_new_devices,
     a_report_that_moves_a_device_is_audited,
 );

@@ -1127,6 +1127,15 @@ pub trait TenantStore {
         key_id: &str,
         actor: &Actor,
     ) -> StoreResult<EnrollmentKey>;
+    /// Replaces the tenant's own enrollment key (the one made with the
+    /// tenant) by the key with this hash: the old one stops enrolling at once.
+    /// Enrolled devices keep their own tokens.
+    async fn rotate_enrollment_key(
+        &self,
+        tenant_id: &str,
+        key_hash: &str,
+        actor: &Actor,
+    ) -> StoreResult<Tenant>;
     /// Turns the device approval mode on or off.
     async fn set_device_approval(
         &self,

@@ -1136,10 +1136,14 @@ fn decode_device_cursor(cursor: &str, filter: &DeviceFilter) -> StoreResult<(Dev
     let key = match filter.sort {
         DeviceSort::LastSeen => {
             let nanos: i128 = key.parse().map_err(|_| StoreError::BadCursor)?;
-            DeviceKey::Time(
-                OffsetDateTime::from_unix_timestamp_nanos(nanos)
-                    .map_err(|_| StoreError::BadCursor)?,
-            )
+            let time = OffsetDateTime::from_unix_timestamp_nanos(nanos)
+                .map_err(|_| StoreError::BadCursor)?;
+            // The cursor is the caller's text: a time PostgreSQL's timestamptz
+            // cannot hold (before 4713 BC) would fail the query, not the cursor.
+            if !(1..=9999).contains(&time.year()) {
+                return Err(StoreError::BadCursor);
+            }
+            DeviceKey::Time(time)
         }
         _ => DeviceKey::Text(key),
     };
@@ -1403,6 +1407,31 @@ impl TenantStore for SqlStore {
             .commit(tx)
             .await?;
         Ok(key)
+    }
+
+    async fn rotate_enrollment_key(
+        &self,
+        tenant_id: &str,
+        key_hash: &str,
+        actor: &Actor,
+    ) -> StoreResult<Tenant> {
+        let mut tx = self.db.write_tenant(tenant_id).await?;
+        let tenant = tenant_row(&mut tx, tenant_id).await?;
+        query("UPDATE tenants SET enrollment_key_hash = $1 WHERE id = $2")
+            .bind(key_hash)
+            .id(tenant_id)
+            .execute(&mut tx)
+            .await?;
+        // The audit says that it happened, never the key or its hash.
+        Audit::new(
+            Some(tenant_id),
+            actor,
+            "tenant.enrollment_key.rotate",
+            &tenant.name,
+        )
+        .commit(tx)
+        .await?;
+        Ok(tenant)
     }
 
     async fn set_device_approval(

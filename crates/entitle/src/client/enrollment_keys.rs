@@ -1,4 +1,4 @@
-//! `entitle enrollment-keys`: scoped enrollment keys.
+//! `entitle enrollment-keys`: scoped enrollment keys, and the tenant's own.
 
 use clap::Subcommand;
 use serde_json::json;
@@ -29,6 +29,9 @@ pub enum EnrollmentKeyAction {
         /// Key id.
         id: String,
     },
+    /// Replace the tenant's own enrollment key (the one shown when the tenant
+    /// was made); the old one stops enrolling at once, enrolled devices stay.
+    RotateTenantKey,
 }
 
 /// Runs `entitle enrollment-keys`.
@@ -78,6 +81,17 @@ pub(super) async fn run(api: Api, action: EnrollmentKeyAction) -> anyhow::Result
                 .delete(&api.scoped(&format!("/enrollment-keys/{}", encode(&id)))?)
                 .await?;
             api.report(&answer, |_| format!("revoked enrollment key {id}"));
+        }
+        EnrollmentKeyAction::RotateTenantKey => {
+            let rotated = api
+                .post(&api.scoped("/enrollment-key/rotate")?, &json!({}))
+                .await?;
+            api.report(&rotated, |rotated| {
+                format!(
+                    "the tenant's enrollment key is now {}\nshown once; the old key no longer enrolls",
+                    text(&rotated["enrollment_key"])
+                )
+            });
         }
     }
     Ok(())

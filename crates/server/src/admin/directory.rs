@@ -17,7 +17,7 @@ use crate::directory::SyncError;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, QueryParams};
 use crate::state::AppState;
-use crate::wire::{MAX_NAME, rfc3339};
+use crate::wire::{MAX_NAME, rfc3339, single_line};
 
 /// The directory routes.
 pub(crate) fn router() -> Router<AppState> {
@@ -51,7 +51,7 @@ pub struct CreateGroup {
     /// Display name, unique in the tenant regardless of case.
     pub display_name: String,
     /// Ids of groups nested inside this one.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::group_ids")]
     pub member_groups: Vec<String>,
 }
 
@@ -291,7 +291,7 @@ pub struct CreateUser {
     /// Display name.
     pub display_name: Option<String>,
     /// Ids of the groups the user is directly in.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::group_ids")]
     pub groups: Vec<String>,
 }
 
@@ -333,9 +333,14 @@ pub(crate) async fn create_user(
 ) -> ApiResult<Response> {
     let tenant = caller.tenant_for_write(&state, &tenant).await?;
     let user_name = directory_name("user_name", "invalid_user_name", &body.user_name)?;
+    let display_name = body
+        .display_name
+        .as_deref()
+        .map(|name| directory_name("display_name", "invalid_name", name).map(str::to_owned))
+        .transpose()?;
     let new = NewUser {
         user_name: user_name.to_owned(),
-        display_name: body.display_name,
+        display_name,
         groups: body.groups,
     };
     let user = state
@@ -450,16 +455,10 @@ pub(crate) async fn directory_status(
     }))
 }
 
-/// A local group's or user's name: trimmed, 1 to [`MAX_NAME`] characters.
+/// A local group's or user's name: trimmed, 1 to [`MAX_NAME`] characters,
+/// and one that cannot pass for another.
 fn directory_name<'a>(field: &str, code: &'static str, value: &'a str) -> ApiResult<&'a str> {
-    let value = value.trim();
-    if value.is_empty() || value.chars().count() > MAX_NAME {
-        return Err(ApiError::unprocessable(
-            code,
-            format!("{field} must be 1 to {MAX_NAME} characters"),
-        ));
-    }
-    Ok(value)
+    single_line(field, value, MAX_NAME).map_err(|message| ApiError::unprocessable(code, message))
 }
 
 /// The ids of the services whose entitlement selects user group `group`.
