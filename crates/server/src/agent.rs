@@ -572,7 +572,7 @@ impl HeldSync {
                 }
             }
             // A last look, so that a change whose wake-up raced the deadline is not lost.
-            let changed = if nudged {
+            let changed = if nudged || Box::pin(self.catch_up(state)).await? {
                 let policy = Box::pin(reread_policy(state, &self.known)).await?;
                 (policy.etag != self.etag).then_some(policy)
             } else {
@@ -585,6 +585,21 @@ impl HeldSync {
             state.metrics.sync("not_modified");
             Ok(SyncAnswer::NotModified { etag: self.etag })
         }
+    }
+
+    /// Before a held sync answers without a wake-up (at its deadline, or at
+    /// shutdown), brings this node's snapshot up to the store's versions, read
+    /// after the hold ended and shared with the syncs arriving meanwhile: a
+    /// save acknowledged by another node whose notification has not arrived
+    /// (or was lost while the listener reconnected) must not be answered 304
+    /// with the older decision. True when a change to devices moved the
+    /// device-trust version since the device was read, which may be this one's
+    /// removal or attestation: the device is then read again.
+    async fn catch_up(&self, state: &AppState) -> ApiResult<bool> {
+        let tenant_id = &self.known.device.tenant_id;
+        let versions = state.sync_cache.versions(&*state.store, tenant_id).await?;
+        state.snapshots.at_least(tenant_id, versions.data).await?;
+        Ok(versions.device_trust != self.known.device_trust)
     }
 
     /// The device's policy under this node's current snapshot if it differs

@@ -361,6 +361,54 @@ async fn a_held_long_poll_without_a_change_ends_with_304(db: Database) {
     assert_eq!(held.await.expect("held"), StatusCode::NOT_MODIFIED);
 }
 
+/// A change this node was never told of (its notification lost while the
+/// listener reconnected; here, a write that sends none) is still not answered
+/// 304 with the older decision: a held sync that reaches its deadline first
+/// reads the store's versions, as a fresh sync does.
+async fn a_held_long_poll_at_its_deadline_catches_up_with_an_unannounced_change(db: Database) {
+    let app = TestApp::start(&db).await;
+    let t = app.tenant("acme").await;
+    let ada = t.user(&app, "ada", &[]).await;
+    t.save(&app, "private_access", settings(true, &[], &[]))
+        .await;
+    let device = report("ada-mbp", "macos", "4.0", "corporate", true);
+    let (_, token, policy) = t.enroll(&app, "ada", device.clone()).await;
+    assert_eq!(policy["services"]["private_access"]["enabled"], true);
+    let etag = sync(&app, &token, &device, None, None)
+        .await
+        .etag
+        .expect("etag");
+    let store = db.open_sql().await;
+    let held = {
+        let (base, client) = (app.base.clone(), app.client.clone());
+        let (token, device, etag) = (token.clone(), device.clone(), etag.clone());
+        tokio::spawn(async move {
+            let answer = client
+                .post(format!("{base}/agent/v1/sync?wait=2"))
+                .bearer_auth(token)
+                .header("If-None-Match", etag)
+                .json(&device)
+                .send()
+                .await
+                .expect("sent");
+            let status = answer.status();
+            (status, answer.json::<Value>().await.unwrap_or(Value::Null))
+        })
+    };
+    // The hold began on the old snapshot; the change comes while it waits.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    store
+        .deactivate_user_unannounced(&t.id, &ada)
+        .await
+        .expect("deactivated");
+    let (status, body) = held.await.expect("held");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["services"]["private_access"]["enabled"], false,
+        "{body}"
+    );
+}
+
 async fn removing_a_device_ends_its_held_long_poll_with_401(db: Database) {
     let app = TestApp::start(&db).await;
     let fleet = every_reason(&app).await;
@@ -577,6 +625,7 @@ on_both_backends!(
     an_unchanged_policy_answers_304_and_a_new_report_is_recorded,
     a_held_long_poll_wakes_on_a_save_that_changes_the_device,
     a_held_long_poll_without_a_change_ends_with_304,
+    a_held_long_poll_at_its_deadline_catches_up_with_an_unannounced_change,
     removing_a_device_ends_its_held_long_poll_with_401,
     guessing_enrollment_keys_is_slowed_down_but_enrollment_is_not,
 );

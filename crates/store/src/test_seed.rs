@@ -4,10 +4,34 @@
 //! refresh on every node) are fewer, which is what made seeding a fleet of
 //! thousands take minutes.
 
-use super::{Enrollment, SqlStore, bump_data_version, insert_device, insert_user, tenant_row};
+use super::{
+    Enrollment, SqlStore, bump_data_version, insert_device, insert_user, query, tenant_row,
+};
 use crate::{Actor, Device, NewUser, StoreResult, User};
 
 impl SqlStore {
+    /// For tests only: deactivates a user and moves the tenant's data version
+    /// without telling any node (no `NOTIFY`, no audit): a write whose
+    /// notification a node missed, as while its listener reconnects.
+    pub async fn deactivate_user_unannounced(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+    ) -> StoreResult<()> {
+        let mut tx = self.db.write_tenant(tenant_id).await?;
+        query("UPDATE users SET active = $1 WHERE tenant_id = $2 AND id = $3")
+            .bind(false)
+            .id(tenant_id)
+            .id(user_id)
+            .execute(&mut tx)
+            .await?;
+        query("UPDATE tenants SET data_version = data_version + 1 WHERE id = $1")
+            .id(tenant_id)
+            .execute(&mut tx)
+            .await?;
+        tx.commit().await
+    }
+
     /// For tests only: `create_user` for each of `users`, in one transaction
     /// with one data-version bump. Returns the users as `create_user` would.
     pub async fn create_users(
