@@ -190,6 +190,29 @@ impl From<StoreError> for ApiError {
                     ),
                 )
             }
+            StoreError::InsideExcluded {
+                ref name,
+                ref containers,
+                ref services,
+            } => {
+                let names: Vec<&str> = services
+                    .iter()
+                    .map(|id| entitle_core::service(id).map_or(id.as_str(), |s| s.display_name))
+                    .collect();
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "group_in_excluded_group",
+                    format!(
+                        "group {name:?} is nested in {}, which the entitlements of {} exclude: deleting it would give its members those services; take it out of the exclusion first, or delete it with force (?force=true; --force in the CLI)",
+                        containers
+                            .iter()
+                            .map(|c| format!("{c:?}"))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        names.join(", ")
+                    ),
+                )
+            }
             StoreError::KeyUnusable { .. } => ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "invalid_enrollment_key",

@@ -194,6 +194,48 @@ async fn a_group_deleted_by_the_directory_never_widens_access(db: Database) {
     assert_eq!(audit.body["items"][0]["principal"]["kind"], "directory");
 }
 
+/// Deleting a group nested inside an excluded group would give its members
+/// what the exclusion keeps from them: refused with 409 unless forced.
+async fn a_group_nested_in_an_excluded_group_is_not_deleted_unasked(db: Database) {
+    let app = TestApp::start(&db).await;
+    let t = app.tenant("acme").await;
+    let eu = t.group(&app, "Contractors EU", &[]).await;
+    let contractors = t.group(&app, "Contractors", &[&eu]).await;
+    t.user(&app, "bob", &[&eu]).await;
+    let mut zpa = settings(true, &[], &[]);
+    zpa["exclude_user_groups"] = json!([contractors]);
+    t.save(&app, "private_access", zpa).await;
+    let (_, token, policy) = t
+        .enroll(
+            &app,
+            "bob",
+            report("bob-pc", "windows", "4.0", "corporate", true),
+        )
+        .await;
+    assert_eq!(policy["services"]["private_access"]["enabled"], false);
+
+    let path = t.path(&format!("/groups/{eu}"));
+    let refused = delete(&app, &t.admin, &path).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{:?}", refused.body);
+    assert_eq!(refused.body["error"]["code"], "group_in_excluded_group");
+    let message = refused.body["error"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.contains("\"Contractors\"") && message.contains("Private"),
+        "{message}"
+    );
+    let device = report("bob-pc", "windows", "4.0", "corporate", true);
+    let still = sync(&app, &token, &device, None, None).await;
+    assert_eq!(still.body["services"]["private_access"]["enabled"], false);
+
+    // Forced, the administrator has been told what it does.
+    let forced = delete(&app, &t.admin, &format!("{path}?force=true")).await;
+    assert_eq!(forced.status, StatusCode::OK, "{:?}", forced.body);
+    let after = sync(&app, &token, &device, None, None).await;
+    assert_eq!(after.body["services"]["private_access"]["enabled"], true);
+}
+
 async fn a_token_cannot_pose_as_the_system(db: Database) {
     let app = TestApp::start(&db).await;
     let t = app.tenant("acme").await;
@@ -669,6 +711,7 @@ on_both_backends!(
 on_both_backends!(
     deleting_a_selected_device_group_never_widens_access,
     a_group_deleted_by_the_directory_never_widens_access,
+    a_group_nested_in_an_excluded_group_is_not_deleted_unasked,
     a_token_cannot_pose_as_the_system,
 );
 

@@ -115,6 +115,17 @@ pub enum StoreError {
         /// The services whose settings select it.
         services: Vec<String>,
     },
+    /// A group nested inside a group that entitlements exclude cannot be
+    /// deleted without `force`: its members would leave the exclusion.
+    #[error("group {name:?} is inside {} excluded by {}", .containers.join(", "), .services.join(", "))]
+    InsideExcluded {
+        /// Its name.
+        name: String,
+        /// The excluded groups it is nested in (directly or deeper).
+        containers: Vec<String>,
+        /// The services whose settings exclude them.
+        services: Vec<String>,
+    },
     /// A group would end up containing itself.
     #[error(
         "group {member} cannot be nested in {container}: {container} is already inside {member}"

@@ -677,6 +677,18 @@ impl SqlStore {
                 services: selected_by,
             });
         }
+        // Nor does an exclusion shrink unasked: the members of a group nested
+        // in "Contractors" would get what "Contractors" is excluded from.
+        if matches!(kind, GroupKind::User) && !force {
+            let (containers, services) = excluding_ancestors(&mut tx, tenant_id, group_id).await?;
+            if !containers.is_empty() {
+                return Err(StoreError::InsideExcluded {
+                    name,
+                    containers,
+                    services,
+                });
+            }
+        }
         query(INSERT_TOMBSTONE)
             .id(tenant_id)
             .bind(kind.as_str())
@@ -756,6 +768,60 @@ async fn services_selecting(
         }
     }
     Ok(selecting)
+}
+
+/// The groups that contain `group_id` through nesting (at any depth, not the
+/// group itself) and that some service's settings exclude, by name, with
+/// those services.
+async fn excluding_ancestors(
+    conn: &mut Conn<'_>,
+    tenant_id: &str,
+    group_id: &str,
+) -> StoreResult<(Vec<String>, Vec<String>)> {
+    let mut ancestors = std::collections::HashSet::new();
+    let mut frontier = vec![group_id.to_owned()];
+    // Nesting may hold a cycle written before cycles were refused: each
+    // group is visited once.
+    while let Some(id) = frontier.pop() {
+        let containers = query("SELECT container_id FROM group_nesting WHERE member_id = $1")
+            .id(&id)
+            .fetch_ids(&mut *conn)
+            .await?;
+        for container in containers {
+            if container != group_id && ancestors.insert(container.clone()) {
+                frontier.push(container);
+            }
+        }
+    }
+    if ancestors.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let tenant = tenant_row(conn, tenant_id).await?;
+    let (mut excluded, mut services) = (std::collections::BTreeSet::new(), Vec::new());
+    for service in SERVICES {
+        let current = load_settings(conn, &tenant, service).await?;
+        let inside: Vec<&GroupId> = current
+            .settings
+            .exclude_user_groups
+            .iter()
+            .filter(|id| ancestors.contains(&id.0))
+            .collect();
+        if !inside.is_empty() {
+            services.push(service.id.to_owned());
+            excluded.extend(inside.into_iter().map(|id| id.0.clone()));
+        }
+    }
+    let mut names = Vec::with_capacity(excluded.len());
+    for id in excluded {
+        let name: Option<String> =
+            query("SELECT display_name FROM groups WHERE tenant_id = $1 AND id = $2")
+                .id(tenant_id)
+                .id(&id)
+                .fetch_optional_scalar(&mut *conn)
+                .await?;
+        names.push(name.unwrap_or(id));
+    }
+    Ok((names, services))
 }
 
 /// Tables whose ids `existing_ids` can check.
