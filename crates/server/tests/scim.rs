@@ -602,6 +602,75 @@ async fn directory_changes_reach_entitlements_and_devices(db: Database) {
     );
 }
 
+/// A replace or patch that leaves `active` out does not bring a deactivated
+/// user back: only `"active": true` does (access fails closed). An active
+/// user left without it stays active, as before.
+async fn leaving_active_out_never_reactivates_a_user(db: Database) {
+    let app = TestApp::start(&db).await;
+    let t = app.tenant("acme").await;
+    let scim = Scim { app: &app, t: &t };
+    let ada = scim
+        .post("/Users", json!({"userName": "ada@acme.test"}))
+        .await;
+    let ada = ada.body["id"].as_str().expect("id").to_owned();
+    t.save(&app, "private_access", settings(true, &[], &[]))
+        .await;
+    let device = report("ada-mbp", "macos", "4.0", "corporate", true);
+    let (_, token, _) = t.enroll(&app, "ada@acme.test", device.clone()).await;
+    let path = format!("/Users/{ada}");
+    let deactivated = scim
+        .patch(
+            &path,
+            patch_op(json!([{"op": "replace", "path": "active", "value": false}])),
+        )
+        .await;
+    assert_eq!(deactivated.body["active"], false, "{}", deactivated.body);
+
+    let replaced = scim
+        .put(
+            &path,
+            json!({"userName": "ada@acme.test", "displayName": "Ada"}),
+        )
+        .await;
+    assert_eq!(replaced.status, StatusCode::OK, "{}", replaced.body);
+    assert_eq!(replaced.body["active"], false, "{}", replaced.body);
+    let removed = scim
+        .patch(&path, patch_op(json!([{"op": "remove", "path": "active"}])))
+        .await;
+    assert_eq!(removed.body["active"], false, "{}", removed.body);
+    let nulled = scim
+        .patch(
+            &path,
+            patch_op(json!([{"op": "replace", "value": {"active": null}}])),
+        )
+        .await;
+    assert_eq!(nulled.body["active"], false, "{}", nulled.body);
+    let off = sync(&app, &token, &device, None, None).await;
+    assert_eq!(
+        off.body["services"]["private_access"]["reason"],
+        "user_inactive"
+    );
+
+    let back = scim
+        .patch(
+            &path,
+            patch_op(json!([{"op": "replace", "path": "active", "value": true}])),
+        )
+        .await;
+    assert_eq!(back.body["active"], true, "{}", back.body);
+    // An active user whose `active` is removed stays active and reads back without it.
+    let removed = scim
+        .patch(&path, patch_op(json!([{"op": "remove", "path": "active"}])))
+        .await;
+    assert!(removed.body.get("active").is_none(), "{}", removed.body);
+    let on = sync(&app, &token, &device, None, None).await;
+    assert_eq!(
+        on.body["services"]["private_access"]["enabled"], true,
+        "{}",
+        on.body
+    );
+}
+
 async fn the_scim_token_can_be_rotated(db: Database) {
     let app = TestApp::start(&db).await;
     let t = app.tenant("acme").await;
@@ -632,5 +701,6 @@ on_both_backends!(
     okta_provisioning_sequence,
     rfc7644_errors,
     directory_changes_reach_entitlements_and_devices,
+    leaving_active_out_never_reactivates_a_user,
     the_scim_token_can_be_rotated,
 );
