@@ -521,6 +521,98 @@ async fn a_report_that_moves_a_device_is_audited(db: Database) {
     assert_eq!(entry["after"]["device_groups"], json!([]));
 }
 
+/// A failed sign-in is audited in every tenant whose account it was tried
+/// against, and an anonymous caller cannot grow the log without bound: an
+/// email or password no account can have is refused before any work, and an
+/// address refused for failing too often writes no more rows.
+async fn anonymous_sign_in_failures_are_bounded_and_audited_where_they_aimed(db: Database) {
+    let app = TestApp::start(&db).await;
+    let acme = app.tenant("acme").await;
+    let beta = app.tenant("beta").await;
+    for (t, password) in [
+        (&acme, "acme's long password"),
+        (&beta, "beta's long password"),
+    ] {
+        let created = app
+            .post(
+                &t.path("/accounts"),
+                &t.admin,
+                json!({"email": "cfo@shared.test", "password": password, "role": "admin"}),
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    }
+    let login = |email: String, password: String| {
+        let (client, base) = (app.client.clone(), app.base.clone());
+        async move {
+            let answer = client
+                .post(format!("{base}/portal/login"))
+                .json(&json!({"email": email, "password": password}))
+                .send()
+                .await
+                .expect("sent");
+            let status = answer.status();
+            (status, answer.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let failures = |t: &common::Tenant| {
+        let path = t.path("/audit?action=sign_in.failure&limit=100");
+        let (app, admin) = (&app, t.admin.clone());
+        async move {
+            let audit = app.get(&path, &admin).await;
+            audit.body["items"].as_array().map_or(0, Vec::len)
+        }
+    };
+    let (status, _) = login("cfo@shared.test".into(), "a guess".into()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!((failures(&acme).await, failures(&beta).await), (1, 1));
+
+    for (email, password) in [
+        (
+            format!("{}@evil.example", "x".repeat(300)),
+            "a guess".to_owned(),
+        ),
+        ("cfo@shared.test".to_owned(), "p".repeat(1025)),
+    ] {
+        let (status, body) = login(email, password).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["error"]["code"], "invalid_sign_in");
+    }
+
+    // Five accounts, five guesses each: the address is refused after its
+    // twentieth failure, and writes no row after it.
+    for index in 0..5 {
+        let created = app
+            .post(
+                &acme.path("/accounts"),
+                &acme.admin,
+                json!({"email": format!("a{index}@acme.test"), "password": "a long password", "role": "viewer"}),
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    }
+    let mut statuses = Vec::new();
+    for index in 0..5 {
+        for _ in 0..5 {
+            statuses.push(
+                login(format!("a{index}@acme.test"), "a guess".into())
+                    .await
+                    .0,
+            );
+        }
+    }
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert!(refused >= 5, "{statuses:?}");
+    let rows = failures(&acme).await;
+    assert!(
+        rows <= 21 && rows + refused == 26,
+        "{rows} rows, {statuses:?}"
+    );
+}
+
 async fn sign_ins_and_sign_outs_are_audited(db: Database) {
     let app = TestApp::start(&db).await;
     let t = app.tenant("acme").await;
@@ -702,6 +794,7 @@ async fn directory_changes_are_audited_with_before_and_after(db: Database) {
 on_both_backends!(
     directory_changes_are_audited_with_before_and_after,
     sign_ins_and_sign_outs_are_audited,
+    anonymous_sign_in_failures_are_bounded_and_audited_where_they_aimed,
     ownership_comes_from_the_key_not_the_device,
     the_tenant_enrollment_key_can_be_rotated,
     approval_mode_holds_new_devices,

@@ -96,7 +96,7 @@ impl From<AccountSummary> for AccountJson {
 }
 
 /// The longest email accepted (RFC 5321's path limit).
-const MAX_EMAIL_BYTES: usize = 254;
+pub(crate) const MAX_EMAIL_BYTES: usize = 254;
 
 /// Checks an email's syntax: one `@`, a local part of at most 64 bytes
 /// without spaces, quotes or brackets, and a domain of dot-separated labels
@@ -316,7 +316,7 @@ pub(crate) async fn end_sessions(
 /// The shortest password accepted: ASVS level 2 asks for at least 12 characters.
 const MIN_PASSWORD_CHARS: usize = 12;
 /// The longest password accepted, in bytes, so that hashing stays cheap.
-const MAX_PASSWORD_BYTES: usize = 1024;
+pub(crate) const MAX_PASSWORD_BYTES: usize = 1024;
 
 /// Checks a new password's length and hashes it off the async workers, since
 /// argon2 takes tens of milliseconds of CPU.

@@ -533,6 +533,20 @@ async fn login(
     JsonBody(body): JsonBody<LoginBody>,
 ) -> ApiResult<Response> {
     require_json(&headers)?;
+    // No account has a longer email or password. Refused before any work, so
+    // that an anonymous caller's text never reaches the audit log unbounded.
+    if body.email.trim().len() > admin::accounts::MAX_EMAIL_BYTES
+        || body.password.len() > admin::accounts::MAX_PASSWORD_BYTES
+    {
+        return Err(ApiError::bad_request(
+            "invalid_sign_in",
+            format!(
+                "an email is at most {} bytes and a password at most {} bytes",
+                admin::accounts::MAX_EMAIL_BYTES,
+                admin::accounts::MAX_PASSWORD_BYTES
+            ),
+        ));
+    }
     guard.check(&body.email, address)?;
     // Emails are unique per tenant only, so several enabled accounts may share
     // one; the account signed in to is the first whose password verifies. An
@@ -569,27 +583,41 @@ async fn login(
     }
     let Some(account) = signed_in else {
         guard.record_failure(&body.email, address);
-        // The failure is audited in the tenant of the account it aimed at (none
-        // for an unknown email), with the email as typed, never the password.
-        let tenant_id = candidates.first().and_then(|a| a.tenant_id.clone());
-        state
-            .store
-            .append_audit(
-                tenant_id.as_deref(),
-                &Actor::new(ActorKind::Anonymous, "", body.email.trim()),
-                "sign_in.failure",
-                body.email.trim(),
-                None,
-                Some(&json!({"address": address.map(|a| a.to_string())})),
-            )
-            .await?;
         tracing::warn!("wrong email or password at sign-in");
         // Counted with every other wrong credential of this address; a right
         // password from the same address is never refused by it.
-        return Err(state.failures.fail(
+        let answer = state.failures.fail(
             address,
             ApiError::unauthorized("the email or the password is wrong"),
-        ));
+        );
+        // Audited in the tenant of every account it was tried against (each
+        // sees attempts on its own account, none another's; no tenant for an
+        // unknown email), with the email as typed, never the password. Once
+        // the address is refused for failing too often, its failures write no
+        // more rows: an anonymous caller cannot grow the log past that pace.
+        if answer.status() != StatusCode::TOO_MANY_REQUESTS {
+            let mut tenants: Vec<Option<&str>> =
+                candidates.iter().map(|a| a.tenant_id.as_deref()).collect();
+            tenants.sort_unstable();
+            tenants.dedup();
+            if tenants.is_empty() {
+                tenants.push(None);
+            }
+            for tenant_id in tenants {
+                state
+                    .store
+                    .append_audit(
+                        tenant_id,
+                        &Actor::new(ActorKind::Anonymous, "", body.email.trim()),
+                        "sign_in.failure",
+                        body.email.trim(),
+                        None,
+                        Some(&json!({"address": address.map(|a| a.to_string())})),
+                    )
+                    .await?;
+            }
+        }
+        return Err(answer);
     };
     guard.record_success(&body.email, address);
     let actor = Caller::signed_in(&account).actor;
