@@ -248,12 +248,12 @@ impl Group {
                 .collect::<Result<_, _>>()?,
             Some(_) => return Err(ScimError::invalid_value("members must be an array")),
         };
-        let mut unique = Vec::with_capacity(members.len());
-        for member in members {
-            if !unique.contains(&member) {
-                unique.push(member);
-            }
-        }
+        // A set, so that a body of tens of thousands of members stays linear.
+        let mut seen = std::collections::HashSet::with_capacity(members.len());
+        let unique: Vec<String> = members
+            .into_iter()
+            .filter(|member| seen.insert(member.clone()))
+            .collect();
         Ok(Self {
             display_name,
             external_id: optional_string(input, "externalId")?,
