@@ -224,6 +224,10 @@ impl From<StoreError> for ApiError {
                 error.to_string(),
             ),
             StoreError::Cycle { .. } => ApiError::unprocessable("group_cycle", error.to_string()),
+            // Only a scheduled change's outcome carries it; never a request's.
+            StoreError::CreatorRevoked(_) => {
+                ApiError::new(StatusCode::FORBIDDEN, "creator_revoked", error.to_string())
+            }
             StoreError::Refused { code, ref message } => {
                 ApiError::new(StatusCode::CONFLICT, code, message.clone())
             }

@@ -385,6 +385,76 @@ async fn a_group_deleted_before_its_time_fails_the_change_closed(db: Database) {
     assert_eq!(audit(&app, &t, "scheduled_change.fail").await.len(), 1);
 }
 
+/// A change runs with its creator's authority: one scheduled by a token that
+/// is revoked before its time is not applied, and says why.
+async fn a_change_whose_token_was_revoked_is_not_applied(db: Database) {
+    let app = TestApp::start(&db).await;
+    let t = app.tenant("acme").await;
+    let token = app
+        .post(
+            &t.path("/tokens"),
+            &t.admin,
+            json!({"name": "temp-admin", "role": "admin"}),
+        )
+        .await;
+    assert_eq!(token.status, StatusCode::CREATED, "{:?}", token.body);
+    let (secret, token_id) = (
+        token.body["token"].as_str().expect("token").to_owned(),
+        token.body["id"].as_str().expect("id").to_owned(),
+    );
+    let mut body = settings(true, &[], &[]);
+    body["apply_at"] = json!(in_seconds(2));
+    let scheduled = app
+        .put(
+            &t.path("/entitlements/digital_experience"),
+            &secret,
+            body,
+            None,
+        )
+        .await;
+    assert_eq!(
+        scheduled.status,
+        StatusCode::ACCEPTED,
+        "{:?}",
+        scheduled.body
+    );
+    let id = scheduled.body["id"].as_str().expect("id").to_owned();
+    let before = app
+        .get(&t.path("/entitlements/digital_experience"), &t.admin)
+        .await;
+    let revoked = app
+        .call(
+            Method::DELETE,
+            &t.path(&format!("/tokens/{token_id}")),
+            Some(&t.admin),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK, "{:?}", revoked.body);
+
+    let done = outcome(&app, &t, &id).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    let message = done["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("temp-admin") && message.contains("revoked"),
+        "{done}"
+    );
+    let after = app
+        .get(&t.path("/entitlements/digital_experience"), &t.admin)
+        .await;
+    assert_eq!(
+        after.body["version"], before.body["version"],
+        "{}",
+        after.body
+    );
+    assert_eq!(
+        after.body["enabled_by_default"],
+        before.body["enabled_by_default"]
+    );
+    assert_eq!(audit(&app, &t, "scheduled_change.fail").await.len(), 1);
+}
+
 async fn applies_once_after_a_restart_that_straddles_its_time(db: Database) {
     let mut app = TestApp::start(&db).await;
     let t = app.tenant("acme").await;
@@ -440,6 +510,7 @@ on_both_backends!(
     a_save_in_between_is_a_recorded_conflict,
     scheduling_is_checked_now_and_cancelling_is_audited,
     a_group_deleted_before_its_time_fails_the_change_closed,
+    a_change_whose_token_was_revoked_is_not_applied,
     applies_once_after_a_restart_that_straddles_its_time,
 );
 

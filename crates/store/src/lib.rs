@@ -126,6 +126,10 @@ pub enum StoreError {
         /// The services whose settings exclude them.
         services: Vec<String>,
     },
+    /// A scheduled change whose creator's credential was revoked, expired,
+    /// disabled or demoted before its time.
+    #[error("{0}")]
+    CreatorRevoked(String),
     /// A group would end up containing itself.
     #[error(
         "group {member} cannot be nested in {container}: {container} is already inside {member}"

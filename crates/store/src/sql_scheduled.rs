@@ -313,8 +313,10 @@ impl ScheduledChangeStore for SqlStore {
         let late_by = now - change.apply_at;
         let late = late_by >= LATE_AFTER;
         let config_before = tenant_row(&mut tx, tenant_id).await?.config_version;
-        let outcome = match service(&change.service) {
-            Ok(def) => {
+        let revoked = creator_cannot_save(&mut tx, tenant_id, &change.created_by, now).await?;
+        let outcome = match (revoked, service(&change.service)) {
+            (Some(reason), _) => Err(StoreError::CreatorRevoked(reason)),
+            (None, Ok(def)) => {
                 let request = SaveRequest {
                     service: def,
                     expected_version: Some(change.expected_version),
@@ -326,7 +328,7 @@ impl ScheduledChangeStore for SqlStore {
                 };
                 save_in(&mut tx, tenant_id, &request).await
             }
-            Err(error) => Err(StoreError::Corrupt(error.to_string())),
+            (None, Err(error)) => Err(StoreError::Corrupt(error.to_string())),
         };
         let lateness = late.then(|| {
             format!(
@@ -360,7 +362,11 @@ impl ScheduledChangeStore for SqlStore {
                 )),
                 None,
             ),
-            Err(error @ (StoreError::Invalid(_) | StoreError::Corrupt(_))) => (
+            Err(
+                error @ (StoreError::Invalid(_)
+                | StoreError::Corrupt(_)
+                | StoreError::CreatorRevoked(_)),
+            ) => (
                 ScheduledStatus::Failed,
                 Some(format!("not applied: {error}")),
                 None,
@@ -411,4 +417,54 @@ impl ScheduledChangeStore for SqlStore {
             .await?;
         Ok(Some(change))
     }
+}
+
+/// Why the principal that scheduled a change may no longer save it, if so:
+/// a change runs with its creator's authority, so a token revoked or expired
+/// since, an account disabled since, or either demoted to viewer, takes the
+/// change with it. Principals without such a credential (the system) keep it.
+async fn creator_cannot_save(
+    conn: &mut crate::dialect::Conn<'_>,
+    tenant_id: &str,
+    creator: &Actor,
+    now: OffsetDateTime,
+) -> StoreResult<Option<String>> {
+    let (what, sql, ended, ended_how) = match creator.kind {
+        ActorKind::ApiToken => (
+            format!("the token {:?}", creator.name),
+            "SELECT role, tenant_id, revoked_at, expires_at FROM api_tokens WHERE id = $1",
+            "revoked_at",
+            "was revoked since",
+        ),
+        ActorKind::Account => (
+            format!("the account {}", creator.name),
+            "SELECT role, tenant_id, disabled_at FROM accounts WHERE id = $1",
+            "disabled_at",
+            "was disabled since",
+        ),
+        _ => return Ok(None),
+    };
+    let Some(row) = query(sql)
+        .id(&creator.id)
+        .fetch_optional(&mut *conn)
+        .await?
+    else {
+        return Ok(Some(format!("{what} that scheduled it no longer exists")));
+    };
+    let role: String = row.get("role")?;
+    let tenant = row.opt_id("tenant_id")?;
+    let expired = match creator.kind {
+        ActorKind::ApiToken => row.opt_time("expires_at")?.is_some_and(|at| at <= now),
+        _ => false,
+    };
+    let reason = if row.opt_time(ended)?.is_some() {
+        Some(ended_how)
+    } else if expired {
+        Some("has expired since")
+    } else if role == "viewer" || (role == "admin" && tenant.as_deref() != Some(tenant_id)) {
+        Some("may no longer change this tenant")
+    } else {
+        None
+    };
+    Ok(reason.map(|reason| format!("{what} that scheduled it {reason}")))
 }
