@@ -11,14 +11,11 @@ pub fn is_bidi_control(c: char) -> bool {
 }
 
 /// Whether `c` may appear in a single-line name or value: no control
-/// character (line breaks and tabs included, and the Unicode line and
-/// paragraph separators) and no bidirectional control.
+/// character (line breaks and tabs included) and no bidirectional control.
+/// The separators U+2028 and U+2029 are not controls: they show, and every
+/// page escapes them where they could end a script's string.
 pub fn is_name_char(c: char) -> bool {
-    !is_line_break_or_control(c) && !is_bidi_control(c)
-}
-
-fn is_line_break_or_control(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
+    !c.is_control() && !is_bidi_control(c)
 }
 
 /// Why a name was refused. Its text completes a sentence that starts with
@@ -103,7 +100,7 @@ fn invisible(c: char) -> Option<Invisible> {
 pub fn name_refusal(name: &str) -> Option<NameRefusal> {
     let mut previous: Option<char> = None;
     for c in name.chars() {
-        if is_line_break_or_control(c) {
+        if c.is_control() {
             return Some(NameRefusal::Control);
         }
         if is_bidi_control(c) {
@@ -152,7 +149,6 @@ mod tests {
         assert!(!is_name_char('\0') && !is_name_char('\n') && !is_name_char('\u{7f}'));
         assert!(is_text_char('\n') && is_text_char('\t') && is_text_char('\r'));
         assert!(!is_text_char('\0') && !is_text_char('\u{1b}'));
-        assert!(!is_name_char('\u{2028}') && !is_name_char('\u{2029}'));
     }
 
     #[test]
@@ -172,7 +168,6 @@ mod tests {
             ("\u{200F}ada", Invisible(0x200F)),
             ("a\u{FE0F}", Invisible(0xFE0F)),
             ("Jos\u{0065}\u{0301}", NotNormalized),
-            ("ada\u{2028}lovelace", Control),
             ("ada\tlovelace", Control),
             ("ada\u{202E}cam", BidiControl),
         ];
