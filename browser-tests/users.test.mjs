@@ -100,6 +100,15 @@ test('a group page lists members direct and through nesting, a page at a time', 
   await page.getByLabel('Add a user group').fill('Engineering');
   await page.locator('#ug-results button', { hasText: 'Engineering' }).waitFor();
   assert.equal(await page.locator('#ug-results button', { hasText: 'Engineering' }).textContent(), 'Engineering (' + engineering.effective_members + ' active members)');
+
+  // The identity provider may push a group named like a local one: the picker says which is which.
+  const pushed = await api('POST', '/scim/v2/acme/Groups', 'demo-acme-scim', { schemas: ['urn:ietf:params:scim:schemas:core:2.0:Group'], displayName: 'Finance' });
+  assert.equal(pushed.status, 201, JSON.stringify(pushed.body));
+  await page.getByLabel('Add a user group').fill('Finance');
+  await page.locator('#ug-results button', { hasText: 'from the directory' }).waitFor();
+  const labels = await page.locator('#ug-results button').allTextContents();
+  assert.ok(labels.includes('Finance (from the directory, 0 active members)'), JSON.stringify(labels));
+  assert.ok(labels.some((label) => /^Finance \(\d+ active members?\)$/.test(label)), JSON.stringify(labels));
   await context.close();
 });
 

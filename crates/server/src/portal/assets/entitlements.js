@@ -105,6 +105,9 @@ function nothingToAdd(text, matched, selectedLabels) {
 /** What a group reaches: its active users, directly or through nested groups, each once. */
 function memberText(n) { return n + (n === 1 ? ' active member' : ' active members'); }
 
+/** A picker's label: the identity provider may push a group named like a local one, so its groups say where they come from. */
+function groupLabel(g) { return g.display_name + ' (' + (g.source === 'scim' ? 'from the directory, ' : '') + memberText(g.effective_members) + ')'; }
+
 // User-group pickers (selected and excluded): the server searches, so they
 // stay fast with thousands of groups.
 function userGroupPicker(prefix, key) {
@@ -118,7 +121,7 @@ function userGroupPicker(prefix, key) {
     results.replaceChildren(...(items.length ? items.map((g) => el('li', {}, el('button', {
       type: 'button',
       onclick: () => { names[g.id] = g.display_name; form[key].push(g.id); $(prefix + '-search').value = ''; results.replaceChildren(); show(results, false); changed(); $(prefix + '-search').focus(); },
-    }, g.display_name + ' (' + memberText(g.effective_members) + ')'))) : [nothingToAdd(text.trim(), already.length > 0, already)]));
+    }, groupLabel(g)))) : [nothingToAdd(text.trim(), already.length > 0, already)]));
     show(results, true);
   }, 150);
   $(prefix + '-search').addEventListener('input', (e) => search(e.target.value));
