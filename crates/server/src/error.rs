@@ -177,10 +177,7 @@ impl From<StoreError> for ApiError {
                 ref name,
                 ref services,
             } => {
-                let names: Vec<&str> = services
-                    .iter()
-                    .map(|id| entitle_core::service(id).map_or(id.as_str(), |s| s.display_name))
-                    .collect();
+                let names = service_names(services);
                 ApiError::new(
                     StatusCode::CONFLICT,
                     "group_in_use",
@@ -195,10 +192,7 @@ impl From<StoreError> for ApiError {
                 ref containers,
                 ref services,
             } => {
-                let names: Vec<&str> = services
-                    .iter()
-                    .map(|id| entitle_core::service(id).map_or(id.as_str(), |s| s.display_name))
-                    .collect();
+                let names = service_names(services);
                 ApiError::new(
                     StatusCode::CONFLICT,
                     "group_in_excluded_group",
@@ -245,3 +239,11 @@ impl From<StoreError> for ApiError {
 
 /// Shorthand for handler results.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// The display names of services by id (an unknown id as it is).
+fn service_names(services: &[String]) -> Vec<&str> {
+    services
+        .iter()
+        .map(|id| entitle_core::service(id).map_or(id.as_str(), |s| s.display_name))
+        .collect()
+}

@@ -156,15 +156,7 @@ async fn another_tenants_resources_answer_404(db: Database) {
 async fn viewers_read_but_cannot_change_anything(db: Database) {
     let app = TestApp::start(&db).await;
     let t = app.tenant("acme").await;
-    let viewer = app
-        .post(
-            &t.path("/tokens"),
-            &t.admin,
-            json!({"name": "auditor", "role": "viewer"}),
-        )
-        .await;
-    assert_eq!(viewer.status, StatusCode::CREATED);
-    let viewer = viewer.body["token"].as_str().expect("token").to_owned();
+    let (viewer, _) = t.token(&app, "auditor", "viewer").await;
     let read = app
         .get(&t.path("/entitlements/internet_access"), &viewer)
         .await;

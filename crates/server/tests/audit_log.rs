@@ -399,14 +399,7 @@ async fn export_streams_the_filtered_view(db: Database) {
     }
     // The body is streamed (chunked, no length known up front), and a viewer,
     // who may read the log, may export it.
-    let viewer = app
-        .post(
-            &t.path("/tokens"),
-            &t.admin,
-            json!({"name": "auditor", "role": "viewer"}),
-        )
-        .await;
-    assert_eq!(viewer.status, StatusCode::CREATED, "{:?}", viewer.body);
+    let (viewer, _) = t.token(&app, "auditor", "viewer").await;
     let response = app
         .client
         .get(format!(
@@ -414,7 +407,7 @@ async fn export_streams_the_filtered_view(db: Database) {
             app.base,
             t.path("/audit/export?format=json")
         ))
-        .bearer_auth(viewer.body["token"].as_str().expect("token"))
+        .bearer_auth(&viewer)
         .send()
         .await
         .expect("export");

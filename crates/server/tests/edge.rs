@@ -169,14 +169,13 @@ async fn bad_device_tokens_and_cookies_count() {
     assert_eq!(last, StatusCode::TOO_MANY_REQUESTS);
 }
 
-/// Every body-taking route answers 400 to a NUL, never 500, on both back ends;
-/// and to a bidirectional override, with which a name displays as another's.
-async fn nul_bytes_are_refused_at_the_edge(db: Database) {
-    let app = TestApp::start(&db).await;
+/// A tenant to probe: a local user "ada" with an enrolled device (its
+/// token), and a SCIM user "grace" and group "staff" (their ids).
+async fn probed_tenant(app: &TestApp) -> (Tenant, String, (String, String)) {
     let t = app.tenant("acme").await;
-    t.user(&app, "ada", &[]).await;
+    t.user(app, "ada", &[]).await;
     let (_, device_token, _) = t
-        .enroll(&app, "ada", report("h", "macos", "4.0", "corporate", true))
+        .enroll(app, "ada", report("h", "macos", "4.0", "corporate", true))
         .await;
     let scim = format!("/scim/v2/{}", t.name);
     let user = app
@@ -191,6 +190,14 @@ async fn nul_bytes_are_refused_at_the_edge(db: Database) {
         .post(&format!("{scim}/Groups"), &t.scim_token, json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "staff"}))
         .await;
     let group_id = group.body["id"].as_str().expect("group id").to_owned();
+    (t, device_token, (user_id, group_id))
+}
+
+/// Every body-taking route answers 400 to a NUL, never 500, on both back ends;
+/// and to a bidirectional override, with which a name displays as another's.
+async fn nul_bytes_are_refused_at_the_edge(db: Database) {
+    let app = TestApp::start(&db).await;
+    let (t, device_token, (user_id, group_id)) = probed_tenant(&app).await;
     // Every probe runs before the verdict, so that a failure lists them all.
     let mut wrong = Vec::new();
     // The text in JSON, and percent-encoded in a path or query.
@@ -417,31 +424,11 @@ async fn probe_refusals(
 /// decomposed accent), with the reason; names in other scripts and emoji pass.
 async fn look_alike_names_are_refused_where_names_are_made(db: Database) {
     let app = TestApp::start(&db).await;
-    let t = app.tenant("acme").await;
-    t.user(&app, "ada", &[]).await;
-    let (_, device_token, _) = t
-        .enroll(&app, "ada", report("h", "macos", "4.0", "corporate", true))
-        .await;
+    let (t, device_token, (grace, staff)) = probed_tenant(&app).await;
     let scim = format!("/scim/v2/{}", t.name);
     let user_schema = "urn:ietf:params:scim:schemas:core:2.0:User";
     let group_schema = "urn:ietf:params:scim:schemas:core:2.0:Group";
     let patch_schema = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
-    let grace = app
-        .post(
-            &format!("{scim}/Users"),
-            &t.scim_token,
-            json!({"schemas": [user_schema], "userName": "grace"}),
-        )
-        .await;
-    let grace = grace.body["id"].as_str().expect("user id").to_owned();
-    let staff = app
-        .post(
-            &format!("{scim}/Groups"),
-            &t.scim_token,
-            json!({"schemas": [group_schema], "displayName": "staff"}),
-        )
-        .await;
-    let staff = staff.body["id"].as_str().expect("group id").to_owned();
     let mut wrong = Vec::new();
     // A zero-width space, a joiner after ASCII, and "José" with its accent apart.
     for (name, reason) in [

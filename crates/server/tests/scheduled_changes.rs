@@ -390,18 +390,7 @@ async fn a_group_deleted_before_its_time_fails_the_change_closed(db: Database) {
 async fn a_change_whose_token_was_revoked_is_not_applied(db: Database) {
     let app = TestApp::start(&db).await;
     let t = app.tenant("acme").await;
-    let token = app
-        .post(
-            &t.path("/tokens"),
-            &t.admin,
-            json!({"name": "temp-admin", "role": "admin"}),
-        )
-        .await;
-    assert_eq!(token.status, StatusCode::CREATED, "{:?}", token.body);
-    let (secret, token_id) = (
-        token.body["token"].as_str().expect("token").to_owned(),
-        token.body["id"].as_str().expect("id").to_owned(),
-    );
+    let (secret, token_id) = t.token(&app, "temp-admin", "admin").await;
     let mut body = settings(true, &[], &[]);
     body["apply_at"] = json!(in_seconds(2));
     let scheduled = app

@@ -383,14 +383,7 @@ async fn the_tenant_enrollment_key_can_be_rotated(db: Database) {
         .unwrap_or_default()
         .to_owned();
 
-    let viewer = app
-        .post(
-            &t.path("/tokens"),
-            &t.admin,
-            json!({"name": "auditor", "role": "viewer"}),
-        )
-        .await;
-    let viewer = viewer.body["token"].as_str().unwrap_or_default().to_owned();
+    let (viewer, _) = t.token(&app, "auditor", "viewer").await;
     let path = t.path("/enrollment-key/rotate");
     let refused = app.post(&path, &viewer, json!({})).await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN, "{:?}", refused.body);

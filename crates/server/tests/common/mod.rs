@@ -286,6 +286,21 @@ impl Tenant {
         answer.body["id"].as_str().expect("id").into()
     }
 
+    /// A new API token of the tenant with this role: its secret and its id.
+    #[allow(dead_code, reason = "not every test binary makes tokens")]
+    pub async fn token(&self, app: &TestApp, name: &str, role: &str) -> (String, String) {
+        let answer = app
+            .post(
+                &self.path("/tokens"),
+                &self.admin,
+                json!({"name": name, "role": role}),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
+        let text = |key: &str| answer.body[key].as_str().expect(key).to_owned();
+        (text("token"), text("id"))
+    }
+
     pub async fn user(&self, app: &TestApp, user_name: &str, groups: &[&str]) -> String {
         let answer = app
             .post(
