@@ -1090,15 +1090,12 @@ async fn replace_user(
     request: Request,
 ) -> Response {
     scim!(state, tenant, request, |scim, bytes| {
-        let mut user = User::from_json(&body_json(&bytes)?)?;
-        let current = scim.state.store.scim_user(&scim.tenant.id, &id).await?;
-        // The version read above guards against a change made meanwhile.
-        let expected = scim.if_match()?.unwrap_or(current.version);
-        keep_deactivated(&mut user, current.active);
+        let expected = scim.if_match()?;
+        let user = User::from_json(&body_json(&bytes)?)?;
         let replaced = scim
             .state
             .store
-            .scim_replace_user(&scim.tenant.id, &id, write_user(user)?, Some(expected))
+            .scim_replace_user(&scim.tenant.id, &id, write_user(user)?, expected)
             .await?;
         scim.changed();
         Ok(with_etag(
@@ -1106,23 +1103,6 @@ async fn replace_user(
             replaced.version,
         ))
     })
-}
-
-/// A replace or patch that leaves `active` unassigned (left out, null, or
-/// removed) keeps a deactivated user deactivated: only `"active": true`
-/// gives the user's devices their services back. A user who is active stays
-/// so, and reads back without the attribute, as the request left it.
-fn keep_deactivated(user: &mut User, was_active: bool) {
-    let given = user
-        .attributes
-        .as_object()
-        .is_some_and(|attributes| attributes.contains_key("active"));
-    if !was_active && !given {
-        user.active = false;
-        if let Some(attributes) = user.attributes.as_object_mut() {
-            attributes.insert("active".into(), Value::Bool(false));
-        }
-    }
 }
 
 async fn patch_user(
@@ -1137,8 +1117,7 @@ async fn patch_user(
         let expected = scim.if_match()?.unwrap_or(current.version);
         let mut resource = scim.user_json(&current);
         patch.apply(&mut resource)?;
-        let mut user = User::from_json(&resource)?;
-        keep_deactivated(&mut user, current.active);
+        let user = User::from_json(&resource)?;
         // The version read above guards against a change made meanwhile.
         let patched = store
             .scim_replace_user(&scim.tenant.id, &id, write_user(user)?, Some(expected))

@@ -669,6 +669,24 @@ async fn leaving_active_out_never_reactivates_a_user(db: Database) {
         "{}",
         on.body
     );
+
+    // A PUT reads the user first; without If-Match it asked for no
+    // precondition, so replaces racing each other all succeed.
+    let racing = (0..8).map(|index| {
+        let body = json!({"userName": "ada@acme.test", "displayName": format!("Ada {index}")});
+        let (client, url, token) = (
+            app.client.clone(),
+            format!("{}/scim/v2/{}{path}", app.base, t.name),
+            t.scim_token.clone(),
+        );
+        tokio::spawn(async move {
+            let answer = client.put(url).bearer_auth(token).json(&body).send().await;
+            answer.expect("sent").status()
+        })
+    });
+    for status in futures_util::future::join_all(racing).await {
+        assert_eq!(status.expect("joined"), StatusCode::OK);
+    }
 }
 
 async fn the_scim_token_can_be_rotated(db: Database) {

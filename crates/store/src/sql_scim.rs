@@ -315,6 +315,8 @@ impl ScimStore for SqlStore {
             .await?;
         let previous_name: String = previous.get("user_name")?;
         let previous_display: Option<String> = previous.get("display_name")?;
+        let mut user = user;
+        keep_deactivated(&mut user, previous.get("active")?);
         let change = user_update_audit(
             (
                 &previous_name,
@@ -586,5 +588,24 @@ impl ScimStore for SqlStore {
             items.push(group);
         }
         Ok(Counted { items, total })
+    }
+}
+
+/// A replace (a PUT, or the result of a PATCH) that leaves `active`
+/// unassigned (left out, null or removed) keeps a deactivated user
+/// deactivated: only `"active": true` gives the user's devices their
+/// services back (access fails closed). Decided under the write lock, so that
+/// it needs no precondition of the client. An active user stays active and
+/// reads back without the attribute, as the request left it.
+fn keep_deactivated(user: &mut ScimUserWrite, was_active: bool) {
+    let given = user
+        .attributes
+        .as_object()
+        .is_some_and(|attributes| attributes.contains_key("active"));
+    if !was_active && !given {
+        user.active = false;
+        if let Some(attributes) = user.attributes.as_object_mut() {
+            attributes.insert("active".into(), serde_json::Value::Bool(false));
+        }
     }
 }
