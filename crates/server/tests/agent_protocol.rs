@@ -379,29 +379,14 @@ async fn a_held_long_poll_at_its_deadline_catches_up_with_an_unannounced_change(
         .etag
         .expect("etag");
     let store = db.open_sql().await;
-    let held = {
-        let (base, client) = (app.base.clone(), app.client.clone());
-        let (token, device, etag) = (token.clone(), device.clone(), etag.clone());
-        tokio::spawn(async move {
-            let answer = client
-                .post(format!("{base}/agent/v1/sync?wait=2"))
-                .bearer_auth(token)
-                .header("If-None-Match", etag)
-                .json(&device)
-                .send()
-                .await
-                .expect("sent");
-            let status = answer.status();
-            (status, answer.json::<Value>().await.unwrap_or(Value::Null))
-        })
-    };
+    let held = common::hold_for(&app, &token, &device, &etag, 2);
     // The hold began on the old snapshot; the change comes while it waits.
     tokio::time::sleep(Duration::from_millis(500)).await;
     store
         .deactivate_user_unannounced(&t.id, &ada)
         .await
         .expect("deactivated");
-    let (status, body) = held.await.expect("held");
+    let (status, body, _) = held.await.expect("held");
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         body["services"]["private_access"]["enabled"], false,

@@ -412,12 +412,23 @@ pub fn hold(
     report: &Value,
     etag: &str,
 ) -> JoinHandle<(StatusCode, Value, std::time::Duration)> {
+    hold_for(app, token, report, etag, 30)
+}
+
+/// [`hold`] with a hold of `wait` seconds.
+pub fn hold_for(
+    app: &TestApp,
+    token: &str,
+    report: &Value,
+    etag: &str,
+    wait: u64,
+) -> JoinHandle<(StatusCode, Value, std::time::Duration)> {
     let (base, client) = (app.base.clone(), app.client.clone());
     let (token, report, etag) = (token.to_owned(), report.clone(), etag.to_owned());
     tokio::spawn(async move {
         let started = std::time::Instant::now();
         let response = client
-            .post(format!("{base}/agent/v1/sync?wait=30"))
+            .post(format!("{base}/agent/v1/sync?wait={wait}"))
             .bearer_auth(token)
             .header("If-None-Match", etag)
             .json(&report)
