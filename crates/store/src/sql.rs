@@ -16,7 +16,7 @@ use std::path::Path;
 
 use async_trait::async_trait;
 use entitle_core::{
-    DeviceGroup, DeviceGroupId, DeviceReport, GroupId, SERVICES, ServiceDef, Settings,
+    DeviceGroup, DeviceGroupId, DeviceReport, GroupGraph, GroupId, SERVICES, ServiceDef, Settings,
     validate_save,
 };
 use serde_json::{Value, json};
@@ -778,21 +778,13 @@ async fn excluding_ancestors(
     tenant_id: &str,
     group_id: &str,
 ) -> StoreResult<(Vec<String>, Vec<String>)> {
-    let mut ancestors = std::collections::HashSet::new();
-    let mut frontier = vec![group_id.to_owned()];
-    // Nesting may hold a cycle written before cycles were refused: each
-    // group is visited once.
-    while let Some(id) = frontier.pop() {
-        let containers = query("SELECT container_id FROM group_nesting WHERE member_id = $1")
-            .id(&id)
-            .fetch_ids(&mut *conn)
-            .await?;
-        for container in containers {
-            if container != group_id && ancestors.insert(container.clone()) {
-                frontier.push(container);
-            }
-        }
-    }
+    let group = GroupId(group_id.to_owned());
+    // Every group containing it at any depth, itself left out (a cycle
+    // written before cycles were refused may contain it too).
+    let mut ancestors = group_graph(conn, tenant_id)
+        .await?
+        .effective_groups([&group]);
+    ancestors.remove(&group);
     if ancestors.is_empty() {
         return Ok((Vec::new(), Vec::new()));
     }
@@ -804,7 +796,7 @@ async fn excluding_ancestors(
             .settings
             .exclude_user_groups
             .iter()
-            .filter(|id| ancestors.contains(&id.0))
+            .filter(|id| ancestors.contains(*id))
             .collect();
         if !inside.is_empty() {
             services.push(service.id.to_owned());
@@ -822,6 +814,25 @@ async fn excluding_ancestors(
         names.push(name.unwrap_or(id));
     }
     Ok((names, services))
+}
+
+/// The tenant's group nesting as a graph, read in one query.
+pub(crate) async fn group_graph(conn: &mut Conn<'_>, tenant_id: &str) -> StoreResult<GroupGraph> {
+    let mut graph = GroupGraph::new();
+    for row in query(
+        "SELECT n.container_id, n.member_id FROM group_nesting n JOIN groups g ON g.id = n.container_id
+         WHERE g.tenant_id = $1",
+    )
+    .id(tenant_id)
+    .fetch_all(&mut *conn)
+    .await?
+    {
+        graph.add_nesting(
+            GroupId(row.id("container_id")?),
+            GroupId(row.id("member_id")?),
+        );
+    }
+    Ok(graph)
 }
 
 /// Tables whose ids `existing_ids` can check.

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
-use entitle_core::{GroupGraph, GroupId};
+use entitle_core::GroupId;
 
 use super::{SqlStore, keyset_after, keyset_next};
 use crate::dialect::{Conn, query, query_built};
@@ -132,20 +132,7 @@ async fn nested_inside(
         .id(group_id)
         .find(&mut *conn, "group")
         .await?;
-    let mut graph = GroupGraph::new();
-    for row in query(
-        "SELECT n.container_id, n.member_id FROM group_nesting n JOIN groups g ON g.id = n.container_id
-         WHERE g.tenant_id = $1",
-    )
-    .id(tenant_id)
-    .fetch_all(&mut *conn)
-    .await?
-    {
-        graph.add_nesting(
-            GroupId(row.id("container_id")?),
-            GroupId(row.id("member_id")?),
-        );
-    }
+    let graph = super::group_graph(conn, tenant_id).await?;
     Ok(graph.nested_inside(&GroupId(group_id.to_owned())))
 }
 

@@ -2,7 +2,7 @@
 //! memberships as the identity provider manages them.
 
 use async_trait::async_trait;
-use entitle_core::{GroupGraph, GroupId};
+use entitle_core::GroupId;
 use serde_json::{Value, json};
 
 use super::{Audit, SqlStore, bump_data_version, duplicate, new_id, not_found};
@@ -144,19 +144,7 @@ async fn refuse_cycles(
     if members.is_empty() {
         return Ok(());
     }
-    let rows = query(
-        "SELECT n.container_id, n.member_id FROM group_nesting n JOIN groups g ON g.id = n.container_id WHERE g.tenant_id = $1",
-    )
-    .id(tenant_id)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut graph = GroupGraph::new();
-    for row in &rows {
-        graph.add_nesting(
-            GroupId(row.id("container_id")?),
-            GroupId(row.id("member_id")?),
-        );
-    }
+    let graph = super::group_graph(conn, tenant_id).await?;
     for member in members {
         if graph.would_cycle(&GroupId(container.to_owned()), &GroupId(member.clone())) {
             return Err(StoreError::Cycle {
