@@ -367,13 +367,7 @@ async fn a_group_deleted_before_its_time_fails_the_change_closed(db: Database) {
     );
     let id = scheduled.body["id"].as_str().expect("id").to_owned();
     let deleted = app
-        .call(
-            Method::DELETE,
-            &t.path(&format!("/groups/{eng}")),
-            Some(&t.admin),
-            None,
-            &[],
-        )
+        .delete(&t.path(&format!("/groups/{eng}")), &t.admin)
         .await;
     assert_eq!(deleted.status, StatusCode::OK, "{:?}", deleted.body);
     let done = outcome(&app, &t, &id).await;
@@ -412,13 +406,7 @@ async fn a_change_whose_token_was_revoked_is_not_applied(db: Database) {
         .get(&t.path("/entitlements/digital_experience"), &t.admin)
         .await;
     let revoked = app
-        .call(
-            Method::DELETE,
-            &t.path(&format!("/tokens/{token_id}")),
-            Some(&t.admin),
-            None,
-            &[],
-        )
+        .delete(&t.path(&format!("/tokens/{token_id}")), &t.admin)
         .await;
     assert_eq!(revoked.status, StatusCode::OK, "{:?}", revoked.body);
 

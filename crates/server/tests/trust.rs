@@ -58,10 +58,6 @@ async fn scenario(db: &Database) -> Scenario {
     }
 }
 
-async fn delete(app: &TestApp, token: &str, path: &str) -> common::Answer {
-    app.call(Method::DELETE, path, Some(token), None, &[]).await
-}
-
 async fn zpa_on(s: &Scenario, token: &str, hostname: &str, os: &str) -> Value {
     let answer = sync(
         &s.app,
@@ -79,7 +75,7 @@ async fn deleting_a_selected_device_group_never_widens_access(db: Database) {
     let s = scenario(&db).await;
     let path = s.t.path(&format!("/device-groups/{}", s.temp));
 
-    let refused = delete(&s.app, &s.t.admin, &path).await;
+    let refused = s.app.delete(&path, &s.t.admin).await;
     assert_eq!(refused.status, StatusCode::CONFLICT, "{:?}", refused.body);
     assert_eq!(refused.body["error"]["code"], "group_in_use");
     let message = refused.body["error"]["message"]
@@ -90,7 +86,10 @@ async fn deleting_a_selected_device_group_never_widens_access(db: Database) {
         "{message}"
     );
 
-    let forced = delete(&s.app, &s.t.admin, &format!("{path}?force=true")).await;
+    let forced = s
+        .app
+        .delete(&format!("{path}?force=true"), &s.t.admin)
+        .await;
     assert_eq!(forced.status, StatusCode::OK, "{:?}", forced.body);
     assert_eq!(forced.body["still_selected_by"], json!(["private_access"]));
     let zpa = s
@@ -215,7 +214,7 @@ async fn a_group_nested_in_an_excluded_group_is_not_deleted_unasked(db: Database
     assert_eq!(policy["services"]["private_access"]["enabled"], false);
 
     let path = t.path(&format!("/groups/{eu}"));
-    let refused = delete(&app, &t.admin, &path).await;
+    let refused = app.delete(&path, &t.admin).await;
     assert_eq!(refused.status, StatusCode::CONFLICT, "{:?}", refused.body);
     assert_eq!(refused.body["error"]["code"], "group_in_excluded_group");
     let message = refused.body["error"]["message"]
@@ -230,7 +229,7 @@ async fn a_group_nested_in_an_excluded_group_is_not_deleted_unasked(db: Database
     assert_eq!(still.body["services"]["private_access"]["enabled"], false);
 
     // Forced, the administrator has been told what it does.
-    let forced = delete(&app, &t.admin, &format!("{path}?force=true")).await;
+    let forced = app.delete(&format!("{path}?force=true"), &t.admin).await;
     assert_eq!(forced.status, StatusCode::OK, "{:?}", forced.body);
     let after = sync(&app, &token, &device, None, None).await;
     assert_eq!(after.body["services"]["private_access"]["enabled"], true);

@@ -213,6 +213,12 @@ impl TestApp {
             .await
     }
 
+    #[allow(dead_code, reason = "not every test binary deletes")]
+    pub async fn delete(&self, path: &str, token: &str) -> Answer {
+        self.call(Method::DELETE, path, Some(token), None, &[])
+            .await
+    }
+
     pub async fn put(
         &self,
         path: &str,
